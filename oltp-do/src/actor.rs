@@ -1,0 +1,300 @@
+//! A tenant actor: one thread that owns one tenant's PGlite database and runs
+//! that tenant's work strictly one item at a time, in arrival order.
+//!
+//! The registry (`tenants`) decides when an actor starts and when it is told
+//! to close; the actor only loads, serves and closes.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::engine::{EngineRuntime, TenantDb};
+use crate::error::{Error, Result};
+use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
+use crate::tenant_id::TenantId;
+
+/// A unit of work for a tenant database.
+#[derive(Debug)]
+pub enum Work {
+    Query { stmt: Statement, row_mode: RowMode },
+    Batch(BatchRequest),
+    Transaction(BatchRequest),
+    Schema,
+}
+
+#[derive(Debug)]
+pub enum Output {
+    Query(QueryResult),
+    Batch(BatchResult),
+    Schema(Value),
+}
+
+enum Command {
+    Run {
+        work: Arc<Work>,
+        /// Not started by then: refused without running.
+        deadline: Instant,
+        reply: oneshot::Sender<Reply>,
+    },
+    Close,
+}
+
+enum Reply {
+    Done(Result<Output>),
+    /// The actor was closing and did not run the work: run it on the next one.
+    NotRun,
+}
+
+/// What a caller learns from one attempt.
+pub enum Attempt {
+    Done(Result<Output>),
+    NotRun,
+}
+
+const LOADING: u8 = 0;
+const LOADED: u8 = 1;
+const CLOSING: u8 = 2;
+const CLOSED: u8 = 3;
+
+/// The registry's view of one running actor.
+pub struct ActorHandle {
+    pub tenant: TenantId,
+    tx: mpsc::Sender<Command>,
+    state: AtomicU8,
+    /// Milliseconds since `epoch` at the last request start or end.
+    last_used: AtomicU64,
+    in_flight: AtomicUsize,
+    epoch: Instant,
+    closed: watch::Receiver<bool>,
+}
+
+impl ActorHandle {
+    /// Start the actor thread for `tenant`, rooted at `root`.
+    pub fn spawn(
+        tenant: TenantId,
+        root: PathBuf,
+        runtime: Arc<EngineRuntime>,
+        queue_depth: usize,
+        epoch: Instant,
+    ) -> Result<Arc<Self>> {
+        let (tx, rx) = mpsc::channel(queue_depth.max(1));
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let handle = Arc::new(Self {
+            tenant: tenant.clone(),
+            tx,
+            state: AtomicU8::new(LOADING),
+            last_used: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            in_flight: AtomicUsize::new(0),
+            epoch,
+            closed: closed_rx,
+        });
+        let shared = handle.clone();
+        std::thread::Builder::new()
+            .name(format!("tenant-{tenant}"))
+            .stack_size(8 * 1024 * 1024)
+            .spawn(move || {
+                actor_main(&shared, root, &runtime, rx);
+                shared.state.store(CLOSED, Ordering::SeqCst);
+                let _ = closed_tx.send(true);
+            })
+            .map_err(|e| Error::Engine(format!("spawn tenant thread: {e}")))?;
+        Ok(handle)
+    }
+
+    pub fn engine_state(&self) -> EngineState {
+        match self.state.load(Ordering::SeqCst) {
+            LOADING => EngineState::Loading,
+            LOADED | CLOSING => EngineState::Loaded,
+            _ => EngineState::Hibernated,
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.state.load(Ordering::SeqCst) >= CLOSING
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == CLOSED
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_used.load(Ordering::SeqCst)))
+    }
+
+    pub fn last_used_ms(&self) -> u64 {
+        self.last_used.load(Ordering::SeqCst)
+    }
+
+    pub fn touch(&self) {
+        self.last_used
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    pub fn end_request(&self) {
+        self.touch();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Ask the actor to close after the work already queued. Returns false
+    /// if it was already closing.
+    pub fn begin_close(&self) -> bool {
+        let mut current = self.state.load(Ordering::SeqCst);
+        loop {
+            if current >= CLOSING {
+                return false;
+            }
+            match self.state.compare_exchange(current, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(Command::Close) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+        true
+    }
+
+    /// Wait until the actor thread has finished (database closed).
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Send work to the actor and wait for its result. Work not started by
+    /// `deadline` is refused; work that has started always runs to its end,
+    /// so the caller learns the real outcome.
+    pub async fn call(&self, work: Arc<Work>, deadline: Instant) -> Attempt {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Run {
+            work,
+            deadline,
+            reply,
+        };
+        match tokio::time::timeout_at(deadline.into(), self.tx.send(cmd)).await {
+            Err(_) => return Attempt::Done(Err(self.busy())),
+            Ok(Err(_)) => return Attempt::NotRun,
+            Ok(Ok(())) => {}
+        }
+        match rx.await {
+            Ok(Reply::Done(result)) => Attempt::Done(result),
+            Ok(Reply::NotRun) => Attempt::NotRun,
+            Err(_) => Attempt::Done(Err(Error::Engine(format!(
+                "the engine of tenant {} stopped while running the request",
+                self.tenant
+            )))),
+        }
+    }
+
+    fn busy(&self) -> Error {
+        Error::Busy(format!(
+            "tenant {} is busy: the request waited for earlier work longer than the queue timeout and was not run",
+            self.tenant
+        ))
+    }
+}
+
+fn actor_main(
+    handle: &ActorHandle,
+    root: PathBuf,
+    runtime: &EngineRuntime,
+    mut rx: mpsc::Receiver<Command>,
+) {
+    let opened = runtime
+        .wait_ready()
+        .and_then(|()| runtime.ensure_tenant_root(&root))
+        .and_then(|()| TenantDb::open(&root, runtime.settings()));
+    let mut db = match opened {
+        Ok(db) => db,
+        Err(err) => {
+            tracing::error!(tenant = %handle.tenant, error = %err, "tenant database failed to open");
+            handle.state.store(CLOSING, Ordering::SeqCst);
+            rx.close();
+            while let Some(cmd) = rx.blocking_recv() {
+                if let Command::Run { reply, .. } = cmd {
+                    let _ = reply.send(Reply::Done(Err(Error::Engine(err.to_string()))));
+                }
+            }
+            return;
+        }
+    };
+    let _ = handle
+        .state
+        .compare_exchange(LOADING, LOADED, Ordering::SeqCst, Ordering::SeqCst);
+    tracing::debug!(tenant = %handle.tenant, "tenant database open");
+
+    let mut healthy = true;
+    while let Some(cmd) = rx.blocking_recv() {
+        let Command::Run {
+            work,
+            deadline,
+            reply,
+        } = cmd
+        else {
+            break;
+        };
+        if Instant::now() > deadline {
+            let _ = reply.send(Reply::Done(Err(handle.busy())));
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| execute(&mut db, &work))) {
+            Ok(result) => {
+                let _ = reply.send(Reply::Done(result));
+            }
+            Err(_) => {
+                tracing::error!(tenant = %handle.tenant, "tenant engine panicked; restarting it");
+                let _ = reply.send(Reply::Done(Err(Error::Engine(
+                    "the tenant engine failed while running the request".to_owned(),
+                ))));
+                healthy = false;
+                break;
+            }
+        }
+    }
+
+    // Work that arrived after the close request runs on the next actor.
+    handle.state.store(CLOSING, Ordering::SeqCst);
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        if let Command::Run { reply, .. } = cmd {
+            let _ = reply.send(Reply::NotRun);
+        }
+    }
+    if healthy {
+        if let Err(err) = db.close() {
+            tracing::error!(tenant = %handle.tenant, error = %err, "tenant database did not close cleanly");
+        }
+    } else {
+        // A panicked engine is not trusted to checkpoint; WAL recovery on the
+        // next open brings back every committed transaction.
+        drop(db);
+    }
+    tracing::debug!(tenant = %handle.tenant, "tenant database closed");
+}
+
+fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
+    match work {
+        Work::Query { stmt, row_mode } => db.query(stmt, *row_mode).map(Output::Query),
+        Work::Batch(req) => db.batch(req).map(Output::Batch),
+        Work::Transaction(req) => db.transaction(req).map(Output::Batch),
+        Work::Schema => db.schema().map(Output::Schema),
+    }
+}

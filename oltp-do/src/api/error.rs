@@ -1,0 +1,83 @@
+//! The one place errors become HTTP: status codes and the JSON error body
+//! `{"error":{"code":…,"message":…}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+
+/// HTTP status for a SQLSTATE: the client's mistakes are 4xx, ours 5xx.
+pub fn status_for_sqlstate(code: &str) -> StatusCode {
+    match code {
+        "57014" => StatusCode::REQUEST_TIMEOUT, // statement timeout or cancel
+        // Protocol violation: over HTTP it can only come from the request,
+        // e.g. fewer params than the statement's placeholders.
+        "08P01" => StatusCode::BAD_REQUEST,
+        "53100" | "53200" | "53300" | "57P01" | "57P02" | "57P03" => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => match &code[..code.len().min(2)] {
+            "23" | "40" => StatusCode::CONFLICT, // constraint violation, serialization failure
+            "08" | "58" | "XX" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        },
+    }
+}
+
+pub fn status_for(err: &Error) -> StatusCode {
+    match err {
+        Error::InvalidTenant(_) | Error::MissingTenant | Error::BadRequest { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        Error::BlockedTenant(_) => StatusCode::FORBIDDEN,
+        Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Database(db) => status_for_sqlstate(&db.code),
+        Error::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Busy(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+pub fn error_body(err: &Error) -> Value {
+    let code = match err {
+        Error::InvalidTenant(_) => "invalid_tenant",
+        Error::BlockedTenant(_) => "tenant_blocked",
+        Error::MissingTenant => "missing_tenant",
+        Error::BadRequest { code, .. } => code,
+        Error::PayloadTooLarge { .. } => "payload_too_large",
+        Error::Database(db) => return json!({ "error": db }),
+        Error::Engine(_) => "engine_error",
+        Error::Busy(_) => "tenant_busy",
+        Error::Unavailable(_) => "unavailable",
+    };
+    json!({ "error": { "code": code, "message": err.to_string() } })
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if matches!(self, Error::Engine(_)) {
+            tracing::error!(error = %self, "request failed on the server side");
+        }
+        (status_for(&self), Json(error_body(&self))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_mistakes_are_4xx_and_ours_5xx() {
+        assert_eq!(status_for_sqlstate("42601"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_sqlstate("42P01"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_sqlstate("22P02"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_sqlstate("23505"), StatusCode::CONFLICT);
+        assert_eq!(status_for_sqlstate("40001"), StatusCode::CONFLICT);
+        assert_eq!(status_for_sqlstate("57014"), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(status_for_sqlstate("08P01"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_sqlstate("08006"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_for_sqlstate("XX000"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_for_sqlstate("53200"), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

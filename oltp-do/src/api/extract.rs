@@ -1,0 +1,100 @@
+//! Request extractors that turn every malformed input into our JSON errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::header::HOST;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::routing::{TENANT_HEADER, resolve};
+use crate::error::Error;
+use crate::tenant_id::TenantId;
+use crate::tenants::Tenants;
+
+/// The tenant a request is for (required).
+pub struct Tenant(pub TenantId);
+
+/// The tenant a request is for, if it names one (server-wide routes).
+pub struct MaybeTenant(pub Option<TenantId>);
+
+impl FromRequestParts<Arc<Tenants>> for MaybeTenant {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Tenants>,
+    ) -> Result<Self, Self::Rejection> {
+        let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| p)
+            .unwrap_or_default();
+        let header = match parts.headers.get(TENANT_HEADER) {
+            Some(v) => Some(v.to_str().map_err(|_| Error::InvalidTenant("<non-ASCII header>".into()))?),
+            None => None,
+        };
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.host());
+        resolve(
+            state.config(),
+            params.get("tenant").map(String::as_str),
+            header,
+            host,
+        )
+        .map(MaybeTenant)
+    }
+}
+
+impl FromRequestParts<Arc<Tenants>> for Tenant {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Tenants>,
+    ) -> Result<Self, Self::Rejection> {
+        let MaybeTenant(tenant) = MaybeTenant::from_request_parts(parts, state).await?;
+        tenant.map(Tenant).ok_or(Error::MissingTenant)
+    }
+}
+
+/// A JSON body, whatever its content type, within the body-size limit.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Tenants>> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge {
+                    limit: state.config().max_body_bytes,
+                }
+            } else {
+                Error::bad_request("invalid_body", rejection.body_text())
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(Error::bad_request(
+                "malformed_json",
+                "the request body is empty: expected a JSON object",
+            ));
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
+            use serde_json::error::Category;
+            match err.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Error::bad_request("malformed_json", format!("malformed JSON: {err}"))
+                }
+                Category::Data => {
+                    Error::bad_request("invalid_request", format!("invalid request: {err}"))
+                }
+            }
+        })
+    }
+}

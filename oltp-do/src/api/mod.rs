@@ -1,0 +1,213 @@
+//! The OLTP HTTP API of DESIGN.md §5: per-tenant routes under `/t/{tenant}/…`
+//! (or the same paths with `X-Tenant-Id` or a tenant subdomain), plus the
+//! server-wide liveness, readiness, health and metrics.
+
+mod error;
+mod extract;
+mod routing;
+
+pub use error::{error_body, status_for};
+pub use routing::resolve as resolve_tenant;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::actor::{Output, Work};
+use crate::error::{Error, Result};
+use crate::protocol::{BatchRequest, QueryRequest, Statement};
+use crate::tenants::Tenants;
+use extract::{JsonBody, MaybeTenant, Tenant};
+
+type AppState = Arc<Tenants>;
+
+/// The router for the OLTP tier, ready to be served or merged.
+pub fn router(tenants: Arc<Tenants>) -> Router {
+    let limit = tenants.config().max_body_bytes;
+    let per_tenant = Router::new()
+        .route("/ping", get(ping))
+        .route("/config", get(config))
+        .route("/schema", get(schema))
+        .route("/query", post(query))
+        .route("/batch", post(batch))
+        .route("/transaction", post(transaction));
+    Router::new()
+        .route("/t/{tenant}/health", get(health))
+        .route("/t/{tenant}/liveness", get(liveness))
+        .route("/t/{tenant}/readiness", get(readiness))
+        .nest("/t/{tenant}", per_tenant.clone())
+        .merge(per_tenant)
+        .route("/health", get(health))
+        .route("/liveness", get(liveness))
+        .route("/readiness", get(readiness))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(tenants)
+}
+
+async fn not_found() -> Response {
+    let body = json!({"error": {"code": "not_found", "message": "no such endpoint"}});
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let body = json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this endpoint"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Answers at once from the registry; never waits for or wakes the engine.
+async fn ping(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json<Value> {
+    let (engine, exists) = tenants.engine_state(&tenant);
+    Json(json!({ "ok": true, "tenant": tenant.as_str(), "engine": engine, "exists": exists }))
+}
+
+/// Tenant health (with a tenant) or server health with every tenant's state.
+async fn health(State(tenants): State<AppState>, MaybeTenant(tenant): MaybeTenant) -> Json<Value> {
+    let runtime = runtime_state(&tenants);
+    match tenant {
+        Some(tenant) => {
+            let status = tenants.status(Some(&tenant)).pop();
+            Json(json!({ "ok": true, "runtime": runtime, "tenant": status }))
+        }
+        None => {
+            let list = tenants.status(None);
+            Json(json!({
+                "ok": true,
+                "runtime": runtime,
+                "openTenants": tenants.open_count(),
+                "maxOpenTenants": tenants.config().max_open_tenants,
+                "tenants": list,
+            }))
+        }
+    }
+}
+
+async fn liveness(MaybeTenant(tenant): MaybeTenant) -> Json<Value> {
+    match tenant {
+        Some(t) => Json(json!({ "ok": true, "tenant": t.as_str() })),
+        None => Json(json!({ "ok": true })),
+    }
+}
+
+/// Ready once the engine runtime has preloaded and the template is prepared.
+async fn readiness(State(tenants): State<AppState>, MaybeTenant(_): MaybeTenant) -> Response {
+    let runtime = runtime_state(&tenants);
+    let ready = runtime == "ready";
+    let mut body = json!({ "ok": ready, "runtime": runtime });
+    if let Err(err) = tenants.runtime().readiness() {
+        body["error"] = json!(err);
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+fn runtime_state(tenants: &Tenants) -> &'static str {
+    match tenants.runtime().readiness() {
+        Ok(Some(_)) => "ready",
+        Ok(None) => "loading",
+        Err(_) => "failed",
+    }
+}
+
+async fn config(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json<Value> {
+    let c = tenants.config();
+    Json(json!({
+        "tenant": tenant.as_str(),
+        "engine": "pglite",
+        "postgresVersion": "17.5",
+        "hibernateAfterMs": c.hibernate_after.as_millis() as u64,
+        "maxOpenTenants": c.max_open_tenants,
+        "maxBodyBytes": c.max_body_bytes,
+        "queueTimeoutMs": c.queue_timeout.as_millis() as u64,
+        "sharedBuffers": c.engine.shared_buffers,
+        "baseDomain": c.base_domain,
+    }))
+}
+
+async fn schema(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
+    match tenants.run(&tenant, Work::Schema).await? {
+        Output::Schema(mut schema) => {
+            schema["tenant"] = json!(tenant.as_str());
+            Ok(Json(schema))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn query(
+    State(tenants): State<AppState>,
+    Tenant(tenant): Tenant,
+    JsonBody(req): JsonBody<QueryRequest>,
+) -> Result<Response> {
+    let work = Work::Query {
+        stmt: Statement {
+            sql: req.sql,
+            params: req.params,
+        },
+        row_mode: req.row_mode,
+    };
+    match tenants.run(&tenant, work).await? {
+        Output::Query(result) => Ok(Json(result).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn batch(
+    State(tenants): State<AppState>,
+    Tenant(tenant): Tenant,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Response> {
+    if req.isolation_level.is_some() || req.read_only {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "isolationLevel and readOnly apply to POST transaction only",
+        ));
+    }
+    match tenants.run(&tenant, Work::Batch(req)).await? {
+        Output::Batch(result) => Ok(Json(result).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn transaction(
+    State(tenants): State<AppState>,
+    Tenant(tenant): Tenant,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Response> {
+    match tenants.run(&tenant, Work::Transaction(req)).await? {
+        Output::Batch(result) => Ok(Json(result).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(output: Output) -> Error {
+    Error::Engine(format!("unexpected engine output {output:?}"))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(tenants): State<AppState>) -> Response {
+    let m = &tenants.metrics;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric("tidelake_tenants_open", "gauge", "Tenant databases open in memory.", tenants.open_count() as u64);
+    metric("tidelake_tenants_max_open", "gauge", "Cap on open tenant databases.", tenants.config().max_open_tenants as u64);
+    metric("tidelake_tenant_wakes_total", "counter", "Tenant databases opened (created or woken).", m.wakes.load(Ordering::Relaxed));
+    metric("tidelake_tenant_hibernations_total", "counter", "Idle tenant databases hibernated.", m.hibernations.load(Ordering::Relaxed));
+    metric("tidelake_tenant_evictions_total", "counter", "Tenant databases closed to stay under the open cap.", m.evictions.load(Ordering::Relaxed));
+    metric("tidelake_requests_total", "counter", "Requests run on tenant databases.", m.requests.load(Ordering::Relaxed));
+    metric("tidelake_request_errors_total", "counter", "Requests on tenant databases that returned an error.", m.request_errors.load(Ordering::Relaxed));
+    metric("tidelake_engine_ready", "gauge", "1 once the engine runtime is preloaded.", u64::from(runtime_state(&tenants) == "ready"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

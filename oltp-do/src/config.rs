@@ -1,0 +1,93 @@
+//! Configuration of the OLTP tier, with the defaults `tidelake serve` uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::engine::EngineSettings;
+
+#[derive(Debug, Clone)]
+pub struct OltpConfig {
+    /// Root of everything on local disk: `tenants/<id>/` and `template/`.
+    pub data_dir: PathBuf,
+    /// An open tenant with no request for this long is hibernated.
+    pub hibernate_after: Duration,
+    /// At most this many tenants are open at once; opening one more evicts
+    /// the least recently used.
+    pub max_open_tenants: usize,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// With `acme.example.com` configured, `t1.acme.example.com` routes to tenant `t1`.
+    pub base_domain: Option<String>,
+    /// Names that are never tenants (they are refused wherever they appear).
+    pub blocked_names: Vec<String>,
+    /// Requests queued for one tenant beyond this wait for room (backpressure).
+    pub tenant_queue_depth: usize,
+    /// A request that has waited this long for its tenant (behind slower
+    /// work) is refused without running, so nothing piles up without bound.
+    pub queue_timeout: Duration,
+    pub engine: EngineSettings,
+}
+
+impl OltpConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            hibernate_after: Duration::from_secs(300),
+            max_open_tenants: 64,
+            max_body_bytes: 8 * 1024 * 1024,
+            base_domain: None,
+            blocked_names: DEFAULT_BLOCKED_NAMES.iter().map(|s| s.to_string()).collect(),
+            tenant_queue_depth: 256,
+            queue_timeout: Duration::from_secs(30),
+            engine: EngineSettings::default(),
+        }
+    }
+
+    pub fn tenants_dir(&self) -> PathBuf {
+        self.data_dir.join("tenants")
+    }
+
+    pub fn template_dir(&self) -> PathBuf {
+        self.data_dir.join("template")
+    }
+}
+
+pub const DEFAULT_BLOCKED_NAMES: &[&str] = &[
+    "www", "api", "admin", "app", "mail", "ftp", "static", "assets", "cdn", "status", "dashboard",
+    "catalog", "sql", "metrics", "health", "internal", "system", "root", "localhost",
+];
+
+/// Parse a duration written as `250ms`, `30s`, `5m`, `2h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 30s, 5m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! The tenant database engine: PGlite (PostgreSQL 17 in WASIX) opened from a
+//! prepared template, driven over the PostgreSQL protocol in process.
+
+mod database;
+mod runtime;
+mod settings;
+mod template;
+mod wire;
+
+pub use database::TenantDb;
+pub use runtime::EngineRuntime;
+pub use settings::EngineSettings;

@@ -1,0 +1,97 @@
+//! The process-wide engine runtime: the PGlite module preload and the tenant
+//! template, prepared once in the background at start-up so the server
+//! listens at once and the first query waits only for what is left.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use pglite_oxide::Pglite;
+
+use super::settings::EngineSettings;
+use super::template;
+use crate::config::OltpConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Preparing,
+    Ready(Duration),
+    Failed(String),
+}
+
+pub struct EngineRuntime {
+    phase: Mutex<Phase>,
+    changed: Condvar,
+    settings: EngineSettings,
+    template_dir: PathBuf,
+}
+
+impl EngineRuntime {
+    /// Start preparing in the background and return at once.
+    pub fn start(config: &OltpConfig) -> Arc<Self> {
+        template::clean_staging(&config.tenants_dir());
+        let runtime = Arc::new(Self {
+            phase: Mutex::new(Phase::Preparing),
+            changed: Condvar::new(),
+            settings: config.engine.clone(),
+            template_dir: config.template_dir(),
+        });
+        let preparing = runtime.clone();
+        std::thread::Builder::new()
+            .name("engine-preload".into())
+            .stack_size(8 * 1024 * 1024)
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = Pglite::preload()
+                    .map_err(|e| Error::Engine(format!("preload PGlite runtime: {e:#}")))
+                    .and_then(|()| template::prepare(&preparing.template_dir, &preparing.settings));
+                let phase = match outcome {
+                    Ok(()) => {
+                        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine runtime ready");
+                        Phase::Ready(started.elapsed())
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "engine runtime failed to prepare");
+                        Phase::Failed(err.to_string())
+                    }
+                };
+                *preparing.phase.lock().expect("runtime phase poisoned") = phase;
+                preparing.changed.notify_all();
+            })
+            .expect("spawn engine preload thread");
+        runtime
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Block the calling (actor) thread until the runtime is ready.
+    pub fn wait_ready(&self) -> Result<()> {
+        let mut phase = self.phase.lock().expect("runtime phase poisoned");
+        loop {
+            match &*phase {
+                Phase::Ready(_) => return Ok(()),
+                Phase::Failed(err) => return Err(Error::Engine(err.clone())),
+                Phase::Preparing => {
+                    phase = self.changed.wait(phase).expect("runtime phase poisoned");
+                }
+            }
+        }
+    }
+
+    /// `None` while preparing; the preparation time once ready; the error if it failed.
+    pub fn readiness(&self) -> std::result::Result<Option<Duration>, String> {
+        match &*self.phase.lock().expect("runtime phase poisoned") {
+            Phase::Preparing => Ok(None),
+            Phase::Ready(took) => Ok(Some(*took)),
+            Phase::Failed(err) => Err(err.clone()),
+        }
+    }
+
+    /// Create the tenant's database from the template if it does not exist yet.
+    pub fn ensure_tenant_root(&self, root: &Path) -> Result<()> {
+        template::instantiate(&self.template_dir, root)
+    }
+}

@@ -1,0 +1,98 @@
+//! The prepared template every new tenant database is copied from, so no
+//! tenant ever pays for `initdb`.
+//!
+//! The template is a closed, checkpointed PGlite root under
+//! `<data-dir>/template`. A new tenant is a copy of it made under a hidden
+//! name and renamed into place, so a crash mid-copy never leaves a
+//! half-made tenant behind.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::database::TenantDb;
+use super::settings::EngineSettings;
+use crate::error::{Error, Result};
+
+/// Bumped whenever what a template contains changes; an older template on
+/// disk is rebuilt (existing tenants are not touched).
+const TEMPLATE_VERSION: &str = "tidelake-template-1 pglite-oxide-0.5.1";
+const MARKER: &str = ".tidelake-template";
+const LOCK_FILE: &str = ".pglite-oxide.lock";
+const CREATING_PREFIX: &str = ".creating-";
+
+/// Make sure a current template exists at `dir`, building it if needed.
+pub fn prepare(dir: &Path, settings: &EngineSettings) -> Result<()> {
+    let marker = dir.join(MARKER);
+    if fs::read_to_string(&marker).is_ok_and(|v| v.trim() == TEMPLATE_VERSION) {
+        return Ok(());
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| io_error("remove stale template", dir, e))?;
+    }
+    let building = dir.with_extension("building");
+    if building.exists() {
+        fs::remove_dir_all(&building).map_err(|e| io_error("remove", &building, e))?;
+    }
+    let db = TenantDb::open(&building, settings)?;
+    db.close()?;
+    fs::write(building.join(MARKER), TEMPLATE_VERSION)
+        .map_err(|e| io_error("write", &building, e))?;
+    fs::rename(&building, dir).map_err(|e| io_error("install template", dir, e))?;
+    Ok(())
+}
+
+/// Create the tenant root `root` as a copy of the template, unless it exists.
+pub fn instantiate(template: &Path, root: &Path) -> Result<()> {
+    if root.exists() {
+        return Ok(());
+    }
+    let parent = root.parent().unwrap_or(Path::new("."));
+    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("tenant");
+    let staging = parent.join(format!("{CREATING_PREFIX}{name}"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| io_error("remove", &staging, e))?;
+    }
+    copy_tree(template, &staging).map_err(|e| io_error("copy template to", &staging, e))?;
+    let _ = fs::remove_file(staging.join(MARKER));
+    fs::rename(&staging, root).map_err(|e| io_error("create tenant", root, e))?;
+    Ok(())
+}
+
+/// Remove half-made tenants left by a crash during `instantiate`.
+pub fn clean_staging(tenants_dir: &Path) {
+    for entry in fs::read_dir(tenants_dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(CREATING_PREFIX))
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == LOCK_FILE {
+            continue;
+        }
+        let target: PathBuf = to.join(&name);
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if file_type.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
+    Error::Engine(format!("{what} {}: {err}", path.display()))
+}

@@ -1,0 +1,77 @@
+//! The crate's one error type. HTTP status and JSON shape are decided in
+//! `api::error`, nowhere else.
+
+use serde::Serialize;
+
+/// A PostgreSQL error as the client sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DbError {
+    /// SQLSTATE.
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    /// In a batch or transaction: the index of the statement that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_index: Option<usize>,
+}
+
+impl DbError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+            position: None,
+            statement_index: None,
+        }
+    }
+
+    pub fn at_statement(mut self, index: usize) -> Self {
+        self.statement_index = Some(index);
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid tenant id {0:?}: expected [a-z0-9][a-z0-9-]{{0,62}}")]
+    InvalidTenant(String),
+    #[error("tenant id {0:?} is reserved")]
+    BlockedTenant(String),
+    #[error("no tenant given: use /t/{{tenant}}/…, the X-Tenant-Id header or a tenant subdomain")]
+    MissingTenant,
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// PostgreSQL rejected the statement: the client's SQL or data.
+    #[error("{}", .0.message)]
+    Database(DbError),
+    /// Our side failed: the engine could not be opened or crashed.
+    #[error("engine error: {0}")]
+    Engine(String),
+    /// The tenant's queue is full or its work waited past the queue timeout.
+    #[error("{0}")]
+    Busy(String),
+    /// The server is shutting down or the tenant is being moved.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

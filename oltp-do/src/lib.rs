@@ -1,0 +1,22 @@
+//! `oltp-do`: the tenant databases. One PGlite PostgreSQL per tenant, each in
+//! its own actor thread ("durable object"), created from a template on first
+//! use, hibernated when idle, evicted under a cap, woken on the next request;
+//! and the HTTP API in front of them.
+//!
+//! Knows nothing of Iceberg or DataFusion: the lake reads from this crate,
+//! never the other way round.
+
+pub mod actor;
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod protocol;
+pub mod tenant_id;
+pub mod tenants;
+pub mod values;
+
+pub use config::OltpConfig;
+pub use error::{DbError, Error, Result};
+pub use tenant_id::TenantId;
+pub use tenants::Tenants;

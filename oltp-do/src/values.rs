@@ -1,0 +1,281 @@
+//! PostgreSQL text-format values to JSON and JSON parameters to text format.
+//!
+//! The mapping, by result type:
+//! - `bool` → `true`/`false`; `int2`, `int4`, `int8`, `oid` → numbers (int8 exact
+//!   in JSON; JavaScript clients beyond 2^53 should read it with a big-int parser);
+//! - `float4`, `float8` → numbers, except `NaN` and `±Infinity` which stay strings;
+//! - `numeric` → string, so no digit is lost;
+//! - `json`, `jsonb` → the JSON value itself;
+//! - one-dimensional and nested arrays of these → JSON arrays;
+//! - everything else (text, bytea as `\x…` hex, timestamps in ISO form with
+//!   zone, uuid, intervals, …) → the PostgreSQL text form as a string.
+//!
+//! Parameters: `null` → SQL NULL, booleans and numbers → their literal, strings
+//! as given, arrays → an array literal (`{…}`), objects → JSON text.
+
+use serde_json::{Map, Number, Value};
+
+pub mod oid {
+    pub const BOOL: i32 = 16;
+    pub const BYTEA: i32 = 17;
+    pub const INT8: i32 = 20;
+    pub const INT2: i32 = 21;
+    pub const INT4: i32 = 23;
+    pub const TEXT: i32 = 25;
+    pub const OID: i32 = 26;
+    pub const JSON: i32 = 114;
+    pub const FLOAT4: i32 = 700;
+    pub const FLOAT8: i32 = 701;
+    pub const VARCHAR: i32 = 1043;
+    pub const NUMERIC: i32 = 1700;
+    pub const JSONB: i32 = 3802;
+}
+
+/// The element type of a PostgreSQL array type, for the array types we decode.
+fn array_element(type_oid: i32) -> Option<i32> {
+    Some(match type_oid {
+        1000 => oid::BOOL,
+        1001 => oid::BYTEA,
+        1005 => oid::INT2,
+        1007 => oid::INT4,
+        1016 => oid::INT8,
+        1028 => oid::OID,
+        1021 => oid::FLOAT4,
+        1022 => oid::FLOAT8,
+        1231 => oid::NUMERIC,
+        199 => oid::JSON,
+        3807 => oid::JSONB,
+        // text-like, date/time, uuid, inet …: elements stay strings.
+        1009 | 1014 | 1015 | 1182 | 1183 | 1115 | 1185 | 1270 | 1187 | 2951 | 1041 | 651
+        | 1040 => oid::TEXT,
+        _ => return None,
+    })
+}
+
+/// Convert one text-format value of type `type_oid` to JSON.
+pub fn text_to_json(text: &str, type_oid: i32) -> Value {
+    match type_oid {
+        oid::BOOL => Value::Bool(text == "t"),
+        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => text
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| text.parse::<u64>().map(Value::from))
+            .unwrap_or_else(|_| Value::String(text.to_owned())),
+        oid::FLOAT4 | oid::FLOAT8 => text
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(text.to_owned())),
+        oid::JSON | oid::JSONB => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        }
+        other => match array_element(other) {
+            Some(element) if text.starts_with('{') => match parse_array(text, element) {
+                Some(value) => value,
+                None => Value::String(text.to_owned()),
+            },
+            _ => Value::String(text.to_owned()),
+        },
+    }
+}
+
+/// Parse an array literal such as `{1,2,NULL}` or `{{"a b",c},{d,e}}`.
+fn parse_array(text: &str, element: i32) -> Option<Value> {
+    let mut parser = ArrayParser {
+        bytes: text.as_bytes(),
+        pos: 0,
+        element,
+    };
+    let value = parser.array()?;
+    (parser.pos == parser.bytes.len()).then_some(value)
+}
+
+struct ArrayParser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    element: i32,
+}
+
+impl ArrayParser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn array(&mut self) -> Option<Value> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        self.pos += 1;
+        let mut items = Vec::new();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Some(Value::Array(items));
+        }
+        loop {
+            let item = match self.peek()? {
+                b'{' => self.array()?,
+                b'"' => {
+                    let raw = self.quoted()?;
+                    text_to_json(&raw, self.element)
+                }
+                _ => {
+                    let start = self.pos;
+                    while !matches!(self.peek()?, b',' | b'}') {
+                        self.pos += 1;
+                    }
+                    let raw = std::str::from_utf8(&self.bytes[start..self.pos]).ok()?;
+                    if raw.eq_ignore_ascii_case("NULL") {
+                        Value::Null
+                    } else {
+                        text_to_json(raw, self.element)
+                    }
+                }
+            };
+            items.push(item);
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(Value::Array(items));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn quoted(&mut self) -> Option<String> {
+        self.pos += 1; // opening quote
+        let mut out = Vec::new();
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    return String::from_utf8(out).ok();
+                }
+                b'\\' => {
+                    out.push(*self.bytes.get(self.pos + 1)?);
+                    self.pos += 2;
+                }
+                b => {
+                    out.push(b);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Encode a JSON parameter in PostgreSQL text format; `None` is SQL NULL.
+pub fn json_to_param(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => Some(array_literal(items)),
+        Value::Object(_) => Some(value.to_string()),
+    }
+}
+
+fn array_literal(items: &[Value]) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            Value::Null => out.push_str("NULL"),
+            Value::Array(inner) => out.push_str(&array_literal(inner)),
+            Value::Bool(_) | Value::Number(_) => out.push_str(&item.to_string()),
+            Value::String(s) => push_quoted(&mut out, s),
+            Value::Object(_) => push_quoted(&mut out, &item.to_string()),
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// Shape one row as an object (`{"name": value}`) or an array.
+pub fn row_object(names: &[String], values: Vec<Value>) -> Value {
+    let mut map = Map::with_capacity(names.len());
+    for (name, value) in names.iter().zip(values) {
+        map.insert(name.clone(), value);
+    }
+    Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scalars_keep_their_json_types() {
+        assert_eq!(text_to_json("t", oid::BOOL), json!(true));
+        assert_eq!(text_to_json("f", oid::BOOL), json!(false));
+        assert_eq!(text_to_json("-42", oid::INT4), json!(-42));
+        assert_eq!(
+            text_to_json("9223372036854775807", oid::INT8),
+            json!(9223372036854775807i64)
+        );
+        assert_eq!(text_to_json("1.5", oid::FLOAT8), json!(1.5));
+        assert_eq!(text_to_json("NaN", oid::FLOAT8), json!("NaN"));
+        assert_eq!(
+            text_to_json("12345678901234567890.000000001", oid::NUMERIC),
+            json!("12345678901234567890.000000001")
+        );
+        assert_eq!(
+            text_to_json(r#"{"a": [1, null]}"#, oid::JSONB),
+            json!({"a": [1, null]})
+        );
+        assert_eq!(text_to_json("\\x00ff", oid::BYTEA), json!("\\x00ff"));
+    }
+
+    #[test]
+    fn arrays_decode_with_quotes_nulls_and_nesting() {
+        assert_eq!(text_to_json("{1,2,NULL}", 1007), json!([1, 2, null]));
+        assert_eq!(
+            text_to_json(r#"{"a b","c\"d",NULL,"NULL",e}"#, 1009),
+            json!(["a b", "c\"d", null, "NULL", "e"])
+        );
+        assert_eq!(text_to_json("{{1,2},{3,4}}", 1005), json!([[1, 2], [3, 4]]));
+        assert_eq!(text_to_json("{}", 1007), json!([]));
+        // Explicit bounds are kept as text rather than guessed at.
+        assert_eq!(text_to_json("[0:1]={1,2}", 1007), json!("[0:1]={1,2}"));
+    }
+
+    #[test]
+    fn params_encode_to_text_format() {
+        assert_eq!(json_to_param(&json!(null)), None);
+        assert_eq!(json_to_param(&json!(true)).as_deref(), Some("true"));
+        assert_eq!(json_to_param(&json!(2.5)).as_deref(), Some("2.5"));
+        assert_eq!(json_to_param(&json!("x")).as_deref(), Some("x"));
+        assert_eq!(
+            json_to_param(&json!(["a\"b", null, 1, ["c"]])).as_deref(),
+            Some(r#"{"a\"b",NULL,1,{"c"}}"#)
+        );
+        assert_eq!(
+            json_to_param(&json!({"k": 1})).as_deref(),
+            Some(r#"{"k":1}"#)
+        );
+    }
+
+    #[test]
+    fn array_params_round_trip_through_the_decoder() {
+        let original = json!(["x,y", "q\"uote", "back\\slash", null, "{braces}"]);
+        let text = json_to_param(&original).unwrap();
+        assert_eq!(text_to_json(&text, 1009), original);
+    }
+}

@@ -1,0 +1,83 @@
+//! The `tidelake` binary: wires the crates together and serves them on one
+//! address. No business logic lives here.
+
+mod settings;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use oltp_do::Tenants;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use settings::{Overrides, Settings};
+
+#[derive(Parser)]
+#[command(name = "tidelake", version, about = "PostgreSQL for every tenant, with its whole history in the lake")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve everything on one address with embedded defaults.
+    Serve(Overrides),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("TIDELAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    match cli.command {
+        Command::Serve(overrides) => runtime.block_on(serve(Settings::load(overrides)?)),
+    }
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let tenants = Tenants::new(settings.oltp).context("open the data directory")?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    // The first line on stdout says where we listen (port 0 picks one).
+    println!("tidelake listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %tenants.config().data_dir.display(), "serving");
+
+    let reaper = tokio::spawn(tenants.clone().run_reaper());
+    let app = oltp_do::api::router(tenants.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve HTTP")?;
+
+    tracing::info!("shutting down: closing open tenant databases");
+    reaper.abort();
+    Arc::clone(&tenants).shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,155 @@
+//! `tidelake serve` settings: built-in defaults, then the TOML config file,
+//! then environment variables and flags (flags win).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use oltp_do::OltpConfig;
+use oltp_do::config::parse_duration;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7432";
+pub const DEFAULT_DATA_DIR: &str = "./tidelake-data";
+
+/// The config file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub tenants: TenantsSection,
+    #[serde(default)]
+    pub postgres: PostgresSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsSection {
+    pub hibernate_after: Option<String>,
+    pub max_open: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub base_domain: Option<String>,
+    pub blocked_names: Option<Vec<String>>,
+    pub queue_depth: Option<usize>,
+    pub queue_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    pub shared_buffers: Option<String>,
+    pub max_wal_size: Option<String>,
+    /// Any other PostgreSQL setting, applied to every tenant backend.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Values given as flags or environment variables (they override the file).
+#[derive(Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML config file (see docs/configuration.md).
+    #[arg(long, env = "TIDELAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where tenant databases and everything else live [default: ./tidelake-data].
+    #[arg(long, env = "TIDELAKE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve HTTP on [default: 127.0.0.1:7432]; port 0 picks a free port.
+    #[arg(long, env = "TIDELAKE_LISTEN")]
+    pub listen: Option<String>,
+    /// Hibernate a tenant after this long without requests (e.g. 30s, 5m) [default: 5m].
+    #[arg(long, env = "TIDELAKE_HIBERNATE_AFTER")]
+    pub hibernate_after: Option<String>,
+    /// Most tenant databases open at once; more evicts the least recently used [default: 64].
+    #[arg(long, env = "TIDELAKE_MAX_OPEN_TENANTS")]
+    pub max_open_tenants: Option<usize>,
+    /// Refuse (503) a request still waiting behind earlier work on its tenant after this long [default: 30s].
+    #[arg(long, env = "TIDELAKE_QUEUE_TIMEOUT")]
+    pub queue_timeout: Option<String>,
+    /// Largest accepted request body in bytes [default: 8388608].
+    #[arg(long, env = "TIDELAKE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Route `{tenant}.{base-domain}` host names to tenants.
+    #[arg(long, env = "TIDELAKE_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+    /// PostgreSQL shared_buffers per tenant [default: 4MB].
+    #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
+    pub shared_buffers: Option<String>,
+}
+
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub oltp: OltpConfig,
+}
+
+impl Settings {
+    pub fn load(overrides: Overrides) -> Result<Self> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = overrides
+            .data_dir
+            .or(file.server.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = overrides
+            .listen
+            .or(file.server.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text
+            .parse()
+            .with_context(|| format!("invalid listen address {listen_text:?}"))?;
+
+        let mut oltp = OltpConfig::new(data_dir);
+        let t = file.tenants;
+        if let Some(text) = overrides.hibernate_after.or(t.hibernate_after) {
+            oltp.hibernate_after = duration("hibernate_after", &text)?;
+        }
+        if let Some(n) = overrides.max_open_tenants.or(t.max_open) {
+            anyhow::ensure!(n > 0, "max_open_tenants must be at least 1");
+            oltp.max_open_tenants = n;
+        }
+        if let Some(n) = overrides.max_body_bytes.or(t.max_body_bytes) {
+            oltp.max_body_bytes = n;
+        }
+        oltp.base_domain = overrides.base_domain.or(t.base_domain);
+        if let Some(names) = t.blocked_names {
+            oltp.blocked_names = names;
+        }
+        if let Some(n) = t.queue_depth {
+            anyhow::ensure!(n > 0, "queue_depth must be at least 1");
+            oltp.tenant_queue_depth = n;
+        }
+        if let Some(text) = overrides.queue_timeout.or(t.queue_timeout) {
+            oltp.queue_timeout = duration("queue_timeout", &text)?;
+        }
+        let p = file.postgres;
+        if let Some(v) = overrides.shared_buffers.or(p.shared_buffers) {
+            oltp.engine.shared_buffers = v;
+        }
+        if let Some(v) = p.max_wal_size {
+            oltp.engine.max_wal_size = v;
+        }
+        oltp.engine.extra = p.settings;
+        Ok(Self { listen, oltp })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+}
+
+fn duration(key: &str, text: &str) -> Result<std::time::Duration> {
+    parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}

@@ -1,0 +1,250 @@
+//! Test support: start the real `tidelake` binary on 127.0.0.1 with its own
+//! data directory, and talk to it over HTTP the way a user does.
+//!
+//! Shared by the end-to-end tests (`tests/`) and the benchmarks (`bench/`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Path of the `tidelake` binary: `$TIDELAKE_BIN`, or the one built next to
+/// the running test or bench executable.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TIDELAKE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("tidelake");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p tidelake) or set TIDELAKE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `tidelake serve`, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Start `tidelake serve` on a free port with `data_dir` and extra flags,
+    /// and wait until it reports ready.
+    pub async fn start(data_dir: &Path, args: &[&str]) -> Server {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            args,
+        };
+        server.spawn();
+        server.wait_ready().await;
+        server
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("open server log");
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env_remove("TIDELAKE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tidelake");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .expect("tidelake printed nothing")
+            .expect("read stdout");
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        self.base = url.to_owned();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// Poll `/readiness` until it answers 200.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(resp) = http.get(format!("{}/readiness", self.base)).send().await
+                && resp.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server at {} never became ready", self.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`: no shutdown, no flush, nothing.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful stop (SIGTERM), waiting for the process to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tidelake did not stop within 60s of SIGTERM");
+        }
+    }
+
+    /// Start the same server again (same data dir and flags) after a stop or kill.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP client for one server.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("http client"),
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// GET a path; returns status and JSON body (Null if the body is not JSON).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self.http.get(self.url(path)).send().await.expect("GET");
+        read(resp).await
+    }
+
+    /// POST a JSON body to a path.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        read(resp).await
+    }
+
+    /// `POST /t/{tenant}/query`.
+    pub async fn query(&self, tenant: &str, sql: &str, params: Value) -> (StatusCode, Value) {
+        self.post(
+            &format!("/t/{tenant}/query"),
+            &json!({ "sql": sql, "params": params }),
+        )
+        .await
+    }
+
+    /// A query that must succeed; returns its rows.
+    pub async fn rows(&self, tenant: &str, sql: &str, params: Value) -> Vec<Value> {
+        let (status, body) = self.query(tenant, sql, params).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+        body["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A statement that must succeed.
+    pub async fn exec(&self, tenant: &str, sql: &str) {
+        let (status, body) = self.query(tenant, sql, json!([])).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+    }
+
+    /// `GET /t/{tenant}/ping` → the engine state.
+    pub async fn engine_state(&self, tenant: &str) -> String {
+        let (status, body) = self.get(&format!("/t/{tenant}/ping")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["engine"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Poll `check` until it returns true or `timeout` passes; returns whether it did.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,298 @@
+//! The per-tenant HTTP API: query, batch, transaction, schema, routing.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tidelake_tests::Server;
+
+#[tokio::test]
+async fn query_returns_typed_rows_fields_and_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let c = server.client();
+
+    c.exec(
+        "acme",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), \
+         tags text[], meta jsonb, active bool, big int8, at timestamptz)",
+    )
+    .await;
+    let (status, body) = c
+        .query(
+            "acme",
+            "INSERT INTO items VALUES ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, NULL, NULL, NULL, NULL, NULL, NULL)",
+            json!([1, "widget", "19.99", ["a", "b c"], {"k": [1, 2]}, true,
+                   9007199254740993i64, "2026-01-02 03:04:05+00", 2, "gadget"]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["command"], "INSERT");
+    assert_eq!(body["rowCount"], 2);
+
+    let (status, body) = c
+        .query("acme", "SELECT * FROM items WHERE id = $1", json!([1]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["command"], "SELECT");
+    assert_eq!(body["rowCount"], 1);
+    let fields: Vec<(&str, i64)> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f["dataTypeID"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        fields,
+        [("id", 23), ("name", 25), ("price", 1700), ("tags", 1009), ("meta", 3802),
+         ("active", 16), ("big", 20), ("at", 1184)]
+    );
+    assert_eq!(
+        body["rows"][0],
+        json!({"id": 1, "name": "widget", "price": "19.99", "tags": ["a", "b c"],
+               "meta": {"k": [1, 2]}, "active": true, "big": 9007199254740993i64,
+               "at": "2026-01-02 03:04:05+00"})
+    );
+
+    // rowMode array, NULLs kept as null.
+    let (status, body) = c
+        .post(
+            "/t/acme/query",
+            &json!({"sql": "SELECT id, price, tags FROM items ORDER BY id", "rowMode": "array"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([[1, "19.99", ["a", "b c"]], [2, null, null]]));
+}
+
+#[tokio::test]
+async fn batch_and_transaction_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let c = server.client();
+    c.exec("t1", "CREATE TABLE acct (id int PRIMARY KEY, balance int CHECK (balance >= 0))")
+        .await;
+
+    let (status, body) = c
+        .post(
+            "/t/t1/batch",
+            &json!({"statements": [
+                {"sql": "INSERT INTO acct VALUES (1, 100), (2, 50)"},
+                {"sql": "SELECT sum(balance) AS total FROM acct"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["rowCount"], 2);
+    assert_eq!(body["results"][1]["rows"][0]["total"], 150);
+
+    // A transfer that would overdraw: the whole transaction is rolled back and
+    // the error names the failing statement.
+    let (status, body) = c
+        .post(
+            "/t/t1/transaction",
+            &json!({"statements": [
+                {"sql": "UPDATE acct SET balance = balance + $1 WHERE id = 1", "params": [80]},
+                {"sql": "UPDATE acct SET balance = balance - $1 WHERE id = 2", "params": [80]},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "23514");
+    assert_eq!(body["error"]["statementIndex"], 1);
+    let rows = c.rows("t1", "SELECT id, balance FROM acct ORDER BY id", json!([])).await;
+    assert_eq!(rows, vec![json!({"id": 1, "balance": 100}), json!({"id": 2, "balance": 50})]);
+
+    // A good transfer commits both statements.
+    let (status, body) = c
+        .post(
+            "/t/t1/transaction",
+            &json!({"isolationLevel": "serializable", "statements": [
+                {"sql": "UPDATE acct SET balance = balance + 30 WHERE id = 1"},
+                {"sql": "UPDATE acct SET balance = balance - 30 WHERE id = 2 RETURNING balance"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][1]["rows"][0]["balance"], 20);
+    let rows = c.rows("t1", "SELECT sum(balance) AS s FROM acct", json!([])).await;
+    assert_eq!(rows[0]["s"], 150);
+
+    // Transaction control inside POST transaction is refused before anything runs.
+    let (status, body) = c
+        .post(
+            "/t/t1/transaction",
+            &json!({"statements": [
+                {"sql": "UPDATE acct SET balance = 0"},
+                {"sql": "COMMIT"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["statementIndex"], 1);
+    let rows = c.rows("t1", "SELECT sum(balance) AS s FROM acct", json!([])).await;
+    assert_eq!(rows[0]["s"], 150);
+
+    // A batch stops at the first failure; what ran before it is committed.
+    let (status, body) = c
+        .post(
+            "/t/t1/batch",
+            &json!({"statements": [
+                {"sql": "INSERT INTO acct VALUES (3, 1)"},
+                {"sql": "INSERT INTO acct VALUES (3, 1)"},
+                {"sql": "INSERT INTO acct VALUES (4, 1)"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "23505");
+    assert_eq!(body["error"]["statementIndex"], 1);
+    let rows = c.rows("t1", "SELECT id FROM acct WHERE id > 2 ORDER BY id", json!([])).await;
+    assert_eq!(rows, vec![json!({"id": 3})]);
+
+    // A query that leaves a transaction open is rolled back, not leaked.
+    let (status, body) = c
+        .query("t1", "BEGIN; DELETE FROM acct", json!([]))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "25000");
+    let rows = c.rows("t1", "SELECT count(*) AS n FROM acct", json!([])).await;
+    assert_eq!(rows[0]["n"], 3);
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_and_routed_by_path_header_and_subdomain() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--base-domain", "db.example.test"],
+    )
+    .await;
+    let c = server.client();
+
+    c.exec("alpha", "CREATE TABLE notes (body text)").await;
+    c.exec("alpha", "INSERT INTO notes VALUES ('alpha secret')").await;
+
+    // The same table name in another tenant is another table.
+    let (status, body) = c.query("beta", "SELECT * FROM notes", json!([])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "42P01");
+    c.exec("beta", "CREATE TABLE notes (body text)").await;
+    assert!(c.rows("beta", "SELECT * FROM notes", json!([])).await.is_empty());
+
+    // Header routing on the unprefixed path.
+    let resp = c
+        .http
+        .post(c.url("/query"))
+        .header("X-Tenant-Id", "alpha")
+        .json(&json!({"sql": "SELECT body FROM notes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["rows"][0]["body"], "alpha secret");
+
+    // Subdomain routing by Host header.
+    let resp = c
+        .http
+        .post(c.url("/query"))
+        .header("Host", "alpha.db.example.test")
+        .json(&json!({"sql": "SELECT count(*) AS n FROM notes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["rows"][0]["n"], 1);
+
+    // Blocked names are refused however they arrive.
+    let resp = c
+        .http
+        .get(c.url("/ping"))
+        .header("Host", "www.db.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (status, body) = c.get("/t/admin/ping").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "tenant_blocked");
+
+    // Path and header naming different tenants is a client error.
+    let resp = c
+        .http
+        .get(c.url("/t/alpha/ping"))
+        .header("X-Tenant-Id", "beta")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // No tenant at all.
+    let (status, body) = c.post("/query", &json!({"sql": "SELECT 1"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "missing_tenant");
+}
+
+#[tokio::test]
+async fn schema_config_and_health_describe_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--queue-timeout", "5s"]).await;
+    let c = server.client();
+
+    c.exec(
+        "shop",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, total numeric(12,2) DEFAULT 0)",
+    )
+    .await;
+    let (status, before) = c.get("/t/shop/schema").await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before["tenant"], "shop");
+    let table = &before["tables"][0];
+    assert_eq!(table["schema"], "public");
+    assert_eq!(table["name"], "orders");
+    assert_eq!(table["primaryKey"], json!(["id"]));
+    let columns: Vec<(&str, &str, bool)> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap(), c["nullable"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        columns,
+        [("id", "bigint", false), ("customer", "text", false), ("total", "numeric(12,2)", true)]
+    );
+
+    c.exec("shop", "ALTER TABLE orders ADD COLUMN note text").await;
+    let (_, after) = c.get("/t/shop/schema").await;
+    assert_ne!(before["fingerprint"], after["fingerprint"]);
+    assert_eq!(after["tables"][0]["columns"].as_array().unwrap().len(), 4);
+
+    let (status, config) = c.get("/t/shop/config").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(config["queueTimeoutMs"], 5000);
+    assert_eq!(config["sharedBuffers"], "4MB");
+
+    let (status, health) = c.get("/t/shop/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["tenant"]["engine"], "loaded");
+    assert!(health["tenant"]["diskBytes"].as_u64().unwrap() > 0);
+
+    let (status, health) = c.get("/health").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = health["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop"]);
+    assert_eq!(health["openTenants"], 1);
+
+    for path in ["/liveness", "/readiness", "/t/shop/liveness", "/t/shop/readiness"] {
+        let (status, body) = c.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["ok"], true, "{path}");
+    }
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tidelake_tenants_open 1"), "{metrics}");
+}

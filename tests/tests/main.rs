@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `tidelake` binary on 127.0.0.1 with a real
+//! PGlite database per tenant, driven over HTTP. One test binary for the
+//! whole suite (DESIGN.md §6).
+
+mod api;
+mod bad_input;
+mod lifecycle;
