@@ -61,6 +61,7 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!("shutting down: closing open tenant databases");
     reaper.abort();
     Arc::clone(&tenants).shutdown().await;
+    tracing::info!("all tenant databases closed");
     Ok(())
 }
 

@@ -268,7 +268,7 @@ SELECT json_agg(t ORDER BY t.schema, t.name) AS tables FROM (
     (SELECT json_agg(json_build_object(
         'name', a.attname,
         'type', format_type(a.atttypid, a.atttypmod),
-        'typeOid', a.atttypid,
+        'typeOid', a.atttypid::int,
         'nullable', NOT a.attnotnull,
         'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum)
        FROM pg_attribute a
