@@ -23,6 +23,15 @@ pub struct FileConfig {
     pub tenants: TenantsSection,
     #[serde(default)]
     pub postgres: PostgresSection,
+    #[serde(default)]
+    pub capture: CaptureSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSection {
+    pub enabled: Option<bool>,
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +51,7 @@ pub struct TenantsSection {
     pub blocked_names: Option<Vec<String>>,
     pub queue_depth: Option<usize>,
     pub queue_timeout: Option<String>,
+    pub ws_send_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +91,15 @@ pub struct Overrides {
     /// Route `{tenant}.{base-domain}` host names to tenants.
     #[arg(long, env = "TIDELAKE_BASE_DOMAIN")]
     pub base_domain: Option<String>,
+    /// Capture every committed change into each tenant's change log [default: true].
+    #[arg(long, env = "TIDELAKE_CAPTURE")]
+    pub capture: Option<bool>,
+    /// Keep acknowledged changes in the change log this long [default: 1h].
+    #[arg(long, env = "TIDELAKE_CHANGE_RETENTION")]
+    pub change_retention: Option<String>,
+    /// Disconnect a WebSocket client that takes no message for this long [default: 10s].
+    #[arg(long, env = "TIDELAKE_WS_SEND_TIMEOUT")]
+    pub ws_send_timeout: Option<String>,
     /// PostgreSQL shared_buffers per tenant [default: 4MB].
     #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
     pub shared_buffers: Option<String>,
@@ -131,6 +150,16 @@ impl Settings {
         }
         if let Some(text) = overrides.queue_timeout.or(t.queue_timeout) {
             oltp.queue_timeout = duration("queue_timeout", &text)?;
+        }
+        if let Some(text) = overrides.ws_send_timeout.or(t.ws_send_timeout) {
+            oltp.ws_send_timeout = duration("ws_send_timeout", &text)?;
+        }
+        let c = file.capture;
+        if let Some(enabled) = overrides.capture.or(c.enabled) {
+            oltp.engine.capture = enabled;
+        }
+        if let Some(text) = overrides.change_retention.or(c.retention) {
+            oltp.change_retention = duration("capture.retention", &text)?;
         }
         let p = file.postgres;
         if let Some(v) = overrides.shared_buffers.or(p.shared_buffers) {

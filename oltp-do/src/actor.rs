@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::{EngineRuntime, TenantDb};
+use crate::engine::{ChangePage, EngineRuntime, LogStats, TenantDb};
+use crate::feed::Feed;
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
 use crate::tenant_id::TenantId;
@@ -25,6 +26,9 @@ pub enum Work {
     Batch(BatchRequest),
     Transaction(BatchRequest),
     Schema,
+    Changes { since: u64, limit: u64 },
+    Stats,
+    Acknowledge { consumer: String, lsn: u64, retention: Duration },
 }
 
 #[derive(Debug)]
@@ -32,6 +36,8 @@ pub enum Output {
     Query(QueryResult),
     Batch(BatchResult),
     Schema(Value),
+    Changes(ChangePage),
+    Stats(LogStats),
 }
 
 enum Command {
@@ -79,6 +85,7 @@ impl ActorHandle {
         tenant: TenantId,
         root: PathBuf,
         runtime: Arc<EngineRuntime>,
+        feed: Arc<Feed>,
         queue_depth: usize,
         epoch: Instant,
     ) -> Result<Arc<Self>> {
@@ -98,7 +105,7 @@ impl ActorHandle {
             .name(format!("tenant-{tenant}"))
             .stack_size(8 * 1024 * 1024)
             .spawn(move || {
-                actor_main(&shared, root, &runtime, rx);
+                actor_main(&shared, root, &runtime, &feed, rx);
                 shared.state.store(CLOSED, Ordering::SeqCst);
                 let _ = closed_tx.send(true);
             })
@@ -216,6 +223,7 @@ fn actor_main(
     handle: &ActorHandle,
     root: PathBuf,
     runtime: &EngineRuntime,
+    feed: &Feed,
     mut rx: mpsc::Receiver<Command>,
 ) {
     let opened = runtime
@@ -240,6 +248,7 @@ fn actor_main(
         .state
         .compare_exchange(LOADING, LOADED, Ordering::SeqCst, Ordering::SeqCst);
     tracing::debug!(tenant = %handle.tenant, "tenant database open");
+    publish_stats(&mut db, feed, handle);
 
     let mut healthy = true;
     while let Some(cmd) = rx.blocking_recv() {
@@ -257,6 +266,10 @@ fn actor_main(
         }
         match catch_unwind(AssertUnwindSafe(|| execute(&mut db, &work))) {
             Ok(result) => {
+                // Subscribers learn of new changes before the writer's reply.
+                if db.take_committed_changes() || matches!(result, Ok(Output::Stats(_))) {
+                    publish_stats(&mut db, feed, handle);
+                }
                 let _ = reply.send(Reply::Done(result));
             }
             Err(_) => {
@@ -290,11 +303,28 @@ fn actor_main(
     tracing::debug!(tenant = %handle.tenant, "tenant database closed");
 }
 
+fn publish_stats(db: &mut TenantDb, feed: &Feed, handle: &ActorHandle) {
+    if !db.capture_enabled() {
+        return;
+    }
+    match db.log_stats() {
+        Ok(stats) => feed.publish(stats),
+        Err(err) => tracing::warn!(tenant = %handle.tenant, error = %err, "could not read change log stats"),
+    }
+}
+
 fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
     match work {
         Work::Query { stmt, row_mode } => db.query(stmt, *row_mode).map(Output::Query),
         Work::Batch(req) => db.batch(req).map(Output::Batch),
         Work::Transaction(req) => db.transaction(req).map(Output::Batch),
         Work::Schema => db.schema().map(Output::Schema),
+        Work::Changes { since, limit } => db.changes(*since, *limit).map(Output::Changes),
+        Work::Stats => db.log_stats().map(Output::Stats),
+        Work::Acknowledge {
+            consumer,
+            lsn,
+            retention,
+        } => db.acknowledge(consumer, *lsn, *retention).map(Output::Stats),
     }
 }

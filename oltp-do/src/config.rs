@@ -25,6 +25,10 @@ pub struct OltpConfig {
     /// A request that has waited this long for its tenant (behind slower
     /// work) is refused without running, so nothing piles up without bound.
     pub queue_timeout: Duration,
+    /// Acknowledged changes younger than this stay in the change log.
+    pub change_retention: Duration,
+    /// A WebSocket client that does not take a message for this long is disconnected.
+    pub ws_send_timeout: Duration,
     pub engine: EngineSettings,
 }
 
@@ -39,6 +43,8 @@ impl OltpConfig {
             blocked_names: DEFAULT_BLOCKED_NAMES.iter().map(|s| s.to_string()).collect(),
             tenant_queue_depth: 256,
             queue_timeout: Duration::from_secs(30),
+            change_retention: Duration::from_secs(3600),
+            ws_send_timeout: Duration::from_secs(10),
             engine: EngineSettings::default(),
         }
     }

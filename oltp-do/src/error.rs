@@ -57,6 +57,9 @@ pub enum Error {
     /// Our side failed: the engine could not be opened or crashed.
     #[error("engine error: {0}")]
     Engine(String),
+    /// What was asked for existed once and is gone (trimmed changes).
+    #[error("{0}")]
+    Gone(String),
     /// The tenant's queue is full or its work waited past the queue timeout.
     #[error("{0}")]
     Busy(String),

@@ -1,7 +1,8 @@
 //! `oltp-do`: the tenant databases. One PGlite PostgreSQL per tenant, each in
 //! its own actor thread ("durable object"), created from a template on first
 //! use, hibernated when idle, evicted under a cap, woken on the next request;
-//! and the HTTP API in front of them.
+//! change capture into a durable per-tenant change log; and the HTTP and
+//! WebSocket API in front of them.
 //!
 //! Knows nothing of Iceberg or DataFusion: the lake reads from this crate,
 //! never the other way round.
@@ -11,7 +12,9 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod feed;
 pub mod protocol;
+pub mod sql_split;
 pub mod tenant_id;
 pub mod tenants;
 pub mod values;

@@ -113,3 +113,96 @@ impl EngineState {
         }
     }
 }
+
+/// Query string of `GET changes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// Return changes after this LSN (default 0: from the start of the log).
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many changes (default 1000, at most 10000).
+    pub limit: Option<u64>,
+    /// Long-poll: hold an empty answer up to this many milliseconds (at most 60000).
+    #[serde(default)]
+    pub wait: u64,
+}
+
+/// Body of `POST changes/ack`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    pub consumer: String,
+    pub lsn: u64,
+}
+
+/// A message from a WebSocket client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Run one statement; answered by `result` or `error` with the same id.
+    Query {
+        id: serde_json::Value,
+        sql: String,
+        #[serde(default)]
+        params: Vec<Value>,
+        #[serde(default, rename = "rowMode")]
+        row_mode: RowMode,
+    },
+    /// Stream changes: replay from `since` (default: the current head, i.e.
+    /// only new changes), then live.
+    Subscribe {
+        id: String,
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(flatten)]
+        filter: ChangeFilter,
+    },
+    Unsubscribe { id: String },
+}
+
+/// Which changes a subscription receives; every filter left out matches all.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeFilter {
+    /// `table` (any schema) or `schema.table`.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    /// Keep only these columns in `new` and `old`.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Any of `insert`, `update`, `delete`, `truncate`.
+    #[serde(default)]
+    pub ops: Option<Vec<String>>,
+}
+
+impl ChangeFilter {
+    /// The change as this subscription should see it, or `None` to skip it.
+    pub fn apply(&self, change: &Value) -> Option<Value> {
+        if let Some(ops) = &self.ops
+            && !ops.iter().any(|op| change["op"] == op.as_str())
+        {
+            return None;
+        }
+        if let Some(tables) = &self.tables {
+            let table = change["table"].as_str().unwrap_or_default();
+            let schema = change["schema"].as_str().unwrap_or_default();
+            let matches = tables.iter().any(|t| match t.split_once('.') {
+                Some((s, n)) => s == schema && n == table,
+                None => t == table,
+            });
+            if !matches {
+                return None;
+            }
+        }
+        let mut change = change.clone();
+        if let Some(columns) = &self.columns {
+            for side in ["new", "old"] {
+                if let Some(row) = change.get_mut(side).and_then(Value::as_object_mut) {
+                    row.retain(|k, _| columns.iter().any(|c| c == k));
+                }
+            }
+        }
+        Some(change)
+    }
+}

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use crate::actor::{ActorHandle, Attempt, Output, Work};
 use crate::config::OltpConfig;
-use crate::engine::EngineRuntime;
+use crate::engine::{ChangePage, EngineRuntime, LogStats};
+use crate::feed::Feed;
 use crate::error::{Error, Result};
 use crate::protocol::EngineState;
 use crate::tenant_id::TenantId;
@@ -31,6 +32,8 @@ pub struct Tenants {
 #[derive(Default)]
 struct Inner {
     actors: HashMap<TenantId, Arc<ActorHandle>>,
+    /// Change feeds, kept across hibernation.
+    feeds: HashMap<TenantId, Arc<Feed>>,
     /// Wall-clock time of each tenant's last request since the server started.
     last_access: HashMap<TenantId, SystemTime>,
     shutting_down: bool,
@@ -58,6 +61,9 @@ pub struct TenantStatus {
     /// change on disk for tenants untouched since the server started).
     pub last_access_ms: Option<u64>,
     pub in_flight: usize,
+    /// The change log as of the tenant's last commit since the server
+    /// started (absent if it has not been opened since).
+    pub change_log: Option<LogStats>,
 }
 
 /// Marks a request as running on an actor, so it is neither hibernated nor
@@ -162,16 +168,79 @@ impl Tenants {
                 self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let feed = inner.feeds.entry(tenant.clone()).or_default().clone();
         let actor = ActorHandle::spawn(
             tenant.clone(),
             self.root(tenant),
             self.runtime.clone(),
+            feed,
             self.config.tenant_queue_depth,
             self.epoch,
         )?;
         self.metrics.wakes.fetch_add(1, Ordering::Relaxed);
         inner.actors.insert(tenant.clone(), actor.clone());
         Ok(actor)
+    }
+
+    /// The tenant's change feed (created on first use).
+    pub fn feed(&self, tenant: &TenantId) -> Arc<Feed> {
+        let mut inner = self.inner.lock().expect("tenant registry poisoned");
+        inner.feeds.entry(tenant.clone()).or_default().clone()
+    }
+
+    /// Changes after `since`; with `wait`, an empty answer is held back
+    /// until a change commits or `wait` passes (long-poll).
+    pub async fn changes(
+        &self,
+        tenant: &TenantId,
+        since: u64,
+        limit: u64,
+        wait: Duration,
+    ) -> Result<ChangePage> {
+        let page = self.read_changes(tenant, since, limit).await?;
+        if !page.changes.is_empty() || wait.is_zero() {
+            return Ok(page);
+        }
+        let feed = self.feed(tenant);
+        if tokio::time::timeout(wait, feed.wait_past(since)).await.is_err() {
+            return Ok(page);
+        }
+        self.read_changes(tenant, since, limit).await
+    }
+
+    async fn read_changes(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
+        let page = match self.run(tenant, Work::Changes { since, limit }).await? {
+            Output::Changes(page) => page,
+            other => return Err(Error::Engine(format!("unexpected engine output {other:?}"))),
+        };
+        if page.tail_lsn > since + 1 {
+            return Err(Error::Gone(format!(
+                "changes after LSN {since} have been trimmed from the change log; the oldest kept is {}",
+                page.tail_lsn
+            )));
+        }
+        Ok(page)
+    }
+
+    /// The change log's extent and size, read from the database.
+    pub async fn log_stats(&self, tenant: &TenantId) -> Result<LogStats> {
+        match self.run(tenant, Work::Stats).await? {
+            Output::Stats(stats) => Ok(stats),
+            other => Err(Error::Engine(format!("unexpected engine output {other:?}"))),
+        }
+    }
+
+    /// A consumer has durably taken every change up to `lsn`: trim the log.
+    pub async fn acknowledge(&self, tenant: &TenantId, consumer: &str, lsn: u64) -> Result<LogStats> {
+        let work = Work::Acknowledge {
+            consumer: consumer.to_owned(),
+            lsn,
+            retention: self.config.change_retention,
+        };
+        match self.run(tenant, work).await? {
+            Output::Stats(stats) => Ok(stats),
+            other => Err(Error::Engine(format!("unexpected engine output {other:?}"))),
+        }
     }
 
     /// Hibernate tenants idle for longer than the configured time and forget
@@ -271,6 +340,11 @@ impl Tenants {
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .map(|d| d.as_millis() as u64),
                     in_flight: actor.map_or(0, |a| a.in_flight()),
+                    change_log: inner
+                        .feeds
+                        .get(&tenant)
+                        .map(|f| f.stats())
+                        .filter(|_| self.config.engine.capture),
                     tenant: tenant.to_string(),
                 }
             })

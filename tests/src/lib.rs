@@ -248,3 +248,61 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A WebSocket connection to `/t/{tenant}/ws`, speaking JSON messages.
+pub struct Ws {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    pub async fn connect(server_base: &str, tenant: &str) -> Ws {
+        let url = format!("{}/t/{tenant}/ws", server_base.replacen("http://", "ws://", 1));
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
+        Ws { stream }
+    }
+
+    pub async fn send(&mut self, msg: Value) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(msg.to_string().into()))
+            .await
+            .expect("WebSocket send");
+    }
+
+    /// The next JSON message, or `None` if none arrives within `timeout` or
+    /// the connection closed.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("JSON message"));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Receive until a message of `kind` arrives (panics after `timeout`).
+    pub async fn expect(&mut self, kind: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("no {kind} message within {timeout:?}"));
+            let msg = self
+                .recv(left)
+                .await
+                .unwrap_or_else(|| panic!("no {kind} message within {timeout:?}"));
+            if msg["type"] == kind {
+                return msg;
+            }
+            assert_ne!(msg["type"], "error", "unexpected error while waiting for {kind}: {msg}");
+        }
+    }
+}

@@ -3,5 +3,6 @@
 //! whole suite (DESIGN.md §6).
 
 mod api;
+mod capture;
 mod bad_input;
 mod lifecycle;

@@ -35,6 +35,7 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Database(db) => status_for_sqlstate(&db.code),
         Error::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Gone(_) => StatusCode::GONE,
         Error::Busy(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -48,6 +49,7 @@ pub fn error_body(err: &Error) -> Value {
         Error::PayloadTooLarge { .. } => "payload_too_large",
         Error::Database(db) => return json!({ "error": db }),
         Error::Engine(_) => "engine_error",
+        Error::Gone(_) => "changes_trimmed",
         Error::Busy(_) => "tenant_busy",
         Error::Unavailable(_) => "unavailable",
     };

@@ -2,9 +2,11 @@
 //! (or the same paths with `X-Tenant-Id` or a tenant subdomain), plus the
 //! server-wide liveness, readiness, health and metrics.
 
+mod changes;
 mod error;
 mod extract;
 mod routing;
+mod ws;
 
 pub use error::{error_body, status_for};
 pub use routing::resolve as resolve_tenant;
@@ -38,7 +40,10 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/schema", get(schema))
         .route("/query", post(query))
         .route("/batch", post(batch))
-        .route("/transaction", post(transaction));
+        .route("/transaction", post(transaction))
+        .route("/changes", get(changes::changes))
+        .route("/changes/ack", post(changes::acknowledge))
+        .route("/ws", get(ws::ws));
     Router::new()
         .route("/t/{tenant}/health", get(health))
         .route("/t/{tenant}/liveness", get(liveness))

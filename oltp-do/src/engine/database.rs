@@ -11,12 +11,17 @@ use serde_json::{Value, json};
 
 use super::settings::EngineSettings;
 use super::wire::{self, Outcome, TxStatus};
+use crate::sql_split::{only_comments, split};
 use crate::error::{DbError, Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
 use crate::values::json_to_param;
 
 pub struct TenantDb {
     pg: Pglite,
+    /// Capture triggers are kept in step with the schema.
+    capture: bool,
+    /// A committed transaction wrote to the change log since the last `take_committed_changes`.
+    committed_changes: bool,
 }
 
 impl TenantDb {
@@ -28,7 +33,13 @@ impl TenantDb {
             .postgres_configs(settings.gucs())
             .open()
             .map_err(|e| Error::Engine(format!("open {}: {e:#}", root.display())))?;
-        Ok(Self { pg })
+        let mut db = Self {
+            pg,
+            capture: settings.capture,
+            committed_changes: false,
+        };
+        db.prepare_capture()?;
+        Ok(db)
     }
 
     /// Shut the backend down cleanly (a checkpoint, so the next open needs
@@ -39,35 +50,100 @@ impl TenantDb {
             .map_err(|e| Error::Engine(format!("close: {e:#}")))
     }
 
-    fn round_trip(&mut self, bytes: &[u8], row_mode: RowMode) -> Result<Outcome> {
+    pub(super) fn round_trip(&mut self, bytes: &[u8], row_mode: RowMode) -> Result<Outcome> {
         let mut options = ExecProtocolOptions::no_sync();
         options.throw_on_error = false;
         let result = self
             .pg
             .exec_protocol(bytes, options)
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
-        Ok(wire::collect(result.messages, row_mode))
+        let outcome = wire::collect(result.messages, row_mode);
+        self.committed_changes |= outcome.notified;
+        Ok(outcome)
     }
 
-    /// Run one statement. Without parameters the simple protocol is used, so
-    /// a script of several statements may be sent (run as one implicit
-    /// transaction; the last statement's result is returned). With
-    /// parameters, exactly one statement.
+    pub fn capture_enabled(&self) -> bool {
+        self.capture
+    }
+
+    /// Whether a transaction that wrote to the change log committed since
+    /// the last call.
+    pub fn take_committed_changes(&mut self) -> bool {
+        std::mem::take(&mut self.committed_changes)
+    }
+
+    /// One statement over the extended protocol; afterwards, if it may have
+    /// changed the schema, bring capture in step (in the same transaction).
+    pub(super) fn statement(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        row_mode: RowMode,
+    ) -> Result<Outcome> {
+        if params.len() > i16::MAX as usize {
+            return Err(Error::bad_request(
+                "too_many_params",
+                format!("at most {} parameters per statement", i16::MAX),
+            ));
+        }
+        let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
+        let outcome = self.round_trip(&wire::extended_query(sql, &params), row_mode)?;
+        if self.capture
+            && outcome.error.is_none()
+            && outcome.status != TxStatus::Failed
+            && outcome.results.iter().any(|r| may_change_schema(&r.command, sql))
+        {
+            self.sync_schema()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Run what one request statement holds. With parameters, or inside a
+    /// transaction (`single`), exactly one statement. Without parameters, a
+    /// script: its statements run one by one — inside one implicit
+    /// transaction unless the script manages transactions itself — stopping
+    /// at the first error; the last statement's result is returned.
     fn run(&mut self, stmt: &Statement, row_mode: RowMode, single: bool) -> Result<Outcome> {
         check_sql(&stmt.sql)?;
-        let bytes = if stmt.params.is_empty() && !single {
-            wire::simple_query(&stmt.sql)
-        } else {
-            let params: Vec<Option<String>> = stmt.params.iter().map(json_to_param).collect();
-            if params.len() > i16::MAX as usize {
-                return Err(Error::bad_request(
-                    "too_many_params",
-                    format!("at most {} parameters per statement", i16::MAX),
-                ));
+        if !stmt.params.is_empty() || single {
+            return self.statement(&stmt.sql, &stmt.params, row_mode);
+        }
+        let pieces = split(&stmt.sql);
+        if pieces.len() <= 1 {
+            return self.statement(&stmt.sql, &[], row_mode);
+        }
+        let implicit = !pieces.iter().any(|p| transaction_control(p).is_some());
+        if implicit {
+            let begin = self.round_trip(&wire::simple_query("BEGIN"), RowMode::Array)?;
+            if let Some(err) = begin.error {
+                return Err(Error::Database(err));
             }
-            wire::extended_query(&stmt.sql, &params)
-        };
-        self.round_trip(&bytes, row_mode)
+        }
+        let mut last = None;
+        for piece in pieces {
+            let outcome = self.statement(piece, &[], row_mode)?;
+            if outcome.error.is_some() {
+                if implicit {
+                    self.rollback()?;
+                    return Ok(Outcome {
+                        status: TxStatus::Idle,
+                        ..outcome
+                    });
+                }
+                return Ok(outcome);
+            }
+            last = Some(outcome);
+        }
+        if implicit {
+            let commit = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
+            if let Some(err) = commit.error {
+                return Err(Error::Database(err));
+            }
+            if let Some(outcome) = &mut last {
+                outcome.status = commit.status;
+            }
+        }
+        Ok(last.expect("a script of two or more statements ran at least one"))
     }
 
     /// Run one autocommit statement; a statement that leaves a transaction
@@ -201,7 +277,8 @@ impl TenantDb {
             .filter(|v| !v.is_null())
             .unwrap_or_else(|| json!([]));
         let fingerprint = format!("{:016x}", fnv1a(tables.to_string().as_bytes()));
-        Ok(json!({ "fingerprint": fingerprint, "tables": tables }))
+        let versions = self.schema_history()?;
+        Ok(json!({ "fingerprint": fingerprint, "tables": tables, "versions": versions }))
     }
 }
 
@@ -220,7 +297,7 @@ fn check_sql(sql: &str) -> Result<()> {
     if sql.contains('\0') {
         return Err(Error::bad_request("invalid_sql", "SQL must not contain a NUL byte"));
     }
-    if sql.trim().is_empty() {
+    if only_comments(sql) {
         return Err(Error::Database(DbError::new(
             "42601",
             "empty query: no SQL statement given",
@@ -231,7 +308,7 @@ fn check_sql(sql: &str) -> Result<()> {
 
 /// The transaction-control verb a statement starts with, if any (after
 /// leading white space and comments).
-fn transaction_control(sql: &str) -> Option<String> {
+pub(super) fn transaction_control(sql: &str) -> Option<String> {
     let mut rest = sql;
     loop {
         rest = rest.trim_start();
@@ -252,6 +329,24 @@ fn transaction_control(sql: &str) -> Option<String> {
         "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
     ];
     CONTROL.contains(&word.as_str()).then_some(word)
+}
+
+/// Whether a completed command may have changed a table's shape, so the
+/// capture triggers must be re-checked. Plain DML and session commands
+/// cannot; `SELECT … INTO` and `CREATE TABLE … AS` can (their tag is
+/// `SELECT`), as can `DO`, `CALL` and everything else.
+fn may_change_schema(command: &str, sql: &str) -> bool {
+    const DATA_ONLY: [&str; 27] = [
+        "INSERT", "UPDATE", "DELETE", "MERGE", "FETCH", "MOVE", "COPY", "SHOW", "SET", "RESET",
+        "EXPLAIN", "LISTEN", "NOTIFY", "UNLISTEN", "DISCARD", "DEALLOCATE", "PREPARE", "LOCK",
+        "BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "CHECKPOINT",
+        "TRUNCATE TABLE", "CLOSE CURSOR",
+    ];
+    if command == "SELECT" {
+        let sql = sql.to_ascii_lowercase();
+        return sql.contains("into") || sql.contains("create");
+    }
+    !(DATA_ONLY.contains(&command) || command == "ANALYZE" || command == "VACUUM")
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -16,6 +16,8 @@ pub struct EngineSettings {
     pub shared_buffers: String,
     /// `max_wal_size`: WAL kept on disk before a checkpoint recycles it.
     pub max_wal_size: String,
+    /// Capture every committed change into the tenant's change log.
+    pub capture: bool,
     /// Any other GUCs, applied last.
     pub extra: BTreeMap<String, String>,
 }
@@ -25,6 +27,7 @@ impl Default for EngineSettings {
         Self {
             shared_buffers: "4MB".to_owned(),
             max_wal_size: "64MB".to_owned(),
+            capture: true,
             extra: BTreeMap::new(),
         }
     }
@@ -38,6 +41,8 @@ impl EngineSettings {
             ("wal_buffers".to_owned(), "-1".to_owned()),
             ("min_wal_size".to_owned(), "32MB".to_owned()),
             ("max_wal_size".to_owned(), self.max_wal_size.clone()),
+            // Gives every change its transaction's commit time.
+            ("track_commit_timestamp".to_owned(), "on".to_owned()),
         ];
         gucs.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         gucs

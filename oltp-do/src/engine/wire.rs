@@ -80,13 +80,20 @@ pub struct Outcome {
     pub results: Vec<QueryResult>,
     pub error: Option<DbError>,
     pub status: TxStatus,
+    /// A transaction that wrote to the change log committed (its capture
+    /// trigger's notification arrived).
+    pub notified: bool,
 }
+
+/// The channel capture triggers notify on; delivered at commit only.
+pub const CHANGES_CHANNEL: &str = "tidelake_changes";
 
 /// Fold backend messages into results, converting values as they come.
 pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
     let mut results = Vec::new();
     let mut error = None;
     let mut status = TxStatus::Idle;
+    let mut notified = false;
     let mut fields: Vec<Field> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut rows: Vec<Value> = Vec::new();
@@ -139,6 +146,9 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
                     error = Some(db_error(err));
                 }
             }
+            BackendMessage::Notification(note) => {
+                notified |= note.channel == CHANGES_CHANNEL;
+            }
             BackendMessage::ReadyForQuery(ready) => {
                 status = match ready.status {
                     b'T' => TxStatus::InTransaction,
@@ -153,6 +163,7 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
         results,
         error,
         status,
+        notified,
     }
 }
 

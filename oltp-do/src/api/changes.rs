@@ -1,0 +1,60 @@
+//! The change feed over HTTP: `GET changes` (with long-poll) and
+//! `POST changes/ack`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::extract::rejection::QueryRejection;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::{JsonBody, Tenant};
+use crate::error::{Error, Result};
+use crate::protocol::{AckRequest, ChangesQuery};
+
+pub const DEFAULT_LIMIT: u64 = 1000;
+pub const MAX_LIMIT: u64 = 10_000;
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+pub async fn changes(
+    State(tenants): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Error::bad_request(
+            "invalid_request",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if q.wait > MAX_WAIT_MS {
+        return Err(Error::bad_request(
+            "invalid_request",
+            format!("wait must be at most {MAX_WAIT_MS} ms"),
+        ));
+    }
+    let page = tenants
+        .changes(&tenant, q.since, limit, Duration::from_millis(q.wait))
+        .await?;
+    let mut body = json!(page);
+    body["tenant"] = json!(tenant.as_str());
+    Ok(Json(body))
+}
+
+pub async fn acknowledge(
+    State(tenants): State<AppState>,
+    Tenant(tenant): Tenant,
+    JsonBody(req): JsonBody<AckRequest>,
+) -> Result<Json<Value>> {
+    if req.consumer.is_empty() || req.consumer.len() > 128 {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "consumer must be a name of 1 to 128 characters",
+        ));
+    }
+    let stats = tenants.acknowledge(&tenant, &req.consumer, req.lsn).await?;
+    Ok(Json(json!({ "tenant": tenant.as_str(), "consumer": req.consumer, "changeLog": stats })))
+}

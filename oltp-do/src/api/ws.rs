@@ -1,0 +1,205 @@
+//! `GET ws`: queries and change subscriptions over one WebSocket.
+//!
+//! A subscription is a cursor over the durable change log: it replays from
+//! its `since` LSN page by page, then waits on the tenant's feed for the
+//! head to move, and reads on. Replay and live are the same loop, so there
+//! is no seam to lose or repeat a change at, and a client that reconnects
+//! with its last LSN misses nothing. Waiting costs no engine time: the
+//! tenant may hibernate under an idle subscriber. Outgoing messages go
+//! through a bounded queue (backpressure on the cursor); a client that
+//! stops reading for longer than the send timeout is disconnected.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::error::error_body;
+use super::extract::Tenant;
+use crate::actor::{Output, Work};
+use crate::protocol::{ChangeFilter, ClientMessage, Statement};
+use crate::tenant_id::TenantId;
+use crate::tenants::Tenants;
+
+const PAGE: u64 = 500;
+const OUTGOING_QUEUE: usize = 256;
+const MAX_SUBSCRIPTIONS: usize = 64;
+/// Close code for a client that does not keep up (RFC 6455 "policy violation").
+const CLOSE_TOO_SLOW: u16 = 1008;
+
+pub async fn ws(
+    State(tenants): State<Arc<Tenants>>,
+    Tenant(tenant): Tenant,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(tenants.config().max_body_bytes)
+        .on_upgrade(move |socket| session(tenants, tenant, socket))
+}
+
+async fn session(tenants: Arc<Tenants>, tenant: TenantId, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut outgoing) = mpsc::channel::<Value>(OUTGOING_QUEUE);
+    let send_timeout = tenants.config().ws_send_timeout;
+    let mut writer = tokio::spawn(async move {
+        while let Some(msg) = outgoing.recv().await {
+            let text = Message::Text(msg.to_string().into());
+            match tokio::time::timeout(send_timeout, sink.send(text)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!("disconnecting a WebSocket client that stopped reading");
+                    let frame = CloseFrame {
+                        code: CLOSE_TOO_SLOW,
+                        reason: "client too slow: it stopped reading".into(),
+                    };
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        sink.send(Message::Close(Some(frame))),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut subscriptions: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = &mut writer => break,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                let _ = out.try_send(protocol_error(Value::Null, "messages must be JSON text"));
+                continue;
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue, // ping/pong are answered by the library
+        };
+        subscriptions.retain(|_, task| !task.is_finished());
+        let parsed: Result<ClientMessage, _> = serde_json::from_str(text.as_str());
+        match parsed {
+            Err(err) => {
+                let id = serde_json::from_str::<Value>(text.as_str())
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .unwrap_or(Value::Null);
+                let _ = out.send(protocol_error(id, &format!("invalid message: {err}"))).await;
+            }
+            Ok(ClientMessage::Query { id, sql, params, row_mode }) => {
+                let (tenants, tenant, out) = (tenants.clone(), tenant.clone(), out.clone());
+                tokio::spawn(async move {
+                    let work = Work::Query {
+                        stmt: Statement { sql, params },
+                        row_mode,
+                    };
+                    let reply = match tenants.run(&tenant, work).await {
+                        Ok(Output::Query(result)) => json!({"type": "result", "id": id, "result": result}),
+                        Ok(other) => protocol_error(id, &format!("unexpected engine output {other:?}")),
+                        Err(err) => json!({"type": "error", "id": id, "error": error_body(&err)["error"]}),
+                    };
+                    let _ = out.send(reply).await;
+                });
+            }
+            Ok(ClientMessage::Subscribe { id, since, filter }) => {
+                if subscriptions.contains_key(&id) {
+                    let _ = out.send(protocol_error(json!(id), "a subscription with this id exists")).await;
+                } else if subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                    let msg = format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection");
+                    let _ = out.send(protocol_error(json!(id), &msg)).await;
+                } else {
+                    let task = tokio::spawn(subscription(
+                        tenants.clone(),
+                        tenant.clone(),
+                        id.clone(),
+                        since,
+                        filter,
+                        out.clone(),
+                    ));
+                    subscriptions.insert(id, task);
+                }
+            }
+            Ok(ClientMessage::Unsubscribe { id }) => {
+                let reply = match subscriptions.remove(&id) {
+                    Some(task) => {
+                        task.abort();
+                        json!({"type": "unsubscribed", "id": id})
+                    }
+                    None => protocol_error(json!(id), "no such subscription"),
+                };
+                let _ = out.send(reply).await;
+            }
+        }
+    }
+    for task in subscriptions.into_values() {
+        task.abort();
+    }
+}
+
+fn protocol_error(id: Value, message: &str) -> Value {
+    json!({"type": "error", "id": id, "error": {"code": "invalid_message", "message": message}})
+}
+
+async fn subscription(
+    tenants: Arc<Tenants>,
+    tenant: TenantId,
+    id: String,
+    since: Option<u64>,
+    filter: ChangeFilter,
+    out: mpsc::Sender<Value>,
+) {
+    let fail = |err: crate::error::Error| {
+        json!({"type": "error", "id": id, "error": error_body(&err)["error"]})
+    };
+    let mut cursor = match since {
+        Some(lsn) => lsn,
+        None => match tenants.log_stats(&tenant).await {
+            Ok(stats) => stats.head_lsn,
+            Err(err) => {
+                let _ = out.send(fail(err)).await;
+                return;
+            }
+        },
+    };
+    if out
+        .send(json!({"type": "subscribed", "id": id, "since": cursor}))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let feed = tenants.feed(&tenant);
+    loop {
+        let page = match tenants.changes(&tenant, cursor, PAGE, Duration::ZERO).await {
+            Ok(page) => page,
+            Err(err) => {
+                let _ = out.send(fail(err)).await;
+                return;
+            }
+        };
+        for change in &page.changes {
+            if let Some(change) = filter.apply(change)
+                && out
+                    .send(json!({"type": "change", "subscription": id, "change": change}))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        cursor = page.next_lsn;
+        if (page.changes.len() as u64) < PAGE {
+            feed.wait_past(cursor).await;
+        }
+    }
+}

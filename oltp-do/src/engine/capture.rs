@@ -1,0 +1,239 @@
+//! Change capture inside a tenant database (DESIGN.md §3): installing the
+//! change log and its triggers, keeping the triggers in step with the
+//! schema, reading the log, and trimming it below what consumers acknowledged.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::database::TenantDb;
+use super::wire::{self, TxStatus};
+use crate::error::{DbError, Error, Result};
+use crate::protocol::RowMode;
+
+/// Bumped with every change to `capture.sql`; older tenants are upgraded
+/// when next opened.
+const CAPTURE_VERSION: &str = "1";
+const INSTALL_SQL: &str = include_str!("capture.sql");
+
+/// One page of the change log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePage {
+    pub changes: Vec<Value>,
+    /// Pass as `since` to continue after this page.
+    pub next_lsn: u64,
+    pub head_lsn: u64,
+    /// Oldest LSN still in the log (0: empty).
+    pub tail_lsn: u64,
+}
+
+/// The change log's extent and size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogStats {
+    /// LSN of the newest change (0: none yet).
+    pub head_lsn: u64,
+    /// LSN of the oldest change still in the log (0: empty).
+    pub tail_lsn: u64,
+    /// Changes held (LSNs are gap-free, so head − tail + 1).
+    pub rows: u64,
+    pub bytes: u64,
+    /// Lowest LSN acknowledged by any consumer (0: none).
+    pub acked_lsn: u64,
+}
+
+const CHANGES_SQL: &str = r#"
+SELECT lsn, xid,
+       pg_xact_commit_timestamp((xid % 4294967296)::text::xid) AS "commitTs",
+       schema_version AS "schemaVersion", op, table_schema AS "schema", table_name AS "table",
+       new_row AS "new", old_row AS "old"
+FROM tidelake.changes WHERE lsn > $1 ORDER BY lsn LIMIT $2"#;
+
+const STATS_SQL: &str = r#"
+SELECT coalesce(max(lsn), 0) AS head, coalesce(min(lsn), 0) AS tail,
+       pg_total_relation_size('tidelake.changes') AS bytes,
+       (SELECT coalesce(min(acked_lsn), 0) FROM tidelake.consumers) AS acked
+FROM tidelake.changes"#;
+
+const COMMIT_TS_AT_SQL: &str = r#"
+SELECT coalesce(pg_xact_commit_timestamp((xid % 4294967296)::text::xid), '-infinity') < now() - make_interval(secs => $2::float8) AS old
+FROM tidelake.changes WHERE lsn = $1"#;
+
+const SCHEMA_HISTORY_SQL: &str = r#"
+SELECT version, lsn, table_schema AS "schema", table_name AS "table", columns,
+       primary_key AS "primaryKey", dropped,
+       pg_xact_commit_timestamp((xid % 4294967296)::text::xid) AS "commitTs"
+FROM tidelake.schema_versions ORDER BY version"#;
+
+impl TenantDb {
+    /// Make sure the change log exists (installing or upgrading it), listen
+    /// for commit notifications, and bring the triggers in step with tables
+    /// created while capture could not see them.
+    pub(super) fn prepare_capture(&mut self) -> Result<()> {
+        if !self.capture_enabled() {
+            return Ok(());
+        }
+        let installed = self
+            .round_trip(
+                &wire::extended_query(
+                    "SELECT value FROM tidelake.meta WHERE key = 'capture_version'",
+                    &[],
+                ),
+                RowMode::Array,
+            )?
+            .results
+            .pop()
+            .and_then(|r| r.rows.into_iter().next())
+            .and_then(|row| row[0].as_str().map(str::to_owned));
+        if installed.as_deref() != Some(CAPTURE_VERSION) {
+            self.script(INSTALL_SQL)?;
+        }
+        self.script(&format!("LISTEN {}", wire::CHANGES_CHANNEL))?;
+        self.sync_schema()?;
+        Ok(())
+    }
+
+    /// Run a trusted script of ours; any error is an engine error.
+    fn script(&mut self, sql: &str) -> Result<()> {
+        let outcome = self.round_trip(&wire::simple_query(sql), RowMode::Array)?;
+        match outcome.error {
+            Some(err) => Err(Error::Engine(format!("capture setup failed: {}", err.message))),
+            None => Ok(()),
+        }
+    }
+
+    /// Record schema versions for changed tables and rewrite their triggers.
+    pub(super) fn sync_schema(&mut self) -> Result<()> {
+        let outcome = self.round_trip(
+            &wire::extended_query("SELECT tidelake.sync_schema()", &[]),
+            RowMode::Array,
+        )?;
+        match outcome.error {
+            // Inside a failed transaction nothing can run; the rollback that
+            // must follow undoes the DDL too.
+            Some(_) if outcome.status == TxStatus::Failed => Ok(()),
+            Some(err) => Err(Error::Engine(format!("schema capture failed: {}", err.message))),
+            None => Ok(()),
+        }
+    }
+
+    fn one_row(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
+        let outcome = self.statement(sql, params, RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Error::Engine(format!("change log query failed: {}", err.message)));
+        }
+        Ok(outcome.results.into_iter().last().and_then(|r| r.rows.into_iter().next()))
+    }
+
+    /// Up to `limit` changes after `since`, in LSN order.
+    pub fn changes(&mut self, since: u64, limit: u64) -> Result<ChangePage> {
+        let outcome = self.statement(CHANGES_SQL, &[json!(since), json!(limit)], RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Error::Engine(format!("change log read failed: {}", err.message)));
+        }
+        let changes = outcome
+            .results
+            .into_iter()
+            .last()
+            .map(|r| r.rows)
+            .unwrap_or_default();
+        let next_lsn = changes
+            .last()
+            .and_then(|c| c["lsn"].as_u64())
+            .unwrap_or(since);
+        let stats = self.log_stats()?;
+        Ok(ChangePage {
+            changes,
+            next_lsn,
+            head_lsn: stats.head_lsn.max(next_lsn),
+            tail_lsn: stats.tail_lsn,
+        })
+    }
+
+    pub fn log_stats(&mut self) -> Result<LogStats> {
+        let row = self.one_row(STATS_SQL, &[])?.unwrap_or(Value::Null);
+        let n = |k: &str| row[k].as_u64().unwrap_or(0);
+        let (head, tail) = (n("head"), n("tail"));
+        Ok(LogStats {
+            head_lsn: head,
+            tail_lsn: tail,
+            rows: if head == 0 { 0 } else { head - tail + 1 },
+            bytes: n("bytes"),
+            acked_lsn: n("acked"),
+        })
+    }
+
+    /// Record that `consumer` has durably taken every change up to `lsn`,
+    /// then trim the log below the lowest acknowledged LSN, keeping changes
+    /// younger than `retention`. Returns the stats after trimming.
+    pub fn acknowledge(&mut self, consumer: &str, lsn: u64, retention: Duration) -> Result<LogStats> {
+        let before = self.log_stats()?;
+        if lsn > before.head_lsn {
+            return Err(Error::Database(DbError::new(
+                "22023",
+                format!("cannot acknowledge LSN {lsn}: the newest change is {}", before.head_lsn),
+            )));
+        }
+        let outcome = self.statement(
+            "INSERT INTO tidelake.consumers (name, acked_lsn) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET acked_lsn = greatest(consumers.acked_lsn, excluded.acked_lsn), acked_at = now()",
+            &[json!(consumer), json!(lsn)],
+            RowMode::Array,
+        )?;
+        if let Some(err) = outcome.error {
+            return Err(Error::Database(err));
+        }
+        let acked = self.log_stats()?.acked_lsn;
+        let bound = self.retention_bound(before.tail_lsn, acked, retention)?;
+        if bound > before.tail_lsn {
+            let outcome = self.statement(
+                "DELETE FROM tidelake.changes WHERE lsn < $1",
+                &[json!(bound)],
+                RowMode::Array,
+            )?;
+            if let Some(err) = outcome.error {
+                return Err(Error::Engine(format!("trim failed: {}", err.message)));
+            }
+        }
+        self.log_stats()
+    }
+
+    /// The lowest LSN to keep: `acked`, or lower where changes below it are
+    /// younger than `retention`. Commit times rise with LSN and LSNs have no
+    /// gaps, so a binary search over point lookups finds it.
+    fn retention_bound(&mut self, tail: u64, acked: u64, retention: Duration) -> Result<u64> {
+        if retention.is_zero() || acked <= tail {
+            return Ok(acked);
+        }
+        let secs = retention.as_secs_f64();
+        // Invariant: every LSN below `lo` is old enough; `hi` is not (or is `acked`).
+        let (mut lo, mut hi) = (tail, acked);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let old = self
+                .one_row(COMMIT_TS_AT_SQL, &[json!(mid), json!(secs)])?
+                .and_then(|r| r["old"].as_bool())
+                .unwrap_or(true);
+            if old {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Every recorded schema version, oldest first.
+    pub fn schema_history(&mut self) -> Result<Vec<Value>> {
+        if !self.capture_enabled() {
+            return Ok(Vec::new());
+        }
+        let outcome = self.statement(SCHEMA_HISTORY_SQL, &[], RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Error::Engine(format!("schema history read failed: {}", err.message)));
+        }
+        Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
+    }
+}

@@ -1,0 +1,233 @@
+-- Change capture for one tenant database (DESIGN.md §3). Installed into the
+-- tenant template, and into older tenants when they are next opened.
+-- Idempotent: every object is created if missing or replaced.
+
+CREATE SCHEMA IF NOT EXISTS tidelake;
+
+CREATE TABLE IF NOT EXISTS tidelake.meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+
+-- The change log. `lsn` is gap-free and in commit order: it is assigned as
+-- max + 1 inside the writing transaction, and transactions of a tenant run
+-- one at a time, so a rolled-back transaction leaves no hole.
+CREATE TABLE IF NOT EXISTS tidelake.changes (
+    lsn bigint PRIMARY KEY,
+    xid bigint NOT NULL,
+    schema_version bigint NOT NULL,
+    op text NOT NULL CHECK (op IN ('insert', 'update', 'delete', 'truncate')),
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    new_row json,
+    old_row json
+);
+
+-- One row per table per schema change: the full column list (with attnum,
+-- so renames are told apart from drop + add) and the primary key.
+CREATE TABLE IF NOT EXISTS tidelake.schema_versions (
+    version bigint PRIMARY KEY,
+    lsn bigint NOT NULL,
+    xid bigint NOT NULL,
+    table_oid oid NOT NULL,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    columns json NOT NULL,
+    primary_key json NOT NULL,
+    dropped boolean NOT NULL DEFAULT false,
+    signature text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schema_versions_table ON tidelake.schema_versions (table_oid, version);
+
+-- Consumers of the change log (the lake shipper) and what they acknowledged.
+CREATE TABLE IF NOT EXISTS tidelake.consumers (
+    name text PRIMARY KEY,
+    acked_lsn bigint NOT NULL,
+    acked_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- An identifier, always double-quoted: PL/pgSQL treats some words that
+-- quote_ident leaves bare (BY, for one) as its own keywords.
+CREATE OR REPLACE FUNCTION tidelake.qi(name text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT '"' || replace(name, '"', '""') || '"'
+$fn$;
+
+-- How one column of record `rec` is written into the change log's JSON:
+-- JSON-native types as themselves, everything else as PostgreSQL's text form
+-- (so numeric keeps every digit and timestamps read as the query API shows them).
+CREATE OR REPLACE FUNCTION tidelake.value_expr(rec text, col name, typ oid)
+RETURNS text LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT CASE
+        WHEN typ IN (16, 20, 21, 23, 26, 700, 701, 114, 3802)
+            THEN rec || '.' || tidelake.qi(col)
+        WHEN typ IN (1000, 1016, 1005, 1007, 1028, 1021, 1022, 199, 3807)
+            THEN rec || '.' || tidelake.qi(col)
+        -- char(n): a cast to text would drop the padding the column keeps.
+        WHEN typ = 1042
+            THEN format('CASE WHEN %1$s IS NULL THEN NULL ELSE concat(%1$s) END', rec || '.' || tidelake.qi(col))
+        WHEN (SELECT t.typcategory = 'A' FROM pg_type t WHERE t.oid = typ)
+            THEN rec || '.' || tidelake.qi(col) || '::text[]'
+        ELSE rec || '.' || tidelake.qi(col) || '::text'
+    END
+$fn$;
+
+-- The columns of a table as the change log records them.
+CREATE OR REPLACE FUNCTION tidelake.table_columns(rel oid)
+RETURNS json LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(json_agg(json_build_object(
+        'name', a.attname,
+        'type', format_type(a.atttypid, a.atttypmod),
+        'typeOid', a.atttypid::int,
+        'attnum', a.attnum,
+        'nullable', NOT a.attnotnull) ORDER BY a.attnum), '[]'::json)
+    FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$fn$;
+
+CREATE OR REPLACE FUNCTION tidelake.table_primary_key(rel oid)
+RETURNS json LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]'::json)
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary
+$fn$;
+
+-- The select list that turns record `rec` of table `rel` into the change
+-- log's JSON row (used as `(SELECT row_to_json(r) FROM (SELECT <list>) r)`).
+CREATE OR REPLACE FUNCTION tidelake.row_select(rel oid, rec text)
+RETURNS text LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(string_agg(
+        tidelake.value_expr(rec, a.attname, a.atttypid) || ' AS ' || tidelake.qi(a.attname),
+        ', ' ORDER BY a.attnum), '')
+    FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$fn$;
+
+-- (Re)write the capture trigger of one table for schema version `version`.
+-- The function is generated per table so each row costs one INSERT with
+-- precompiled expressions, not dynamic SQL.
+CREATE OR REPLACE FUNCTION tidelake.install_capture(rel oid, version bigint)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    fname text := 'capture_' || rel::text;
+    nsp text;
+    relname text;
+    new_cols text := tidelake.row_select(rel, 'NEW');
+    old_cols text := tidelake.row_select(rel, 'OLD');
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, relname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $body$
+DECLARE
+    next_lsn bigint;
+BEGIN
+    SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'insert', %L, %L,
+            (SELECT row_to_json(r) FROM (SELECT %s) r), NULL);
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'update', %L, %L,
+            (SELECT row_to_json(r) FROM (SELECT %s) r), (SELECT row_to_json(r) FROM (SELECT %s) r));
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'delete', %L, %L,
+            NULL, (SELECT row_to_json(r) FROM (SELECT %s) r));
+    ELSE
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'truncate', %L, %L, NULL, NULL);
+    END IF;
+    PERFORM pg_notify('tidelake_changes', '');
+    RETURN NULL;
+END
+$body$
+$f$, fname,
+        version, nsp, relname, new_cols,
+        version, nsp, relname, new_cols, old_cols,
+        version, nsp, relname, old_cols,
+        version, nsp, relname);
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER tidelake_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION tidelake.%I()', rel::regclass, fname);
+    EXECUTE format('CREATE OR REPLACE TRIGGER tidelake_capture_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tidelake.%I()', rel::regclass, fname);
+END
+$fn$;
+
+-- Compare every user table with its latest recorded schema version; record
+-- a new version (and rewrite the trigger) where anything changed, and a
+-- `dropped` version for tables that are gone. A table seen for the first
+-- time that already holds rows (CREATE TABLE AS, SELECT INTO, or a tenant
+-- that predates capture) has them recorded as inserts, so the log always
+-- adds up to the table. Runs inside the caller's transaction: a rolled-back
+-- DDL leaves no version behind. Returns how many versions were recorded.
+CREATE OR REPLACE FUNCTION tidelake.sync_schema()
+RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    t record;
+    gone record;
+    cols json;
+    pk json;
+    sig text;
+    last_sig text;
+    last_dropped boolean;
+    v bigint;
+    next_lsn bigint;
+    added bigint;
+    recorded integer := 0;
+BEGIN
+    FOR t IN
+        SELECT c.oid, n.nspname, c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
+          AND n.nspname NOT LIKE 'pg\_%'
+        ORDER BY c.oid
+    LOOP
+        cols := tidelake.table_columns(t.oid);
+        pk := tidelake.table_primary_key(t.oid);
+        sig := md5(t.nspname || '.' || t.relname || ' ' || cols::text || ' ' || pk::text);
+        last_sig := NULL;
+        last_dropped := NULL;
+        SELECT s.signature, s.dropped INTO last_sig, last_dropped
+        FROM tidelake.schema_versions s
+        WHERE s.table_oid = t.oid ORDER BY s.version DESC LIMIT 1;
+        IF last_sig IS NULL OR last_dropped OR last_sig <> sig THEN
+            SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+            SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
+            INSERT INTO tidelake.schema_versions
+            VALUES (v, next_lsn, txid_current(), t.oid, t.nspname, t.relname, cols, pk, false, sig);
+            PERFORM tidelake.install_capture(t.oid, v);
+            recorded := recorded + 1;
+            IF last_sig IS NULL THEN
+                EXECUTE format(
+                    'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(r) FROM (SELECT %s) r), NULL FROM %s AS src',
+                    next_lsn - 1, v, t.nspname, t.relname, tidelake.row_select(t.oid, 'src'), t.oid::regclass);
+                GET DIAGNOSTICS added = ROW_COUNT;
+                IF added > 0 THEN
+                    PERFORM pg_notify('tidelake_changes', '');
+                END IF;
+            END IF;
+        END IF;
+    END LOOP;
+
+    FOR gone IN
+        SELECT DISTINCT ON (s.table_oid) s.*
+        FROM tidelake.schema_versions s
+        ORDER BY s.table_oid, s.version DESC
+    LOOP
+        IF NOT gone.dropped AND NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = gone.table_oid) THEN
+            SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+            SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
+            INSERT INTO tidelake.schema_versions
+            VALUES (v, next_lsn, txid_current(), gone.table_oid, gone.table_schema, gone.table_name,
+                    gone.columns, gone.primary_key, true, 'dropped');
+            EXECUTE format('DROP FUNCTION IF EXISTS tidelake.%I()', 'capture_' || gone.table_oid::text);
+            recorded := recorded + 1;
+        END IF;
+    END LOOP;
+    RETURN recorded;
+END
+$fn$;
+
+INSERT INTO tidelake.meta VALUES ('capture_version', '1')
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -1,0 +1,195 @@
+//! Splitting a SQL script into statements at top-level semicolons, the way
+//! psql does: quotes, quoted identifiers, dollar quotes, comments and
+//! SQL-standard function bodies (`BEGIN ATOMIC … END`) are respected.
+//!
+//! Pure text handling (no PostgreSQL needed), so it is shared by every front.
+
+/// The statements of `script`, trimmed, without empty ones and without their
+/// terminating semicolons. Comments stay with the statement they precede.
+pub fn split(script: &str) -> Vec<&str> {
+    let bytes = script.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    // Words seen at top level, for BEGIN ATOMIC detection.
+    let mut previous_word: Option<&str> = None;
+    // Inside BEGIN ATOMIC: nesting of BEGIN/CASE … END.
+    let mut atomic_depth = 0usize;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\'' => {
+                let escapes = i > 0 && matches!(bytes[i - 1], b'E' | b'e') && !is_ident(bytes, i - 1);
+                i = skip_quoted(bytes, i, b'\'', escapes);
+            }
+            b'"' => i = skip_quoted(bytes, i, b'"', false),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..].iter().position(|&c| c == b'\n').map_or(bytes.len(), |p| i + p + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            b'$' => i = skip_dollar_quoted(bytes, i),
+            b';' if atomic_depth == 0 => {
+                push(&mut out, &script[start..i]);
+                i += 1;
+                start = i;
+                previous_word = None;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let begin = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$') {
+                    i += 1;
+                }
+                let word = &script[begin..i];
+                if atomic_depth > 0 {
+                    if word.eq_ignore_ascii_case("CASE") || word.eq_ignore_ascii_case("BEGIN") {
+                        atomic_depth += 1;
+                    } else if word.eq_ignore_ascii_case("END") {
+                        atomic_depth -= 1;
+                    }
+                } else if word.eq_ignore_ascii_case("ATOMIC")
+                    && previous_word.is_some_and(|w| w.eq_ignore_ascii_case("BEGIN"))
+                {
+                    atomic_depth = 1;
+                }
+                previous_word = Some(word);
+            }
+            _ => i += 1,
+        }
+    }
+    push(&mut out, &script[start..]);
+    out
+}
+
+fn push<'a>(out: &mut Vec<&'a str>, statement: &'a str) {
+    let trimmed = statement.trim();
+    if !only_comments(trimmed) {
+        out.push(trimmed);
+    }
+}
+
+/// Whether the text holds nothing but white space and comments.
+pub fn only_comments(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            c if c.is_ascii_whitespace() => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..].iter().position(|&c| c == b'\n').map_or(bytes.len(), |p| i + p + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn is_ident(bytes: &[u8], at: usize) -> bool {
+    at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_')
+}
+
+/// Index just past the closing quote (doubled quotes are literal).
+fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
+    let mut i = open + 1;
+    while i < bytes.len() {
+        if backslash_escapes && bytes[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// Index just past a (nested) block comment.
+fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
+    let mut depth = 0;
+    let mut i = open;
+    while i < bytes.len() {
+        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+/// Past a `$tag$ … $tag$` string; a `$` that opens no such string (a
+/// parameter like `$1`, or part of an identifier) is skipped alone.
+fn skip_dollar_quoted(bytes: &[u8], open: usize) -> usize {
+    if is_ident(bytes, open) {
+        return open + 1;
+    }
+    let mut i = open + 1;
+    if i < bytes.len() && bytes[i].is_ascii_digit() {
+        return i;
+    }
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b'$') {
+        return open + 1;
+    }
+    let tag = &bytes[open..=i];
+    let body = i + 1;
+    bytes[body..]
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .map_or(bytes.len(), |p| body + p + tag.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn splits_at_top_level_semicolons_only() {
+        assert_eq!(split("SELECT 1; SELECT 2;"), ["SELECT 1", "SELECT 2"]);
+        assert_eq!(split("SELECT 'a;b'; SELECT \"x;y\""), ["SELECT 'a;b'", "SELECT \"x;y\""]);
+        assert_eq!(split("SELECT 'it''s;'; SELECT 2"), ["SELECT 'it''s;'", "SELECT 2"]);
+        assert_eq!(split(r"SELECT E'\';'; SELECT 2"), [r"SELECT E'\';'", "SELECT 2"]);
+        assert_eq!(
+            split("DO $$ BEGIN PERFORM 1; END $$; SELECT $1"),
+            ["DO $$ BEGIN PERFORM 1; END $$", "SELECT $1"]
+        );
+        assert_eq!(
+            split("CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql; SELECT f()"),
+            ["CREATE FUNCTION f() RETURNS int AS $fn$ SELECT 1; $fn$ LANGUAGE sql", "SELECT f()"]
+        );
+        assert_eq!(split("SELECT 1 -- a;b\n; SELECT /* ; /* ; */ */ 2"), ["SELECT 1 -- a;b", "SELECT /* ; /* ; */ */ 2"]);
+    }
+
+    #[test]
+    fn keeps_sql_standard_function_bodies_whole() {
+        let script = "CREATE FUNCTION f(x int) RETURNS int BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END; SELECT 2; END; SELECT f(1)";
+        assert_eq!(
+            split(script),
+            [
+                "CREATE FUNCTION f(x int) RETURNS int BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END; SELECT 2; END",
+                "SELECT f(1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn drops_empty_and_comment_only_pieces() {
+        assert!(split("").is_empty());
+        assert!(split(" ; ;-- nothing\n").is_empty());
+        assert_eq!(split("BEGIN; ; COMMIT"), ["BEGIN", "COMMIT"]);
+    }
+}
