@@ -10,6 +10,8 @@ use serde_json::json;
 use tidelake_tests::{Client, Server};
 use tokio_postgres::NoTls;
 
+mod capture;
+
 struct Args {
     pg_url: Option<String>,
     pg_nofsync_url: Option<String>,
@@ -18,7 +20,7 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Args> {
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
         pg_url: None,
         pg_nofsync_url: None,
@@ -26,7 +28,6 @@ fn parse_args() -> Result<Args> {
         tenants: 100,
         out: None,
     };
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -43,13 +44,13 @@ fn parse_args() -> Result<Args> {
 
 /// Latency percentiles of a set of samples.
 #[derive(Clone, Copy)]
-struct Summary {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
+pub(crate) struct Summary {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub mean: Duration,
 }
 
-fn summarize(mut samples: Vec<Duration>) -> Summary {
+pub(crate) fn summarize(mut samples: Vec<Duration>) -> Summary {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let total: Duration = samples.iter().sum();
@@ -60,7 +61,7 @@ fn summarize(mut samples: Vec<Duration>) -> Summary {
     }
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
@@ -149,7 +150,26 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = parse_args()?;
+    let mut argv = std::env::args().skip(1).peekable();
+    match argv.peek().map(String::as_str) {
+        Some("capture") => {
+            argv.next();
+            let out = match (argv.next().as_deref(), argv.next()) {
+                (Some("--out"), Some(path)) => Some(PathBuf::from(path)),
+                (None, _) => None,
+                _ => bail!("usage: oltp-bench capture [--out FILE]"),
+            };
+            capture::run(out).await
+        }
+        Some("oltp") => {
+            argv.next();
+            oltp(parse_args(argv)?).await
+        }
+        _ => oltp(parse_args(argv)?).await,
+    }
+}
+
+async fn oltp(args: Args) -> Result<()> {
     let work = tempfile::tempdir()?;
     let mut report = String::new();
     let mut line = |s: String| {

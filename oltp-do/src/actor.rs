@@ -248,7 +248,12 @@ fn actor_main(
         .state
         .compare_exchange(LOADING, LOADED, Ordering::SeqCst, Ordering::SeqCst);
     tracing::debug!(tenant = %handle.tenant, "tenant database open");
-    publish_stats(&mut db, feed, handle);
+    if db.capture_enabled() {
+        match db.log_stats() {
+            Ok(stats) => feed.set_stats(stats),
+            Err(err) => tracing::warn!(tenant = %handle.tenant, error = %err, "could not read change log stats"),
+        }
+    }
 
     let mut healthy = true;
     while let Some(cmd) = rx.blocking_recv() {
@@ -266,9 +271,16 @@ fn actor_main(
         }
         match catch_unwind(AssertUnwindSafe(|| execute(&mut db, &work))) {
             Ok(result) => {
-                // Subscribers learn of new changes before the writer's reply.
-                if db.take_committed_changes() || matches!(result, Ok(Output::Stats(_))) {
-                    publish_stats(&mut db, feed, handle);
+                match &result {
+                    Ok(Output::Stats(stats)) => feed.set_stats(*stats),
+                    Ok(Output::Changes(page)) => feed.publish_head(page.head_lsn),
+                    _ => {}
+                }
+                // Waiting subscribers learn of new changes before the writer's reply.
+                if db.take_committed_changes() && feed.has_waiters() {
+                    if let Err(err) = feed_new_changes(&mut db, feed) {
+                        tracing::warn!(tenant = %handle.tenant, error = %err, "could not read new changes");
+                    }
                 }
                 let _ = reply.send(Reply::Done(result));
             }
@@ -303,14 +315,20 @@ fn actor_main(
     tracing::debug!(tenant = %handle.tenant, "tenant database closed");
 }
 
-fn publish_stats(db: &mut TenantDb, feed: &Feed, handle: &ActorHandle) {
-    if !db.capture_enabled() {
-        return;
+/// Read what the last commit added to the change log, once, for every waiter.
+fn feed_new_changes(db: &mut TenantDb, feed: &Feed) -> Result<()> {
+    const BATCH: u64 = 1000;
+    let since = feed.head();
+    let changes = db.read_changes(since, BATCH)?;
+    if (changes.len() as u64) < BATCH {
+        let head = changes.last().map_or(since, |c| c["lsn"].as_u64().unwrap_or(since));
+        feed.publish_changes(changes, head);
+    } else {
+        // A large commit: subscribers page through it from the database.
+        let head = db.head_lsn()?;
+        feed.publish_head(head);
     }
-    match db.log_stats() {
-        Ok(stats) => feed.publish(stats),
-        Err(err) => tracing::warn!(tenant = %handle.tenant, error = %err, "could not read change log stats"),
-    }
+    Ok(())
 }
 
 fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {

@@ -197,18 +197,22 @@ impl Tenants {
         limit: u64,
         wait: Duration,
     ) -> Result<ChangePage> {
-        let page = self.read_changes(tenant, since, limit).await?;
-        if !page.changes.is_empty() || wait.is_zero() {
-            return Ok(page);
+        if wait.is_zero() {
+            return self.read_changes(tenant, since, limit).await;
         }
         let feed = self.feed(tenant);
+        let _waiting = feed.register();
+        let page = self.read_changes(tenant, since, limit).await?;
+        if !page.changes.is_empty() {
+            return Ok(page);
+        }
         if tokio::time::timeout(wait, feed.wait_past(since)).await.is_err() {
             return Ok(page);
         }
         self.read_changes(tenant, since, limit).await
     }
 
-    async fn read_changes(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
+    pub async fn read_changes(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
         let page = match self.run(tenant, Work::Changes { since, limit }).await? {
             Output::Changes(page) => page,
             other => return Err(Error::Engine(format!("unexpected engine output {other:?}"))),

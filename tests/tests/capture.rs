@@ -453,3 +453,41 @@ async fn retention_keeps_young_acknowledged_changes() {
     // The first five are old enough to go; the last three are kept though acknowledged.
     assert_eq!(body["changeLog"]["tailLsn"], 6, "{body}");
 }
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_disconnected_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--ws-send-timeout", "1s"]).await;
+    let c = server.client();
+    c.exec("slowsub", "CREATE TABLE t (id int PRIMARY KEY, blob text)").await;
+    // About 30 MB of changes: more than socket buffers hold.
+    for chunk in 0..6 {
+        c.query(
+            "slowsub",
+            "INSERT INTO t SELECT g, repeat(md5(g::text), 320) FROM generate_series($1::int, $1::int + 499) g",
+            json!([chunk * 500]),
+        )
+        .await;
+    }
+    let mut slow = Ws::connect(&server.base, "slowsub").await;
+    slow.send(json!({"type": "subscribe", "id": "s", "since": 0})).await;
+    // Do not read for a while: the server must give up on this client.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Meanwhile the tenant and other subscribers are served.
+    let mut other = Ws::connect(&server.base, "slowsub").await;
+    other.send(json!({"type": "subscribe", "id": "live", "tables": ["t"]})).await;
+    other.expect("subscribed", Duration::from_secs(10)).await;
+    c.exec("slowsub", "INSERT INTO t VALUES (-1, 'after')").await;
+    let change = other.expect("change", Duration::from_secs(10)).await;
+    assert_eq!(change["change"]["new"]["blob"], "after");
+
+    // The slow client gets what was already in flight, then the end.
+    let mut received = 0;
+    while let Some(msg) = slow.recv(Duration::from_secs(5)).await {
+        if msg["type"] == "change" {
+            received += 1;
+        }
+    }
+    assert!(received > 0, "the subscription delivered nothing");
+    assert!(received < 3000, "a client that stopped reading still got all {received} changes");
+}

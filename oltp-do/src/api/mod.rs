@@ -14,6 +14,7 @@ pub use routing::resolve as resolve_tenant;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::actor::{Output, Work};
 use crate::error::{Error, Result};
-use crate::protocol::{BatchRequest, QueryRequest, Statement};
+use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement};
 use crate::tenants::Tenants;
 use extract::{JsonBody, MaybeTenant, Tenant};
 
@@ -81,7 +82,18 @@ async fn health(State(tenants): State<AppState>, MaybeTenant(tenant): MaybeTenan
     let runtime = runtime_state(&tenants);
     match tenant {
         Some(tenant) => {
-            let status = tenants.status(Some(&tenant)).pop();
+            let mut status = tenants.status(Some(&tenant)).pop();
+            // An open, idle tenant reports its change log as it is now;
+            // health never waits behind a tenant's work.
+            if let Some(s) = status.as_mut()
+                && s.engine == EngineState::Loaded
+                && s.in_flight == 0
+                && s.change_log.is_some()
+                && let Ok(Ok(stats)) =
+                    tokio::time::timeout(Duration::from_millis(250), tenants.log_stats(&tenant)).await
+            {
+                s.change_log = Some(stats);
+            }
             Json(json!({ "ok": true, "runtime": runtime, "tenant": status }))
         }
         None => {

@@ -179,15 +179,21 @@ async fn subscription(
         return;
     }
     let feed = tenants.feed(&tenant);
+    // Registered for the whole subscription, so every commit is published.
+    let _waiting = feed.register();
     loop {
-        let page = match tenants.changes(&tenant, cursor, PAGE, Duration::ZERO).await {
-            Ok(page) => page,
-            Err(err) => {
-                let _ = out.send(fail(err)).await;
-                return;
-            }
+        // From memory when it holds what comes next; else from the database.
+        let changes = match feed.recent_after(cursor, PAGE as usize) {
+            Some(changes) => changes,
+            None => match tenants.read_changes(&tenant, cursor, PAGE).await {
+                Ok(page) => page.changes,
+                Err(err) => {
+                    let _ = out.send(fail(err)).await;
+                    return;
+                }
+            },
         };
-        for change in &page.changes {
+        for change in &changes {
             if let Some(change) = filter.apply(change)
                 && out
                     .send(json!({"type": "change", "subscription": id, "change": change}))
@@ -197,8 +203,10 @@ async fn subscription(
                 return;
             }
         }
-        cursor = page.next_lsn;
-        if (page.changes.len() as u64) < PAGE {
+        if let Some(last) = changes.last() {
+            cursor = last["lsn"].as_u64().unwrap_or(cursor);
+        }
+        if (changes.len() as u64) < PAGE {
             feed.wait_past(cursor).await;
         }
     }

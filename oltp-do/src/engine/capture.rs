@@ -14,7 +14,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "1";
+const CAPTURE_VERSION: &str = "3";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 /// One page of the change log.
@@ -43,6 +43,11 @@ pub struct LogStats {
     /// Lowest LSN acknowledged by any consumer (0: none).
     pub acked_lsn: u64,
 }
+
+const OPEN_PROBE_SQL: &str = r#"
+SELECT (SELECT value FROM tidelake.meta WHERE key = 'capture_version') AS version,
+       (SELECT value FROM tidelake.meta WHERE key = 'schema_fingerprint') AS stored,
+       tidelake.schema_fingerprint() AS current"#;
 
 const CHANGES_SQL: &str = r#"
 SELECT lsn, xid,
@@ -75,23 +80,24 @@ impl TenantDb {
         if !self.capture_enabled() {
             return Ok(());
         }
-        let installed = self
-            .round_trip(
-                &wire::extended_query(
-                    "SELECT value FROM tidelake.meta WHERE key = 'capture_version'",
-                    &[],
-                ),
-                RowMode::Array,
-            )?
+        // One plain-SQL probe: installed version, and whether any table
+        // changed since the triggers were last brought in step (only a
+        // crash between a DDL statement and its sync can cause that).
+        let probe = self
+            .round_trip(&wire::extended_query(OPEN_PROBE_SQL, &[]), RowMode::Object)?
             .results
             .pop()
-            .and_then(|r| r.rows.into_iter().next())
-            .and_then(|row| row[0].as_str().map(str::to_owned));
-        if installed.as_deref() != Some(CAPTURE_VERSION) {
-            self.script(INSTALL_SQL)?;
+            .and_then(|r| r.rows.into_iter().next());
+        let version = probe.as_ref().and_then(|r| r["version"].as_str());
+        if version != Some(CAPTURE_VERSION) {
+            return self.script(INSTALL_SQL);
         }
-        self.script(&format!("LISTEN {}", wire::CHANGES_CHANNEL))?;
-        self.sync_schema()?;
+        let in_step = probe
+            .as_ref()
+            .is_some_and(|r| r["stored"].is_string() && r["stored"] == r["current"]);
+        if !in_step {
+            self.sync_schema()?;
+        }
         Ok(())
     }
 
@@ -129,16 +135,7 @@ impl TenantDb {
 
     /// Up to `limit` changes after `since`, in LSN order.
     pub fn changes(&mut self, since: u64, limit: u64) -> Result<ChangePage> {
-        let outcome = self.statement(CHANGES_SQL, &[json!(since), json!(limit)], RowMode::Object)?;
-        if let Some(err) = outcome.error {
-            return Err(Error::Engine(format!("change log read failed: {}", err.message)));
-        }
-        let changes = outcome
-            .results
-            .into_iter()
-            .last()
-            .map(|r| r.rows)
-            .unwrap_or_default();
+        let changes = self.read_changes(since, limit)?;
         let next_lsn = changes
             .last()
             .and_then(|c| c["lsn"].as_u64())
@@ -150,6 +147,28 @@ impl TenantDb {
             head_lsn: stats.head_lsn.max(next_lsn),
             tail_lsn: stats.tail_lsn,
         })
+    }
+
+    /// Just the changes after `since` (no stats).
+    pub fn read_changes(&mut self, since: u64, limit: u64) -> Result<Vec<Value>> {
+        let outcome = self.statement(CHANGES_SQL, &[json!(since), json!(limit)], RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Error::Engine(format!("change log read failed: {}", err.message)));
+        }
+        Ok(outcome
+            .results
+            .into_iter()
+            .last()
+            .map(|r| r.rows)
+            .unwrap_or_default())
+    }
+
+    /// The newest LSN (0: none yet): one index probe.
+    pub fn head_lsn(&mut self) -> Result<u64> {
+        Ok(self
+            .one_row("SELECT coalesce(max(lsn), 0) AS head FROM tidelake.changes", &[])?
+            .and_then(|r| r["head"].as_u64())
+            .unwrap_or(0))
     }
 
     pub fn log_stats(&mut self) -> Result<LogStats> {

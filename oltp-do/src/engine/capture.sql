@@ -105,17 +105,35 @@ RETURNS text LANGUAGE sql STABLE AS $fn$
     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
 $fn$;
 
+-- An expression giving record `rec` of table `rel` as the change log's JSON
+-- row: json_build_object where it fits in one call (100 arguments), else a
+-- row_to_json subquery.
+CREATE OR REPLACE FUNCTION tidelake.row_json(rel oid, rec text)
+RETURNS text LANGUAGE sql STABLE AS $fn$
+    SELECT CASE
+        WHEN count(*) = 0 THEN '''{}''::json'
+        WHEN count(*) <= 50 THEN 'json_build_object(' || string_agg(
+            quote_literal(a.attname) || ', ' || tidelake.value_expr(rec, a.attname, a.atttypid),
+            ', ' ORDER BY a.attnum) || ')'
+        ELSE '(SELECT row_to_json(r) FROM (SELECT ' || tidelake.row_select(rel, rec) || ') r)'
+    END
+    FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$fn$;
+
 -- (Re)write the capture trigger of one table for schema version `version`.
 -- The function is generated per table so each row costs one INSERT with
--- precompiled expressions, not dynamic SQL.
+-- precompiled expressions, not dynamic SQL. The next LSN is carried in a
+-- transaction-local setting (rolled back with the rows it numbered), so
+-- only a transaction's first change looks up the log's head.
 CREATE OR REPLACE FUNCTION tidelake.install_capture(rel oid, version bigint)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     fname text := 'capture_' || rel::text;
     nsp text;
     relname text;
-    new_cols text := tidelake.row_select(rel, 'NEW');
-    old_cols text := tidelake.row_select(rel, 'OLD');
+    new_row text := tidelake.row_json(rel, 'NEW');
+    old_row text := tidelake.row_json(rel, 'OLD');
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
@@ -123,34 +141,50 @@ BEGIN
     EXECUTE format($f$
 CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $body$
 DECLARE
-    next_lsn bigint;
+    next_lsn bigint := nullif(current_setting('tidelake.next_lsn', true), '')::bigint;
 BEGIN
-    SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+    IF next_lsn IS NULL THEN
+        -- The transaction's first change: tell the server it wrote.
+        SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+        RAISE NOTICE 'tidelake.changes';
+    END IF;
+    PERFORM set_config('tidelake.next_lsn', (next_lsn + 1)::text, true);
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'insert', %L, %L,
-            (SELECT row_to_json(r) FROM (SELECT %s) r), NULL);
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'insert', %L, %L, %s, NULL);
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'update', %L, %L,
-            (SELECT row_to_json(r) FROM (SELECT %s) r), (SELECT row_to_json(r) FROM (SELECT %s) r));
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'update', %L, %L, %s, %s);
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'delete', %L, %L,
-            NULL, (SELECT row_to_json(r) FROM (SELECT %s) r));
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'delete', %L, %L, NULL, %s);
     ELSE
         INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'truncate', %L, %L, NULL, NULL);
     END IF;
-    PERFORM pg_notify('tidelake_changes', '');
     RETURN NULL;
 END
 $body$
 $f$, fname,
-        version, nsp, relname, new_cols,
-        version, nsp, relname, new_cols, old_cols,
-        version, nsp, relname, old_cols,
+        version, nsp, relname, new_row,
+        version, nsp, relname, new_row, old_row,
+        version, nsp, relname, old_row,
         version, nsp, relname);
 
     EXECUTE format('CREATE OR REPLACE TRIGGER tidelake_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION tidelake.%I()', rel::regclass, fname);
     EXECUTE format('CREATE OR REPLACE TRIGGER tidelake_capture_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tidelake.%I()', rel::regclass, fname);
 END
+$fn$;
+
+-- A digest of everything capture depends on (user tables, their columns and
+-- primary keys). Plain SQL, so checking it when a tenant opens is cheap;
+-- sync_schema() stores the digest it brought the triggers in step with.
+CREATE OR REPLACE FUNCTION tidelake.schema_fingerprint()
+RETURNS text LANGUAGE sql STABLE AS $fn$
+    SELECT md5(coalesce(string_agg(
+        c.oid::text || ' ' || n.nspname || '.' || c.relname || ' ' ||
+        tidelake.table_columns(c.oid)::text || ' ' || tidelake.table_primary_key(c.oid)::text,
+        ';' ORDER BY c.oid), ''))
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
+      AND n.nspname NOT LIKE 'pg\_%'
 $fn$;
 
 -- Compare every user table with its latest recorded schema version; record
@@ -204,7 +238,8 @@ BEGIN
                     next_lsn - 1, v, t.nspname, t.relname, tidelake.row_select(t.oid, 'src'), t.oid::regclass);
                 GET DIAGNOSTICS added = ROW_COUNT;
                 IF added > 0 THEN
-                    PERFORM pg_notify('tidelake_changes', '');
+                    PERFORM set_config('tidelake.next_lsn', (next_lsn + added)::text, true);
+                    RAISE NOTICE 'tidelake.changes';
                 END IF;
             END IF;
         END IF;
@@ -225,9 +260,23 @@ BEGIN
             recorded := recorded + 1;
         END IF;
     END LOOP;
+    INSERT INTO tidelake.meta VALUES ('schema_fingerprint', tidelake.schema_fingerprint())
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
     RETURN recorded;
 END
 $fn$;
 
-INSERT INTO tidelake.meta VALUES ('capture_version', '1')
+-- Rewrite every table's trigger at its current version (after an upgrade
+-- of this file changed how triggers are written).
+CREATE OR REPLACE FUNCTION tidelake.reinstall_all()
+RETURNS void LANGUAGE sql AS $fn$
+    SELECT tidelake.install_capture(s.table_oid, s.version)
+    FROM (SELECT DISTINCT ON (table_oid) table_oid, version, dropped
+          FROM tidelake.schema_versions ORDER BY table_oid, version DESC) s
+    WHERE NOT s.dropped AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.table_oid)
+$fn$;
+SELECT tidelake.reinstall_all();
+SELECT tidelake.sync_schema();
+
+INSERT INTO tidelake.meta VALUES ('capture_version', '3')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -80,13 +80,13 @@ pub struct Outcome {
     pub results: Vec<QueryResult>,
     pub error: Option<DbError>,
     pub status: TxStatus,
-    /// A transaction that wrote to the change log committed (its capture
-    /// trigger's notification arrived).
+    /// A capture trigger said its transaction wrote changes (the transaction
+    /// may still have rolled back: this only says "look").
     pub notified: bool,
 }
 
-/// The channel capture triggers notify on; delivered at commit only.
-pub const CHANGES_CHANNEL: &str = "tidelake_changes";
+/// The notice a capture trigger raises once per writing transaction.
+pub const CHANGES_NOTICE: &str = "tidelake.changes";
 
 /// Fold backend messages into results, converting values as they come.
 pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
@@ -128,6 +128,11 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
             }
             BackendMessage::CommandComplete(done) => {
                 let (command, row_count) = parse_tag(&done.text);
+                // Also without the notice (a session may silence notices).
+                notified |= matches!(
+                    command.as_str(),
+                    "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "TRUNCATE TABLE"
+                );
                 results.push(QueryResult {
                     command,
                     row_count,
@@ -146,8 +151,8 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
                     error = Some(db_error(err));
                 }
             }
-            BackendMessage::Notification(note) => {
-                notified |= note.channel == CHANGES_CHANNEL;
+            BackendMessage::Notice(notice) => {
+                notified |= notice.message.as_deref() == Some(CHANGES_NOTICE);
             }
             BackendMessage::ReadyForQuery(ready) => {
                 status = match ready.status {
