@@ -50,6 +50,7 @@ pub struct TenantsSection {
     pub base_domain: Option<String>,
     pub blocked_names: Option<Vec<String>>,
     pub queue_depth: Option<usize>,
+    pub spares: Option<usize>,
     pub queue_timeout: Option<String>,
     pub ws_send_timeout: Option<String>,
 }
@@ -147,6 +148,9 @@ impl Settings {
         if let Some(n) = t.queue_depth {
             anyhow::ensure!(n > 0, "queue_depth must be at least 1");
             oltp.tenant_queue_depth = n;
+        }
+        if let Some(n) = t.spares {
+            oltp.spare_tenants = n;
         }
         if let Some(text) = overrides.queue_timeout.or(t.queue_timeout) {
             oltp.queue_timeout = duration("queue_timeout", &text)?;

@@ -226,10 +226,21 @@ fn actor_main(
     feed: &Feed,
     mut rx: mpsc::Receiver<Command>,
 ) {
-    let opened = runtime
-        .wait_ready()
-        .and_then(|()| runtime.ensure_tenant_root(&root))
-        .and_then(|()| TenantDb::open(&root, runtime.settings()));
+    let started = Instant::now();
+    let opened = runtime.wait_ready().and_then(|()| {
+        let ready = started.elapsed();
+        runtime.ensure_tenant_root(&root)?;
+        let created = started.elapsed();
+        let db = TenantDb::open(&root, runtime.settings())?;
+        tracing::debug!(
+            tenant = %handle.tenant,
+            wait_runtime_ms = ready.as_millis() as u64,
+            create_ms = (created - ready).as_millis() as u64,
+            open_ms = (started.elapsed() - created).as_millis() as u64,
+            "tenant database open"
+        );
+        Ok(db)
+    });
     let mut db = match opened {
         Ok(db) => db,
         Err(err) => {
@@ -247,7 +258,6 @@ fn actor_main(
     let _ = handle
         .state
         .compare_exchange(LOADING, LOADED, Ordering::SeqCst, Ordering::SeqCst);
-    tracing::debug!(tenant = %handle.tenant, "tenant database open");
     if db.capture_enabled() {
         match db.log_stats() {
             Ok(stats) => feed.set_stats(stats),

@@ -20,6 +20,8 @@ pub struct OltpConfig {
     pub base_domain: Option<String>,
     /// Names that are never tenants (they are refused wherever they appear).
     pub blocked_names: Vec<String>,
+    /// Tenant databases prepared ahead of need, so a new tenant opens at once.
+    pub spare_tenants: usize,
     /// Requests queued for one tenant beyond this wait for room (backpressure).
     pub tenant_queue_depth: usize,
     /// A request that has waited this long for its tenant (behind slower
@@ -41,6 +43,7 @@ impl OltpConfig {
             max_body_bytes: 8 * 1024 * 1024,
             base_domain: None,
             blocked_names: DEFAULT_BLOCKED_NAMES.iter().map(|s| s.to_string()).collect(),
+            spare_tenants: 2,
             tenant_queue_depth: 256,
             queue_timeout: Duration::from_secs(30),
             change_retention: Duration::from_secs(3600),
@@ -55,6 +58,10 @@ impl OltpConfig {
 
     pub fn template_dir(&self) -> PathBuf {
         self.data_dir.join("template")
+    }
+
+    pub fn spares_dir(&self) -> PathBuf {
+        self.data_dir.join("spares")
     }
 }
 

@@ -38,7 +38,9 @@ impl TenantDb {
             capture: settings.capture,
             committed_changes: false,
         };
+        let opened = std::time::Instant::now();
         db.prepare_capture()?;
+        tracing::debug!(capture_ms = opened.elapsed().as_millis() as u64, "capture checked");
         Ok(db)
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pglite_oxide::Pglite;
 
 use super::settings::EngineSettings;
-use super::template;
+use super::template::{self, Spares};
 use crate::config::OltpConfig;
 use crate::error::{Error, Result};
 
@@ -25,6 +25,7 @@ pub struct EngineRuntime {
     changed: Condvar,
     settings: EngineSettings,
     template_dir: PathBuf,
+    spares: Spares,
 }
 
 impl EngineRuntime {
@@ -36,6 +37,7 @@ impl EngineRuntime {
             changed: Condvar::new(),
             settings: config.engine.clone(),
             template_dir: config.template_dir(),
+            spares: Spares::new(config.spares_dir(), config.template_dir(), config.spare_tenants),
         });
         let preparing = runtime.clone();
         std::thread::Builder::new()
@@ -56,8 +58,12 @@ impl EngineRuntime {
                         Phase::Failed(err.to_string())
                     }
                 };
+                let ready = matches!(phase, Phase::Ready(_));
                 *preparing.phase.lock().expect("runtime phase poisoned") = phase;
                 preparing.changed.notify_all();
+                if ready {
+                    preparing.spares.replenish_forever();
+                }
             })
             .expect("spawn engine preload thread");
         runtime
@@ -90,8 +96,12 @@ impl EngineRuntime {
         }
     }
 
-    /// Create the tenant's database from the template if it does not exist yet.
+    /// Create the tenant's database if it does not exist yet: a spare if
+    /// one is ready, else a fresh copy of the template.
     pub fn ensure_tenant_root(&self, root: &Path) -> Result<()> {
+        if root.exists() || self.spares.take(root) {
+            return Ok(());
+        }
         template::instantiate(&self.template_dir, root)
     }
 }

@@ -87,12 +87,113 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         } else if file_type.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
         } else {
-            fs::copy(entry.path(), &target)?;
+            copy_sparse(&entry.path(), &target)?;
         }
     }
     Ok(())
 }
 
+/// Copy a file, leaving all-zero 8 KiB blocks as holes. Over half of a
+/// fresh cluster is zero pages (most of its preallocated WAL segment), so
+/// this halves what creating a tenant writes; reads of a hole return zeros.
+fn copy_sparse(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 8192;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let data = fs::read(from)?;
+    let file = fs::File::create(to)?;
+    let mut run_start: Option<usize> = None;
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        let zero = block == &ZEROS[..block.len()];
+        match (zero, run_start) {
+            (false, None) => run_start = Some(i * BLOCK),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..i * BLOCK], start as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&data[start..], start as u64)?;
+    }
+    file.set_len(data.len() as u64)?;
+    file.set_permissions(fs::metadata(from)?.permissions())
+}
+
 fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
     Error::Engine(format!("{what} {}: {err}", path.display()))
+}
+
+/// Spare tenant roots copied from the template ahead of need, so creating a
+/// tenant is a rename rather than a copy (a copy writes ~10 MB, which the
+/// kernel may throttle behind other writeback).
+pub struct Spares {
+    dir: PathBuf,
+    template: PathBuf,
+    target: usize,
+    wanted: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+const SPARE_PREFIX: &str = "spare-";
+
+impl Spares {
+    /// Spares made from an older template must not be handed out, so the
+    /// pool starts empty on every start-up.
+    pub fn new(dir: PathBuf, template: PathBuf, target: usize) -> Self {
+        let _ = fs::remove_dir_all(&dir);
+        Self {
+            dir,
+            template,
+            target,
+            wanted: std::sync::Mutex::new(true),
+            wake: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Move a spare into place as `root`; false if none is ready.
+    pub fn take(&self, root: &Path) -> bool {
+        let taken = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(SPARE_PREFIX)))
+            // Another tenant may take the same spare first: then try the next.
+            .any(|spare| fs::rename(spare.path(), root).is_ok());
+        *self.wanted.lock().expect("spares poisoned") = true;
+        self.wake.notify_one();
+        taken
+    }
+
+    /// Keep `target` spares ready; runs on its own thread for the process's life.
+    pub fn replenish_forever(&self) {
+        let mut made: u64 = 0;
+        loop {
+            {
+                let mut wanted = self.wanted.lock().expect("spares poisoned");
+                while !*wanted {
+                    wanted = self.wake.wait(wanted).expect("spares poisoned");
+                }
+                *wanted = false;
+            }
+            if fs::create_dir_all(&self.dir).is_err() {
+                continue;
+            }
+            let count = fs::read_dir(&self.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(SPARE_PREFIX)))
+                .count();
+            for _ in count..self.target {
+                made += 1;
+                let spare = self.dir.join(format!("{SPARE_PREFIX}{}-{made}", std::process::id()));
+                if let Err(err) = instantiate(&self.template, &spare) {
+                    tracing::warn!(error = %err, "could not prepare a spare tenant");
+                    break;
+                }
+            }
+        }
+    }
 }
