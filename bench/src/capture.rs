@@ -14,13 +14,16 @@ use tokio::sync::Mutex;
 use crate::{ms, summarize};
 
 const CLIENTS: usize = 4;
+const ROUNDS: usize = 3;
+const SEQUENTIAL: usize = 500;
 const PER_CLIENT: usize = 750;
 const BULK_ROWS: usize = 50_000;
 const SUBSCRIBERS: usize = 100;
 const FANOUT_COMMITS: usize = 200;
 
-/// Requests per second of `op` from `CLIENTS` concurrent clients.
-async fn throughput(c: &Client, tenant: &str, sql: &'static str) -> Result<f64> {
+/// Requests per second of `sql` (with `$1` = a fresh id from `first`) from
+/// `CLIENTS` concurrent clients.
+async fn throughput(c: &Client, tenant: &str, sql: &'static str, first: usize) -> Result<f64> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..CLIENTS {
@@ -28,7 +31,7 @@ async fn throughput(c: &Client, tenant: &str, sql: &'static str) -> Result<f64> 
         let tenant = tenant.to_owned();
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_CLIENT {
-                let id = (client * PER_CLIENT + i + 1) as i64;
+                let id = (first + client * PER_CLIENT + i + 1) as i64;
                 let (status, body) = c.query(&tenant, sql, json!([id])).await;
                 if !status.is_success() {
                     return Err(anyhow::anyhow!("{sql}: {status} {body}"));
@@ -41,6 +44,25 @@ async fn throughput(c: &Client, tenant: &str, sql: &'static str) -> Result<f64> 
         t.await??;
     }
     Ok((CLIENTS * PER_CLIENT) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Median latency of `n` sequential requests of `sql` (one client).
+async fn latency(c: &Client, tenant: &str, sql: &'static str, first: usize, n: usize) -> Result<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let (status, body) = c.query(tenant, sql, json!([(first + i + 1) as i64])).await;
+        if !status.is_success() {
+            bail!("{sql}: {status} {body}");
+        }
+        samples.push(t.elapsed());
+    }
+    Ok(summarize(samples).p50)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Rows per second of one statement touching `BULK_ROWS` rows.
@@ -76,31 +98,56 @@ pub async fn run(out: Option<PathBuf>) -> Result<()> {
         ),
         ("update of 50,000 rows in one statement", "UPDATE b SET n = n + 1".to_owned()),
     ];
-    let mut results = Vec::new();
-    for server in [&on, &off] {
-        let c = server.client();
+    let servers = [on.client(), off.client()];
+    for c in &servers {
         for table in ["t", "b"] {
             c.exec("cap", &format!("CREATE TABLE {table} (id int PRIMARY KEY, v text, n int)")).await;
         }
-        let mut rates = Vec::new();
-        for (_, sql) in &workloads {
-            rates.push(throughput(&c, "cap", sql).await?);
+    }
+    // Rounds alternate between the two servers so drift in the machine's
+    // load hits both alike; each figure is the median of the rounds.
+    let mut results = vec![Vec::new(), Vec::new()];
+    let mut sequential = vec![Vec::new(), Vec::new()];
+    for (w, (_, sql)) in workloads.iter().enumerate() {
+        let mut rates = [Vec::new(), Vec::new()];
+        for round in 0..ROUNDS {
+            for (k, c) in servers.iter().enumerate() {
+                let first = if w == 0 { round * CLIENTS * PER_CLIENT } else { 0 };
+                rates[k].push(throughput(c, "cap", sql, first).await?);
+            }
         }
+        for k in 0..2 {
+            results[k].push(median(rates[k].clone()));
+        }
+    }
+    let inserted = ROUNDS * CLIENTS * PER_CLIENT;
+    for (w, (_, sql)) in workloads.iter().enumerate() {
+        let mut p50s = [Vec::new(), Vec::new()];
+        for round in 0..ROUNDS {
+            for (k, c) in servers.iter().enumerate() {
+                let first = if w == 0 { inserted + round * SEQUENTIAL } else { 0 };
+                p50s[k].push(latency(c, "cap", sql, first, SEQUENTIAL).await?.as_secs_f64());
+            }
+        }
+        for k in 0..2 {
+            sequential[k].push(median(p50s[k].clone()));
+        }
+    }
+    for (k, c) in servers.iter().enumerate() {
         for (_, sql) in &bulks {
-            rates.push(bulk(&c, "cap", sql).await?);
+            results[k].push(bulk(c, "cap", sql).await?);
         }
-        results.push(rates);
     }
     let (_, page) = on.client().get("/t/cap/changes?since=0&limit=1").await;
     let captured = page["headLsn"].as_u64().unwrap_or(0);
-    let expected = (2 * CLIENTS * PER_CLIENT + 2 * BULK_ROWS) as u64;
+    let expected = (2 * ROUNDS * CLIENTS * PER_CLIENT + 2 * ROUNDS * SEQUENTIAL + 2 * BULK_ROWS) as u64;
     if captured != expected {
         bail!("capture logged {captured} changes, expected {expected}");
     }
     drop(on);
     drop(off);
     line(format!(
-        "## Write throughput on one tenant, capture on vs off ({CLIENTS} concurrent HTTP clients; bulk: one statement)\n"
+        "## Write throughput on one tenant, capture on vs off ({CLIENTS} concurrent HTTP clients, median of {ROUNDS} alternating rounds; bulk: one statement)\n"
     ));
     line("| workload | capture off | capture on | on/off | capture cost |".into());
     line("|---|---:|---:|---:|---:|".into());
@@ -113,6 +160,15 @@ pub async fn run(out: Option<PathBuf>) -> Result<()> {
             on / off,
             (1.0 - on / off) * 100.0
         ));
+    }
+    line(format!(
+        "\n## Latency of one write per request, one client ({SEQUENTIAL} requests × {ROUNDS} rounds, median p50, ms)\n"
+    ));
+    line("| workload | capture off | capture on | added by capture |".into());
+    line("|---|---:|---:|---:|".into());
+    for (i, (name, _)) in workloads.iter().enumerate() {
+        let (on, off) = (sequential[0][i] * 1000.0, sequential[1][i] * 1000.0);
+        line(format!("| {name} | {off:.3} | {on:.3} | {:.3} ({:.0}%) |", on - off, (on / off - 1.0) * 100.0));
     }
     line(format!("\n({captured} changes captured and checked.)"));
 
