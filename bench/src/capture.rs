@@ -11,7 +11,7 @@ use serde_json::json;
 use tidelake_tests::{Client, Server, Ws};
 use tokio::sync::Mutex;
 
-use crate::{ms, summarize};
+use crate::{Report, ms, summarize};
 
 const CLIENTS: usize = 4;
 const ROUNDS: usize = 3;
@@ -77,12 +77,8 @@ async fn bulk(c: &Client, tenant: &str, sql: &str) -> Result<f64> {
 
 pub async fn run(out: Option<PathBuf>) -> Result<()> {
     let work = tempfile::tempdir()?;
-    let mut report = String::new();
-    let mut line = |s: String| {
-        println!("{s}");
-        report.push_str(&s);
-        report.push('\n');
-    };
+    let mut report = Report::default();
+    let mut line = |s: String| report.line(s);
 
     // --- Throughput, capture on vs off ------------------------------------------
     let on = Server::start(&work.path().join("on"), &["--capture", "true"]).await;
@@ -228,8 +224,5 @@ pub async fn run(out: Option<PathBuf>) -> Result<()> {
     line(format!("| commit → one subscriber | {} | {} | {} |", ms(each.p50), ms(each.p99), ms(each.mean)));
     line(format!("| commit → all {SUBSCRIBERS} subscribers | {} | {} | {} |", ms(all.p50), ms(all.p99), ms(all.mean)));
 
-    if let Some(out) = out {
-        std::fs::write(&out, report)?;
-    }
-    Ok(())
+    report.save(out.as_deref())
 }

@@ -42,6 +42,25 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     Ok(args)
 }
 
+/// A report printed as it is written and saved to a file at the end.
+#[derive(Default)]
+pub(crate) struct Report(String);
+
+impl Report {
+    pub(crate) fn line(&mut self, s: String) {
+        println!("{s}");
+        self.0.push_str(&s);
+        self.0.push('\n');
+    }
+
+    pub(crate) fn save(&self, out: Option<&std::path::Path>) -> Result<()> {
+        if let Some(out) = out {
+            std::fs::write(out, &self.0).with_context(|| format!("write {}", out.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Latency percentiles of a set of samples.
 #[derive(Clone, Copy)]
 pub(crate) struct Summary {
@@ -175,12 +194,8 @@ async fn main() -> Result<()> {
 
 async fn oltp(args: Args) -> Result<()> {
     let work = tempfile::tempdir()?;
-    let mut report = String::new();
-    let mut line = |s: String| {
-        println!("{s}");
-        report.push_str(&s);
-        report.push('\n');
-    };
+    let mut report = Report::default();
+    let mut line = |s: String| report.line(s);
 
     // --- Latency of single statements over loopback --------------------------
     let server = Server::start(&work.path().join("latency"), &[]).await;
@@ -307,8 +322,5 @@ async fn oltp(args: Args) -> Result<()> {
         (total.saturating_sub(base)) as f64 / 1024.0 / (open_now.max(2) - 1) as f64
     ));
 
-    if let Some(out) = args.out {
-        std::fs::write(&out, report).with_context(|| format!("write {}", out.display()))?;
-    }
-    Ok(())
+    report.save(args.out.as_deref())
 }
