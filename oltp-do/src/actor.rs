@@ -279,7 +279,15 @@ fn actor_main(
             let _ = reply.send(Reply::Done(Err(handle.busy())));
             continue;
         }
-        match catch_unwind(AssertUnwindSafe(|| execute(&mut db, &work))) {
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            let result = execute(&mut db, &work);
+            // The work's outcome stands whatever happens here.
+            if let Err(err) = db.reset_session() {
+                tracing::error!(tenant = %handle.tenant, error = %err, "could not reset the session");
+            }
+            result
+        }));
+        match ran {
             Ok(result) => {
                 match &result {
                     Ok(Output::Stats(stats)) => feed.set_stats(*stats),

@@ -296,3 +296,32 @@ async fn schema_config_and_health_describe_the_tenant() {
     let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tidelake_tenants_open 1"), "{metrics}");
 }
+
+#[tokio::test]
+async fn each_request_starts_from_a_clean_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let c = server.client();
+    c.exec("sess", "CREATE SCHEMA other; CREATE TABLE other.t (v int); INSERT INTO other.t VALUES (1)").await;
+
+    // Within one request, session settings apply to the statements after them.
+    let rows = c
+        .rows("sess", "SET search_path TO other; SELECT v FROM t", json!([]))
+        .await;
+    assert_eq!(rows, vec![json!({"v": 1})]);
+    // The next request does not inherit them, nor temporary tables or prepared statements.
+    let rows = c.rows("sess", "SHOW search_path", json!([])).await;
+    assert_eq!(rows[0]["search_path"], "public");
+    c.exec("sess", "CREATE TEMP TABLE scratch (x int); PREPARE p AS SELECT 1").await;
+    let (status, body) = c.query("sess", "SELECT * FROM scratch", json!([])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "42P01");
+    let (status, body) = c.query("sess", "EXECUTE p", json!([])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "26000");
+    // Capture still works after a reset.
+    c.exec("sess", "INSERT INTO other.t VALUES (2)").await;
+    let (_, page) = c.get("/t/sess/changes?since=0").await;
+    let values: Vec<i64> = page["changes"].as_array().unwrap().iter().map(|ch| ch["new"]["v"].as_i64().unwrap()).collect();
+    assert_eq!(values, [1, 2]);
+}

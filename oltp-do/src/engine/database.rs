@@ -22,6 +22,9 @@ pub struct TenantDb {
     capture: bool,
     /// A committed transaction wrote to the change log since the last `take_committed_changes`.
     committed_changes: bool,
+    /// A statement may have left session state (settings, prepared
+    /// statements, cursors, temporary tables) behind for the next request.
+    session_touched: bool,
 }
 
 impl TenantDb {
@@ -37,6 +40,7 @@ impl TenantDb {
             pg,
             capture: settings.capture,
             committed_changes: false,
+            session_touched: false,
         };
         let opened = std::time::Instant::now();
         db.prepare_capture()?;
@@ -68,6 +72,20 @@ impl TenantDb {
         self.capture
     }
 
+    /// Every request starts from a clean session, like a new connection:
+    /// what one request SET, PREPAREd or created as TEMP is gone for the
+    /// next. Only paid after requests that may have left such state.
+    pub fn reset_session(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.session_touched) {
+            return Ok(());
+        }
+        let outcome = self.round_trip(&wire::simple_query("DISCARD ALL"), RowMode::Array)?;
+        match outcome.error {
+            Some(err) => Err(Error::Engine(format!("session reset failed: {}", err.message))),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a transaction that wrote to the change log committed since
     /// the last call.
     pub fn take_committed_changes(&mut self) -> bool {
@@ -90,6 +108,7 @@ impl TenantDb {
         }
         let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
         let outcome = self.round_trip(&wire::extended_query(sql, &params), row_mode)?;
+        self.session_touched |= outcome.results.iter().any(|r| touches_session(&r.command, sql));
         if self.capture
             && outcome.error.is_none()
             && outcome.status != TxStatus::Failed
@@ -349,6 +368,17 @@ fn may_change_schema(command: &str, sql: &str) -> bool {
         return sql.contains("into") || sql.contains("create");
     }
     !(DATA_ONLY.contains(&command) || command == "ANALYZE" || command == "VACUUM")
+}
+
+/// Whether a statement may leave state in the session beyond its transaction.
+fn touches_session(command: &str, sql: &str) -> bool {
+    matches!(
+        command,
+        "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS"
+    ) || {
+        let sql = sql.to_ascii_lowercase();
+        sql.contains("temp") || sql.contains("set_config")
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
