@@ -102,8 +102,8 @@ pub async fn run(out: Option<PathBuf>) -> Result<()> {
     }
     // Rounds alternate between the two servers so drift in the machine's
     // load hits both alike; each figure is the median of the rounds.
-    let mut results = vec![Vec::new(), Vec::new()];
-    let mut sequential = vec![Vec::new(), Vec::new()];
+    let mut results = [Vec::new(), Vec::new()];
+    let mut sequential = [Vec::new(), Vec::new()];
     for (w, (_, sql)) in workloads.iter().enumerate() {
         let mut rates = [Vec::new(), Vec::new()];
         for round in 0..ROUNDS {
@@ -172,7 +172,9 @@ pub async fn run(out: Option<PathBuf>) -> Result<()> {
     let server = Server::start(&work.path().join("fanout"), &[]).await;
     let c = server.client();
     c.exec("fan", "CREATE TABLE t (id int PRIMARY KEY)").await;
-    let received: Arc<Mutex<Vec<Vec<(u64, Instant)>>>> = Arc::default();
+    // Per subscriber: (lsn, when it arrived) for every change it received.
+    type Arrivals = Vec<(u64, Instant)>;
+    let received: Arc<Mutex<Vec<Arrivals>>> = Arc::default();
     let mut subscribers = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let mut ws = Ws::connect(&server.base, "fan").await;

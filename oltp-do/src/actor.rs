@@ -295,10 +295,11 @@ fn actor_main(
                     _ => {}
                 }
                 // Waiting subscribers learn of new changes before the writer's reply.
-                if db.take_committed_changes() && feed.has_waiters() {
-                    if let Err(err) = feed_new_changes(&mut db, feed) {
-                        tracing::warn!(tenant = %handle.tenant, error = %err, "could not read new changes");
-                    }
+                if db.take_committed_changes()
+                    && feed.has_waiters()
+                    && let Err(err) = feed_new_changes(&mut db, feed)
+                {
+                    tracing::warn!(tenant = %handle.tenant, error = %err, "could not read new changes");
                 }
                 let _ = reply.send(Reply::Done(result));
             }

@@ -52,8 +52,9 @@ pub enum Error {
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// PostgreSQL rejected the statement: the client's SQL or data.
+    /// (Boxed: it is the largest variant, and errors travel by value.)
     #[error("{}", .0.message)]
-    Database(DbError),
+    Database(Box<DbError>),
     /// Our side failed: the engine could not be opened or crashed.
     #[error("engine error: {0}")]
     Engine(String),
@@ -74,6 +75,18 @@ impl Error {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(err: DbError) -> Self {
+        Self::Database(Box::new(err))
+    }
+}
+
+impl From<Box<DbError>> for Error {
+    fn from(err: Box<DbError>) -> Self {
+        Self::Database(err)
     }
 }
 

@@ -221,8 +221,7 @@ async fn schema_changes_mid_stream_are_versioned() {
         let version = versions.iter().find(|x| x["version"] == v).unwrap();
         assert!(version["lsn"].as_u64().unwrap() <= ch["lsn"].as_u64().unwrap());
         let in_force = versions.iter()
-            .filter(|x| x["lsn"].as_u64() <= ch["lsn"].as_u64() && !x["dropped"].as_bool().unwrap())
-            .last()
+            .rfind(|x| x["lsn"].as_u64() <= ch["lsn"].as_u64() && !x["dropped"].as_bool().unwrap())
             .unwrap();
         assert_eq!(in_force["version"], v, "change {ch}");
         let row = if ch["new"].is_object() { &ch["new"] } else { &ch["old"] };

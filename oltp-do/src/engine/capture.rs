@@ -190,7 +190,7 @@ impl TenantDb {
     pub fn acknowledge(&mut self, consumer: &str, lsn: u64, retention: Duration) -> Result<LogStats> {
         let before = self.log_stats()?;
         if lsn > before.head_lsn {
-            return Err(Error::Database(DbError::new(
+            return Err(Error::from(DbError::new(
                 "22023",
                 format!("cannot acknowledge LSN {lsn}: the newest change is {}", before.head_lsn),
             )));
@@ -202,7 +202,7 @@ impl TenantDb {
             RowMode::Array,
         )?;
         if let Some(err) = outcome.error {
-            return Err(Error::Database(err));
+            return Err(Error::from(err));
         }
         let acked = self.log_stats()?.acked_lsn;
         let bound = self.retention_bound(before.tail_lsn, acked, retention)?;

@@ -137,7 +137,7 @@ impl TenantDb {
         if implicit {
             let begin = self.round_trip(&wire::simple_query("BEGIN"), RowMode::Array)?;
             if let Some(err) = begin.error {
-                return Err(Error::Database(err));
+                return Err(Error::from(err));
             }
         }
         let mut last = None;
@@ -158,7 +158,7 @@ impl TenantDb {
         if implicit {
             let commit = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
             if let Some(err) = commit.error {
-                return Err(Error::Database(err));
+                return Err(Error::from(err));
             }
             if let Some(outcome) = &mut last {
                 outcome.status = commit.status;
@@ -173,7 +173,7 @@ impl TenantDb {
         let mut outcome = self.run(stmt, row_mode, false)?;
         if outcome.status != TxStatus::Idle {
             self.rollback()?;
-            return Err(Error::Database(outcome.error.unwrap_or_else(|| {
+            return Err(Error::from(outcome.error.unwrap_or_else(|| {
                 DbError::new(
                     "25000",
                     "the statement left a transaction open, so it was rolled back: \
@@ -182,12 +182,12 @@ impl TenantDb {
             })));
         }
         if let Some(err) = outcome.error {
-            return Err(Error::Database(err));
+            return Err(Error::from(err));
         }
         outcome
             .results
             .pop()
-            .ok_or_else(|| Error::Database(DbError::new("42601", "no statement was executed")))
+            .ok_or_else(|| Error::from(DbError::new("42601", "no statement was executed")))
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -219,7 +219,7 @@ impl TenantDb {
     pub fn transaction(&mut self, req: &BatchRequest) -> Result<BatchResult> {
         for (index, stmt) in req.statements.iter().enumerate() {
             if let Some(word) = transaction_control(&stmt.sql) {
-                return Err(Error::Database(
+                return Err(Error::from(
                     DbError::new(
                         "25000",
                         format!(
@@ -242,7 +242,7 @@ impl TenantDb {
         let outcome = self.round_trip(&wire::simple_query(&begin), RowMode::Array)?;
         if let Some(err) = outcome.error {
             let _ = self.rollback();
-            return Err(Error::Database(err));
+            return Err(Error::from(err));
         }
 
         let mut results = Vec::with_capacity(req.statements.len());
@@ -256,14 +256,14 @@ impl TenantDb {
             };
             if let Some(err) = outcome.error {
                 self.rollback()?;
-                return Err(Error::Database(err.at_statement(index)));
+                return Err(Error::from(err.at_statement(index)));
             }
             if outcome.status != TxStatus::InTransaction {
                 // Defence in depth: something ended the transaction early.
                 if outcome.status == TxStatus::Failed {
                     self.rollback()?;
                 }
-                return Err(Error::Database(
+                return Err(Error::from(
                     DbError::new("25000", "the statement ended the transaction early")
                         .at_statement(index),
                 ));
@@ -277,7 +277,7 @@ impl TenantDb {
                 self.rollback()?;
             }
             err.message = format!("commit failed, nothing was applied: {}", err.message);
-            return Err(Error::Database(err));
+            return Err(Error::from(err));
         }
         Ok(BatchResult { results })
     }
@@ -305,7 +305,10 @@ impl TenantDb {
 
 fn at_statement(err: Error, index: usize) -> Error {
     match err {
-        Error::Database(db) => Error::Database(db.at_statement(index)),
+        Error::Database(mut db) => {
+            db.statement_index = Some(index);
+            Error::Database(db)
+        }
         Error::BadRequest { code, message } => Error::BadRequest {
             code,
             message: format!("statement {index}: {message}"),
@@ -319,7 +322,7 @@ fn check_sql(sql: &str) -> Result<()> {
         return Err(Error::bad_request("invalid_sql", "SQL must not contain a NUL byte"));
     }
     if only_comments(sql) {
-        return Err(Error::Database(DbError::new(
+        return Err(Error::from(DbError::new(
             "42601",
             "empty query: no SQL statement given",
         )));

@@ -141,15 +141,12 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
                 });
                 names.clear();
             }
-            BackendMessage::EmptyQuery { .. } => {
-                if error.is_none() {
-                    error = Some(DbError::new("42601", "empty query: no SQL statement given"));
-                }
+            // The first error is the one to report.
+            BackendMessage::EmptyQuery { .. } if error.is_none() => {
+                error = Some(DbError::new("42601", "empty query: no SQL statement given"));
             }
-            BackendMessage::Error(err) => {
-                if error.is_none() {
-                    error = Some(db_error(err));
-                }
+            BackendMessage::Error(err) if error.is_none() => {
+                error = Some(db_error(err));
             }
             BackendMessage::Notice(notice) => {
                 notified |= notice.message.as_deref() == Some(CHANGES_NOTICE);
