@@ -6,3 +6,4 @@ mod api;
 mod capture;
 mod bad_input;
 mod lifecycle;
+mod readme;
