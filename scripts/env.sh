@@ -12,3 +12,23 @@ require_cargo() {
         exit 1
     fi
 }
+
+# The Python environment of the tests (PyIceberg as an independent reader).
+TIDELAKE_VENV="${TIDELAKE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tidelake/venv}"
+export TIDELAKE_PYTHON="$TIDELAKE_VENV/bin/python"
+
+require_python_deps() {
+    local requirements=tests/python/requirements.txt
+    local stamp="$TIDELAKE_VENV/.requirements"
+    if [ -x "$TIDELAKE_PYTHON" ] && cmp -s "$requirements" "$stamp"; then
+        return
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "python3 not found: the tests read the lake with PyIceberg" >&2
+        exit 1
+    fi
+    echo "setting up the test Python environment in $TIDELAKE_VENV" >&2
+    python3 -m venv "$TIDELAKE_VENV"
+    "$TIDELAKE_PYTHON" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+}

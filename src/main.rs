@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use catalog::Warehouse;
 use oltp_do::Tenants;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Serve everything on one address with embedded defaults.
     Serve(Overrides),
+    /// Serve only the Iceberg REST catalog (at /catalog/v1/…).
+    Catalog(Overrides),
 }
 
 fn main() -> Result<()> {
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         .context("start the async runtime")?;
     match cli.command {
         Command::Serve(overrides) => runtime.block_on(serve(Settings::load(overrides)?)),
+        Command::Catalog(overrides) => runtime.block_on(serve_catalog(Settings::load(overrides)?)),
     }
 }
 
@@ -51,8 +55,11 @@ async fn serve(settings: Settings) -> Result<()> {
     println!("tidelake listening on http://{addr}");
     tracing::info!(%addr, data_dir = %tenants.config().data_dir.display(), "serving");
 
+    let warehouse = Warehouse::open(settings.catalog)
+        .await
+        .context("open the Iceberg catalog")?;
     let reaper = tokio::spawn(tenants.clone().run_reaper());
-    let app = oltp_do::api::router(tenants.clone());
+    let app = oltp_do::api::router(tenants.clone()).nest("/catalog", catalog::rest::router(warehouse));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -63,6 +70,21 @@ async fn serve(settings: Settings) -> Result<()> {
     Arc::clone(&tenants).shutdown().await;
     tracing::info!("all tenant databases closed");
     Ok(())
+}
+
+async fn serve_catalog(settings: Settings) -> Result<()> {
+    let warehouse = Warehouse::open(settings.catalog)
+        .await
+        .context("open the Iceberg catalog")?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    println!("tidelake catalog listening on http://{}/catalog", listener.local_addr()?);
+    let app = axum::Router::new().nest("/catalog", catalog::rest::router(warehouse));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve HTTP")
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use catalog::CatalogConfig;
 use oltp_do::OltpConfig;
 use oltp_do::config::parse_duration;
 use serde::Deserialize;
@@ -25,6 +26,19 @@ pub struct FileConfig {
     pub postgres: PostgresSection,
     #[serde(default)]
     pub capture: CaptureSection,
+    #[serde(default)]
+    pub catalog: CatalogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    pub name: Option<String>,
+    pub uri: Option<String>,
+    pub warehouse: Option<String>,
+    /// Storage properties (s3.endpoint, s3.access-key-id, …).
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +115,12 @@ pub struct Overrides {
     /// Disconnect a WebSocket client that takes no message for this long [default: 10s].
     #[arg(long, env = "TIDELAKE_WS_SEND_TIMEOUT")]
     pub ws_send_timeout: Option<String>,
+    /// Iceberg catalog database: sqlite:PATH or postgres://… [default: sqlite in the data dir].
+    #[arg(long, env = "TIDELAKE_CATALOG_URI")]
+    pub catalog_uri: Option<String>,
+    /// Iceberg warehouse: file:///PATH or s3://bucket/prefix [default: warehouse/ in the data dir].
+    #[arg(long, env = "TIDELAKE_WAREHOUSE")]
+    pub warehouse: Option<String>,
     /// PostgreSQL shared_buffers per tenant [default: 4MB].
     #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
     pub shared_buffers: Option<String>,
@@ -109,6 +129,7 @@ pub struct Overrides {
 pub struct Settings {
     pub listen: SocketAddr,
     pub oltp: OltpConfig,
+    pub catalog: CatalogConfig,
 }
 
 impl Settings {
@@ -129,6 +150,18 @@ impl Settings {
             .parse()
             .with_context(|| format!("invalid listen address {listen_text:?}"))?;
 
+        let mut catalog = CatalogConfig::in_data_dir(&data_dir);
+        let cat = file.catalog;
+        if let Some(name) = cat.name {
+            catalog.name = name;
+        }
+        if let Some(uri) = overrides.catalog_uri.or(cat.uri) {
+            catalog.uri = uri;
+        }
+        if let Some(warehouse) = overrides.warehouse.or(cat.warehouse) {
+            catalog.warehouse = warehouse;
+        }
+        catalog.storage = cat.storage.into_iter().collect();
         let mut oltp = OltpConfig::new(data_dir);
         let t = file.tenants;
         if let Some(text) = overrides.hibernate_after.or(t.hibernate_after) {
@@ -173,7 +206,7 @@ impl Settings {
             oltp.engine.max_wal_size = v;
         }
         oltp.engine.extra = p.settings;
-        Ok(Self { listen, oltp })
+        Ok(Self { listen, oltp, catalog })
     }
 }
 

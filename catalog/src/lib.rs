@@ -1,6 +1,17 @@
-//! `catalog`: the Iceberg REST catalog server (backed by the SQL catalog on
-//! SQLite by default) and the catalog/storage configuration every other part
-//! uses to reach the warehouse.
+//! `catalog`: the Iceberg REST catalog server and the warehouse every other
+//! part reaches the lake through.
 //!
-//! Must not know tenants or SQL. Its implementation is part of the "WAL to
-//! Iceberg" issue; until then the crate is empty.
+//! Tables live in a SQL catalog (SQLite in the data dir by default,
+//! PostgreSQL by URL) whose schema is the one PyIceberg's `SqlCatalog` and
+//! iceberg-rust's use, so all three read the same catalog. The REST server
+//! follows the Apache Iceberg REST OpenAPI spec for the endpoints clients
+//! use. Must not know tenants or SQL of the tenants' databases.
+
+pub mod config;
+pub mod error;
+pub mod rest;
+pub mod warehouse;
+
+pub use config::CatalogConfig;
+pub use error::CatalogError;
+pub use warehouse::Warehouse;

@@ -306,3 +306,32 @@ impl Ws {
         }
     }
 }
+
+/// Run one of the Python scripts in `tests/python` with the test Python
+/// environment (`$TIDELAKE_PYTHON`, set up by `scripts/test`) and parse the
+/// JSON it prints last.
+pub fn run_python(script: &str, args: &[&str]) -> Value {
+    let python = std::env::var("TIDELAKE_PYTHON").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/tidelake/venv/bin/python")
+    });
+    assert!(
+        Path::new(&python).exists(),
+        "{python} not found: run the tests with ./scripts/test, which sets up PyIceberg"
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let out = Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}

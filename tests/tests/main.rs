@@ -4,6 +4,7 @@
 
 mod api;
 mod capture;
+mod catalog;
 mod bad_input;
 mod lifecycle;
 mod readme;
