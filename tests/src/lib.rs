@@ -311,11 +311,7 @@ impl Ws {
 /// environment (`$TIDELAKE_PYTHON`, set up by `scripts/test`) and parse the
 /// JSON it prints last.
 pub fn run_python(script: &str, args: &[&str]) -> Value {
-    let python = std::env::var("TIDELAKE_PYTHON").unwrap_or_else(|_| {
-        let cache = std::env::var("XDG_CACHE_HOME")
-            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
-        format!("{cache}/tidelake/venv/bin/python")
-    });
+    let python = python_path();
     assert!(
         Path::new(&python).exists(),
         "{python} not found: run the tests with ./scripts/test, which sets up PyIceberg"
@@ -334,4 +330,68 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
     );
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
+
+fn python_path() -> String {
+    std::env::var("TIDELAKE_PYTHON").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/tidelake/venv/bin/python")
+    })
+}
+
+/// A local S3 server (moto) on 127.0.0.1 with one bucket; stopped when dropped.
+pub struct LocalS3 {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl LocalS3 {
+    pub async fn start(bucket: &str) -> LocalS3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(python_path())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto (run the tests with ./scripts/test)");
+        let s3 = LocalS3 {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let url = format!("{}/{bucket}", s3.endpoint);
+        let up = eventually(Duration::from_secs(60), || async {
+            http.put(&url).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(up, "local S3 server did not come up at {}", s3.endpoint);
+        s3
+    }
+
+    /// Keys of the objects in `bucket`.
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let body = reqwest::get(format!("{}/{bucket}?list-type=2", self.endpoint))
+            .await
+            .expect("list bucket")
+            .text()
+            .await
+            .unwrap_or_default();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for LocalS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -102,3 +102,35 @@ async fn rest_errors_and_commit_conflicts_follow_the_spec() {
     let (status, _) = c.get("/t/acme/ping").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_warehouse_can_live_on_s3() {
+    let s3 = tidelake_tests::LocalS3::start("lake").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidelake.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[catalog]\nwarehouse = \"s3://lake/warehouse\"\n\n[catalog.storage]\n\
+             \"s3.endpoint\" = \"{}\"\n\"s3.access-key-id\" = \"test\"\n\"s3.secret-access-key\" = \"test\"\n\
+             \"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]).await;
+    let url = format!("{}/catalog", server.base);
+    let seen = tokio::task::spawn_blocking(move || run_python("catalog_roundtrip.py", &[&url]))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["rows"],
+        json!([{"id": 1, "name": "a"}, {"id": 2, "name": null}, {"id": 3, "name": "c"}])
+    );
+    assert_eq!(seen["ids_after_concurrent_appends"], json!([1, 2, 3, 10, 20]));
+    // Metadata and data went to the bucket, not to the data dir.
+    let keys = s3.keys("lake").await;
+    assert!(keys.iter().any(|k| k.ends_with(".metadata.json")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
+    assert!(!dir.path().join("data/warehouse").exists());
+}
