@@ -3,5 +3,13 @@
 //! schema changes onto Iceberg, ships exactly once, and reads history back
 //! (state as of an instant, diffs). See DESIGN.md §4.
 //!
-//! Must not know HTTP routing or PGlite internals. Its implementation is the
-//! subject of the "WAL to Iceberg" issue; until then the crate is empty.
+//! Must not know HTTP routing or PGlite internals: it sees changes and
+//! schema versions as the change log records them.
+//!
+//! So far: the PostgreSQL → Iceberg type mapping and the conversion of
+//! change-log rows into Arrow batches (`mapping`). The shipper is next.
+
+pub mod error;
+pub mod mapping;
+
+pub use error::LakeError;

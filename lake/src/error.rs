@@ -1,0 +1,14 @@
+//! The lake's error type.
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// A change or schema version the mapping cannot represent.
+    #[error("{0}")]
+    Mapping(String),
+    #[error(transparent)]
+    Iceberg(#[from] iceberg::Error),
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+pub type Result<T, E = LakeError> = std::result::Result<T, E>;

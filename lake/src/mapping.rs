@@ -1,0 +1,481 @@
+//! The PostgreSQL → Iceberg type mapping, and change-log rows → Arrow.
+//!
+//! | PostgreSQL | Iceberg | value in the change log |
+//! |---|---|---|
+//! | `boolean` | `boolean` | JSON boolean |
+//! | `smallint`, `integer` | `int` | JSON number |
+//! | `bigint`, `oid` | `long` | JSON number |
+//! | `real` | `float` | JSON number, or `"NaN"`/`"Infinity"`/`"-Infinity"` |
+//! | `double precision` | `double` | same |
+//! | `numeric(p,s)` with p ≤ 38 | `decimal(p,s)` | exact text (`NaN` becomes null) |
+//! | `numeric` without precision, or p > 38 | `string` | exact text |
+//! | `text`, `varchar`, `char(n)`, `name` | `string` | text |
+//! | `bytea` | `binary` | `\x` hex |
+//! | `date` | `date` | `YYYY-MM-DD` (±infinity become null) |
+//! | `time` | `time` | `HH:MM:SS[.ffffff]` |
+//! | `timestamp` | `timestamp` (µs) | `YYYY-MM-DD HH:MM:SS[.ffffff]` |
+//! | `timestamptz` | `timestamptz` (µs, UTC) | same with `+00` (sessions run in UTC) |
+//! | `uuid` | `uuid` | text |
+//! | `json`, `jsonb`, arrays, and every other type | `string` | the JSON or text form |
+//!
+//! Field ids: a source column keeps its PostgreSQL `attnum` as its Iceberg
+//! field id. PostgreSQL never reuses an attnum within a table, so a rename
+//! keeps the id (an Iceberg rename), a type change keeps it (a promotion
+//! where Iceberg allows one), and a dropped column's id is never reused. The
+//! changelog columns `_op`, `_lsn`, `_xid`, `_commit_ts` have ids from 10001.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
+    Float32Builder, Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{LakeError, Result};
+
+/// Field ids of the changelog columns (above any PostgreSQL attnum, which
+/// is at most 1600).
+pub const OP_FIELD_ID: i32 = 10001;
+pub const LSN_FIELD_ID: i32 = 10002;
+pub const XID_FIELD_ID: i32 = 10003;
+pub const COMMIT_TS_FIELD_ID: i32 = 10004;
+
+/// A column of a schema version, as the change log records it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceColumn {
+    pub name: String,
+    /// PostgreSQL's `format_type`, e.g. `numeric(12,2)`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub type_oid: i32,
+    pub attnum: i32,
+}
+
+/// The Iceberg type a PostgreSQL column is stored as.
+pub fn iceberg_type(type_oid: i32, type_name: &str) -> PrimitiveType {
+    match type_oid {
+        16 => PrimitiveType::Boolean,
+        21 | 23 => PrimitiveType::Int,
+        20 | 26 => PrimitiveType::Long,
+        700 => PrimitiveType::Float,
+        701 => PrimitiveType::Double,
+        1700 => match numeric_precision(type_name) {
+            Some((precision, scale)) if precision <= 38 => PrimitiveType::Decimal { precision, scale },
+            _ => PrimitiveType::String,
+        },
+        17 => PrimitiveType::Binary,
+        1082 => PrimitiveType::Date,
+        1083 => PrimitiveType::Time,
+        1114 => PrimitiveType::Timestamp,
+        1184 => PrimitiveType::Timestamptz,
+        2950 => PrimitiveType::Uuid,
+        _ => PrimitiveType::String,
+    }
+}
+
+/// `numeric(p,s)` → (p, s); `numeric(p)` → (p, 0); plain `numeric` → None.
+fn numeric_precision(type_name: &str) -> Option<(u32, u32)> {
+    let args = type_name.strip_prefix("numeric(")?.strip_suffix(')')?;
+    let mut parts = args.split(',').map(|p| p.trim().parse::<u32>());
+    let precision = parts.next()?.ok()?;
+    let scale = match parts.next() {
+        Some(s) => s.ok()?,
+        None => 0,
+    };
+    Some((precision, scale))
+}
+
+/// The changelog table's schema for one schema version of a source table.
+pub fn changelog_schema(columns: &[SourceColumn]) -> Result<Schema> {
+    let mut fields: Vec<Arc<NestedField>> = columns
+        .iter()
+        .map(|c| {
+            NestedField::optional(
+                c.attnum,
+                c.name.clone(),
+                Type::Primitive(iceberg_type(c.type_oid, &c.type_name)),
+            )
+            .into()
+        })
+        .collect();
+    fields.extend([
+        NestedField::required(OP_FIELD_ID, "_op", Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::required(LSN_FIELD_ID, "_lsn", Type::Primitive(PrimitiveType::Long)).into(),
+        NestedField::required(XID_FIELD_ID, "_xid", Type::Primitive(PrimitiveType::Long)).into(),
+        NestedField::required(
+            COMMIT_TS_FIELD_ID,
+            "_commit_ts",
+            Type::Primitive(PrimitiveType::Timestamptz),
+        )
+        .into(),
+    ]);
+    Ok(Schema::builder().with_fields(fields).build()?)
+}
+
+/// Arrow rows of the changelog table for these changes (all of one table
+/// and one schema version). An insert or update carries its new row, a
+/// delete its old row, a truncate no row.
+pub fn record_batch(schema: &Schema, changes: &[Value]) -> Result<RecordBatch> {
+    let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(schema)?);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(arrow.fields().len());
+    for field in arrow.fields() {
+        let mut builder = Column::new(field.data_type(), changes.len())?;
+        for change in changes {
+            let value = match field.name().as_str() {
+                "_op" => change.get("op"),
+                "_lsn" => change.get("lsn"),
+                "_xid" => change.get("xid"),
+                "_commit_ts" => change.get("commitTs"),
+                name => {
+                    let row = if change["op"] == "delete" { &change["old"] } else { &change["new"] };
+                    row.get(name)
+                }
+            };
+            builder
+                .append(value.unwrap_or(&Value::Null))
+                .map_err(|e| LakeError::Mapping(format!("column {}: {e}", field.name())))?;
+        }
+        columns.push(builder.finish());
+    }
+    Ok(RecordBatch::try_new(arrow, columns)?)
+}
+
+/// One Arrow column being built from change-log values.
+enum Column {
+    Bool(BooleanBuilder),
+    Int(Int32Builder),
+    Long(Int64Builder),
+    Float(Float32Builder),
+    Double(Float64Builder),
+    Decimal(Decimal128Builder, i8),
+    Str(StringBuilder),
+    Binary(LargeBinaryBuilder),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Uuid(FixedSizeBinaryBuilder),
+}
+
+impl Column {
+    fn new(data_type: &DataType, rows: usize) -> Result<Self> {
+        Ok(match data_type {
+            DataType::Boolean => Self::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Int32 => Self::Int(Int32Builder::with_capacity(rows)),
+            DataType::Int64 => Self::Long(Int64Builder::with_capacity(rows)),
+            DataType::Float32 => Self::Float(Float32Builder::with_capacity(rows)),
+            DataType::Float64 => Self::Double(Float64Builder::with_capacity(rows)),
+            DataType::Decimal128(p, s) => Self::Decimal(
+                Decimal128Builder::with_capacity(rows).with_precision_and_scale(*p, *s)?,
+                *s,
+            ),
+            DataType::Utf8 => Self::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            DataType::LargeBinary => Self::Binary(LargeBinaryBuilder::with_capacity(rows, rows * 16)),
+            DataType::Date32 => Self::Date(Date32Builder::with_capacity(rows)),
+            DataType::Time64(TimeUnit::Microsecond) => Self::Time(Time64MicrosecondBuilder::with_capacity(rows)),
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => Self::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone_opt(tz.clone()),
+            ),
+            DataType::FixedSizeBinary(16) => Self::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
+            other => return Err(LakeError::Mapping(format!("no builder for Arrow type {other}"))),
+        })
+    }
+
+    fn append(&mut self, value: &Value) -> std::result::Result<(), String> {
+        if value.is_null() {
+            self.append_null();
+            return Ok(());
+        }
+        let text = || value.as_str().ok_or_else(|| format!("expected text, got {value}"));
+        match self {
+            Self::Bool(b) => b.append_value(value.as_bool().ok_or("expected a boolean")?),
+            Self::Int(b) => {
+                let n = value.as_i64().ok_or("expected an integer")?;
+                b.append_value(i32::try_from(n).map_err(|_| format!("{n} is out of int range"))?)
+            }
+            Self::Long(b) => b.append_value(value.as_i64().ok_or("expected an integer")?),
+            Self::Float(b) => b.append_value(float(value)? as f32),
+            Self::Double(b) => b.append_value(float(value)?),
+            Self::Decimal(b, scale) => match decimal(text()?, *scale)? {
+                Some(v) => b.append_value(v),
+                None => b.append_null(),
+            },
+            Self::Str(b) => match value {
+                Value::String(s) => b.append_value(s),
+                other => b.append_value(other.to_string()),
+            },
+            Self::Binary(b) => b.append_value(hex_bytes(text()?)?),
+            Self::Date(b) => match date_days(text()?)? {
+                Some(days) => b.append_value(days),
+                None => b.append_null(),
+            },
+            Self::Time(b) => b.append_value(time_micros(text()?)?),
+            Self::Timestamp(b) => match timestamp_micros(text()?)? {
+                Some(micros) => b.append_value(micros),
+                None => b.append_null(),
+            },
+            Self::Uuid(b) => b.append_value(uuid_bytes(text()?)?).map_err(|e| e.to_string())?,
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Bool(b) => b.append_null(),
+            Self::Int(b) => b.append_null(),
+            Self::Long(b) => b.append_null(),
+            Self::Float(b) => b.append_null(),
+            Self::Double(b) => b.append_null(),
+            Self::Decimal(b, _) => b.append_null(),
+            Self::Str(b) => b.append_null(),
+            Self::Binary(b) => b.append_null(),
+            Self::Date(b) => b.append_null(),
+            Self::Time(b) => b.append_null(),
+            Self::Timestamp(b) => b.append_null(),
+            Self::Uuid(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Int(b) => Arc::new(b.finish()),
+            Self::Long(b) => Arc::new(b.finish()),
+            Self::Float(b) => Arc::new(b.finish()),
+            Self::Double(b) => Arc::new(b.finish()),
+            Self::Decimal(b, _) => Arc::new(b.finish()),
+            Self::Str(b) => Arc::new(b.finish()),
+            Self::Binary(b) => Arc::new(b.finish()),
+            Self::Date(b) => Arc::new(b.finish()),
+            Self::Time(b) => Arc::new(b.finish()),
+            Self::Timestamp(b) => Arc::new(b.finish()),
+            Self::Uuid(b) => ArrayBuilder::finish(b),
+        }
+    }
+}
+
+fn float(value: &Value) -> std::result::Result<f64, String> {
+    match value {
+        Value::Number(n) => n.as_f64().ok_or_else(|| format!("{n} is not a float")),
+        Value::String(s) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" => Ok(f64::INFINITY),
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            other => Err(format!("{other:?} is not a float")),
+        },
+        other => Err(format!("{other} is not a float")),
+    }
+}
+
+/// Exact decimal text → unscaled i128 at `scale`; `NaN` → None.
+fn decimal(text: &str, scale: i8) -> std::result::Result<Option<i128>, String> {
+    if text == "NaN" {
+        return Ok(None);
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    let scale = scale.max(0) as usize;
+    if frac_part.len() > scale || !int_part.chars().chain(frac_part.chars()).all(|c| c.is_ascii_digit()) {
+        return Err(format!("{text:?} does not fit decimal scale {scale}"));
+    }
+    let padded = format!("{int_part}{frac_part:0<scale$}");
+    let value: i128 = padded.parse().map_err(|_| format!("{text:?} is not a decimal"))?;
+    Ok(Some(if negative { -value } else { value }))
+}
+
+fn hex_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let hex = text.strip_prefix("\\x").ok_or_else(|| format!("{text:?} is not \\x hex"))?;
+    if hex.len() % 2 != 0 {
+        return Err(format!("odd-length hex {text:?}"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| format!("bad hex in {text:?}")))
+        .collect()
+}
+
+fn uuid_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return Err(format!("{text:?} is not a uuid"));
+    }
+    hex_bytes(&format!("\\x{hex}"))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// `YYYY-MM-DD` (with ` BC` for years before 1) → days; ±infinity → None.
+fn date_days(text: &str) -> std::result::Result<Option<i32>, String> {
+    if text == "infinity" || text == "-infinity" {
+        return Ok(None);
+    }
+    let (text, bc) = match text.strip_suffix(" BC") {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    let mut parts = text.splitn(3, '-').map(|p| p.parse::<i64>());
+    let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("{text:?} is not a date"));
+    };
+    let y = if bc { 1 - y } else { y };
+    i32::try_from(days_from_civil(y, m, d))
+        .map(Some)
+        .map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// `HH:MM:SS[.ffffff]` → microseconds since midnight.
+fn time_micros(text: &str) -> std::result::Result<i64, String> {
+    let (hms, frac) = text.split_once('.').unwrap_or((text, ""));
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>());
+    let (Some(Ok(h)), Some(Ok(m)), Some(Ok(s))) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("{text:?} is not a time"));
+    };
+    if frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a time"));
+    }
+    let micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().unwrap_or(0) };
+    Ok(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]` → microseconds since the epoch
+/// (UTC when an offset is given); ±infinity → None.
+fn timestamp_micros(text: &str) -> std::result::Result<Option<i64>, String> {
+    if text == "infinity" || text == "-infinity" {
+        return Ok(None);
+    }
+    let (date, rest) = text.split_once(' ').ok_or_else(|| format!("{text:?} is not a timestamp"))?;
+    let (time, offset_secs) = match rest.rfind(['+', '-']) {
+        Some(i) => {
+            let (time, offset) = rest.split_at(i);
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let mut hm = offset[1..].split(':').map(|p| p.parse::<i64>());
+            let h = hm.next().and_then(|r| r.ok()).ok_or_else(|| format!("bad offset in {text:?}"))?;
+            let m = hm.next().and_then(|r| r.ok()).unwrap_or(0);
+            (time, sign * (h * 3600 + m * 60))
+        }
+        None => (rest, 0),
+    };
+    let days = date_days(date)?.ok_or_else(|| format!("{text:?} is not a timestamp"))?;
+    let micros = i64::from(days) * 86_400_000_000 + time_micros(time)? - offset_secs * 1_000_000;
+    Ok(Some(micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    use serde_json::json;
+
+    #[test]
+    fn types_map_as_documented() {
+        assert_eq!(iceberg_type(23, "integer"), PrimitiveType::Int);
+        assert_eq!(iceberg_type(20, "bigint"), PrimitiveType::Long);
+        assert_eq!(
+            iceberg_type(1700, "numeric(12,2)"),
+            PrimitiveType::Decimal { precision: 12, scale: 2 }
+        );
+        assert_eq!(iceberg_type(1700, "numeric(10)"), PrimitiveType::Decimal { precision: 10, scale: 0 });
+        assert_eq!(iceberg_type(1700, "numeric"), PrimitiveType::String);
+        assert_eq!(iceberg_type(1700, "numeric(50,2)"), PrimitiveType::String);
+        assert_eq!(iceberg_type(1184, "timestamp with time zone"), PrimitiveType::Timestamptz);
+        assert_eq!(iceberg_type(3802, "jsonb"), PrimitiveType::String);
+        assert_eq!(iceberg_type(1007, "integer[]"), PrimitiveType::String);
+    }
+
+    #[test]
+    fn text_forms_parse_exactly() {
+        assert_eq!(decimal("-12.5", 2).unwrap(), Some(-1250));
+        assert_eq!(decimal("12345678901234567890.12", 2).unwrap(), Some(1234567890123456789012));
+        assert_eq!(decimal("NaN", 2).unwrap(), None);
+        assert!(decimal("1.234", 2).is_err());
+        assert_eq!(date_days("1970-01-01").unwrap(), Some(0));
+        assert_eq!(date_days("2026-02-03").unwrap(), Some(20487));
+        assert_eq!(date_days("1969-12-31").unwrap(), Some(-1));
+        assert_eq!(date_days("0001-01-01").unwrap(), Some(-719162));
+        // 1 BC is the proleptic year 0, a leap year.
+        assert_eq!(date_days("0001-01-01 BC").unwrap(), Some(-719162 - 366));
+        assert_eq!(date_days("infinity").unwrap(), None);
+        assert_eq!(time_micros("23:59:59.5").unwrap(), 86_399_500_000);
+        assert_eq!(
+            timestamp_micros("2026-02-03 02:05:06.789+00").unwrap(),
+            Some(20487 * 86_400_000_000 + (2 * 3600 + 5 * 60 + 6) * 1_000_000 + 789_000)
+        );
+        assert_eq!(
+            timestamp_micros("2026-02-03 04:05:06+02").unwrap(),
+            timestamp_micros("2026-02-03 02:05:06+00").unwrap()
+        );
+        assert_eq!(
+            timestamp_micros("2026-02-03 04:05:06+05:30").unwrap(),
+            timestamp_micros("2026-02-02 22:35:06+00").unwrap()
+        );
+        assert_eq!(hex_bytes("\\x00ff10").unwrap(), vec![0, 255, 16]);
+        assert_eq!(uuid_bytes("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap()[0], 0xa0);
+    }
+
+    #[test]
+    fn changes_become_changelog_rows() {
+        let columns: Vec<SourceColumn> = serde_json::from_value(json!([
+            {"name": "id", "type": "integer", "typeOid": 23, "attnum": 1, "nullable": false},
+            {"name": "price", "type": "numeric(8,2)", "typeOid": 1700, "attnum": 3, "nullable": true},
+            {"name": "born", "type": "date", "typeOid": 1082, "attnum": 4, "nullable": true},
+        ]))
+        .unwrap();
+        let schema = changelog_schema(&columns).unwrap();
+        assert_eq!(schema.field_by_name("price").unwrap().id, 3);
+        assert_eq!(schema.field_by_name("_lsn").unwrap().id, LSN_FIELD_ID);
+        let changes = vec![
+            json!({"lsn": 7, "xid": 740, "commitTs": "2026-02-03 02:05:06.789+00", "op": "insert",
+                   "new": {"id": 1, "price": "19.99", "born": "2000-01-01"}, "old": null}),
+            json!({"lsn": 8, "xid": 741, "commitTs": "2026-02-03 02:05:07+00", "op": "delete",
+                   "new": null, "old": {"id": 1, "price": null, "born": null}}),
+            json!({"lsn": 9, "xid": 742, "commitTs": "2026-02-03 02:05:08+00", "op": "truncate",
+                   "new": null, "old": null}),
+        ];
+        let batch = record_batch(&schema, &changes).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        let id = batch.column_by_name("id").unwrap().as_primitive::<Int32Type>();
+        assert_eq!((id.value(0), id.value(1), id.is_null(2)), (1, 1, true));
+        let price = batch.column_by_name("price").unwrap().as_primitive::<Decimal128Type>();
+        assert_eq!((price.value(0), price.is_null(1)), (1999, true));
+        let born = batch.column_by_name("born").unwrap().as_primitive::<Date32Type>();
+        assert_eq!(born.value(0), 10957);
+        let op = batch.column_by_name("_op").unwrap().as_string::<i32>();
+        assert_eq!((op.value(0), op.value(1), op.value(2)), ("insert", "delete", "truncate"));
+        let lsn = batch.column_by_name("_lsn").unwrap().as_primitive::<Int64Type>();
+        assert_eq!(lsn.values().to_vec(), vec![7, 8, 9]);
+        let ts = batch.column_by_name("_commit_ts").unwrap().as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(1) - ts.value(0), 211_000);
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_errors_not_silent_losses() {
+        let columns: Vec<SourceColumn> = serde_json::from_value(json!([
+            {"name": "n", "type": "numeric(4,1)", "typeOid": 1700, "attnum": 1}]))
+        .unwrap();
+        let schema = changelog_schema(&columns).unwrap();
+        let change = json!({"lsn": 1, "xid": 1, "commitTs": "2026-01-01 00:00:00+00", "op": "insert",
+                            "new": {"n": "1.25"}, "old": null});
+        let err = record_batch(&schema, &[change]).unwrap_err();
+        assert!(err.to_string().contains("column n"), "{err}");
+    }
+}
