@@ -134,3 +134,32 @@ async fn the_warehouse_can_live_on_s3() {
     assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
     assert!(!dir.path().join("data/warehouse").exists());
 }
+
+#[tokio::test]
+async fn tidelake_catalog_serves_the_catalog_alone() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(tidelake_tests::binary())
+        .args(["catalog", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let c = tidelake_tests::Client::new(&url);
+    let (status, body) = c.post("/v1/namespaces", &json!({"namespace": ["solo"]})).await;
+    let (list_status, list) = c.get("/v1/namespaces").await;
+    // No tenant routes here: only the catalog.
+    let (ping_status, _) = tidelake_tests::Client::new(url.trim_end_matches("/catalog")).get("/t/a/ping").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(list_status, StatusCode::OK);
+    assert_eq!(list["namespaces"], json!([["solo"]]));
+    assert_eq!(ping_status, StatusCode::NOT_FOUND);
+    assert!(dir.path().join("catalog.db").is_file());
+}
