@@ -40,6 +40,47 @@ pub enum Output {
     Stats(LogStats),
 }
 
+impl Output {
+    fn unexpected(self, wanted: &str) -> Error {
+        Error::Engine(format!("expected {wanted} from the engine, got {self:?}"))
+    }
+
+    pub fn into_query(self) -> Result<QueryResult> {
+        match self {
+            Self::Query(result) => Ok(result),
+            other => Err(other.unexpected("a query result")),
+        }
+    }
+
+    pub fn into_batch(self) -> Result<BatchResult> {
+        match self {
+            Self::Batch(result) => Ok(result),
+            other => Err(other.unexpected("batch results")),
+        }
+    }
+
+    pub fn into_schema(self) -> Result<Value> {
+        match self {
+            Self::Schema(schema) => Ok(schema),
+            other => Err(other.unexpected("a schema")),
+        }
+    }
+
+    pub fn into_changes(self) -> Result<ChangePage> {
+        match self {
+            Self::Changes(page) => Ok(page),
+            other => Err(other.unexpected("a page of changes")),
+        }
+    }
+
+    pub fn into_stats(self) -> Result<LogStats> {
+        match self {
+            Self::Stats(stats) => Ok(stats),
+            other => Err(other.unexpected("change log stats")),
+        }
+    }
+}
+
 enum Command {
     Run {
         work: Arc<Work>,

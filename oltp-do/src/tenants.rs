@@ -39,6 +39,12 @@ struct Inner {
     shutting_down: bool,
 }
 
+impl Inner {
+    fn feed(&mut self, tenant: &TenantId) -> Arc<Feed> {
+        self.feeds.entry(tenant.clone()).or_default().clone()
+    }
+}
+
 /// Counters exported on `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
@@ -168,7 +174,7 @@ impl Tenants {
                 self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let feed = inner.feeds.entry(tenant.clone()).or_default().clone();
+        let feed = inner.feed(tenant);
         let actor = ActorHandle::spawn(
             tenant.clone(),
             self.root(tenant),
@@ -184,8 +190,7 @@ impl Tenants {
 
     /// The tenant's change feed (created on first use).
     pub fn feed(&self, tenant: &TenantId) -> Arc<Feed> {
-        let mut inner = self.inner.lock().expect("tenant registry poisoned");
-        inner.feeds.entry(tenant.clone()).or_default().clone()
+        self.inner.lock().expect("tenant registry poisoned").feed(tenant)
     }
 
     /// Changes after `since`; with `wait`, an empty answer is held back
@@ -213,10 +218,7 @@ impl Tenants {
     }
 
     pub async fn read_changes(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
-        let page = match self.run(tenant, Work::Changes { since, limit }).await? {
-            Output::Changes(page) => page,
-            other => return Err(Error::Engine(format!("unexpected engine output {other:?}"))),
-        };
+        let page = self.run(tenant, Work::Changes { since, limit }).await?.into_changes()?;
         if page.tail_lsn > since + 1 {
             return Err(Error::Gone(format!(
                 "changes after LSN {since} have been trimmed from the change log; the oldest kept is {}",
@@ -228,10 +230,7 @@ impl Tenants {
 
     /// The change log's extent and size, read from the database.
     pub async fn log_stats(&self, tenant: &TenantId) -> Result<LogStats> {
-        match self.run(tenant, Work::Stats).await? {
-            Output::Stats(stats) => Ok(stats),
-            other => Err(Error::Engine(format!("unexpected engine output {other:?}"))),
-        }
+        self.run(tenant, Work::Stats).await?.into_stats()
     }
 
     /// A consumer has durably taken every change up to `lsn`: trim the log.
@@ -241,10 +240,7 @@ impl Tenants {
             lsn,
             retention: self.config.change_retention,
         };
-        match self.run(tenant, work).await? {
-            Output::Stats(stats) => Ok(stats),
-            other => Err(Error::Engine(format!("unexpected engine output {other:?}"))),
-        }
+        self.run(tenant, work).await?.into_stats()
     }
 
     /// Hibernate tenants idle for longer than the configured time and forget

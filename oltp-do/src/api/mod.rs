@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::actor::{Output, Work};
+use crate::actor::Work;
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement};
 use crate::tenants::Tenants;
@@ -152,13 +152,9 @@ async fn config(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json
 }
 
 async fn schema(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
-    match tenants.run(&tenant, Work::Schema).await? {
-        Output::Schema(mut schema) => {
-            schema["tenant"] = json!(tenant.as_str());
-            Ok(Json(schema))
-        }
-        other => Err(unexpected(other)),
-    }
+    let mut schema = tenants.run(&tenant, Work::Schema).await?.into_schema()?;
+    schema["tenant"] = json!(tenant.as_str());
+    Ok(Json(schema))
 }
 
 async fn query(
@@ -173,10 +169,8 @@ async fn query(
         },
         row_mode: req.row_mode,
     };
-    match tenants.run(&tenant, work).await? {
-        Output::Query(result) => Ok(Json(result).into_response()),
-        other => Err(unexpected(other)),
-    }
+    let result = tenants.run(&tenant, work).await?.into_query()?;
+    Ok(Json(result).into_response())
 }
 
 async fn batch(
@@ -190,10 +184,8 @@ async fn batch(
             "isolationLevel and readOnly apply to POST transaction only",
         ));
     }
-    match tenants.run(&tenant, Work::Batch(req)).await? {
-        Output::Batch(result) => Ok(Json(result).into_response()),
-        other => Err(unexpected(other)),
-    }
+    let result = tenants.run(&tenant, Work::Batch(req)).await?.into_batch()?;
+    Ok(Json(result).into_response())
 }
 
 async fn transaction(
@@ -201,14 +193,8 @@ async fn transaction(
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response> {
-    match tenants.run(&tenant, Work::Transaction(req)).await? {
-        Output::Batch(result) => Ok(Json(result).into_response()),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn unexpected(output: Output) -> Error {
-    Error::Engine(format!("unexpected engine output {output:?}"))
+    let result = tenants.run(&tenant, Work::Transaction(req)).await?.into_batch()?;
+    Ok(Json(result).into_response())
 }
 
 /// Prometheus text exposition.

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::error::error_body;
 use super::extract::Tenant;
-use crate::actor::{Output, Work};
+use crate::actor::Work;
 use crate::protocol::{ChangeFilter, ClientMessage, Statement};
 use crate::tenant_id::TenantId;
 use crate::tenants::Tenants;
@@ -103,9 +103,8 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, socket: WebSocket) {
                         stmt: Statement { sql, params },
                         row_mode,
                     };
-                    let reply = match tenants.run(&tenant, work).await {
-                        Ok(Output::Query(result)) => json!({"type": "result", "id": id, "result": result}),
-                        Ok(other) => protocol_error(id, &format!("unexpected engine output {other:?}")),
+                    let reply = match tenants.run(&tenant, work).await.and_then(|o| o.into_query()) {
+                        Ok(result) => json!({"type": "result", "id": id, "result": result}),
                         Err(err) => json!({"type": "error", "id": id, "error": error_body(&err)["error"]}),
                     };
                     let _ = out.send(reply).await;
