@@ -367,8 +367,7 @@ fn may_change_schema(command: &str, sql: &str) -> bool {
         "TRUNCATE TABLE", "CLOSE CURSOR",
     ];
     if command == "SELECT" {
-        let sql = sql.to_ascii_lowercase();
-        return sql.contains("into") || sql.contains("create");
+        return mentions(sql, &["into", "create"]);
     }
     !(DATA_ONLY.contains(&command) || command == "ANALYZE" || command == "VACUUM")
 }
@@ -378,10 +377,18 @@ fn touches_session(command: &str, sql: &str) -> bool {
     matches!(
         command,
         "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS"
-    ) || {
-        let sql = sql.to_ascii_lowercase();
-        sql.contains("temp") || sql.contains("set_config")
-    }
+    ) || mentions(sql, &["temp", "set_config"])
+}
+
+/// Whether `sql` contains any of `words` (lower-case ASCII), ignoring case,
+/// without copying the statement (this runs after every statement).
+fn mentions(sql: &str, words: &[&str]) -> bool {
+    let bytes = sql.as_bytes();
+    words.iter().any(|word| {
+        bytes
+            .windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -419,6 +426,13 @@ SELECT json_agg(t ORDER BY t.schema, t.name) AS tables FROM (
 #[cfg(test)]
 mod tests {
     use super::transaction_control;
+
+    #[test]
+    fn mentions_ignores_case() {
+        assert!(super::mentions("SELECT x INTO t FROM s", &["into"]));
+        assert!(super::mentions("create TEMP table t ()", &["nope", "temp"]));
+        assert!(!super::mentions("SELECT 1", &["into", "create"]));
+    }
 
     #[test]
     fn finds_transaction_control_behind_comments() {
