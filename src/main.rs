@@ -1,6 +1,7 @@
 //! The `tidelake` binary: wires the crates together and serves them on one
 //! address. No business logic lives here.
 
+mod lake_source;
 mod settings;
 
 use std::sync::Arc;
@@ -59,18 +60,35 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .context("open the Iceberg catalog")?;
     let reaper = tokio::spawn(tenants.clone().run_reaper());
+    let (stop_shipper, stop) = tokio::sync::watch::channel(false);
+    let shipper = settings.lake.map(|config| {
+        let source = Arc::new(lake_source::TenantsSource(tenants.clone()));
+        let shipper = lake::Shipper::new(source, warehouse.clone(), config);
+        tenants.add_reporter(Arc::new(lake_source::LakeReporter(shipper.clone())));
+        tokio::spawn(shipper.run(stop))
+    });
     let app = oltp_do::api::router(tenants.clone()).nest("/catalog", catalog::rest::router(warehouse));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve HTTP")?;
 
+    if let Some(shipper) = shipper {
+        tracing::info!("shutting down: shipping pending changes to the lake");
+        let _ = stop_shipper.send(true);
+        if tokio::time::timeout(SHIPPER_STOP_TIMEOUT, shipper).await.is_err() {
+            tracing::warn!("the lake shipper did not finish in time; it resumes on the next start");
+        }
+    }
     tracing::info!("shutting down: closing open tenant databases");
     reaper.abort();
     Arc::clone(&tenants).shutdown().await;
     tracing::info!("all tenant databases closed");
     Ok(())
 }
+
+/// How long a stopping server waits for the lake to take pending changes.
+const SHIPPER_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn serve_catalog(settings: Settings) -> Result<()> {
     let warehouse = Warehouse::open(settings.catalog)

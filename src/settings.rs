@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use catalog::CatalogConfig;
+use lake::ShipperConfig;
 use oltp_do::OltpConfig;
 use oltp_do::config::parse_duration;
 use serde::Deserialize;
@@ -28,6 +29,18 @@ pub struct FileConfig {
     pub capture: CaptureSection,
     #[serde(default)]
     pub catalog: CatalogSection,
+    #[serde(default)]
+    pub lake: LakeSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSection {
+    pub enabled: Option<bool>,
+    pub flush_interval: Option<String>,
+    pub batch_size: Option<u64>,
+    pub partition: Option<String>,
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +134,18 @@ pub struct Overrides {
     /// Iceberg warehouse: file:///PATH or s3://bucket/prefix [default: warehouse/ in the data dir].
     #[arg(long, env = "TIDELAKE_WAREHOUSE")]
     pub warehouse: Option<String>,
+    /// Ship every tenant's change log into Iceberg tables [default: true; needs capture].
+    #[arg(long, env = "TIDELAKE_LAKE")]
+    pub lake: Option<bool>,
+    /// Ship a tenant's new changes at most this often (e.g. 1s, 500ms) [default: 1s].
+    #[arg(long, env = "TIDELAKE_LAKE_FLUSH_INTERVAL")]
+    pub lake_flush_interval: Option<String>,
+    /// Most changes per Iceberg commit [default: 20000].
+    #[arg(long, env = "TIDELAKE_LAKE_BATCH_SIZE")]
+    pub lake_batch_size: Option<u64>,
+    /// Partition changelog tables by `day` or `hour` of the commit time [default: day].
+    #[arg(long, env = "TIDELAKE_LAKE_PARTITION")]
+    pub lake_partition: Option<String>,
     /// PostgreSQL shared_buffers per tenant [default: 4MB].
     #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
     pub shared_buffers: Option<String>,
@@ -130,6 +155,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub oltp: OltpConfig,
     pub catalog: CatalogConfig,
+    /// None: the lake shipper is off.
+    pub lake: Option<ShipperConfig>,
 }
 
 impl Settings {
@@ -206,7 +233,30 @@ impl Settings {
             oltp.engine.max_wal_size = v;
         }
         oltp.engine.extra = p.settings;
-        Ok(Self { listen, oltp, catalog })
+
+        let l = file.lake;
+        let mut shipper = ShipperConfig::default();
+        if let Some(text) = overrides.lake_flush_interval.or(l.flush_interval) {
+            shipper.flush_interval = duration("lake.flush_interval", &text)?;
+        }
+        if let Some(n) = overrides.lake_batch_size.or(l.batch_size) {
+            anyhow::ensure!(n > 0, "lake batch_size must be at least 1");
+            shipper.batch_size = n;
+        }
+        if let Some(text) = overrides.lake_partition.or(l.partition) {
+            shipper.partitioning = text.parse().map_err(|e: String| anyhow::anyhow!("lake.partition: {e}"))?;
+        }
+        if let Some(n) = l.concurrency {
+            anyhow::ensure!(n > 0, "lake concurrency must be at least 1");
+            shipper.concurrency = n;
+        }
+        let lake_on = overrides.lake.or(l.enabled).unwrap_or(true);
+        anyhow::ensure!(
+            !lake_on || oltp.engine.capture || overrides.lake.or(l.enabled).is_none(),
+            "the lake ships the change log: enabling it needs capture enabled"
+        );
+        let lake = (lake_on && oltp.engine.capture).then_some(shipper);
+        Ok(Self { listen, oltp, catalog, lake })
     }
 }
 

@@ -9,6 +9,10 @@ pub enum LakeError {
     Iceberg(#[from] iceberg::Error),
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 }
 
 pub type Result<T, E = LakeError> = std::result::Result<T, E>;

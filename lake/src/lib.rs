@@ -1,15 +1,19 @@
 //! `lake`: turns each tenant's change log into Apache Iceberg tables (Arrow
 //! batches, Parquet files, `fast_append` commits), maps PostgreSQL types and
 //! schema changes onto Iceberg, ships exactly once, and reads history back
-//! (state as of an instant, diffs). See DESIGN.md §4.
+//! (state as of an instant, diffs). See DESIGN.md §4 and docs/lake.md.
 //!
 //! Must not know HTTP routing or PGlite internals: it sees changes and
-//! schema versions as the change log records them.
-//!
-//! So far: the PostgreSQL → Iceberg type mapping and the conversion of
-//! change-log rows into Arrow batches (`mapping`). The shipper is next.
+//! schema versions as the change log records them, through `ChangeSource`.
 
+pub mod config;
 pub mod error;
 pub mod mapping;
+pub mod shipper;
+pub mod source;
+pub mod table;
 
+pub use config::{Partitioning, ShipperConfig};
 pub use error::LakeError;
+pub use shipper::Shipper;
+pub use source::{ChangePage, ChangeSource, SourceError};

@@ -18,11 +18,14 @@
 //! | `uuid` | `uuid` | text |
 //! | `json`, `jsonb`, arrays, and every other type | `string` | the JSON or text form |
 //!
-//! Field ids: a source column keeps its PostgreSQL `attnum` as its Iceberg
-//! field id. PostgreSQL never reuses an attnum within a table, so a rename
-//! keeps the id (an Iceberg rename), a type change keeps it (a promotion
-//! where Iceberg allows one), and a dropped column's id is never reused. The
-//! changelog columns `_op`, `_lsn`, `_xid`, `_commit_ts` have ids from 10001.
+//! Field ids are assigned by the lake (`table`): a column is followed by its
+//! PostgreSQL `attnum`, which PostgreSQL never reuses within a table, so a
+//! rename keeps the field id (an Iceberg rename), a type change keeps it
+//! where Iceberg allows the promotion, and a dropped column's id is never
+//! reused. The changelog columns `_op`, `_lsn`, `_xid`, `_commit_ts` are
+//! proposed with ids 10001–10004; the catalog renumbers a new table's fields
+//! in order (source columns 1…n, then those four), and evolution keeps
+//! whatever ids the table has.
 
 use std::sync::Arc;
 
@@ -39,8 +42,7 @@ use serde_json::Value;
 
 use crate::error::{LakeError, Result};
 
-/// Field ids of the changelog columns (above any PostgreSQL attnum, which
-/// is at most 1600).
+/// Field ids proposed for the changelog columns of a new table.
 pub const OP_FIELD_ID: i32 = 10001;
 pub const LSN_FIELD_ID: i32 = 10002;
 pub const XID_FIELD_ID: i32 = 10003;
@@ -92,25 +94,38 @@ fn numeric_precision(type_name: &str) -> Option<(u32, u32)> {
     Some((precision, scale))
 }
 
-/// The changelog table's schema for one schema version of a source table.
-pub fn changelog_schema(columns: &[SourceColumn]) -> Result<Schema> {
+/// Field ids of `_op`, `_lsn`, `_xid`, `_commit_ts`, in that order.
+pub const CHANGELOG_FIELD_IDS: [i32; 4] = [OP_FIELD_ID, LSN_FIELD_ID, XID_FIELD_ID, COMMIT_TS_FIELD_ID];
+
+/// The changelog table's schema for one schema version of a source table,
+/// with the Iceberg field id of each column and of the changelog columns.
+pub fn changelog_schema(columns: &[SourceColumn], field_ids: &[i32], changelog_ids: [i32; 4]) -> Result<Schema> {
+    if columns.len() != field_ids.len() {
+        return Err(LakeError::Mapping(format!(
+            "{} columns but {} field ids",
+            columns.len(),
+            field_ids.len()
+        )));
+    }
     let mut fields: Vec<Arc<NestedField>> = columns
         .iter()
-        .map(|c| {
+        .zip(field_ids)
+        .map(|(c, id)| {
             NestedField::optional(
-                c.attnum,
+                *id,
                 c.name.clone(),
                 Type::Primitive(iceberg_type(c.type_oid, &c.type_name)),
             )
             .into()
         })
         .collect();
+    let [op, lsn, xid, commit_ts] = changelog_ids;
     fields.extend([
-        NestedField::required(OP_FIELD_ID, "_op", Type::Primitive(PrimitiveType::String)).into(),
-        NestedField::required(LSN_FIELD_ID, "_lsn", Type::Primitive(PrimitiveType::Long)).into(),
-        NestedField::required(XID_FIELD_ID, "_xid", Type::Primitive(PrimitiveType::Long)).into(),
+        NestedField::required(op, "_op", Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::required(lsn, "_lsn", Type::Primitive(PrimitiveType::Long)).into(),
+        NestedField::required(xid, "_xid", Type::Primitive(PrimitiveType::Long)).into(),
         NestedField::required(
-            COMMIT_TS_FIELD_ID,
+            commit_ts,
             "_commit_ts",
             Type::Primitive(PrimitiveType::Timestamptz),
         )
@@ -122,7 +137,7 @@ pub fn changelog_schema(columns: &[SourceColumn]) -> Result<Schema> {
 /// Arrow rows of the changelog table for these changes (all of one table
 /// and one schema version). An insert or update carries its new row, a
 /// delete its old row, a truncate no row.
-pub fn record_batch(schema: &Schema, changes: &[Value]) -> Result<RecordBatch> {
+pub fn record_batch(schema: &Schema, changes: &[&Value]) -> Result<RecordBatch> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(schema)?);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(arrow.fields().len());
     for field in arrow.fields() {
@@ -357,7 +372,7 @@ fn time_micros(text: &str) -> std::result::Result<i64, String> {
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]` → microseconds since the epoch
 /// (UTC when an offset is given); ±infinity → None.
-fn timestamp_micros(text: &str) -> std::result::Result<Option<i64>, String> {
+pub(crate) fn timestamp_micros(text: &str) -> std::result::Result<Option<i64>, String> {
     if text == "infinity" || text == "-infinity" {
         return Ok(None);
     }
@@ -440,7 +455,7 @@ mod tests {
             {"name": "born", "type": "date", "typeOid": 1082, "attnum": 4, "nullable": true},
         ]))
         .unwrap();
-        let schema = changelog_schema(&columns).unwrap();
+        let schema = changelog_schema(&columns, &[1, 3, 4], CHANGELOG_FIELD_IDS).unwrap();
         assert_eq!(schema.field_by_name("price").unwrap().id, 3);
         assert_eq!(schema.field_by_name("_lsn").unwrap().id, LSN_FIELD_ID);
         let changes = vec![
@@ -451,7 +466,7 @@ mod tests {
             json!({"lsn": 9, "xid": 742, "commitTs": "2026-02-03 02:05:08+00", "op": "truncate",
                    "new": null, "old": null}),
         ];
-        let batch = record_batch(&schema, &changes).unwrap();
+        let batch = record_batch(&schema, &changes.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.num_rows(), 3);
         let id = batch.column_by_name("id").unwrap().as_primitive::<Int32Type>();
         assert_eq!((id.value(0), id.value(1), id.is_null(2)), (1, 1, true));
@@ -472,10 +487,10 @@ mod tests {
         let columns: Vec<SourceColumn> = serde_json::from_value(json!([
             {"name": "n", "type": "numeric(4,1)", "typeOid": 1700, "attnum": 1}]))
         .unwrap();
-        let schema = changelog_schema(&columns).unwrap();
+        let schema = changelog_schema(&columns, &[1], CHANGELOG_FIELD_IDS).unwrap();
         let change = json!({"lsn": 1, "xid": 1, "commitTs": "2026-01-01 00:00:00+00", "op": "insert",
                             "new": {"n": "1.25"}, "old": null});
-        let err = record_batch(&schema, &[change]).unwrap_err();
+        let err = record_batch(&schema, &[&change]).unwrap_err();
         assert!(err.to_string().contains("column n"), "{err}");
     }
 }

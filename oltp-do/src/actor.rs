@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::{ChangePage, EngineRuntime, LogStats, TenantDb};
-use crate::feed::Feed;
+use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
 use crate::tenant_id::TenantId;
@@ -102,6 +102,11 @@ pub enum Attempt {
     Done(Result<Output>),
     NotRun,
 }
+
+/// Written in the tenant's directory on a clean close: the newest change
+/// LSN then. Absent while the database is open (or after a crash), so a log
+/// consumer knows which closed tenants it can skip without opening them.
+pub const CLOSED_HEAD_FILE: &str = "closed-head-lsn";
 
 const LOADING: u8 = 0;
 const LOADED: u8 = 1;
@@ -271,6 +276,12 @@ fn actor_main(
     let opened = runtime.wait_ready().and_then(|()| {
         let ready = started.elapsed();
         runtime.ensure_tenant_root(&root)?;
+        // From here until a clean close, the head is unknown without opening.
+        match std::fs::remove_file(root.join(CLOSED_HEAD_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Engine(format!("remove {CLOSED_HEAD_FILE}: {e}"))),
+        }
         let created = started.elapsed();
         let db = TenantDb::open(&root, runtime.settings())?;
         tracing::debug!(
@@ -299,7 +310,13 @@ fn actor_main(
     let _ = handle
         .state
         .compare_exchange(LOADING, LOADED, Ordering::SeqCst, Ordering::SeqCst);
+    feed.set_closed_head(None);
     if db.capture_enabled() {
+        for (consumer, lsn, retention) in feed.take_pending_acks() {
+            if let Err(err) = db.acknowledge(&consumer, lsn, retention) {
+                tracing::warn!(tenant = %handle.tenant, consumer, error = %err, "could not apply a deferred acknowledgement");
+            }
+        }
         match db.log_stats() {
             Ok(stats) => feed.set_stats(stats),
             Err(err) => tracing::warn!(tenant = %handle.tenant, error = %err, "could not read change log stats"),
@@ -336,11 +353,13 @@ fn actor_main(
                     _ => {}
                 }
                 // Waiting subscribers learn of new changes before the writer's reply.
-                if db.take_committed_changes()
-                    && feed.has_waiters()
-                    && let Err(err) = feed_new_changes(&mut db, feed)
-                {
-                    tracing::warn!(tenant = %handle.tenant, error = %err, "could not read new changes");
+                if db.take_committed_changes() {
+                    if feed.has_waiters()
+                        && let Err(err) = feed_new_changes(&mut db, feed)
+                    {
+                        tracing::warn!(tenant = %handle.tenant, error = %err, "could not read new changes");
+                    }
+                    feed.committed();
                 }
                 let _ = reply.send(Reply::Done(result));
             }
@@ -364,8 +383,19 @@ fn actor_main(
         }
     }
     if healthy {
-        if let Err(err) = db.close() {
-            tracing::error!(tenant = %handle.tenant, error = %err, "tenant database did not close cleanly");
+        let head = if db.capture_enabled() { keep_unacknowledged(&mut db, feed) } else { None };
+        match db.close() {
+            Ok(()) => {
+                if let Some(head) = head {
+                    feed.set_closed_head(Some(head));
+                    if let Err(err) = std::fs::write(root.join(CLOSED_HEAD_FILE), head.to_string()) {
+                        tracing::warn!(tenant = %handle.tenant, error = %err, "could not record the closed head");
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(tenant = %handle.tenant, error = %err, "tenant database did not close cleanly")
+            }
         }
     } else {
         // A panicked engine is not trusted to checkpoint; WAL recovery on the
@@ -373,6 +403,25 @@ fn actor_main(
         drop(db);
     }
     tracing::debug!(tenant = %handle.tenant, "tenant database closed");
+}
+
+/// Before closing: keep the changes no consumer has acknowledged yet in the
+/// feed (up to its capacity), so a consumer catching up reads them from
+/// memory instead of waking the database. Returns the head.
+fn keep_unacknowledged(db: &mut TenantDb, feed: &Feed) -> Option<u64> {
+    let stats = db.log_stats().ok()?;
+    feed.set_stats(stats);
+    let since = stats.acked_lsn.max(stats.tail_lsn.saturating_sub(1));
+    if stats.head_lsn > since && stats.head_lsn - since <= RECENT_CAP as u64 {
+        match db.read_changes(since, RECENT_CAP as u64).and_then(|c| Ok((c, db.schema_history()?))) {
+            Ok((changes, versions)) => {
+                feed.publish_changes(changes, stats.head_lsn);
+                feed.keep_closed_schema(versions);
+            }
+            Err(err) => tracing::warn!(error = %err, "could not keep unacknowledged changes"),
+        }
+    }
+    Some(stats.head_lsn)
 }
 
 /// Read what the last commit added to the change log, once, for every waiter.

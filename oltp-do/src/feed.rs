@@ -6,19 +6,23 @@
 //! and keeps the most recent ones here, so a hundred subscribers cost one
 //! read, not a hundred. With nobody waiting, a commit costs nothing extra.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::engine::LogStats;
+use crate::tenant_id::TenantId;
 
 /// How many recent changes are kept in memory for subscribers.
-const RECENT_CAP: usize = 4096;
+pub const RECENT_CAP: usize = 4096;
 
 pub struct Feed {
+    tenant: TenantId,
+    /// Where every commit that wrote changes is announced to log consumers.
+    commits: Arc<Commits>,
     /// Newest LSN known; exact while anyone waits (see `Waiting`).
     head: watch::Sender<u64>,
     /// Contiguous run of the newest changes, in LSN order.
@@ -26,15 +30,28 @@ pub struct Feed {
     /// Last stats read from the database (for `health`).
     stats: Mutex<LogStats>,
     waiting: AtomicUsize,
+    /// While the database is closed: its head at the clean close (the
+    /// changes after the lowest acknowledgement were kept in `recent`).
+    closed_head: Mutex<Option<u64>>,
+    /// The schema history at the clean close, kept with unacknowledged changes.
+    closed_schema: Mutex<Option<Vec<Value>>>,
+    /// Acknowledgements received while the database was closed, applied
+    /// when it next opens.
+    pending_acks: Mutex<Vec<(String, u64, std::time::Duration)>>,
 }
 
-impl Default for Feed {
-    fn default() -> Self {
+impl Feed {
+    pub fn new(tenant: TenantId, commits: Arc<Commits>) -> Self {
         Self {
+            tenant,
+            commits,
             head: watch::Sender::new(0),
             recent: Mutex::new(VecDeque::new()),
             stats: Mutex::new(LogStats::default()),
             waiting: AtomicUsize::new(0),
+            closed_head: Mutex::new(None),
+            closed_schema: Mutex::new(None),
+            pending_acks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -54,6 +71,11 @@ fn lsn_of(change: &Value) -> u64 {
 }
 
 impl Feed {
+    /// A transaction that wrote changes has committed (costs a set insert).
+    pub fn committed(&self) {
+        self.commits.mark(&self.tenant);
+    }
+
     pub fn register(&self) -> Waiting<'_> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         Waiting(self)
@@ -121,5 +143,77 @@ impl Feed {
 
     pub fn stats(&self) -> LogStats {
         *self.stats.lock().expect("feed poisoned")
+    }
+
+    /// The database closed cleanly with this head (None: it is opening).
+    pub fn set_closed_head(&self, head: Option<u64>) {
+        *self.closed_head.lock().expect("feed poisoned") = head;
+        if head.is_none() {
+            *self.closed_schema.lock().expect("feed poisoned") = None;
+        }
+    }
+
+    pub fn keep_closed_schema(&self, versions: Vec<Value>) {
+        *self.closed_schema.lock().expect("feed poisoned") = Some(versions);
+    }
+
+    /// The schema history kept at the last clean close, while still closed.
+    pub fn closed_schema(&self) -> Option<Vec<Value>> {
+        self.closed_head.lock().expect("feed poisoned").as_ref()?;
+        self.closed_schema.lock().expect("feed poisoned").clone()
+    }
+
+    /// Changes after `since` answered from memory while the database is
+    /// closed, so reading a log does not wake it: `Some` with the changes
+    /// (empty when `since` is the head), None if memory does not hold them.
+    pub fn closed_changes_after(&self, since: u64, limit: usize) -> Option<(Vec<Value>, u64)> {
+        let head = (*self.closed_head.lock().expect("feed poisoned"))?;
+        if since >= head {
+            return Some((Vec::new(), head));
+        }
+        let changes = self.recent_after(since, limit)?;
+        Some((changes, head))
+    }
+
+    pub fn defer_ack(&self, consumer: &str, lsn: u64, retention: std::time::Duration) {
+        self.pending_acks.lock().expect("feed poisoned").push((consumer.to_owned(), lsn, retention));
+    }
+
+    pub fn take_pending_acks(&self) -> Vec<(String, u64, std::time::Duration)> {
+        std::mem::take(&mut *self.pending_acks.lock().expect("feed poisoned"))
+    }
+}
+
+/// The tenants that committed changes since a log consumer (the lake
+/// shipper) last took them: how it learns what to read without polling or
+/// waking every tenant.
+#[derive(Default)]
+pub struct Commits {
+    dirty: Mutex<BTreeSet<TenantId>>,
+    notify: Notify,
+}
+
+impl Commits {
+    pub fn mark(&self, tenant: &TenantId) {
+        let fresh = self.dirty.lock().expect("commits poisoned").insert(tenant.clone());
+        if fresh {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Take the tenants marked so far (possibly none).
+    pub fn take(&self) -> Vec<TenantId> {
+        std::mem::take(&mut *self.dirty.lock().expect("commits poisoned")).into_iter().collect()
+    }
+
+    /// Wait until a tenant is marked (returns at once if one already is).
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if !self.dirty.lock().expect("commits poisoned").is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 }

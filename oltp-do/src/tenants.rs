@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::actor::{ActorHandle, Attempt, Output, Work};
+use crate::actor::{ActorHandle, Attempt, CLOSED_HEAD_FILE, Output, Work};
 use crate::config::OltpConfig;
 use crate::engine::{ChangePage, EngineRuntime, LogStats};
-use crate::feed::Feed;
+use crate::feed::{Commits, Feed};
 use crate::error::{Error, Result};
 use crate::protocol::EngineState;
 use crate::tenant_id::TenantId;
@@ -26,7 +26,19 @@ pub struct Tenants {
     runtime: Arc<EngineRuntime>,
     epoch: Instant,
     inner: Mutex<Inner>,
+    commits: Arc<Commits>,
+    reporters: Mutex<Vec<Arc<dyn Reporter>>>,
     pub metrics: Metrics,
+}
+
+/// A part of the server that consumes tenants' change logs (the lake
+/// shipper) and adds its own fields to each tenant's status and its own
+/// lines to `/metrics`.
+pub trait Reporter: Send + Sync {
+    /// Fields added to the tenant's status (in `health`).
+    fn tenant_status(&self, tenant: &TenantId) -> serde_json::Map<String, serde_json::Value>;
+    /// Prometheus text lines appended to `/metrics`.
+    fn metrics(&self, out: &mut String);
 }
 
 #[derive(Default)]
@@ -40,8 +52,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn feed(&mut self, tenant: &TenantId) -> Arc<Feed> {
-        self.feeds.entry(tenant.clone()).or_default().clone()
+    fn feed(&mut self, tenant: &TenantId, commits: &Arc<Commits>) -> Arc<Feed> {
+        self.feeds
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(Feed::new(tenant.clone(), commits.clone())))
+            .clone()
     }
 }
 
@@ -70,6 +85,9 @@ pub struct TenantStatus {
     /// The change log as of the tenant's last commit since the server
     /// started (absent if it has not been opened since).
     pub change_log: Option<LogStats>,
+    /// Fields from reporters (the lake's shipping lag).
+    #[serde(flatten)]
+    pub reported: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Marks a request as running on an actor, so it is neither hibernated nor
@@ -93,6 +111,8 @@ impl Tenants {
             runtime,
             epoch: Instant::now(),
             inner: Mutex::new(Inner::default()),
+            commits: Arc::default(),
+            reporters: Mutex::default(),
             metrics: Metrics::default(),
         }))
     }
@@ -174,7 +194,7 @@ impl Tenants {
                 self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let feed = inner.feed(tenant);
+        let feed = inner.feed(tenant, &self.commits);
         let actor = ActorHandle::spawn(
             tenant.clone(),
             self.root(tenant),
@@ -190,7 +210,62 @@ impl Tenants {
 
     /// The tenant's change feed (created on first use).
     pub fn feed(&self, tenant: &TenantId) -> Arc<Feed> {
-        self.inner.lock().expect("tenant registry poisoned").feed(tenant)
+        self.inner.lock().expect("tenant registry poisoned").feed(tenant, &self.commits)
+    }
+
+    /// The tenants whose transactions wrote changes, for log consumers.
+    pub fn commits(&self) -> &Commits {
+        &self.commits
+    }
+
+    /// Every tenant that exists on disk.
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        let mut names: Vec<TenantId> = std::fs::read_dir(self.config.tenants_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| TenantId::parse(e.file_name().to_str()?).ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The newest change LSN of a tenant closed cleanly and not opened
+    /// since; None if it is open, or was not closed cleanly.
+    pub fn closed_head(&self, tenant: &TenantId) -> Option<u64> {
+        if self.inner.lock().expect("tenant registry poisoned").actors.contains_key(tenant) {
+            return None;
+        }
+        std::fs::read_to_string(self.root(tenant).join(CLOSED_HEAD_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Every schema version recorded in the tenant's change log, oldest first.
+    /// A closed tenant answers from what it kept when it closed, if anything.
+    pub async fn schema_versions(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>> {
+        if let Some(closing) = self.closing_actor(tenant) {
+            closing.closed().await;
+        }
+        if !self.is_open(tenant)
+            && let Some(versions) = self.feed(tenant).closed_schema()
+        {
+            return Ok(versions);
+        }
+        let schema = self.run(tenant, Work::Schema).await?.into_schema()?;
+        Ok(schema["versions"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn add_reporter(&self, reporter: Arc<dyn Reporter>) {
+        self.reporters.lock().expect("reporters poisoned").push(reporter);
+    }
+
+    pub fn report_metrics(&self, out: &mut String) {
+        for reporter in self.reporters.lock().expect("reporters poisoned").iter() {
+            reporter.metrics(out);
+        }
     }
 
     /// Changes after `since`; with `wait`, an empty answer is held back
@@ -217,7 +292,18 @@ impl Tenants {
         self.read_changes(tenant, since, limit).await
     }
 
+    /// Changes after `since`. A closed tenant answers from the changes it
+    /// kept in memory when it closed, if they suffice, without waking.
     pub async fn read_changes(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
+        if let Some(closing) = self.closing_actor(tenant) {
+            closing.closed().await;
+        }
+        if !self.is_open(tenant)
+            && let Some((changes, head)) = self.feed(tenant).closed_changes_after(since, limit as usize)
+        {
+            let next_lsn = changes.last().and_then(|c| c["lsn"].as_u64()).unwrap_or(since);
+            return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn: 0 });
+        }
         let page = self.run(tenant, Work::Changes { since, limit }).await?.into_changes()?;
         if page.tail_lsn > since + 1 {
             return Err(Error::Gone(format!(
@@ -241,6 +327,26 @@ impl Tenants {
             retention: self.config.change_retention,
         };
         self.run(tenant, work).await?.into_stats()
+    }
+
+    /// Acknowledge for a consumer that must not wake the tenant: applied now
+    /// if the database is open, else when it next opens (trimming can wait).
+    pub async fn acknowledge_quietly(&self, tenant: &TenantId, consumer: &str, lsn: u64) -> Result<()> {
+        if self.is_open(tenant) {
+            return self.acknowledge(tenant, consumer, lsn).await.map(|_| ());
+        }
+        self.feed(tenant).defer_ack(consumer, lsn, self.config.change_retention);
+        Ok(())
+    }
+
+    fn is_open(&self, tenant: &TenantId) -> bool {
+        let inner = self.inner.lock().expect("tenant registry poisoned");
+        inner.actors.get(tenant).is_some_and(|a| !a.is_closing())
+    }
+
+    fn closing_actor(&self, tenant: &TenantId) -> Option<Arc<ActorHandle>> {
+        let inner = self.inner.lock().expect("tenant registry poisoned");
+        inner.actors.get(tenant).filter(|a| a.is_closing() && !a.is_closed()).cloned()
     }
 
     /// Hibernate tenants idle for longer than the configured time and forget
@@ -308,12 +414,7 @@ impl Tenants {
         let mut names: Vec<TenantId> = match only {
             Some(tenant) => vec![tenant.clone()],
             None => {
-                let mut names: Vec<TenantId> = std::fs::read_dir(self.config.tenants_dir())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| TenantId::parse(e.file_name().to_str()?).ok())
-                    .collect();
+                let mut names = self.tenant_ids();
                 let inner = self.inner.lock().expect("tenant registry poisoned");
                 names.extend(inner.actors.keys().cloned());
                 names
@@ -321,6 +422,7 @@ impl Tenants {
         };
         names.sort();
         names.dedup();
+        let reporters = self.reporters.lock().expect("reporters poisoned").clone();
         let inner = self.inner.lock().expect("tenant registry poisoned");
         names
             .into_iter()
@@ -345,6 +447,7 @@ impl Tenants {
                         .get(&tenant)
                         .map(|f| f.stats())
                         .filter(|_| self.config.engine.capture),
+                    reported: reporters.iter().flat_map(|r| r.tenant_status(&tenant)).collect(),
                     tenant: tenant.to_string(),
                 }
             })

@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// This checkout's `tests` folder. Cargo sets `CARGO_MANIFEST_DIR` when it
+/// runs a test; the compile-time value is only a fallback, because one
+/// build directory is shared by every checkout on a machine.
+pub fn tests_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Path of the `tidelake` binary: `$TIDELAKE_BIN`, or the one built next to
 /// the running test or bench executable.
 pub fn binary() -> PathBuf {
@@ -316,7 +325,7 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
         Path::new(&python).exists(),
         "{python} not found: run the tests with ./scripts/test, which sets up PyIceberg"
     );
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let path = tests_dir().join("python").join(script);
     let out = Command::new(&python)
         .arg(&path)
         .args(args)

@@ -6,5 +6,6 @@ mod api;
 mod capture;
 mod catalog;
 mod bad_input;
+mod lake;
 mod lifecycle;
 mod readme;

@@ -86,7 +86,7 @@ fn stable(mut v: Value) -> Value {
 
 #[tokio::test]
 async fn the_readme_api_tour_works_as_written() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(tidelake_tests::tests_dir().join("../README.md")).unwrap();
     let steps = tour(&readme);
     assert!(steps.len() >= 8, "found only {} curl commands in the README", steps.len());
     let dir = tempfile::tempdir().unwrap();

@@ -212,5 +212,6 @@ async fn metrics(State(tenants): State<AppState>) -> Response {
     metric("tidelake_requests_total", "counter", "Requests run on tenant databases.", m.requests.load(Ordering::Relaxed));
     metric("tidelake_request_errors_total", "counter", "Requests on tenant databases that returned an error.", m.request_errors.load(Ordering::Relaxed));
     metric("tidelake_engine_ready", "gauge", "1 once the engine runtime is preloaded.", u64::from(runtime_state(&tenants) == "ready"));
+    tenants.report_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

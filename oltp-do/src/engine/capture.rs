@@ -67,7 +67,7 @@ SELECT coalesce(pg_xact_commit_timestamp((xid % 4294967296)::text::xid), '-infin
 FROM tidelake.changes WHERE lsn = $1"#;
 
 const SCHEMA_HISTORY_SQL: &str = r#"
-SELECT version, lsn, table_schema AS "schema", table_name AS "table", columns,
+SELECT version, lsn, table_oid AS "tableOid", table_schema AS "schema", table_name AS "table", columns,
        primary_key AS "primaryKey", dropped,
        pg_xact_commit_timestamp((xid % 4294967296)::text::xid) AS "commitTs"
 FROM tidelake.schema_versions ORDER BY version"#;

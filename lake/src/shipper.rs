@@ -1,0 +1,456 @@
+//! The shipper: moves each tenant's change log into its Iceberg namespace,
+//! exactly once.
+//!
+//! Tenants are shipped when they commit (the source announces them), at most
+//! once per flush interval, so many small transactions become one Iceberg
+//! commit per table per interval. After a restart, every tenant whose log
+//! may hold unshipped changes is shipped once: those not closed cleanly, and
+//! those whose last known head is past what the lake holds.
+//!
+//! Exactly once: a changelog table holds every change of its source table up
+//! to its `tidelake.lsn-to` (snapshot summary); the namespace's
+//! `tidelake.shipped-lsn` is a bound under which every table is complete.
+//! Shipping reads from that bound and skips, per table, what the table
+//! already has. A crash anywhere (mid-write, between two tables' commits,
+//! before the acknowledgement) therefore neither loses nor repeats a change;
+//! files written but never committed are left as orphans.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use catalog::Warehouse;
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::ShipperConfig;
+use crate::error::{LakeError, Result};
+use crate::source::{ChangeSource, SourceError};
+use crate::table::{ChangelogTable, SchemaVersion, table_name};
+
+/// Namespace property: every change up to this LSN is in the namespace's tables.
+pub const PROP_SHIPPED_LSN: &str = "tidelake.shipped-lsn";
+
+/// Longest wait before retrying a tenant whose shipping failed.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+pub struct Shipper<S: ChangeSource> {
+    source: Arc<S>,
+    warehouse: Arc<Warehouse>,
+    config: ShipperConfig,
+    /// Per-tenant lake state; one task ships a tenant at a time.
+    lakes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantLake>>>>,
+    lag: Mutex<HashMap<String, Lag>>,
+    pub stats: ShipperStats,
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Default)]
+pub struct ShipperStats {
+    pub changes: AtomicU64,
+    pub commits: AtomicU64,
+    pub files: AtomicU64,
+    pub errors: AtomicU64,
+    pub lost: AtomicU64,
+    pub conflicts: AtomicU64,
+}
+
+struct TenantLake {
+    namespace: NamespaceIdent,
+    shipped: u64,
+    versions: HashMap<i64, SchemaVersion>,
+    tables: HashMap<String, ChangelogTable>,
+}
+
+/// How far behind the lake is for one tenant.
+#[derive(Debug, Clone, Default)]
+pub struct Lag {
+    pub shipped_lsn: u64,
+    /// The newest LSN seen in the tenant's log.
+    pub head_lsn: u64,
+    /// Since when changes have been waiting (None: caught up).
+    pub pending_since: Option<Instant>,
+    pub last_shipped_at: Option<SystemTime>,
+    pub error: Option<String>,
+    /// Changes trimmed from the log before they could be shipped.
+    pub lost: u64,
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+impl Lag {
+    pub fn seconds(&self) -> f64 {
+        self.pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+}
+
+impl<S: ChangeSource> Shipper<S> {
+    pub fn new(source: Arc<S>, warehouse: Arc<Warehouse>, config: ShipperConfig) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            warehouse,
+            config,
+            lakes: Mutex::default(),
+            lag: Mutex::default(),
+            stats: ShipperStats::default(),
+        })
+    }
+
+    /// Ship until `stop` turns true, then ship what is pending once more and return.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut due = self.tenants_to_check().await;
+        let mut last_round: Option<Instant> = None;
+        loop {
+            for tenant in self.source.take_committed() {
+                self.mark_pending(&tenant);
+                due.insert(tenant);
+            }
+            let now = Instant::now();
+            let ready: BTreeSet<String> = due.iter().filter(|t| self.retry_due(t, now)).cloned().collect();
+            let next_round = last_round.map_or(now, |t| t + self.config.flush_interval);
+            if ready.is_empty() || now < next_round {
+                let wake = if ready.is_empty() {
+                    self.next_retry(&due).unwrap_or(now + Duration::from_secs(3600))
+                } else {
+                    next_round
+                };
+                tokio::select! {
+                    () = self.source.wait_committed(), if ready.is_empty() => {}
+                    () = tokio::time::sleep_until(wake.into()) => {}
+                    _ = stop.changed() => break,
+                }
+                continue;
+            }
+            last_round = Some(now);
+            for tenant in &ready {
+                due.remove(tenant);
+            }
+            for tenant in self.ship_round(ready).await {
+                due.insert(tenant);
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        // Stopping: ship what committed before the stop, once, without retries.
+        for tenant in self.source.take_committed() {
+            due.insert(tenant);
+        }
+        if !due.is_empty() {
+            tracing::info!(tenants = due.len(), "lake: shipping pending changes before stopping");
+            let mut round = due;
+            for _ in 0..100 {
+                let again = self.ship_round(round).await;
+                let unfinished: BTreeSet<String> =
+                    again.into_iter().filter(|t| self.retry_due(t, Instant::now())).collect();
+                if unfinished.is_empty() {
+                    break;
+                }
+                round = unfinished;
+            }
+        }
+    }
+
+    /// Ship every tenant in `round`, `concurrency` at a time. Returns the
+    /// tenants to ship again (a backlog left, or a failure to retry).
+    async fn ship_round(self: &Arc<Self>, round: BTreeSet<String>) -> BTreeSet<String> {
+        let mut again = BTreeSet::new();
+        let mut tasks = JoinSet::new();
+        let mut queue = round.into_iter();
+        loop {
+            while tasks.len() < self.config.concurrency.max(1) {
+                let Some(tenant) = queue.next() else { break };
+                let shipper = self.clone();
+                tasks.spawn(async move {
+                    let outcome = shipper.ship_tenant(&tenant).await;
+                    (tenant, outcome)
+                });
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let Ok((tenant, outcome)) = joined else { continue };
+            match outcome {
+                Ok(more) => {
+                    self.record_success(&tenant);
+                    if more {
+                        again.insert(tenant);
+                    }
+                }
+                Err(err) => {
+                    self.record_failure(&tenant, &err);
+                    again.insert(tenant);
+                }
+            }
+        }
+        again
+    }
+
+    /// Ship one batch of one tenant's changes. Returns whether more are waiting.
+    async fn ship_tenant(&self, tenant: &str) -> Result<bool> {
+        let lake = self.tenant_lake(tenant).await?;
+        let mut lake = lake.lock().await;
+        let page = match self.source.read(tenant, lake.shipped, self.config.batch_size).await {
+            Err(SourceError::Trimmed { tail }) => {
+                let lost = tail.saturating_sub(lake.shipped + 1);
+                tracing::error!(
+                    tenant, from = lake.shipped + 1, to = tail - 1,
+                    "lake: changes were trimmed from the change log before they were shipped"
+                );
+                self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                self.update_lag(tenant, |l| l.lost += lost);
+                lake.shipped = tail - 1;
+                self.source.read(tenant, lake.shipped, self.config.batch_size).await?
+            }
+            other => other?,
+        };
+        let shipped = lake.shipped;
+        self.update_lag(tenant, |l| {
+            l.head_lsn = l.head_lsn.max(page.head_lsn);
+            if page.changes.is_empty() && shipped >= page.head_lsn {
+                l.pending_since = None;
+            }
+        });
+        let (Some(first), Some(last)) = (page.changes.first(), page.changes.last()) else {
+            return Ok(false);
+        };
+        let (first, last) = (lsn(first)?, lsn(last)?);
+
+        // Changes per changelog table, in order; within a table, runs of one schema version.
+        let mut tables: Vec<(String, Vec<&Value>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for change in &page.changes {
+            let name = table_name(
+                change["schema"].as_str().unwrap_or("public"),
+                change["table"].as_str().unwrap_or_default(),
+            );
+            let i = *index.entry(name.clone()).or_insert_with(|| {
+                tables.push((name, Vec::new()));
+                tables.len() - 1
+            });
+            tables[i].1.push(change);
+        }
+        let missing = page
+            .changes
+            .iter()
+            .any(|c| !lake.versions.contains_key(&c["schemaVersion"].as_i64().unwrap_or(-1)));
+        if missing {
+            lake.versions = self
+                .source
+                .schema_versions(tenant)
+                .await?
+                .into_iter()
+                .map(serde_json::from_value::<SchemaVersion>)
+                .map(|v| v.map(|v| (v.version, v)))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| LakeError::Mapping(format!("schema version of tenant {tenant}: {e}")))?;
+        }
+
+        let lake = &mut *lake;
+        for (name, changes) in tables {
+            let version_of = |c: &Value| -> Result<&SchemaVersion> {
+                let v = c["schemaVersion"].as_i64().unwrap_or(-1);
+                lake.versions
+                    .get(&v)
+                    .ok_or_else(|| LakeError::Mapping(format!("change {} has unknown schema version {v}", c["lsn"])))
+            };
+            if !lake.tables.contains_key(&name) {
+                let ident = TableIdent::new(lake.namespace.clone(), name.clone());
+                let table = ChangelogTable::open_or_create(
+                    &self.warehouse,
+                    &ident,
+                    tenant,
+                    version_of(changes[0])?,
+                    self.config.partitioning,
+                )
+                .await?;
+                lake.tables.insert(name.clone(), table);
+            }
+            let table = lake.tables.get_mut(&name).expect("inserted above");
+            let already = table.lsn_to();
+            let fresh: Vec<&Value> = changes.into_iter().filter(|c| lsn(c).is_ok_and(|l| l > already)).collect();
+            let runs: Vec<&[&Value]> = fresh.chunk_by(|a, b| a["schemaVersion"] == b["schemaVersion"]).collect();
+            let mut from = first.max(already + 1);
+            for (i, run) in runs.iter().enumerate() {
+                // The last run covers the whole page: no change of this table is missing up to `last`.
+                let to = if i + 1 == runs.len() { last } else { lsn(run[run.len() - 1])? };
+                let version = version_of(run[0])?;
+                let files = table
+                    .append(&self.warehouse, tenant, version, run, from, to, &self.stats.conflicts)
+                    .await?;
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats.files.fetch_add(files as u64, Ordering::Relaxed);
+                self.stats.changes.fetch_add(run.len() as u64, Ordering::Relaxed);
+                from = to + 1;
+            }
+        }
+
+        lake.shipped = last;
+        let props = HashMap::from([(PROP_SHIPPED_LSN.to_owned(), last.to_string())]);
+        self.warehouse.catalog().update_namespace(&lake.namespace, props).await?;
+        if let Err(err) = self.source.acknowledge(tenant, last).await {
+            tracing::warn!(tenant, error = %err, "lake: could not acknowledge shipped changes");
+        }
+        let caught_up = last >= page.head_lsn;
+        self.update_lag(tenant, |l| {
+            l.shipped_lsn = last;
+            l.last_shipped_at = Some(SystemTime::now());
+            if caught_up {
+                l.pending_since = None;
+            }
+        });
+        Ok(!caught_up)
+    }
+
+    /// The tenant's lake state, loading (or creating) its namespace on first use.
+    async fn tenant_lake(&self, tenant: &str) -> Result<Arc<tokio::sync::Mutex<TenantLake>>> {
+        if let Some(lake) = self.lakes.lock().expect("lakes poisoned").get(tenant) {
+            return Ok(lake.clone());
+        }
+        let namespace = NamespaceIdent::new(tenant.to_owned());
+        let catalog = self.warehouse.catalog();
+        let shipped = match catalog.get_namespace(&namespace).await {
+            Ok(ns) => ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0),
+            Err(e) if e.kind() == ErrorKind::NamespaceNotFound => {
+                let props = HashMap::from([("tidelake.tenant".to_owned(), tenant.to_owned())]);
+                match catalog.create_namespace(&namespace, props).await {
+                    Ok(_) => 0,
+                    Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => 0,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let lake = Arc::new(tokio::sync::Mutex::new(TenantLake {
+            namespace,
+            shipped,
+            versions: HashMap::new(),
+            tables: HashMap::new(),
+        }));
+        self.update_lag(tenant, |l| {
+            l.shipped_lsn = shipped;
+            l.head_lsn = l.head_lsn.max(shipped);
+        });
+        Ok(self.lakes.lock().expect("lakes poisoned").entry(tenant.to_owned()).or_insert(lake).clone())
+    }
+
+    /// Tenants to ship once after a start: those whose log may be ahead of the lake.
+    async fn tenants_to_check(&self) -> BTreeSet<String> {
+        let mut due = BTreeSet::new();
+        for (tenant, closed_head) in self.source.tenants() {
+            let shipped = match self.warehouse.catalog().get_namespace(&NamespaceIdent::new(tenant.clone())).await {
+                Ok(ns) => ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0),
+                Err(_) => 0,
+            };
+            self.update_lag(&tenant, |l| {
+                l.shipped_lsn = shipped;
+                l.head_lsn = closed_head.unwrap_or(shipped).max(shipped);
+            });
+            if closed_head.is_none_or(|head| head > shipped) {
+                self.mark_pending(&tenant);
+                due.insert(tenant);
+            }
+        }
+        if !due.is_empty() {
+            tracing::info!(tenants = due.len(), "lake: checking tenants whose change log may be ahead of the lake");
+        }
+        due
+    }
+
+    fn update_lag(&self, tenant: &str, f: impl FnOnce(&mut Lag)) {
+        f(self.lag.lock().expect("lag poisoned").entry(tenant.to_owned()).or_default());
+    }
+
+    fn mark_pending(&self, tenant: &str) {
+        self.update_lag(tenant, |l| {
+            l.pending_since.get_or_insert_with(Instant::now);
+        });
+    }
+
+    fn record_success(&self, tenant: &str) {
+        self.update_lag(tenant, |l| {
+            l.error = None;
+            l.failures = 0;
+            l.retry_at = None;
+        });
+    }
+
+    fn record_failure(&self, tenant: &str, err: &LakeError) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.update_lag(tenant, |l| {
+            l.failures += 1;
+            let delay = (self.config.flush_interval * 2u32.saturating_pow(l.failures.min(16))).min(MAX_RETRY_DELAY);
+            l.retry_at = Some(Instant::now() + delay);
+            if l.error.as_deref() != Some(&err.to_string()) {
+                tracing::error!(tenant, error = %err, retry_in_ms = delay.as_millis() as u64, "lake: shipping failed");
+            }
+            l.error = Some(err.to_string());
+        });
+        // Reload tables and schema versions from scratch on the next attempt.
+        self.lakes.lock().expect("lakes poisoned").remove(tenant);
+    }
+
+    fn retry_due(&self, tenant: &str, now: Instant) -> bool {
+        let lag = self.lag.lock().expect("lag poisoned");
+        lag.get(tenant).and_then(|l| l.retry_at).is_none_or(|at| at <= now)
+    }
+
+    fn next_retry(&self, due: &BTreeSet<String>) -> Option<Instant> {
+        let lag = self.lag.lock().expect("lag poisoned");
+        due.iter().filter_map(|t| lag.get(t).and_then(|l| l.retry_at)).min()
+    }
+
+    /// The lake's view of one tenant (None if the shipper has not seen it).
+    pub fn lag(&self, tenant: &str) -> Option<Lag> {
+        self.lag.lock().expect("lag poisoned").get(tenant).cloned()
+    }
+
+    /// The `lake` object of a tenant's status in `health`.
+    pub fn tenant_status(&self, tenant: &str) -> Option<Value> {
+        let lag = self.lag(tenant)?;
+        Some(json!({
+            "shippedLsn": lag.shipped_lsn,
+            "headLsn": lag.head_lsn,
+            "lagLsn": lag.head_lsn.saturating_sub(lag.shipped_lsn),
+            "lagSeconds": (lag.seconds() * 1000.0).round() / 1000.0,
+            "lastShippedAt": lag.last_shipped_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64),
+            "lostChanges": lag.lost,
+            "error": lag.error,
+        }))
+    }
+
+    /// Prometheus text lines for the shipper.
+    pub fn write_metrics(&self, out: &mut String) {
+        let s = &self.stats;
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter("tidelake_lake_changes_shipped_total", "Changes committed to Iceberg tables.", s.changes.load(Ordering::Relaxed));
+        counter("tidelake_lake_commits_total", "Iceberg data commits.", s.commits.load(Ordering::Relaxed));
+        counter("tidelake_lake_files_total", "Parquet data files committed.", s.files.load(Ordering::Relaxed));
+        counter("tidelake_lake_commit_conflicts_total", "Iceberg commits retried after another writer committed first.", s.conflicts.load(Ordering::Relaxed));
+        counter("tidelake_lake_errors_total", "Failed shipping attempts (retried).", s.errors.load(Ordering::Relaxed));
+        counter("tidelake_lake_lost_changes_total", "Changes trimmed from a change log before they were shipped.", s.lost.load(Ordering::Relaxed));
+        let lag = self.lag.lock().expect("lag poisoned");
+        let mut tenants: Vec<(&String, &Lag)> = lag.iter().collect();
+        tenants.sort_by_key(|(t, _)| *t);
+        let _ = writeln!(out, "# HELP tidelake_lake_lag_lsn Changes in a tenant's log not yet in the lake.\n# TYPE tidelake_lake_lag_lsn gauge");
+        for (tenant, l) in &tenants {
+            let _ = writeln!(out, "tidelake_lake_lag_lsn{{tenant=\"{tenant}\"}} {}", l.head_lsn.saturating_sub(l.shipped_lsn));
+        }
+        let _ = writeln!(out, "# HELP tidelake_lake_lag_seconds How long a tenant's oldest unshipped change has waited.\n# TYPE tidelake_lake_lag_seconds gauge");
+        for (tenant, l) in &tenants {
+            let _ = writeln!(out, "tidelake_lake_lag_seconds{{tenant=\"{tenant}\"}} {:.3}", l.seconds());
+        }
+    }
+}
+
+fn lsn(change: &Value) -> Result<u64> {
+    change["lsn"]
+        .as_u64()
+        .ok_or_else(|| LakeError::Mapping(format!("change without an LSN: {change}")))
+}

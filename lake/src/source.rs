@@ -1,0 +1,48 @@
+//! Where the shipper reads changes from: the tenants' change logs, behind a
+//! small trait so the lake does not depend on the tenant databases (the
+//! binary implements it over `oltp_do::Tenants`).
+
+use std::future::Future;
+
+use serde_json::Value;
+
+/// A page of a tenant's change log.
+#[derive(Debug, Default)]
+pub struct ChangePage {
+    /// Changes in LSN order, as `GET /t/{tenant}/changes` returns them.
+    pub changes: Vec<Value>,
+    /// The newest LSN in the log when the page was read.
+    pub head_lsn: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The changes asked for were trimmed from the log; `tail` is the oldest kept.
+    #[error("changes were trimmed from the change log; the oldest kept is LSN {tail}")]
+    Trimmed { tail: u64 },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub trait ChangeSource: Send + Sync + 'static {
+    /// Take the tenants that committed changes since the last call.
+    fn take_committed(&self) -> Vec<String>;
+
+    /// Wait until some tenant has committed changes not yet taken.
+    fn wait_committed(&self) -> impl Future<Output = ()> + Send;
+
+    /// Every tenant, with the newest LSN of its change log when that is
+    /// known without opening its database (it is closed and was closed cleanly).
+    fn tenants(&self) -> Vec<(String, Option<u64>)>;
+
+    /// Up to `limit` changes after LSN `since`.
+    fn read(&self, tenant: &str, since: u64, limit: u64)
+    -> impl Future<Output = Result<ChangePage, SourceError>> + Send;
+
+    /// Every schema version the tenant's change log recorded, oldest first
+    /// (the objects of `GET /t/{tenant}/schema`'s `versions`).
+    fn schema_versions(&self, tenant: &str) -> impl Future<Output = Result<Vec<Value>, SourceError>> + Send;
+
+    /// Every change up to `lsn` is durably in the lake: the log may be trimmed.
+    fn acknowledge(&self, tenant: &str, lsn: u64) -> impl Future<Output = Result<(), SourceError>> + Send;
+}

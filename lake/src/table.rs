@@ -1,0 +1,449 @@
+//! One changelog table: created from the first schema version of its source
+//! table, evolved with it, and appended to by the shipper.
+//!
+//! What the shipper needs to resume lives in the table itself: the snapshot
+//! summary of every commit carries `tidelake.lsn-to` (every change of the
+//! source table up to that LSN is in the table), and the table properties
+//! carry which relation and schema version the current schema follows and
+//! which Iceberg field id each PostgreSQL column (by `attnum`) has.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use catalog::{CatalogError, Warehouse};
+use iceberg::spec::{
+    DataFile, DataFileFormat, Literal, PartitionKey, PrimitiveType, Schema, Struct, Transform, Type,
+    UnboundPartitionSpec,
+};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::{Catalog, ErrorKind, TableCreation, TableIdent, TableRequirement, TableUpdate};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Partitioning;
+use crate::error::{LakeError, Result};
+use crate::mapping::{self, COMMIT_TS_FIELD_ID, SourceColumn};
+
+pub const PROP_TENANT: &str = "tidelake.tenant";
+pub const PROP_SOURCE: &str = "tidelake.source";
+pub const PROP_TABLE_OID: &str = "tidelake.table-oid";
+pub const PROP_SCHEMA_VERSION: &str = "tidelake.schema-version";
+pub const PROP_FIELD_IDS: &str = "tidelake.field-ids";
+pub const PROP_PRIMARY_KEY: &str = "tidelake.primary-key";
+pub const SUMMARY_TENANT: &str = "tidelake.tenant";
+pub const SUMMARY_LSN_FROM: &str = "tidelake.lsn-from";
+pub const SUMMARY_LSN_TO: &str = "tidelake.lsn-to";
+pub const SUMMARY_CHANGES: &str = "tidelake.changes";
+
+/// Attempts at a data commit that keeps conflicting with other writers.
+const MAX_COMMIT_ATTEMPTS: u32 = 20;
+
+/// A schema version of a source table, as the change log records it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaVersion {
+    pub version: i64,
+    pub table_oid: i64,
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<SourceColumn>,
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    #[serde(default)]
+    pub dropped: bool,
+}
+
+/// The changelog table's name for a source table: the table name in the
+/// `public` schema, `<schema>__<table>` in any other.
+pub fn table_name(schema: &str, table: &str) -> String {
+    if schema == "public" { table.to_owned() } else { format!("{schema}__{table}") }
+}
+
+pub struct ChangelogTable {
+    table: Table,
+    /// Every change of the source table up to this LSN is in the table.
+    lsn_to: u64,
+    version: i64,
+    table_oid: i64,
+    /// PostgreSQL attnum → Iceberg field id, for the current relation.
+    field_ids: BTreeMap<i32, i32>,
+}
+
+impl ChangelogTable {
+    /// Load the table, or create it for `first`, the schema version of the
+    /// first changes to ship.
+    pub async fn open_or_create(
+        warehouse: &Warehouse,
+        ident: &TableIdent,
+        tenant: &str,
+        first: &SchemaVersion,
+        partitioning: Partitioning,
+    ) -> Result<Self> {
+        let catalog = warehouse.catalog();
+        if catalog.table_exists(ident).await? {
+            return Self::from_table(catalog.load_table(ident).await?);
+        }
+        let field_ids: Vec<i32> = (1..=first.columns.len() as i32).collect();
+        let schema = mapping::changelog_schema(&first.columns, &field_ids, mapping::CHANGELOG_FIELD_IDS)?;
+        let (transform, name) = match partitioning {
+            Partitioning::Day => (Transform::Day, "_commit_ts_day"),
+            Partitioning::Hour => (Transform::Hour, "_commit_ts_hour"),
+        };
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(COMMIT_TS_FIELD_ID, name, transform)?
+            .build();
+        let attnums = first.columns.iter().map(|c| c.attnum).zip(field_ids);
+        let mut properties = relation_properties(first, &attnums.collect());
+        properties.insert(PROP_TENANT.into(), tenant.into());
+        properties.insert(PROP_SOURCE.into(), format!("{}.{}", first.schema, first.table));
+        properties.insert("write.parquet.compression-codec".into(), "zstd".into());
+        // The shipper retries conflicts itself (and counts them).
+        properties.insert("commit.retry.num-retries".into(), "0".into());
+        let creation = TableCreation::builder()
+            .name(ident.name().to_owned())
+            .schema(schema)
+            .partition_spec(spec)
+            .properties(properties)
+            .build();
+        match catalog.create_table(ident.namespace(), creation).await {
+            Ok(table) => {
+                let mut created = Self::from_table(table)?;
+                created.check_created_ids(warehouse, first).await?;
+                Ok(created)
+            }
+            // Created meanwhile (another process on the same catalog): use it.
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
+                Self::from_table(catalog.load_table(ident).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn from_table(table: Table) -> Result<Self> {
+        let props = table.metadata().properties();
+        let number = |key: &str| props.get(key).and_then(|v| v.parse::<i64>().ok());
+        let field_ids = props
+            .get(PROP_FIELD_IDS)
+            .map(|v| parse_field_ids(v))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Self {
+            lsn_to: shipped_through(&table),
+            version: number(PROP_SCHEMA_VERSION).unwrap_or(0),
+            table_oid: number(PROP_TABLE_OID).unwrap_or(0),
+            field_ids,
+            table,
+        })
+    }
+
+    /// The catalog numbers a new table's fields itself: record the ids it
+    /// gave the source columns if they are not the ones proposed.
+    async fn check_created_ids(&mut self, warehouse: &Warehouse, first: &SchemaVersion) -> Result<()> {
+        let schema = self.table.metadata().current_schema().clone();
+        let mut actual = BTreeMap::new();
+        for column in &first.columns {
+            let field = schema.field_by_name(&column.name).ok_or_else(|| {
+                LakeError::Mapping(format!("created table {} lacks column {}", self.table.identifier(), column.name))
+            })?;
+            actual.insert(column.attnum, field.id);
+        }
+        if actual == self.field_ids {
+            return Ok(());
+        }
+        let ident = self.table.identifier().clone();
+        let updates = vec![TableUpdate::SetProperties { updates: relation_properties(first, &actual) }];
+        warehouse.commit(&ident, Vec::new(), updates).await?;
+        *self = Self::from_table(warehouse.catalog().load_table(&ident).await?)?;
+        Ok(())
+    }
+
+    pub fn lsn_to(&self) -> u64 {
+        self.lsn_to
+    }
+
+    /// Append `changes` (all of this table, of schema `version`, in LSN
+    /// order) as the changes of this table in `(lsn_from - 1, lsn_to]`.
+    /// Returns the number of data files written.
+    pub async fn append(
+        &mut self,
+        warehouse: &Warehouse,
+        tenant: &str,
+        version: &SchemaVersion,
+        changes: &[&Value],
+        lsn_from: u64,
+        lsn_to: u64,
+        conflicts: &AtomicU64,
+    ) -> Result<usize> {
+        self.ensure_schema(warehouse, version).await?;
+        let schema = self.table.metadata().current_schema().clone();
+        let spec = self.table.metadata().default_partition_spec().clone();
+        let transform = spec.fields().first().map(|f| f.transform).unwrap_or(Transform::Day);
+
+        // One data file per partition (day or hour of the commit time).
+        let mut partitions: BTreeMap<i32, Vec<&Value>> = BTreeMap::new();
+        for change in changes {
+            partitions.entry(partition_value(change, transform)?).or_default().push(change);
+        }
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let location = DefaultLocationGenerator::new(self.table.metadata())?;
+        let unique = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let names = DefaultFileNameGenerator::new(
+            format!("lsn-{lsn_from}-{lsn_to}"),
+            Some(format!("{unique:x}")),
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+            ParquetWriterBuilder::new(props, schema.clone()),
+            self.table.file_io().clone(),
+            location,
+            names,
+        );
+        let builder = DataFileWriterBuilder::new(rolling);
+        let mut files: Vec<DataFile> = Vec::new();
+        for (value, rows) in partitions {
+            let batch = mapping::record_batch(&schema, &rows)?;
+            let key = PartitionKey::new(
+                (*spec).clone(),
+                schema.clone(),
+                Struct::from_iter([Some(Literal::int(value))]),
+            );
+            let mut writer = builder.build(Some(key)).await?;
+            writer.write(batch).await?;
+            files.extend(writer.close().await?);
+        }
+        let written = files.len();
+
+        let summary = HashMap::from([
+            (SUMMARY_TENANT.to_owned(), tenant.to_owned()),
+            (SUMMARY_LSN_FROM.to_owned(), lsn_from.to_string()),
+            (SUMMARY_LSN_TO.to_owned(), lsn_to.to_string()),
+            (SUMMARY_CHANGES.to_owned(), changes.len().to_string()),
+        ]);
+        // Another writer committing in between (maintenance, another
+        // client) is a conflict: retry the same files on the fresh table.
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1.. {
+            let tx = Transaction::new(&self.table);
+            let tx = tx
+                .fast_append()
+                .add_data_files(files.clone())
+                .set_snapshot_properties(summary.clone())
+                .apply(tx)?;
+            match tx.commit(warehouse.catalog()).await {
+                Ok(table) => {
+                    self.table = table;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts && attempt < MAX_COMMIT_ATTEMPTS => {
+                    conflicts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(table = %self.table.identifier(), attempt, "lake: commit conflict, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    self.table = warehouse.catalog().load_table(self.table.identifier()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.lsn_to = lsn_to;
+        Ok(written)
+    }
+
+    /// Make the current schema that of `version` (if it is not already).
+    async fn ensure_schema(&mut self, warehouse: &Warehouse, version: &SchemaVersion) -> Result<()> {
+        if version.version == self.version {
+            return Ok(());
+        }
+        loop {
+            let (schema, field_ids) = self.schema_for(version)?;
+            let requirements = vec![
+                TableRequirement::UuidMatch { uuid: self.table.metadata().uuid() },
+                TableRequirement::CurrentSchemaIdMatch {
+                    current_schema_id: self.table.metadata().current_schema_id(),
+                },
+                TableRequirement::LastAssignedFieldIdMatch {
+                    last_assigned_field_id: self.table.metadata().last_column_id(),
+                },
+            ];
+            let updates = vec![
+                TableUpdate::AddSchema { schema },
+                TableUpdate::SetCurrentSchema { schema_id: -1 },
+                TableUpdate::SetProperties { updates: relation_properties(version, &field_ids) },
+            ];
+            let ident = self.table.identifier().clone();
+            match warehouse.commit(&ident, requirements, updates).await {
+                Ok(_) => {
+                    *self = Self::from_table(warehouse.catalog().load_table(&ident).await?)?;
+                    return Ok(());
+                }
+                Err(CatalogError::CommitFailed(_)) => {
+                    // Someone else changed the table meanwhile: evolve from theirs.
+                    *self = Self::from_table(warehouse.catalog().load_table(&ident).await?)?;
+                    if version.version == self.version {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(LakeError::Catalog(e)),
+            }
+        }
+    }
+
+    /// The Iceberg schema for a schema version: a column keeps its field id
+    /// while it is the same PostgreSQL column (same relation and attnum) and
+    /// its type stays the same or is one Iceberg can promote; anything else
+    /// gets a new field id.
+    fn schema_for(&self, version: &SchemaVersion) -> Result<(Schema, BTreeMap<i32, i32>)> {
+        let metadata = self.table.metadata();
+        let current = metadata.current_schema();
+        let same_relation = version.table_oid == self.table_oid;
+        let mut next_id = metadata.last_column_id() + 1;
+        let mut field_ids = BTreeMap::new();
+        let mut ids = Vec::with_capacity(version.columns.len());
+        for column in &version.columns {
+            let wanted = mapping::iceberg_type(column.type_oid, &column.type_name);
+            let kept = same_relation
+                .then(|| self.field_ids.get(&column.attnum))
+                .flatten()
+                .filter(|id| {
+                    current.field_by_id(**id).is_some_and(|f| match f.field_type.as_ref() {
+                        Type::Primitive(had) => promotable(had, &wanted),
+                        _ => false,
+                    })
+                })
+                .copied();
+            let id = kept.unwrap_or_else(|| {
+                next_id += 1;
+                next_id - 1
+            });
+            field_ids.insert(column.attnum, id);
+            ids.push(id);
+        }
+        let mut changelog_ids = [0; 4];
+        for (slot, name) in changelog_ids.iter_mut().zip(["_op", "_lsn", "_xid", "_commit_ts"]) {
+            *slot = current
+                .field_by_name(name)
+                .map(|f| f.id)
+                .ok_or_else(|| LakeError::Mapping(format!("table {} has no {name} column", self.table.identifier())))?;
+        }
+        Ok((mapping::changelog_schema(&version.columns, &ids, changelog_ids)?, field_ids))
+    }
+}
+
+/// Whether a column of Iceberg type `from` can be read as `to` (the same
+/// type, or a promotion the Iceberg spec allows).
+fn promotable(from: &PrimitiveType, to: &PrimitiveType) -> bool {
+    match (from, to) {
+        (a, b) if a == b => true,
+        (PrimitiveType::Int, PrimitiveType::Long) => true,
+        (PrimitiveType::Float, PrimitiveType::Double) => true,
+        (
+            PrimitiveType::Decimal { precision: p1, scale: s1 },
+            PrimitiveType::Decimal { precision: p2, scale: s2 },
+        ) => s1 == s2 && p2 >= p1,
+        _ => false,
+    }
+}
+
+fn relation_properties(version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> HashMap<String, String> {
+    let ids: Vec<String> = field_ids.iter().map(|(attnum, id)| format!("{attnum}:{id}")).collect();
+    HashMap::from([
+        (PROP_TABLE_OID.to_owned(), version.table_oid.to_string()),
+        (PROP_SCHEMA_VERSION.to_owned(), version.version.to_string()),
+        (PROP_FIELD_IDS.to_owned(), ids.join(",")),
+        (PROP_PRIMARY_KEY.to_owned(), version.primary_key.join(",")),
+    ])
+}
+
+fn parse_field_ids(text: &str) -> Result<BTreeMap<i32, i32>> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (a, b) = pair
+                .split_once(':')
+                .ok_or_else(|| LakeError::Mapping(format!("bad {PROP_FIELD_IDS} entry {pair:?}")))?;
+            match (a.parse(), b.parse()) {
+                (Ok(a), Ok(b)) => Ok((a, b)),
+                _ => Err(LakeError::Mapping(format!("bad {PROP_FIELD_IDS} entry {pair:?}"))),
+            }
+        })
+        .collect()
+}
+
+/// The LSN through which the table holds every change of its source table:
+/// `tidelake.lsn-to` of the newest of our commits in the current snapshot's
+/// ancestry (commits by other writers carry none).
+pub fn shipped_through(table: &Table) -> u64 {
+    let metadata = table.metadata();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        if let Some(lsn) = s.summary().additional_properties.get(SUMMARY_LSN_TO)
+            && let Ok(lsn) = lsn.parse()
+        {
+            return lsn;
+        }
+        snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id)).cloned();
+    }
+    0
+}
+
+/// The partition value of a change: days or hours since the epoch of its commit time.
+fn partition_value(change: &Value, transform: Transform) -> Result<i32> {
+    let text = change["commitTs"]
+        .as_str()
+        .ok_or_else(|| LakeError::Mapping(format!("change {} has no commit time", change["lsn"])))?;
+    let micros = mapping::timestamp_micros(text)
+        .map_err(LakeError::Mapping)?
+        .ok_or_else(|| LakeError::Mapping(format!("commit time {text:?} is not finite")))?;
+    let unit: i64 = match transform {
+        Transform::Hour => 3_600_000_000,
+        _ => 86_400_000_000,
+    };
+    Ok(micros.div_euclid(unit) as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotions_follow_the_iceberg_spec() {
+        assert!(promotable(&PrimitiveType::Int, &PrimitiveType::Long));
+        assert!(!promotable(&PrimitiveType::Long, &PrimitiveType::Int));
+        assert!(!promotable(&PrimitiveType::Int, &PrimitiveType::String));
+        assert!(promotable(
+            &PrimitiveType::Decimal { precision: 8, scale: 2 },
+            &PrimitiveType::Decimal { precision: 12, scale: 2 }
+        ));
+        assert!(!promotable(
+            &PrimitiveType::Decimal { precision: 8, scale: 2 },
+            &PrimitiveType::Decimal { precision: 12, scale: 3 }
+        ));
+    }
+
+    #[test]
+    fn field_id_maps_round_trip() {
+        let ids = BTreeMap::from([(1, 1), (3, 10005)]);
+        let text: Vec<String> = ids.iter().map(|(a, b)| format!("{a}:{b}")).collect();
+        assert_eq!(parse_field_ids(&text.join(",")).unwrap(), ids);
+        assert!(parse_field_ids("1-2").is_err());
+        assert_eq!(table_name("public", "items"), "items");
+        assert_eq!(table_name("billing", "items"), "billing__items");
+    }
+
+    #[test]
+    fn partitions_are_days_or_hours_of_the_commit_time() {
+        let change = serde_json::json!({"lsn": 1, "commitTs": "2026-02-03 02:05:06+00"});
+        assert_eq!(partition_value(&change, Transform::Day).unwrap(), 20487);
+        assert_eq!(partition_value(&change, Transform::Hour).unwrap(), 20487 * 24 + 2);
+    }
+}

@@ -1,0 +1,566 @@
+//! The lake: every tenant's change log shipped into Iceberg tables behind our
+//! REST catalog, read back by PyIceberg as an independent reader and compared
+//! with what PostgreSQL holds and what the change log recorded.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tidelake_tests::{Client, LocalS3, Server, eventually, run_python};
+
+/// Every change of the tenant's log, in LSN order.
+async fn change_log(c: &Client, tenant: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = c.get(&format!("/t/{tenant}/changes?since={since}&limit=10000")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let changes = page["changes"].as_array().cloned().unwrap_or_default();
+        if changes.is_empty() {
+            return all;
+        }
+        since = page["nextLsn"].as_u64().unwrap();
+        all.extend(changes);
+    }
+}
+
+/// The tenant's newest LSN, read from its database.
+async fn head(c: &Client, tenant: &str) -> u64 {
+    let (status, page) = c.get(&format!("/t/{tenant}/changes?since=0&limit=1")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["headLsn"].as_u64().unwrap()
+}
+
+/// Wait until `health` says the lake holds every change of the tenant.
+async fn wait_shipped(c: &Client, tenant: &str) -> u64 {
+    let head = head(c, tenant).await;
+    let shipped = eventually(Duration::from_secs(60), || async {
+        let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+        let lake = &health["tenant"]["lake"];
+        lake["shippedLsn"].as_u64() == Some(head) && lake["lagLsn"] == 0
+    })
+    .await;
+    let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+    assert!(shipped, "tenant {tenant} never caught up to LSN {head}: {}", health["tenant"]);
+    head
+}
+
+/// PyIceberg's view of the lake (`tests/python/lake_read.py`).
+async fn read_lake(server: &Server, args: &[&str]) -> Value {
+    let url = format!("{}/catalog", server.base);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut all = vec![url.as_str()];
+        all.extend(args.iter().map(String::as_str));
+        run_python("lake_read.py", &all)
+    })
+    .await
+    .unwrap()
+}
+
+fn lsns(rows: &Value) -> Vec<u64> {
+    rows.as_array().unwrap().iter().filter_map(|r| r["_lsn"].as_u64()).collect()
+}
+
+/// Rebuild a table's state from its changelog rows (in LSN order, up to
+/// `upto`): latest change per key, deletes dropped, truncates clearing all.
+fn state_from_changelog(rows: &Value, key: &str, upto: u64) -> BTreeMap<String, Value> {
+    let mut state = BTreeMap::new();
+    for row in rows.as_array().unwrap() {
+        if row["_lsn"].as_u64().unwrap() > upto {
+            break;
+        }
+        let mut values = row.as_object().unwrap().clone();
+        values.retain(|k, _| !k.starts_with('_'));
+        let id = row[key].to_string();
+        match row["_op"].as_str().unwrap() {
+            "insert" | "update" => {
+                state.insert(id, Value::Object(values));
+            }
+            "delete" => {
+                state.remove(&id);
+            }
+            "truncate" => state.clear(),
+            op => panic!("unexpected op {op}"),
+        }
+    }
+    state
+}
+
+const ITEMS_SELECT: &str = "SELECT id, name, price, flag, born, (extract(epoch FROM at) * 1000000)::bigint AS at, \
+     doc, encode(data, 'hex') AS data FROM items ORDER BY id";
+
+/// PostgreSQL's items by id.
+async fn items_in_postgres(c: &Client, tenant: &str) -> BTreeMap<String, Value> {
+    c.rows(tenant, ITEMS_SELECT, json!([]))
+        .await
+        .into_iter()
+        .map(|row| (row["id"].to_string(), row))
+        .collect()
+}
+
+#[tokio::test]
+async fn pyiceberg_reads_every_tenant_as_postgres_had_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "200ms"]).await;
+    let c = server.client();
+    let tenants = ["shop-a", "shop-b"];
+    for t in tenants {
+        c.exec(
+            t,
+            "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), flag boolean, \
+             born date, at timestamptz, doc jsonb, data bytea); \
+             CREATE TABLE notes (id serial PRIMARY KEY, body text)",
+        )
+        .await;
+        c.exec(
+            t,
+            "INSERT INTO items SELECT g, 'item ' || g, g * 1.25, g % 2 = 0, date '2000-01-01' + g, \
+             timestamptz '2026-03-04 05:06:07.891234+00' + g * interval '1 hour', \
+             jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g)), decode(lpad(to_hex(g), 4, '0'), 'hex') \
+             FROM generate_series(1, 50) g; \
+             INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 5) g",
+        )
+        .await;
+    }
+    let mut first = BTreeMap::new();
+    for t in tenants {
+        let head = wait_shipped(&c, t).await;
+        first.insert(t, (head, items_in_postgres(&c, t).await));
+    }
+
+    // More history: updates, deletes, a NULL, a truncate, in several transactions.
+    for t in tenants {
+        c.exec(t, "UPDATE items SET price = price + 0.01, name = NULL WHERE id % 5 = 0").await;
+        c.exec(t, "DELETE FROM items WHERE id > 45").await;
+        c.exec(t, "INSERT INTO items (id, name, doc) VALUES (100, 'late', '[1, {\"x\": null}]')").await;
+        c.exec(t, "TRUNCATE notes").await;
+        c.exec(t, "INSERT INTO notes (body) VALUES ('after truncate')").await;
+    }
+    c.exec("shop-b", "UPDATE items SET flag = NULL WHERE id = 1").await;
+
+    let mut heads = BTreeMap::new();
+    for t in tenants {
+        heads.insert(t, wait_shipped(&c, t).await);
+    }
+    let lake = read_lake(&server, &[]).await;
+    assert_eq!(lake["namespaces"], json!(["shop-a", "shop-b"]));
+
+    for t in tenants {
+        let log = change_log(&c, t).await;
+        assert_eq!(log.len() as u64, heads[t]);
+        let items = &lake["tables"][format!("{t}.items")];
+        let notes = &lake["tables"][format!("{t}.notes")];
+        assert_eq!(items["partition"], json!(["day"]));
+        assert_eq!(items["properties"]["tidelake.primary-key"], "id");
+
+        // Exactly the change log, each change once, in the table it belongs to.
+        for (table, rows) in [("items", &items["rows"]), ("notes", &notes["rows"])] {
+            let expected: Vec<u64> = log
+                .iter()
+                .filter(|ch| ch["table"] == table)
+                .map(|ch| ch["lsn"].as_u64().unwrap())
+                .collect();
+            assert_eq!(lsns(rows), expected, "{t}.{table}");
+        }
+        // Every change's op and commit time as the log recorded them.
+        let by_lsn: BTreeMap<u64, &Value> =
+            items["rows"].as_array().unwrap().iter().map(|r| (r["_lsn"].as_u64().unwrap(), r)).collect();
+        for ch in log.iter().filter(|ch| ch["table"] == "items") {
+            let row = by_lsn[&ch["lsn"].as_u64().unwrap()];
+            assert_eq!(row["_op"], ch["op"]);
+            assert_eq!(row["_xid"], ch["xid"]);
+        }
+
+        // The current snapshot, replayed, is PostgreSQL's table now.
+        let now = items_in_postgres(&c, t).await;
+        let lake_now = state_from_changelog(&items["rows"], "id", u64::MAX);
+        let lake_now: BTreeMap<String, Value> = lake_now
+            .into_iter()
+            .map(|(k, mut v)| {
+                // The lake keeps jsonb as its JSON text.
+                v["doc"] = v["doc"].as_str().map_or(Value::Null, |s| serde_json::from_str(s).unwrap());
+                (k, v)
+            })
+            .collect();
+        assert_eq!(lake_now, now, "{t}: lake state differs from PostgreSQL");
+        assert_eq!(now.len(), 46);
+        let notes_now = state_from_changelog(&notes["rows"], "id", u64::MAX);
+        assert_eq!(notes_now.values().map(|v| v["body"].clone()).collect::<Vec<_>>(), vec![json!("after truncate")]);
+
+        // An older snapshot holds exactly the changes up to the first batch,
+        // and replays to the table as it was then.
+        let (first_head, first_state) = &first[t];
+        let older = items["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["summary"]["tidelake.lsn-to"] == json!(first_head.to_string()))
+            .unwrap_or_else(|| panic!("{t}: no snapshot ends at LSN {first_head}: {}", items["snapshots"]));
+        let upto_first: Vec<u64> = lsns(&items["rows"]).into_iter().filter(|l| l <= first_head).collect();
+        assert_eq!(older["lsns"], json!(upto_first));
+        let then = state_from_changelog(&items["rows"], "id", *first_head);
+        assert_eq!(then.len(), first_state.len());
+        for (k, v) in then {
+            assert_eq!(v["price"], first_state[&k]["price"], "{t} item {k} at the older snapshot");
+            assert_eq!(v["name"], first_state[&k]["name"]);
+            assert_eq!(v["at"], first_state[&k]["at"]);
+        }
+        for s in items["snapshots"].as_array().unwrap() {
+            assert_eq!(s["summary"]["tidelake.tenant"], t);
+        }
+
+        // Shipped changes are acknowledged, and the lag is visible.
+        let (_, health) = c.get(&format!("/t/{t}/health")).await;
+        assert_eq!(health["tenant"]["changeLog"]["ackedLsn"], heads[t]);
+        assert_eq!(health["tenant"]["lake"]["lagSeconds"], 0.0);
+    }
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tidelake_lake_lag_lsn{tenant=\"shop-a\"} 0"), "{metrics}");
+    let shipped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tidelake_lake_changes_shipped_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(shipped, heads.values().sum::<u64>());
+}
+
+/// Each tenant's lake, as LSN lists per table, must equal its change log.
+async fn assert_exactly_the_log(c: &Client, server: &Server, tenant: &str) -> Value {
+    let head = wait_shipped(c, tenant).await;
+    let log = change_log(c, tenant).await;
+    assert_eq!(log.iter().map(|ch| ch["lsn"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=head).collect::<Vec<_>>());
+    let lake = read_lake(server, &[tenant]).await;
+    let mut all: Vec<u64> = Vec::new();
+    for (name, table) in lake["tables"].as_object().unwrap() {
+        let source = name.rsplit('.').next().unwrap();
+        let mine: Vec<u64> = table["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["_op"] != "external")
+            .map(|r| r["_lsn"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = log
+            .iter()
+            .filter(|ch| ch["table"] == source)
+            .map(|ch| ch["lsn"].as_u64().unwrap())
+            .collect();
+        assert_eq!(mine, expected, "{name}: the lake differs from the change log");
+        all.extend(mine);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=head).collect::<Vec<_>>(), "{tenant}: changes lost or written twice");
+    lake
+}
+
+#[tokio::test]
+async fn restarts_and_kill_9_ship_every_change_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &["--lake-flush-interval", "50ms", "--lake-batch-size", "40"],
+    )
+    .await;
+    let tenant = "ledger";
+    server
+        .client()
+        .exec(tenant, "CREATE TABLE entries (id bigserial PRIMARY KEY, amount int, memo text); \
+                       CREATE TABLE audit (id bigserial PRIMARY KEY, what text)")
+        .await;
+    let mut n = 0;
+    // Three kill -9 while writes commit and shipping runs, then a clean restart.
+    for round in 0..4 {
+        let c = server.client();
+        for _ in 0..60 {
+            n += 1;
+            let (status, body) = c
+                .post(
+                    &format!("/t/{tenant}/transaction"),
+                    &json!({"statements": [
+                        {"sql": "INSERT INTO entries (amount, memo) SELECT $1, 'x' FROM generate_series(1, 3)", "params": [n]},
+                        {"sql": "UPDATE entries SET memo = 'y' WHERE id = (SELECT max(id) FROM entries)"},
+                        {"sql": "INSERT INTO audit (what) VALUES ($1)", "params": [format!("txn {n}")]},
+                    ]}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        if round < 3 {
+            server.kill9();
+        } else {
+            server.stop();
+        }
+        server.restart().await;
+    }
+    let c = server.client();
+    assert_eq!(c.rows(tenant, "SELECT count(*) AS n FROM audit", json!([])).await[0]["n"], 240);
+    let lake = assert_exactly_the_log(&c, &server, tenant).await;
+    // Commits are batched (at most 40 changes each), not one per transaction.
+    let snapshots = lake["tables"]["ledger.entries"]["snapshots"].as_array().unwrap().len();
+    assert!(snapshots < 240, "{snapshots} snapshots for 240 transactions");
+    for s in lake["tables"]["ledger.entries"]["snapshots"].as_array().unwrap() {
+        let from: u64 = s["summary"]["tidelake.lsn-from"].as_str().unwrap().parse().unwrap();
+        let to: u64 = s["summary"]["tidelake.lsn-to"].as_str().unwrap().parse().unwrap();
+        assert!(from <= to && to - from < 40 + 40, "{s}");
+    }
+}
+
+#[tokio::test]
+async fn schema_changes_evolve_the_iceberg_schema_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms"]).await;
+    let c = server.client();
+    let t = "evolve";
+    c.exec(t, "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2), at timestamptz DEFAULT now())").await;
+    c.exec(t, "INSERT INTO items (id, name, price) VALUES (1, 'a', 1.50), (2, 'b', 2.50)").await;
+    wait_shipped(&c, t).await;
+    // Several versions inside one shipping batch.
+    for sql in [
+        "ALTER TABLE items ADD COLUMN qty int",
+        "INSERT INTO items (id, name, qty) VALUES (3, 'c', 5)",
+        "ALTER TABLE items RENAME COLUMN name TO title",
+        "ALTER TABLE items ALTER COLUMN qty TYPE bigint",
+        "UPDATE items SET title = 'cc', qty = 7000000000 WHERE id = 3",
+        "ALTER TABLE items ALTER COLUMN price TYPE text",
+        "ALTER TABLE items DROP COLUMN at",
+        "INSERT INTO items (id, title, qty, price) VALUES (4, 'd', 9, 'cheap')",
+    ] {
+        c.exec(t, sql).await;
+    }
+    let before_recreate = wait_shipped(&c, t).await;
+    c.exec(t, "DROP TABLE items; CREATE TABLE items (sku text PRIMARY KEY, id int)").await;
+    c.exec(t, "INSERT INTO items VALUES ('s1', 1)").await;
+    assert_exactly_the_log(&c, &server, t).await;
+    let lake = read_lake(&server, &["--snapshot-rows", t]).await;
+    let items = &lake["tables"]["evolve.items"];
+
+    let schemas = items["schemas"].as_object().unwrap();
+    let field = |schema: &Value, name: &str| -> Value {
+        schema.as_array().unwrap().iter().find(|f| f["name"] == name).cloned().unwrap_or(Value::Null)
+    };
+    let original = &schemas["0"];
+    let snapshot = items["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["summary"]["tidelake.lsn-to"] == json!(before_recreate.to_string()))
+        .unwrap();
+    let evolved = &schemas[&snapshot["schema_id"].to_string()];
+    // A rename keeps the field id; a widening keeps it with the wider type;
+    // an incompatible type change is a new field; a dropped column is gone.
+    assert_eq!(field(evolved, "id")["id"], field(original, "id")["id"]);
+    assert_eq!(field(evolved, "title")["id"], field(original, "name")["id"]);
+    assert_eq!(field(evolved, "qty")["type"], "long");
+    assert_eq!(field(evolved, "price")["type"], "string");
+    assert_ne!(field(evolved, "price")["id"], field(original, "price")["id"]);
+    assert!(field(evolved, "at").is_null() && field(evolved, "name").is_null());
+    // Rows written before the rename read under the new name, old data untouched.
+    let rows = &snapshot["rows"];
+    let row = |lsn: u64| rows.as_array().unwrap().iter().find(|r| r["_lsn"] == lsn).unwrap().clone();
+    assert_eq!(row(1)["title"], "a", "{snapshot}");
+    assert_eq!(row(4)["title"], "cc");
+    assert_eq!(row(4)["qty"], 7_000_000_000u64);
+    assert_eq!(row(5)["price"], "cheap");
+    assert_eq!(row(5)["qty"], 9);
+    // The older rows' decimal price is in the field the current schema no longer has.
+    assert!(row(1)["price"].is_null());
+    let first = &items["snapshots"][0]["rows"];
+    assert_eq!(first[0]["price"], "1.50");
+    assert_eq!(first[0]["name"], "a");
+
+    // A table dropped and created again is a new relation: new field ids.
+    let current = &items["schema"];
+    let names: Vec<&str> = current.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sku", "id", "_op", "_lsn", "_xid", "_commit_ts"]);
+    assert_ne!(field(current, "id")["id"], field(original, "id")["id"]);
+    let last = items["rows"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["sku"].clone(), last["id"].clone()), (json!("s1"), json!(1)));
+}
+
+#[tokio::test]
+async fn many_tenants_ship_at_once_in_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let c = server.client();
+    let tenants: Vec<String> = (0..24).map(|i| format!("t{i:02}")).collect();
+    let mut writers = tokio::task::JoinSet::new();
+    for t in tenants.clone() {
+        let c = c.clone();
+        writers.spawn(async move {
+            c.exec(&t, "CREATE TABLE events (id serial PRIMARY KEY, kind text)").await;
+            for i in 0..8 {
+                c.exec(&t, &format!("INSERT INTO events (kind) VALUES ('k{i}'), ('k{i}')")).await;
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    for t in &tenants {
+        assert_eq!(wait_shipped(&c, t).await, 16);
+    }
+    let lake = read_lake(&server, &[]).await;
+    assert_eq!(lake["namespaces"].as_array().unwrap().len(), 24);
+    let mut snapshots = 0;
+    for t in &tenants {
+        let events = &lake["tables"][format!("{t}.events")];
+        assert_eq!(lsns(&events["rows"]), (1..=16).collect::<Vec<u64>>(), "{t}");
+        snapshots += events["snapshots"].as_array().unwrap().len();
+    }
+    // 8 transactions per tenant within about a flush interval: batched.
+    assert!(snapshots < 24 * 8, "{snapshots} commits for {} transactions", 24 * 8);
+}
+
+#[tokio::test]
+async fn the_lake_ships_to_s3() {
+    let s3 = LocalS3::start("lake").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidelake.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[catalog]\nwarehouse = \"s3://lake/warehouse\"\n\n[catalog.storage]\n\
+             \"s3.endpoint\" = \"{}\"\n\"s3.access-key-id\" = \"test\"\n\"s3.secret-access-key\" = \"test\"\n\
+             \"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n\n[lake]\npartition = \"hour\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE orders (id int PRIMARY KEY, total numeric(12,2))").await;
+    c.exec("acme", "INSERT INTO orders SELECT g, g * 10.5 FROM generate_series(1, 300) g").await;
+    c.exec("acme", "DELETE FROM orders WHERE id <= 100").await;
+    assert_exactly_the_log(&c, &server, "acme").await;
+    let lake = read_lake(&server, &["acme"]).await;
+    let orders = &lake["tables"]["acme.orders"];
+    assert_eq!(orders["partition"], json!(["hour"]));
+    let state = state_from_changelog(&orders["rows"], "id", u64::MAX);
+    assert_eq!(state.len(), 200);
+    assert_eq!(state["101"]["total"], "1060.50");
+    let keys = s3.keys("lake").await;
+    let data: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("warehouse/acme/orders/data/_commit_ts_hour=") && k.ends_with(".parquet"))
+        .collect();
+    assert!(!data.is_empty(), "no data files in the bucket: {keys:?}");
+    assert!(!dir.path().join("data/warehouse/acme").exists());
+}
+
+#[tokio::test]
+async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "50ms"]).await;
+    let c = server.client();
+    let t = "busy";
+    c.exec(t, "CREATE TABLE ticks (id serial PRIMARY KEY, at timestamptz DEFAULT now())").await;
+    c.exec(t, "INSERT INTO ticks DEFAULT VALUES").await;
+    wait_shipped(&c, t).await;
+
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                c.exec(t, "INSERT INTO ticks DEFAULT VALUES").await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let conflicts = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tidelake_lake_commit_conflicts_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // Another writer appends to the same table until the shipper has had to
+    // retry (each run appends for a few seconds).
+    let url = format!("{}/catalog", server.base);
+    let mut external = 0;
+    for _ in 0..10 {
+        let url = url.clone();
+        let seen = tokio::task::spawn_blocking(move || {
+            run_python("lake_foreign_appends.py", &[&url, "busy.ticks", "4"])
+        })
+        .await
+        .unwrap();
+        external += seen["appended"].as_u64().unwrap();
+        let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if conflicts(&metrics) > 0 {
+            break;
+        }
+    }
+    writer.abort();
+    let _ = writer.await;
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(conflicts(&metrics) > 0, "the shipper never met a conflicting commit");
+    let lake = assert_exactly_the_log(&c, &server, t).await;
+    let foreign = lake["tables"]["busy.ticks"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["_op"] == "external")
+        .count() as u64;
+    assert_eq!(foreign, external, "the other writer's rows are all kept");
+}
+
+#[tokio::test]
+async fn shipping_does_not_wake_hibernated_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &["--hibernate-after", "150ms", "--lake-flush-interval", "1500ms"],
+    )
+    .await;
+    let c = server.client();
+    let t = "sleeper";
+    c.exec(t, "CREATE TABLE notes (id int PRIMARY KEY, body text)").await;
+    // A commit right after a shipping round waits for the next one, by
+    // which time the tenant has hibernated.
+    c.exec(t, "INSERT INTO notes VALUES (1, 'first')").await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let (_, health) = c.get(&format!("/t/{t}/health")).await;
+            health["tenant"]["lake"]["shippedLsn"] == 1
+        })
+        .await
+    );
+    c.exec(t, "INSERT INTO notes VALUES (2, 'second'), (3, 'third')").await;
+    assert!(eventually(Duration::from_secs(30), || async { c.engine_state(t).await == "hibernated" }).await);
+    let wakes = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tidelake_tenant_wakes_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let woken = wakes(&metrics);
+    let shipped = eventually(Duration::from_secs(30), || async {
+        let (_, health) = c.get(&format!("/t/{t}/health")).await;
+        health["tenant"]["lake"]["shippedLsn"] == 3
+    })
+    .await;
+    assert!(shipped, "the lake never caught up");
+    assert_eq!(c.engine_state(t).await, "hibernated");
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(wakes(&metrics), woken, "the shipper woke the tenant");
+
+    // Waking it applies the acknowledgement deferred while it slept.
+    let (_, page) = c.get(&format!("/t/{t}/changes?since=0&limit=1")).await;
+    assert_eq!(page["headLsn"], 3);
+    let (_, health) = c.get(&format!("/t/{t}/health")).await;
+    assert_eq!(health["tenant"]["changeLog"]["ackedLsn"], 3);
+
+    // After a clean restart, a tenant the lake has caught up with stays asleep.
+    assert!(eventually(Duration::from_secs(30), || async { c.engine_state(t).await == "hibernated" }).await);
+    server.stop();
+    server.restart().await;
+    let c = server.client();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.engine_state(t).await, "hibernated");
+    let lake = read_lake(&server, &[t]).await;
+    assert_eq!(lsns(&lake["tables"]["sleeper.notes"]["rows"]), vec![1, 2, 3]);
+}
