@@ -31,6 +31,13 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Library errors (iceberg's) capture a backtrace when RUST_BACKTRACE is
+    // set, which costs milliseconds each on the commit path; keep panics'
+    // backtraces, skip the libraries' unless asked for.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("TIDELAKE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

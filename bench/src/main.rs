@@ -11,6 +11,7 @@ use tidelake_tests::{Client, Server};
 use tokio_postgres::NoTls;
 
 mod capture;
+mod lake;
 
 struct Args {
     pg_url: Option<String>,
@@ -183,6 +184,18 @@ async fn main() -> Result<()> {
                 _ => bail!("usage: oltp-bench capture [--out FILE]"),
             };
             capture::run(out).await
+        }
+        Some("lake") => {
+            argv.next();
+            let (mut out, mut python) = (None, None);
+            while let Some(flag) = argv.next() {
+                match (flag.as_str(), argv.next()) {
+                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
+                    ("--python", Some(path)) => python = Some(path),
+                    _ => bail!("usage: oltp-bench lake --python PYTHON [--out FILE]"),
+                }
+            }
+            lake::run(out, python.context("--python: a Python with PyIceberg (bench/run-lake.sh sets it)")?).await
         }
         Some("oltp") => {
             argv.next();

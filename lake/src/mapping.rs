@@ -137,29 +137,84 @@ pub fn changelog_schema(columns: &[SourceColumn], field_ids: &[i32], changelog_i
 /// Arrow rows of the changelog table for these changes (all of one table
 /// and one schema version). An insert or update carries its new row, a
 /// delete its old row, a truncate no row.
+///
+/// One pass over each change's entries: rows list their columns in table
+/// order, as the schema does, so a column is usually found at the next
+/// position without a lookup.
 pub fn record_batch(schema: &Schema, changes: &[&Value]) -> Result<RecordBatch> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(schema)?);
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(arrow.fields().len());
-    for field in arrow.fields() {
-        let mut builder = Column::new(field.data_type(), changes.len())?;
-        for change in changes {
-            let value = match field.name().as_str() {
-                "_op" => change.get("op"),
-                "_lsn" => change.get("lsn"),
-                "_xid" => change.get("xid"),
-                "_commit_ts" => change.get("commitTs"),
-                name => {
-                    let row = if change["op"] == "delete" { &change["old"] } else { &change["new"] };
-                    row.get(name)
+    let fields = arrow.fields();
+    let mut columns = fields
+        .iter()
+        .map(|f| Column::new(f.data_type(), changes.len()))
+        .collect::<Result<Vec<_>>>()?;
+    let position = |name: &str| fields.iter().position(|f| f.name() == name);
+    let meta = [position("_op"), position("_lsn"), position("_xid"), position("_commit_ts")];
+    let source: Vec<(usize, &str)> = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !meta.contains(&Some(*i)))
+        .map(|(i, f)| (i, f.name().as_str()))
+        .collect();
+    let mut filled = vec![false; fields.len()];
+    let put = |columns: &mut Vec<Column>, filled: &mut Vec<bool>, i: usize, value: &Value| {
+        filled[i] = true;
+        columns[i]
+            .append(value)
+            .map_err(|e| LakeError::Mapping(format!("column {}: {e}", fields[i].name())))
+    };
+    for change in changes {
+        let Some(entries) = change.as_object() else {
+            return Err(LakeError::Mapping(format!("a change is not an object: {change}")));
+        };
+        filled.fill(false);
+        let (mut op, mut new, mut old) = (None, None, None);
+        for (key, value) in entries {
+            let slot = match key.as_str() {
+                "op" => {
+                    op = value.as_str();
+                    meta[0]
                 }
+                "lsn" => meta[1],
+                "xid" => meta[2],
+                "commitTs" => meta[3],
+                "new" => {
+                    new = Some(value);
+                    None
+                }
+                "old" => {
+                    old = Some(value);
+                    None
+                }
+                _ => None,
             };
-            builder
-                .append(value.unwrap_or(&Value::Null))
-                .map_err(|e| LakeError::Mapping(format!("column {}: {e}", field.name())))?;
+            if let Some(i) = slot {
+                put(&mut columns, &mut filled, i, value)?;
+            }
         }
-        columns.push(builder.finish());
+        let row = if op == Some("delete") { old } else { new };
+        if let Some(Value::Object(row)) = row {
+            let mut next = 0;
+            for (name, value) in row {
+                let found = if source.get(next).is_some_and(|(_, n)| n == name) {
+                    Some(next)
+                } else {
+                    source.iter().position(|(_, n)| n == name)
+                };
+                if let Some(s) = found {
+                    put(&mut columns, &mut filled, source[s].0, value)?;
+                    next = s + 1;
+                }
+            }
+        }
+        for (i, column) in columns.iter_mut().enumerate() {
+            if !filled[i] {
+                column.append_null();
+            }
+        }
     }
-    Ok(RecordBatch::try_new(arrow, columns)?)
+    let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
+    Ok(RecordBatch::try_new(arrow, arrays)?)
 }
 
 /// One Arrow column being built from change-log values.

@@ -102,7 +102,10 @@ impl<S: ChangeSource> Shipper<S> {
 
     /// Ship until `stop` turns true, then ship what is pending once more and return.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // Tenants with new commits (or a failure to retry), shipped once per interval.
         let mut due = self.tenants_to_check().await;
+        // Tenants with a backlog beyond one batch, shipped again at once.
+        let mut backlog = BTreeSet::new();
         let mut last_round: Option<Instant> = None;
         loop {
             for tenant in self.source.take_committed() {
@@ -110,9 +113,17 @@ impl<S: ChangeSource> Shipper<S> {
                 due.insert(tenant);
             }
             let now = Instant::now();
-            let ready: BTreeSet<String> = due.iter().filter(|t| self.retry_due(t, now)).cloned().collect();
             let next_round = last_round.map_or(now, |t| t + self.config.flush_interval);
-            if ready.is_empty() || now < next_round {
+            let ready: BTreeSet<String> = due.iter().filter(|t| self.retry_due(t, now)).cloned().collect();
+            let mut round = std::mem::take(&mut backlog);
+            if now >= next_round && !ready.is_empty() {
+                last_round = Some(now);
+                for tenant in &ready {
+                    due.remove(tenant);
+                    round.insert(tenant.clone());
+                }
+            }
+            if round.is_empty() {
                 let wake = if ready.is_empty() {
                     self.next_retry(&due).unwrap_or(now + Duration::from_secs(3600))
                 } else {
@@ -125,40 +136,29 @@ impl<S: ChangeSource> Shipper<S> {
                 }
                 continue;
             }
-            last_round = Some(now);
-            for tenant in &ready {
-                due.remove(tenant);
-            }
-            for tenant in self.ship_round(ready).await {
-                due.insert(tenant);
-            }
+            let (more, failed) = self.ship_round(round).await;
+            backlog = more;
+            due.extend(failed);
             if *stop.borrow() {
                 break;
             }
         }
-        // Stopping: ship what committed before the stop, once, without retries.
-        for tenant in self.source.take_committed() {
-            due.insert(tenant);
-        }
+        // Stopping: ship what committed before the stop, without retrying failures.
+        due.extend(backlog);
+        due.extend(self.source.take_committed());
         if !due.is_empty() {
             tracing::info!(tenants = due.len(), "lake: shipping pending changes before stopping");
             let mut round = due;
-            for _ in 0..100 {
-                let again = self.ship_round(round).await;
-                let unfinished: BTreeSet<String> =
-                    again.into_iter().filter(|t| self.retry_due(t, Instant::now())).collect();
-                if unfinished.is_empty() {
-                    break;
-                }
-                round = unfinished;
+            while !round.is_empty() {
+                round = self.ship_round(round).await.0;
             }
         }
     }
 
     /// Ship every tenant in `round`, `concurrency` at a time. Returns the
-    /// tenants to ship again (a backlog left, or a failure to retry).
-    async fn ship_round(self: &Arc<Self>, round: BTreeSet<String>) -> BTreeSet<String> {
-        let mut again = BTreeSet::new();
+    /// tenants with more changes waiting, and those that failed.
+    async fn ship_round(self: &Arc<Self>, round: BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (mut more, mut failed) = (BTreeSet::new(), BTreeSet::new());
         let mut tasks = JoinSet::new();
         let mut queue = round.into_iter();
         loop {
@@ -173,25 +173,26 @@ impl<S: ChangeSource> Shipper<S> {
             let Some(joined) = tasks.join_next().await else { break };
             let Ok((tenant, outcome)) = joined else { continue };
             match outcome {
-                Ok(more) => {
+                Ok(backlog) => {
                     self.record_success(&tenant);
-                    if more {
-                        again.insert(tenant);
+                    if backlog {
+                        more.insert(tenant);
                     }
                 }
                 Err(err) => {
                     self.record_failure(&tenant, &err);
-                    again.insert(tenant);
+                    failed.insert(tenant);
                 }
             }
         }
-        again
+        (more, failed)
     }
 
     /// Ship one batch of one tenant's changes. Returns whether more are waiting.
     async fn ship_tenant(&self, tenant: &str) -> Result<bool> {
         let lake = self.tenant_lake(tenant).await?;
         let mut lake = lake.lock().await;
+        let started = Instant::now();
         let page = match self.source.read(tenant, lake.shipped, self.config.batch_size).await {
             Err(SourceError::Trimmed { tail }) => {
                 let lost = tail.saturating_sub(lake.shipped + 1);
@@ -218,24 +219,20 @@ impl<S: ChangeSource> Shipper<S> {
         };
         let (first, last) = (lsn(first)?, lsn(last)?);
 
-        // Changes per changelog table, in order; within a table, runs of one schema version.
-        let mut tables: Vec<(String, Vec<&Value>)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        // Changes per changelog table, in order; within a table, runs of one
+        // schema version. Each change's keys are read once, here.
+        let mut tables: Vec<(String, Vec<Keyed>)> = Vec::new();
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
         for change in &page.changes {
-            let name = table_name(
-                change["schema"].as_str().unwrap_or("public"),
-                change["table"].as_str().unwrap_or_default(),
-            );
-            let i = *index.entry(name.clone()).or_insert_with(|| {
-                tables.push((name, Vec::new()));
+            let keyed = Keyed::of(change)?;
+            let i = *index.entry((keyed.schema, keyed.table)).or_insert_with(|| {
+                tables.push((table_name(keyed.schema, keyed.table), Vec::new()));
                 tables.len() - 1
             });
-            tables[i].1.push(change);
+            tables[i].1.push(keyed);
         }
-        let missing = page
-            .changes
-            .iter()
-            .any(|c| !lake.versions.contains_key(&c["schemaVersion"].as_i64().unwrap_or(-1)));
+        let missing = tables.iter().flat_map(|(_, c)| c).any(|c| !lake.versions.contains_key(&c.version));
+        let read = started.elapsed();
         if missing {
             lake.versions = self
                 .source
@@ -248,13 +245,13 @@ impl<S: ChangeSource> Shipper<S> {
                 .map_err(|e| LakeError::Mapping(format!("schema version of tenant {tenant}: {e}")))?;
         }
 
+        let versions = started.elapsed() - read;
         let lake = &mut *lake;
         for (name, changes) in tables {
-            let version_of = |c: &Value| -> Result<&SchemaVersion> {
-                let v = c["schemaVersion"].as_i64().unwrap_or(-1);
-                lake.versions
-                    .get(&v)
-                    .ok_or_else(|| LakeError::Mapping(format!("change {} has unknown schema version {v}", c["lsn"])))
+            let version_of = |c: &Keyed| -> Result<&SchemaVersion> {
+                lake.versions.get(&c.version).ok_or_else(|| {
+                    LakeError::Mapping(format!("change {} has unknown schema version {}", c.lsn, c.version))
+                })
             };
             if !lake.tables.contains_key(&name) {
                 let ident = TableIdent::new(lake.namespace.clone(), name.clone());
@@ -262,7 +259,7 @@ impl<S: ChangeSource> Shipper<S> {
                     &self.warehouse,
                     &ident,
                     tenant,
-                    version_of(changes[0])?,
+                    version_of(&changes[0])?,
                     self.config.partitioning,
                 )
                 .await?;
@@ -270,15 +267,16 @@ impl<S: ChangeSource> Shipper<S> {
             }
             let table = lake.tables.get_mut(&name).expect("inserted above");
             let already = table.lsn_to();
-            let fresh: Vec<&Value> = changes.into_iter().filter(|c| lsn(c).is_ok_and(|l| l > already)).collect();
-            let runs: Vec<&[&Value]> = fresh.chunk_by(|a, b| a["schemaVersion"] == b["schemaVersion"]).collect();
+            let fresh: Vec<Keyed> = changes.into_iter().filter(|c| c.lsn > already).collect();
             let mut from = first.max(already + 1);
+            let runs: Vec<&[Keyed]> = fresh.chunk_by(|a, b| a.version == b.version).collect();
             for (i, run) in runs.iter().enumerate() {
                 // The last run covers the whole page: no change of this table is missing up to `last`.
-                let to = if i + 1 == runs.len() { last } else { lsn(run[run.len() - 1])? };
-                let version = version_of(run[0])?;
+                let to = if i + 1 == runs.len() { last } else { run[run.len() - 1].lsn };
+                let version = version_of(&run[0])?;
+                let rows: Vec<&Value> = run.iter().map(|c| c.change).collect();
                 let files = table
-                    .append(&self.warehouse, tenant, version, run, from, to, &self.stats.conflicts)
+                    .append(&self.warehouse, tenant, version, &rows, from, to, &self.stats.conflicts)
                     .await?;
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats.files.fetch_add(files as u64, Ordering::Relaxed);
@@ -287,12 +285,22 @@ impl<S: ChangeSource> Shipper<S> {
             }
         }
 
+        let written = started.elapsed() - read - versions;
         lake.shipped = last;
         let props = HashMap::from([(PROP_SHIPPED_LSN.to_owned(), last.to_string())]);
         self.warehouse.catalog().update_namespace(&lake.namespace, props).await?;
         if let Err(err) = self.source.acknowledge(tenant, last).await {
             tracing::warn!(tenant, error = %err, "lake: could not acknowledge shipped changes");
         }
+        tracing::debug!(
+            tenant,
+            changes = page.changes.len(),
+            read_ms = read.as_millis() as u64,
+            schema_ms = versions.as_millis() as u64,
+            write_ms = written.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "lake: shipped a batch"
+        );
         let caught_up = last >= page.head_lsn;
         self.update_lag(tenant, |l| {
             l.shipped_lsn = last;
@@ -446,6 +454,34 @@ impl<S: ChangeSource> Shipper<S> {
         for (tenant, l) in &tenants {
             let _ = writeln!(out, "tidelake_lake_lag_seconds{{tenant=\"{tenant}\"}} {:.3}", l.seconds());
         }
+    }
+}
+
+/// A change with the keys the shipper groups by, read once.
+struct Keyed<'a> {
+    change: &'a Value,
+    lsn: u64,
+    version: i64,
+    schema: &'a str,
+    table: &'a str,
+}
+
+impl<'a> Keyed<'a> {
+    fn of(change: &'a Value) -> Result<Self> {
+        let mut keyed = Keyed { change, lsn: 0, version: -1, schema: "public", table: "" };
+        for (key, value) in change.as_object().into_iter().flatten() {
+            match key.as_str() {
+                "lsn" => keyed.lsn = value.as_u64().unwrap_or(0),
+                "schemaVersion" => keyed.version = value.as_i64().unwrap_or(-1),
+                "schema" => keyed.schema = value.as_str().unwrap_or("public"),
+                "table" => keyed.table = value.as_str().unwrap_or_default(),
+                _ => {}
+            }
+        }
+        if keyed.lsn == 0 || keyed.table.is_empty() {
+            return Err(LakeError::Mapping(format!("change without an LSN or table: {change}")));
+        }
+        Ok(keyed)
     }
 }
 

@@ -298,11 +298,13 @@ impl Tenants {
         if let Some(closing) = self.closing_actor(tenant) {
             closing.closed().await;
         }
+        let feed = self.feed(tenant);
         if !self.is_open(tenant)
-            && let Some((changes, head)) = self.feed(tenant).closed_changes_after(since, limit as usize)
+            && let Some((changes, head)) = feed.closed_changes_after(since, limit as usize)
         {
             let next_lsn = changes.last().and_then(|c| c["lsn"].as_u64()).unwrap_or(since);
-            return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn: 0 });
+            let tail_lsn = feed.stats().tail_lsn;
+            return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn });
         }
         let page = self.run(tenant, Work::Changes { since, limit }).await?.into_changes()?;
         if page.tail_lsn > since + 1 {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Lake benchmark: changes shipped per second into Iceberg (one tenant; 50
+# tenants) beside a hand-written PyIceberg pipeline over the same change
+# log, and commit-to-visible lag at a steady write rate. Writes
+# bench/out/lake.md (and stdout).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+require_cargo
+require_python_deps
+cargo build --locked -p tidelake -p tidelake-bench
+mkdir -p bench/out
+"$CARGO_TARGET_DIR/debug/oltp-bench" lake --python "$TIDELAKE_PYTHON" --out bench/out/lake.md
+echo "(machine: $(nproc) cores)" | tee -a bench/out/lake.md
