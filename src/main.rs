@@ -28,6 +28,15 @@ enum Command {
     Serve(Overrides),
     /// Serve only the Iceberg REST catalog (at /catalog/v1/…).
     Catalog(Overrides),
+    /// Serve only the query service (POST /sql) over the lake.
+    QueryService(Overrides),
+    /// Run one SQL query over the lake and print the answer as a table.
+    Sql {
+        /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
+        query: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 fn main() -> Result<()> {
@@ -50,6 +59,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(overrides) => runtime.block_on(serve(Settings::load(overrides)?)),
         Command::Catalog(overrides) => runtime.block_on(serve_catalog(Settings::load(overrides)?)),
+        Command::QueryService(overrides) => runtime.block_on(serve_query_service(Settings::load(overrides)?)),
+        Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
     }
 }
 
@@ -74,7 +85,10 @@ async fn serve(settings: Settings) -> Result<()> {
         tenants.add_reporter(Arc::new(lake_source::LakeReporter(shipper.clone())));
         tokio::spawn(shipper.run(stop))
     });
-    let app = oltp_do::api::router(tenants.clone()).nest("/catalog", catalog::rest::router(warehouse));
+    let queries = query_service::QueryService::new(warehouse.clone());
+    let app = oltp_do::api::router(tenants.clone())
+        .nest("/catalog", catalog::rest::router(warehouse))
+        .merge(query_service::http::router(queries));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -110,6 +124,35 @@ async fn serve_catalog(settings: Settings) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve HTTP")
+}
+
+async fn serve_query_service(settings: Settings) -> Result<()> {
+    let warehouse = Warehouse::open(settings.catalog)
+        .await
+        .context("open the Iceberg catalog")?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    println!("tidelake query service listening on http://{}/sql", listener.local_addr()?);
+    let app = query_service::http::router(query_service::QueryService::new(warehouse));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve HTTP")
+}
+
+async fn run_sql(settings: Settings, query: &str) -> Result<()> {
+    let warehouse = Warehouse::open(settings.catalog)
+        .await
+        .context("open the Iceberg catalog")?;
+    let answer = query_service::QueryService::new(warehouse)
+        .sql(query)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let table = query_service::pretty(&answer).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{table}");
+    println!("({} row{})", answer.row_count(), if answer.row_count() == 1 { "" } else { "s" });
+    Ok(())
 }
 
 async fn shutdown_signal() {

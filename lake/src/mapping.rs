@@ -427,7 +427,7 @@ fn time_micros(text: &str) -> std::result::Result<i64, String> {
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]` → microseconds since the epoch
 /// (UTC when an offset is given); ±infinity → None.
-pub(crate) fn timestamp_micros(text: &str) -> std::result::Result<Option<i64>, String> {
+pub fn timestamp_micros(text: &str) -> std::result::Result<Option<i64>, String> {
     if text == "infinity" || text == "-infinity" {
         return Ok(None);
     }

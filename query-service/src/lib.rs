@@ -1,6 +1,211 @@
-//! `query-service`: DataFusion over the lake, with `AS OF` time travel,
-//! snapshot diffs, cross-tenant growth analytics, its HTTP and Postgres-wire
-//! fronts and the dashboard.
+//! `query-service`: DataFusion over the lake, with `AS OF` time travel, its
+//! HTTP front (`POST /sql`) and `tidelake sql`.
 //!
-//! Must not know PGlite. Its implementation is the subject of the "Query
-//! service" issue; until then the crate is empty.
+//! A query is parsed with the lake's dialect, every lake table it names is
+//! loaded from the catalog (its changelog as an Iceberg scan, its snapshots
+//! as a small table), and every reference is rewritten into the query that
+//! computes it (`rewrite`) before DataFusion plans it. Each query sees the
+//! tables as the catalog has them when it starts.
+//!
+//! Must not know PGlite.
+
+pub mod dialect;
+pub mod error;
+pub mod http;
+pub mod rewrite;
+
+use std::sync::Arc;
+
+use catalog::Warehouse;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use iceberg::table::Table;
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+use iceberg_datafusion::IcebergStaticTableProvider;
+use lake::table::{PROP_PRIMARY_KEY, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
+
+pub use error::QueryError;
+use rewrite::{Loaded, TableShape};
+
+/// The changelog columns every changelog table ends with.
+const CHANGELOG_COLUMNS: [&str; 4] = ["_op", "_lsn", "_xid", "_commit_ts"];
+
+/// The catalog name queries resolve `<tenant>.<table>` in.
+const CATALOG: &str = "lake";
+
+pub struct QueryService {
+    warehouse: Arc<Warehouse>,
+}
+
+/// A query's answer.
+pub struct Answer {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Answer {
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// The answer as a text table (for `tidelake sql`).
+pub fn pretty(answer: &Answer) -> Result<String, QueryError> {
+    if answer.batches.is_empty() {
+        let empty = RecordBatch::new_empty(answer.schema.clone());
+        return datafusion::arrow::util::pretty::pretty_format_batches(&[empty])
+            .map(|t| t.to_string())
+            .map_err(|e| QueryError::Internal(e.to_string()));
+    }
+    datafusion::arrow::util::pretty::pretty_format_batches(&answer.batches)
+        .map(|t| t.to_string())
+        .map_err(|e| QueryError::Internal(e.to_string()))
+}
+
+impl QueryService {
+    pub fn new(warehouse: Arc<Warehouse>) -> Arc<Self> {
+        Arc::new(Self { warehouse })
+    }
+
+    /// Run one query over the lake.
+    pub async fn sql(&self, sql: &str) -> Result<Answer, QueryError> {
+        let mut statement = rewrite::parse(sql)?;
+        rewrite::check_versions(&mut statement)?;
+        let needs = rewrite::needs(&mut statement)?;
+
+        let ctx = SessionContext::new_with_config(
+            SessionConfig::new()
+                .with_default_catalog_and_schema(CATALOG, "public")
+                .with_information_schema(true)
+                // Instants without a zone are UTC, as in the tenant databases.
+                .set_str("datafusion.execution.time_zone", "+00:00"),
+        );
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        ctx.register_catalog(CATALOG, catalog.clone());
+        let mut loaded = Loaded::default();
+        for table in &needs.all_tenants {
+            let tenants = self.tenants_with(table).await?;
+            for tenant in &tenants {
+                self.register(&catalog, &mut loaded, tenant, table).await?;
+            }
+            loaded.all_tenants.insert(table.clone(), tenants);
+        }
+        for (tenant, table) in &needs.tables {
+            if !self.register(&catalog, &mut loaded, tenant, table).await? {
+                return Err(QueryError::NotFound(format!(
+                    "no lake table {tenant}.{table} (is the tenant's table shipped yet?)"
+                )));
+            }
+        }
+        rewrite::rewrite(&mut statement, &loaded)?;
+
+        let state = ctx.state();
+        let plan = state.statement_to_plan(DFStatement::Statement(Box::new(statement))).await?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(Answer { schema, batches })
+    }
+
+    /// Load one lake table and register its changelog and snapshots.
+    /// Returns false if it does not exist.
+    async fn register(
+        &self,
+        catalog: &Arc<MemoryCatalogProvider>,
+        loaded: &mut Loaded,
+        tenant: &str,
+        name: &str,
+    ) -> Result<bool, QueryError> {
+        let key = (tenant.to_owned(), name.to_owned());
+        if loaded.tables.contains_key(&key) {
+            return Ok(true);
+        }
+        let ident = TableIdent::new(NamespaceIdent::new(tenant.to_owned()), name.to_owned());
+        let table = match self.warehouse.catalog().load_table(&ident).await {
+            Ok(table) => table,
+            Err(e) if matches!(e.kind(), ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let schema = match catalog.schema(tenant) {
+            Some(schema) => schema,
+            None => {
+                let schema: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                catalog.register_schema(tenant, schema.clone())?;
+                schema
+            }
+        };
+        let changes = IcebergStaticTableProvider::try_new_from_table(table.clone()).await?;
+        schema.register_table(format!("{name}$changes"), Arc::new(changes))?;
+        schema.register_table(format!("{name}$snapshots"), Arc::new(snapshots_table(&table)?))?;
+        loaded.tables.insert(key, shape(&table));
+        Ok(true)
+    }
+
+    /// Every tenant with a lake table of this name.
+    async fn tenants_with(&self, name: &str) -> Result<Vec<String>, QueryError> {
+        let catalog = self.warehouse.catalog();
+        let mut tenants = Vec::new();
+        for namespace in catalog.list_namespaces(None).await? {
+            let ident = TableIdent::new(namespace.clone(), name.to_owned());
+            if catalog.table_exists(&ident).await? {
+                tenants.push(namespace.join("."));
+            }
+        }
+        tenants.sort();
+        Ok(tenants)
+    }
+}
+
+fn shape(table: &Table) -> TableShape {
+    let schema = table.metadata().current_schema();
+    let columns = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.name.clone())
+        .filter(|n| !CHANGELOG_COLUMNS.contains(&n.as_str()))
+        .collect();
+    let primary_key = table
+        .metadata()
+        .properties()
+        .get(PROP_PRIMARY_KEY)
+        .map(|k| k.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    TableShape { columns, primary_key }
+}
+
+/// A table's Iceberg snapshots, oldest first, with the LSN range each added.
+fn snapshots_table(table: &Table) -> Result<MemTable, QueryError> {
+    let mut snapshots: Vec<_> = table.metadata().snapshots().cloned().collect();
+    snapshots.sort_by_key(|s| s.sequence_number());
+    let number = |s: &iceberg::spec::SnapshotRef, key: &str| {
+        s.summary().additional_properties.get(key).and_then(|v| v.parse::<i64>().ok())
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("snapshot_id", DataType::Int64, false),
+        Field::new("parent_id", DataType::Int64, true),
+        Field::new("committed_at", DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())), false),
+        Field::new("operation", DataType::Utf8, false),
+        Field::new("lsn_from", DataType::Int64, true),
+        Field::new("lsn_to", DataType::Int64, true),
+        Field::new("changes", DataType::Int64, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(snapshots.iter().map(|s| s.snapshot_id()))),
+        Arc::new(Int64Array::from_iter(snapshots.iter().map(|s| s.parent_snapshot_id()))),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(snapshots.iter().map(|s| s.timestamp_ms()))
+                .with_timezone("+00:00"),
+        ),
+        Arc::new(StringArray::from_iter_values(snapshots.iter().map(|s| s.summary().operation.as_str()))),
+        Arc::new(Int64Array::from_iter(snapshots.iter().map(|s| number(s, SUMMARY_LSN_FROM)))),
+        Arc::new(Int64Array::from_iter(snapshots.iter().map(|s| number(s, SUMMARY_LSN_TO)))),
+        Arc::new(Int64Array::from_iter(snapshots.iter().map(|s| number(s, SUMMARY_CHANGES)))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| QueryError::Internal(e.to_string()))?;
+    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
+}

@@ -7,5 +7,6 @@ mod capture;
 mod catalog;
 mod bad_input;
 mod lake;
+mod query;
 mod lifecycle;
 mod readme;

@@ -1,0 +1,96 @@
+//! `POST /sql`: `{"sql": "…"}` → the answer as JSON (default), Arrow IPC
+//! stream (`Accept: application/vnd.apache.arrow.stream`) or CSV
+//! (`Accept: text/csv`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
+use datafusion::arrow::json::writer::JsonArray;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::QueryError;
+use crate::{Answer, QueryService};
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+pub fn router(service: Arc<QueryService>) -> Router {
+    Router::new().route("/sql", post(sql)).with_state(service)
+}
+
+async fn sql(State(service): State<Arc<QueryService>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            let body = json!({"error": {"code": "malformed_json", "message": format!("expected {{\"sql\": \"…\"}}: {e}")}});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    let answer = match service.sql(&request.sql).await {
+        Ok(answer) => answer,
+        Err(err) => return err.into_response(),
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let encoded = if accept.contains(ARROW_STREAM) {
+        arrow_stream(&answer).map(|bytes| ([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response())
+    } else if accept.contains("text/csv") {
+        csv(&answer).map(|bytes| ([(header::CONTENT_TYPE, "text/csv")], bytes).into_response())
+    } else {
+        json_answer(&answer).map(|body| axum::Json(body).into_response())
+    };
+    encoded.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `{"columns": [{"name", "type"}], "rows": [{…}], "rowCount": n}`.
+pub fn json_answer(answer: &Answer) -> Result<Value, QueryError> {
+    // NULLs are written as null, not left out.
+    let mut writer = JsonWriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
+    for batch in &answer.batches {
+        writer.write(batch).map_err(|e| QueryError::Internal(e.to_string()))?;
+    }
+    writer.finish().map_err(|e| QueryError::Internal(e.to_string()))?;
+    let bytes = writer.into_inner();
+    let rows: Value = if bytes.is_empty() {
+        json!([])
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| QueryError::Internal(e.to_string()))?
+    };
+    let columns: Vec<Value> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    Ok(json!({"columns": columns, "rows": rows, "rowCount": answer.row_count()}))
+}
+
+fn arrow_stream(answer: &Answer) -> Result<Vec<u8>, QueryError> {
+    let mut writer =
+        StreamWriter::try_new(Vec::new(), &answer.schema).map_err(|e| QueryError::Internal(e.to_string()))?;
+    for batch in &answer.batches {
+        writer.write(batch).map_err(|e| QueryError::Internal(e.to_string()))?;
+    }
+    writer.into_inner().map_err(|e| QueryError::Internal(e.to_string()))
+}
+
+fn csv(answer: &Answer) -> Result<Vec<u8>, QueryError> {
+    let mut writer = CsvWriterBuilder::new().with_header(true).build(Vec::new());
+    for batch in &answer.batches {
+        writer.write(batch).map_err(|e| QueryError::Internal(e.to_string()))?;
+    }
+    Ok(writer.into_inner())
+}

@@ -1,0 +1,204 @@
+//! The query service: SQL over the lake with time travel, checked against
+//! the states PostgreSQL itself had at recorded instants.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tidelake_tests::{Client, Server, eventually};
+
+/// The tenant's clock now, as a timestamptz literal, after its last commit.
+async fn instant(c: &Client, tenant: &str) -> String {
+    let rows = c
+        .rows(
+            tenant,
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS t",
+            json!([]),
+        )
+        .await;
+    // Commits after this instant get a later commit time.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rows[0]["t"].as_str().unwrap().to_owned()
+}
+
+async fn items(c: &Client, tenant: &str) -> Vec<Value> {
+    c.rows(tenant, "SELECT id, name, qty FROM items ORDER BY id", json!([])).await
+}
+
+async fn head(c: &Client, tenant: &str) -> u64 {
+    let (_, page) = c.get(&format!("/t/{tenant}/changes?since=0&limit=1")).await;
+    page["headLsn"].as_u64().unwrap()
+}
+
+async fn wait_shipped(c: &Client, tenant: &str) {
+    let head = head(c, tenant).await;
+    let done = eventually(Duration::from_secs(60), || async {
+        let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+        health["tenant"]["lake"]["shippedLsn"] == head
+    })
+    .await;
+    assert!(done, "{tenant} never shipped LSN {head}");
+}
+
+/// `POST /sql`, which must succeed; returns the rows.
+async fn sql(c: &Client, query: &str) -> Vec<Value> {
+    let (status, body) = c.post("/sql", &json!({ "sql": query })).await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    assert_eq!(body["rowCount"].as_u64().unwrap() as usize, body["rows"].as_array().unwrap().len());
+    body["rows"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn as_of_any_instant_equals_what_postgres_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms"]).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE items (id int PRIMARY KEY, name text, qty int)").await;
+    c.exec("acme", "INSERT INTO items SELECT g, 'item ' || g, g * 10 FROM generate_series(1, 5) g").await;
+    let t1 = instant(&c, "acme").await;
+    let (state1, lsn1) = (items(&c, "acme").await, head(&c, "acme").await);
+
+    c.exec("acme", "UPDATE items SET qty = qty + 1, name = NULL WHERE id <= 2").await;
+    c.exec("acme", "DELETE FROM items WHERE id = 5").await;
+    c.exec("acme", "INSERT INTO items VALUES (6, 'six', 60)").await;
+    let t2 = instant(&c, "acme").await;
+    let state2 = items(&c, "acme").await;
+
+    c.exec("acme", "TRUNCATE items").await;
+    c.exec("acme", "INSERT INTO items VALUES (7, 'seven', 70), (8, 'eight', 80)").await;
+    c.exec("acme", "UPDATE items SET qty = 71 WHERE id = 7").await;
+    let state3 = items(&c, "acme").await;
+    wait_shipped(&c, "acme").await;
+
+    let q = |clause: &str| format!("SELECT id, name, qty FROM acme.items {clause} ORDER BY id");
+    assert_eq!(sql(&c, &q("")).await, state3);
+    assert_eq!(sql(&c, &q(&format!("FOR SYSTEM_TIME AS OF '{t1}'"))).await, state1);
+    assert_eq!(sql(&c, &q(&format!("TIMESTAMP AS OF '{t2}'"))).await, state2);
+    assert_eq!(sql(&c, &q(&format!("VERSION AS OF {lsn1}"))).await, state1);
+    // Before the tenant existed: empty; in the future: the current state.
+    assert_eq!(sql(&c, &q("FOR SYSTEM_TIME AS OF '2000-01-01 00:00:00+00'")).await, Vec::<Value>::new());
+    assert_eq!(sql(&c, &q("FOR SYSTEM_TIME AS OF '2999-01-01 00:00:00+00'")).await, state3);
+
+    // Two instants in one query, joined.
+    let joined = sql(
+        &c,
+        &format!(
+            "SELECT a.id, a.qty AS before, b.qty AS after \
+             FROM acme.items FOR SYSTEM_TIME AS OF '{t1}' AS a \
+             JOIN acme.items FOR SYSTEM_TIME AS OF '{t2}' AS b ON a.id = b.id ORDER BY a.id"
+        ),
+    )
+    .await;
+    let expected: Vec<Value> = state1
+        .iter()
+        .filter_map(|a| {
+            let b = state2.iter().find(|b| b["id"] == a["id"])?;
+            Some(json!({"id": a["id"], "before": a["qty"], "after": b["qty"]}))
+        })
+        .collect();
+    assert_eq!(joined, expected);
+    // In a CTE and a subquery.
+    let counted = sql(
+        &c,
+        &format!(
+            "WITH old AS (SELECT * FROM acme.items FOR SYSTEM_TIME AS OF '{t1}') \
+             SELECT count(*) AS n FROM old WHERE id NOT IN (SELECT id FROM acme.items TIMESTAMP AS OF '{t2}')"
+        ),
+    )
+    .await;
+    assert_eq!(counted, vec![json!({"n": 1})]);
+
+    // The changelog and the snapshots, also as of an LSN.
+    let head = head(&c, "acme").await;
+    assert_eq!(sql(&c, "SELECT count(*) AS n FROM acme.\"items$changes\"").await, vec![json!({"n": head})]);
+    assert_eq!(
+        sql(&c, &format!("SELECT count(*) AS n FROM acme.\"items$changes\" VERSION AS OF {lsn1}")).await,
+        vec![json!({"n": lsn1})]
+    );
+    let snapshots = sql(&c, "SELECT max(lsn_to) AS lsn, count(*) AS n FROM acme.\"items$snapshots\"").await;
+    assert_eq!(snapshots[0]["lsn"], head);
+    assert!(snapshots[0]["n"].as_u64().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn all_tenants_and_the_fronts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms"]).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE items (id int PRIMARY KEY, name text)").await;
+    c.exec("acme", "INSERT INTO items VALUES (1, 'a'), (2, 'b')").await;
+    c.exec("beta", "CREATE TABLE items (id int PRIMARY KEY, name text, color text)").await;
+    c.exec("beta", "INSERT INTO items VALUES (1, 'x', 'red')").await;
+    c.exec("beta", "CREATE TABLE log (line text)").await;
+    c.exec("beta", "INSERT INTO log VALUES ('no key')").await;
+    wait_shipped(&c, "acme").await;
+    wait_shipped(&c, "beta").await;
+
+    // Across tenants, by column name; a column a tenant lacks is NULL.
+    assert_eq!(
+        sql(&c, "SELECT tenant, id, name, color FROM all_tenants.items ORDER BY tenant, id").await,
+        vec![
+            json!({"tenant": "acme", "id": 1, "name": "a", "color": null}),
+            json!({"tenant": "acme", "id": 2, "name": "b", "color": null}),
+            json!({"tenant": "beta", "id": 1, "name": "x", "color": "red"}),
+        ]
+    );
+
+    // Arrow IPC and CSV by Accept.
+    let resp = c
+        .http
+        .post(c.url("/sql"))
+        .header("accept", "text/csv")
+        .json(&json!({"sql": "SELECT id, name FROM acme.items ORDER BY id"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/csv");
+    assert_eq!(resp.text().await.unwrap(), "id,name\n1,a\n2,b\n");
+    let resp = c
+        .http
+        .post(c.url("/sql"))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&json!({"sql": "SELECT id FROM acme.items"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(&bytes[..4], &[0xff, 0xff, 0xff, 0xff], "an Arrow IPC stream starts with a continuation marker");
+
+    // Clear errors for what cannot be answered.
+    let error = |status: StatusCode, body: &Value| (status, body["error"]["code"].as_str().unwrap_or_default().to_owned());
+    let (s, b) = c.post("/sql", &json!({"sql": "WITH x AS (SELECT 1 AS a) SELECT * FROM x FOR SYSTEM_TIME AS OF '2026-01-01'"})).await;
+    assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "invalid_sql".into()), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("AS OF applies to lake tables"), "{b}");
+    let (s, b) = c.post("/sql", &json!({"sql": "SELECT * FROM acme.items AT(TIMESTAMP => '2026-01-01')"})).await;
+    assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "invalid_sql".into()), "{b}");
+    let (s, b) = c.post("/sql", &json!({"sql": "CREATE TABLE t (a int)"})).await;
+    assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "invalid_sql".into()), "{b}");
+    let (s, b) = c.post("/sql", &json!({"sql": "COPY (SELECT 1) TO '/tmp/x.csv'"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = c.post("/sql", &json!({"sql": "SELECT * FROM acme.nope"})).await;
+    assert_eq!(error(s, &b), (StatusCode::NOT_FOUND, "not_found".into()), "{b}");
+    let (s, b) = c.post("/sql", &json!({"sql": "SELECT * FROM beta.log"})).await;
+    assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "invalid_sql".into()), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("log$changes"), "{b}");
+    assert_eq!(sql(&c, "SELECT line FROM beta.\"log$changes\"").await, vec![json!({"line": "no key"})]);
+    let (s, b) = c.post("/sql", &json!({"sql": "SELEC 1"})).await;
+    assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "invalid_sql".into()), "{b}");
+    let (s, b) = c.post("/sql", &json!({"sql": "SELECT nope FROM acme.items"})).await;
+    assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "query_failed".into()), "{b}");
+    let resp = c.http.post(c.url("/sql")).body("{not json").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // One query from the shell.
+    let out = std::process::Command::new(tidelake_tests::binary())
+        .args(["sql", "--data-dir"])
+        .arg(&server.data_dir)
+        .arg("SELECT id, name FROM acme.items ORDER BY id")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("| 1  | a    |") && stdout.contains("(2 rows)"), "{stdout}");
+}
