@@ -58,8 +58,18 @@ fn main() -> Result<()> {
         .context("start the async runtime")?;
     match cli.command {
         Command::Serve(overrides) => runtime.block_on(serve(Settings::load(overrides)?)),
-        Command::Catalog(overrides) => runtime.block_on(serve_catalog(Settings::load(overrides)?)),
-        Command::QueryService(overrides) => runtime.block_on(serve_query_service(Settings::load(overrides)?)),
+        Command::Catalog(overrides) => runtime.block_on(serve_alone(
+            Settings::load(overrides)?,
+            "catalog",
+            "/catalog",
+            |warehouse| axum::Router::new().nest("/catalog", catalog::rest::router(warehouse)),
+        )),
+        Command::QueryService(overrides) => runtime.block_on(serve_alone(
+            Settings::load(overrides)?,
+            "query service",
+            "/sql",
+            |warehouse| query_service::http::router(query_service::QueryService::new(warehouse)),
+        )),
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
     }
 }
@@ -111,31 +121,22 @@ async fn serve(settings: Settings) -> Result<()> {
 /// How long a stopping server waits for the lake to take pending changes.
 const SHIPPER_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn serve_catalog(settings: Settings) -> Result<()> {
+/// Serve one part alone over the lake: `what` names it on stdout, `path`
+/// completes the address printed.
+async fn serve_alone(
+    settings: Settings,
+    what: &str,
+    path: &str,
+    app: impl FnOnce(Arc<Warehouse>) -> axum::Router,
+) -> Result<()> {
     let warehouse = Warehouse::open(settings.catalog)
         .await
         .context("open the Iceberg catalog")?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
-    println!("tidelake catalog listening on http://{}/catalog", listener.local_addr()?);
-    let app = axum::Router::new().nest("/catalog", catalog::rest::router(warehouse));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve HTTP")
-}
-
-async fn serve_query_service(settings: Settings) -> Result<()> {
-    let warehouse = Warehouse::open(settings.catalog)
-        .await
-        .context("open the Iceberg catalog")?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listen on {}", settings.listen))?;
-    println!("tidelake query service listening on http://{}/sql", listener.local_addr()?);
-    let app = query_service::http::router(query_service::QueryService::new(warehouse));
-    axum::serve(listener, app)
+    println!("tidelake {what} listening on http://{}{path}", listener.local_addr()?);
+    axum::serve(listener, app(warehouse))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve HTTP")

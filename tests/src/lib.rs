@@ -226,6 +226,28 @@ impl Client {
         assert_eq!(status, StatusCode::OK, "{sql}: {body}");
     }
 
+    /// The tenant's newest change LSN, read from its database.
+    pub async fn head_lsn(&self, tenant: &str) -> u64 {
+        let (status, page) = self.get(&format!("/t/{tenant}/changes?since=0&limit=1")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["headLsn"].as_u64().expect("headLsn")
+    }
+
+    /// Wait until `health` says the lake holds every change of the tenant;
+    /// returns the tenant's head LSN.
+    pub async fn wait_shipped(&self, tenant: &str) -> u64 {
+        let head = self.head_lsn(tenant).await;
+        let shipped = eventually(Duration::from_secs(60), || async {
+            let (_, health) = self.get(&format!("/t/{tenant}/health")).await;
+            let lake = &health["tenant"]["lake"];
+            lake["shippedLsn"].as_u64() == Some(head) && lake["lagLsn"] == 0
+        })
+        .await;
+        let (_, health) = self.get(&format!("/t/{tenant}/health")).await;
+        assert!(shipped, "tenant {tenant} never caught up to LSN {head}: {}", health["tenant"]);
+        head
+    }
+
     /// `GET /t/{tenant}/ping` → the engine state.
     pub async fn engine_state(&self, tenant: &str) -> String {
         let (status, body) = self.get(&format!("/t/{tenant}/ping")).await;
@@ -380,6 +402,20 @@ impl LocalS3 {
         .await;
         assert!(up, "local S3 server did not come up at {}", s3.endpoint);
         s3
+    }
+
+    /// Write a tidelake config file in `dir` putting the warehouse in
+    /// `bucket` on this server, followed by `extra` TOML; returns its path.
+    pub fn config_file(&self, dir: &Path, bucket: &str, extra: &str) -> PathBuf {
+        let config = dir.join("tidelake.toml");
+        let text = format!(
+            "[catalog]\nwarehouse = \"s3://{bucket}/warehouse\"\n\n[catalog.storage]\n\
+             \"s3.endpoint\" = \"{}\"\n\"s3.access-key-id\" = \"test\"\n\"s3.secret-access-key\" = \"test\"\n\
+             \"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n\n{extra}",
+            self.endpoint
+        );
+        std::fs::write(&config, text).expect("write config file");
+        config
     }
 
     /// Keys of the objects in `bucket`.

@@ -107,17 +107,7 @@ async fn rest_errors_and_commit_conflicts_follow_the_spec() {
 async fn the_warehouse_can_live_on_s3() {
     let s3 = tidelake_tests::LocalS3::start("lake").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tidelake.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[catalog]\nwarehouse = \"s3://lake/warehouse\"\n\n[catalog.storage]\n\
-             \"s3.endpoint\" = \"{}\"\n\"s3.access-key-id\" = \"test\"\n\"s3.secret-access-key\" = \"test\"\n\
-             \"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n",
-            s3.endpoint
-        ),
-    )
-    .unwrap();
+    let config = s3.config_file(dir.path(), "lake", "");
     let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]).await;
     let url = format!("{}/catalog", server.base);
     let seen = tokio::task::spawn_blocking(move || run_python("catalog_roundtrip.py", &[&url]))

@@ -25,27 +25,6 @@ async fn change_log(c: &Client, tenant: &str) -> Vec<Value> {
     }
 }
 
-/// The tenant's newest LSN, read from its database.
-async fn head(c: &Client, tenant: &str) -> u64 {
-    let (status, page) = c.get(&format!("/t/{tenant}/changes?since=0&limit=1")).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["headLsn"].as_u64().unwrap()
-}
-
-/// Wait until `health` says the lake holds every change of the tenant.
-async fn wait_shipped(c: &Client, tenant: &str) -> u64 {
-    let head = head(c, tenant).await;
-    let shipped = eventually(Duration::from_secs(60), || async {
-        let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
-        let lake = &health["tenant"]["lake"];
-        lake["shippedLsn"].as_u64() == Some(head) && lake["lagLsn"] == 0
-    })
-    .await;
-    let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
-    assert!(shipped, "tenant {tenant} never caught up to LSN {head}: {}", health["tenant"]);
-    head
-}
-
 /// PyIceberg's view of the lake (`tests/python/lake_read.py`).
 async fn read_lake(server: &Server, args: &[&str]) -> Value {
     let url = format!("{}/catalog", server.base);
@@ -126,7 +105,7 @@ async fn pyiceberg_reads_every_tenant_as_postgres_had_it() {
     }
     let mut first = BTreeMap::new();
     for t in tenants {
-        let head = wait_shipped(&c, t).await;
+        let head = c.wait_shipped(t).await;
         first.insert(t, (head, items_in_postgres(&c, t).await));
     }
 
@@ -142,7 +121,7 @@ async fn pyiceberg_reads_every_tenant_as_postgres_had_it() {
 
     let mut heads = BTreeMap::new();
     for t in tenants {
-        heads.insert(t, wait_shipped(&c, t).await);
+        heads.insert(t, c.wait_shipped(t).await);
     }
     let lake = read_lake(&server, &[]).await;
     assert_eq!(lake["namespaces"], json!(["shop-a", "shop-b"]));
@@ -228,7 +207,7 @@ async fn pyiceberg_reads_every_tenant_as_postgres_had_it() {
 
 /// Each tenant's lake, as LSN lists per table, must equal its change log.
 async fn assert_exactly_the_log(c: &Client, server: &Server, tenant: &str) -> Value {
-    let head = wait_shipped(c, tenant).await;
+    let head = c.wait_shipped(tenant).await;
     let log = change_log(c, tenant).await;
     assert_eq!(log.iter().map(|ch| ch["lsn"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=head).collect::<Vec<_>>());
     let lake = read_lake(server, &[tenant]).await;
@@ -315,7 +294,7 @@ async fn schema_changes_evolve_the_iceberg_schema_mid_stream() {
     let t = "evolve";
     c.exec(t, "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2), at timestamptz DEFAULT now())").await;
     c.exec(t, "INSERT INTO items (id, name, price) VALUES (1, 'a', 1.50), (2, 'b', 2.50)").await;
-    wait_shipped(&c, t).await;
+    c.wait_shipped(t).await;
     // Several versions inside one shipping batch.
     for sql in [
         "ALTER TABLE items ADD COLUMN qty int",
@@ -329,7 +308,7 @@ async fn schema_changes_evolve_the_iceberg_schema_mid_stream() {
     ] {
         c.exec(t, sql).await;
     }
-    let before_recreate = wait_shipped(&c, t).await;
+    let before_recreate = c.wait_shipped(t).await;
     c.exec(t, "DROP TABLE items; CREATE TABLE items (sku text PRIMARY KEY, id int)").await;
     c.exec(t, "INSERT INTO items VALUES ('s1', 1)").await;
     assert_exactly_the_log(&c, &server, t).await;
@@ -399,7 +378,7 @@ async fn many_tenants_ship_at_once_in_few_commits() {
         done.unwrap();
     }
     for t in &tenants {
-        assert_eq!(wait_shipped(&c, t).await, 16);
+        assert_eq!(c.wait_shipped(t).await, 16);
     }
     let lake = read_lake(&server, &[]).await;
     assert_eq!(lake["namespaces"].as_array().unwrap().len(), 24);
@@ -417,17 +396,7 @@ async fn many_tenants_ship_at_once_in_few_commits() {
 async fn the_lake_ships_to_s3() {
     let s3 = LocalS3::start("lake").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tidelake.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[catalog]\nwarehouse = \"s3://lake/warehouse\"\n\n[catalog.storage]\n\
-             \"s3.endpoint\" = \"{}\"\n\"s3.access-key-id\" = \"test\"\n\"s3.secret-access-key\" = \"test\"\n\
-             \"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n\n[lake]\npartition = \"hour\"\n",
-            s3.endpoint
-        ),
-    )
-    .unwrap();
+    let config = s3.config_file(dir.path(), "lake", "[lake]\npartition = \"hour\"\n");
     let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]).await;
     let c = server.client();
     c.exec("acme", "CREATE TABLE orders (id int PRIMARY KEY, total numeric(12,2))").await;
@@ -457,7 +426,7 @@ async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
     let t = "busy";
     c.exec(t, "CREATE TABLE ticks (id serial PRIMARY KEY, at timestamptz DEFAULT now())").await;
     c.exec(t, "INSERT INTO ticks DEFAULT VALUES").await;
-    wait_shipped(&c, t).await;
+    c.wait_shipped(t).await;
 
     let writer = {
         let c = c.clone();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tidelake_tests::{Client, Server, eventually};
+use tidelake_tests::{Client, Server};
 
 /// The tenant's clock now, as a timestamptz literal, after its last commit.
 async fn instant(c: &Client, tenant: &str) -> String {
@@ -25,21 +25,6 @@ async fn items(c: &Client, tenant: &str) -> Vec<Value> {
     c.rows(tenant, "SELECT id, name, qty FROM items ORDER BY id", json!([])).await
 }
 
-async fn head(c: &Client, tenant: &str) -> u64 {
-    let (_, page) = c.get(&format!("/t/{tenant}/changes?since=0&limit=1")).await;
-    page["headLsn"].as_u64().unwrap()
-}
-
-async fn wait_shipped(c: &Client, tenant: &str) {
-    let head = head(c, tenant).await;
-    let done = eventually(Duration::from_secs(60), || async {
-        let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
-        health["tenant"]["lake"]["shippedLsn"] == head
-    })
-    .await;
-    assert!(done, "{tenant} never shipped LSN {head}");
-}
-
 /// `POST /sql`, which must succeed; returns the rows.
 async fn sql(c: &Client, query: &str) -> Vec<Value> {
     let (status, body) = c.post("/sql", &json!({ "sql": query })).await;
@@ -56,7 +41,7 @@ async fn as_of_any_instant_equals_what_postgres_had() {
     c.exec("acme", "CREATE TABLE items (id int PRIMARY KEY, name text, qty int)").await;
     c.exec("acme", "INSERT INTO items SELECT g, 'item ' || g, g * 10 FROM generate_series(1, 5) g").await;
     let t1 = instant(&c, "acme").await;
-    let (state1, lsn1) = (items(&c, "acme").await, head(&c, "acme").await);
+    let (state1, lsn1) = (items(&c, "acme").await, c.head_lsn("acme").await);
 
     c.exec("acme", "UPDATE items SET qty = qty + 1, name = NULL WHERE id <= 2").await;
     c.exec("acme", "DELETE FROM items WHERE id = 5").await;
@@ -68,7 +53,7 @@ async fn as_of_any_instant_equals_what_postgres_had() {
     c.exec("acme", "INSERT INTO items VALUES (7, 'seven', 70), (8, 'eight', 80)").await;
     c.exec("acme", "UPDATE items SET qty = 71 WHERE id = 7").await;
     let state3 = items(&c, "acme").await;
-    wait_shipped(&c, "acme").await;
+    c.wait_shipped("acme").await;
 
     let q = |clause: &str| format!("SELECT id, name, qty FROM acme.items {clause} ORDER BY id");
     assert_eq!(sql(&c, &q("")).await, state3);
@@ -109,7 +94,7 @@ async fn as_of_any_instant_equals_what_postgres_had() {
     assert_eq!(counted, vec![json!({"n": 1})]);
 
     // The changelog and the snapshots, also as of an LSN.
-    let head = head(&c, "acme").await;
+    let head = c.head_lsn("acme").await;
     assert_eq!(sql(&c, "SELECT count(*) AS n FROM acme.\"items$changes\"").await, vec![json!({"n": head})]);
     assert_eq!(
         sql(&c, &format!("SELECT count(*) AS n FROM acme.\"items$changes\" VERSION AS OF {lsn1}")).await,
@@ -131,8 +116,8 @@ async fn all_tenants_and_the_fronts() {
     c.exec("beta", "INSERT INTO items VALUES (1, 'x', 'red')").await;
     c.exec("beta", "CREATE TABLE log (line text)").await;
     c.exec("beta", "INSERT INTO log VALUES ('no key')").await;
-    wait_shipped(&c, "acme").await;
-    wait_shipped(&c, "beta").await;
+    c.wait_shipped("acme").await;
+    c.wait_shipped("beta").await;
 
     // Across tenants, by column name; a column a tenant lacks is NULL.
     assert_eq!(
