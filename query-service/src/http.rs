@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
@@ -29,7 +29,46 @@ struct SqlRequest {
 }
 
 pub fn router(service: Arc<QueryService>) -> Router {
-    Router::new().route("/sql", post(sql)).with_state(service)
+    Router::new()
+        .route("/sql", post(sql))
+        .route("/diff", get(diff))
+        .with_state(service)
+}
+
+#[derive(Deserialize)]
+struct DiffRequest {
+    table: String,
+    from: String,
+    to: String,
+}
+
+/// `GET /diff?table=<tenant>.<table>&from=<instant|lsn>&to=<instant|lsn>`:
+/// `table_diff` as JSON, by key.
+async fn diff(
+    State(service): State<Arc<QueryService>>,
+    query: Result<Query<DiffRequest>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(request)) = query else {
+        let message = "expected ?table=<tenant>.<table>&from=<timestamp or LSN>&to=<timestamp or LSN>";
+        return QueryError::Sql(message.into()).into_response();
+    };
+    let bound = |v: &str| {
+        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
+            v.to_owned()
+        } else {
+            format!("'{}'", v.replace('\'', "''"))
+        }
+    };
+    let sql = format!(
+        "SELECT * FROM table_diff('{}', {}, {})",
+        request.table.replace('\'', "''"),
+        bound(&request.from),
+        bound(&request.to)
+    );
+    match service.sql(&sql).await.and_then(|answer| json_answer(&answer)) {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn sql(State(service): State<Arc<QueryService>>, headers: HeaderMap, body: Bytes) -> Response {

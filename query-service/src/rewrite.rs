@@ -11,6 +11,9 @@
 //! - `all_tenants.<table>`: the state of every tenant having the table, by
 //!   column name (a column a tenant lacks is NULL), with a `tenant` column.
 //!
+//! - `table_diff('<tenant>.<table>', <from>, <to>)`: rows added, removed
+//!   and changed between two instants or LSNs.
+//!
 //! Bounds: `FOR SYSTEM_TIME AS OF <timestamp>` and `TIMESTAMP AS OF
 //! <timestamp>` keep changes committed at or before the instant; `VERSION
 //! AS OF <lsn>` keeps changes up to that LSN.
@@ -19,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Value, ValueWithSpan, Query, Statement, TableAlias, TableFactor, TableVersion, VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, TableFunctionArgs, Value, ValueWithSpan, Query, Statement, TableAlias, TableFactor, TableVersion, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -119,7 +122,17 @@ pub fn needs(statement: &mut Statement) -> Result<Needs, QueryError> {
             let TableFactor::Table { name, version, args, .. } = factor else {
                 return ControlFlow::Continue(());
             };
-            if args.is_some() {
+            if let Some(args) = args {
+                match DiffCall::of(name, args) {
+                    Some(Ok(call)) => {
+                        self.0.tables.insert((call.tenant, call.table));
+                    }
+                    Some(Err(err)) => {
+                        self.1 = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                    None => {}
+                }
                 return ControlFlow::Continue(());
             }
             match reference(name) {
@@ -164,7 +177,25 @@ pub fn rewrite(statement: &mut Statement, loaded: &Loaded) -> Result<(), QueryEr
             let TableFactor::Table { name, alias, version, args, .. } = factor else {
                 return ControlFlow::Continue(());
             };
-            if args.is_some() {
+            if let Some(call_args) = args {
+                let Some(call) = DiffCall::of(name, call_args) else { return ControlFlow::Continue(()) };
+                let sql = call.and_then(|call| {
+                    let shape = self.0.tables.get(&(call.tenant.clone(), call.table.clone()));
+                    let shape = shape.ok_or_else(|| no_table(&call.tenant, &call.table))?;
+                    diff_sql(&call, shape)
+                });
+                match sql.and_then(|sql| parse_query(&sql)) {
+                    Ok(query) => {
+                        let alias = alias.clone().or_else(|| {
+                            Some(TableAlias { explicit: true, name: Ident::new("table_diff"), columns: Vec::new() })
+                        });
+                        *factor = TableFactor::Derived { lateral: false, subquery: query, alias, sample: None };
+                    }
+                    Err(err) => {
+                        self.1 = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
                 return ControlFlow::Continue(());
             }
             let Some(r) = reference(name) else { return ControlFlow::Continue(()) };
@@ -205,7 +236,7 @@ pub fn rewrite(statement: &mut Statement, loaded: &Loaded) -> Result<(), QueryEr
             };
             let alias = alias.clone().unwrap_or_else(|| TableAlias {
                 explicit: true,
-                name: datafusion::sql::sqlparser::ast::Ident::with_quote('"', r.table.clone()),
+                name: Ident::with_quote('"', r.table.clone()),
                 columns: Vec::new(),
             });
             *factor = TableFactor::Derived { lateral: false, subquery: query, alias: Some(alias), sample: None };
@@ -362,5 +393,131 @@ pub fn check_versions(statement: &mut Statement) -> Result<(), QueryError> {
             "unsupported version clause {clause}: use FOR SYSTEM_TIME AS OF, TIMESTAMP AS OF or VERSION AS OF"
         ))),
         None => Ok(()),
+    }
+}
+
+/// `table_diff('<tenant>.<table>', <from>, <to>)`: how the table's state
+/// changed between two instants (timestamps) or LSNs (numbers).
+struct DiffCall {
+    tenant: String,
+    table: String,
+    from: Bound,
+    to: Bound,
+}
+
+impl DiffCall {
+    /// None if `name(args)` is not a `table_diff` call.
+    fn of(name: &ObjectName, args: &TableFunctionArgs) -> Option<Result<Self, QueryError>> {
+        let [part] = name.0.as_slice() else { return None };
+        if normalized(part)?.as_str() != "table_diff" {
+            return None;
+        }
+        Some(Self::parse(&args.args))
+    }
+
+    fn parse(args: &[FunctionArg]) -> Result<Self, QueryError> {
+        let usage = || QueryError::Sql("usage: table_diff('<tenant>.<table>', <from>, <to>) with timestamps or LSNs".into());
+        let exprs: Vec<&Expr> = args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                _ => Err(usage()),
+            })
+            .collect::<Result<_, _>>()?;
+        let [table, from, to] = exprs.as_slice() else { return Err(usage()) };
+        let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(name), .. }) = table else {
+            return Err(usage());
+        };
+        let (tenant, table) = name.split_once('.').ok_or_else(usage)?;
+        let bound = |e: &Expr| -> Result<Bound, QueryError> {
+            match e {
+                Expr::Value(ValueWithSpan { value: Value::Number(n, _), .. }) => Ok(Bound::Lsn(n.clone())),
+                other => Ok(Bound::Instant(instant(other)?)),
+            }
+        };
+        Ok(Self { tenant: tenant.to_owned(), table: table.to_owned(), from: bound(from)?, to: bound(to)? })
+    }
+}
+
+/// Rows added, removed and changed between the two states, by primary key:
+/// `change`, the key columns, and `before` / `after` (each row's values as
+/// a struct; NULL on the side where the row does not exist).
+fn diff_sql(call: &DiffCall, shape: &TableShape) -> Result<String, QueryError> {
+    let before = state_sql(&call.tenant, &call.table, shape, &call.from, None)?;
+    let after = state_sql(&call.tenant, &call.table, shape, &call.to, None)?;
+    let side = |alias: &str, c: &str| format!("\"{alias}\".{}", quote(c));
+    let first_key = &shape.primary_key[0];
+    let keys: Vec<String> = shape
+        .primary_key
+        .iter()
+        .map(|k| format!("coalesce({}, {}) AS {}", side("__before", k), side("__after", k), quote(k)))
+        .collect();
+    let joined: Vec<String> =
+        shape.primary_key.iter().map(|k| format!("{} = {}", side("__before", k), side("__after", k))).collect();
+    let row = |alias: &str| {
+        let fields: Vec<String> =
+            shape.columns.iter().map(|c| format!("'{}', {}", c.replace('\'', "''"), side(alias, c))).collect();
+        format!(
+            "CASE WHEN {} IS NULL THEN NULL ELSE named_struct({}) END",
+            side(alias, first_key),
+            fields.join(", ")
+        )
+    };
+    let differs: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| format!("({} IS DISTINCT FROM {})", side("__before", c), side("__after", c)))
+        .collect();
+    Ok(format!(
+        "SELECT CASE WHEN {b} IS NULL THEN 'added' WHEN {a} IS NULL THEN 'removed' ELSE 'changed' END AS \"change\", \
+         {keys}, {row_before} AS \"before\", {row_after} AS \"after\" \
+         FROM ({before}) AS \"__before\" FULL OUTER JOIN ({after}) AS \"__after\" ON {joined} \
+         WHERE ({b} IS NULL) OR ({a} IS NULL) OR {differs}",
+        b = side("__before", first_key),
+        a = side("__after", first_key),
+        keys = keys.join(", "),
+        row_before = row("__before"),
+        row_after = row("__after"),
+        joined = joined.join(" AND "),
+        differs = differs.join(" OR "),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded() -> Loaded {
+        let mut loaded = Loaded::default();
+        let shape = TableShape { columns: vec!["id".into(), "name".into()], primary_key: vec!["id".into()] };
+        loaded.tables.insert(("acme".into(), "items".into()), shape);
+        loaded
+    }
+
+    fn rewritten(sql: &str) -> Result<String, QueryError> {
+        let mut statement = parse(sql)?;
+        check_versions(&mut statement)?;
+        needs(&mut statement)?;
+        rewrite(&mut statement, &loaded())?;
+        Ok(statement.to_string())
+    }
+
+    #[test]
+    fn every_version_clause_is_applied_or_refused() {
+        let sql = rewritten("SELECT * FROM acme.items VERSION AS OF 7 JOIN acme.items FOR SYSTEM_TIME AS OF '2026-01-01' AS b ON true").unwrap();
+        assert!(sql.contains("\"_lsn\" <= (7)"), "{sql}");
+        assert!(sql.contains(&format!("to_timestamp_micros({})", 20454i64 * 86_400_000_000)), "{sql}");
+        assert!(!sql.contains("AS OF"), "{sql}");
+        assert!(rewritten("WITH x AS (SELECT 1) SELECT * FROM x TIMESTAMP AS OF '2026-01-01'").is_err());
+        assert!(rewritten("SELECT * FROM acme.items AT(TIMESTAMP => '2026-01-01')").is_err());
+        assert!(rewritten("SELECT * FROM acme.items TIMESTAMP AS OF 'yesterday'").is_err());
+        assert!(rewritten("DROP TABLE acme.items").is_err());
+    }
+
+    #[test]
+    fn table_diff_becomes_a_join_of_two_states() {
+        let sql = rewritten("SELECT * FROM table_diff('acme.items', 1, '2026-01-01')").unwrap();
+        assert!(sql.contains("FULL JOIN"), "{sql}");
+        assert!(rewritten("SELECT * FROM table_diff('acme.items', 1)").is_err());
     }
 }

@@ -93,6 +93,38 @@ async fn as_of_any_instant_equals_what_postgres_had() {
     .await;
     assert_eq!(counted, vec![json!({"n": 1})]);
 
+    // What changed between two instants (or LSNs): the difference of the
+    // two states PostgreSQL had.
+    let diff = |from: &[Value], to: &[Value]| -> Vec<Value> {
+        let mut ids: Vec<i64> = from.iter().chain(to).map(|r| r["id"].as_i64().unwrap()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let a = from.iter().find(|r| r["id"] == id).cloned().unwrap_or(Value::Null);
+                let b = to.iter().find(|r| r["id"] == id).cloned().unwrap_or(Value::Null);
+                let change = match (a.is_null(), b.is_null()) {
+                    (true, _) => "added",
+                    (_, true) => "removed",
+                    _ if a == b => return None,
+                    _ => "changed",
+                };
+                Some(json!({"change": change, "id": id, "before": a, "after": b}))
+            })
+            .collect()
+    };
+    let diffed = sql(&c, &format!("SELECT * FROM table_diff('acme.items', '{t1}', '{t2}') ORDER BY id")).await;
+    assert_eq!(diffed, diff(&state1, &state2));
+    assert_eq!(diffed.len(), 4);
+    let lsn_head = c.head_lsn("acme").await;
+    let by_lsn = sql(&c, &format!("SELECT * FROM table_diff('acme.items', {lsn1}, {lsn_head}) ORDER BY id")).await;
+    assert_eq!(by_lsn, diff(&state1, &state3));
+    let (status, body) = c.get(&format!("/diff?table=acme.items&from={lsn1}&to={}", urlencode(&t2))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut rows = body["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    assert_eq!(rows, diff(&state1, &state2));
+
     // The changelog and the snapshots, also as of an LSN.
     let head = c.head_lsn("acme").await;
     assert_eq!(sql(&c, "SELECT count(*) AS n FROM acme.\"items$changes\"").await, vec![json!({"n": head})]);
@@ -186,4 +218,13 @@ async fn all_tenants_and_the_fronts() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("| 1  | a    |") && stdout.contains("(2 rows)"), "{stdout}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
