@@ -32,7 +32,56 @@ pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/sql", post(sql))
         .route("/diff", get(diff))
+        .route("/growth", get(growth))
+        .route("/activity", get(activity))
         .with_state(service)
+}
+
+#[derive(Deserialize)]
+struct SeriesRequest {
+    table: String,
+    start: String,
+    end: String,
+    #[serde(default = "one_day")]
+    interval: String,
+}
+
+fn one_day() -> String {
+    "1 day".to_owned()
+}
+
+type SeriesQuery = Result<Query<SeriesRequest>, axum::extract::rejection::QueryRejection>;
+
+/// `GET /growth?table=<table or tenant.table>&start=…&end=…&interval=1 day`.
+async fn growth(State(service): State<Arc<QueryService>>, query: SeriesQuery) -> Response {
+    series(&service, "growth", query).await
+}
+
+/// `GET /activity?table=…&start=…&end=…&interval=…`.
+async fn activity(State(service): State<Arc<QueryService>>, query: SeriesQuery) -> Response {
+    series(&service, "activity", query).await
+}
+
+async fn series(service: &QueryService, function: &str, query: SeriesQuery) -> Response {
+    let Ok(Query(r)) = query else {
+        let message = "expected ?table=<table or tenant.table>&start=<timestamp>&end=<timestamp>&interval=<e.g. 1 day>";
+        return QueryError::Sql(message.into()).into_response();
+    };
+    let sql = format!(
+        "SELECT * FROM {function}({}, {}, {}, {}) ORDER BY \"tenant\", \"at\"",
+        literal(&r.table),
+        literal(&r.start),
+        literal(&r.end),
+        literal(&r.interval)
+    );
+    match service.sql(&sql).await.and_then(|answer| json_answer(&answer)) {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 #[derive(Deserialize)]
@@ -53,18 +102,9 @@ async fn diff(
         return QueryError::Sql(message.into()).into_response();
     };
     let bound = |v: &str| {
-        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
-            v.to_owned()
-        } else {
-            format!("'{}'", v.replace('\'', "''"))
-        }
+        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) { v.to_owned() } else { literal(v) }
     };
-    let sql = format!(
-        "SELECT * FROM table_diff('{}', {}, {})",
-        request.table.replace('\'', "''"),
-        bound(&request.from),
-        bound(&request.to)
-    );
+    let sql = format!("SELECT * FROM table_diff({}, {}, {})", literal(&request.table), bound(&request.from), bound(&request.to));
     match service.sql(&sql).await.and_then(|answer| json_answer(&answer)) {
         Ok(body) => axum::Json(body).into_response(),
         Err(err) => err.into_response(),

@@ -123,10 +123,18 @@ pub fn needs(statement: &mut Statement) -> Result<Needs, QueryError> {
                 return ControlFlow::Continue(());
             };
             if let Some(args) = args {
-                match DiffCall::of(name, args) {
-                    Some(Ok(call)) => {
+                match TableFn::of(name, args) {
+                    Some(Ok(TableFn::Diff(call))) => {
                         self.0.tables.insert((call.tenant, call.table));
                     }
+                    Some(Ok(TableFn::Series(call))) => match call.tenant {
+                        Some(tenant) => {
+                            self.0.tables.insert((tenant, call.table));
+                        }
+                        None => {
+                            self.0.all_tenants.insert(call.table);
+                        }
+                    },
                     Some(Err(err)) => {
                         self.1 = Some(err);
                         return ControlFlow::Break(());
@@ -178,16 +186,13 @@ pub fn rewrite(statement: &mut Statement, loaded: &Loaded) -> Result<(), QueryEr
                 return ControlFlow::Continue(());
             };
             if let Some(call_args) = args {
-                let Some(call) = DiffCall::of(name, call_args) else { return ControlFlow::Continue(()) };
-                let sql = call.and_then(|call| {
-                    let shape = self.0.tables.get(&(call.tenant.clone(), call.table.clone()));
-                    let shape = shape.ok_or_else(|| no_table(&call.tenant, &call.table))?;
-                    diff_sql(&call, shape)
-                });
+                let Some(call) = TableFn::of(name, call_args) else { return ControlFlow::Continue(()) };
+                let function = normalized(&name.0[0]).unwrap_or_default();
+                let sql = call.and_then(|call| call.sql(self.0));
                 match sql.and_then(|sql| parse_query(&sql)) {
                     Ok(query) => {
                         let alias = alias.clone().or_else(|| {
-                            Some(TableAlias { explicit: true, name: Ident::new("table_diff"), columns: Vec::new() })
+                            Some(TableAlias { explicit: true, name: Ident::new(function), columns: Vec::new() })
                         });
                         *factor = TableFactor::Derived { lateral: false, subquery: query, alias, sample: None };
                     }
@@ -312,8 +317,16 @@ impl Bound {
 /// `T` and `Z` accepted, UTC without an offset — any other expression is
 /// converted by DataFusion.
 fn instant(e: &Expr) -> Result<String, QueryError> {
+    match literal_micros(e)? {
+        Some(micros) => Ok(format!("to_timestamp_micros({micros})")),
+        None => Ok(format!("to_timestamp_micros({e})")),
+    }
+}
+
+/// A string literal instant in microseconds since the epoch (None: not a literal).
+fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
     let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(text), .. }) = e else {
-        return Ok(format!("to_timestamp_micros({e})"));
+        return Ok(None);
     };
     let mut t = text.trim().replace('T', " ");
     if let Some(stripped) = t.strip_suffix('Z') {
@@ -325,8 +338,8 @@ fn instant(e: &Expr) -> Result<String, QueryError> {
     let micros = lake::mapping::timestamp_micros(&t)
         .ok()
         .flatten()
-        .ok_or_else(|| QueryError::Sql(format!("AS OF '{text}': not a timestamp (expected e.g. '2026-11-27 10:00:00+00')")))?;
-    Ok(format!("to_timestamp_micros({micros})"))
+        .ok_or_else(|| QueryError::Sql(format!("'{text}': not a timestamp (expected e.g. '2026-11-27 10:00:00+00')")))?;
+    Ok(Some(micros))
 }
 
 /// The state of one table within the bound.
@@ -396,6 +409,172 @@ pub fn check_versions(statement: &mut Statement) -> Result<(), QueryError> {
     }
 }
 
+/// The lake's table functions.
+enum TableFn {
+    Diff(DiffCall),
+    Series(SeriesCall),
+}
+
+impl TableFn {
+    /// None if `name(args)` is not one of them.
+    fn of(name: &ObjectName, args: &TableFunctionArgs) -> Option<Result<Self, QueryError>> {
+        let [part] = name.0.as_slice() else { return None };
+        let exprs = || -> Result<Vec<&Expr>, QueryError> {
+            args.args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                    _ => Err(QueryError::Sql(format!("{name}: arguments are positional"))),
+                })
+                .collect()
+        };
+        match normalized(part)?.as_str() {
+            "table_diff" => Some(exprs().and_then(|e| DiffCall::parse(&e)).map(Self::Diff)),
+            "growth" => Some(exprs().and_then(|e| SeriesCall::parse(Series::Growth, &e)).map(Self::Series)),
+            "activity" => Some(exprs().and_then(|e| SeriesCall::parse(Series::Activity, &e)).map(Self::Series)),
+            _ => None,
+        }
+    }
+
+    fn sql(&self, loaded: &Loaded) -> Result<String, QueryError> {
+        match self {
+            Self::Diff(call) => {
+                let shape = loaded.tables.get(&(call.tenant.clone(), call.table.clone()));
+                diff_sql(call, shape.ok_or_else(|| no_table(&call.tenant, &call.table))?)
+            }
+            Self::Series(call) => call.sql(loaded),
+        }
+    }
+}
+
+fn string_arg(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(s), .. }) => Some(s),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Series {
+    Growth,
+    Activity,
+}
+
+/// `growth('<table>' | '<tenant>.<table>', <start>, <end>, '<interval>')`:
+/// the table's row count in every tenant having it (or one) at `start`
+/// and every `interval` after it up to `end`.
+/// `activity(…)`, same arguments: inserts, updates, deletes and truncates
+/// per tenant in each interval from `start` to `end`.
+struct SeriesCall {
+    series: Series,
+    tenant: Option<String>,
+    table: String,
+    start: String,
+    end: String,
+    interval: String,
+}
+
+impl SeriesCall {
+    fn parse(series: Series, exprs: &[&Expr]) -> Result<Self, QueryError> {
+        let usage = || {
+            QueryError::Sql(
+                "usage: growth|activity('<table>' or '<tenant>.<table>', <start>, <end>, '<interval>'), e.g. \
+                 growth('orders', '2026-11-01', '2026-11-30', '1 day')"
+                    .into(),
+            )
+        };
+        let [target, start, end, interval] = exprs else { return Err(usage()) };
+        let target = string_arg(target).ok_or_else(usage)?;
+        let interval = string_arg(interval).ok_or_else(usage)?;
+        let (tenant, table) = match target.split_once('.') {
+            Some((tenant, table)) => (Some(tenant.to_owned()), table.to_owned()),
+            None => (None, target.to_owned()),
+        };
+        // DataFusion's generate_series steps in nanoseconds, which end in 2262.
+        const NANOS_END_MICROS: i64 = i64::MAX / 1000;
+        for bound in [start, end] {
+            if literal_micros(bound)?.is_some_and(|m| m >= NANOS_END_MICROS) {
+                return Err(QueryError::Sql("growth and activity take instants before 2262-04-11".into()));
+            }
+        }
+        Ok(Self {
+            series,
+            tenant,
+            table,
+            start: instant(start)?,
+            end: instant(end)?,
+            interval: interval.replace('\'', "''"),
+        })
+    }
+
+    fn sql(&self, loaded: &Loaded) -> Result<String, QueryError> {
+        let tenants = match &self.tenant {
+            Some(tenant) => vec![tenant.clone()],
+            None => loaded.all_tenants.get(&self.table).cloned().unwrap_or_default(),
+        };
+        if tenants.is_empty() {
+            return Err(QueryError::NotFound(format!("no tenant has a lake table named {}", self.table)));
+        }
+        let parts = tenants
+            .iter()
+            .map(|tenant| {
+                if !loaded.tables.contains_key(&(tenant.clone(), self.table.clone())) {
+                    return Err(no_table(tenant, &self.table));
+                }
+                let changes = qualified(tenant, &format!("{}$changes", self.table));
+                let name = format!("'{}'", tenant.replace('\'', "''"));
+                Ok(match self.series {
+                    Series::Growth => self.growth_sql(&name, &changes),
+                    Series::Activity => self.activity_sql(&name, &changes),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(parts.join(" UNION ALL "))
+    }
+
+    fn buckets(&self) -> String {
+        format!(
+            "SELECT unnest(generate_series({}, {}, INTERVAL '{}')) AS \"at\"",
+            self.start, self.end, self.interval
+        )
+    }
+
+    /// Rows at each instant: inserts less deletes since the latest truncate.
+    fn growth_sql(&self, tenant: &str, changes: &str) -> String {
+        format!(
+            "SELECT {tenant} AS \"tenant\", \"__cut\".\"at\", \
+               coalesce(sum(CASE \"__c\".\"_op\" WHEN 'insert' THEN 1 WHEN 'delete' THEN -1 ELSE 0 END), 0) AS \"rows\" \
+             FROM (SELECT \"__b\".\"at\", coalesce(max(\"__t\".\"_lsn\"), 0) AS \"cut\" \
+                   FROM ({buckets}) AS \"__b\" LEFT JOIN {changes} AS \"__t\" \
+                     ON \"__t\".\"_op\" = 'truncate' AND \"__t\".\"_commit_ts\" <= \"__b\".\"at\" \
+                   GROUP BY \"__b\".\"at\") AS \"__cut\" \
+             LEFT JOIN {changes} AS \"__c\" \
+               ON \"__c\".\"_commit_ts\" <= \"__cut\".\"at\" AND \"__c\".\"_lsn\" > \"__cut\".\"cut\" \
+             GROUP BY \"__cut\".\"at\"",
+            buckets = self.buckets(),
+        )
+    }
+
+    /// Changes of each kind in each interval.
+    fn activity_sql(&self, tenant: &str, changes: &str) -> String {
+        let count = |op: &str| format!("count(\"__c\".\"_op\") FILTER (WHERE \"__c\".\"_op\" = '{op}') AS \"{op}s\"");
+        format!(
+            "SELECT {tenant} AS \"tenant\", \"__b\".\"at\", {inserts}, {updates}, {deletes}, {truncates} \
+             FROM ({buckets}) AS \"__b\" LEFT JOIN {changes} AS \"__c\" \
+               ON \"__c\".\"_commit_ts\" >= \"__b\".\"at\" AND \"__c\".\"_commit_ts\" < \"__b\".\"at\" + INTERVAL '{interval}' \
+             WHERE \"__b\".\"at\" < {end} \
+             GROUP BY \"__b\".\"at\"",
+            buckets = self.buckets(),
+            inserts = count("insert"),
+            updates = count("update"),
+            deletes = count("delete"),
+            truncates = count("truncate"),
+            interval = self.interval,
+            end = self.end,
+        )
+    }
+}
+
 /// `table_diff('<tenant>.<table>', <from>, <to>)`: how the table's state
 /// changed between two instants (timestamps) or LSNs (numbers).
 struct DiffCall {
@@ -406,28 +585,10 @@ struct DiffCall {
 }
 
 impl DiffCall {
-    /// None if `name(args)` is not a `table_diff` call.
-    fn of(name: &ObjectName, args: &TableFunctionArgs) -> Option<Result<Self, QueryError>> {
-        let [part] = name.0.as_slice() else { return None };
-        if normalized(part)?.as_str() != "table_diff" {
-            return None;
-        }
-        Some(Self::parse(&args.args))
-    }
-
-    fn parse(args: &[FunctionArg]) -> Result<Self, QueryError> {
+    fn parse(exprs: &[&Expr]) -> Result<Self, QueryError> {
         let usage = || QueryError::Sql("usage: table_diff('<tenant>.<table>', <from>, <to>) with timestamps or LSNs".into());
-        let exprs: Vec<&Expr> = args
-            .iter()
-            .map(|a| match a {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-                _ => Err(usage()),
-            })
-            .collect::<Result<_, _>>()?;
-        let [table, from, to] = exprs.as_slice() else { return Err(usage()) };
-        let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(name), .. }) = table else {
-            return Err(usage());
-        };
+        let [table, from, to] = exprs else { return Err(usage()) };
+        let name = string_arg(table).ok_or_else(usage)?;
         let (tenant, table) = name.split_once('.').ok_or_else(usage)?;
         let bound = |e: &Expr| -> Result<Bound, QueryError> {
             match e {

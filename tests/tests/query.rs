@@ -125,6 +125,31 @@ async fn as_of_any_instant_equals_what_postgres_had() {
     rows.sort_by_key(|r| r["id"].as_i64());
     assert_eq!(rows, diff(&state1, &state2));
 
+    // Growth: the row count at an instant is the size of the state then.
+    for (at, state) in [(&t1, &state1), (&t2, &state2)] {
+        let rows = sql(&c, &format!("SELECT tenant, rows FROM growth('acme.items', '{at}', '{at}', '1 hour')")).await;
+        assert_eq!(rows, vec![json!({"tenant": "acme", "rows": state.len()})], "at {at}");
+    }
+    // Activity: every change of the log, by kind, in one interval.
+    let log = {
+        let (_, page) = c.get("/t/acme/changes?since=0&limit=10000").await;
+        page["changes"].as_array().unwrap().clone()
+    };
+    let kinds = |op: &str| log.iter().filter(|ch| ch["op"] == op).count();
+    let (status, body) = c
+        .get("/activity?table=items&start=2026-01-01&end=2027-01-01&interval=1%20year")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let year = &body["rows"][0];
+    assert_eq!(
+        (year["inserts"].as_u64(), year["updates"].as_u64(), year["deletes"].as_u64(), year["truncates"].as_u64()),
+        (Some(kinds("insert") as u64), Some(kinds("update") as u64), Some(kinds("delete") as u64), Some(kinds("truncate") as u64)),
+        "{body}"
+    );
+    let (status, body) = c.get("/growth?table=items&start=2100-01-01&end=2100-01-01").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["rows"], state3.len());
+
     // The changelog and the snapshots, also as of an LSN.
     let head = c.head_lsn("acme").await;
     assert_eq!(sql(&c, "SELECT count(*) AS n FROM acme.\"items$changes\"").await, vec![json!({"n": head})]);
