@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod capture;
 mod lake;
+mod query;
 
 struct Args {
     pg_url: Option<String>,
@@ -196,6 +197,18 @@ async fn main() -> Result<()> {
                 }
             }
             lake::run(out, python.context("--python: a Python with PyIceberg (bench/run-lake.sh sets it)")?).await
+        }
+        Some("query") => {
+            argv.next();
+            let (mut out, mut python) = (None, None);
+            while let Some(flag) = argv.next() {
+                match (flag.as_str(), argv.next()) {
+                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
+                    ("--python", Some(path)) => python = Some(path),
+                    _ => bail!("usage: oltp-bench query --python PYTHON [--out FILE]"),
+                }
+            }
+            query::run(out, python.context("--python: a Python with PyIceberg and DuckDB (bench/run-query.sh sets it)")?).await
         }
         Some("oltp") => {
             argv.next();

@@ -342,7 +342,10 @@ fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
     Ok(Some(micros))
 }
 
-/// The state of one table within the bound.
+/// The state of one table within the bound: the latest change of each key
+/// (found by a grouped `max(_lsn)` and joined back: a hash aggregate rather
+/// than a sort of the whole history), unless it is a delete, after the
+/// latest truncate.
 fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenant_column: Option<&str>) -> Result<String, QueryError> {
     if shape.primary_key.is_empty() {
         return Err(QueryError::Sql(format!(
@@ -351,7 +354,7 @@ fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenan
         )));
     }
     let changes = qualified(tenant, &format!("{table}$changes"));
-    let columns: Vec<String> = shape.columns.iter().map(|c| quote(c)).collect();
+    let columns: Vec<String> = shape.columns.iter().map(|c| format!("\"__c\".{}", quote(c))).collect();
     let key: Vec<String> = shape.primary_key.iter().map(|c| quote(c)).collect();
     let within = bound.changes();
     let select = match tenant_column {
@@ -359,12 +362,12 @@ fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenan
         None => columns.join(", "),
     };
     Ok(format!(
-        "SELECT {select} FROM (\
-           SELECT {cols}, \"_op\", row_number() OVER (PARTITION BY {key} ORDER BY \"_lsn\" DESC) AS \"__tidelake_rn\" \
-           FROM {changes} WHERE {within} AND \"_lsn\" > \
-             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" = 'truncate' AND {within})\
-         ) AS \"__tidelake_latest\" WHERE \"__tidelake_rn\" = 1 AND \"_op\" <> 'delete'",
-        cols = columns.join(", "),
+        "SELECT {select} FROM {changes} AS \"__c\" JOIN (\
+           SELECT max(\"_lsn\") AS \"__last\" FROM {changes} WHERE ({within}) AND \"_lsn\" > \
+             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" = 'truncate' AND ({within})) \
+           GROUP BY {key}\
+         ) AS \"__latest\" ON \"__c\".\"_lsn\" = \"__latest\".\"__last\" \
+         WHERE ({within}) AND \"__c\".\"_op\" <> 'delete'",
         key = key.join(", "),
     ))
 }
