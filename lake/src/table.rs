@@ -39,6 +39,11 @@ pub const PROP_TABLE_OID: &str = "tidelake.table-oid";
 pub const PROP_SCHEMA_VERSION: &str = "tidelake.schema-version";
 pub const PROP_FIELD_IDS: &str = "tidelake.field-ids";
 pub const PROP_PRIMARY_KEY: &str = "tidelake.primary-key";
+/// Every relation (a table created, dropped and created again under the
+/// same name is a new one) that shipped into the table, oldest first:
+/// `<first LSN>@<commit time in µs>`, comma-separated. Readers of the state
+/// ignore changes of a relation before the one current at their instant.
+pub const PROP_RELATIONS: &str = "tidelake.relations";
 pub const SUMMARY_TENANT: &str = "tidelake.tenant";
 pub const SUMMARY_LSN_FROM: &str = "tidelake.lsn-from";
 pub const SUMMARY_LSN_TO: &str = "tidelake.lsn-to";
@@ -60,6 +65,24 @@ pub struct SchemaVersion {
     pub primary_key: Vec<String>,
     #[serde(default)]
     pub dropped: bool,
+    /// The first LSN the version applies to.
+    #[serde(default)]
+    pub lsn: u64,
+    /// When the version was committed (`YYYY-MM-DD HH:MM:SS.ffffff+00`).
+    #[serde(default)]
+    pub commit_ts: Option<String>,
+}
+
+impl SchemaVersion {
+    /// `<first LSN>@<commit time in µs>`: where a relation starts.
+    fn relation_start(&self) -> String {
+        let micros = self
+            .commit_ts
+            .as_deref()
+            .and_then(|t| mapping::timestamp_micros(t).ok().flatten())
+            .unwrap_or(0);
+        format!("{}@{micros}", self.lsn)
+    }
 }
 
 /// The changelog table's name for a source table: the table name in the
@@ -103,6 +126,7 @@ impl ChangelogTable {
             .build();
         let attnums = first.columns.iter().map(|c| c.attnum).zip(field_ids);
         let mut properties = relation_properties(first, &attnums.collect());
+        properties.insert(PROP_RELATIONS.into(), first.relation_start());
         properties.insert(PROP_TENANT.into(), tenant.into());
         properties.insert(PROP_SOURCE.into(), format!("{}.{}", first.schema, first.table));
         properties.insert("write.parquet.compression-codec".into(), "zstd".into());
@@ -278,7 +302,7 @@ impl ChangelogTable {
             let updates = vec![
                 TableUpdate::AddSchema { schema },
                 TableUpdate::SetCurrentSchema { schema_id: -1 },
-                TableUpdate::SetProperties { updates: relation_properties(version, &field_ids) },
+                TableUpdate::SetProperties { updates: self.evolved_properties(version, &field_ids) },
             ];
             let ident = self.table.identifier().clone();
             match warehouse.commit(&ident, requirements, updates).await {
@@ -298,10 +322,27 @@ impl ChangelogTable {
         }
     }
 
+    /// Table properties after moving to `version`: a new relation is
+    /// added to the relations.
+    fn evolved_properties(&self, version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> HashMap<String, String> {
+        let mut properties = relation_properties(version, field_ids);
+        if version.table_oid != self.table_oid {
+            let mut relations = self.table.metadata().properties().get(PROP_RELATIONS).cloned().unwrap_or_default();
+            if !relations.is_empty() {
+                relations.push(',');
+            }
+            relations.push_str(&version.relation_start());
+            properties.insert(PROP_RELATIONS.to_owned(), relations);
+        }
+        properties
+    }
+
     /// The Iceberg schema for a schema version: a column keeps its field id
     /// while it is the same PostgreSQL column (same relation and attnum) and
-    /// its type stays the same or is one Iceberg can promote; anything else
-    /// gets a new field id.
+    /// its type stays the same or is one Iceberg can promote; in a table
+    /// created again under the same name, a column keeps the field of the
+    /// same name if its type can be read as it. Anything else gets a new
+    /// field id.
     fn schema_for(&self, version: &SchemaVersion) -> Result<(Schema, BTreeMap<i32, i32>)> {
         let metadata = self.table.metadata();
         let current = metadata.current_schema();
@@ -309,18 +350,24 @@ impl ChangelogTable {
         let mut next_id = metadata.last_column_id() + 1;
         let mut field_ids = BTreeMap::new();
         let mut ids = Vec::with_capacity(version.columns.len());
+        let readable_as = |id: i32, wanted: &PrimitiveType| {
+            current.field_by_id(id).is_some_and(|f| match f.field_type.as_ref() {
+                Type::Primitive(had) => promotable(had, wanted),
+                _ => false,
+            })
+        };
         for column in &version.columns {
             let wanted = mapping::iceberg_type(column.type_oid, &column.type_name);
-            let kept = same_relation
-                .then(|| self.field_ids.get(&column.attnum))
-                .flatten()
-                .filter(|id| {
-                    current.field_by_id(**id).is_some_and(|f| match f.field_type.as_ref() {
-                        Type::Primitive(had) => promotable(had, &wanted),
-                        _ => false,
-                    })
-                })
-                .copied();
+            let kept = if same_relation {
+                self.field_ids.get(&column.attnum).copied().filter(|id| readable_as(*id, &wanted))
+            } else {
+                // A table created again: a column of the same name and a
+                // readable type continues the old one's field.
+                current
+                    .field_by_name(&column.name)
+                    .map(|f| f.id)
+                    .filter(|id| readable_as(*id, &wanted) && !ids.contains(id))
+            };
             let id = kept.unwrap_or_else(|| {
                 next_id += 1;
                 next_id - 1

@@ -26,7 +26,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 use iceberg_datafusion::IcebergStaticTableProvider;
-use lake::table::{PROP_PRIMARY_KEY, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
+use lake::table::{PROP_PRIMARY_KEY, PROP_RELATIONS, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
 
 pub use error::QueryError;
 use rewrite::{Loaded, TableShape};
@@ -175,7 +175,20 @@ fn shape(table: &Table) -> TableShape {
         .get(PROP_PRIMARY_KEY)
         .map(|k| k.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
-    TableShape { columns, primary_key }
+    let relations = table
+        .metadata()
+        .properties()
+        .get(PROP_RELATIONS)
+        .map(|r| {
+            r.split(',')
+                .filter_map(|start| {
+                    let (lsn, micros) = start.split_once('@')?;
+                    Some((lsn.parse().ok()?, micros.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    TableShape { columns, primary_key, relations }
 }
 
 /// A table's Iceberg snapshots, oldest first, with the LSN range each added.

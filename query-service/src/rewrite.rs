@@ -47,6 +47,9 @@ pub struct TableShape {
     /// Source columns of the current schema, in order.
     pub columns: Vec<String>,
     pub primary_key: Vec<String>,
+    /// Where each relation of this name starts: (first LSN, commit time in
+    /// µs), oldest first.
+    pub relations: Vec<(u64, i64)>,
 }
 
 /// The loaded lake tables: (tenant, table) → shape; and per cross-tenant
@@ -302,6 +305,22 @@ impl Bound {
         }
     }
 
+    /// The LSN before the relation current at the bound starts: changes of
+    /// earlier relations of the same name (a table dropped and created
+    /// again) are not part of the state.
+    fn relation_cut(&self, relations: &[(u64, i64)]) -> String {
+        let mut cases = Vec::new();
+        for (lsn, micros) in relations.iter().rev() {
+            let reached = match self {
+                Self::Now => "TRUE".to_owned(),
+                Self::Instant(e) => format!("{e} >= to_timestamp_micros({micros})"),
+                Self::Lsn(e) => format!("({e}) >= {lsn}"),
+            };
+            cases.push(format!("WHEN {reached} THEN {}", lsn.saturating_sub(1)));
+        }
+        if cases.is_empty() { "0".to_owned() } else { format!("CAST(CASE {} ELSE 0 END AS BIGINT)", cases.join(" ")) }
+    }
+
     fn snapshots(&self) -> String {
         match self {
             Self::Now => "TRUE".to_owned(),
@@ -357,14 +376,15 @@ fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenan
     let columns: Vec<String> = shape.columns.iter().map(|c| format!("\"__c\".{}", quote(c))).collect();
     let key: Vec<String> = shape.primary_key.iter().map(|c| quote(c)).collect();
     let within = bound.changes();
+    let relation_cut = bound.relation_cut(&shape.relations);
     let select = match tenant_column {
         Some(t) => format!("'{}' AS \"tenant\", {}", t.replace('\'', "''"), columns.join(", ")),
         None => columns.join(", "),
     };
     Ok(format!(
         "SELECT {select} FROM {changes} AS \"__c\" JOIN (\
-           SELECT max(\"_lsn\") AS \"__last\" FROM {changes} WHERE ({within}) AND \"_lsn\" > \
-             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" = 'truncate' AND ({within})) \
+           SELECT max(\"_lsn\") AS \"__last\" FROM {changes} WHERE ({within}) AND \"_lsn\" > greatest(\
+             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" = 'truncate' AND ({within})), {relation_cut}) \
            GROUP BY {key}\
          ) AS \"__latest\" ON \"__c\".\"_lsn\" = \"__latest\".\"__last\" \
          WHERE ({within}) AND \"__c\".\"_op\" <> 'delete'",
@@ -653,7 +673,11 @@ mod tests {
 
     fn loaded() -> Loaded {
         let mut loaded = Loaded::default();
-        let shape = TableShape { columns: vec!["id".into(), "name".into()], primary_key: vec!["id".into()] };
+        let shape = TableShape {
+            columns: vec!["id".into(), "name".into()],
+            primary_key: vec!["id".into()],
+            relations: vec![(1, 0), (40, 1_700_000_000_000_000)],
+        };
         loaded.tables.insert(("acme".into(), "items".into()), shape);
         loaded
     }

@@ -150,6 +150,16 @@ async fn as_of_any_instant_equals_what_postgres_had() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["rows"][0]["rows"], state3.len());
 
+    // A table dropped and created again: its state starts anew, and the
+    // old table's state is still there at earlier instants.
+    let t3 = instant(&c, "acme").await;
+    c.exec("acme", "DROP TABLE items; CREATE TABLE items (id int PRIMARY KEY, name text, qty bigint)").await;
+    c.exec("acme", "INSERT INTO items VALUES (7, 'again', 1)").await;
+    c.wait_shipped("acme").await;
+    assert_eq!(sql(&c, &q("")).await, vec![json!({"id": 7, "name": "again", "qty": 1})]);
+    assert_eq!(sql(&c, &q(&format!("FOR SYSTEM_TIME AS OF '{t3}'"))).await, state3);
+    assert_eq!(sql(&c, &q(&format!("FOR SYSTEM_TIME AS OF '{t1}'"))).await, state1);
+
     // The changelog and the snapshots, also as of an LSN.
     let head = c.head_lsn("acme").await;
     assert_eq!(sql(&c, "SELECT count(*) AS n FROM acme.\"items$changes\"").await, vec![json!({"n": head})]);
