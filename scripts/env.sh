@@ -32,3 +32,26 @@ require_python_deps() {
     "$TIDELAKE_PYTHON" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
 }
+
+# Programs the tests drive, from Debian's packages: Chromium and its driver
+# (the dashboard test) and psql (the Postgres wire front's test).
+require_system_packages() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+    if [ ${#missing[@]} -eq 0 ]; then
+        return
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "the tests need ${missing[*]} (Debian/Ubuntu packages); install them first" >&2
+        exit 1
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo=(sudo)
+    fi
+    echo "installing ${missing[*]} from Debian's packages" >&2
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

@@ -30,6 +30,14 @@ enum Command {
     Catalog(Overrides),
     /// Serve only the query service (POST /sql) over the lake.
     QueryService(Overrides),
+    /// List the tenants of a running server: tier, size, last access, lake lag.
+    Tenants {
+        /// The server [default: http://<--listen>].
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Run one SQL query over the lake and print the answer as a table.
     Sql {
         /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
@@ -62,15 +70,22 @@ fn main() -> Result<()> {
             Settings::load(overrides)?,
             "catalog",
             "/catalog",
-            |warehouse| axum::Router::new().nest("/catalog", catalog::rest::router(warehouse)),
+            |warehouse| (axum::Router::new().nest("/catalog", catalog::rest::router(warehouse)), None),
         )),
         Command::QueryService(overrides) => runtime.block_on(serve_alone(
             Settings::load(overrides)?,
             "query service",
             "/sql",
-            |warehouse| query_service::http::router(query_service::QueryService::new(warehouse)),
+            |warehouse| {
+                let queries = query_service::QueryService::new(warehouse);
+                (query_service::http::router(queries.clone()), Some(queries))
+            },
         )),
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
+        Command::Tenants { url, overrides } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", Settings::load(overrides).map(|s| s.listen).unwrap_or_else(|_| settings::DEFAULT_LISTEN.parse().expect("default address"))));
+            runtime.block_on(tenants_table(&url))
+        }
     }
 }
 
@@ -88,6 +103,7 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .context("open the Iceberg catalog")?;
     let reaper = tokio::spawn(tenants.clone().run_reaper());
+    let tiering = tokio::spawn(tenants.clone().run_tiering());
     let (stop_shipper, stop) = tokio::sync::watch::channel(false);
     let shipper = settings.lake.map(|config| {
         let source = Arc::new(lake_source::TenantsSource(tenants.clone()));
@@ -96,6 +112,7 @@ async fn serve(settings: Settings) -> Result<()> {
         tokio::spawn(shipper.run(stop))
     });
     let queries = query_service::QueryService::new(warehouse.clone());
+    let wire = start_wire(settings.pg_listen, &queries).await?;
     let app = oltp_do::api::router(tenants.clone())
         .nest("/catalog", catalog::rest::router(warehouse))
         .merge(query_service::http::router(queries));
@@ -103,6 +120,9 @@ async fn serve(settings: Settings) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve HTTP")?;
+    if let Some(wire) = wire {
+        wire.abort();
+    }
 
     if let Some(shipper) = shipper {
         tracing::info!("shutting down: shipping pending changes to the lake");
@@ -113,6 +133,7 @@ async fn serve(settings: Settings) -> Result<()> {
     }
     tracing::info!("shutting down: closing open tenant databases");
     reaper.abort();
+    tiering.abort();
     Arc::clone(&tenants).shutdown().await;
     tracing::info!("all tenant databases closed");
     Ok(())
@@ -127,7 +148,7 @@ async fn serve_alone(
     settings: Settings,
     what: &str,
     path: &str,
-    app: impl FnOnce(Arc<Warehouse>) -> axum::Router,
+    app: impl FnOnce(Arc<Warehouse>) -> (axum::Router, Option<Arc<query_service::QueryService>>),
 ) -> Result<()> {
     let warehouse = Warehouse::open(settings.catalog)
         .await
@@ -136,10 +157,34 @@ async fn serve_alone(
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
     println!("tidelake {what} listening on http://{}{path}", listener.local_addr()?);
-    axum::serve(listener, app(warehouse))
+    let (router, queries) = app(warehouse);
+    let wire = match queries {
+        Some(queries) => start_wire(settings.pg_listen, &queries).await?,
+        None => None,
+    };
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serve HTTP")
+        .context("serve HTTP");
+    if let Some(wire) = wire {
+        wire.abort();
+    }
+    served
+}
+
+/// Serve lake queries over the Postgres wire protocol, if configured; the
+/// address goes to stdout after the HTTP one.
+async fn start_wire(
+    address: Option<std::net::SocketAddr>,
+    queries: &Arc<query_service::QueryService>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(address) = address else { return Ok(None) };
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!("listen for Postgres connections on {address} (choose another with --pg-listen, or `off`)")
+    })?;
+    println!("tidelake postgres wire listening on {}", listener.local_addr()?);
+    let queries = queries.clone();
+    Ok(Some(tokio::spawn(query_service::wire::serve(listener, queries, std::future::pending()))))
 }
 
 async fn run_sql(settings: Settings, query: &str) -> Result<()> {
@@ -154,6 +199,67 @@ async fn run_sql(settings: Settings, query: &str) -> Result<()> {
     println!("{table}");
     println!("({} row{})", answer.row_count(), if answer.row_count() == 1 { "" } else { "s" });
     Ok(())
+}
+
+/// `tidelake tenants`: the server's `health`, as a table.
+async fn tenants_table(url: &str) -> Result<()> {
+    let health: serde_json::Value = reqwest::get(format!("{}/health", url.trim_end_matches('/')))
+        .await
+        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?
+        .json()
+        .await
+        .context("read the server's health")?;
+    let mut rows = vec![["TENANT", "TIER", "LOCAL", "ARCHIVE", "LAST ACCESS (UTC)", "LAKE"].map(String::from).to_vec()];
+    for t in health["tenants"].as_array().into_iter().flatten() {
+        let bytes = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), human_bytes);
+        let access = t["lastAccessMs"].as_u64().map_or("-".to_owned(), utc_text);
+        let lake = match &t["lake"] {
+            serde_json::Value::Null => "-".to_owned(),
+            l if l["lagLsn"].as_u64() == Some(0) => "up to date".to_owned(),
+            l => format!("{} behind ({:.1} s)", l["lagLsn"], l["lagSeconds"].as_f64().unwrap_or(0.0)),
+        };
+        rows.push(vec![
+            t["tenant"].as_str().unwrap_or("?").to_owned(),
+            t["tier"].as_str().unwrap_or("?").to_owned(),
+            bytes(&t["diskBytes"]),
+            bytes(&t["archiveBytes"]),
+            access,
+            lake,
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for row in &rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut n, mut i) = (bytes as f64, 0);
+    while n >= 1024.0 && i < units.len() - 1 {
+        n /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{bytes} B") } else { format!("{n:.1} {}", units[i]) }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,7 @@ use oltp_do::config::parse_duration;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7432";
+pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:7433";
 pub const DEFAULT_DATA_DIR: &str = "./tidelake-data";
 
 /// The config file. Every key is optional.
@@ -31,6 +32,22 @@ pub struct FileConfig {
     pub catalog: CatalogSection,
     #[serde(default)]
     pub lake: LakeSection,
+    #[serde(default)]
+    pub archive: ArchiveSection,
+}
+
+/// Base backups and the cold tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSection {
+    pub location: Option<String>,
+    pub cold_after: Option<String>,
+    pub disk_budget: Option<String>,
+    pub backup_interval: Option<String>,
+    pub backup_retention: Option<String>,
+    /// S3 properties; the catalog's are used when this is empty.
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +82,7 @@ pub struct CaptureSection {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub listen: Option<String>,
+    pub pg_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -104,6 +122,9 @@ pub struct Overrides {
     /// Address to serve HTTP on [default: 127.0.0.1:7432]; port 0 picks a free port.
     #[arg(long, env = "TIDELAKE_LISTEN")]
     pub listen: Option<String>,
+    /// Address to serve lake queries over the Postgres wire protocol on, or `off` [default: 127.0.0.1:7433].
+    #[arg(long, env = "TIDELAKE_PG_LISTEN")]
+    pub pg_listen: Option<String>,
     /// Hibernate a tenant after this long without requests (e.g. 30s, 5m) [default: 5m].
     #[arg(long, env = "TIDELAKE_HIBERNATE_AFTER")]
     pub hibernate_after: Option<String>,
@@ -146,6 +167,21 @@ pub struct Overrides {
     /// Partition changelog tables by `day` or `hour` of the commit time [default: day].
     #[arg(long, env = "TIDELAKE_LAKE_PARTITION")]
     pub lake_partition: Option<String>,
+    /// Where base backups and cold tenants go: file:///PATH or s3://bucket/prefix [default: archive/ in the data dir].
+    #[arg(long, env = "TIDELAKE_ARCHIVE")]
+    pub archive: Option<String>,
+    /// Archive a hibernated tenant and remove it from local disk after this long idle, or `off` [default: 24h].
+    #[arg(long, env = "TIDELAKE_COLD_AFTER")]
+    pub cold_after: Option<String>,
+    /// Move least recently used hibernated tenants to the cold tier while local tenants take more than this (e.g. 20GB) [default: none].
+    #[arg(long, env = "TIDELAKE_DISK_BUDGET")]
+    pub disk_budget: Option<String>,
+    /// Take a base backup of a tenant with new changes this often, or `off` [default: 6h].
+    #[arg(long, env = "TIDELAKE_BACKUP_INTERVAL")]
+    pub backup_interval: Option<String>,
+    /// Keep base backups this long (and the newest older one) [default: 7d].
+    #[arg(long, env = "TIDELAKE_BACKUP_RETENTION")]
+    pub backup_retention: Option<String>,
     /// PostgreSQL shared_buffers per tenant [default: 4MB].
     #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
     pub shared_buffers: Option<String>,
@@ -153,6 +189,8 @@ pub struct Overrides {
 
 pub struct Settings {
     pub listen: SocketAddr,
+    /// None: no Postgres wire front.
+    pub pg_listen: Option<SocketAddr>,
     pub oltp: OltpConfig,
     pub catalog: CatalogConfig,
     /// None: the lake shipper is off.
@@ -176,6 +214,14 @@ impl Settings {
         let listen = listen_text
             .parse()
             .with_context(|| format!("invalid listen address {listen_text:?}"))?;
+        let pg_listen_text = overrides
+            .pg_listen
+            .or(file.server.pg_listen)
+            .unwrap_or_else(|| DEFAULT_PG_LISTEN.to_owned());
+        let pg_listen = match pg_listen_text.as_str() {
+            "off" | "" => None,
+            text => Some(text.parse().with_context(|| format!("invalid pg_listen address {text:?} (or `off`)"))?),
+        };
 
         let mut catalog = CatalogConfig::in_data_dir(&data_dir);
         let cat = file.catalog;
@@ -256,7 +302,25 @@ impl Settings {
             "the lake ships the change log: enabling it needs capture enabled"
         );
         let lake = (lake_on && oltp.engine.capture).then_some(shipper);
-        Ok(Self { listen, oltp, catalog, lake })
+
+        let a = file.archive;
+        if let Some(location) = overrides.archive.or(a.location) {
+            oltp.archive.location = location;
+        }
+        oltp.archive.storage = if a.storage.is_empty() { catalog.storage.clone().into_iter().collect() } else { a.storage };
+        if let Some(text) = overrides.cold_after.or(a.cold_after) {
+            oltp.cold_after = optional_duration("archive.cold_after", &text)?;
+        }
+        if let Some(text) = overrides.disk_budget.or(a.disk_budget) {
+            oltp.disk_budget = Some(parse_bytes(&text).map_err(|e| anyhow::anyhow!("archive.disk_budget: {e}"))?);
+        }
+        if let Some(text) = overrides.backup_interval.or(a.backup_interval) {
+            oltp.backup_interval = optional_duration("archive.backup_interval", &text)?;
+        }
+        if let Some(text) = overrides.backup_retention.or(a.backup_retention) {
+            oltp.backup_retention = duration("archive.backup_retention", &text)?;
+        }
+        Ok(Self { listen, pg_listen, oltp, catalog, lake })
     }
 }
 
@@ -264,6 +328,32 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+}
+
+/// A duration, or `off`.
+fn optional_duration(key: &str, text: &str) -> Result<Option<std::time::Duration>> {
+    if text == "off" { Ok(None) } else { duration(key, text).map(Some) }
+}
+
+/// `20GB`, `512MiB`, `1048576`: bytes (decimal and binary units).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("expected a size like 20GB, got {text:?}"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    Ok((number * scale as f64) as u64)
 }
 
 fn duration(key: &str, text: &str) -> Result<std::time::Duration> {

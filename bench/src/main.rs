@@ -13,6 +13,7 @@ use tokio_postgres::NoTls;
 mod capture;
 mod lake;
 mod query;
+mod tiers;
 
 struct Args {
     pg_url: Option<String>,
@@ -209,6 +210,18 @@ async fn main() -> Result<()> {
                 }
             }
             query::run(out, python.context("--python: a Python with PyIceberg and DuckDB (bench/run-query.sh sets it)")?).await
+        }
+        Some("tiers") => {
+            argv.next();
+            let (mut out, mut pg_bin) = (None, None);
+            while let Some(flag) = argv.next() {
+                match (flag.as_str(), argv.next()) {
+                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
+                    ("--pg-bin", Some(path)) => pg_bin = Some(PathBuf::from(path)),
+                    _ => bail!("usage: oltp-bench tiers --pg-bin DIR [--out FILE]"),
+                }
+            }
+            tiers::run(out, pg_bin.context("--pg-bin: PostgreSQL's bin directory (bench/run-tiers.sh sets it)")?).await
         }
         Some("oltp") => {
             argv.next();

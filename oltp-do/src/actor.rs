@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::archive::Packed;
 use crate::engine::{ChangePage, EngineRuntime, LogStats, TenantDb};
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
@@ -29,6 +30,9 @@ pub enum Work {
     Changes { since: u64, limit: u64 },
     Stats,
     Acknowledge { consumer: String, lsn: u64, retention: Duration },
+    /// Checkpoint and pack the database directory (a base backup) while
+    /// nothing else runs on it.
+    Backup { root: PathBuf },
 }
 
 #[derive(Debug)]
@@ -38,6 +42,7 @@ pub enum Output {
     Schema(Value),
     Changes(ChangePage),
     Stats(LogStats),
+    Backup { packed: Packed, head_lsn: u64 },
 }
 
 impl Output {
@@ -77,6 +82,13 @@ impl Output {
         match self {
             Self::Stats(stats) => Ok(stats),
             other => Err(other.unexpected("change log stats")),
+        }
+    }
+
+    pub fn into_backup(self) -> Result<(Packed, u64)> {
+        match self {
+            Self::Backup { packed, head_lsn } => Ok((packed, head_lsn)),
+            other => Err(other.unexpected("a packed backup")),
         }
     }
 }
@@ -198,6 +210,16 @@ impl ActorHandle {
         self.touch();
     }
 
+    /// Work that is not a client's request: keeps the actor from closing
+    /// meanwhile, without making it look used.
+    pub fn begin_quiet(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn end_quiet(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
     pub fn end_request(&self) {
         self.touch();
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -275,6 +297,11 @@ fn actor_main(
     let started = Instant::now();
     let opened = runtime.wait_ready().and_then(|()| {
         let ready = started.elapsed();
+        // A cold tenant is promoted before its actor starts; never make a
+        // fresh database where an archived one belongs.
+        if crate::tenants::cold_marker(&root).exists() {
+            return Err(Error::Engine(format!("tenant {} is archived (cold) and was not restored", handle.tenant)));
+        }
         runtime.ensure_tenant_root(&root)?;
         // From here until a clean close, the head is unknown without opening.
         match std::fs::remove_file(root.join(CLOSED_HEAD_FILE)) {
@@ -383,7 +410,8 @@ fn actor_main(
         }
     }
     if healthy {
-        let head = if db.capture_enabled() { keep_unacknowledged(&mut db, feed) } else { None };
+        // Without capture the head is 0: the file still says "closed cleanly".
+        let head = if db.capture_enabled() { keep_unacknowledged(&mut db, feed) } else { Some(0) };
         match db.close() {
             Ok(()) => {
                 if let Some(head) = head {
@@ -453,5 +481,10 @@ fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
             lsn,
             retention,
         } => db.acknowledge(consumer, *lsn, *retention).map(Output::Stats),
+        Work::Backup { root } => {
+            db.checkpoint()?;
+            let head_lsn = if db.capture_enabled() { db.log_stats()?.head_lsn } else { 0 };
+            Ok(Output::Backup { packed: crate::archive::pack(root)?, head_lsn })
+        }
     }
 }

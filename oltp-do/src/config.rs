@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::archive::ArchiveConfig;
 use crate::engine::EngineSettings;
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
 
 #[derive(Debug, Clone)]
 pub struct OltpConfig {
@@ -32,6 +37,20 @@ pub struct OltpConfig {
     /// A WebSocket client that does not take a message for this long is disconnected.
     pub ws_send_timeout: Duration,
     pub engine: EngineSettings,
+    /// Where base backups and cold tenants go.
+    pub archive: ArchiveConfig,
+    /// A hibernated tenant idle for this long is archived and removed from
+    /// local disk (None: never by age).
+    pub cold_after: Option<Duration>,
+    /// When tenants on local disk take more than this many bytes, the least
+    /// recently used hibernated ones go cold (None: no budget).
+    pub disk_budget: Option<u64>,
+    /// A tenant with changes since its last base backup gets a new one
+    /// this often (None: only on demotion and on request).
+    pub backup_interval: Option<Duration>,
+    /// Base backups older than this are removed, except the newest of them
+    /// (which keeps the start of the window restorable).
+    pub backup_retention: Duration,
 }
 
 impl OltpConfig {
@@ -49,7 +68,19 @@ impl OltpConfig {
             change_retention: Duration::from_secs(3600),
             ws_send_timeout: Duration::from_secs(10),
             engine: EngineSettings::default(),
+            archive: ArchiveConfig { location: String::new(), storage: Default::default() },
+            cold_after: Some(Duration::from_secs(24 * 3600)),
+            disk_budget: None,
+            backup_interval: Some(Duration::from_secs(6 * 3600)),
+            backup_retention: Duration::from_secs(7 * 24 * 3600),
         }
+        .with_default_archive()
+    }
+
+    /// Archives in `<data-dir>/archive` unless configured.
+    fn with_default_archive(mut self) -> Self {
+        self.archive.location = format!("file://{}", absolute(&self.data_dir.join("archive")).display());
+        self
     }
 
     pub fn tenants_dir(&self) -> PathBuf {
@@ -70,7 +101,7 @@ pub const DEFAULT_BLOCKED_NAMES: &[&str] = &[
     "catalog", "sql", "metrics", "health", "internal", "system", "root", "localhost",
 ];
 
-/// Parse a duration written as `250ms`, `30s`, `5m`, `2h` or a bare number of seconds.
+/// Parse a duration written as `250ms`, `30s`, `5m`, `2h`, `7d` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -85,6 +116,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
     };
     Ok(Duration::from_secs_f64(seconds))

@@ -67,6 +67,12 @@ pub enum Error {
     /// The server is shutting down or the tenant is being moved.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A tenant's archive failed verification: it is not opened.
+    #[error("{0}")]
+    ArchiveCorrupt(String),
+    /// Something asked for that does not exist (a backup).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl Error {

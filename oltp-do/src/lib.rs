@@ -9,6 +9,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -4,9 +4,16 @@
 //!
 //! Every state change happens under one mutex that is never held across an
 //! await; the actors do the slow part (open, close) on their own threads.
+//!
+//! Tiers: a tenant is hot (open), warm (closed, on local disk) or cold
+//! (archived in object storage and removed from local disk, leaving a small
+//! `<tenant>.cold` marker naming its archive). A cold tenant is promoted
+//! back — fetched, verified, unpacked — before its next request runs. Moves
+//! between warm and cold, and backups taken from disk, hold the tenant's
+//! move lock, and requests arriving meanwhile wait for it.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::actor::{ActorHandle, Attempt, CLOSED_HEAD_FILE, Output, Work};
+use crate::archive::{self, Manifest, Store};
 use crate::config::OltpConfig;
 use crate::engine::{ChangePage, EngineRuntime, LogStats};
 use crate::feed::{Commits, Feed};
@@ -29,6 +37,38 @@ pub struct Tenants {
     commits: Arc<Commits>,
     reporters: Mutex<Vec<Arc<dyn Reporter>>>,
     pub metrics: Metrics,
+    store: Store,
+    /// Per tenant: held while it moves between tiers or is packed from disk.
+    moves: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per tenant: its newest base backup, once known.
+    backups: Mutex<HashMap<TenantId, BackupMark>>,
+    started: SystemTime,
+}
+
+/// A tenant's newest base backup.
+#[derive(Debug, Clone, Copy)]
+struct BackupMark {
+    lsn: u64,
+    at: SystemTime,
+}
+
+/// The marker a cold tenant leaves on local disk.
+pub fn cold_marker(root: &Path) -> PathBuf {
+    root.with_extension("cold")
+}
+
+const COLD_SUFFIX: &str = ".cold";
+
+/// Where a tenant lives now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Open in memory.
+    Hot,
+    /// Closed, on local disk.
+    Warm,
+    /// Archived in object storage, not on local disk.
+    Cold,
 }
 
 /// A part of the server that consumes tenants' change logs (the lake
@@ -48,6 +88,8 @@ struct Inner {
     feeds: HashMap<TenantId, Arc<Feed>>,
     /// Wall-clock time of each tenant's last request since the server started.
     last_access: HashMap<TenantId, SystemTime>,
+    /// Tenants being archived or packed from disk: not to be opened meanwhile.
+    moving: HashSet<TenantId>,
     shutting_down: bool,
 }
 
@@ -65,6 +107,10 @@ impl Inner {
 pub struct Metrics {
     pub wakes: AtomicU64,
     pub hibernations: AtomicU64,
+    pub demotions: AtomicU64,
+    pub promotions: AtomicU64,
+    pub backups: AtomicU64,
+    pub tiering_errors: AtomicU64,
     pub evictions: AtomicU64,
     pub requests: AtomicU64,
     pub request_errors: AtomicU64,
@@ -76,8 +122,16 @@ pub struct Metrics {
 pub struct TenantStatus {
     pub tenant: String,
     pub engine: EngineState,
+    pub tier: Tier,
     pub exists: bool,
+    /// Bytes on local disk (0 when cold).
     pub disk_bytes: u64,
+    /// Size of the archive a cold tenant is kept in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_bytes: Option<u64>,
+    /// The newest base backup known since the server started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<serde_json::Value>,
     /// Milliseconds since the Unix epoch of the last request (or of the last
     /// change on disk for tenants untouched since the server started).
     pub last_access_ms: Option<u64>,
@@ -105,6 +159,7 @@ impl Tenants {
         std::fs::create_dir_all(config.tenants_dir()).map_err(|e| {
             Error::Engine(format!("create {}: {e}", config.tenants_dir().display()))
         })?;
+        let store = Store::open(&config.archive)?;
         let runtime = EngineRuntime::start(&config);
         Ok(Arc::new(Self {
             config: Arc::new(config),
@@ -114,6 +169,10 @@ impl Tenants {
             commits: Arc::default(),
             reporters: Mutex::default(),
             metrics: Metrics::default(),
+            store,
+            moves: Mutex::default(),
+            backups: Mutex::default(),
+            started: SystemTime::now(),
         }))
     }
 
@@ -164,7 +223,8 @@ impl Tenants {
                         inner.actors.remove(tenant);
                         continue;
                     }
-                    Some(actor) => actor.clone(),
+                    Some(actor) => Some(actor.clone()),
+                    None if inner.moving.contains(tenant) || cold_marker(&self.root(tenant)).exists() => None,
                     None => {
                         let actor = self.spawn_locked(&mut inner, tenant)?;
                         actor.begin_request();
@@ -172,8 +232,297 @@ impl Tenants {
                     }
                 }
             };
-            // Its previous actor is still closing the database: wait, then wake it anew.
-            closing.closed().await;
+            match closing {
+                // Its previous actor is still closing the database: wait, then wake it anew.
+                Some(closing) => closing.closed().await,
+                // Moving between tiers, or cold: wait for the move, promote if cold.
+                None => self.settle(tenant).await?,
+            }
+        }
+    }
+
+    fn move_lock(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        self.moves.lock().expect("moves poisoned").entry(tenant.clone()).or_default().clone()
+    }
+
+    /// Wait for any move of the tenant to finish; bring it back if cold.
+    async fn settle(&self, tenant: &TenantId) -> Result<()> {
+        let lock = self.move_lock(tenant);
+        let _moving = lock.lock().await;
+        let root = self.root(tenant);
+        let marker = cold_marker(&root);
+        if !marker.exists() {
+            return Ok(());
+        }
+        if root.exists() {
+            // Interrupted between unpacking and removing the marker (or
+            // between writing it and removing the directory): the directory
+            // is the tenant, as current as the archive or newer.
+            std::fs::remove_file(&marker).map_err(|e| io_error("remove", &marker, e))?;
+            return Ok(());
+        }
+        let started = Instant::now();
+        let manifest = read_marker(&marker)?;
+        let bytes = self.store.fetch(&manifest).await?;
+        let fetched = started.elapsed();
+        let into = root.clone();
+        tokio::task::spawn_blocking(move || archive::unpack(&bytes, &into))
+            .await
+            .map_err(|e| Error::Engine(format!("unpack task: {e}")))??;
+        std::fs::remove_file(&marker).map_err(|e| io_error("remove", &marker, e))?;
+        self.metrics.promotions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            tenant = %tenant,
+            archive_bytes = manifest.bytes,
+            fetch_ms = fetched.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "promoted a cold tenant"
+        );
+        Ok(())
+    }
+
+    /// The tenant's tier now.
+    pub fn tier(&self, tenant: &TenantId) -> Tier {
+        let open = {
+            let inner = self.inner.lock().expect("tenant registry poisoned");
+            inner.actors.get(tenant).is_some_and(|a| !a.is_closed())
+        };
+        let root = self.root(tenant);
+        if open {
+            Tier::Hot
+        } else if !root.exists() && cold_marker(&root).exists() {
+            Tier::Cold
+        } else {
+            Tier::Warm
+        }
+    }
+
+    /// Archive a hibernated tenant into object storage and remove it from
+    /// local disk. Returns false if it was not warm (open, cold, unknown,
+    /// or not closed cleanly).
+    pub async fn demote(&self, tenant: &TenantId) -> Result<bool> {
+        let lock = self.move_lock(tenant);
+        let _moving = lock.lock().await;
+        let root = self.root(tenant);
+        let Some(head) = self.begin_disk_move(tenant, &root) else { return Ok(false) };
+        let result = async {
+            let manifest = self.pack_and_store(tenant, &root, head, "cold").await?;
+            let marker = cold_marker(&root);
+            let staging = marker.with_extension("cold-writing");
+            let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+            std::fs::write(&staging, json).map_err(|e| io_error("write", &staging, e))?;
+            std::fs::rename(&staging, &marker).map_err(|e| io_error("install", &marker, e))?;
+            let parent = root.parent().unwrap_or(Path::new("."));
+            let removing = parent.join(format!(".removing-{tenant}"));
+            std::fs::rename(&root, &removing).map_err(|e| io_error("move away", &root, e))?;
+            std::fs::remove_dir_all(&removing).map_err(|e| io_error("remove", &removing, e))?;
+            self.metrics.demotions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(tenant = %tenant, archive_bytes = manifest.bytes, lsn = head, "tenant went cold");
+            Ok(true)
+        }
+        .await;
+        self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+        result
+    }
+
+    /// With the move lock held: mark a closed tenant as moving, so it is not
+    /// opened meanwhile; its head LSN. None if it is open, not on disk, or
+    /// was not closed cleanly.
+    fn begin_disk_move(&self, tenant: &TenantId, root: &Path) -> Option<u64> {
+        let mut inner = self.inner.lock().expect("tenant registry poisoned");
+        if inner.actors.contains_key(tenant) || inner.shutting_down || !root.exists() {
+            return None;
+        }
+        let head = std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()?;
+        inner.moving.insert(tenant.clone());
+        Some(head)
+    }
+
+    /// Pack a closed tenant's directory and store it as a base backup.
+    async fn pack_and_store(&self, tenant: &TenantId, root: &Path, head: u64, reason: &str) -> Result<Manifest> {
+        let dir = root.to_path_buf();
+        let packed = tokio::task::spawn_blocking(move || archive::pack(&dir))
+            .await
+            .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+        self.store_backup(tenant, packed, head, reason).await
+    }
+
+    async fn store_backup(&self, tenant: &TenantId, packed: archive::Packed, head: u64, reason: &str) -> Result<Manifest> {
+        let manifest = self.store.put(tenant.as_str(), packed, head, reason).await?;
+        self.metrics.backups.fetch_add(1, Ordering::Relaxed);
+        self.backups
+            .lock()
+            .expect("backups poisoned")
+            .insert(tenant.clone(), BackupMark { lsn: head, at: SystemTime::now() });
+        if let Err(err) = self.prune_backups(tenant).await {
+            tracing::warn!(tenant = %tenant, error = %err, "could not remove expired backups");
+        }
+        Ok(manifest)
+    }
+
+    /// Take a base backup now: of the open database through its actor, of
+    /// a closed one from disk; a cold tenant's archive is its newest backup.
+    pub async fn backup(&self, tenant: &TenantId, reason: &str) -> Result<Manifest> {
+        let root = self.root(tenant);
+        if self.tier(tenant) == Tier::Cold {
+            return read_marker(&cold_marker(&root));
+        }
+        if self.tier(tenant) == Tier::Warm {
+            let lock = self.move_lock(tenant);
+            let _moving = lock.lock().await;
+            if let Some(head) = self.begin_disk_move(tenant, &root) {
+                let result = self.pack_and_store(tenant, &root, head, reason).await;
+                self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+                return result;
+            }
+        }
+        if !root.exists() && !self.is_open(tenant) {
+            return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
+        }
+        let (packed, head) = self.run(tenant, Work::Backup { root }).await?.into_backup()?;
+        self.store_backup(tenant, packed, head, reason).await
+    }
+
+    /// Every complete base backup of a tenant, oldest first.
+    pub async fn backups(&self, tenant: &TenantId) -> Result<Vec<Manifest>> {
+        self.store.backups(tenant.as_str()).await
+    }
+
+    /// Remove backups older than the retention, keeping the newest of them
+    /// and the one a cold tenant is kept in.
+    async fn prune_backups(&self, tenant: &TenantId) -> Result<()> {
+        let all = self.store.backups(tenant.as_str()).await?;
+        let cutoff = archive::now_ms().saturating_sub(self.config.backup_retention.as_millis() as u64);
+        let keep_cold = read_marker(&cold_marker(&self.root(tenant))).ok().map(|m| m.key);
+        let old: Vec<&Manifest> = all.iter().filter(|m| m.taken_at_ms < cutoff).collect();
+        // The newest one before the window keeps the window's start restorable.
+        for manifest in old.iter().rev().skip(1) {
+            if Some(&manifest.key) != keep_cold.as_ref() {
+                self.store.remove(manifest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest known base backup of a tenant (read from the store once).
+    async fn backup_mark(&self, tenant: &TenantId) -> Result<BackupMark> {
+        if let Some(mark) = self.backups.lock().expect("backups poisoned").get(tenant) {
+            return Ok(*mark);
+        }
+        let mark = match self.store.backups(tenant.as_str()).await?.last() {
+            Some(m) => BackupMark { lsn: m.lsn, at: UNIX_EPOCH + Duration::from_millis(m.taken_at_ms) },
+            // Never backed up: counted from the server's start, so a restart
+            // does not back every tenant up at once.
+            None => BackupMark { lsn: 0, at: self.started },
+        };
+        self.backups.lock().expect("backups poisoned").insert(tenant.clone(), mark);
+        Ok(mark)
+    }
+
+    /// The newest change LSN of a tenant, as known without waking it.
+    async fn known_head(&self, tenant: &TenantId) -> Option<u64> {
+        if !self.config.engine.capture {
+            return None;
+        }
+        if self.is_open(tenant) {
+            return self.peek_log_stats(tenant).await.and_then(Result::ok).map(|s| s.head_lsn);
+        }
+        self.closed_head(tenant)
+    }
+
+    /// One round of the tier policies: periodic backups, cold after idle
+    /// time, and the local disk budget.
+    pub async fn apply_tier_policies(&self) {
+        let tenants = self.tenant_ids();
+        if let Some(interval) = self.config.backup_interval {
+            for tenant in &tenants {
+                if self.tier(tenant) == Tier::Cold {
+                    continue;
+                }
+                let due = match self.backup_mark(tenant).await {
+                    Ok(mark) => {
+                        mark.at.elapsed().unwrap_or_default() >= interval
+                            && self.known_head(tenant).await.is_some_and(|head| head > mark.lsn)
+                    }
+                    Err(err) => {
+                        tracing::warn!(tenant = %tenant, error = %err, "could not list backups");
+                        false
+                    }
+                };
+                if due && let Err(err) = self.backup(tenant, "periodic").await {
+                    self.metrics.tiering_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(tenant = %tenant, error = %err, "periodic base backup failed");
+                }
+            }
+        }
+        let warm: Vec<(TenantId, SystemTime)> = {
+            let inner = self.inner.lock().expect("tenant registry poisoned");
+            tenants
+                .iter()
+                .filter(|t| !inner.actors.contains_key(*t) && self.root(t).exists())
+                .map(|t| {
+                    let root = self.root(t);
+                    let last = inner.last_access.get(t).copied().or_else(|| root.metadata().and_then(|m| m.modified()).ok());
+                    (t.clone(), last.unwrap_or(UNIX_EPOCH))
+                })
+                .collect()
+        };
+        let mut demoted = HashSet::new();
+        if let Some(after) = self.config.cold_after {
+            for (tenant, last) in &warm {
+                if last.elapsed().unwrap_or_default() >= after {
+                    self.demote_logged(tenant, &mut demoted).await;
+                }
+            }
+        }
+        if let Some(budget) = self.config.disk_budget {
+            let mut used: u64 = tenants.iter().map(|t| dir_size(&self.root(t))).sum();
+            let mut lru = warm;
+            lru.sort_by_key(|(_, last)| *last);
+            for (tenant, _) in lru {
+                if used <= budget {
+                    break;
+                }
+                if demoted.contains(&tenant) {
+                    continue;
+                }
+                let size = dir_size(&self.root(&tenant));
+                if self.demote_logged(&tenant, &mut demoted).await {
+                    used = used.saturating_sub(size);
+                }
+            }
+        }
+    }
+
+    async fn demote_logged(&self, tenant: &TenantId, demoted: &mut HashSet<TenantId>) -> bool {
+        match self.demote(tenant).await {
+            Ok(true) => {
+                demoted.insert(tenant.clone());
+                true
+            }
+            Ok(false) => false,
+            Err(err) => {
+                self.metrics.tiering_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant = %tenant, error = %err, "could not move a tenant to the cold tier");
+                false
+            }
+        }
+    }
+
+    /// The background loop of the tier policies.
+    pub async fn run_tiering(self: Arc<Self>) {
+        let mut period = Duration::from_secs(5);
+        for d in [self.config.cold_after, self.config.backup_interval].into_iter().flatten() {
+            period = period.min(d / 4);
+        }
+        let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if self.inner.lock().expect("tenant registry poisoned").shutting_down {
+                return;
+            }
+            self.apply_tier_policies().await;
         }
     }
 
@@ -224,9 +573,14 @@ impl Tenants {
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| TenantId::parse(e.file_name().to_str()?).ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                TenantId::parse(name.strip_suffix(COLD_SUFFIX).unwrap_or(name)).ok()
+            })
             .collect();
         names.sort();
+        names.dedup();
         names
     }
 
@@ -236,7 +590,11 @@ impl Tenants {
         if self.inner.lock().expect("tenant registry poisoned").actors.contains_key(tenant) {
             return None;
         }
-        std::fs::read_to_string(self.root(tenant).join(CLOSED_HEAD_FILE))
+        let root = self.root(tenant);
+        if !root.exists() {
+            return read_marker(&cold_marker(&root)).ok().map(|m| m.lsn);
+        }
+        std::fs::read_to_string(root.join(CLOSED_HEAD_FILE))
             .ok()?
             .trim()
             .parse()
@@ -317,6 +675,25 @@ impl Tenants {
     }
 
     /// The change log's extent and size, read from the database.
+    /// The change log of an open tenant as it is now, without counting as
+    /// a request: a tenant only looked at (health, the tier policies) still
+    /// hibernates when idle. None if it is not open.
+    pub async fn peek_log_stats(&self, tenant: &TenantId) -> Option<Result<LogStats>> {
+        let actor = {
+            let inner = self.inner.lock().expect("tenant registry poisoned");
+            let actor = inner.actors.get(tenant).filter(|a| !a.is_closing())?.clone();
+            actor.begin_quiet();
+            actor
+        };
+        let deadline = Instant::now() + self.config.queue_timeout;
+        let attempt = actor.call(Arc::new(Work::Stats), deadline).await;
+        actor.end_quiet();
+        match attempt {
+            Attempt::Done(result) => Some(result.and_then(Output::into_stats)),
+            Attempt::NotRun => None,
+        }
+    }
+
     pub async fn log_stats(&self, tenant: &TenantId) -> Result<LogStats> {
         self.run(tenant, Work::Stats).await?.into_stats()
     }
@@ -402,7 +779,10 @@ impl Tenants {
         let inner = self.inner.lock().expect("tenant registry poisoned");
         match inner.actors.get(tenant) {
             Some(actor) => (actor.engine_state(), true),
-            None => (EngineState::Hibernated, self.root(tenant).exists()),
+            None => {
+                let root = self.root(tenant);
+                (EngineState::Hibernated, root.exists() || cold_marker(&root).exists())
+            }
         }
     }
 
@@ -436,10 +816,24 @@ impl Tenants {
                     .get(&tenant)
                     .copied()
                     .or_else(|| root.metadata().and_then(|m| m.modified()).ok());
+                let on_disk = root.exists();
+                let cold = (!on_disk && actor.is_none()).then(|| read_marker(&cold_marker(&root)).ok()).flatten();
+                let tier = match (actor.is_some_and(|a| !a.is_closed()), &cold) {
+                    (true, _) => Tier::Hot,
+                    (false, Some(_)) => Tier::Cold,
+                    (false, None) => Tier::Warm,
+                };
+                let last_backup = self.backups.lock().expect("backups poisoned").get(&tenant).filter(|m| m.lsn > 0).map(|m| {
+                    let at = m.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                    serde_json::json!({"lsn": m.lsn, "takenAtMs": at})
+                });
                 TenantStatus {
                     engine: actor.map_or(EngineState::Hibernated, |a| a.engine_state()),
-                    exists: root.exists(),
+                    tier,
+                    exists: on_disk || cold.is_some(),
                     disk_bytes: dir_size(&root),
+                    archive_bytes: cold.map(|m| m.bytes),
+                    last_backup,
                     last_access_ms: last_access
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .map(|d| d.as_millis() as u64),
@@ -455,6 +849,15 @@ impl Tenants {
             })
             .collect()
     }
+}
+
+fn read_marker(marker: &Path) -> Result<Manifest> {
+    let bytes = std::fs::read(marker).map_err(|e| io_error("read", marker, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Engine(format!("cold marker {}: {e}", marker.display())))
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Engine(format!("{what} {}: {e}", path.display()))
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {

@@ -34,7 +34,26 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .route("/diff", get(diff))
         .route("/growth", get(growth))
         .route("/activity", get(activity))
+        .route("/tables", get(tables))
+        .route("/dashboard", get(dashboard))
         .with_state(service)
+}
+
+/// The dashboard: one page, no external resources.
+async fn dashboard() -> Response {
+    let page = include_str!("dashboard.html");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], page).into_response()
+}
+
+/// `GET /tables`: every lake table, by tenant.
+async fn tables(State(service): State<Arc<QueryService>>) -> Response {
+    match service.tables().await {
+        Ok(tables) => {
+            let tables: Vec<Value> = tables.into_iter().map(|(tenant, table)| json!({"tenant": tenant, "table": table})).collect();
+            axum::Json(json!({ "tables": tables })).into_response()
+        }
+        Err(err) => err.into_response(),
+    }
 }
 
 #[derive(Deserialize)]

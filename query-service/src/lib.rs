@@ -13,6 +13,7 @@ pub mod dialect;
 pub mod error;
 pub mod http;
 pub mod rewrite;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -21,8 +22,12 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, T
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::datasource::MemTable;
+use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 use iceberg_datafusion::IcebergStaticTableProvider;
@@ -66,6 +71,49 @@ pub fn pretty(answer: &Answer) -> Result<String, QueryError> {
         .map_err(|e| QueryError::Internal(e.to_string()))
 }
 
+/// A planned query over the lake as it was when planned.
+pub struct Prepared {
+    ctx: SessionContext,
+    plan: LogicalPlan,
+}
+
+impl Prepared {
+    /// The columns of the answer.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+
+    /// The types of `$1`, `$2`, … in order, where the query implies one.
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>, QueryError> {
+        let types = self.plan.get_parameter_types()?;
+        let mut numbered = Vec::with_capacity(types.len());
+        for (name, data_type) in types {
+            let number = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| QueryError::Sql(format!("parameters are written $1, $2, …; not {name}")))?;
+            numbered.push((number, data_type));
+        }
+        numbered.sort_by_key(|(number, _)| *number);
+        let count = numbered.last().map_or(0, |(number, _)| *number);
+        let mut ordered = vec![None; count];
+        for (number, data_type) in numbered {
+            ordered[number - 1] = data_type;
+        }
+        Ok(ordered)
+    }
+
+    /// Start the query, with the values of its parameters if it has any.
+    pub async fn run(self, parameters: Option<ParamValues>) -> Result<DataFrame, QueryError> {
+        let plan = match parameters {
+            Some(values) => self.plan.with_param_values(values)?,
+            None => self.plan,
+        };
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+}
+
 impl QueryService {
     pub fn new(warehouse: Arc<Warehouse>) -> Arc<Self> {
         Arc::new(Self { warehouse })
@@ -73,7 +121,16 @@ impl QueryService {
 
     /// Run one query over the lake.
     pub async fn sql(&self, sql: &str) -> Result<Answer, QueryError> {
-        let mut statement = rewrite::parse(sql)?;
+        let prepared = self.prepare(rewrite::parse(sql)?).await?;
+        let schema = prepared.schema();
+        let batches = prepared.run(None).await?.collect().await?;
+        Ok(Answer { schema, batches })
+    }
+
+    /// Plan one query (as `rewrite::parse` accepts it) over the lake as the
+    /// catalog has it now. Placeholders (`$1`…) stay in the plan until
+    /// [`Prepared::run`] gets their values.
+    pub async fn prepare(&self, mut statement: Statement) -> Result<Prepared, QueryError> {
         rewrite::check_versions(&mut statement)?;
         let needs = rewrite::needs(&mut statement)?;
 
@@ -103,12 +160,8 @@ impl QueryService {
         }
         rewrite::rewrite(&mut statement, &loaded)?;
 
-        let state = ctx.state();
-        let plan = state.statement_to_plan(DFStatement::Statement(Box::new(statement))).await?;
-        let frame = ctx.execute_logical_plan(plan).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
-        Ok(Answer { schema, batches })
+        let plan = ctx.state().statement_to_plan(DFStatement::Statement(Box::new(statement))).await?;
+        Ok(Prepared { ctx, plan })
     }
 
     /// Load one lake table and register its changelog and snapshots.
@@ -143,6 +196,19 @@ impl QueryService {
         schema.register_table(format!("{name}$snapshots"), Arc::new(snapshots_table(&table)?))?;
         loaded.tables.insert(key, shape(&table));
         Ok(true)
+    }
+
+    /// Every lake table as (tenant, table), sorted.
+    pub async fn tables(&self) -> Result<Vec<(String, String)>, QueryError> {
+        let catalog = self.warehouse.catalog();
+        let mut tables = Vec::new();
+        for namespace in catalog.list_namespaces(None).await? {
+            for ident in catalog.list_tables(&namespace).await? {
+                tables.push((namespace.join("."), ident.name().to_owned()));
+            }
+        }
+        tables.sort();
+        Ok(tables)
     }
 
     /// Every tenant with a lake table of this name.

@@ -76,11 +76,20 @@ struct Reference {
 
 /// Parse one SQL statement; only queries (and EXPLAIN of one) are accepted.
 pub fn parse(sql: &str) -> Result<Statement, QueryError> {
-    let mut statements = Parser::parse_sql(&LakeDialect::default(), sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+    let mut statements = parse_all(sql)?;
     if statements.len() != 1 {
         return Err(QueryError::Sql(format!("expected one statement, got {}", statements.len())));
     }
-    let statement = statements.pop().expect("one statement");
+    only_query(statements.pop().expect("one statement"))
+}
+
+/// Parse any number of statements in the lake's dialect, unchecked.
+pub fn parse_all(sql: &str) -> Result<Vec<Statement>, QueryError> {
+    Parser::parse_sql(&LakeDialect::default(), sql).map_err(|e| QueryError::Sql(e.to_string()))
+}
+
+/// The statement if it is a query (or EXPLAIN of one), else an error naming it.
+pub fn only_query(statement: Statement) -> Result<Statement, QueryError> {
     match &statement {
         Statement::Query(_) => Ok(statement),
         Statement::Explain { statement: inner, .. } if matches!(**inner, Statement::Query(_)) => Ok(statement),

@@ -44,6 +44,8 @@ pub fn binary() -> PathBuf {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// `host:port` of the Postgres wire front (lake queries), if serving.
+    pub pg: Option<String>,
     pub data_dir: PathBuf,
     args: Vec<String>,
 }
@@ -56,6 +58,7 @@ impl Server {
         let mut server = Server {
             child: None,
             base: String::new(),
+            pg: None,
             data_dir: data_dir.to_path_buf(),
             args,
         };
@@ -71,12 +74,15 @@ impl Server {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("open server log");
+        // The Postgres wire front on a free port too, unless the test says.
+        let pg_default = !self.args.iter().any(|a| a == "--pg-listen");
         let mut child = Command::new(binary())
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(if pg_default { &["--pg-listen", "127.0.0.1:0"][..] } else { &[] })
             .args(&self.args)
             .env_remove("TIDELAKE_CONFIG")
             .stdin(Stdio::null())
@@ -95,6 +101,12 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
         self.base = url.to_owned();
+        let wire_on = pg_default || self.args.windows(2).any(|w| w[0] == "--pg-listen" && w[1] != "off");
+        self.pg = wire_on.then(|| {
+            let line = lines.next().expect("tidelake printed no Postgres address").expect("read stdout");
+            let address = line.strip_prefix("tidelake postgres wire listening on ");
+            address.unwrap_or_else(|| panic!("unexpected second line {line:?}")).to_owned()
+        });
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);

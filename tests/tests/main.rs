@@ -10,3 +10,4 @@ mod lake;
 mod query;
 mod lifecycle;
 mod readme;
+mod tiers;

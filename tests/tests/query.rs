@@ -374,3 +374,246 @@ async fn a_generated_workload_reads_back_exactly_at_every_instant() {
         assert_eq!(diffed, expected, "{t}: table_diff between phases 1 and 5");
     }
 }
+
+/// Connect to the server's Postgres wire front.
+async fn wire(server: &Server) -> tokio_postgres::Client {
+    let address = server.pg.as_deref().expect("the wire front is on");
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let config = format!("host={host} port={port} user=analyst dbname=lake");
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// The text rows of a simple-protocol query.
+async fn simple(client: &tokio_postgres::Client, query: &str) -> Vec<Vec<Option<String>>> {
+    let messages = client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_postgres_wire_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms"]).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE items (id bigint PRIMARY KEY, name text, qty int, price numeric(8,2))").await;
+    c.exec("acme", "INSERT INTO items VALUES (1, 'one', 10, 1.50), (2, 'two', 20, 2.25), (3, 'three', 30, NULL)").await;
+    let t1 = instant(&c, "acme").await;
+    let lsn1 = c.head_lsn("acme").await;
+    c.exec("acme", "UPDATE items SET qty = 21, name = 'TWO' WHERE id = 2").await;
+    c.exec("acme", "DELETE FROM items WHERE id = 3").await;
+    c.wait_shipped("acme").await;
+
+    let pg = wire(&server).await;
+    // Simple protocol (psql's): time travel parses and answers.
+    let q = "SELECT id, name, qty, price FROM acme.items";
+    let current = vec![
+        vec![Some("1".into()), Some("one".into()), Some("10".into()), Some("1.50".into())],
+        vec![Some("2".into()), Some("TWO".into()), Some("21".into()), Some("2.25".into())],
+    ];
+    assert_eq!(simple(&pg, &format!("{q} ORDER BY id")).await, current);
+    let then = vec![
+        vec![Some("1".into()), Some("one".into()), Some("10".into()), Some("1.50".into())],
+        vec![Some("2".into()), Some("two".into()), Some("20".into()), Some("2.25".into())],
+        vec![Some("3".into()), Some("three".into()), Some("30".into()), None],
+    ];
+    assert_eq!(simple(&pg, &format!("{q} FOR SYSTEM_TIME AS OF '{t1}' ORDER BY id")).await, then);
+    assert_eq!(simple(&pg, &format!("{q} VERSION AS OF {lsn1} ORDER BY id")).await, then);
+    // Several statements in one message, session statements among them.
+    let script = format!("SET application_name = 'grafana'; SHOW application_name; SELECT count(*) FROM acme.items TIMESTAMP AS OF '{t1}'");
+    assert_eq!(simple(&pg, &script).await, vec![vec![Some("grafana".into())], vec![Some("3".into())]]);
+    pg.batch_execute("BEGIN; SELECT 1; COMMIT").await.unwrap();
+
+    // Extended protocol (drivers', BI tools'): typed columns and parameters,
+    // whose types come from the query.
+    let rows = pg
+        .query(&format!("SELECT id, name, qty FROM acme.items FOR SYSTEM_TIME AS OF '{t1}' WHERE id >= $1 ORDER BY id"), &[&2i64])
+        .await
+        .unwrap();
+    let got: Vec<(i64, String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(got, vec![(2, "two".to_owned(), 20), (3, "three".to_owned(), 30)]);
+    let statement = pg.prepare("SELECT name FROM acme.items WHERE id = $1").await.unwrap();
+    assert_eq!(statement.params(), &[tokio_postgres::types::Type::INT8]);
+    // A prepared statement reads the lake as it is when executed.
+    let name = |rows: Vec<tokio_postgres::Row>| rows.first().map(|r| r.get::<_, String>(0));
+    assert_eq!(name(pg.query(&statement, &[&1i64]).await.unwrap()), Some("one".into()));
+    c.exec("acme", "UPDATE items SET name = 'ONE' WHERE id = 1").await;
+    c.wait_shipped("acme").await;
+    assert_eq!(name(pg.query(&statement, &[&1i64]).await.unwrap()), Some("ONE".into()));
+
+    // Errors carry a SQLSTATE and leave the connection usable.
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no code: {e}"));
+    assert_eq!(code(pg.simple_query("SELEC 1").await.unwrap_err()), "42601");
+    assert_eq!(code(pg.simple_query("SELECT * FROM acme.nope").await.unwrap_err()), "42P01");
+    assert_eq!(code(pg.simple_query("DELETE FROM acme.items").await.unwrap_err()), "42601");
+    assert_eq!(code(pg.simple_query("SET search_path = acme").await.unwrap_err()), "42601");
+    assert_eq!(code(pg.query("SELECT nope FROM acme.items", &[]).await.unwrap_err()), "42000");
+    let e = pg.simple_query("WITH x AS (SELECT 1 AS a) SELECT * FROM x FOR SYSTEM_TIME AS OF '2026-01-01'").await.unwrap_err();
+    let message = e.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("AS OF applies to lake tables"), "{message}");
+    assert_eq!(simple(&pg, "SELECT count(*) FROM acme.items").await, vec![vec![Some("2".into())]]);
+
+    // psql itself.
+    let (host, port) = server.pg.as_deref().unwrap().rsplit_once(':').unwrap();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-A", "-t", "-h", host, "-p", port, "-U", "analyst", "-d", "lake", "-c"])
+        .arg(format!("SELECT id, name FROM acme.items FOR SYSTEM_TIME AS OF '{t1}' ORDER BY id"))
+        .output()
+        .expect("run psql (the test set-up installs postgresql-client)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "1|one\n2|two\n3|three\n");
+}
+
+/// Sizes as the dashboard writes them.
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut n, mut i) = (bytes as f64, 0);
+    while n >= 1024.0 && i < units.len() - 1 {
+        n /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{bytes} B") } else { format!("{n:.1} {}", units[i]) }
+}
+
+#[tokio::test]
+async fn the_dashboard_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--max-open-tenants", "2"]).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE items (id int PRIMARY KEY, name text)").await;
+    c.exec("beta", "CREATE TABLE items (id int PRIMARY KEY, name text)").await;
+    let start = instant(&c, "acme").await;
+    c.exec("acme", "INSERT INTO items SELECT g, 'a' || g FROM generate_series(1, 4) g").await;
+    c.exec("beta", "INSERT INTO items SELECT g, 'b' || g FROM generate_series(1, 9) g").await;
+    c.exec("beta", "UPDATE items SET name = 'B' WHERE id <= 3").await;
+    c.exec("beta", "DELETE FROM items WHERE id > 7").await;
+    c.exec("acme", "DELETE FROM items WHERE id = 4").await;
+    let acme_rows = c.rows("acme", "SELECT id, name FROM items ORDER BY id", json!([])).await;
+    let beta_rows = c.rows("beta", "SELECT id, name FROM items ORDER BY id", json!([])).await;
+    let acme_lsn = c.wait_shipped("acme").await;
+    let beta_lsn = c.wait_shipped("beta").await;
+    // A third tenant evicts the least recently used one: acme goes warm.
+    c.exec("gamma", "CREATE TABLE notes (body text)").await;
+    c.exec("gamma", "INSERT INTO notes VALUES ('hello')").await;
+    let gamma_lsn = c.wait_shipped("gamma").await;
+    assert_eq!(c.engine_state("acme").await, "hibernated");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let end = instant(&c, "beta").await;
+
+    let page = dir.path().join("dashboard.png");
+    let shown = tidelake_tests::run_python(
+        "dashboard.py",
+        &[
+            &server.base,
+            "items",
+            &start,
+            &end,
+            "1 second",
+            "SELECT tenant, id, name FROM all_tenants.items ORDER BY tenant, id",
+            "SELECT * FROM acme.missing",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(shown["charts"], "ready", "{shown}");
+    assert_eq!(shown["tenantsState"], "ready", "{shown}");
+
+    // The growth chart draws what /growth answers, point by point, at the
+    // height its axis gives each value; it starts empty and ends at the
+    // row counts PostgreSQL has.
+    let (_, growth) = c
+        .get(&format!("/growth?table=items&start={}&end={}&interval=1%20second", urlencode(&start), urlencode(&end)))
+        .await;
+    let expected: Vec<(String, f64)> = growth["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["tenant"].as_str().unwrap().to_owned(), r["rows"].as_f64().unwrap()))
+        .collect();
+    let chart = &shown["growth"];
+    let y_max = chart["yMax"].as_f64().unwrap();
+    let mut drawn: Vec<(String, f64, String, f64)> = chart["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let value = p["value"].as_f64().unwrap();
+            let cy = p["cy"].as_f64().unwrap();
+            assert!((cy - (232.0 - value / y_max * 220.0)).abs() < 0.01, "point drawn at the wrong height: {p}");
+            assert!(p["title"].as_str().unwrap().ends_with(&format!(": {value} rows")), "{p}");
+            (p["tenant"].as_str().unwrap().to_owned(), value, p["at"].as_str().unwrap().to_owned(), cy)
+        })
+        .collect();
+    drawn.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    assert_eq!(drawn.iter().map(|d| (d.0.clone(), d.1)).collect::<Vec<_>>(), expected);
+    assert!(drawn.len() >= 4, "{shown}");
+    for tenant in ["acme", "beta"] {
+        let values: Vec<f64> = drawn.iter().filter(|d| d.0 == tenant).map(|d| d.1).collect();
+        assert_eq!(values.first(), Some(&0.0), "{tenant} had no rows at the start");
+    }
+    let last = |tenant: &str| drawn.iter().rfind(|d| d.0 == tenant).unwrap().1;
+    assert_eq!(last("acme"), acme_rows.len() as f64);
+    assert_eq!(last("beta"), beta_rows.len() as f64);
+    assert_eq!(y_max, 10.0, "the axis rounds the largest count (7) up");
+    assert_eq!(chart["legend"], json!(["acme: 3 rows", "beta: 7 rows"]));
+
+    // The activity chart: every change, by tenant and kind, bar heights to scale.
+    let activity = &shown["activity"];
+    let y_max = activity["yMax"].as_f64().unwrap();
+    let mut sums = std::collections::BTreeMap::<(String, String), f64>::new();
+    for bar in activity["bars"].as_array().unwrap() {
+        let value = bar["value"].as_f64().unwrap();
+        assert!((bar["height"].as_f64().unwrap() - value / y_max * 220.0).abs() < 0.01, "{bar}");
+        *sums.entry((bar["tenant"].as_str().unwrap().into(), bar["op"].as_str().unwrap().into())).or_default() += value;
+    }
+    let sums: Vec<_> = sums.into_iter().map(|((t, op), v)| format!("{t} {op} {v}")).collect();
+    assert_eq!(sums, ["acme deletes 1", "acme inserts 4", "beta deletes 2", "beta inserts 9", "beta updates 3"]);
+    assert_eq!(activity["totals"], "acme: 5 changes · beta: 14 changes");
+
+    // The tenant list: tiers, sizes and lake freshness as health has them.
+    let (_, health) = c.get("/health").await;
+    let tenants = shown["tenants"].as_array().unwrap();
+    let names: Vec<&str> = tenants.iter().map(|t| t["tenant"].as_str().unwrap()).collect();
+    assert_eq!(names.iter().copied().filter(|n| ["acme", "beta", "gamma"].contains(n)).count(), 3, "{shown}");
+    for (tenant, tier, lsn) in [("acme", "warm", acme_lsn), ("beta", "hot", beta_lsn), ("gamma", "hot", gamma_lsn)] {
+        let row = tenants.iter().find(|t| t["tenant"] == tenant).unwrap();
+        assert_eq!(row["tier"], tier, "{row}");
+        assert_eq!(row["lake"], "up to date", "{row}");
+        assert_eq!(row["lsn"], lsn.to_string(), "{row}");
+        let bytes = row["bytes"].as_u64().unwrap();
+        assert!(bytes > 0, "{row}");
+        assert_eq!(row["size"], human_bytes(bytes), "{row}");
+        let status = health["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == tenant).unwrap();
+        assert!(status["diskBytes"].as_u64().unwrap() > 0);
+    }
+
+    // Another range chosen in the form redraws: one point per tenant.
+    let by_day = shown["growthByDay"]["points"].as_array().unwrap();
+    assert_eq!(by_day.len(), 2, "{shown}");
+    assert!(by_day.iter().all(|p| p["value"] == 0.0), "{shown}");
+
+    // The SQL box answers the query, and shows the service's error.
+    let sql_box = &shown["sql"];
+    assert_eq!(sql_box["state"], "ready", "{sql_box}");
+    let mut expected = vec![vec!["tenant".to_owned(), "id".into(), "name".into()]];
+    for (tenant, rows) in [("acme", &acme_rows), ("beta", &beta_rows)] {
+        for r in rows {
+            expected.push(vec![tenant.into(), r["id"].to_string(), r["name"].as_str().unwrap().into()]);
+        }
+    }
+    assert_eq!(sql_box["rows"], json!(expected));
+    assert!(sql_box["status"].as_str().unwrap().starts_with("10 rows in "), "{sql_box}");
+    let bad = &shown["badSql"];
+    assert_eq!(bad["state"], "error", "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("no lake table acme.missing"), "{bad}");
+    assert!(page.exists());
+}

@@ -34,7 +34,8 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::BlockedTenant(_) => StatusCode::FORBIDDEN,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Database(db) => status_for_sqlstate(&db.code),
-        Error::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Engine(_) | Error::ArchiveCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Gone(_) => StatusCode::GONE,
         Error::Busy(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -52,13 +53,15 @@ pub fn error_body(err: &Error) -> Value {
         Error::Gone(_) => "changes_trimmed",
         Error::Busy(_) => "tenant_busy",
         Error::Unavailable(_) => "unavailable",
+        Error::ArchiveCorrupt(_) => "archive_corrupt",
+        Error::NotFound(_) => "not_found",
     };
     json!({ "error": { "code": code, "message": err.to_string() } })
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if matches!(self, Error::Engine(_)) {
+        if matches!(self, Error::Engine(_) | Error::ArchiveCorrupt(_)) {
             tracing::error!(error = %self, "request failed on the server side");
         }
         (status_for(&self), Json(error_body(&self))).into_response()

@@ -44,6 +44,7 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/transaction", post(transaction))
         .route("/changes", get(changes::changes))
         .route("/changes/ack", post(changes::acknowledge))
+        .route("/backups", get(list_backups).post(take_backup))
         .route("/ws", get(ws::ws));
     Router::new()
         .route("/t/{tenant}/health", get(health))
@@ -89,8 +90,8 @@ async fn health(State(tenants): State<AppState>, MaybeTenant(tenant): MaybeTenan
                 && s.engine == EngineState::Loaded
                 && s.in_flight == 0
                 && s.change_log.is_some()
-                && let Ok(Ok(stats)) =
-                    tokio::time::timeout(Duration::from_millis(250), tenants.log_stats(&tenant)).await
+                && let Ok(Some(Ok(stats))) =
+                    tokio::time::timeout(Duration::from_millis(250), tenants.peek_log_stats(&tenant)).await
             {
                 s.change_log = Some(stats);
             }
@@ -107,6 +108,18 @@ async fn health(State(tenants): State<AppState>, MaybeTenant(tenant): MaybeTenan
             }))
         }
     }
+}
+
+/// `GET /t/{tenant}/backups`: the tenant's base backups, oldest first.
+async fn list_backups(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
+    let backups = tenants.backups(&tenant).await?;
+    Ok(Json(json!({ "tenant": tenant.as_str(), "tier": tenants.tier(&tenant), "backups": backups })))
+}
+
+/// `POST /t/{tenant}/backups`: take a base backup now.
+async fn take_backup(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
+    let manifest = tenants.backup(&tenant, "manual").await?;
+    Ok(Json(json!({ "tenant": tenant.as_str(), "backup": manifest })))
 }
 
 async fn liveness(MaybeTenant(tenant): MaybeTenant) -> Json<Value> {
@@ -208,6 +221,10 @@ async fn metrics(State(tenants): State<AppState>) -> Response {
     metric("tidelake_tenants_max_open", "gauge", "Cap on open tenant databases.", tenants.config().max_open_tenants as u64);
     metric("tidelake_tenant_wakes_total", "counter", "Tenant databases opened (created or woken).", m.wakes.load(Ordering::Relaxed));
     metric("tidelake_tenant_hibernations_total", "counter", "Idle tenant databases hibernated.", m.hibernations.load(Ordering::Relaxed));
+    metric("tidelake_tenant_demotions_total", "counter", "Hibernated tenants archived to object storage and removed from local disk (cold).", m.demotions.load(Ordering::Relaxed));
+    metric("tidelake_tenant_promotions_total", "counter", "Cold tenants brought back from object storage.", m.promotions.load(Ordering::Relaxed));
+    metric("tidelake_base_backups_total", "counter", "Base backups stored.", m.backups.load(Ordering::Relaxed));
+    metric("tidelake_tiering_errors_total", "counter", "Failed backups and demotions (retried by the next round).", m.tiering_errors.load(Ordering::Relaxed));
     metric("tidelake_tenant_evictions_total", "counter", "Tenant databases closed to stay under the open cap.", m.evictions.load(Ordering::Relaxed));
     metric("tidelake_requests_total", "counter", "Requests run on tenant databases.", m.requests.load(Ordering::Relaxed));
     metric("tidelake_request_errors_total", "counter", "Requests on tenant databases that returned an error.", m.request_errors.load(Ordering::Relaxed));

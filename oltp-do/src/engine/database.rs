@@ -68,6 +68,15 @@ impl TenantDb {
         Ok(outcome)
     }
 
+    /// Write every dirty page out, so the directory is current on disk.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let outcome = self.round_trip(&wire::simple_query("CHECKPOINT"), RowMode::Array)?;
+        match outcome.error {
+            Some(err) => Err(Error::Engine(format!("checkpoint failed: {}", err.message))),
+            None => Ok(()),
+        }
+    }
+
     pub fn capture_enabled(&self) -> bool {
         self.capture
     }

@@ -1,0 +1,202 @@
+//! Tier benchmark: time to answer the first query of a tenant that is cold
+//! (archived in object storage), against its size, beside a warm wake (from
+//! local disk) and beside native PostgreSQL brought back the same way: the
+//! same archive format (tar + zstd, verified) unpacked, `pg_ctl start`, a
+//! connection and the same query.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use tidelake_tests::{Client, Server, eventually};
+
+use crate::Report;
+
+/// Table data per tenant, in megabytes (0: a fresh tenant).
+const SIZES_MB: [u64; 3] = [0, 10, 50];
+const REPEAT: usize = 3;
+/// Bytes per row of the filler table, roughly, on disk.
+const ROW_BYTES: u64 = 150;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn tier(c: &Client, tenant: &str) -> String {
+    let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+    health["tenant"]["tier"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn fill(c: &Client, tenant: &str, mb: u64) {
+    c.exec(tenant, "CREATE TABLE filler (id bigint PRIMARY KEY, body text)").await;
+    let rows = mb * 1_000_000 / ROW_BYTES;
+    let mut first = 1;
+    while first <= rows {
+        let last = (first + 99_999).min(rows);
+        c.exec(tenant, &format!("INSERT INTO filler SELECT g, repeat(md5(g::text), 3) FROM generate_series({first}, {last}) g")).await;
+        first = last + 1;
+    }
+}
+
+/// First query after the tenant reached `wanted`, timed.
+async fn first_query(c: &Client, tenant: &str, wanted: &str) -> Result<Duration> {
+    if !eventually(Duration::from_secs(120), || async { tier(c, tenant).await == wanted }).await {
+        bail!("{tenant} never became {wanted}");
+    }
+    let started = Instant::now();
+    let rows = c.rows(tenant, "SELECT count(*) AS n FROM filler", json!([])).await;
+    let took = started.elapsed();
+    anyhow::ensure!(rows[0]["n"].as_u64().is_some(), "no count");
+    Ok(took)
+}
+
+pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    // PostgreSQL runs as its own user and must reach its directories.
+    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let mut report = Report::default();
+    report.line("## Wake from the cold tier".into());
+    report.line(String::new());
+    report.line("First query (`SELECT count(*)`) of a tenant, by tier, against native PostgreSQL restored the same way".into());
+    report.line(format!("(archive unpacked, `pg_ctl start`, connect, same query); median of {REPEAT}; archive on the local file system."));
+    report.line(String::new());
+    report.line("| table data | directory | archive | cold wake | warm wake | native PostgreSQL from archive | cold / native |".into());
+    report.line("|---|---|---|---|---|---|---|".into());
+
+    for mb in SIZES_MB {
+        let tenant = format!("size-{mb}");
+        // Cold wakes.
+        let dir = work.path().join(format!("cold-{mb}"));
+        let server = Server::start(
+            &dir,
+            &["--hibernate-after", "200ms", "--cold-after", "300ms", "--backup-interval", "off", "--lake", "false"],
+        )
+        .await;
+        let c = server.client();
+        c.exec(&tenant, "SELECT 1").await;
+        fill(&c, &tenant, mb).await;
+        let mut cold = Vec::new();
+        for _ in 0..REPEAT {
+            cold.push(first_query(&c, &tenant, "cold").await?);
+        }
+        if !eventually(Duration::from_secs(60), || async { tier(&c, &tenant).await == "cold" }).await {
+            bail!("{tenant} did not go cold again");
+        }
+        let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+        let archive = health["tenant"]["archiveBytes"].as_u64().context("archiveBytes")?;
+        let (_, backups) = c.get(&format!("/t/{tenant}/backups")).await;
+        let raw = backups["backups"].as_array().and_then(|b| b.last()).and_then(|b| b["rawBytes"].as_u64()).context("rawBytes")?;
+        drop(server);
+
+        // Warm wakes: hibernated, on local disk.
+        let dir = work.path().join(format!("warm-{mb}"));
+        let server = Server::start(&dir, &["--hibernate-after", "200ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"]).await;
+        let c = server.client();
+        fill(&c, &tenant, mb).await;
+        let mut warm = Vec::new();
+        for _ in 0..REPEAT {
+            warm.push(first_query(&c, &tenant, "warm").await?);
+        }
+        drop(server);
+
+        let native = native_from_archive(&pg_bin, &work.path().join(format!("pg-{mb}")), mb)?;
+        let (cold, warm) = (median(cold), median(warm));
+        report.line(format!(
+            "| {mb} MB | {:.1} MiB | {:.1} MiB | {} | {} | {} | {:.2} |",
+            raw as f64 / 1048576.0,
+            archive as f64 / 1048576.0,
+            ms(cold),
+            ms(warm),
+            ms(native),
+            cold.as_secs_f64() / native.as_secs_f64()
+        ));
+    }
+    report.save(out.as_deref())
+}
+
+fn as_postgres(program: &Path) -> Command {
+    // PostgreSQL refuses to run as root.
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn run_ok(command: &mut Command) -> Result<()> {
+    let out = command.output().with_context(|| format!("run {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn chown_postgres(path: &Path) -> Result<()> {
+    if is_root() {
+        run_ok(Command::new("chown").args(["-R", "postgres"]).arg(path))?;
+    }
+    Ok(())
+}
+
+/// Native PostgreSQL with the same data: packed like a tenant, then timed
+/// from the archive to the answer of the first query. Median of REPEAT.
+fn native_from_archive(pg_bin: &Path, work: &Path, mb: u64) -> Result<Duration> {
+    std::fs::create_dir_all(work)?;
+    chown_postgres(work)?;
+    let data = work.join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let psql = |sql: &str| -> Result<String> {
+        let out = Command::new(pg_bin.join("psql"))
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .output()?;
+        if !out.status.success() {
+            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let start = |data: &Path| {
+        run_ok(as_postgres(&pg_bin.join("pg_ctl")).arg("-D").arg(data).arg("-l").arg(work.join("log")).args([
+            "-w",
+            "-o",
+            &format!("-p {port} -k {} -c listen_addresses=127.0.0.1", work.display()),
+            "start",
+        ]))
+    };
+    let stop = |data: &Path| run_ok(as_postgres(&pg_bin.join("pg_ctl")).arg("-D").arg(data).args(["-m", "fast", "-w", "stop"]));
+    run_ok(as_postgres(&pg_bin.join("initdb")).arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres"]))?;
+    start(&data)?;
+    psql("CREATE TABLE filler (id bigint PRIMARY KEY, body text)")?;
+    let rows = mb * 1_000_000 / ROW_BYTES;
+    if rows > 0 {
+        psql(&format!("INSERT INTO filler SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g"))?;
+    }
+    stop(&data)?;
+    let packed = oltp_do::archive::pack(&data)?;
+    let mut times = Vec::new();
+    for round in 0..REPEAT {
+        let restored = work.join(format!("restored-{round}"));
+        let started = Instant::now();
+        oltp_do::archive::unpack(&packed.bytes, &restored)?;
+        chown_postgres(&restored)?;
+        std::fs::set_permissions(&restored, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        start(&restored)?;
+        let count = psql("SELECT count(*) FROM filler")?;
+        times.push(started.elapsed());
+        anyhow::ensure!(count == rows.to_string(), "native count {count} != {rows}");
+        stop(&restored)?;
+    }
+    Ok(median(times))
+}

@@ -1,0 +1,438 @@
+//! The Postgres wire front: `psql`, BI tools and Grafana's PostgreSQL data
+//! source run lake queries — `AS OF` included — over the simple and the
+//! extended query protocol (pgwire and arrow-pg, as `datafusion-postgres`
+//! ships them).
+//!
+//! Every statement is parsed with the lake's dialect, not PostgreSQL's, so
+//! the version clauses survive; queries go through [`QueryService`] exactly
+//! as over HTTP. The few session statements clients send on their own
+//! (`SET`, `SHOW`, `BEGIN`/`COMMIT`/`ROLLBACK`) are answered here. The lake
+//! is read-only: each query reads the tables as the catalog has them when it
+//! starts, inside a "transaction" or not.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::{Expr, Set, Statement, Value};
+use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters, encode_dataframe};
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use datafusion_postgres::pgwire;
+use futures::{Sink, stream};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use tokio::net::TcpListener;
+
+use crate::error::QueryError;
+use crate::{QueryService, rewrite};
+
+/// Accept Postgres connections on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, service: Arc<QueryService>, shutdown: impl Future<Output = ()>) {
+    let handlers = Arc::new(Handlers { backend: Arc::new(Backend { service }) });
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept a Postgres connection");
+                    continue;
+                }
+            },
+        };
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%peer, error = %e, "Postgres connection ended");
+            }
+        });
+    }
+}
+
+struct Handlers {
+    backend: Arc<Backend>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.backend.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.backend.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(NoPassword)
+    }
+}
+
+/// Connections are not authenticated: the front listens on loopback unless
+/// configured otherwise (docs/query.md).
+struct NoPassword;
+
+impl NoopStartupHandler for NoPassword {}
+
+struct Backend {
+    service: Arc<QueryService>,
+}
+
+/// A statement as the extended protocol keeps it between Parse and Execute.
+#[derive(Clone, Debug)]
+pub enum WireStatement {
+    Empty,
+    Session(Session),
+    Query(Box<Statement>),
+}
+
+/// The session statements answered without the lake.
+#[derive(Clone, Debug)]
+pub enum Session {
+    Set { name: String, value: String },
+    Show(String),
+    Begin,
+    Commit,
+    Rollback,
+}
+
+fn classify(statement: Statement) -> Result<WireStatement, QueryError> {
+    let unsupported = |what: &str| QueryError::Sql(format!("{what} is not supported by the lake query service"));
+    Ok(match statement {
+        Statement::Set(set) => WireStatement::Session(match set {
+            Set::SingleAssignment { variable, values, .. } => {
+                let value = values.iter().map(setting_value).collect::<Vec<_>>().join(", ");
+                Session::Set { name: variable.to_string().to_lowercase(), value }
+            }
+            Set::SetTimeZone { value, .. } => Session::Set { name: "timezone".into(), value: setting_value(&value) },
+            Set::SetNames { charset_name, .. } => {
+                Session::Set { name: "client_encoding".into(), value: charset_name.value }
+            }
+            // The lake is read-only and every query a consistent snapshot.
+            Set::SetTransaction { .. } => Session::Set { name: "transaction".into(), value: String::new() },
+            other => return Err(unsupported(&other.to_string())),
+        }),
+        Statement::ShowVariable { variable } => WireStatement::Session(Session::Show(
+            variable.iter().map(|v| v.value.to_lowercase()).collect::<Vec<_>>().join(" "),
+        )),
+        Statement::StartTransaction { .. } => WireStatement::Session(Session::Begin),
+        Statement::Commit { .. } => WireStatement::Session(Session::Commit),
+        Statement::Rollback { .. } => WireStatement::Session(Session::Rollback),
+        other => WireStatement::Query(Box::new(rewrite::only_query(other)?)),
+    })
+}
+
+fn setting_value(expr: &Expr) -> String {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(ident) => ident.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The settings a session may change, and the values each accepts.
+fn check_setting(name: &str, value: &str) -> Result<(), QueryError> {
+    let lower = value.to_lowercase();
+    let accepted = match name {
+        "application_name" | "extra_float_digits" | "client_min_messages" | "statement_timeout" | "transaction" => {
+            true
+        }
+        "client_encoding" | "names" => matches!(lower.as_str(), "utf8" | "utf-8" | "unicode"),
+        "datestyle" => lower.starts_with("iso"),
+        "intervalstyle" => lower == "postgres",
+        "bytea_output" => lower == "hex",
+        "timezone" | "time zone" => matches!(lower.as_str(), "utc" | "etc/utc" | "gmt" | "z" | "+00" | "+00:00" | "0"),
+        "search_path" => matches!(lower.as_str(), "public" | "\"$user\", public" | "$user, public"),
+        _ => {
+            return Err(QueryError::Sql(format!(
+                "SET {name} is not supported by the lake query service (tables are named <tenant>.<table>)"
+            )));
+        }
+    };
+    if accepted {
+        Ok(())
+    } else {
+        Err(QueryError::Sql(format!("SET {name} = '{value}' is not supported by the lake query service")))
+    }
+}
+
+/// `SHOW <name>`: the session's value, or the service's fixed one.
+fn show_value(name: &str, client: &impl ClientInfo) -> Result<String, QueryError> {
+    if let Some(value) = client.metadata().get(name) {
+        return Ok(value.clone());
+    }
+    Ok(match name {
+        "server_version" => "16.6".into(),
+        "server_encoding" | "client_encoding" => "UTF8".into(),
+        "timezone" | "time zone" => "UTC".into(),
+        "datestyle" => "ISO, MDY".into(),
+        "intervalstyle" => "postgres".into(),
+        "standard_conforming_strings" | "integer_datetimes" => "on".into(),
+        "transaction isolation level" | "transaction_isolation" => "read committed".into(),
+        "transaction_read_only" | "default_transaction_read_only" => "on".into(),
+        "search_path" => "public".into(),
+        "max_identifier_length" => "63".into(),
+        "is_superuser" => "off".into(),
+        "application_name" => String::new(),
+        "extra_float_digits" => "1".into(),
+        "bytea_output" => "hex".into(),
+        "statement_timeout" => "0".into(),
+        _ => return Err(QueryError::Sql(format!("unrecognized configuration parameter \"{name}\""))),
+    })
+}
+
+/// Run one session statement.
+fn run_session<C: ClientInfo>(session: &Session, client: &mut C, format: &Format) -> Result<Response, QueryError> {
+    Ok(match session {
+        Session::Set { name, value } => {
+            check_setting(name, value)?;
+            if !matches!(name.as_str(), "transaction" | "names") {
+                let key = if name == "time zone" { "timezone" } else { name.as_str() };
+                client.metadata_mut().insert(key.to_owned(), value.clone());
+            }
+            Response::Execution(Tag::new("SET"))
+        }
+        Session::Show(name) => {
+            let value = show_value(name, client)?;
+            let fields = Arc::new(show_fields(name, format));
+            let mut encoder = DataRowEncoder::new(fields.clone());
+            encoder.encode_field(&value).map_err(|e| QueryError::Internal(e.to_string()))?;
+            let row = encoder.take_row();
+            Response::Query(QueryResponse::new(fields, stream::iter([Ok(row)])))
+        }
+        Session::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+        Session::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
+        Session::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
+    })
+}
+
+fn show_fields(name: &str, format: &Format) -> Vec<FieldInfo> {
+    vec![FieldInfo::new(name.replace(' ', "_"), None, None, Type::TEXT, format.format_for(0))]
+}
+
+fn wire_error(err: QueryError) -> PgWireError {
+    let code = match &err {
+        QueryError::Sql(_) => "42601",
+        QueryError::NotFound(_) => "42P01",
+        QueryError::Query(_) => "42000",
+        QueryError::Internal(_) => "XX000",
+    };
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), err.to_string())))
+}
+
+impl Backend {
+    /// Plan a query, run it with its parameters and encode the answer.
+    async fn query(
+        &self,
+        statement: &Statement,
+        parameters: Option<&Portal<WireStatement>>,
+        format: &Format,
+        options: Arc<FormatOptions>,
+    ) -> Result<Response, PgWireError> {
+        let prepared = self.service.prepare(statement.clone()).await.map_err(wire_error)?;
+        let values = match parameters {
+            Some(portal) if portal.parameter_len() > 0 => {
+                let types = prepared.parameter_types().map_err(wire_error)?;
+                let types: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+                Some(deserialize_parameters(portal, &types)?)
+            }
+            _ => None,
+        };
+        let frame = prepared.run(values).await.map_err(wire_error)?;
+        Ok(Response::Query(encode_dataframe(frame, format, Some(options)).await?))
+    }
+
+    /// The parameter types and result columns of a statement.
+    async fn describe(
+        &self,
+        statement: &WireStatement,
+        format: &Format,
+        options: Arc<FormatOptions>,
+    ) -> Result<(Vec<Type>, Vec<FieldInfo>), PgWireError> {
+        match statement {
+            WireStatement::Empty => Ok((vec![], vec![])),
+            WireStatement::Session(Session::Show(name)) => Ok((vec![], show_fields(name, format))),
+            WireStatement::Session(_) => Ok((vec![], vec![])),
+            WireStatement::Query(statement) => {
+                let prepared = self.service.prepare((**statement).clone()).await.map_err(wire_error)?;
+                let parameters = prepared
+                    .parameter_types()
+                    .map_err(wire_error)?
+                    .iter()
+                    .map(|t| t.as_ref().map_or(Ok(Type::TEXT), into_pg_type))
+                    .collect::<PgWireResult<Vec<_>>>()?;
+                let fields = arrow_schema_to_pg_fields(&prepared.schema(), format, Some(options))?;
+                Ok((parameters, fields))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Backend {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = rewrite::parse_all(query).map_err(wire_error)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            // A failing statement ends the script, as in PostgreSQL; the ones
+            // before it keep their answers.
+            let response = match classify(statement) {
+                Ok(WireStatement::Session(session)) => run_session(&session, client, &Format::UnifiedText),
+                Ok(WireStatement::Query(statement)) => {
+                    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                    match self.query(&statement, None, &Format::UnifiedText, options).await {
+                        Ok(response) => Ok(response),
+                        Err(PgWireError::UserError(info)) => {
+                            responses.push(Response::Error(info));
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(WireStatement::Empty) => Ok(Response::EmptyQuery),
+                Err(e) => Err(e),
+            };
+            match response {
+                Ok(response) => responses.push(response),
+                Err(e) => {
+                    let PgWireError::UserError(info) = wire_error(e) else { unreachable!("wire_error makes user errors") };
+                    responses.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Parses with the lake's dialect: one statement per Parse message.
+pub struct LakeParser;
+
+#[async_trait]
+impl QueryParser for LakeParser {
+    type Statement = WireStatement;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<WireStatement>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = rewrite::parse_all(sql).map_err(wire_error)?;
+        match statements.len() {
+            0 => Ok(WireStatement::Empty),
+            1 => classify(statements.pop().expect("one statement")).map_err(wire_error),
+            n => Err(wire_error(QueryError::Sql(format!(
+                "a prepared statement holds one statement, got {n}"
+            )))),
+        }
+    }
+
+    // Describe is answered by `Backend`, which plans against the lake.
+    fn get_parameter_types(&self, _statement: &WireStatement) -> PgWireResult<Vec<Type>> {
+        Ok(vec![])
+    }
+
+    fn get_result_schema(&self, _statement: &WireStatement, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(vec![])
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Backend {
+    type Statement = WireStatement;
+    type QueryParser = LakeParser;
+
+    fn query_parser(&self) -> Arc<LakeParser> {
+        Arc::new(LakeParser)
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        target: &StoredStatement<WireStatement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = WireStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let (inferred, fields) = self.describe(&target.statement, &Format::UnifiedBinary, options).await?;
+        // The client's own types win where it gave them.
+        let count = inferred.len().max(target.parameter_types.len());
+        let parameters = (0..count)
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| inferred.get(i).cloned())
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        Ok(DescribeStatementResponse::new(parameters, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<WireStatement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = WireStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let (_, fields) = self.describe(&portal.statement.statement, &portal.result_column_format, options).await?;
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<WireStatement>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = WireStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match &portal.statement.statement {
+            WireStatement::Empty => Ok(Response::EmptyQuery),
+            WireStatement::Session(session) => {
+                run_session(session, client, &portal.result_column_format).map_err(wire_error)
+            }
+            WireStatement::Query(statement) => {
+                // Planned again at each execution, so a prepared statement
+                // always reads the lake as it is now.
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                self.query(statement, Some(portal), &portal.result_column_format, options).await
+            }
+        }
+    }
+}
