@@ -38,6 +38,17 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Take a base backup of a tenant now, on a running server, and print its manifest.
+    Backup {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The server [default: http://<--listen>].
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Run one SQL query over the lake and print the answer as a table.
     Sql {
         /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
@@ -82,10 +93,8 @@ fn main() -> Result<()> {
             },
         )),
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
-        Command::Tenants { url, overrides } => {
-            let url = url.unwrap_or_else(|| format!("http://{}", Settings::load(overrides).map(|s| s.listen).unwrap_or_else(|_| settings::DEFAULT_LISTEN.parse().expect("default address"))));
-            runtime.block_on(tenants_table(&url))
-        }
+        Command::Tenants { url, overrides } => runtime.block_on(tenants_table(&server_url(url, overrides))),
+        Command::Backup { tenant, url, overrides } => runtime.block_on(backup_now(&server_url(url, overrides), &tenant)),
     }
 }
 
@@ -198,6 +207,32 @@ async fn run_sql(settings: Settings, query: &str) -> Result<()> {
     let table = query_service::pretty(&answer).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{table}");
     println!("({} row{})", answer.row_count(), if answer.row_count() == 1 { "" } else { "s" });
+    Ok(())
+}
+
+/// The running server to talk to: `--url`, else the configured listen address.
+fn server_url(url: Option<String>, overrides: Overrides) -> String {
+    url.unwrap_or_else(|| {
+        let listen = Settings::load(overrides)
+            .map(|s| s.listen)
+            .unwrap_or_else(|_| settings::DEFAULT_LISTEN.parse().expect("default address"));
+        format!("http://{listen}")
+    })
+}
+
+/// `tidelake backup`: `POST /t/{tenant}/backups`.
+async fn backup_now(url: &str, tenant: &str) -> Result<()> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/t/{tenant}/backups", url.trim_end_matches('/')))
+        .send()
+        .await
+        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("read the server's answer")?;
+    if !status.is_success() {
+        anyhow::bail!("backup of {tenant} failed ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
+    }
+    println!("{}", serde_json::to_string_pretty(&body["backup"])?);
     Ok(())
 }
 

@@ -234,9 +234,13 @@ async fn base_backups_are_periodic_on_request_and_expire() {
 
     fill(&c, "acme", 10).await;
     let head2 = c.head_lsn("acme").await;
-    let (status, body) = c.post("/t/acme/backups", &json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let manual = &body["backup"];
+    let out = std::process::Command::new(tidelake_tests::binary())
+        .args(["backup", "--tenant", "acme", "--url", &server.base])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manual: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manual = &manual;
     assert_eq!(manual["lsn"], head2);
     assert_eq!(manual["reason"], "manual");
     assert_eq!(manual["sha256"].as_str().unwrap().len(), 64);
@@ -262,6 +266,12 @@ async fn base_backups_are_periodic_on_request_and_expire() {
     assert_eq!(body["backups"], json!([]));
     let (status, body) = c.post("/t/nobody/backups", &json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let out = std::process::Command::new(tidelake_tests::binary())
+        .args(["backup", "--tenant", "nobody", "--url", &server.base])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenant nobody does not exist"));
 }
 
 #[tokio::test]
