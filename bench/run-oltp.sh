@@ -11,15 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 require_cargo
 
-pg_bin=""
-find_pg() { pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true); }
-find_pg
-if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
-    echo "installing Debian's postgresql package" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    find_pg
-fi
+require_postgres_server
 
 cargo build --locked -p tidelake -p tidelake-bench
 

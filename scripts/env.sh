@@ -55,3 +55,17 @@ require_system_packages() {
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# Native PostgreSQL, the benchmarks' competitor (Debian's `postgresql`,
+# installed where missing); sets pg_bin to its bin directory.
+pg_bin=""
+require_postgres_server() {
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ]; then
+        return
+    fi
+    echo "installing Debian's postgresql package" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+}
