@@ -364,10 +364,11 @@ impl Tenants {
     /// a closed one from disk; a cold tenant's archive is its newest backup.
     pub async fn backup(&self, tenant: &TenantId, reason: &str) -> Result<Manifest> {
         let root = self.root(tenant);
-        if self.tier(tenant) == Tier::Cold {
+        let tier = self.tier(tenant);
+        if tier == Tier::Cold {
             return read_marker(&cold_marker(&root));
         }
-        if self.tier(tenant) == Tier::Warm {
+        if tier == Tier::Warm {
             let lock = self.move_lock(tenant);
             let _moving = lock.lock().await;
             if let Some(head) = self.begin_disk_move(tenant, &root) {
