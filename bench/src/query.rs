@@ -112,19 +112,6 @@ pub async fn run(out: Option<PathBuf>, python: String) -> Result<()> {
 
 /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
 fn timestamp_text(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:06}+00", rem / 3600, rem % 3600 / 60, rem % 60)
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map_or_else(|| micros.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
 }
