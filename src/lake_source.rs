@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use catalog::Warehouse;
 use lake::{ChangePage, ChangeSource, Shipper, SourceError};
-use oltp_do::tenants::Reporter;
+use oltp_do::tenants::restore::BoxFuture;
+use oltp_do::tenants::{History, Reporter};
 use oltp_do::{Error, TenantId, Tenants};
 use serde_json::{Map, Value};
 
@@ -79,5 +81,35 @@ impl Reporter for LakeReporter {
 
     fn metrics(&self, out: &mut String) {
         self.0.write_metrics(out);
+    }
+}
+
+/// The lake as the tenants' history beyond their change logs, for restores
+/// and bookmarks.
+pub struct LakeHistory {
+    pub warehouse: Arc<Warehouse>,
+    /// The running shipper knows what it shipped before the catalog says so.
+    pub shipper: Option<Arc<Shipper<TenantsSource>>>,
+}
+
+fn lake_error(err: lake::LakeError) -> Error {
+    Error::Engine(format!("lake: {err}"))
+}
+
+impl History for LakeHistory {
+    fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, oltp_do::Result<Vec<Value>>> {
+        Box::pin(async move { lake::history::changes(&self.warehouse, tenant.as_str(), after, upto).await.map_err(lake_error) })
+    }
+
+    fn lsn_at<'a>(&'a self, tenant: &'a TenantId, at_us: i64) -> BoxFuture<'a, oltp_do::Result<Option<u64>>> {
+        Box::pin(async move { lake::history::lsn_at(&self.warehouse, tenant.as_str(), at_us).await.map_err(lake_error) })
+    }
+
+    fn held_through<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, oltp_do::Result<u64>> {
+        Box::pin(async move {
+            let shipped = self.shipper.as_ref().and_then(|s| s.lag(tenant.as_str())).map_or(0, |l| l.shipped_lsn);
+            let recorded = lake::history::shipped_lsn(&self.warehouse, tenant.as_str()).await.map_err(lake_error)?;
+            Ok(shipped.max(recorded))
+        })
     }
 }

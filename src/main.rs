@@ -2,6 +2,7 @@
 //! address. No business logic lives here.
 
 mod lake_source;
+mod restore;
 mod settings;
 
 use std::sync::Arc;
@@ -43,6 +44,38 @@ enum Command {
         /// The tenant.
         #[arg(long)]
         tenant: String,
+        /// The server [default: http://<--listen>].
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Restore a tenant to an instant: in place (undoable: the state it replaces
+    /// is kept, and the undo bookmark printed), or into a new tenant (a branch).
+    Restore {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The instant: a timestamp ("2026-11-28 07:00:00+00", RFC 3339) or a bookmark (lsn:<n>).
+        #[arg(long)]
+        to: String,
+        /// Make a branch: this new tenant at that instant, the original untouched.
+        #[arg(long)]
+        into: Option<String>,
+        /// The server [default: http://<--listen>].
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// The bookmark (an LSN) of a tenant's instant, which `restore --to` accepts.
+    Bookmark {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The instant: a timestamp ("2026-11-28 07:00:00+00", RFC 3339).
+        #[arg(long)]
+        at: String,
         /// The server [default: http://<--listen>].
         #[arg(long)]
         url: Option<String>,
@@ -95,6 +128,12 @@ fn main() -> Result<()> {
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
         Command::Tenants { url, overrides } => runtime.block_on(tenants_table(&server_url(url, overrides))),
         Command::Backup { tenant, url, overrides } => runtime.block_on(backup_now(&server_url(url, overrides), &tenant)),
+        Command::Restore { tenant, to, into, url, overrides } => {
+            runtime.block_on(restore::restore(&server_url(url, overrides), &tenant, &to, into.as_deref()))
+        }
+        Command::Bookmark { tenant, at, url, overrides } => {
+            runtime.block_on(restore::bookmark(&server_url(url, overrides), &tenant, &at))
+        }
     }
 }
 
@@ -118,8 +157,10 @@ async fn serve(settings: Settings) -> Result<()> {
         let source = Arc::new(lake_source::TenantsSource(tenants.clone()));
         let shipper = lake::Shipper::new(source, warehouse.clone(), config);
         tenants.add_reporter(Arc::new(lake_source::LakeReporter(shipper.clone())));
-        tokio::spawn(shipper.run(stop))
+        shipper
     });
+    tenants.set_history(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() }));
+    let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
     let queries = query_service::QueryService::new(warehouse.clone());
     let wire = start_wire(settings.pg_listen, &queries).await?;
     let app = oltp_do::api::router(tenants.clone())

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod mapping;
 pub mod shipper;
 pub mod source;

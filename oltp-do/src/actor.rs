@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::archive::Packed;
-use crate::engine::{ChangePage, EngineRuntime, LogStats, TenantDb};
+use crate::engine::{LsnAt, ChangePage, EngineRuntime, LogStats, TenantDb};
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
@@ -33,6 +33,9 @@ pub enum Work {
     /// Checkpoint and pack the database directory (a base backup) while
     /// nothing else runs on it.
     Backup { root: PathBuf },
+    /// The newest LSN committed at or before an instant (`YYYY-MM-DD
+    /// HH:MM:SS.ffffff+00`), as far as the change log still tells.
+    LsnAt { at: String },
 }
 
 #[derive(Debug)]
@@ -43,6 +46,7 @@ pub enum Output {
     Changes(ChangePage),
     Stats(LogStats),
     Backup { packed: Packed, head_lsn: u64 },
+    LsnAt(LsnAt),
 }
 
 impl Output {
@@ -82,6 +86,13 @@ impl Output {
         match self {
             Self::Stats(stats) => Ok(stats),
             other => Err(other.unexpected("change log stats")),
+        }
+    }
+
+    pub fn into_lsn_at(self) -> Result<LsnAt> {
+        match self {
+            Self::LsnAt(found) => Ok(found),
+            other => Err(other.unexpected("an LSN")),
         }
     }
 
@@ -486,5 +497,6 @@ fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
             let head_lsn = if db.capture_enabled() { db.log_stats()?.head_lsn } else { 0 };
             Ok(Output::Backup { packed: crate::archive::pack(root)?, head_lsn })
         }
+        Work::LsnAt { at } => db.lsn_at(at).map(Output::LsnAt),
     }
 }

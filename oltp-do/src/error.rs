@@ -73,6 +73,10 @@ pub enum Error {
     /// Something asked for that does not exist (a backup).
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the current state (a branch name taken,
+    /// a restore already running).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {

@@ -175,6 +175,20 @@ impl Feed {
         Some((changes, head))
     }
 
+    /// The database was replaced by a restore whose change log starts afresh
+    /// and ends at `head`; it is closed. What memory held of the old log is
+    /// dropped; waiting readers learn of the new head.
+    pub fn restart(&self, head: u64) {
+        self.recent.lock().expect("feed poisoned").clear();
+        self.pending_acks.lock().expect("feed poisoned").clear();
+        *self.closed_schema.lock().expect("feed poisoned") = None;
+        *self.closed_head.lock().expect("feed poisoned") = Some(head);
+        let mut stats = self.stats();
+        stats.head_lsn = head;
+        self.set_stats(stats);
+        self.head.send_modify(|h| *h = head);
+    }
+
     pub fn defer_ack(&self, consumer: &str, lsn: u64, retention: std::time::Duration) {
         self.pending_acks.lock().expect("feed poisoned").push((consumer.to_owned(), lsn, retention));
     }

@@ -10,4 +10,5 @@ mod lake;
 mod query;
 mod lifecycle;
 mod readme;
+mod restore;
 mod tiers;

@@ -36,6 +36,7 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::Database(db) => status_for_sqlstate(&db.code),
         Error::Engine(_) | Error::ArchiveCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Gone(_) => StatusCode::GONE,
         Error::Busy(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -55,6 +56,7 @@ pub fn error_body(err: &Error) -> Value {
         Error::Unavailable(_) => "unavailable",
         Error::ArchiveCorrupt(_) => "archive_corrupt",
         Error::NotFound(_) => "not_found",
+        Error::Conflict(_) => "conflict",
     };
     json!({ "error": { "code": code, "message": err.to_string() } })
 }

@@ -5,6 +5,7 @@
 mod changes;
 mod error;
 mod extract;
+mod restore;
 mod routing;
 mod ws;
 
@@ -45,6 +46,8 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/changes", get(changes::changes))
         .route("/changes/ack", post(changes::acknowledge))
         .route("/backups", get(list_backups).post(take_backup))
+        .route("/restore", post(restore::restore))
+        .route("/bookmark", get(restore::bookmark))
         .route("/ws", get(ws::ws));
     Router::new()
         .route("/t/{tenant}/health", get(health))

@@ -14,7 +14,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "3";
+const CAPTURE_VERSION: &str = "4";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 /// One page of the change log.
@@ -61,6 +61,25 @@ SELECT coalesce(max(lsn), 0) AS head, coalesce(min(lsn), 0) AS tail,
        pg_total_relation_size('tidelake.changes') AS bytes,
        (SELECT coalesce(min(acked_lsn), 0) FROM tidelake.consumers) AS acked
 FROM tidelake.changes"#;
+
+/// What the change log tells of an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LsnAt {
+    /// The newest LSN committed at or before the instant (0: none).
+    pub lsn: u64,
+    /// Whether the log still holds every change up to the instant, so
+    /// `lsn` is exact (else older changes were trimmed, or precede a restore).
+    pub covered: bool,
+}
+
+const LSN_AT_SQL: &str = r#"
+SELECT coalesce((SELECT max(lsn) FROM tidelake.changes
+                 WHERE pg_xact_commit_timestamp((xid % 4294967296)::text::xid) <= $1::timestamptz), 0) AS lsn,
+       coalesce((SELECT min(lsn) FROM tidelake.changes), 0) AS tail,
+       (SELECT pg_xact_commit_timestamp((xid % 4294967296)::text::xid) <= $1::timestamptz
+        FROM tidelake.changes ORDER BY lsn LIMIT 1) AS "tailBefore",
+       coalesce((SELECT max(value::bigint) FROM tidelake.meta WHERE key = 'lsn_floor'), 0) AS floor"#;
 
 const COMMIT_TS_AT_SQL: &str = r#"
 SELECT coalesce(pg_xact_commit_timestamp((xid % 4294967296)::text::xid), '-infinity') < now() - make_interval(secs => $2::float8) AS old
@@ -242,6 +261,22 @@ impl TenantDb {
             }
         }
         Ok(lo)
+    }
+
+    /// The newest LSN committed at or before `at` (a timestamptz literal).
+    pub fn lsn_at(&mut self, at: &str) -> Result<LsnAt> {
+        if !self.capture_enabled() {
+            return Ok(LsnAt { lsn: 0, covered: false });
+        }
+        let row = self
+            .one_row(LSN_AT_SQL, &[json!(at)])
+            .map_err(|e| Error::bad_request("invalid_instant", format!("instant {at:?}: {e}")))?
+            .unwrap_or(Value::Null);
+        let n = |k: &str| row[k].as_u64().unwrap_or(0);
+        // Exact when the oldest change kept is not after the instant, or the
+        // log was never trimmed nor restarted (nothing before its first change).
+        let covered = row["tailBefore"].as_bool() == Some(true) || (n("tail") <= 1 && n("floor") == 0);
+        Ok(LsnAt { lsn: n("lsn"), covered })
     }
 
     /// Every recorded schema version, oldest first.

@@ -46,6 +46,16 @@ CREATE TABLE IF NOT EXISTS tidelake.consumers (
     acked_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The LSN the next change gets: after the newest in the log, and after the
+-- floor a restore left (its log starts afresh above the LSNs the replaced
+-- database had used, which readers of the lake already hold).
+CREATE OR REPLACE FUNCTION tidelake.next_lsn()
+RETURNS bigint LANGUAGE sql STABLE AS $fn$
+    SELECT greatest(
+        (SELECT coalesce(max(lsn), 0) FROM tidelake.changes),
+        (SELECT coalesce(max(value::bigint), 0) FROM tidelake.meta WHERE key = 'lsn_floor')) + 1
+$fn$;
+
 -- An identifier, always double-quoted: PL/pgSQL treats some words that
 -- quote_ident leaves bare (BY, for one) as its own keywords.
 CREATE OR REPLACE FUNCTION tidelake.qi(name text)
@@ -145,7 +155,7 @@ DECLARE
 BEGIN
     IF next_lsn IS NULL THEN
         -- The transaction's first change: tell the server it wrote.
-        SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+        next_lsn := tidelake.next_lsn();
         RAISE NOTICE 'tidelake.changes';
     END IF;
     PERFORM set_config('tidelake.next_lsn', (next_lsn + 1)::text, true);
@@ -226,7 +236,7 @@ BEGIN
         FROM tidelake.schema_versions s
         WHERE s.table_oid = t.oid ORDER BY s.version DESC LIMIT 1;
         IF last_sig IS NULL OR last_dropped OR last_sig <> sig THEN
-            SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+            next_lsn := tidelake.next_lsn();
             SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
             INSERT INTO tidelake.schema_versions
             VALUES (v, next_lsn, txid_current(), t.oid, t.nspname, t.relname, cols, pk, false, sig);
@@ -251,7 +261,7 @@ BEGIN
         ORDER BY s.table_oid, s.version DESC
     LOOP
         IF NOT gone.dropped AND NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = gone.table_oid) THEN
-            SELECT coalesce(max(lsn), 0) + 1 INTO next_lsn FROM tidelake.changes;
+            next_lsn := tidelake.next_lsn();
             SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
             INSERT INTO tidelake.schema_versions
             VALUES (v, next_lsn, txid_current(), gone.table_oid, gone.table_schema, gone.table_name,
@@ -263,6 +273,92 @@ BEGIN
     INSERT INTO tidelake.meta VALUES ('schema_fingerprint', tidelake.schema_fingerprint())
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;
     RETURN recorded;
+END
+$fn$;
+
+-- After a restore: start the change log afresh above `lsn_floor`, as if
+-- every table had just been created holding its rows. `versions` are the
+-- schema versions to keep (the replaced database's, for a restore in place;
+-- none for a new branch), so version numbers are never reused and tables
+-- the restore took away are recorded as dropped. Every table gets a new
+-- version above them and, above a floor, a truncate before its rows, so a
+-- reader of the lake sees the restored state from the first LSN after the
+-- floor and the old history before it. Returns the new head.
+CREATE OR REPLACE FUNCTION tidelake.rebase(lsn_floor bigint, versions json)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    t record;
+    v bigint;
+    cols json;
+    pk json;
+    next_lsn bigint := lsn_floor + 1;
+    added bigint;
+BEGIN
+    DELETE FROM tidelake.changes;
+    DELETE FROM tidelake.schema_versions;
+    -- Acknowledgements were of the old log's LSNs.
+    DELETE FROM tidelake.consumers;
+    INSERT INTO tidelake.schema_versions
+    SELECT * FROM json_populate_recordset(NULL::tidelake.schema_versions, versions);
+    INSERT INTO tidelake.meta VALUES ('lsn_floor', lsn_floor::text)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    FOR t IN
+        SELECT c.oid, n.nspname, c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
+          AND n.nspname NOT LIKE 'pg\_%'
+        ORDER BY c.oid
+    LOOP
+        cols := tidelake.table_columns(t.oid);
+        pk := tidelake.table_primary_key(t.oid);
+        SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
+        INSERT INTO tidelake.schema_versions
+        VALUES (v, next_lsn, txid_current(), t.oid, t.nspname, t.relname, cols, pk, false,
+                md5(t.nspname || '.' || t.relname || ' ' || cols::text || ' ' || pk::text));
+        PERFORM tidelake.install_capture(t.oid, v);
+        IF lsn_floor > 0 THEN
+            INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), v, 'truncate', t.nspname, t.relname, NULL, NULL);
+            next_lsn := next_lsn + 1;
+        END IF;
+        EXECUTE format(
+            'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(r) FROM (SELECT %s) r), NULL FROM %s AS src',
+            next_lsn - 1, v, t.nspname, t.relname, tidelake.row_select(t.oid, 'src'), t.oid::regclass);
+        GET DIAGNOSTICS added = ROW_COUNT;
+        next_lsn := next_lsn + added;
+    END LOOP;
+    -- Tables of `versions` that no longer exist are recorded as dropped.
+    PERFORM tidelake.sync_schema();
+    RETURN tidelake.next_lsn() - 1;
+END
+$fn$;
+
+-- After a replay (which writes rows, not sequences): move every sequence a
+-- column owns (serial, identity) up to the column's largest value, so the
+-- next default does not collide with a replayed row. Never moves one down.
+CREATE OR REPLACE FUNCTION tidelake.advance_sequences()
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+    largest bigint;
+    current bigint;
+BEGIN
+    FOR r IN
+        SELECT s.oid::regclass AS seq, c.oid::regclass AS tbl, a.attname
+        FROM pg_class s
+        JOIN pg_sequence q ON q.seqrelid = s.oid
+        JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        JOIN pg_class c ON c.oid = d.refobjid
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
+        WHERE s.relkind = 'S' AND q.seqincrement > 0
+    LOOP
+        EXECUTE format('SELECT max(%I)::bigint FROM %s', r.attname, r.tbl) INTO largest;
+        EXECUTE format('SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM %s', r.seq) INTO current;
+        IF largest IS NOT NULL AND largest > current THEN
+            PERFORM setval(r.seq, largest);
+        END IF;
+    END LOOP;
 END
 $fn$;
 
@@ -278,5 +374,5 @@ $fn$;
 SELECT tidelake.reinstall_all();
 SELECT tidelake.sync_schema();
 
-INSERT INTO tidelake.meta VALUES ('capture_version', '3')
+INSERT INTO tidelake.meta VALUES ('capture_version', '4')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

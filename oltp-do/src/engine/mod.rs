@@ -3,12 +3,14 @@
 
 mod capture;
 mod database;
+mod replay;
 mod runtime;
 mod settings;
 mod template;
 mod wire;
 
-pub use capture::{ChangePage, LogStats};
+pub use capture::{ChangePage, LogStats, LsnAt};
+pub use replay::ReplaySource;
 pub use database::TenantDb;
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;

@@ -12,6 +12,10 @@
 //! between warm and cold, and backups taken from disk, hold the tenant's
 //! move lock, and requests arriving meanwhile wait for it.
 
+pub mod restore;
+
+pub use restore::{Bookmark, History, Progress, RestoreReport, Target, parse_instant};
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +47,10 @@ pub struct Tenants {
     /// Per tenant: its newest base backup, once known.
     backups: Mutex<HashMap<TenantId, BackupMark>>,
     started: SystemTime,
+    /// Where restores and bookmarks find changes the change log no longer holds.
+    history: Mutex<Option<Arc<dyn History>>>,
+    /// Tenants being restored (or branched into).
+    restoring: Mutex<HashSet<TenantId>>,
 }
 
 /// A tenant's newest base backup.
@@ -173,6 +181,8 @@ impl Tenants {
             moves: Mutex::default(),
             backups: Mutex::default(),
             started: SystemTime::now(),
+            history: Mutex::default(),
+            restoring: Mutex::default(),
         }))
     }
 

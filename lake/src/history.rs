@@ -1,0 +1,170 @@
+//! Reading a tenant's changes back out of the lake, for point-in-time
+//! recovery: every change in an LSN range, shaped as the change log shapes
+//! it, and the LSN an instant resolves to.
+//!
+//! Values come back in the text forms PostgreSQL's input functions take
+//! (the inverse of `mapping`): exact decimal text, `\x` hex for bytea,
+//! ISO 8601 dates, times and timestamps, uuid hex; JSON, arrays and other
+//! types as the text the change log held. What the mapping lost stays lost:
+//! `NaN` numerics and infinite dates come back as null.
+
+use arrow_array::{Array, RecordBatch};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::DataType;
+use catalog::Warehouse;
+use futures::TryStreamExt;
+use iceberg::expr::Reference;
+use iceberg::spec::Datum;
+use iceberg::table::Table;
+use iceberg::{Catalog, NamespaceIdent};
+use serde_json::{Map, Value, json};
+
+use crate::error::{LakeError, Result};
+use crate::shipper::PROP_SHIPPED_LSN;
+use crate::table::PROP_SOURCE;
+
+/// The changelog tables of a tenant (none if the lake has no namespace for it).
+async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
+    let catalog = warehouse.catalog();
+    let namespace = NamespaceIdent::new(tenant.to_owned());
+    if !catalog.namespace_exists(&namespace).await? {
+        return Ok(Vec::new());
+    }
+    let mut tables = Vec::new();
+    for ident in catalog.list_tables(&namespace).await? {
+        let table = catalog.load_table(&ident).await?;
+        if table.metadata().current_snapshot().is_some() {
+            tables.push(table);
+        }
+    }
+    Ok(tables)
+}
+
+/// Every change up to this LSN is in the tenant's tables (0: none, or no namespace).
+pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str) -> Result<u64> {
+    let catalog = warehouse.catalog();
+    let namespace = NamespaceIdent::new(tenant.to_owned());
+    if !catalog.namespace_exists(&namespace).await? {
+        return Ok(0);
+    }
+    let ns = catalog.get_namespace(&namespace).await?;
+    Ok(ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Every change of the tenant with an LSN in `(after, upto]`, in LSN order,
+/// as change-log objects: `lsn`, `op`, `schema`, `table`, and `new` (insert,
+/// update) or `old` (delete).
+pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64) -> Result<Vec<Value>> {
+    let mut changes = Vec::new();
+    for table in tables(warehouse, tenant).await? {
+        let source = table.metadata().properties().get(PROP_SOURCE).cloned().unwrap_or_default();
+        let (schema, name) = source.split_once('.').unwrap_or(("public", source.as_str()));
+        let lsn = Reference::new("_lsn");
+        let filter = lsn
+            .clone()
+            .greater_than(Datum::long(after as i64))
+            .and(lsn.less_than_or_equal_to(Datum::long(upto as i64)));
+        let mut batches = table.scan().with_filter(filter).build()?.to_arrow().await?;
+        while let Some(batch) = batches.try_next().await? {
+            changes_of(&batch, schema, name, &mut changes)?;
+        }
+    }
+    changes.sort_by_key(|c| c["lsn"].as_u64().unwrap_or(0));
+    Ok(changes)
+}
+
+/// The newest LSN of the tenant committed at or before `at_us` (µs since
+/// the epoch); None if the lake holds nothing of the tenant.
+pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<Option<u64>> {
+    let tables = tables(warehouse, tenant).await?;
+    if tables.is_empty() && !warehouse.catalog().namespace_exists(&NamespaceIdent::new(tenant.to_owned())).await? {
+        return Ok(None);
+    }
+    let mut newest = 0u64;
+    for table in tables {
+        let filter = Reference::new("_commit_ts").less_than_or_equal_to(Datum::timestamptz_micros(at_us));
+        let mut batches = table.scan().select(["_lsn"]).with_filter(filter).build()?.to_arrow().await?;
+        while let Some(batch) = batches.try_next().await? {
+            let Some(lsns) = batch.column(0).as_any().downcast_ref::<arrow_array::Int64Array>() else {
+                return Err(LakeError::Mapping("_lsn is not a long column".into()));
+            };
+            if let Some(max) = lsns.iter().flatten().max() {
+                newest = newest.max(max as u64);
+            }
+        }
+    }
+    Ok(Some(newest))
+}
+
+/// Append the changes in one batch of a changelog table.
+fn changes_of(batch: &RecordBatch, schema: &str, table: &str, out: &mut Vec<Value>) -> Result<()> {
+    let fields = batch.schema();
+    let column = |name: &str| fields.index_of(name).ok().map(|i| batch.column(i).clone());
+    let (Some(op), Some(lsn)) = (column("_op"), column("_lsn")) else {
+        return Err(LakeError::Mapping(format!("changelog table of {schema}.{table} lacks _op or _lsn")));
+    };
+    let op = op.as_any().downcast_ref::<arrow_array::StringArray>().ok_or_else(|| LakeError::Mapping("_op is not a string column".into()))?;
+    let lsn = lsn.as_any().downcast_ref::<arrow_array::Int64Array>().ok_or_else(|| LakeError::Mapping("_lsn is not a long column".into()))?;
+    let options = FormatOptions::default();
+    let mut sources = Vec::new();
+    for (i, field) in fields.fields().iter().enumerate() {
+        if ["_op", "_lsn", "_xid", "_commit_ts"].contains(&field.name().as_str()) {
+            continue;
+        }
+        let array = batch.column(i);
+        let formatter = ArrayFormatter::try_new(array.as_ref(), &options)?;
+        sources.push((field.name().clone(), array.clone(), formatter));
+    }
+    for row in 0..batch.num_rows() {
+        let op_text = op.value(row);
+        let mut change = Map::new();
+        change.insert("lsn".into(), json!(lsn.value(row)));
+        change.insert("op".into(), json!(op_text));
+        change.insert("schema".into(), json!(schema));
+        change.insert("table".into(), json!(table));
+        if op_text != "truncate" {
+            let mut values = Map::new();
+            for (name, array, formatter) in &sources {
+                if !array.is_null(row) {
+                    values.insert(name.clone(), value(array.as_ref(), formatter, row));
+                }
+            }
+            let slot = if op_text == "delete" { "old" } else { "new" };
+            change.insert(slot.into(), Value::Object(values));
+        }
+        out.push(Value::Object(change));
+    }
+    Ok(())
+}
+
+/// One value as the change log would hold it.
+fn value(array: &dyn Array, formatter: &ArrayFormatter<'_>, row: usize) -> Value {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+    let float = |f: f64| match serde_json::Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None if f.is_nan() => json!("NaN"),
+        None if f > 0.0 => json!("Infinity"),
+        None => json!("-Infinity"),
+    };
+    match array.data_type() {
+        DataType::Boolean => json!(array.as_boolean().value(row)),
+        DataType::Int32 => json!(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => json!(array.as_primitive::<Int64Type>().value(row)),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => json!(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => json!(array.as_string::<i64>().value(row)),
+        DataType::Binary => json!(format!("\\x{}", hex(array.as_binary::<i32>().value(row)))),
+        DataType::LargeBinary => json!(format!("\\x{}", hex(array.as_binary::<i64>().value(row)))),
+        DataType::FixedSizeBinary(16) => {
+            let h = hex(array.as_fixed_size_binary().value(row));
+            json!(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+        }
+        _ => json!(formatter.value(row).to_string()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

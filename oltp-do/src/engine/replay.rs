@@ -1,0 +1,381 @@
+//! Point-in-time recovery inside a restored database: replaying changes on
+//! top of a base backup, and starting its change log afresh afterwards.
+//!
+//! Replay runs with `session_replication_role = replica`, so neither the
+//! capture triggers nor foreign-key checks fire: the log already holds every
+//! row a cascade or a trigger wrote. Changes are applied per run of one
+//! table: for a table with a primary key, the run is reduced to each touched
+//! key's final row (deleted keys: none), and applied as one DELETE of every
+//! touched key and one INSERT of the final rows, both through
+//! `json_populate_recordset`, so PostgreSQL parses each value with the
+//! column's own input function. A table without a primary key is replayed
+//! change by change, matching whole rows.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::database::TenantDb;
+use super::wire;
+use crate::error::{Error, Result};
+use crate::protocol::RowMode;
+use crate::values::json_to_param;
+
+/// Changes applied per statement pair (bounds the JSON sent at once).
+const RUN_LIMIT: usize = 5000;
+
+/// Where replayed changes come from: the tenant's own change log (old and
+/// new rows, values exactly as captured), or the lake (new rows only for
+/// updates; JSON and array values come back as their text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaySource {
+    Log,
+    Lake,
+}
+
+/// A table as replay writes it.
+struct Table {
+    /// `"schema"."table"`.
+    name: String,
+    /// Columns an INSERT may name (not generated), quoted, comma-separated.
+    insert_columns: String,
+    /// Columns whose values are JSON or arrays (restored from text for the lake).
+    json_columns: Vec<String>,
+    primary_key: Vec<String>,
+    identity_always: bool,
+}
+
+/// The changes of one table, reduced to each touched key's final row.
+#[derive(Default)]
+struct Run {
+    table: Option<(String, String)>,
+    /// Key → position in `rows`.
+    keys: HashMap<String, usize>,
+    /// (key columns as an object, final row or None when deleted).
+    rows: Vec<(Value, Option<Value>)>,
+    /// Rows to insert into a table without a primary key.
+    inserts: Vec<Value>,
+    changes: usize,
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+impl TenantDb {
+    /// Run one trusted statement of ours; a PostgreSQL error is returned as such.
+    fn exec(&mut self, sql: &str, params: &[Value], row_mode: RowMode) -> Result<Vec<Value>> {
+        let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
+        let outcome = self.round_trip(&wire::extended_query(sql, &params), row_mode)?;
+        if let Some(err) = outcome.error {
+            return Err(Error::from(err));
+        }
+        Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
+    }
+
+    fn simple(&mut self, sql: &str) -> Result<()> {
+        let outcome = self.round_trip(&wire::simple_query(sql), RowMode::Array)?;
+        match outcome.error {
+            Some(err) => Err(Error::from(err)),
+            None => Ok(()),
+        }
+    }
+
+    /// Apply `changes` (change-log objects in LSN order) in one transaction.
+    /// `progress` is told how many have been applied so far. `renames` maps
+    /// a table's name in the changes (`schema.table`) to its name here, with
+    /// its column renames, for changes read from the lake under later names.
+    pub fn replay(
+        &mut self,
+        changes: &[Value],
+        source: ReplaySource,
+        renames: &HashMap<String, (String, String, HashMap<String, String>)>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.simple("SET session_replication_role = replica; BEGIN")?;
+        let result = self.replay_in_transaction(changes, source, renames, progress);
+        match result {
+            Ok(()) => self.simple("COMMIT; RESET session_replication_role"),
+            Err(err) => {
+                let _ = self.simple("ROLLBACK; RESET session_replication_role");
+                Err(err)
+            }
+        }
+    }
+
+    fn replay_in_transaction(
+        &mut self,
+        changes: &[Value],
+        source: ReplaySource,
+        renames: &HashMap<String, (String, String, HashMap<String, String>)>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let mut tables: HashMap<(String, String), Table> = HashMap::new();
+        let mut run = Run::default();
+        let mut done = 0;
+        for change in changes {
+            let lsn = change["lsn"].as_u64().unwrap_or(0);
+            let (schema, table) = (change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
+            let renamed = renames.get(&format!("{schema}.{table}"));
+            let key = match renamed {
+                Some((s, t, _)) => (s.clone(), t.clone()),
+                None => (schema.to_owned(), table.to_owned()),
+            };
+            if run.table.as_ref() != Some(&key) || run.changes >= RUN_LIMIT {
+                done += self.flush(&mut run, &tables)?;
+                progress(done);
+                run.table = Some(key.clone());
+            }
+            if !tables.contains_key(&key) {
+                let info = self.table_info(&key.0, &key.1).map_err(|e| {
+                    Error::Engine(format!("replaying LSN {lsn}: table {}.{} of the base backup: {e}", key.0, key.1))
+                })?;
+                tables.insert(key.clone(), info);
+            }
+            let info = &tables[&key];
+            let fix = |row: &Value| -> Value { restore_row(row, source, info, renamed.map(|r| &r.2)) };
+            run.changes += 1;
+            match change["op"].as_str() {
+                Some("insert") => {
+                    let new = fix(&change["new"]);
+                    if info.primary_key.is_empty() {
+                        run.inserts.push(new);
+                    } else {
+                        run.put(info, None, Some(new));
+                    }
+                }
+                Some("update") => {
+                    let new = fix(&change["new"]);
+                    let old = change.get("old").filter(|o| o.is_object()).map(|o| fix(o));
+                    if info.primary_key.is_empty() {
+                        let Some(old) = old else {
+                            return Err(Error::bad_request(
+                                "replay_needs_old_row",
+                                format!(
+                                    "LSN {lsn} updates {}, which has no primary key, and the lake keeps only new rows of updates: restore to an instant the change log still holds, or give the table a primary key",
+                                    info.name
+                                ),
+                            ));
+                        };
+                        done += self.flush(&mut run, &tables)?;
+                        self.delete_row(info, &old)?;
+                        self.insert_rows(info, vec![new])?;
+                    } else {
+                        run.put(info, old, Some(new));
+                    }
+                }
+                Some("delete") => {
+                    let old = fix(&change["old"]);
+                    if info.primary_key.is_empty() {
+                        done += self.flush(&mut run, &tables)?;
+                        self.delete_row(info, &old)?;
+                    } else {
+                        run.put(info, Some(old), None);
+                    }
+                }
+                Some("truncate") => {
+                    done += self.flush(&mut run, &tables)?;
+                    let name = info.name.clone();
+                    self.simple(&format!("TRUNCATE {name} CASCADE"))?;
+                }
+                other => return Err(Error::Engine(format!("LSN {lsn}: unknown operation {other:?}"))),
+            }
+        }
+        done += self.flush(&mut run, &tables)?;
+        self.exec("SELECT tidelake.advance_sequences()", &[], RowMode::Array)?;
+        progress(done);
+        Ok(())
+    }
+
+    /// Apply what a run holds. Returns how many changes it held.
+    fn flush(&mut self, run: &mut Run, tables: &HashMap<(String, String), Table>) -> Result<usize> {
+        let held = std::mem::take(&mut run.changes);
+        let Some(info) = run.table.as_ref().and_then(|k| tables.get(k)) else { return Ok(held) };
+        if !run.rows.is_empty() {
+            let rows = std::mem::take(&mut run.rows);
+            run.keys.clear();
+            let (keys, finals): (Vec<Value>, Vec<Option<Value>>) = rows.into_iter().unzip();
+            let on: Vec<String> = info.primary_key.iter().map(|c| format!("t.{0} = k.{0}", quote(c))).collect();
+            let sql = format!(
+                "DELETE FROM {} AS t USING json_populate_recordset(NULL::{}, $1) AS k WHERE {}",
+                info.name,
+                info.name,
+                on.join(" AND ")
+            );
+            self.exec(&sql, &[Value::String(Value::Array(keys).to_string())], RowMode::Array)?;
+            self.insert_rows(info, finals.into_iter().flatten().collect())?;
+        }
+        let inserts = std::mem::take(&mut run.inserts);
+        self.insert_rows(info, inserts)?;
+        Ok(held)
+    }
+
+    fn insert_rows(&mut self, info: &Table, rows: Vec<Value>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let overriding = if info.identity_always { " OVERRIDING SYSTEM VALUE" } else { "" };
+        let sql = format!(
+            "INSERT INTO {} ({cols}){overriding} SELECT {cols} FROM json_populate_recordset(NULL::{}, $1)",
+            info.name,
+            info.name,
+            cols = info.insert_columns
+        );
+        self.exec(&sql, &[Value::String(Value::Array(rows).to_string())], RowMode::Array)?;
+        Ok(())
+    }
+
+    /// Delete one row equal to `old` in every column (a table without a primary key).
+    fn delete_row(&mut self, info: &Table, old: &Value) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM {name} WHERE ctid = (SELECT t.ctid FROM {name} AS t, json_populate_record(NULL::{name}, $1) AS o WHERE (t.*) IS NOT DISTINCT FROM (o.*) LIMIT 1)",
+            name = info.name
+        );
+        self.exec(&sql, &[Value::String(old.to_string())], RowMode::Array)?;
+        Ok(())
+    }
+
+    fn table_info(&mut self, schema: &str, table: &str) -> Result<Table> {
+        let name = format!("{}.{}", quote(schema), quote(table));
+        let columns = self.exec(
+            "SELECT a.attname AS name, (t.typcategory = 'A' OR a.atttypid IN (114, 3802)) AS json, \
+             a.attgenerated <> '' AS generated, a.attidentity = 'a' AS always \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[json!(name)],
+            RowMode::Object,
+        )?;
+        let pk = self.exec("SELECT tidelake.table_primary_key($1::regclass) AS pk", &[json!(name)], RowMode::Object)?;
+        let truthy = |v: &Value| v.as_bool().unwrap_or_else(|| v.as_str() == Some("t"));
+        let name_of = |c: &Value| c["name"].as_str().unwrap_or_default().to_owned();
+        let primary_key = match pk.first().map(|r| &r["pk"]) {
+            Some(Value::Array(cols)) => cols.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect(),
+            Some(Value::String(text)) => serde_json::from_str(text).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Ok(Table {
+            insert_columns: columns
+                .iter()
+                .filter(|c| !truthy(&c["generated"]))
+                .map(|c| quote(&name_of(c)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            json_columns: columns.iter().filter(|c| truthy(&c["json"])).map(name_of).collect(),
+            identity_always: columns.iter().any(|c| truthy(&c["always"])),
+            primary_key,
+            name,
+        })
+    }
+
+    /// Where each table's newest schema version (`latest`, as the lake names
+    /// its changes) is found here, keyed `schema.table`: its name here and
+    /// its columns renamed since, by attnum. Only tables named differently.
+    pub fn renames_for(&mut self, latest: &[Value]) -> Result<HashMap<String, (String, String, HashMap<String, String>)>> {
+        let mut renames = HashMap::new();
+        for version in latest {
+            let Some(oid) = version["tableOid"].as_u64() else { continue };
+            let rows = self.exec(
+                "SELECT n.nspname AS schema, c.relname AS table,                  (SELECT json_object_agg(a.attnum::text, a.attname) FROM pg_attribute a                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text AS columns                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid",
+                &[json!(oid)],
+                RowMode::Object,
+            )?;
+            let Some(here) = rows.first() else { continue };
+            let here_columns: HashMap<String, String> =
+                here["columns"].as_str().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+            let mut columns = HashMap::new();
+            for column in version["columns"].as_array().into_iter().flatten() {
+                let (Some(name), Some(attnum)) = (column["name"].as_str(), column["attnum"].as_i64()) else { continue };
+                if let Some(then) = here_columns.get(&attnum.to_string())
+                    && then != name
+                {
+                    columns.insert(name.to_owned(), then.clone());
+                }
+            }
+            let (schema, table) = (here["schema"].as_str().unwrap_or_default(), here["table"].as_str().unwrap_or_default());
+            let (latest_schema, latest_table) = (version["schema"].as_str().unwrap_or_default(), version["table"].as_str().unwrap_or_default());
+            if !columns.is_empty() || schema != latest_schema || table != latest_table {
+                renames.insert(format!("{latest_schema}.{latest_table}"), (schema.to_owned(), table.to_owned(), columns));
+            }
+        }
+        Ok(renames)
+    }
+
+    /// After a restore: start the change log afresh above `lsn_floor`
+    /// (`tidelake.rebase` in capture.sql), keeping `versions`. Returns the new head.
+    pub fn rebase(&mut self, lsn_floor: u64, versions: &[Value]) -> Result<u64> {
+        let rows = self.exec(
+            "SELECT tidelake.rebase($1, $2::json) AS head",
+            &[json!(lsn_floor), Value::String(Value::Array(versions.to_vec()).to_string())],
+            RowMode::Object,
+        )?;
+        Ok(rows.first().and_then(|r| r["head"].as_u64()).unwrap_or(lsn_floor))
+    }
+
+    /// Every schema version as stored (all columns), oldest first: what a
+    /// restore in place keeps, so version numbers are never reused.
+    pub fn stored_schema_versions(&mut self) -> Result<Vec<Value>> {
+        let rows = self.exec(
+            "SELECT coalesce(json_agg(s ORDER BY s.version), '[]'::json)::text AS versions FROM tidelake.schema_versions s",
+            &[],
+            RowMode::Object,
+        )?;
+        let text = rows.first().and_then(|r| r["versions"].as_str()).unwrap_or("[]");
+        serde_json::from_str(text).map_err(|e| Error::Engine(format!("schema versions: {e}")))
+    }
+}
+
+impl Run {
+    /// Record a change of a table with a primary key: `old` row (None for
+    /// an insert) and `new` row (None for a delete).
+    fn put(&mut self, info: &Table, old: Option<Value>, new: Option<Value>) {
+        if let Some(old) = old {
+            let (key, object) = key_of(info, &old);
+            self.set(key, object, None);
+        }
+        if let Some(new) = new {
+            let (key, object) = key_of(info, &new);
+            self.set(key, object, Some(new));
+        }
+    }
+
+    fn set(&mut self, key: String, object: Value, row: Option<Value>) {
+        match self.keys.get(&key) {
+            Some(&at) => self.rows[at].1 = row,
+            None => {
+                self.keys.insert(key, self.rows.len());
+                self.rows.push((object, row));
+            }
+        }
+    }
+}
+
+/// A row's primary key: as a string to compare, and as an object to send.
+fn key_of(info: &Table, row: &Value) -> (String, Value) {
+    let mut object = Map::new();
+    for column in &info.primary_key {
+        object.insert(column.clone(), row.get(column).cloned().unwrap_or(Value::Null));
+    }
+    let object = Value::Object(object);
+    (object.to_string(), object)
+}
+
+/// A row as `json_populate_record` takes it: columns renamed to their
+/// names here, and (from the lake) JSON and array values parsed back from text.
+fn restore_row(row: &Value, source: ReplaySource, info: &Table, renames: Option<&HashMap<String, String>>) -> Value {
+    let Value::Object(entries) = row else { return row.clone() };
+    if source == ReplaySource::Log && renames.is_none() {
+        return row.clone();
+    }
+    let mut out = Map::with_capacity(entries.len());
+    for (name, value) in entries {
+        let name = renames.and_then(|r| r.get(name)).unwrap_or(name);
+        let value = match value {
+            Value::String(text) if source == ReplaySource::Lake && info.json_columns.contains(name) => {
+                serde_json::from_str(text).unwrap_or_else(|_| value.clone())
+            }
+            _ => value.clone(),
+        };
+        out.insert(name.clone(), value);
+    }
+    Value::Object(out)
+}

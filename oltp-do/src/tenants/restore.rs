@@ -1,0 +1,674 @@
+//! Point-in-time recovery: restore a tenant to an instant in place (kept
+//! undoable by a base backup of what it replaced), or branch it into a new
+//! tenant; and bookmarks, the LSN an instant resolves to.
+//!
+//! A restore takes the newest base backup at or before the instant and
+//! replays the changes after it, from the tenant's change log while it still
+//! holds them (exact old and new rows), else from the lake (through
+//! `History`, which the server wires in). The result is built in a staging
+//! directory beside the tenants; only a finished one replaces anything.
+//! Its change log then starts afresh above every LSN the tenant used (see
+//! `tidelake.rebase`), recording the restored tables as a truncate and
+//! their rows, so the lake's history reads: the old timeline up to the
+//! restore, then the restored state.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Tenants, Tier, cold_marker, io_error};
+use crate::actor::{CLOSED_HEAD_FILE, Work};
+use crate::archive::{self, Manifest};
+use crate::engine::{ReplaySource, TenantDb};
+use crate::error::{Error, Result};
+use crate::tenant_id::TenantId;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A tenant's history beyond its change log: the lake. The server
+/// implements it over the Iceberg tables the shipper writes.
+pub trait History: Send + Sync {
+    /// Every change with an LSN in `(after, upto]`, in LSN order, shaped as
+    /// the change log's (`lsn`, `op`, `schema`, `table`, `new`, `old`).
+    fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, Result<Vec<Value>>>;
+    /// The newest LSN committed at or before `at_us` (µs since the epoch);
+    /// None if the history holds nothing of the tenant.
+    fn lsn_at<'a>(&'a self, tenant: &'a TenantId, at_us: i64) -> BoxFuture<'a, Result<Option<u64>>>;
+    /// Every change of the tenant up to this LSN is in the history.
+    fn held_through<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Result<u64>>;
+}
+
+/// The instant a restore goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Right after the change with this LSN committed (`lsn:<n>`, a bookmark).
+    Lsn(u64),
+    /// A moment in time, in µs since the epoch.
+    Time(i64),
+}
+
+impl Target {
+    /// `lsn:<n>`, a bare number (an LSN), or a timestamp: RFC 3339
+    /// (`2026-11-28T07:00:00Z`), or `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]`
+    /// (UTC when no offset is given).
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let lsn = text.strip_prefix("lsn:").unwrap_or(text);
+        if let Ok(n) = lsn.parse::<u64>() {
+            return Ok(Self::Lsn(n));
+        }
+        parse_instant(text).map(Self::Time).ok_or_else(|| {
+            Error::bad_request(
+                "invalid_instant",
+                format!("{text:?} is neither a bookmark (lsn:<n>) nor a timestamp such as 2026-11-28T07:00:00Z"),
+            )
+        })
+    }
+}
+
+/// A timestamp as µs since the epoch.
+pub fn parse_instant(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(text, format) {
+            return Some(t.timestamp_micros());
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    None
+}
+
+/// µs since the epoch as a timestamptz literal.
+fn instant_text(at_us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(at_us)
+        .map_or_else(|| "-infinity".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// An instant resolved to the LSN that marks it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bookmark {
+    /// `lsn:<n>`: what `restore --to` accepts.
+    pub bookmark: String,
+    pub lsn: u64,
+    /// Where the answer came from: `log` or `lake`.
+    pub source: &'static str,
+}
+
+/// A step of a restore, for progress reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "phase", rename_all = "camelCase")]
+pub enum Progress {
+    /// The base backup chosen, being fetched and unpacked.
+    Fetching { backup: String, lsn: u64, bytes: u64 },
+    /// Changes replayed so far of `total`.
+    #[serde(rename_all = "camelCase")]
+    Replaying { done: u64, total: u64, source: &'static str },
+    /// Keeping what is replaced as a base backup (in place only).
+    KeepingUndo,
+    /// Starting the change log afresh and putting the result in place.
+    Installing,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    pub tenant: String,
+    /// The branch made, for a restore `into` a new tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub into: Option<String>,
+    /// The instant restored to, as a bookmark.
+    pub target: Bookmark,
+    /// The base backup it started from.
+    pub base_backup: Manifest,
+    pub replayed: u64,
+    /// Where the replayed changes were read: `log` (the tenant's change
+    /// log) or `lake`.
+    pub replayed_from: &'static str,
+    /// The bookmark that undoes an in-place restore (the state it replaced,
+    /// kept as a base backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
+    /// The restored tenant's newest LSN (its change log continues above the
+    /// LSNs it replaced).
+    pub head_lsn: u64,
+    pub took_ms: u64,
+}
+
+/// Removes a staging directory unless disarmed.
+struct Staging(Option<PathBuf>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Clears a tenant's in-progress restore mark.
+struct Restoring<'a>(&'a Tenants, Vec<TenantId>);
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        let mut restoring = self.0.restoring.lock().expect("restoring poisoned");
+        for tenant in &self.1 {
+            restoring.remove(tenant);
+        }
+    }
+}
+
+/// How long an in-place restore waits for the lake to hold every change it
+/// is about to replace.
+const LAKE_WAIT: Duration = Duration::from_secs(60);
+/// Changes read from the change log per page.
+const PAGE: u64 = 10_000;
+
+impl Tenants {
+    /// Give restores and bookmarks the tenants' history beyond their change logs.
+    pub fn set_history(&self, history: Arc<dyn History>) {
+        *self.history.lock().expect("history poisoned") = Some(history);
+    }
+
+    fn history(&self) -> Option<Arc<dyn History>> {
+        self.history.lock().expect("history poisoned").clone()
+    }
+
+    fn exists(&self, tenant: &TenantId) -> bool {
+        let root = self.root(tenant);
+        self.is_open(tenant) || root.exists() || cold_marker(&root).exists()
+    }
+
+    fn require_capture(&self) -> Result<()> {
+        if self.config.engine.capture {
+            Ok(())
+        } else {
+            Err(Error::bad_request("capture_off", "point-in-time recovery needs change capture, which is off"))
+        }
+    }
+
+    /// The LSN that marks an instant (µs since the epoch): the newest change
+    /// committed at or before it.
+    pub async fn bookmark(&self, tenant: &TenantId, at_us: i64) -> Result<Bookmark> {
+        self.require_capture()?;
+        if !self.exists(tenant) {
+            return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
+        }
+        if at_us > now_us() {
+            return Err(Error::bad_request(
+                "instant_in_future",
+                format!("{} is in the future", instant_text(at_us)),
+            ));
+        }
+        let found = self.run(tenant, Work::LsnAt { at: instant_text(at_us) }).await?.into_lsn_at()?;
+        let (lsn, source) = if found.covered {
+            (found.lsn, "log")
+        } else {
+            let history = self.history().ok_or_else(|| {
+                Error::bad_request(
+                    "outside_retention_window",
+                    format!(
+                        "{} is older than tenant {tenant}'s change log holds, and no lake is configured to tell",
+                        instant_text(at_us)
+                    ),
+                )
+            })?;
+            match history.lsn_at(tenant, at_us).await? {
+                Some(lsn) => (lsn, "lake"),
+                None => (found.lsn, "log"),
+            }
+        };
+        Ok(Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source })
+    }
+
+    /// Restore `tenant` to `target`: in place, or into the new tenant `into`
+    /// (a branch, the original untouched). `progress` hears each step.
+    pub async fn restore(
+        &self,
+        tenant: &TenantId,
+        target: Target,
+        into: Option<&TenantId>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<RestoreReport> {
+        let started = Instant::now();
+        self.require_capture()?;
+        if !self.exists(tenant) {
+            return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
+        }
+        if let Some(into) = into {
+            if into == tenant {
+                return Err(Error::bad_request("invalid_branch", "a branch needs a name other than its tenant's"));
+            }
+            if self.exists(into) {
+                return Err(Error::Conflict(format!("tenant {into} already exists: a branch needs a new name")));
+            }
+            if let Some(history) = self.history()
+                && history.held_through(into).await? > 0
+            {
+                return Err(Error::Conflict(format!(
+                    "the lake already holds history of a tenant named {into}: a branch needs a new name"
+                )));
+            }
+        }
+        let _restoring = self.begin_restore(tenant, into)?;
+
+        // Where to go, and from which base backup.
+        let head = self.log_stats(tenant).await?.head_lsn;
+        let target = match target {
+            Target::Lsn(lsn) if lsn > head => {
+                return Err(Error::bad_request(
+                    "lsn_beyond_head",
+                    format!("LSN {lsn} has not happened: tenant {tenant}'s newest change is LSN {head}"),
+                ));
+            }
+            Target::Lsn(lsn) => Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "given" },
+            Target::Time(at_us) => self.bookmark(tenant, at_us).await?,
+        };
+        let backups = self.backups(tenant).await?;
+        let Some(base) = backups.iter().rev().find(|m| m.lsn <= target.lsn).cloned() else {
+            return Err(outside_window(tenant, &target, backups.first()));
+        };
+        let versions = self.schema_versions(tenant).await?;
+        if let Some(change) = versions.iter().find(|v| {
+            let lsn = v["lsn"].as_u64().unwrap_or(0);
+            lsn > base.lsn && lsn <= target.lsn
+        }) {
+            return Err(Error::bad_request(
+                "schema_changed_in_window",
+                format!(
+                    "table {}.{} changed its schema at LSN {}, between the nearest base backup (LSN {}) and the instant (LSN {}): replay does not cross schema changes; restore to an instant before it, or after a base backup taken since",
+                    change["schema"].as_str().unwrap_or("?"),
+                    change["table"].as_str().unwrap_or("?"),
+                    change["lsn"],
+                    base.lsn,
+                    target.lsn
+                ),
+            ));
+        }
+
+        // The changes to replay, read before anything is touched.
+        let total = target.lsn - base.lsn;
+        let (changes, source) = self.changes_between(tenant, base.lsn, target.lsn).await?;
+        let lake_names = latest_names(&versions);
+
+        // Build the restored database beside the tenants.
+        let dest = into.unwrap_or(tenant);
+        let staging_dir = self.config.tenants_dir().join(format!(".restoring-{dest}"));
+        if staging_dir.exists() {
+            std::fs::remove_dir_all(&staging_dir).map_err(|e| io_error("remove", &staging_dir, e))?;
+        }
+        let mut staging = Staging(Some(staging_dir.clone()));
+        progress(Progress::Fetching { backup: base.key.clone(), lsn: base.lsn, bytes: base.bytes });
+        let bytes = self.store.fetch(&base).await?;
+        let unpack_into = staging_dir.clone();
+        tokio::task::spawn_blocking(move || archive::unpack(&bytes, &unpack_into))
+            .await
+            .map_err(|e| Error::Engine(format!("unpack task: {e}")))??;
+        let _ = std::fs::remove_file(staging_dir.join(CLOSED_HEAD_FILE));
+        let source_name = match source {
+            ReplaySource::Log => "log",
+            ReplaySource::Lake => "lake",
+        };
+        progress(Progress::Replaying { done: 0, total, source: source_name });
+        let runtime = self.runtime.clone();
+        let branch = into.is_some();
+        let replay_progress = |done: usize| progress(Progress::Replaying { done: done as u64, total, source: source_name });
+        let dir = staging_dir.clone();
+        let head_after = run_blocking_with_progress(replay_progress, move |report| {
+            runtime.wait_ready()?;
+            let mut db = TenantDb::open(&dir, runtime.settings())?;
+            let renames = match source {
+                ReplaySource::Lake => db.renames_for(&lake_names)?,
+                ReplaySource::Log => HashMap::new(),
+            };
+            let replayed = db.replay(&changes, source, &renames, &mut |done| report(done));
+            // A branch starts its own log now; a restore in place does once
+            // the head of what it replaces is known.
+            let head = replayed.and_then(|()| if branch { db.rebase(0, &[]).map(Some) } else { Ok(None) });
+            let closed = db.close();
+            let head = head?;
+            closed?;
+            Ok(head)
+        })
+        .await?;
+
+        let report = |undo, head_lsn| RestoreReport {
+            tenant: tenant.to_string(),
+            into: into.map(|t| t.to_string()),
+            target: target.clone(),
+            base_backup: base.clone(),
+            replayed: total,
+            replayed_from: source_name,
+            undo,
+            head_lsn,
+            took_ms: 0,
+        };
+        let mut done = if let Some(into) = into {
+            progress(Progress::Installing);
+            let head = head_after.unwrap_or(0);
+            write_head(&staging_dir, head)?;
+            self.install_branch(into, &mut staging, head).await?;
+            report(None, head)
+        } else {
+            let (undo, head) = self.install_in_place(tenant, &mut staging, progress).await?;
+            report(Some(format!("lsn:{undo}")), head)
+        };
+        done.took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            tenant = %tenant,
+            into = ?into.map(TenantId::as_str),
+            lsn = target.lsn,
+            base_lsn = base.lsn,
+            replayed = total,
+            source = source_name,
+            took_ms = done.took_ms,
+            "restored a tenant"
+        );
+        Ok(done)
+    }
+
+    fn begin_restore(&self, tenant: &TenantId, into: Option<&TenantId>) -> Result<Restoring<'_>> {
+        let mut restoring = self.restoring.lock().expect("restoring poisoned");
+        let names: Vec<TenantId> = std::iter::once(tenant).chain(into).cloned().collect();
+        if let Some(busy) = names.iter().find(|t| restoring.contains(*t)) {
+            return Err(Error::Conflict(format!("a restore of tenant {busy} is already running")));
+        }
+        restoring.extend(names.iter().cloned());
+        Ok(Restoring(self, names))
+    }
+
+    /// The changes in `(after, upto]`, from the change log if it still holds
+    /// them all, else from the lake. Checked to be exactly those LSNs.
+    async fn changes_between(&self, tenant: &TenantId, after: u64, upto: u64) -> Result<(Vec<Value>, ReplaySource)> {
+        if upto == after {
+            return Ok((Vec::new(), ReplaySource::Log));
+        }
+        let stats = self.log_stats(tenant).await?;
+        let (changes, source) = if stats.tail_lsn > 0 && stats.tail_lsn <= after + 1 && stats.head_lsn >= upto {
+            let mut changes = Vec::with_capacity((upto - after) as usize);
+            let mut since = after;
+            while since < upto {
+                let page = self.read_changes(tenant, since, PAGE.min(upto - since)).await?;
+                if page.changes.is_empty() {
+                    break;
+                }
+                since = page.next_lsn;
+                changes.extend(page.changes.into_iter().filter(|c| c["lsn"].as_u64().is_some_and(|l| l <= upto)));
+            }
+            (changes, ReplaySource::Log)
+        } else {
+            let history = self.history().ok_or_else(|| {
+                Error::bad_request(
+                    "outside_retention_window",
+                    format!(
+                        "tenant {tenant}'s change log no longer holds LSNs {} to {upto} (it starts at {}), and no lake is configured to replay them from",
+                        after + 1,
+                        stats.tail_lsn
+                    ),
+                )
+            })?;
+            self.wait_for_history(&history, tenant, upto).await?;
+            (history.changes(tenant, after, upto).await?, ReplaySource::Lake)
+        };
+        let contiguous = changes.len() as u64 == upto - after
+            && changes.iter().zip(after + 1..).all(|(c, lsn)| c["lsn"].as_u64() == Some(lsn));
+        if !contiguous {
+            return Err(Error::Engine(format!(
+                "tenant {tenant}: expected the {} changes from LSN {} to {upto}, found {} ({})",
+                upto - after,
+                after + 1,
+                changes.len(),
+                match source {
+                    ReplaySource::Log => "in the change log",
+                    ReplaySource::Lake => "in the lake",
+                }
+            )));
+        }
+        Ok((changes, source))
+    }
+
+    /// Wait until the lake holds every change of `tenant` up to `lsn`.
+    async fn wait_for_history(&self, history: &Arc<dyn History>, tenant: &TenantId, lsn: u64) -> Result<()> {
+        let deadline = Instant::now() + LAKE_WAIT;
+        loop {
+            let held = history.held_through(tenant).await?;
+            if held >= lsn {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(format!(
+                    "the lake holds tenant {tenant}'s changes up to LSN {held}, not yet {lsn}; try again once it has caught up"
+                )));
+            }
+            // The shipper takes tenants marked as having committed.
+            self.commits.mark(tenant);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Put a finished branch in place as the new tenant `into`, backed up.
+    async fn install_branch(&self, into: &TenantId, staging: &mut Staging, head: u64) -> Result<()> {
+        let lock = self.move_lock(into);
+        let _moving = lock.lock().await;
+        if self.exists(into) {
+            return Err(Error::Conflict(format!("tenant {into} was created while the branch was being made")));
+        }
+        let dir = staging.0.clone().expect("staging directory");
+        let packed = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || archive::pack(&dir)
+        })
+        .await
+        .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+        let root = self.root(into);
+        std::fs::rename(&dir, &root).map_err(|e| io_error("install", &root, e))?;
+        staging.0 = None;
+        self.feed(into).set_closed_head(Some(head));
+        self.commits.mark(into);
+        // Restorable from its first moment.
+        self.store_backup(into, packed, head, "branch").await?;
+        Ok(())
+    }
+
+    /// Replace `tenant` with the staged database: close it, keep it as a
+    /// base backup (the undo bookmark), start the staged log above its head,
+    /// swap directories. Returns the undo LSN and the new head.
+    async fn install_in_place(
+        &self,
+        tenant: &TenantId,
+        staging: &mut Staging,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<(u64, u64)> {
+        let history = self.history();
+        let root = self.root(tenant);
+        let dir = staging.0.clone().expect("staging directory");
+        progress(Progress::KeepingUndo);
+        // A cold tenant comes back to disk first: its database is read below.
+        if self.tier(tenant) == Tier::Cold {
+            self.settle(tenant).await?;
+        }
+        let mut attempts = 0;
+        let (lock, head) = loop {
+            attempts += 1;
+            if let Some(history) = &history {
+                let known = self.log_stats(tenant).await?.head_lsn;
+                self.wait_for_history(history, tenant, known).await?;
+            }
+            let lock = self.move_lock(tenant);
+            let guard = lock.clone().lock_owned().await;
+            let head = self.close_for_move(tenant, &root).await?;
+            // Writes may have landed meanwhile: the lake must hold them too,
+            // or the instants before the restore would lose them.
+            let held = match &history {
+                Some(history) => history.held_through(tenant).await?,
+                None => head,
+            };
+            if held >= head {
+                break (guard, head);
+            }
+            self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+            drop(guard);
+            if attempts >= 3 {
+                return Err(Error::Unavailable(format!(
+                    "tenant {tenant} keeps writing faster than the lake takes its changes; try the restore again"
+                )));
+            }
+        };
+        let result = async {
+            // What is replaced, kept as a base backup: the undo bookmark.
+            let packed = tokio::task::spawn_blocking({
+                let root = root.clone();
+                move || archive::pack(&root)
+            })
+            .await
+            .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+            self.store_backup(tenant, packed, head, "undo").await?;
+
+            progress(Progress::Installing);
+            let runtime = self.runtime.clone();
+            let (live, staged) = (root.clone(), dir.clone());
+            let new_head = tokio::task::spawn_blocking(move || -> Result<u64> {
+                let mut db = TenantDb::open(&live, runtime.settings())?;
+                let versions = db.stored_schema_versions();
+                db.close()?;
+                let mut db = TenantDb::open(&staged, runtime.settings())?;
+                let head = db.rebase(head, &versions?);
+                db.close()?;
+                let head = head?;
+                write_head(&staged, head)?;
+                Ok(head)
+            })
+            .await
+            .map_err(|e| Error::Engine(format!("restore task: {e}")))??;
+
+            // Swap: the old directory moves aside, the staged one in.
+            let parent = root.parent().unwrap_or(Path::new("."));
+            let replaced = parent.join(format!(".replaced-{tenant}"));
+            if replaced.exists() {
+                std::fs::remove_dir_all(&replaced).map_err(|e| io_error("remove", &replaced, e))?;
+            }
+            std::fs::rename(&root, &replaced).map_err(|e| io_error("move aside", &root, e))?;
+            if let Err(e) = std::fs::rename(&dir, &root) {
+                let _ = std::fs::rename(&replaced, &root);
+                return Err(io_error("install", &root, e));
+            }
+            staging.0 = None;
+            let _ = std::fs::remove_dir_all(&replaced);
+            let _ = std::fs::remove_file(cold_marker(&root));
+            self.feed(tenant).restart(new_head);
+
+            // The restored state, restorable at once.
+            let packed = tokio::task::spawn_blocking({
+                let root = root.clone();
+                move || archive::pack(&root)
+            })
+            .await
+            .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+            self.store_backup(tenant, packed, new_head, "restore").await?;
+            Ok(new_head)
+        }
+        .await;
+        self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+        drop(lock);
+        let new_head = result?;
+        self.commits.mark(tenant);
+        Ok((head, new_head))
+    }
+
+    /// With the move lock held: close the tenant if open and mark it as
+    /// moving, so nothing opens it; its head at the clean close.
+    async fn close_for_move(&self, tenant: &TenantId, root: &Path) -> Result<u64> {
+        loop {
+            let actor = {
+                let mut inner = self.inner.lock().expect("tenant registry poisoned");
+                inner.moving.insert(tenant.clone());
+                inner.actors.get(tenant).cloned()
+            };
+            let Some(actor) = actor else { break };
+            actor.begin_close();
+            actor.closed().await;
+            let mut inner = self.inner.lock().expect("tenant registry poisoned");
+            if inner.actors.get(tenant).is_some_and(|a| Arc::ptr_eq(a, &actor)) {
+                inner.actors.remove(tenant);
+            }
+        }
+        head_of_closed(root).ok_or_else(|| {
+            self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+            Error::Engine(format!("tenant {tenant} did not close cleanly; nothing was restored"))
+        })
+    }
+}
+
+fn head_of_closed(root: &Path) -> Option<u64> {
+    std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()
+}
+
+fn write_head(root: &Path, head: u64) -> Result<()> {
+    let file = root.join(CLOSED_HEAD_FILE);
+    std::fs::write(&file, head.to_string()).map_err(|e| io_error("write", &file, e))
+}
+
+fn outside_window(tenant: &TenantId, target: &Bookmark, oldest: Option<&Manifest>) -> Error {
+    let message = match oldest {
+        Some(m) => format!(
+            "LSN {} of tenant {tenant} is outside the retention window: its oldest base backup is at LSN {} (taken {}), and replay starts from a base backup (see --backup-retention)",
+            target.lsn,
+            m.lsn,
+            instant_text(m.taken_at_ms as i64 * 1000)
+        ),
+        None => format!(
+            "tenant {tenant} has no base backup yet, so no instant of it can be restored: take one (`tidelake backup --tenant {tenant}`) or wait for the periodic one"
+        ),
+    };
+    Error::bad_request("outside_retention_window", message)
+}
+
+/// For each table's newest schema version: its oid, name and columns by
+/// attnum, so changes read from the lake (under the newest names) find the
+/// restored tables (under the names they had then).
+fn latest_names(versions: &[Value]) -> Vec<Value> {
+    let mut latest: HashMap<u64, &Value> = HashMap::new();
+    for v in versions {
+        if let Some(oid) = v["tableOid"].as_u64() {
+            latest.insert(oid, v);
+        }
+    }
+    latest.into_values().filter(|v| v["dropped"] != Value::Bool(true)).cloned().collect()
+}
+
+/// Run blocking work on a thread of its own, forwarding the counts it
+/// reports to `progress` on this task.
+async fn run_blocking_with_progress<T: Send + 'static>(
+    progress: impl Fn(usize),
+    work: impl FnOnce(&dyn Fn(usize)) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let report = move |done: usize| {
+            let _ = tx.send(done);
+        };
+        work(&report)
+    });
+    while let Some(done) = rx.recv().await {
+        progress(done);
+    }
+    task.await.map_err(|e| Error::Engine(format!("restore task: {e}")))?
+}
