@@ -13,6 +13,7 @@ use tokio_postgres::NoTls;
 mod capture;
 mod lake;
 mod query;
+mod restore;
 mod tiers;
 
 struct Args {
@@ -222,6 +223,18 @@ async fn main() -> Result<()> {
                 }
             }
             tiers::run(out, pg_bin.context("--pg-bin: PostgreSQL's bin directory (bench/run-tiers.sh sets it)")?).await
+        }
+        Some("restore") => {
+            argv.next();
+            let (mut out, mut pg_bin) = (None, None);
+            while let Some(flag) = argv.next() {
+                match (flag.as_str(), argv.next()) {
+                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
+                    ("--pg-bin", Some(path)) => pg_bin = Some(PathBuf::from(path)),
+                    _ => bail!("usage: oltp-bench restore --pg-bin DIR [--out FILE]"),
+                }
+            }
+            restore::run(out, pg_bin.context("--pg-bin: PostgreSQL's bin directory (bench/run-restore.sh sets it)")?).await
         }
         Some("oltp") => {
             argv.next();

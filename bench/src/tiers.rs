@@ -121,7 +121,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     report.save(out.as_deref())
 }
 
-fn as_postgres(program: &Path) -> Command {
+pub(crate) fn as_postgres(program: &Path) -> Command {
     // PostgreSQL refuses to run as root.
     if is_root() {
         let mut command = Command::new("runuser");
@@ -136,7 +136,7 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
-fn run_ok(command: &mut Command) -> Result<()> {
+pub(crate) fn run_ok(command: &mut Command) -> Result<()> {
     let out = command.output().with_context(|| format!("run {command:?}"))?;
     if !out.status.success() {
         bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -144,7 +144,7 @@ fn run_ok(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn chown_postgres(path: &Path) -> Result<()> {
+pub(crate) fn chown_postgres(path: &Path) -> Result<()> {
     if is_root() {
         run_ok(Command::new("chown").args(["-R", "postgres"]).arg(path))?;
     }

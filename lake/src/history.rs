@@ -168,3 +168,57 @@ fn value(array: &dyn Array, formatter: &ArrayFormatter<'_>, row: usize) -> Value
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{CHANGELOG_FIELD_IDS, SourceColumn, changelog_schema, record_batch};
+
+    /// What the shipper writes, read back, is what PostgreSQL's input
+    /// functions take for the same values.
+    #[test]
+    fn changelog_rows_read_back_as_the_change_log_had_them() {
+        let columns: Vec<SourceColumn> = serde_json::from_value(json!([
+            {"name": "id", "type": "bigint", "typeOid": 20, "attnum": 1},
+            {"name": "price", "type": "numeric(8,2)", "typeOid": 1700, "attnum": 2},
+            {"name": "raw", "type": "bytea", "typeOid": 17, "attnum": 3},
+            {"name": "day", "type": "date", "typeOid": 1082, "attnum": 4},
+            {"name": "at", "type": "timestamp with time zone", "typeOid": 1184, "attnum": 5},
+            {"name": "uid", "type": "uuid", "typeOid": 2950, "attnum": 6},
+            {"name": "meta", "type": "jsonb", "typeOid": 3802, "attnum": 7},
+            {"name": "ok", "type": "boolean", "typeOid": 16, "attnum": 8},
+            {"name": "score", "type": "double precision", "typeOid": 701, "attnum": 9},
+            {"name": "t", "type": "time without time zone", "typeOid": 1083, "attnum": 10},
+        ]))
+        .unwrap();
+        let schema = changelog_schema(&columns, &(1..=10).collect::<Vec<_>>(), CHANGELOG_FIELD_IDS).unwrap();
+        let row = json!({"id": 7, "price": "19.90", "raw": "\\xdead00", "day": "2026-02-03",
+                         "at": "2026-02-03 02:05:06.789+00", "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                         "meta": {"a": [1, "two"]}, "ok": true, "score": "NaN", "t": "23:59:59.5"});
+        let changes = [
+            json!({"lsn": 11, "xid": 1, "commitTs": "2026-02-03 02:05:07+00", "op": "insert", "new": row, "old": null}),
+            json!({"lsn": 12, "xid": 2, "commitTs": "2026-02-03 02:05:08+00", "op": "delete", "new": null, "old": {"id": 7}}),
+            json!({"lsn": 13, "xid": 3, "commitTs": "2026-02-03 02:05:09+00", "op": "truncate", "new": null, "old": null}),
+        ];
+        let batch = record_batch(&schema, &changes.iter().collect::<Vec<_>>()).unwrap();
+        let mut back = Vec::new();
+        changes_of(&batch, "public", "items", &mut back).unwrap();
+        assert_eq!(back.len(), 3);
+        let new = &back[0]["new"];
+        assert_eq!((back[0]["lsn"].as_u64(), back[0]["op"].as_str(), back[0]["table"].as_str()), (Some(11), Some("insert"), Some("items")));
+        assert_eq!(new["id"], 7);
+        assert_eq!(new["price"], "19.90");
+        assert_eq!(new["raw"], "\\xdead00");
+        assert_eq!(new["day"], "2026-02-03");
+        assert_eq!(new["uid"], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        // JSON comes back as its text, for replay to parse.
+        assert_eq!(serde_json::from_str::<Value>(new["meta"].as_str().unwrap()).unwrap(), json!({"a": [1, "two"]}));
+        assert_eq!((new["ok"].as_bool(), new["score"].as_str()), (Some(true), Some("NaN")));
+        let at = new["at"].as_str().unwrap();
+        assert!(at.starts_with("2026-02-03T02:05:06.789") && (at.ends_with('Z') || at.ends_with("+00:00")), "{at}");
+        assert_eq!(new["t"], "23:59:59.500");
+        assert_eq!(back[1]["old"], json!({"id": 7}));
+        assert!(back[1].get("new").is_none());
+        assert_eq!(back[2], json!({"lsn": 13, "op": "truncate", "schema": "public", "table": "items"}));
+    }
+}

@@ -211,8 +211,13 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--backup-interval", "off", "--lake", "false"]).await;
     let c = server.client();
-    c.exec("solo", "CREATE TABLE kv (k int PRIMARY KEY, v text); CREATE TABLE tally (n int)").await;
-    c.exec("solo", "INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g; INSERT INTO tally SELECT 1 FROM generate_series(1, 3)").await;
+    c.exec("solo", "CREATE TABLE kv (k int PRIMARY KEY, v text); CREATE TABLE tally (n int); CREATE TABLE login (id int PRIMARY KEY, email text UNIQUE)").await;
+    c.exec(
+        "solo",
+        "INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g; INSERT INTO tally SELECT 1 FROM generate_series(1, 3);
+         INSERT INTO login VALUES (1, 'a@x'), (2, 'b@x')",
+    )
+    .await;
     let (status, body) = c.post("/t/solo/backups", &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // A key change, a repeated update of one row, an update of a row
@@ -220,13 +225,15 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     c.exec(
         "solo",
         "UPDATE kv SET k = 1000 WHERE k = 1; UPDATE kv SET v = 'again' WHERE k = 2; UPDATE kv SET v = 'and again' WHERE k = 2;
-         DELETE FROM kv WHERE k BETWEEN 50 AND 60; UPDATE tally SET n = 2 WHERE ctid = (SELECT min(ctid) FROM tally)",
+         DELETE FROM kv WHERE k BETWEEN 50 AND 60; UPDATE tally SET n = 2 WHERE ctid = (SELECT min(ctid) FROM tally);
+         UPDATE login SET email = 'swap' WHERE id = 1; UPDATE login SET email = 'a@x' WHERE id = 2; UPDATE login SET email = 'b@x' WHERE id = 1",
     )
     .await;
+    let login = c.rows("solo", "SELECT * FROM login ORDER BY id", json!([])).await;
     let kv = c.rows("solo", "SELECT * FROM kv ORDER BY k", json!([])).await;
     let tally = c.rows("solo", "SELECT * FROM tally ORDER BY n", json!([])).await;
     let head = c.head_lsn("solo").await;
-    c.exec("solo", "DELETE FROM kv; DELETE FROM tally").await;
+    c.exec("solo", "DELETE FROM kv; DELETE FROM tally; DELETE FROM login").await;
 
     let (status, report) = restore(&c, "solo", json!({ "to": format!("lsn:{head}"), "into": "solo-then" })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
@@ -234,6 +241,9 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     assert!(report["replayed"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(c.rows("solo-then", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
     assert_eq!(c.rows("solo-then", "SELECT * FROM tally ORDER BY n", json!([])).await, tally);
+    // Two rows that traded a unique value within the window.
+    assert_eq!(c.rows("solo-then", "SELECT * FROM login ORDER BY id", json!([])).await, login);
+    assert_eq!(login, vec![json!({"id": 1, "email": "b@x"}), json!({"id": 2, "email": "a@x"})]);
     assert!(c.rows("solo", "SELECT * FROM kv", json!([])).await.is_empty());
 
     // A schema change between the base backup and the instant is refused.

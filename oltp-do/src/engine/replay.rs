@@ -5,10 +5,9 @@
 //! capture triggers nor foreign-key checks fire: the log already holds every
 //! row a cascade or a trigger wrote. Changes are applied per run of one
 //! table: for a table with a primary key, the run is reduced to each touched
-//! key's final row (deleted keys: none), and applied as one DELETE of every
-//! touched key and one INSERT of the final rows, both through
-//! `json_populate_recordset`, so PostgreSQL parses each value with the
-//! column's own input function. A table without a primary key is replayed
+//! key's final row (or none, deleted), and applied as at most one DELETE,
+//! one UPDATE and one INSERT, each through `json_populate_recordset`, so
+//! PostgreSQL parses every value with the column's own input function. A table without a primary key is replayed
 //! change by change, matching whole rows.
 
 use std::collections::HashMap;
@@ -43,6 +42,9 @@ struct Table {
     json_columns: Vec<String>,
     primary_key: Vec<String>,
     identity_always: bool,
+    /// `c = r.c` for every column an UPDATE may set (not generated, not in
+    /// the key); empty when rows are replaced by DELETE and INSERT instead.
+    update_set: String,
 }
 
 /// The changes of one table, reduced to each touched key's final row.
@@ -51,8 +53,7 @@ struct Run {
     table: Option<(String, String)>,
     /// Key → position in `rows`.
     keys: HashMap<String, usize>,
-    /// (key columns as an object, final row or None when deleted).
-    rows: Vec<(Value, Option<Value>)>,
+    rows: Vec<Touched>,
     /// Rows to insert into a table without a primary key.
     inserts: Vec<Value>,
     changes: usize,
@@ -141,7 +142,7 @@ impl TenantDb {
                     if info.primary_key.is_empty() {
                         run.inserts.push(new);
                     } else {
-                        run.put(info, None, Some(new));
+                        run.put(info, None, Some(new), false);
                     }
                 }
                 Some("update") => {
@@ -161,7 +162,7 @@ impl TenantDb {
                         self.delete_row(info, &old)?;
                         self.insert_rows(info, vec![new])?;
                     } else {
-                        run.put(info, old, Some(new));
+                        run.put(info, old, Some(new), true);
                     }
                 }
                 Some("delete") => {
@@ -170,7 +171,7 @@ impl TenantDb {
                         done += self.flush(&mut run, &tables)?;
                         self.delete_row(info, &old)?;
                     } else {
-                        run.put(info, Some(old), None);
+                        run.put(info, Some(old), None, false);
                     }
                 }
                 Some("truncate") => {
@@ -192,18 +193,38 @@ impl TenantDb {
         let held = std::mem::take(&mut run.changes);
         let Some(info) = run.table.as_ref().and_then(|k| tables.get(k)) else { return Ok(held) };
         if !run.rows.is_empty() {
-            let rows = std::mem::take(&mut run.rows);
+            let touched = std::mem::take(&mut run.rows);
             run.keys.clear();
-            let (keys, finals): (Vec<Value>, Vec<Option<Value>>) = rows.into_iter().unzip();
-            let on: Vec<String> = info.primary_key.iter().map(|c| format!("t.{0} = k.{0}", quote(c))).collect();
-            let sql = format!(
-                "DELETE FROM {} AS t USING json_populate_recordset(NULL::{}, $1) AS k WHERE {}",
-                info.name,
-                info.name,
-                on.join(" AND ")
-            );
-            self.exec(&sql, &[Value::String(Value::Array(keys).to_string())], RowMode::Array)?;
-            self.insert_rows(info, finals.into_iter().flatten().collect())?;
+            let (mut gone, mut updated, mut inserted) = (Vec::new(), Vec::new(), Vec::new());
+            for t in touched {
+                match (t.row, t.existed) {
+                    // Updated in place where the table allows it.
+                    (Some(row), true) if !info.update_set.is_empty() => updated.push(row),
+                    (Some(row), existed) => {
+                        if existed {
+                            gone.push(t.key);
+                        }
+                        inserted.push(row);
+                    }
+                    (None, true) => gone.push(t.key),
+                    (None, false) => {}
+                }
+            }
+            let on: Vec<String> = info.primary_key.iter().map(|c| format!("t.{0} = r.{0}", quote(c))).collect();
+            let on = on.join(" AND ");
+            if !gone.is_empty() {
+                let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name);
+                self.exec(&sql, &[Value::String(Value::Array(gone).to_string())], RowMode::Array)?;
+            }
+            if !updated.is_empty() {
+                let sql = format!(
+                    "UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}",
+                    name = info.name,
+                    set = info.update_set
+                );
+                self.exec(&sql, &[Value::String(Value::Array(updated).to_string())], RowMode::Array)?;
+            }
+            self.insert_rows(info, inserted)?;
         }
         let inserts = std::mem::take(&mut run.inserts);
         self.insert_rows(info, inserts)?;
@@ -245,7 +266,12 @@ impl TenantDb {
             &[json!(name)],
             RowMode::Object,
         )?;
-        let pk = self.exec("SELECT tidelake.table_primary_key($1::regclass) AS pk", &[json!(name)], RowMode::Object)?;
+        let pk = self.exec(
+            "SELECT tidelake.table_primary_key($1::regclass) AS pk, \
+             EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::regclass AND indisunique AND NOT indisprimary) AS unique",
+            &[json!(name)],
+            RowMode::Object,
+        )?;
         let truthy = |v: &Value| v.as_bool().unwrap_or_else(|| v.as_str() == Some("t"));
         let name_of = |c: &Value| c["name"].as_str().unwrap_or_default().to_owned();
         let primary_key = match pk.first().map(|r| &r["pk"]) {
@@ -253,7 +279,23 @@ impl TenantDb {
             Some(Value::String(text)) => serde_json::from_str(text).unwrap_or_default(),
             _ => Vec::new(),
         };
+        let identity_always = columns.iter().any(|c| truthy(&c["always"]));
+        // In one UPDATE, rows trading values of another unique column would
+        // collide midway; such tables (and identity columns that refuse
+        // explicit values) have their rows replaced instead.
+        let in_place = !identity_always && !pk.first().is_some_and(|r| truthy(&r["unique"]));
+        let update_set = if in_place {
+            columns
+                .iter()
+                .filter(|c| !truthy(&c["generated"]) && !primary_key.contains(&name_of(c)))
+                .map(|c| format!("{0} = r.{0}", quote(&name_of(c))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            String::new()
+        };
         Ok(Table {
+            update_set,
             insert_columns: columns
                 .iter()
                 .filter(|c| !truthy(&c["generated"]))
@@ -261,7 +303,7 @@ impl TenantDb {
                 .collect::<Vec<_>>()
                 .join(", "),
             json_columns: columns.iter().filter(|c| truthy(&c["json"])).map(name_of).collect(),
-            identity_always: columns.iter().any(|c| truthy(&c["always"])),
+            identity_always,
             primary_key,
             name,
         })
@@ -326,27 +368,45 @@ impl TenantDb {
 
 impl Run {
     /// Record a change of a table with a primary key: `old` row (None for
-    /// an insert) and `new` row (None for a delete).
-    fn put(&mut self, info: &Table, old: Option<Value>, new: Option<Value>) {
+    /// an insert, and for an update read from the lake, which keeps only
+    /// new rows: its key is taken not to change) and `new` row (None for a
+    /// delete).
+    fn put(&mut self, info: &Table, old: Option<Value>, new: Option<Value>, update: bool) {
+        let mut old_key = None;
         if let Some(old) = old {
             let (key, object) = key_of(info, &old);
-            self.set(key, object, None);
+            self.set(key.clone(), object, None, true);
+            old_key = Some(key);
         }
         if let Some(new) = new {
             let (key, object) = key_of(info, &new);
-            self.set(key, object, Some(new));
+            // A key an update moves a row to held nothing before (in a
+            // consistent history); one it keeps, or an update without its
+            // old row, held the row.
+            let existed = update && old_key.as_ref().is_none_or(|k| *k == key);
+            self.set(key, object, Some(new), existed);
         }
     }
 
-    fn set(&mut self, key: String, object: Value, row: Option<Value>) {
+    fn set(&mut self, key: String, object: Value, row: Option<Value>, existed: bool) {
         match self.keys.get(&key) {
-            Some(&at) => self.rows[at].1 = row,
+            Some(&at) => self.rows[at].row = row,
             None => {
                 self.keys.insert(key, self.rows.len());
-                self.rows.push((object, row));
+                self.rows.push(Touched { key: object, row, existed });
             }
         }
     }
+}
+
+/// A key a run touched.
+struct Touched {
+    /// The key's columns, as an object.
+    key: Value,
+    /// The row the key ends with (None: deleted).
+    row: Option<Value>,
+    /// Whether the key held a row before the run.
+    existed: bool,
 }
 
 /// A row's primary key: as a string to compare, and as an object to send.

@@ -168,6 +168,7 @@ impl Tenants {
             Error::Engine(format!("create {}: {e}", config.tenants_dir().display()))
         })?;
         let store = Store::open(&config.archive)?;
+        restore::recover_interrupted(&config.tenants_dir());
         let runtime = EngineRuntime::start(&config);
         Ok(Arc::new(Self {
             config: Arc::new(config),

@@ -150,6 +150,11 @@ pub struct RestoreReport {
     /// The restored tenant's newest LSN (its change log continues above the
     /// LSNs it replaced).
     pub head_lsn: u64,
+    /// Reading the changes to replay, from the log or the lake.
+    pub read_ms: u64,
+    /// Applying them to the base backup.
+    pub replay_ms: u64,
+    /// The whole restore.
     pub took_ms: u64,
 }
 
@@ -306,7 +311,9 @@ impl Tenants {
 
         // The changes to replay, read before anything is touched.
         let total = target.lsn - base.lsn;
+        let reading = Instant::now();
         let (changes, source) = self.changes_between(tenant, base.lsn, target.lsn).await?;
+        let read_ms = reading.elapsed().as_millis() as u64;
         let lake_names = latest_names(&versions);
 
         // Build the restored database beside the tenants.
@@ -332,21 +339,23 @@ impl Tenants {
         let branch = into.is_some();
         let replay_progress = |done: usize| progress(Progress::Replaying { done: done as u64, total, source: source_name });
         let dir = staging_dir.clone();
-        let head_after = run_blocking_with_progress(replay_progress, move |report| {
+        let (head_after, replay_ms) = run_blocking_with_progress(replay_progress, move |report| {
             runtime.wait_ready()?;
             let mut db = TenantDb::open(&dir, runtime.settings())?;
             let renames = match source {
                 ReplaySource::Lake => db.renames_for(&lake_names)?,
                 ReplaySource::Log => HashMap::new(),
             };
+            let replaying = Instant::now();
             let replayed = db.replay(&changes, source, &renames, &mut |done| report(done));
+            let replay_ms = replaying.elapsed().as_millis() as u64;
             // A branch starts its own log now; a restore in place does once
             // the head of what it replaces is known.
             let head = replayed.and_then(|()| if branch { db.rebase(0, &[]).map(Some) } else { Ok(None) });
             let closed = db.close();
             let head = head?;
             closed?;
-            Ok(head)
+            Ok((head, replay_ms))
         })
         .await?;
 
@@ -359,6 +368,8 @@ impl Tenants {
             replayed_from: source_name,
             undo,
             head_lsn,
+            read_ms,
+            replay_ms,
             took_ms: 0,
         };
         let mut done = if let Some(into) = into {
@@ -617,6 +628,27 @@ impl Tenants {
     }
 }
 
+/// At start: undo what a restore interrupted by a crash left half done. A
+/// tenant moved aside for a restore that had not yet moved its new state
+/// in comes back; staging directories are removed (nothing was replaced).
+pub(super) fn recover_interrupted(tenants_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(tenants_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(".restoring-") {
+            let _ = std::fs::remove_dir_all(&path);
+        } else if let Some(tenant) = name.strip_prefix(".replaced-") {
+            let root = tenants_dir.join(tenant);
+            let outcome = if root.exists() { std::fs::remove_dir_all(&path) } else { std::fs::rename(&path, &root) };
+            match outcome {
+                Ok(()) => tracing::warn!(tenant, "finished a restore interrupted by a crash"),
+                Err(err) => tracing::error!(tenant, error = %err, "could not recover from an interrupted restore"),
+            }
+        }
+    }
+}
+
 fn head_of_closed(root: &Path) -> Option<u64> {
     std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()
 }
@@ -672,3 +704,25 @@ async fn run_blocking_with_progress<T: Send + 'static>(
     }
     task.await.map_err(|e| Error::Engine(format!("restore task: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_bookmarks_lsns_or_timestamps() {
+        assert_eq!(Target::parse("lsn:42").unwrap(), Target::Lsn(42));
+        assert_eq!(Target::parse(" 42 ").unwrap(), Target::Lsn(42));
+        let utc = Target::parse("2026-11-28T07:00:00Z").unwrap();
+        assert_eq!(utc, Target::Time(1_795_849_200_000_000));
+        assert_eq!(Target::parse("2026-11-28 07:00:00+00").unwrap(), utc);
+        assert_eq!(Target::parse("2026-11-28 09:00:00+02").unwrap(), utc);
+        assert_eq!(Target::parse("2026-11-28 07:00:00").unwrap(), utc);
+        assert_eq!(Target::parse("2026-11-28 07:00:00.25+00").unwrap(), Target::Time(1_795_849_200_250_000));
+        assert_eq!(instant_text(1_795_849_200_250_000), "2026-11-28 07:00:00.250000+00");
+        for bad in ["", "lsn:", "lsn:-1", "yesterday", "2026-13-01 00:00:00"] {
+            assert!(Target::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}
+
