@@ -453,7 +453,9 @@ async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
     // retry (each run appends for a few seconds).
     let url = format!("{}/catalog", server.base);
     let mut external = 0;
-    for _ in 0..10 {
+    // A conflict needs the two commits to interleave, which a busy machine
+    // makes rarer: keep going (each round is a few seconds) until one has.
+    for _ in 0..30 {
         let url = url.clone();
         let seen = tokio::task::spawn_blocking(move || {
             run_python("lake_foreign_appends.py", &[&url, "busy.ticks", "4"])
