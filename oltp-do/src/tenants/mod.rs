@@ -276,10 +276,7 @@ impl Tenants {
         let manifest = read_marker(&marker)?;
         let bytes = self.store.fetch(&manifest).await?;
         let fetched = started.elapsed();
-        let into = root.clone();
-        tokio::task::spawn_blocking(move || archive::unpack(&bytes, &into))
-            .await
-            .map_err(|e| Error::Engine(format!("unpack task: {e}")))??;
+        unpack_into(bytes, &root).await?;
         std::fs::remove_file(&marker).map_err(|e| io_error("remove", &marker, e))?;
         self.metrics.promotions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -344,17 +341,14 @@ impl Tenants {
         if inner.actors.contains_key(tenant) || inner.shutting_down || !root.exists() {
             return None;
         }
-        let head = std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()?;
+        let head = head_of_closed(root)?;
         inner.moving.insert(tenant.clone());
         Some(head)
     }
 
     /// Pack a closed tenant's directory and store it as a base backup.
     async fn pack_and_store(&self, tenant: &TenantId, root: &Path, head: u64, reason: &str) -> Result<Manifest> {
-        let dir = root.to_path_buf();
-        let packed = tokio::task::spawn_blocking(move || archive::pack(&dir))
-            .await
-            .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+        let packed = pack_dir(root).await?;
         self.store_backup(tenant, packed, head, reason).await
     }
 
@@ -606,11 +600,7 @@ impl Tenants {
         if !root.exists() {
             return read_marker(&cold_marker(&root)).ok().map(|m| m.lsn);
         }
-        std::fs::read_to_string(root.join(CLOSED_HEAD_FILE))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        head_of_closed(&root)
     }
 
     /// Every schema version recorded in the tenant's change log, oldest first.
@@ -861,6 +851,28 @@ impl Tenants {
             })
             .collect()
     }
+}
+
+/// The head a database directory recorded at its clean close (None: open,
+/// or not closed cleanly).
+fn head_of_closed(root: &Path) -> Option<u64> {
+    std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()
+}
+
+/// Pack a closed database directory, off the async threads.
+async fn pack_dir(dir: &Path) -> Result<archive::Packed> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || archive::pack(&dir))
+        .await
+        .map_err(|e| Error::Engine(format!("pack task: {e}")))?
+}
+
+/// Unpack a verified archive into `into`, off the async threads.
+async fn unpack_into(bytes: Vec<u8>, into: &Path) -> Result<()> {
+    let into = into.to_path_buf();
+    tokio::task::spawn_blocking(move || archive::unpack(&bytes, &into))
+        .await
+        .map_err(|e| Error::Engine(format!("unpack task: {e}")))?
 }
 
 fn read_marker(marker: &Path) -> Result<Manifest> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Tenants, Tier, cold_marker, io_error};
+use super::{Tenants, Tier, cold_marker, head_of_closed, io_error, pack_dir, unpack_into};
 use crate::actor::{CLOSED_HEAD_FILE, Work};
 use crate::archive::{self, Manifest};
 use crate::engine::{ReplaySource, TenantDb};
@@ -325,10 +325,7 @@ impl Tenants {
         let mut staging = Staging(Some(staging_dir.clone()));
         progress(Progress::Fetching { backup: base.key.clone(), lsn: base.lsn, bytes: base.bytes });
         let bytes = self.store.fetch(&base).await?;
-        let unpack_into = staging_dir.clone();
-        tokio::task::spawn_blocking(move || archive::unpack(&bytes, &unpack_into))
-            .await
-            .map_err(|e| Error::Engine(format!("unpack task: {e}")))??;
+        unpack_into(bytes, &staging_dir).await?;
         let _ = std::fs::remove_file(staging_dir.join(CLOSED_HEAD_FILE));
         let source_name = match source {
             ReplaySource::Log => "log",
@@ -483,19 +480,14 @@ impl Tenants {
             return Err(Error::Conflict(format!("tenant {into} was created while the branch was being made")));
         }
         let dir = staging.0.clone().expect("staging directory");
-        let packed = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || archive::pack(&dir)
-        })
-        .await
-        .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+        let packed = pack_dir(&dir).await?;
         let root = self.root(into);
         std::fs::rename(&dir, &root).map_err(|e| io_error("install", &root, e))?;
         staging.0 = None;
         self.feed(into).set_closed_head(Some(head));
         self.commits.mark(into);
         // Restorable from its first moment.
-        self.store_backup(into, packed, head, "branch").await?;
+        self.backup_after_restore(into, packed, head, "branch").await;
         Ok(())
     }
 
@@ -529,14 +521,15 @@ impl Tenants {
             // Writes may have landed meanwhile: the lake must hold them too,
             // or the instants before the restore would lose them.
             let held = match &history {
-                Some(history) => history.held_through(tenant).await?,
-                None => head,
+                Some(history) => history.held_through(tenant).await,
+                None => Ok(head),
             };
-            if held >= head {
+            if matches!(held, Ok(held) if held >= head) {
                 break (guard, head);
             }
             self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
             drop(guard);
+            held?;
             if attempts >= 3 {
                 return Err(Error::Unavailable(format!(
                     "tenant {tenant} keeps writing faster than the lake takes its changes; try the restore again"
@@ -545,12 +538,7 @@ impl Tenants {
         };
         let result = async {
             // What is replaced, kept as a base backup: the undo bookmark.
-            let packed = tokio::task::spawn_blocking({
-                let root = root.clone();
-                move || archive::pack(&root)
-            })
-            .await
-            .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
+            let packed = pack_dir(&root).await?;
             self.store_backup(tenant, packed, head, "undo").await?;
 
             progress(Progress::Installing);
@@ -587,13 +575,10 @@ impl Tenants {
             self.feed(tenant).restart(new_head);
 
             // The restored state, restorable at once.
-            let packed = tokio::task::spawn_blocking({
-                let root = root.clone();
-                move || archive::pack(&root)
-            })
-            .await
-            .map_err(|e| Error::Engine(format!("pack task: {e}")))??;
-            self.store_backup(tenant, packed, new_head, "restore").await?;
+            match pack_dir(&root).await {
+                Ok(packed) => self.backup_after_restore(tenant, packed, new_head, "restore").await,
+                Err(err) => self.backup_failed_after_restore(tenant, &err),
+            }
             Ok(new_head)
         }
         .await;
@@ -602,6 +587,19 @@ impl Tenants {
         let new_head = result?;
         self.commits.mark(tenant);
         Ok((head, new_head))
+    }
+
+    /// Back up a restored tenant. It is in place already: a failure is
+    /// logged and counted, not the restore's.
+    async fn backup_after_restore(&self, tenant: &TenantId, packed: archive::Packed, head: u64, reason: &str) {
+        if let Err(err) = self.store_backup(tenant, packed, head, reason).await {
+            self.backup_failed_after_restore(tenant, &err);
+        }
+    }
+
+    fn backup_failed_after_restore(&self, tenant: &TenantId, err: &Error) {
+        self.metrics.tiering_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(tenant = %tenant, error = %err, "could not back up a restored tenant; the next periodic backup will");
     }
 
     /// With the move lock held: close the tenant if open and mark it as
@@ -647,10 +645,6 @@ pub(super) fn recover_interrupted(tenants_dir: &Path) {
             }
         }
     }
-}
-
-fn head_of_closed(root: &Path) -> Option<u64> {
-    std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()
 }
 
 fn write_head(root: &Path, head: u64) -> Result<()> {
