@@ -188,6 +188,17 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["replayed"], 0, "{report}");
     assert_eq!(state(&c, "acme").await, states[3]);
+    // In place to every other instant, each followed by its undo.
+    for i in [0, 2] {
+        let (status, report) = restore(&c, "acme", json!({ "to": instants[i] })).await;
+        assert_eq!(status, StatusCode::OK, "in place to instant {i}: {report}");
+        assert_eq!(report["target"]["lsn"], heads[i], "{report}");
+        assert_eq!(state(&c, "acme").await, states[i], "in place at instant {i}");
+        let undo = report["undo"].as_str().unwrap().to_owned();
+        let (status, report) = restore(&c, "acme", json!({ "to": undo })).await;
+        assert_eq!(status, StatusCode::OK, "undo of instant {i}: {report}");
+        assert_eq!(state(&c, "acme").await, states[3], "undo of instant {i}");
+    }
     // And the tenant carries on, its log above every LSN it used.
     let head = c.head_lsn("acme").await;
     assert!(head > heads[3], "head {head} after undo");
