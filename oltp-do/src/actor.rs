@@ -390,6 +390,9 @@ fn actor_main(
                     Ok(Output::Changes(page)) => feed.publish_head(page.head_lsn),
                     _ => {}
                 }
+                if db.take_schema_recorded() {
+                    feed.schema_changed();
+                }
                 // Waiting subscribers learn of new changes before the writer's reply.
                 if db.take_committed_changes() {
                     if feed.has_waiters()

@@ -49,8 +49,8 @@ pub struct Manifest {
     pub lsn: u64,
     /// When it was taken, in milliseconds since the Unix epoch.
     pub taken_at_ms: u64,
-    /// Why: `cold` (demotion), `periodic`, `manual`; `undo`, `restore`,
-    /// `branch` (taken by restores).
+    /// Why: `cold` (demotion), `periodic`, `schema` (after a schema change),
+    /// `manual`; `undo`, `restore`, `branch` (taken by restores).
     pub reason: String,
     /// The object key of the archive itself.
     pub key: String,

@@ -38,6 +38,8 @@ pub struct Feed {
     /// Acknowledgements received while the database was closed, applied
     /// when it next opens.
     pending_acks: Mutex<Vec<(String, u64, std::time::Duration)>>,
+    /// When the schema last changed, until a base backup after it is taken.
+    schema_changed: Mutex<Option<std::time::Instant>>,
 }
 
 impl Feed {
@@ -52,6 +54,7 @@ impl Feed {
             closed_head: Mutex::new(None),
             closed_schema: Mutex::new(None),
             pending_acks: Mutex::new(Vec::new()),
+            schema_changed: Mutex::new(None),
         }
     }
 }
@@ -173,6 +176,23 @@ impl Feed {
         }
         let changes = self.recent_after(since, limit)?;
         Some((changes, head))
+    }
+
+    /// A table was created, altered or dropped: a base backup is due (replay
+    /// does not cross schema changes).
+    pub fn schema_changed(&self) {
+        *self.schema_changed.lock().expect("feed poisoned") = Some(std::time::Instant::now());
+    }
+
+    /// Whether the schema changed at least `quiet` ago and no backup was
+    /// taken since; taking it clears the mark (set it again if the backup fails).
+    pub fn take_schema_change(&self, quiet: std::time::Duration) -> bool {
+        let mut changed = self.schema_changed.lock().expect("feed poisoned");
+        if changed.is_some_and(|at| at.elapsed() >= quiet) {
+            *changed = None;
+            return true;
+        }
+        false
     }
 
     /// The database was replaced by a restore whose change log starts afresh

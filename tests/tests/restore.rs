@@ -220,7 +220,8 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
 #[tokio::test]
 async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--backup-interval", "off", "--lake", "false"]).await;
+    // Periodic backups on (not due within the test): they also follow schema changes.
+    let server = Server::start(&dir.path().join("data"), &["--backup-interval", "1h", "--lake", "false"]).await;
     let c = server.client();
     c.exec("solo", "CREATE TABLE kv (k int PRIMARY KEY, v text); CREATE TABLE tally (n int); CREATE TABLE login (id int PRIMARY KEY, email text UNIQUE)").await;
     c.exec(
@@ -264,6 +265,21 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("schema_changed_in_window")), "{err}");
     let (_, ping) = c.get("/t/solo-late/ping").await;
     assert_eq!(ping["exists"], false, "{ping}");
+
+    // Once the schema has been quiet a moment, a base backup follows it, and
+    // instants after the change are restorable again.
+    let schema_backup = eventually(Duration::from_secs(60), || async {
+        let (_, body) = c.get("/t/solo/backups").await;
+        body["backups"].as_array().is_some_and(|b| b.iter().any(|m| m["reason"] == "schema" && m["lsn"] == late))
+    })
+    .await;
+    assert!(schema_backup, "no base backup followed the schema change: {}", c.get("/t/solo/backups").await.1);
+    c.exec("solo", "UPDATE kv SET w = 2 WHERE k = 1; INSERT INTO kv VALUES (2, 'y', 3)").await;
+    let kv = c.rows("solo", "SELECT * FROM kv ORDER BY k", json!([])).await;
+    let (status, report) = restore(&c, "solo", json!({ "to": format!("lsn:{}", late + 2), "into": "solo-late" })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!((report["baseBackup"]["lsn"].as_u64(), report["replayed"].as_u64()), (Some(late), Some(2)), "{report}");
+    assert_eq!(c.rows("solo-late", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
 }
 
 fn urlencode(text: &str) -> String {

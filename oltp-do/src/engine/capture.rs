@@ -140,7 +140,11 @@ impl TenantDb {
             // must follow undoes the DDL too.
             Some(_) if outcome.status == TxStatus::Failed => Ok(()),
             Some(err) => Err(Error::Engine(format!("schema capture failed: {}", err.message))),
-            None => Ok(()),
+            None => {
+                let recorded = outcome.results.last().and_then(|r| r.rows.first()).and_then(|row| row[0].as_i64().or_else(|| row[0].as_str()?.parse().ok()));
+                self.schema_recorded |= recorded.is_some_and(|n| n > 0);
+                Ok(())
+            }
         }
     }
 

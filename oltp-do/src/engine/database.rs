@@ -22,6 +22,8 @@ pub struct TenantDb {
     capture: bool,
     /// A committed transaction wrote to the change log since the last `take_committed_changes`.
     committed_changes: bool,
+    /// A schema version was recorded since the last `take_schema_recorded`.
+    pub(super) schema_recorded: bool,
     /// A statement may have left session state (settings, prepared
     /// statements, cursors, temporary tables) behind for the next request.
     session_touched: bool,
@@ -40,6 +42,7 @@ impl TenantDb {
             pg,
             capture: settings.capture,
             committed_changes: false,
+            schema_recorded: false,
             session_touched: false,
         };
         let opened = std::time::Instant::now();
@@ -93,6 +96,12 @@ impl TenantDb {
             Some(err) => Err(Error::Engine(format!("session reset failed: {}", err.message))),
             None => Ok(()),
         }
+    }
+
+    /// Whether a schema version was recorded (a table created, altered or
+    /// dropped) since the last call.
+    pub fn take_schema_recorded(&mut self) -> bool {
+        std::mem::take(&mut self.schema_recorded)
     }
 
     /// Whether a transaction that wrote to the change log committed since

@@ -67,6 +67,11 @@ pub fn cold_marker(root: &Path) -> PathBuf {
 
 const COLD_SUFFIX: &str = ".cold";
 
+/// How long a tenant's schema must stay unchanged before the base backup
+/// that follows a schema change (so a migration of many statements is
+/// backed up once).
+const SCHEMA_BACKUP_QUIET: Duration = Duration::from_secs(2);
+
 /// Where a tenant lives now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -440,6 +445,9 @@ impl Tenants {
     /// time, and the local disk budget.
     pub async fn apply_tier_policies(&self) {
         let tenants = self.tenant_ids();
+        if self.config.backup_interval.is_some() {
+            self.back_up_schema_changes().await;
+        }
         if let Some(interval) = self.config.backup_interval {
             for tenant in &tenants {
                 if self.tier(tenant) == Tier::Cold {
@@ -496,6 +504,27 @@ impl Tenants {
                 if self.demote_logged(&tenant, &mut demoted).await {
                     used = used.saturating_sub(size);
                 }
+            }
+        }
+    }
+
+    /// Back up tenants whose schema changed (a migration), once it has been
+    /// quiet for a moment: a restore replays changes only on top of a base
+    /// backup with the same schema, so this keeps the instants after a
+    /// migration restorable without waiting for the periodic backup.
+    async fn back_up_schema_changes(&self) {
+        let feeds: Vec<(TenantId, Arc<Feed>)> = {
+            let inner = self.inner.lock().expect("tenant registry poisoned");
+            inner.feeds.iter().map(|(t, f)| (t.clone(), f.clone())).collect()
+        };
+        for (tenant, feed) in feeds {
+            if !feed.take_schema_change(SCHEMA_BACKUP_QUIET) {
+                continue;
+            }
+            if let Err(err) = self.backup(&tenant, "schema").await {
+                feed.schema_changed();
+                self.metrics.tiering_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant = %tenant, error = %err, "base backup after a schema change failed");
             }
         }
     }
