@@ -6,11 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-require_cargo
-
-require_postgres_server
-
-cargo build --locked -p tidelake -p tidelake-bench
-mkdir -p bench/out
-"$CARGO_TARGET_DIR/debug/oltp-bench" tiers --pg-bin "$pg_bin" --out bench/out/tiers.md
-echo "(PostgreSQL: $("$pg_bin/postgres" --version); machine: $(nproc) cores)" | tee -a bench/out/tiers.md
+run_bench_beside_postgres tiers

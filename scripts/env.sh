@@ -69,3 +69,16 @@ require_postgres_server() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 }
+
+# Run the benchmark `oltp-bench NAME` beside native PostgreSQL (installed
+# where missing): build, run, write bench/out/NAME.md (and stdout) with the
+# PostgreSQL version and the machine's cores at the end.
+run_bench_beside_postgres() {
+    local name=$1
+    require_cargo
+    require_postgres_server
+    cargo build --locked -p tidelake -p tidelake-bench
+    mkdir -p bench/out
+    "$CARGO_TARGET_DIR/debug/oltp-bench" "$name" --pg-bin "$pg_bin" --out "bench/out/$name.md"
+    echo "(PostgreSQL: $("$pg_bin/postgres" --version); machine: $(nproc) cores)" | tee -a "bench/out/$name.md"
+}

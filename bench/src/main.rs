@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod capture;
 mod lake;
+mod native;
 mod query;
 mod restore;
 mod tiers;
@@ -44,6 +45,21 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         }
     }
     Ok(args)
+}
+
+/// The `--flag value` pairs after a subcommand; any flag not in `known`, or
+/// one without its value, is an error showing `usage`.
+fn flags(mut argv: impl Iterator<Item = String>, known: &[&str], usage: &str) -> Result<std::collections::HashMap<String, String>> {
+    let mut found = std::collections::HashMap::new();
+    while let Some(flag) = argv.next() {
+        match argv.next() {
+            Some(value) if known.contains(&flag.as_str()) => {
+                found.insert(flag, value);
+            }
+            _ => bail!("usage: {usage}"),
+        }
+    }
+    Ok(found)
 }
 
 /// A report printed as it is written and saved to a file at the end.
@@ -181,60 +197,32 @@ async fn main() -> Result<()> {
     match argv.peek().map(String::as_str) {
         Some("capture") => {
             argv.next();
-            let out = match (argv.next().as_deref(), argv.next()) {
-                (Some("--out"), Some(path)) => Some(PathBuf::from(path)),
-                (None, _) => None,
-                _ => bail!("usage: oltp-bench capture [--out FILE]"),
-            };
-            capture::run(out).await
+            let mut f = flags(argv, &["--out"], "oltp-bench capture [--out FILE]")?;
+            capture::run(f.remove("--out").map(PathBuf::from)).await
         }
         Some("lake") => {
             argv.next();
-            let (mut out, mut python) = (None, None);
-            while let Some(flag) = argv.next() {
-                match (flag.as_str(), argv.next()) {
-                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
-                    ("--python", Some(path)) => python = Some(path),
-                    _ => bail!("usage: oltp-bench lake --python PYTHON [--out FILE]"),
-                }
-            }
-            lake::run(out, python.context("--python: a Python with PyIceberg (bench/run-lake.sh sets it)")?).await
+            let mut f = flags(argv, &["--out", "--python"], "oltp-bench lake --python PYTHON [--out FILE]")?;
+            let python = f.remove("--python").context("--python: a Python with PyIceberg (bench/run-lake.sh sets it)")?;
+            lake::run(f.remove("--out").map(PathBuf::from), python).await
         }
         Some("query") => {
             argv.next();
-            let (mut out, mut python) = (None, None);
-            while let Some(flag) = argv.next() {
-                match (flag.as_str(), argv.next()) {
-                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
-                    ("--python", Some(path)) => python = Some(path),
-                    _ => bail!("usage: oltp-bench query --python PYTHON [--out FILE]"),
-                }
-            }
-            query::run(out, python.context("--python: a Python with PyIceberg and DuckDB (bench/run-query.sh sets it)")?).await
+            let mut f = flags(argv, &["--out", "--python"], "oltp-bench query --python PYTHON [--out FILE]")?;
+            let python = f.remove("--python").context("--python: a Python with PyIceberg and DuckDB (bench/run-query.sh sets it)")?;
+            query::run(f.remove("--out").map(PathBuf::from), python).await
         }
-        Some("tiers") => {
+        Some(which @ ("tiers" | "restore")) => {
+            let which = which.to_owned();
             argv.next();
-            let (mut out, mut pg_bin) = (None, None);
-            while let Some(flag) = argv.next() {
-                match (flag.as_str(), argv.next()) {
-                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
-                    ("--pg-bin", Some(path)) => pg_bin = Some(PathBuf::from(path)),
-                    _ => bail!("usage: oltp-bench tiers --pg-bin DIR [--out FILE]"),
-                }
-            }
-            tiers::run(out, pg_bin.context("--pg-bin: PostgreSQL's bin directory (bench/run-tiers.sh sets it)")?).await
-        }
-        Some("restore") => {
-            argv.next();
-            let (mut out, mut pg_bin) = (None, None);
-            while let Some(flag) = argv.next() {
-                match (flag.as_str(), argv.next()) {
-                    ("--out", Some(path)) => out = Some(PathBuf::from(path)),
-                    ("--pg-bin", Some(path)) => pg_bin = Some(PathBuf::from(path)),
-                    _ => bail!("usage: oltp-bench restore --pg-bin DIR [--out FILE]"),
-                }
-            }
-            restore::run(out, pg_bin.context("--pg-bin: PostgreSQL's bin directory (bench/run-restore.sh sets it)")?).await
+            let usage = format!("oltp-bench {which} --pg-bin DIR [--out FILE]");
+            let mut f = flags(argv, &["--out", "--pg-bin"], &usage)?;
+            let pg_bin = f
+                .remove("--pg-bin")
+                .map(PathBuf::from)
+                .with_context(|| format!("--pg-bin: PostgreSQL's bin directory (bench/run-{which}.sh sets it)"))?;
+            let out = f.remove("--out").map(PathBuf::from);
+            if which == "tiers" { tiers::run(out, pg_bin).await } else { restore::run(out, pg_bin).await }
         }
         Some("oltp") => {
             argv.next();

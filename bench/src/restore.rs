@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use tidelake_tests::{Client, Server};
 
 use crate::Report;
-use crate::tiers::{as_postgres, chown_postgres, run_ok};
+use crate::native::{NativePg, chown_postgres, run_ok};
 
 /// Changes replayed per run.
 const CHANGES: [u64; 3] = [10_000, 50_000, 200_000];
@@ -99,47 +99,26 @@ async fn tidelake(c: &Client, tenant: &str, changes: u64, lake: bool, mixed: boo
 /// then recovery of the base backup to the workload's last LSN, timed from
 /// `pg_ctl start` to the first answer after promotion.
 fn native(pg_bin: &Path, work: &Path, changes: u64, mixed: bool) -> Result<(Duration, Value)> {
-    std::fs::create_dir_all(work)?;
+    let pg = NativePg::new(pg_bin, work)?;
     let archive = work.join("wal-archive");
     std::fs::create_dir_all(&archive)?;
-    chown_postgres(work)?;
+    chown_postgres(&archive)?;
     let data = work.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let psql = |sql: &str| -> Result<String> {
-        let out = Command::new(pg_bin.join("psql"))
-            .args(["-X", "-A", "-t", "-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
-            .output()?;
-        if !out.status.success() {
-            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    let start = |data: &Path| {
-        run_ok(as_postgres(&pg_bin.join("pg_ctl")).arg("-D").arg(data).arg("-l").arg(work.join("log")).args([
-            "-w",
-            "-t",
-            "600",
-            "-o",
-            &format!("-p {port} -k {} -c listen_addresses=127.0.0.1", work.display()),
-            "start",
-        ]))
-    };
-    let stop = |data: &Path| run_ok(as_postgres(&pg_bin.join("pg_ctl")).arg("-D").arg(data).args(["-m", "fast", "-w", "stop"]));
-    run_ok(as_postgres(&pg_bin.join("initdb")).arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres"]))?;
+    pg.initdb(&data)?;
     let conf = format!(
         "\nwal_level = replica\narchive_mode = on\narchive_command = 'cp %p {}/%f'\n",
         archive.display()
     );
     append(&data.join("postgresql.conf"), &conf)?;
-    start(&data)?;
-    psql(CREATE)?;
-    psql(&seed_sql())?;
+    pg.start(&data)?;
+    pg.psql(CREATE)?;
+    pg.psql(&seed_sql())?;
     let base = work.join("base");
-    run_ok(as_postgres(&pg_bin.join("pg_basebackup")).arg("-D").arg(&base).args([
+    run_ok(pg.program("pg_basebackup").arg("-D").arg(&base).args([
         "-h",
         "127.0.0.1",
         "-p",
-        &port.to_string(),
+        &pg.port().to_string(),
         "-U",
         "postgres",
         "-X",
@@ -148,18 +127,18 @@ fn native(pg_bin: &Path, work: &Path, changes: u64, mixed: bool) -> Result<(Dura
         "fast",
     ]))?;
     for statement in workload(changes, mixed) {
-        psql(&statement)?;
+        pg.psql(&statement)?;
     }
-    let expected = psql(&format!("SELECT row_to_json(c) FROM ({CHECK}) c"))?;
-    let target = psql("SELECT pg_current_wal_lsn()")?;
-    let segment = psql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
-    psql("SELECT pg_switch_wal()")?;
+    let expected = pg.psql(&format!("SELECT row_to_json(c) FROM ({CHECK}) c"))?;
+    let target = pg.psql("SELECT pg_current_wal_lsn()")?;
+    let segment = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
+    pg.psql("SELECT pg_switch_wal()")?;
     let archived = Instant::now();
-    while psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")? < segment {
+    while pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")? < segment {
         ensure!(archived.elapsed() < Duration::from_secs(120), "WAL segment {segment} was never archived");
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop(&data)?;
+    pg.stop(&data)?;
 
     // Recovery of the base backup to the target, as PostgreSQL's PITR does it.
     let restored = work.join("restored");
@@ -175,14 +154,14 @@ fn native(pg_bin: &Path, work: &Path, changes: u64, mixed: bool) -> Result<(Dura
     chown_postgres(&restored)?;
     std::fs::set_permissions(&restored, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let started = Instant::now();
-    start(&restored)?;
-    while psql("SELECT pg_is_in_recovery()")? != "f" {
+    pg.start(&restored)?;
+    while pg.psql("SELECT pg_is_in_recovery()")? != "f" {
         ensure!(started.elapsed() < Duration::from_secs(600), "native recovery never finished");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let answer = psql(&format!("SELECT row_to_json(c) FROM ({CHECK}) c"))?;
+    let answer = pg.psql(&format!("SELECT row_to_json(c) FROM ({CHECK}) c"))?;
     let took = started.elapsed();
-    stop(&restored)?;
+    pg.stop(&restored)?;
     ensure!(answer == expected, "native recovery differs: {answer} != {expected}");
     Ok((took, serde_json::from_str(&answer)?))
 }

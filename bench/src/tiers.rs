@@ -5,7 +5,6 @@
 //! connection and the same query.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -13,6 +12,7 @@ use serde_json::json;
 use tidelake_tests::{Client, Server, eventually};
 
 use crate::Report;
+use crate::native::{NativePg, chown_postgres};
 
 /// Table data per tenant, in megabytes (0: a fresh tenant).
 const SIZES_MB: [u64; 3] = [0, 10, 50];
@@ -121,69 +121,19 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     report.save(out.as_deref())
 }
 
-pub(crate) fn as_postgres(program: &Path) -> Command {
-    // PostgreSQL refuses to run as root.
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
-pub(crate) fn run_ok(command: &mut Command) -> Result<()> {
-    let out = command.output().with_context(|| format!("run {command:?}"))?;
-    if !out.status.success() {
-        bail!("{command:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-pub(crate) fn chown_postgres(path: &Path) -> Result<()> {
-    if is_root() {
-        run_ok(Command::new("chown").args(["-R", "postgres"]).arg(path))?;
-    }
-    Ok(())
-}
-
 /// Native PostgreSQL with the same data: packed like a tenant, then timed
 /// from the archive to the answer of the first query. Median of REPEAT.
 fn native_from_archive(pg_bin: &Path, work: &Path, mb: u64) -> Result<Duration> {
-    std::fs::create_dir_all(work)?;
-    chown_postgres(work)?;
+    let pg = NativePg::new(pg_bin, work)?;
     let data = work.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let psql = |sql: &str| -> Result<String> {
-        let out = Command::new(pg_bin.join("psql"))
-            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
-            .output()?;
-        if !out.status.success() {
-            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    let start = |data: &Path| {
-        run_ok(as_postgres(&pg_bin.join("pg_ctl")).arg("-D").arg(data).arg("-l").arg(work.join("log")).args([
-            "-w",
-            "-o",
-            &format!("-p {port} -k {} -c listen_addresses=127.0.0.1", work.display()),
-            "start",
-        ]))
-    };
-    let stop = |data: &Path| run_ok(as_postgres(&pg_bin.join("pg_ctl")).arg("-D").arg(data).args(["-m", "fast", "-w", "stop"]));
-    run_ok(as_postgres(&pg_bin.join("initdb")).arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres"]))?;
-    start(&data)?;
-    psql("CREATE TABLE filler (id bigint PRIMARY KEY, body text)")?;
+    pg.initdb(&data)?;
+    pg.start(&data)?;
+    pg.psql("CREATE TABLE filler (id bigint PRIMARY KEY, body text)")?;
     let rows = mb * 1_000_000 / ROW_BYTES;
     if rows > 0 {
-        psql(&format!("INSERT INTO filler SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g"))?;
+        pg.psql(&format!("INSERT INTO filler SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g"))?;
     }
-    stop(&data)?;
+    pg.stop(&data)?;
     let packed = oltp_do::archive::pack(&data)?;
     let mut times = Vec::new();
     for round in 0..REPEAT {
@@ -192,11 +142,11 @@ fn native_from_archive(pg_bin: &Path, work: &Path, mb: u64) -> Result<Duration> 
         oltp_do::archive::unpack(&packed.bytes, &restored)?;
         chown_postgres(&restored)?;
         std::fs::set_permissions(&restored, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        start(&restored)?;
-        let count = psql("SELECT count(*) FROM filler")?;
+        pg.start(&restored)?;
+        let count = pg.psql("SELECT count(*) FROM filler")?;
         times.push(started.elapsed());
         anyhow::ensure!(count == rows.to_string(), "native count {count} != {rows}");
-        stop(&restored)?;
+        pg.stop(&restored)?;
     }
     Ok(median(times))
 }
