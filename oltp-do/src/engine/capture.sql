@@ -182,19 +182,53 @@ $f$, fname,
 END
 $fn$;
 
+-- The tables capture follows, in oid order: ordinary and partitioned tables
+-- (not their partitions), permanent, outside the system schemas.
+CREATE OR REPLACE FUNCTION tidelake.user_tables()
+RETURNS TABLE (oid oid, nspname name, relname name) LANGUAGE sql STABLE AS $fn$
+    SELECT c.oid, n.nspname, c.relname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
+      AND n.nspname NOT LIKE 'pg\_%'
+    ORDER BY c.oid
+$fn$;
+
+-- A table's schema signature: what a new schema version is recorded for.
+CREATE OR REPLACE FUNCTION tidelake.signature(nsp name, rel name, cols json, pk json)
+RETURNS text LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT md5(nsp || '.' || rel || ' ' || cols::text || ' ' || pk::text)
+$fn$;
+
+-- Record every row table `rel` holds as an insert of schema version
+-- `version`, at the LSNs after `after`. Returns how many.
+CREATE OR REPLACE FUNCTION tidelake.log_rows(rel oid, version bigint, after bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    nsp name;
+    relname name;
+    added bigint;
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, relname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    EXECUTE format(
+        'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(r) FROM (SELECT %s) r), NULL FROM %s AS src',
+        after, version, nsp, relname, tidelake.row_select(rel, 'src'), rel::regclass);
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added;
+END
+$fn$;
+
 -- A digest of everything capture depends on (user tables, their columns and
 -- primary keys). Plain SQL, so checking it when a tenant opens is cheap;
 -- sync_schema() stores the digest it brought the triggers in step with.
 CREATE OR REPLACE FUNCTION tidelake.schema_fingerprint()
 RETURNS text LANGUAGE sql STABLE AS $fn$
     SELECT md5(coalesce(string_agg(
-        c.oid::text || ' ' || n.nspname || '.' || c.relname || ' ' ||
-        tidelake.table_columns(c.oid)::text || ' ' || tidelake.table_primary_key(c.oid)::text,
-        ';' ORDER BY c.oid), ''))
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
-      AND n.nspname NOT LIKE 'pg\_%'
+        t.oid::text || ' ' || t.nspname || '.' || t.relname || ' ' ||
+        tidelake.table_columns(t.oid)::text || ' ' || tidelake.table_primary_key(t.oid)::text,
+        ';' ORDER BY t.oid), ''))
+    FROM tidelake.user_tables() t
 $fn$;
 
 -- Compare every user table with its latest recorded schema version; record
@@ -220,16 +254,11 @@ DECLARE
     recorded integer := 0;
 BEGIN
     FOR t IN
-        SELECT c.oid, n.nspname, c.relname
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
-          AND n.nspname NOT LIKE 'pg\_%'
-        ORDER BY c.oid
+        SELECT * FROM tidelake.user_tables()
     LOOP
         cols := tidelake.table_columns(t.oid);
         pk := tidelake.table_primary_key(t.oid);
-        sig := md5(t.nspname || '.' || t.relname || ' ' || cols::text || ' ' || pk::text);
+        sig := tidelake.signature(t.nspname, t.relname, cols, pk);
         last_sig := NULL;
         last_dropped := NULL;
         SELECT s.signature, s.dropped INTO last_sig, last_dropped
@@ -243,10 +272,7 @@ BEGIN
             PERFORM tidelake.install_capture(t.oid, v);
             recorded := recorded + 1;
             IF last_sig IS NULL THEN
-                EXECUTE format(
-                    'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(r) FROM (SELECT %s) r), NULL FROM %s AS src',
-                    next_lsn - 1, v, t.nspname, t.relname, tidelake.row_select(t.oid, 'src'), t.oid::regclass);
-                GET DIAGNOSTICS added = ROW_COUNT;
+                added := tidelake.log_rows(t.oid, v, next_lsn - 1);
                 IF added > 0 THEN
                     PERFORM set_config('tidelake.next_lsn', (next_lsn + added)::text, true);
                     RAISE NOTICE 'tidelake.changes';
@@ -292,7 +318,6 @@ DECLARE
     cols json;
     pk json;
     next_lsn bigint := lsn_floor + 1;
-    added bigint;
 BEGIN
     DELETE FROM tidelake.changes;
     DELETE FROM tidelake.schema_versions;
@@ -303,29 +328,20 @@ BEGIN
     INSERT INTO tidelake.meta VALUES ('lsn_floor', lsn_floor::text)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;
     FOR t IN
-        SELECT c.oid, n.nspname, c.relname
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
-          AND n.nspname NOT LIKE 'pg\_%'
-        ORDER BY c.oid
+        SELECT * FROM tidelake.user_tables()
     LOOP
         cols := tidelake.table_columns(t.oid);
         pk := tidelake.table_primary_key(t.oid);
         SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
         INSERT INTO tidelake.schema_versions
         VALUES (v, next_lsn, txid_current(), t.oid, t.nspname, t.relname, cols, pk, false,
-                md5(t.nspname || '.' || t.relname || ' ' || cols::text || ' ' || pk::text));
+                tidelake.signature(t.nspname, t.relname, cols, pk));
         PERFORM tidelake.install_capture(t.oid, v);
         IF lsn_floor > 0 THEN
             INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), v, 'truncate', t.nspname, t.relname, NULL, NULL);
             next_lsn := next_lsn + 1;
         END IF;
-        EXECUTE format(
-            'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(r) FROM (SELECT %s) r), NULL FROM %s AS src',
-            next_lsn - 1, v, t.nspname, t.relname, tidelake.row_select(t.oid, 'src'), t.oid::regclass);
-        GET DIAGNOSTICS added = ROW_COUNT;
-        next_lsn := next_lsn + added;
+        next_lsn := next_lsn + tidelake.log_rows(t.oid, v, next_lsn - 1);
     END LOOP;
     -- Tables of `versions` that no longer exist are recorded as dropped.
     PERFORM tidelake.sync_schema();
