@@ -343,7 +343,8 @@ impl Tenants {
     /// was not closed cleanly.
     fn begin_disk_move(&self, tenant: &TenantId, root: &Path) -> Option<u64> {
         let mut inner = self.inner.lock().expect("tenant registry poisoned");
-        if inner.actors.contains_key(tenant) || inner.shutting_down || !root.exists() {
+        // An actor that has finished closing (not yet forgotten) holds nothing open.
+        if inner.actors.get(tenant).is_some_and(|a| !a.is_closed()) || inner.shutting_down || !root.exists() {
             return None;
         }
         let head = head_of_closed(root)?;
@@ -374,24 +375,41 @@ impl Tenants {
     /// a closed one from disk; a cold tenant's archive is its newest backup.
     pub async fn backup(&self, tenant: &TenantId, reason: &str) -> Result<Manifest> {
         let root = self.root(tenant);
-        let tier = self.tier(tenant);
-        if tier == Tier::Cold {
-            return read_marker(&cold_marker(&root));
-        }
-        if tier == Tier::Warm {
-            let lock = self.move_lock(tenant);
-            let _moving = lock.lock().await;
-            if let Some(head) = self.begin_disk_move(tenant, &root) {
-                let result = self.pack_and_store(tenant, &root, head, reason).await;
-                self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
-                return result;
+        // Never wakes a tenant that is closed or closing: a backup (the
+        // policies take them unasked) must not keep tenants awake.
+        loop {
+            if let Some(closing) = self.closing_actor(tenant) {
+                closing.closed().await;
+            }
+            match self.tier(tenant) {
+                Tier::Cold => return read_marker(&cold_marker(&root)),
+                Tier::Hot => {
+                    if let Some(done) = self.run_quietly(tenant, Work::Backup { root: root.clone() }).await {
+                        let (packed, head) = done?.into_backup()?;
+                        return self.store_backup(tenant, packed, head, reason).await;
+                    }
+                    // It began closing meanwhile: pack it from disk once closed.
+                }
+                Tier::Warm => {
+                    if !root.exists() {
+                        return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
+                    }
+                    let lock = self.move_lock(tenant);
+                    let _moving = lock.lock().await;
+                    if let Some(head) = self.begin_disk_move(tenant, &root) {
+                        let result = self.pack_and_store(tenant, &root, head, reason).await;
+                        self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+                        return result;
+                    }
+                    if !self.is_open(tenant) && self.closing_actor(tenant).is_none() {
+                        // Not closed cleanly: opening it recovers it, then it is packed.
+                        let (packed, head) = self.run(tenant, Work::Backup { root }).await?.into_backup()?;
+                        return self.store_backup(tenant, packed, head, reason).await;
+                    }
+                    // Opened meanwhile: back it up through its actor.
+                }
             }
         }
-        if !root.exists() && !self.is_open(tenant) {
-            return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
-        }
-        let (packed, head) = self.run(tenant, Work::Backup { root }).await?.into_backup()?;
-        self.store_backup(tenant, packed, head, reason).await
     }
 
     /// Every complete base backup of a tenant, oldest first.
@@ -710,6 +728,13 @@ impl Tenants {
     /// a request: a tenant only looked at (health, the tier policies) still
     /// hibernates when idle. None if it is not open.
     pub async fn peek_log_stats(&self, tenant: &TenantId) -> Option<Result<LogStats>> {
+        Some(self.run_quietly(tenant, Work::Stats).await?.and_then(Output::into_stats))
+    }
+
+    /// Run `work` on the tenant's open database without counting as a
+    /// request (it neither wakes the tenant nor keeps it awake). None if it
+    /// is not open, or began closing before the work ran.
+    async fn run_quietly(&self, tenant: &TenantId, work: Work) -> Option<Result<Output>> {
         let actor = {
             let inner = self.inner.lock().expect("tenant registry poisoned");
             let actor = inner.actors.get(tenant).filter(|a| !a.is_closing())?.clone();
@@ -717,10 +742,10 @@ impl Tenants {
             actor
         };
         let deadline = Instant::now() + self.config.queue_timeout;
-        let attempt = actor.call(Arc::new(Work::Stats), deadline).await;
+        let attempt = actor.call(Arc::new(work), deadline).await;
         actor.end_quiet();
         match attempt {
-            Attempt::Done(result) => Some(result.and_then(Output::into_stats)),
+            Attempt::Done(result) => Some(result),
             Attempt::NotRun => None,
         }
     }
