@@ -150,7 +150,13 @@ impl Store {
             if !entry.path().ends_with(".json") {
                 continue;
             }
-            let bytes = self.op.read(entry.path()).await.map_err(|e| self.failed("read", entry.path(), e))?;
+            // A manifest gone between the listing and the read is a backup
+            // being expired (retention removes the manifest first).
+            let bytes = match self.op.read(entry.path()).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.failed("read", entry.path(), e)),
+            };
             match serde_json::from_slice::<Manifest>(&bytes.to_vec()) {
                 Ok(manifest) => manifests.push(manifest),
                 Err(e) => tracing::warn!(key = entry.path(), error = %e, "skipping an unreadable backup manifest"),
