@@ -300,7 +300,7 @@ async fn a_generated_workload_reads_back_exactly_at_every_instant() {
             for _ in 0..4 {
                 let mut statements = Vec::new();
                 for _ in 0..(1 + rng.below(5)) {
-                    let sql = match rng.below(4) {
+                    let sql = match rng.below(5) {
                         0 | 1 => {
                             next_id[k] += 1;
                             format!("INSERT INTO t (id, v, s) VALUES ({}, {}, 's{}')", next_id[k], rng.below(1000), rng.below(50))
@@ -311,7 +311,9 @@ async fn a_generated_workload_reads_back_exactly_at_every_instant() {
                             if rng.below(3) == 0 { "NULL".to_owned() } else { format!("'u{}'", rng.below(50)) },
                             rng.below(7)
                         ),
-                        _ => format!("DELETE FROM t WHERE id % 11 = {}", rng.below(11)),
+                        3 => format!("DELETE FROM t WHERE id % 11 = {}", rng.below(11)),
+                        // A row moved to another key.
+                        _ => format!("UPDATE t SET id = id + 100000 WHERE id = (SELECT max(id) FROM t WHERE id % 5 = {} AND id < 100000)", rng.below(5)),
                     };
                     statements.push(json!({"sql": sql}));
                 }

@@ -223,11 +223,16 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     // Periodic backups on (not due within the test): they also follow schema changes.
     let server = Server::start(&dir.path().join("data"), &["--backup-interval", "1h", "--lake", "false"]).await;
     let c = server.client();
-    c.exec("solo", "CREATE TABLE kv (k int PRIMARY KEY, v text); CREATE TABLE tally (n int); CREATE TABLE login (id int PRIMARY KEY, email text UNIQUE)").await;
+    c.exec(
+        "solo",
+        "CREATE TABLE kv (k int PRIMARY KEY, v text); CREATE TABLE tally (n int); CREATE TABLE login (id int PRIMARY KEY, email text UNIQUE);
+         CREATE TABLE pair (id int PRIMARY KEY DEFERRABLE, v text)",
+    )
+    .await;
     c.exec(
         "solo",
         "INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g; INSERT INTO tally SELECT 1 FROM generate_series(1, 3);
-         INSERT INTO login VALUES (1, 'a@x'), (2, 'b@x')",
+         INSERT INTO login VALUES (1, 'a@x'), (2, 'b@x'); INSERT INTO pair SELECT g, 'p' || g FROM generate_series(1, 4) g",
     )
     .await;
     let (status, body) = c.post("/t/solo/backups", &json!({})).await;
@@ -238,14 +243,17 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
         "solo",
         "UPDATE kv SET k = 1000 WHERE k = 1; UPDATE kv SET v = 'again' WHERE k = 2; UPDATE kv SET v = 'and again' WHERE k = 2;
          DELETE FROM kv WHERE k BETWEEN 50 AND 60; UPDATE tally SET n = 2 WHERE ctid = (SELECT min(ctid) FROM tally);
-         UPDATE login SET email = 'swap' WHERE id = 1; UPDATE login SET email = 'a@x' WHERE id = 2; UPDATE login SET email = 'b@x' WHERE id = 1",
+         UPDATE login SET email = 'swap' WHERE id = 1; UPDATE login SET email = 'a@x' WHERE id = 2; UPDATE login SET email = 'b@x' WHERE id = 1;
+         UPDATE kv SET k = k - 1 WHERE k BETWEEN 2 AND 10; UPDATE pair SET id = 3 - id WHERE id IN (1, 2); UPDATE pair SET id = 40 WHERE id = 4",
     )
     .await;
     let login = c.rows("solo", "SELECT * FROM login ORDER BY id", json!([])).await;
+    let pair = c.rows("solo", "SELECT * FROM pair ORDER BY id", json!([])).await;
+    assert_eq!(pair[0], json!({"id": 1, "v": "p2"}), "{pair:?}");
     let kv = c.rows("solo", "SELECT * FROM kv ORDER BY k", json!([])).await;
     let tally = c.rows("solo", "SELECT * FROM tally ORDER BY n", json!([])).await;
     let head = c.head_lsn("solo").await;
-    c.exec("solo", "DELETE FROM kv; DELETE FROM tally; DELETE FROM login").await;
+    c.exec("solo", "DELETE FROM kv; DELETE FROM tally; DELETE FROM login; DELETE FROM pair").await;
 
     let (status, report) = restore(&c, "solo", json!({ "to": format!("lsn:{head}"), "into": "solo-then" })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
@@ -256,6 +264,8 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     // Two rows that traded a unique value within the window.
     assert_eq!(c.rows("solo-then", "SELECT * FROM login ORDER BY id", json!([])).await, login);
     assert_eq!(login, vec![json!({"id": 1, "email": "b@x"}), json!({"id": 2, "email": "a@x"})]);
+    // Keys traded within one statement under a deferrable key.
+    assert_eq!(c.rows("solo-then", "SELECT * FROM pair ORDER BY id", json!([])).await, pair);
     assert!(c.rows("solo", "SELECT * FROM kv", json!([])).await.is_empty());
 
     // A schema change between the base backup and the instant is refused.
@@ -280,6 +290,94 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!((report["baseBackup"]["lsn"].as_u64(), report["replayed"].as_u64()), (Some(late), Some(2)), "{report}");
     assert_eq!(c.rows("solo-late", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
+}
+
+#[tokio::test]
+async fn key_changes_move_rows_in_the_lake_and_in_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--backup-interval", "off", "--lake-flush-interval", "100ms", "--change-retention", "0s"],
+    )
+    .await;
+    let c = server.client();
+    c.exec(
+        "keys",
+        "CREATE TABLE acct (id int PRIMARY KEY, v text); CREATE TABLE pair (id int PRIMARY KEY DEFERRABLE, v text);
+         CREATE TABLE dual (a int, b text, v int, PRIMARY KEY (a, b))",
+    )
+    .await;
+    c.exec(
+        "keys",
+        "INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 6) g; INSERT INTO pair SELECT g, 'p' || g FROM generate_series(1, 4) g;
+         INSERT INTO dual VALUES (1, 'x', 1), (2, 'y', 2)",
+    )
+    .await;
+    let (status, body) = c.post("/t/keys/backups", &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let tables = async |tenant: &str| {
+        json!({
+            "acct": c.rows(tenant, "SELECT id, v FROM acct ORDER BY id", json!([])).await,
+            "pair": c.rows(tenant, "SELECT id, v FROM pair ORDER BY id", json!([])).await,
+            "dual": c.rows(tenant, "SELECT a, b, v FROM dual ORDER BY a, b", json!([])).await,
+        })
+    };
+    let before = tables("keys").await;
+    let base = c.head_lsn("keys").await;
+
+    // A key moved, a chain of rows each taking the key the row before left,
+    // a composite key changed, keys traded under a deferrable key.
+    c.exec(
+        "keys",
+        "UPDATE acct SET id = 100 WHERE id = 1; UPDATE acct SET id = id - 1 WHERE id BETWEEN 2 AND 6;
+         UPDATE dual SET b = 'z' WHERE a = 1; UPDATE dual SET v = 5 WHERE a = 2;
+         UPDATE pair SET id = 3 - id WHERE id IN (1, 2); UPDATE pair SET id = 40 WHERE id = 4",
+    )
+    .await;
+    let after = tables("keys").await;
+    assert_eq!(after["acct"][0], json!({"id": 1, "v": "a2"}), "{after}");
+    let head = c.head_lsn("keys").await;
+    c.wait_shipped("keys").await;
+
+    // The lake's state per key is PostgreSQL's, at both LSNs: no row is
+    // left behind at a key it moved away from.
+    let lake = async |at: u64| {
+        let mut got = json!({});
+        for (table, columns, order) in [("acct", "id, v", "id"), ("pair", "id, v", "id"), ("dual", "a, b, v", "a, b")] {
+            let sql = format!("SELECT {columns} FROM keys.{table} VERSION AS OF {at} ORDER BY {order}");
+            let (status, body) = c.post("/sql", &json!({ "sql": sql })).await;
+            assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+            got[table] = body["rows"].clone();
+        }
+        got
+    };
+    assert_eq!(lake(head).await, after);
+    assert_eq!(lake(base).await, before);
+    // A moved key is a delete and an insert; traded keys stay updates.
+    let (status, body) = c
+        .post("/sql", &json!({ "sql": format!("SELECT _op AS op, id FROM keys.\"acct$changes\" WHERE _lsn > {base} ORDER BY _lsn LIMIT 4") }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["rows"],
+        json!([{"op": "delete", "id": 1}, {"op": "insert", "id": 100}, {"op": "delete", "id": 2}, {"op": "insert", "id": 1}])
+    );
+    let (status, body) = c
+        .post("/sql", &json!({ "sql": format!("SELECT _op AS op, count(*) AS n FROM keys.\"pair$changes\" WHERE _lsn > {base} GROUP BY _op ORDER BY _op") }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([{"op": "delete", "n": 1}, {"op": "insert", "n": 1}, {"op": "update", "n": 2}]));
+
+    // Once the log is trimmed, a restore replays the window from the lake.
+    let trimmed = eventually(Duration::from_secs(30), || async {
+        c.get(&format!("/t/keys/changes?since={base}")).await.0 == StatusCode::GONE
+    })
+    .await;
+    assert!(trimmed, "the change log was not trimmed behind the lake");
+    let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{head}"), "into": "keys-then" })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!((report["replayedFrom"].as_str(), report["replayed"].as_u64()), (Some("lake"), Some(head - base)), "{report}");
+    assert_eq!(tables("keys-then").await, after);
 }
 
 fn urlencode(text: &str) -> String {

@@ -144,9 +144,28 @@ DECLARE
     relname text;
     new_row text := tidelake.row_json(rel, 'NEW');
     old_row text := tidelake.row_json(rel, 'OLD');
+    key text[] := ARRAY(SELECT tidelake.qi(k) FROM json_array_elements_text(tidelake.table_primary_key(rel)) k);
+    key_moved text := 'false';
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    -- An update that moves a row to another primary key is logged as a
+    -- delete of the old key and an insert of the new one, so a reader that
+    -- keeps the latest change per key does not keep the old key alive. A
+    -- statement's rows are logged in the order they changed, and a key that
+    -- is not deferrable is unique after every row, so that order is a
+    -- consistent history. A deferrable key may be traded between rows
+    -- within one statement: there a row whose old key another row took over
+    -- stays an update (that row logs the old key's new state).
+    IF cardinality(key) > 0 THEN
+        key_moved := format('ROW(%s) IS DISTINCT FROM ROW(%s)',
+            (SELECT string_agg('OLD.' || k, ', ') FROM unnest(key) k),
+            (SELECT string_agg('NEW.' || k, ', ') FROM unnest(key) k));
+        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = rel AND contype = 'p' AND condeferrable) THEN
+            key_moved := format('%s AND NOT EXISTS (SELECT 1 FROM %s AS t WHERE %s)', key_moved, rel::regclass,
+                (SELECT string_agg('t.' || k || ' = OLD.' || k, ' AND ') FROM unnest(key) k));
+        END IF;
+    END IF;
 
     EXECUTE format($f$
 CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $body$
@@ -161,6 +180,10 @@ BEGIN
     PERFORM set_config('tidelake.next_lsn', (next_lsn + 1)::text, true);
     IF TG_OP = 'INSERT' THEN
         INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'insert', %L, %L, %s, NULL);
+    ELSIF TG_OP = 'UPDATE' AND %s THEN
+        INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'delete', %L, %L, NULL, %s);
+        INSERT INTO tidelake.changes VALUES (next_lsn + 1, txid_current(), %s, 'insert', %L, %L, %s, NULL);
+        PERFORM set_config('tidelake.next_lsn', (next_lsn + 2)::text, true);
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'update', %L, %L, %s, %s);
     ELSIF TG_OP = 'DELETE' THEN
@@ -172,6 +195,9 @@ BEGIN
 END
 $body$
 $f$, fname,
+        version, nsp, relname, new_row,
+        key_moved,
+        version, nsp, relname, old_row,
         version, nsp, relname, new_row,
         version, nsp, relname, new_row, old_row,
         version, nsp, relname, old_row,
@@ -390,5 +416,5 @@ $fn$;
 SELECT tidelake.reinstall_all();
 SELECT tidelake.sync_schema();
 
-INSERT INTO tidelake.meta VALUES ('capture_version', '4')
+INSERT INTO tidelake.meta VALUES ('capture_version', '5')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

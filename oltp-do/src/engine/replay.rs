@@ -372,14 +372,20 @@ impl Run {
     /// new rows: its key is taken not to change) and `new` row (None for a
     /// delete).
     fn put(&mut self, info: &Table, old: Option<Value>, new: Option<Value>, update: bool) {
+        let new_key = new.as_ref().map(|new| key_of(info, new));
         let mut old_key = None;
         if let Some(old) = old {
             let (key, object) = key_of(info, &old);
-            self.set(key.clone(), object, None, true);
+            let moves = new_key.as_ref().is_some_and(|(k, _)| *k != key);
+            match self.keys.get(&key).map(|&at| &mut self.rows[at]) {
+                // Keys traded within one statement (a deferrable key): the
+                // row another update moved here stays; the key held a row.
+                Some(touched) if moves && touched.row.as_ref().is_some_and(|row| *row != old) => touched.existed = true,
+                _ => self.set(key.clone(), object, None, true),
+            }
             old_key = Some(key);
         }
-        if let Some(new) = new {
-            let (key, object) = key_of(info, &new);
+        if let (Some(new), Some((key, object))) = (new, new_key) {
             // A key an update moves a row to held nothing before (in a
             // consistent history); one it keeps, or an update without its
             // old row, held the row.
