@@ -184,6 +184,15 @@ impl Feed {
         *self.schema_changed.lock().expect("feed poisoned") = Some(std::time::Instant::now());
     }
 
+    /// A base backup that began at `began` was stored: it holds every
+    /// schema change made before then.
+    pub fn backed_up(&self, began: std::time::Instant) {
+        let mut changed = self.schema_changed.lock().expect("feed poisoned");
+        if changed.is_some_and(|at| at < began) {
+            *changed = None;
+        }
+    }
+
     /// Whether the schema changed at least `quiet` ago and no backup was
     /// taken since; taking it clears the mark (set it again if the backup fails).
     pub fn take_schema_change(&self, quiet: std::time::Duration) -> bool {

@@ -374,6 +374,17 @@ impl Tenants {
     /// Take a base backup now: of the open database through its actor, of
     /// a closed one from disk; a cold tenant's archive is its newest backup.
     pub async fn backup(&self, tenant: &TenantId, reason: &str) -> Result<Manifest> {
+        let began = std::time::Instant::now();
+        let manifest = self.take_backup(tenant, reason).await?;
+        // A schema change before it needs no backup of its own.
+        let feed = self.inner.lock().expect("tenant registry poisoned").feeds.get(tenant).cloned();
+        if let Some(feed) = feed {
+            feed.backed_up(began);
+        }
+        Ok(manifest)
+    }
+
+    async fn take_backup(&self, tenant: &TenantId, reason: &str) -> Result<Manifest> {
         let root = self.root(tenant);
         // Never wakes a tenant that is closed or closing: a backup (the
         // policies take them unasked) must not keep tenants awake.
