@@ -112,4 +112,8 @@ impl History for LakeHistory {
             Ok(shipped.max(recorded))
         })
     }
+
+    fn grows(&self) -> bool {
+        self.shipper.is_some()
+    }
 }

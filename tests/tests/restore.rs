@@ -43,6 +43,17 @@ async fn lake_count(c: &Client, sql: &str) -> i64 {
     body["rows"][0]["n"].as_i64().unwrap_or_else(|| panic!("{sql}: {body}"))
 }
 
+async fn lake_rows(c: &Client, sql: &str) -> Value {
+    let (status, body) = c.post("/sql", &json!({ "sql": sql })).await;
+    assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+    body["rows"].clone()
+}
+
+/// The items of a recorded state, as the lake query above selects them.
+fn items_seen(state: &Value) -> Value {
+    state["items"].as_array().unwrap().iter().map(|r| json!({"id": r["id"], "name": r["name"], "ok": r["ok"]})).collect()
+}
+
 const SCHEMA: &str = "
     CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(10,2), tags text[], meta jsonb,
                         at timestamptz, raw bytea, uid uuid, day date, ok boolean, score double precision);
@@ -179,7 +190,8 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
     c.wait_shipped("acme").await;
     let count = |s: &Value, t: &str| s[t].as_array().unwrap().len() as i64;
     assert_eq!(lake_count(&c, "SELECT count(*) AS n FROM acme.items").await, count(&states[1], "items"));
-    assert_eq!(lake_count(&c, "SELECT count(*) AS n FROM acme.notes").await, count(&states[1], "notes"));
+    assert_eq!(lake_rows(&c, "SELECT n, body FROM acme.notes ORDER BY n").await, states[1]["notes"]);
+    assert_eq!(lake_rows(&c, "SELECT id, name, ok FROM acme.items ORDER BY id").await, items_seen(&states[1]));
     let as_of = format!("SELECT count(*) AS n FROM acme.items FOR SYSTEM_TIME AS OF '{}'", instants[3]);
     assert_eq!(lake_count(&c, &as_of).await, count(&states[3], "items"));
 
@@ -207,6 +219,7 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
     c.wait_shipped("acme").await;
     assert_eq!(lake_count(&c, "SELECT count(*) AS n FROM acme.notes").await, count(&states[3], "notes") + 1);
     assert_eq!(lake_count(&c, "SELECT count(*) AS n FROM acme.items").await, count(&states[3], "items"));
+    assert_eq!(lake_rows(&c, "SELECT id, name, ok FROM acme.items ORDER BY id").await, items_seen(&states[3]));
 
     // `tidelake bookmark` prints what restore takes.
     let out = std::process::Command::new(tidelake_tests::binary())
@@ -290,6 +303,30 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!((report["baseBackup"]["lsn"].as_u64(), report["replayed"].as_u64()), (Some(late), Some(2)), "{report}");
     assert_eq!(c.rows("solo-late", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
+
+    // In place, with the change log holding what it undoes (no lake here):
+    // kv logs its three differing keys; tally, without a primary key, is
+    // logged whole (a truncate: it is empty); untouched tables log nothing.
+    let head = c.head_lsn("solo").await;
+    c.exec("solo", "UPDATE kv SET v = 'changed' WHERE k = 1; DELETE FROM kv WHERE k = 2; INSERT INTO kv VALUES (3, 'z', 0)").await;
+    let (status, report) = restore(&c, "solo", json!({ "to": format!("lsn:{head}") })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let undo = head + 3;
+    assert_eq!(report["undo"], format!("lsn:{undo}"), "{report}");
+    assert_eq!(report["headLsn"].as_u64(), Some(undo + 3 + 1), "{report}");
+    assert_eq!(c.rows("solo", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
+    let (status, page) = c.get(&format!("/t/solo/changes?since={undo}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let logged: Vec<Value> = page["changes"].as_array().unwrap().iter().map(|c| json!([c["op"], c["table"], c["new"], c["old"]])).collect();
+    assert_eq!(
+        logged,
+        vec![
+            json!(["update", "kv", {"k": 1, "v": "x", "w": 2}, {"k": 1, "v": "changed", "w": 2}]),
+            json!(["insert", "kv", {"k": 2, "v": "y", "w": 3}, null]),
+            json!(["delete", "kv", null, {"k": 3, "v": "z", "w": 0}]),
+            json!(["truncate", "tally", null, null]),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -378,6 +415,29 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!((report["replayedFrom"].as_str(), report["replayed"].as_u64()), (Some("lake"), Some(head - base)), "{report}");
     assert_eq!(tables("keys-then").await, after);
+
+    // In place back to the base: the restored database logs only the keys
+    // that differ — acct 1–5 updated, 6 back, 100 gone; pair 1 and 2
+    // updated, 4 back, 40 gone; dual (1,x) back, (1,z) gone, (2,y) updated —
+    // not every row again. The lake follows, and still has the old timeline.
+    let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{base}") })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["undo"], format!("lsn:{head}"), "{report}");
+    let restored_head = report["headLsn"].as_u64().unwrap();
+    assert_eq!(restored_head - head, 7 + 4 + 3, "{report}");
+    assert_eq!(tables("keys").await, before);
+    c.wait_shipped("keys").await;
+    assert_eq!(lake(restored_head).await, before);
+    assert_eq!(lake(head).await, after);
+    // Undone the same way.
+    let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{head}") })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let undone_head = report["headLsn"].as_u64().unwrap();
+    assert_eq!(undone_head - restored_head, 7 + 4 + 3, "{report}");
+    assert_eq!(tables("keys").await, after);
+    c.wait_shipped("keys").await;
+    assert_eq!(lake(undone_head).await, after);
+    assert_eq!(lake(restored_head).await, before);
 }
 
 fn urlencode(text: &str) -> String {

@@ -328,6 +328,50 @@ BEGIN
 END
 $fn$;
 
+-- Record how table `rel` differs from the rows a replaced database ended
+-- with, as changes of schema version `version` at the LSNs after `after`.
+-- `entries`: `[{"key": {...}, "head": row | null}]`, every key the replaced
+-- database's changes since the restored instant touched, with the row it
+-- held at its head (null: none). Each key logs an insert, an update or a
+-- delete (old rows: the head's), or nothing where the rows are equal.
+-- Returns how many changes it logged.
+CREATE OR REPLACE FUNCTION tidelake.log_diff(rel oid, version bigint, after bigint, entries json)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    nsp name;
+    relname name;
+    added bigint;
+    matches text := (SELECT string_agg('x.' || tidelake.qi(k) || ' = k.' || tidelake.qi(k), ' AND ')
+                     FROM json_array_elements_text(tidelake.table_primary_key(rel)) k);
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, relname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    EXECUTE format($q$
+        INSERT INTO tidelake.changes
+        SELECT $2 + row_number() OVER (ORDER BY d.ord), txid_current(), $3, d.op, %1$L, %2$L,
+               CASE WHEN d.op = 'delete' THEN NULL ELSE d.now END,
+               CASE WHEN d.op = 'insert' THEN NULL ELSE d.head END
+        FROM (
+            SELECT e.ord, h.head, t.row AS now,
+                   CASE WHEN t.row IS NULL THEN 'delete' WHEN h.head IS NULL THEN 'insert' ELSE 'update' END AS op
+            FROM json_array_elements($1) WITH ORDINALITY AS e(item, ord)
+            -- The head's row as this table's own types write it (whatever
+            -- form its values came in), so equal rows compare equal.
+            LEFT JOIN LATERAL (SELECT %3$s AS head
+                               FROM json_populate_record(NULL::%5$s, CASE WHEN json_typeof(e.item->'head') = 'object' THEN e.item->'head' END) AS x
+                               WHERE json_typeof(e.item->'head') = 'object') AS h ON true
+            CROSS JOIN LATERAL json_populate_record(NULL::%5$s, e.item->'key') AS k
+            LEFT JOIN LATERAL (SELECT %3$s AS row FROM %5$s AS x WHERE %4$s) AS t ON true
+        ) AS d
+        WHERE NOT (d.now IS NULL AND d.head IS NULL)
+          AND NOT (d.now IS NOT NULL AND d.head IS NOT NULL AND d.now::jsonb = d.head::jsonb)
+    $q$, nsp, relname, tidelake.row_json(rel, 'x'), matches, rel::regclass)
+    USING entries, after, version;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added;
+END
+$fn$;
+
 -- After a restore: start the change log afresh above `lsn_floor`, as if
 -- every table had just been created holding its rows. `versions` are the
 -- schema versions to keep (the replaced database's, for a restore in place;
@@ -335,14 +379,20 @@ $fn$;
 -- the restore took away are recorded as dropped. Every table gets a new
 -- version above them and, above a floor, a truncate before its rows, so a
 -- reader of the lake sees the restored state from the first LSN after the
--- floor and the old history before it. Returns the new head.
-CREATE OR REPLACE FUNCTION tidelake.rebase(lsn_floor bigint, versions json)
+-- floor and the old history before it. A table `diff` names (keyed
+-- `"schema"."table"`, entries as `log_diff` takes them) whose schema is
+-- still its newest version logs only its differences instead, under that
+-- version. Returns the new head.
+DROP FUNCTION IF EXISTS tidelake.rebase(bigint, json);
+CREATE OR REPLACE FUNCTION tidelake.rebase(lsn_floor bigint, versions json, diff json)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
     t record;
     v bigint;
     cols json;
     pk json;
+    entries json;
+    newest record;
     next_lsn bigint := lsn_floor + 1;
 BEGIN
     DELETE FROM tidelake.changes;
@@ -358,6 +408,16 @@ BEGIN
     LOOP
         cols := tidelake.table_columns(t.oid);
         pk := tidelake.table_primary_key(t.oid);
+        entries := diff -> (tidelake.qi(t.nspname) || '.' || tidelake.qi(t.relname));
+        IF entries IS NOT NULL AND json_array_length(pk) > 0 THEN
+            SELECT s.version, s.signature, s.dropped INTO newest
+            FROM tidelake.schema_versions s WHERE s.table_oid = t.oid ORDER BY s.version DESC LIMIT 1;
+            IF FOUND AND NOT newest.dropped AND newest.signature = tidelake.signature(t.nspname, t.relname, cols, pk) THEN
+                PERFORM tidelake.install_capture(t.oid, newest.version);
+                next_lsn := next_lsn + tidelake.log_diff(t.oid, newest.version, next_lsn - 1, entries);
+                CONTINUE;
+            END IF;
+        END IF;
         SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
         INSERT INTO tidelake.schema_versions
         VALUES (v, next_lsn, txid_current(), t.oid, t.nspname, t.relname, cols, pk, false,

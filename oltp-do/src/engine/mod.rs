@@ -10,7 +10,7 @@ mod template;
 mod wire;
 
 pub use capture::{ChangePage, LogStats, LsnAt};
-pub use replay::ReplaySource;
+pub use replay::{ReplaySource, qualified, rows_at_head};
 pub use database::TenantDb;
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;

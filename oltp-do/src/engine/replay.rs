@@ -142,7 +142,7 @@ impl TenantDb {
                     if info.primary_key.is_empty() {
                         run.inserts.push(new);
                     } else {
-                        run.put(info, None, Some(new), false);
+                        run.put(&info.primary_key, None, Some(new), false);
                     }
                 }
                 Some("update") => {
@@ -162,7 +162,7 @@ impl TenantDb {
                         self.delete_row(info, &old)?;
                         self.insert_rows(info, vec![new])?;
                     } else {
-                        run.put(info, old, Some(new), true);
+                        run.put(&info.primary_key, old, Some(new), true);
                     }
                 }
                 Some("delete") => {
@@ -171,7 +171,7 @@ impl TenantDb {
                         done += self.flush(&mut run, &tables)?;
                         self.delete_row(info, &old)?;
                     } else {
-                        run.put(info, Some(old), None, false);
+                        run.put(&info.primary_key, Some(old), None, false);
                     }
                 }
                 Some("truncate") => {
@@ -257,7 +257,11 @@ impl TenantDb {
     }
 
     fn table_info(&mut self, schema: &str, table: &str) -> Result<Table> {
-        let name = format!("{}.{}", quote(schema), quote(table));
+        self.table_named(qualified(schema, table))
+    }
+
+    /// A table by its quoted, qualified name.
+    fn table_named(&mut self, name: String) -> Result<Table> {
         let columns = self.exec(
             "SELECT a.attname AS name, (t.typcategory = 'A' OR a.atttypid IN (114, 3802)) AS json, \
              a.attgenerated <> '' AS generated, a.attidentity = 'a' AS always \
@@ -343,11 +347,33 @@ impl TenantDb {
     }
 
     /// After a restore: start the change log afresh above `lsn_floor`
-    /// (`tidelake.rebase` in capture.sql), keeping `versions`. Returns the new head.
-    pub fn rebase(&mut self, lsn_floor: u64, versions: &[Value]) -> Result<u64> {
+    /// (`tidelake.rebase` in capture.sql), keeping `versions`. Tables in
+    /// `diff` (see `rows_at_head`) log only how they differ from the rows
+    /// the replaced database ended with; every other table is logged whole.
+    /// Returns the new head.
+    pub fn rebase(&mut self, lsn_floor: u64, versions: &[Value], diff: Option<(Value, ReplaySource)>) -> Result<u64> {
+        let diff = match diff {
+            Some((Value::Object(mut tables), ReplaySource::Lake)) => {
+                // Rows from the lake: JSON and arrays back from their text.
+                for (name, entries) in tables.iter_mut() {
+                    let info = self.table_named(name.clone())?;
+                    for entry in entries.as_array_mut().into_iter().flatten() {
+                        for part in ["key", "head"] {
+                            entry[part] = restore_row(&entry[part], ReplaySource::Lake, &info, None);
+                        }
+                    }
+                }
+                Some(Value::Object(tables))
+            }
+            other => other.map(|(diff, _)| diff),
+        };
         let rows = self.exec(
-            "SELECT tidelake.rebase($1, $2::json) AS head",
-            &[json!(lsn_floor), Value::String(Value::Array(versions.to_vec()).to_string())],
+            "SELECT tidelake.rebase($1, $2::json, $3::json) AS head",
+            &[
+                json!(lsn_floor),
+                Value::String(Value::Array(versions.to_vec()).to_string()),
+                diff.map_or(Value::Null, |d| Value::String(d.to_string())),
+            ],
             RowMode::Object,
         )?;
         Ok(rows.first().and_then(|r| r["head"].as_u64()).unwrap_or(lsn_floor))
@@ -371,11 +397,11 @@ impl Run {
     /// an insert, and for an update read from the lake, which keeps only
     /// new rows: its key is taken not to change) and `new` row (None for a
     /// delete).
-    fn put(&mut self, info: &Table, old: Option<Value>, new: Option<Value>, update: bool) {
-        let new_key = new.as_ref().map(|new| key_of(info, new));
+    fn put(&mut self, primary_key: &[String], old: Option<Value>, new: Option<Value>, update: bool) {
+        let new_key = new.as_ref().map(|new| key_of(primary_key, new));
         let mut old_key = None;
         if let Some(old) = old {
-            let (key, object) = key_of(info, &old);
+            let (key, object) = key_of(primary_key, &old);
             let moves = new_key.as_ref().is_some_and(|(k, _)| *k != key);
             match self.keys.get(&key).map(|&at| &mut self.rows[at]) {
                 // Keys traded within one statement (a deferrable key): the
@@ -405,6 +431,42 @@ impl Run {
     }
 }
 
+/// The row each key touched by `changes` holds after them, per table, for
+/// the tables of `tables` (`"schema"."table"`, quoted as `qualified` does,
+/// → primary-key columns): `"schema"."table"` → `[{"key", "head"}]`, `head`
+/// null where the key ends empty. Every table of `tables` is in the result
+/// (untouched: an empty list) but those the changes truncate, whose rows
+/// cannot be told by key.
+pub fn rows_at_head(changes: &[Value], tables: &HashMap<String, Vec<String>>) -> Value {
+    let mut runs: HashMap<&str, Run> = tables.keys().map(|t| (t.as_str(), Run::default())).collect();
+    let mut truncated = Vec::new();
+    for change in changes {
+        let table = qualified(change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
+        let (Some(primary_key), Some(run)) = (tables.get(&table), runs.get_mut(table.as_str())) else { continue };
+        let row = |field: &str| change.get(field).filter(|r| r.is_object()).cloned();
+        match change["op"].as_str() {
+            Some("insert") => run.put(primary_key, None, row("new"), false),
+            Some("update") => run.put(primary_key, row("old"), row("new"), true),
+            Some("delete") => run.put(primary_key, row("old"), None, false),
+            _ => truncated.push(table),
+        }
+    }
+    let mut out = Map::new();
+    for (table, run) in runs {
+        if truncated.iter().any(|t| t == table) {
+            continue;
+        }
+        let entries = run.rows.into_iter().map(|t| json!({"key": t.key, "head": t.row})).collect();
+        out.insert(table.to_owned(), Value::Array(entries));
+    }
+    Value::Object(out)
+}
+
+/// `"schema"."table"`, quoted as PostgreSQL quotes identifiers.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote(schema), quote(table))
+}
+
 /// A key a run touched.
 struct Touched {
     /// The key's columns, as an object.
@@ -416,9 +478,9 @@ struct Touched {
 }
 
 /// A row's primary key: as a string to compare, and as an object to send.
-fn key_of(info: &Table, row: &Value) -> (String, Value) {
+fn key_of(primary_key: &[String], row: &Value) -> (String, Value) {
     let mut object = Map::new();
-    for column in &info.primary_key {
+    for column in primary_key {
         object.insert(column.clone(), row.get(column).cloned().unwrap_or(Value::Null));
     }
     let object = Value::Object(object);

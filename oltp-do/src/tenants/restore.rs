@@ -8,9 +8,10 @@
 //! `History`, which the server wires in). The result is built in a staging
 //! directory beside the tenants; only a finished one replaces anything.
 //! Its change log then starts afresh above every LSN the tenant used (see
-//! `tidelake.rebase`), recording the restored tables as a truncate and
-//! their rows, so the lake's history reads: the old timeline up to the
-//! restore, then the restored state.
+//! `tidelake.rebase`), recording how the restored tables differ from the
+//! replaced ones (in place), or each as a truncate and its rows (a branch,
+//! and tables whose differences cannot be told by key), so the lake's
+//! history reads: the old timeline up to the restore, then the restored state.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +26,7 @@ use serde_json::Value;
 use super::{Tenants, Tier, cold_marker, head_of_closed, io_error, pack_dir, unpack_into};
 use crate::actor::{CLOSED_HEAD_FILE, Work};
 use crate::archive::{self, Manifest};
-use crate::engine::{ReplaySource, TenantDb};
+use crate::engine::{ReplaySource, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
 use crate::tenant_id::TenantId;
 
@@ -42,6 +43,8 @@ pub trait History: Send + Sync {
     fn lsn_at<'a>(&'a self, tenant: &'a TenantId, at_us: i64) -> BoxFuture<'a, Result<Option<u64>>>;
     /// Every change of the tenant up to this LSN is in the history.
     fn held_through<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Result<u64>>;
+    /// New changes are being added to the history (the lake is shipped to).
+    fn grows(&self) -> bool;
 }
 
 /// The instant a restore goes to.
@@ -180,6 +183,10 @@ impl Drop for Restoring<'_> {
         }
     }
 }
+
+/// The most changes after the instant an in-place restore reads to log
+/// only differences; beyond, the restored tables are logged whole.
+const DIFF_LIMIT: u64 = 1_000_000;
 
 /// How long an in-place restore waits for the lake to hold every change it
 /// is about to replace.
@@ -348,7 +355,7 @@ impl Tenants {
             let replay_ms = replaying.elapsed().as_millis() as u64;
             // A branch starts its own log now; a restore in place does once
             // the head of what it replaces is known.
-            let head = replayed.and_then(|()| if branch { db.rebase(0, &[]).map(Some) } else { Ok(None) });
+            let head = replayed.and_then(|()| if branch { db.rebase(0, &[], None).map(Some) } else { Ok(None) });
             let closed = db.close();
             let head = head?;
             closed?;
@@ -376,7 +383,7 @@ impl Tenants {
             self.install_branch(into, &mut staging, head).await?;
             report(None, head)
         } else {
-            let (undo, head) = self.install_in_place(tenant, &mut staging, progress).await?;
+            let (undo, head) = self.install_in_place(tenant, target.lsn, &mut staging, progress).await?;
             report(Some(format!("lsn:{undo}")), head)
         };
         done.took_ms = started.elapsed().as_millis() as u64;
@@ -461,6 +468,14 @@ impl Tenants {
             if held >= lsn {
                 return Ok(());
             }
+            if !history.grows() {
+                return Err(Error::bad_request(
+                    "outside_retention_window",
+                    format!(
+                        "tenant {tenant}'s change log no longer holds LSN {lsn}, and the lake (not being shipped to: lake shipping is off) holds its changes only up to LSN {held}"
+                    ),
+                ));
+            }
             if Instant::now() > deadline {
                 return Err(Error::Unavailable(format!(
                     "the lake holds tenant {tenant}'s changes up to LSN {held}, not yet {lsn}; try again once it has caught up"
@@ -497,10 +512,13 @@ impl Tenants {
     async fn install_in_place(
         &self,
         tenant: &TenantId,
+        target: u64,
         staging: &mut Staging,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(u64, u64)> {
         let history = self.history();
+        // The lake must hold what is replaced — when it is being shipped to.
+        let shipped = history.clone().filter(|h| h.grows());
         let root = self.root(tenant);
         let dir = staging.0.clone().expect("staging directory");
         progress(Progress::KeepingUndo);
@@ -511,7 +529,7 @@ impl Tenants {
         let mut attempts = 0;
         let (lock, head) = loop {
             attempts += 1;
-            if let Some(history) = &history {
+            if let Some(history) = &shipped {
                 let known = self.log_stats(tenant).await?.head_lsn;
                 self.wait_for_history(history, tenant, known).await?;
             }
@@ -520,7 +538,7 @@ impl Tenants {
             let head = self.close_for_move(tenant, &root).await?;
             // Writes may have landed meanwhile: the lake must hold them too,
             // or the instants before the restore would lose them.
-            let held = match &history {
+            let held = match &shipped {
                 Some(history) => history.held_through(tenant).await,
                 None => Ok(head),
             };
@@ -542,14 +560,36 @@ impl Tenants {
             self.store_backup(tenant, packed, head, "undo").await?;
 
             progress(Progress::Installing);
+            // What the replaced database did after the instant: the restored
+            // database logs only how it differs from where that left the rows.
             let runtime = self.runtime.clone();
-            let (live, staged) = (root.clone(), dir.clone());
-            let new_head = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let live = root.clone();
+            let (versions, from_log) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Vec<Value>>)> {
                 let mut db = TenantDb::open(&live, runtime.settings())?;
-                let versions = db.stored_schema_versions();
+                let read = changes_since(&mut db, target, head);
                 db.close()?;
+                read
+            })
+            .await
+            .map_err(|e| Error::Engine(format!("restore task: {e}")))??;
+            let undone = match (from_log, &history) {
+                (Some(changes), _) => Some((changes, ReplaySource::Log)),
+                (None, Some(history)) if head - target <= DIFF_LIMIT => match history.changes(tenant, target, head).await {
+                    Ok(changes) if changes.len() as u64 == head - target => Some((changes, ReplaySource::Lake)),
+                    Ok(_) => None,
+                    Err(err) => {
+                        tracing::warn!(tenant = %tenant, error = %err, "could not read the changes a restore undoes; logging the restored tables whole");
+                        None
+                    }
+                },
+                (None, _) => None,
+            };
+            let diff = undone.map(|(changes, source)| (rows_at_head(&changes, &diff_tables(&versions, target)), source));
+            let runtime = self.runtime.clone();
+            let staged = dir.clone();
+            let new_head = tokio::task::spawn_blocking(move || -> Result<u64> {
                 let mut db = TenantDb::open(&staged, runtime.settings())?;
-                let head = db.rebase(head, &versions?);
+                let head = db.rebase(head, &versions, diff);
                 db.close()?;
                 let head = head?;
                 write_head(&staged, head)?;
@@ -624,6 +664,49 @@ impl Tenants {
             Error::Engine(format!("tenant {tenant} did not close cleanly; nothing was restored"))
         })
     }
+}
+
+/// From the closed database a restore replaces: its schema versions, and
+/// its changes in `(target, head]` if its log holds them all (and they are
+/// few enough to diff against).
+fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<Value>, Option<Vec<Value>>)> {
+    let versions = db.stored_schema_versions()?;
+    let stats = db.log_stats()?;
+    let held = head == target || (stats.tail_lsn > 0 && stats.tail_lsn <= target + 1 && stats.head_lsn >= head);
+    if !held || head - target > DIFF_LIMIT {
+        return Ok((versions, None));
+    }
+    let mut changes = Vec::with_capacity((head - target) as usize);
+    while (changes.len() as u64) < head - target {
+        let since = target + changes.len() as u64;
+        let page = db.read_changes(since, PAGE.min(head - since))?;
+        if page.is_empty() {
+            return Ok((versions, None));
+        }
+        changes.extend(page);
+    }
+    Ok((versions, Some(changes)))
+}
+
+/// The tables whose differences a restore in place to `target` can log
+/// (`"schema"."table"` → primary key): those with a primary key whose
+/// schema did not change after the instant. The others are logged whole.
+fn diff_tables(versions: &[Value], target: u64) -> HashMap<String, Vec<String>> {
+    let name = |v: &Value| qualified(v["table_schema"].as_str().unwrap_or(""), v["table_name"].as_str().unwrap_or(""));
+    let changed_since: Vec<String> = versions.iter().filter(|v| v["lsn"].as_u64().unwrap_or(0) > target).map(name).collect();
+    // (The oid as its JSON text: PostgreSQL writes it as a string.)
+    let mut newest: HashMap<String, &Value> = HashMap::new();
+    for v in versions {
+        newest.insert(v["table_oid"].to_string(), v);
+    }
+    newest
+        .into_values()
+        .filter(|v| v["dropped"] != Value::Bool(true) && !changed_since.contains(&name(v)))
+        .filter_map(|v| {
+            let key: Vec<String> = v["primary_key"].as_array()?.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+            (!key.is_empty()).then(|| (name(v), key))
+        })
+        .collect()
 }
 
 /// At start: undo what a restore interrupted by a crash left half done. A
