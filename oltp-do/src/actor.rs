@@ -144,6 +144,8 @@ pub struct ActorHandle {
     /// Milliseconds since `epoch` at the last request start or end.
     last_used: AtomicU64,
     in_flight: AtomicUsize,
+    /// Of those, work that is not a client's request.
+    quiet: AtomicUsize,
     epoch: Instant,
     closed: watch::Receiver<bool>,
 }
@@ -166,6 +168,7 @@ impl ActorHandle {
             state: AtomicU8::new(LOADING),
             last_used: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             in_flight: AtomicUsize::new(0),
+            quiet: AtomicUsize::new(0),
             epoch,
             closed: closed_rx,
         });
@@ -224,11 +227,19 @@ impl ActorHandle {
     /// Work that is not a client's request: keeps the actor from closing
     /// meanwhile, without making it look used.
     pub fn begin_quiet(&self) {
+        self.quiet.fetch_add(1, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn end_quiet(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.quiet.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a client's request is queued or running (quiet work, such as
+    /// a base backup, is not).
+    pub fn serving(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > self.quiet.load(Ordering::SeqCst)
     }
 
     pub fn end_request(&self) {

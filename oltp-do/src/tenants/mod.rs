@@ -593,12 +593,13 @@ impl Tenants {
     fn spawn_locked(&self, inner: &mut Inner, tenant: &TenantId) -> Result<Arc<ActorHandle>> {
         let open = inner.actors.values().filter(|a| !a.is_closing()).count();
         if open >= self.config.max_open_tenants.max(1) {
-            // Least recently used first, preferring one with nothing running.
+            // Least recently used first, preferring one serving no request
+            // (a base backup in progress does not keep a tenant open).
             let victim = inner
                 .actors
                 .values()
                 .filter(|a| !a.is_closing())
-                .min_by_key(|a| (a.in_flight() > 0, a.last_used_ms()))
+                .min_by_key(|a| (a.serving(), a.last_used_ms()))
                 .cloned();
             if let Some(victim) = victim
                 && victim.begin_close()
