@@ -126,7 +126,16 @@ impl Store {
 
     /// Fetch an archive and check it against its manifest.
     pub async fn fetch(&self, manifest: &Manifest) -> Result<Vec<u8>> {
-        let bytes = self.op.read(&manifest.key).await.map_err(|e| self.failed("read", &manifest.key, e))?.to_vec();
+        let bytes = match self.op.read(&manifest.key).await {
+            Ok(bytes) => bytes.to_vec(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                return Err(Error::Unavailable(format!(
+                    "archive {} of tenant {} is not in {}: a backup expired by retention after it was chosen (try again), or an archive removed by hand",
+                    manifest.key, manifest.tenant, self.location
+                )));
+            }
+            Err(e) => return Err(self.failed("read", &manifest.key, e)),
+        };
         let sha256 = hex(&Sha256::digest(&bytes));
         if bytes.len() as u64 != manifest.bytes || sha256 != manifest.sha256 {
             return Err(Error::ArchiveCorrupt(format!(
