@@ -82,19 +82,20 @@ impl TenantDb {
         }
     }
 
-    /// Apply `changes` (change-log objects in LSN order) in one transaction.
-    /// `progress` is told how many have been applied so far. `renames` maps
-    /// a table's name in the changes (`schema.table`) to its name here, with
-    /// its column renames, for changes read from the lake under later names.
+    /// Apply the changes `pages` yields (pages of change-log objects, in LSN
+    /// order, until None) in one transaction; a page that is an error aborts
+    /// it. `progress` is told how many have been applied so far. `renames`
+    /// maps a table's name in the changes (`schema.table`) to its name here,
+    /// with its column renames, for changes read from the lake under later names.
     pub fn replay(
         &mut self,
-        changes: &[Value],
+        pages: &mut dyn FnMut() -> Option<Result<Vec<Value>>>,
         source: ReplaySource,
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
         self.simple("SET session_replication_role = replica; BEGIN")?;
-        let result = self.replay_in_transaction(changes, source, renames, progress);
+        let result = self.replay_in_transaction(pages, source, renames, progress);
         match result {
             Ok(()) => self.simple("COMMIT; RESET session_replication_role"),
             Err(err) => {
@@ -106,7 +107,7 @@ impl TenantDb {
 
     fn replay_in_transaction(
         &mut self,
-        changes: &[Value],
+        pages: &mut dyn FnMut() -> Option<Result<Vec<Value>>>,
         source: ReplaySource,
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
@@ -114,72 +115,75 @@ impl TenantDb {
         let mut tables: HashMap<(String, String), Table> = HashMap::new();
         let mut run = Run::default();
         let mut done = 0;
-        for change in changes {
-            let lsn = change["lsn"].as_u64().unwrap_or(0);
-            let (schema, table) = (change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
-            let renamed = renames.get(&format!("{schema}.{table}"));
-            let key = match renamed {
-                Some((s, t, _)) => (s.clone(), t.clone()),
-                None => (schema.to_owned(), table.to_owned()),
-            };
-            if run.table.as_ref() != Some(&key) || run.changes >= RUN_LIMIT {
-                done += self.flush(&mut run, &tables)?;
-                progress(done);
-                run.table = Some(key.clone());
-            }
-            if !tables.contains_key(&key) {
-                let info = self.table_info(&key.0, &key.1).map_err(|e| {
-                    Error::Engine(format!("replaying LSN {lsn}: table {}.{} of the base backup: {e}", key.0, key.1))
-                })?;
-                tables.insert(key.clone(), info);
-            }
-            let info = &tables[&key];
-            let fix = |row: &Value| -> Value { restore_row(row, source, info, renamed.map(|r| &r.2)) };
-            run.changes += 1;
-            match change["op"].as_str() {
-                Some("insert") => {
-                    let new = fix(&change["new"]);
-                    if info.primary_key.is_empty() {
-                        run.inserts.push(new);
-                    } else {
-                        run.put(&info.primary_key, None, Some(new), false);
-                    }
-                }
-                Some("update") => {
-                    let new = fix(&change["new"]);
-                    let old = change.get("old").filter(|o| o.is_object()).map(|o| fix(o));
-                    if info.primary_key.is_empty() {
-                        let Some(old) = old else {
-                            return Err(Error::bad_request(
-                                "replay_needs_old_row",
-                                format!(
-                                    "LSN {lsn} updates {}, which has no primary key, and the lake keeps only new rows of updates: restore to an instant the change log still holds, or give the table a primary key",
-                                    info.name
-                                ),
-                            ));
-                        };
-                        done += self.flush(&mut run, &tables)?;
-                        self.delete_row(info, &old)?;
-                        self.insert_rows(info, vec![new])?;
-                    } else {
-                        run.put(&info.primary_key, old, Some(new), true);
-                    }
-                }
-                Some("delete") => {
-                    let old = fix(&change["old"]);
-                    if info.primary_key.is_empty() {
-                        done += self.flush(&mut run, &tables)?;
-                        self.delete_row(info, &old)?;
-                    } else {
-                        run.put(&info.primary_key, Some(old), None, false);
-                    }
-                }
-                Some("truncate") => {
+        while let Some(page) = pages() {
+            let page = page?;
+            for change in &page {
+                let lsn = change["lsn"].as_u64().unwrap_or(0);
+                let (schema, table) = (change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
+                let renamed = renames.get(&format!("{schema}.{table}"));
+                let key = match renamed {
+                    Some((s, t, _)) => (s.clone(), t.clone()),
+                    None => (schema.to_owned(), table.to_owned()),
+                };
+                if run.table.as_ref() != Some(&key) || run.changes >= RUN_LIMIT {
                     done += self.flush(&mut run, &tables)?;
-                    let name = info.name.clone();
-                    self.simple(&format!("TRUNCATE {name} CASCADE"))?;
+                    progress(done);
+                    run.table = Some(key.clone());
                 }
-                other => return Err(Error::Engine(format!("LSN {lsn}: unknown operation {other:?}"))),
+                if !tables.contains_key(&key) {
+                    let info = self.table_info(&key.0, &key.1).map_err(|e| {
+                        Error::Engine(format!("replaying LSN {lsn}: table {}.{} of the base backup: {e}", key.0, key.1))
+                    })?;
+                    tables.insert(key.clone(), info);
+                }
+                let info = &tables[&key];
+                let fix = |row: &Value| -> Value { restore_row(row, source, info, renamed.map(|r| &r.2)) };
+                run.changes += 1;
+                match change["op"].as_str() {
+                    Some("insert") => {
+                        let new = fix(&change["new"]);
+                        if info.primary_key.is_empty() {
+                            run.inserts.push(new);
+                        } else {
+                            run.put(&info.primary_key, None, Some(new), false);
+                        }
+                    }
+                    Some("update") => {
+                        let new = fix(&change["new"]);
+                        let old = change.get("old").filter(|o| o.is_object()).map(|o| fix(o));
+                        if info.primary_key.is_empty() {
+                            let Some(old) = old else {
+                                return Err(Error::bad_request(
+                                    "replay_needs_old_row",
+                                    format!(
+                                        "LSN {lsn} updates {}, which has no primary key, and the lake keeps only new rows of updates: restore to an instant the change log still holds, or give the table a primary key",
+                                        info.name
+                                    ),
+                                ));
+                            };
+                            done += self.flush(&mut run, &tables)?;
+                            self.delete_row(info, &old)?;
+                            self.insert_rows(info, vec![new])?;
+                        } else {
+                            run.put(&info.primary_key, old, Some(new), true);
+                        }
+                    }
+                    Some("delete") => {
+                        let old = fix(&change["old"]);
+                        if info.primary_key.is_empty() {
+                            done += self.flush(&mut run, &tables)?;
+                            self.delete_row(info, &old)?;
+                        } else {
+                            run.put(&info.primary_key, Some(old), None, false);
+                        }
+                    }
+                    Some("truncate") => {
+                        done += self.flush(&mut run, &tables)?;
+                        let name = info.name.clone();
+                        self.simple(&format!("TRUNCATE {name} CASCADE"))?;
+                    }
+                    other => return Err(Error::Engine(format!("LSN {lsn}: unknown operation {other:?}"))),
+                }
             }
         }
         done += self.flush(&mut run, &tables)?;

@@ -184,15 +184,17 @@ impl Drop for Restoring<'_> {
     }
 }
 
-/// The most changes after the instant an in-place restore reads to log
-/// only differences; beyond, the restored tables are logged whole.
-const DIFF_LIMIT: u64 = 1_000_000;
+/// The most changes after the instant an in-place restore reads (into
+/// memory) to log only differences; beyond, the restored tables are logged whole.
+const DIFF_LIMIT: u64 = 200_000;
 
 /// How long an in-place restore waits for the lake to hold every change it
 /// is about to replace.
 const LAKE_WAIT: Duration = Duration::from_secs(60);
 /// Changes read from the change log per page.
 const PAGE: u64 = 10_000;
+/// LSNs read from the lake per page (one scan of the tenant's tables each).
+const LAKE_PAGE: u64 = 50_000;
 
 impl Tenants {
     /// Give restores and bookmarks the tenants' history beyond their change logs.
@@ -316,11 +318,10 @@ impl Tenants {
             ));
         }
 
-        // The changes to replay, read before anything is touched.
+        // Where the changes to replay come from. They are read page by page
+        // as the replay goes, so a long window is never held in memory whole.
         let total = target.lsn - base.lsn;
-        let reading = Instant::now();
-        let (changes, source) = self.changes_between(tenant, base.lsn, target.lsn).await?;
-        let read_ms = reading.elapsed().as_millis() as u64;
+        let source = self.replay_source(tenant, base.lsn, target.lsn).await?;
         let lake_names = latest_names(&versions);
 
         // Build the restored database beside the tenants.
@@ -343,7 +344,8 @@ impl Tenants {
         let branch = into.is_some();
         let replay_progress = |done: usize| progress(Progress::Replaying { done: done as u64, total, source: source_name });
         let dir = staging_dir.clone();
-        let (head_after, replay_ms) = run_blocking_with_progress(replay_progress, move |report| {
+        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Vec<Value>>>(2);
+        let replaying = run_blocking_with_progress(replay_progress, move |report| {
             runtime.wait_ready()?;
             let mut db = TenantDb::open(&dir, runtime.settings())?;
             let renames = match source {
@@ -351,8 +353,15 @@ impl Tenants {
                 ReplaySource::Log => HashMap::new(),
             };
             let replaying = Instant::now();
-            let replayed = db.replay(&changes, source, &renames, &mut |done| report(done));
-            let replay_ms = replaying.elapsed().as_millis() as u64;
+            let mut waited = Duration::ZERO;
+            let mut pages = || {
+                let asked = Instant::now();
+                let page = pages_rx.blocking_recv();
+                waited += asked.elapsed();
+                page
+            };
+            let replayed = db.replay(&mut pages, source, &renames, &mut |done| report(done));
+            let replay_ms = replaying.elapsed().saturating_sub(waited).as_millis() as u64;
             // A branch starts its own log now; a restore in place does once
             // the head of what it replaces is known.
             let head = replayed.and_then(|()| if branch { db.rebase(0, &[], None).map(Some) } else { Ok(None) });
@@ -360,8 +369,10 @@ impl Tenants {
             let head = head?;
             closed?;
             Ok((head, replay_ms))
-        })
-        .await?;
+        });
+        let reading = self.send_changes(tenant, source, base.lsn, target.lsn, pages_tx);
+        let (replayed, read_ms) = tokio::join!(replaying, reading);
+        let (head_after, replay_ms) = replayed?;
 
         let report = |undo, head_lsn| RestoreReport {
             tenant: tenant.to_string(),
@@ -410,54 +421,81 @@ impl Tenants {
         Ok(Restoring(self, names))
     }
 
-    /// The changes in `(after, upto]`, from the change log if it still holds
-    /// them all, else from the lake. Checked to be exactly those LSNs.
-    async fn changes_between(&self, tenant: &TenantId, after: u64, upto: u64) -> Result<(Vec<Value>, ReplaySource)> {
+    /// Where the changes in `(after, upto]` are read from: the change log
+    /// if it still holds them all, else the lake (once it holds them).
+    async fn replay_source(&self, tenant: &TenantId, after: u64, upto: u64) -> Result<ReplaySource> {
         if upto == after {
-            return Ok((Vec::new(), ReplaySource::Log));
+            return Ok(ReplaySource::Log);
         }
         let stats = self.log_stats(tenant).await?;
-        let (changes, source) = if stats.tail_lsn > 0 && stats.tail_lsn <= after + 1 && stats.head_lsn >= upto {
-            let mut changes = Vec::with_capacity((upto - after) as usize);
-            let mut since = after;
-            while since < upto {
-                let page = self.read_changes(tenant, since, PAGE.min(upto - since)).await?;
-                if page.changes.is_empty() {
-                    break;
-                }
-                since = page.next_lsn;
-                changes.extend(page.changes.into_iter().filter(|c| c["lsn"].as_u64().is_some_and(|l| l <= upto)));
-            }
-            (changes, ReplaySource::Log)
-        } else {
-            let history = self.history().ok_or_else(|| {
-                Error::bad_request(
-                    "outside_retention_window",
-                    format!(
-                        "tenant {tenant}'s change log no longer holds LSNs {} to {upto} (it starts at {}), and no lake is configured to replay them from",
-                        after + 1,
-                        stats.tail_lsn
-                    ),
-                )
-            })?;
-            self.wait_for_history(&history, tenant, upto).await?;
-            (history.changes(tenant, after, upto).await?, ReplaySource::Lake)
-        };
-        let contiguous = changes.len() as u64 == upto - after
-            && changes.iter().zip(after + 1..).all(|(c, lsn)| c["lsn"].as_u64() == Some(lsn));
-        if !contiguous {
-            return Err(Error::Engine(format!(
-                "tenant {tenant}: expected the {} changes from LSN {} to {upto}, found {} ({})",
-                upto - after,
-                after + 1,
-                changes.len(),
-                match source {
-                    ReplaySource::Log => "in the change log",
-                    ReplaySource::Lake => "in the lake",
-                }
-            )));
+        if stats.tail_lsn > 0 && stats.tail_lsn <= after + 1 && stats.head_lsn >= upto {
+            return Ok(ReplaySource::Log);
         }
-        Ok((changes, source))
+        let history = self.history().ok_or_else(|| {
+            Error::bad_request(
+                "outside_retention_window",
+                format!(
+                    "tenant {tenant}'s change log no longer holds LSNs {} to {upto} (it starts at {}), and no lake is configured to replay them from",
+                    after + 1,
+                    stats.tail_lsn
+                ),
+            )
+        })?;
+        self.wait_for_history(&history, tenant, upto).await?;
+        Ok(ReplaySource::Lake)
+    }
+
+    /// Read the changes in `(after, upto]` from `source` page by page into
+    /// `pages`, each checked to hold exactly the next LSNs; a failure is
+    /// sent as the last page. Returns the milliseconds spent reading.
+    async fn send_changes(
+        &self,
+        tenant: &TenantId,
+        source: ReplaySource,
+        after: u64,
+        upto: u64,
+        pages: tokio::sync::mpsc::Sender<Result<Vec<Value>>>,
+    ) -> u64 {
+        let mut reading = Duration::ZERO;
+        let mut next = after + 1;
+        while next <= upto {
+            let started = Instant::now();
+            let page = match source {
+                ReplaySource::Log => self.read_changes(tenant, next - 1, PAGE.min(upto + 1 - next)).await.map(|p| p.changes),
+                ReplaySource::Lake => match self.history() {
+                    Some(history) => history.changes(tenant, next - 1, (next - 1 + LAKE_PAGE).min(upto)).await,
+                    None => Err(Error::Engine("the lake went away mid-restore".into())),
+                },
+            };
+            reading += started.elapsed();
+            let page = page.and_then(|changes| {
+                let wanted = match source {
+                    ReplaySource::Log => (PAGE.min(upto + 1 - next)) as usize,
+                    ReplaySource::Lake => LAKE_PAGE.min(upto + 1 - next) as usize,
+                };
+                let exact = changes.len() == wanted && changes.iter().zip(next..).all(|(c, lsn)| c["lsn"].as_u64() == Some(lsn));
+                if exact {
+                    return Ok(changes);
+                }
+                Err(Error::Engine(format!(
+                    "tenant {tenant}: expected the {wanted} changes from LSN {next} {}, found {} starting at {}",
+                    match source {
+                        ReplaySource::Log => "in the change log",
+                        ReplaySource::Lake => "in the lake",
+                    },
+                    changes.len(),
+                    changes.first().map_or("none".to_owned(), |c| c["lsn"].to_string())
+                )))
+            });
+            let failed = page.is_err();
+            if let Ok(changes) = &page {
+                next += changes.len() as u64;
+            }
+            if pages.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+        reading.as_millis() as u64
     }
 
     /// Wait until the lake holds every change of `tenant` up to `lsn`.
