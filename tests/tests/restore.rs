@@ -442,6 +442,61 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     assert_eq!(lake(restored_head).await, before);
 }
 
+/// A crash in the middle of a restore in place, at the two points where the
+/// disk holds something half done: the server comes back with the tenant
+/// as the restore found it (moved aside, not yet replaced: put back) or as
+/// the restore made it (replaced, the old directory not yet removed).
+#[tokio::test]
+async fn a_crash_mid_restore_leaves_the_tenant_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["--backup-interval", "off", "--lake", "false"]).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 50) g").await;
+    let (status, body) = c.post("/t/acme/backups", &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let at_backup = c.head_lsn("acme").await;
+    c.exec("acme", "UPDATE t SET v = 'b' WHERE id <= 10; DELETE FROM t WHERE id > 40").await;
+    let rows = |c: &Client, t: &'static str| {
+        let c = c.clone();
+        async move { c.rows(t, "SELECT id, v FROM t ORDER BY id", json!([])).await }
+    };
+    let live = rows(&c, "acme").await;
+    // A finished restore of the tenant, to stand in as the staged database.
+    let (status, report) = restore(&c, "acme", json!({ "to": format!("lsn:{at_backup}"), "into": "staged" })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let restored = rows(&c, "staged").await;
+    assert_ne!(restored, live);
+    server.stop();
+
+    // Crashed between moving the tenant aside and moving the restored one in.
+    let tenants = data.join("tenants");
+    std::fs::rename(tenants.join("acme"), tenants.join(".replaced-acme")).unwrap();
+    std::fs::rename(tenants.join("staged"), tenants.join(".restoring-acme")).unwrap();
+    server.restart().await;
+    let c = server.client();
+    assert_eq!(rows(&c, "acme").await, live, "the tenant the restore had moved aside is back");
+    assert!(!tenants.join(".replaced-acme").exists() && !tenants.join(".restoring-acme").exists());
+    let (_, ping) = c.get("/t/staged/ping").await;
+    assert_eq!(ping["exists"], false, "{ping}");
+    let head = c.head_lsn("acme").await;
+    c.exec("acme", "INSERT INTO t VALUES (100, 'after')").await;
+    assert_eq!(c.head_lsn("acme").await, head + 1);
+    let live = rows(&c, "acme").await;
+    server.stop();
+
+    // Crashed after the swap, before the replaced directory was removed.
+    let copied = std::process::Command::new("cp")
+        .args(["-a", tenants.join("acme").to_str().unwrap(), tenants.join(".replaced-acme").to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    server.restart().await;
+    let c = server.client();
+    assert_eq!(rows(&c, "acme").await, live, "the tenant in place stays");
+    assert!(!tenants.join(".replaced-acme").exists());
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
