@@ -191,6 +191,37 @@ async fn the_disk_budget_sends_the_least_recently_used_cold() {
     }
 }
 
+/// The size health and `tidelake tenants` show is the directory's, and
+/// follows it when the tenant wakes, writes and sleeps again (a closed
+/// tenant's size is measured once per close, not at every listing).
+#[tokio::test]
+async fn listed_sizes_follow_the_directory_across_wakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--hibernate-after", "300ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"]).await;
+    let c = server.client();
+    let listed = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let (status, health) = c.get("/health").await;
+            assert_eq!(status, StatusCode::OK, "{health}");
+            let entry = health["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "acme").cloned();
+            entry.unwrap_or_else(|| panic!("{health}"))["diskBytes"].as_u64().unwrap()
+        }
+    };
+    let mut sizes = Vec::new();
+    for rows in [50, 3000] {
+        fill(&c, "acme", rows).await;
+        let closed = eventually(Duration::from_secs(30), || async { c.engine_state("acme").await == "hibernated" }).await;
+        assert!(closed);
+        let on_disk = dir_size(&data.join("tenants/acme"));
+        assert_eq!(listed(&c).await, on_disk);
+        assert_eq!(listed(&c).await, on_disk, "listed twice");
+        sizes.push(on_disk);
+    }
+    assert!(sizes[1] > sizes[0], "{sizes:?}");
+}
+
 fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| {

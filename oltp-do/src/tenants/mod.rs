@@ -51,7 +51,13 @@ pub struct Tenants {
     history: Mutex<Option<Arc<dyn History>>>,
     /// Tenants being restored (or branched into).
     restoring: Mutex<HashSet<TenantId>>,
+    /// Sizes of closed tenant directories, each with the stamp of the file
+    /// their clean close left (opening removes it, closing rewrites it).
+    sizes: Mutex<HashMap<PathBuf, (DiskStamp, u64)>>,
 }
+
+/// What identifies one clean close of a tenant directory.
+type DiskStamp = (u64, Option<SystemTime>);
 
 /// A tenant's newest base backup.
 #[derive(Debug, Clone, Copy)]
@@ -189,6 +195,7 @@ impl Tenants {
             started: SystemTime::now(),
             history: Mutex::default(),
             restoring: Mutex::default(),
+            sizes: Mutex::default(),
         }))
     }
 
@@ -519,7 +526,7 @@ impl Tenants {
             }
         }
         if let Some(budget) = self.config.disk_budget {
-            let mut used: u64 = tenants.iter().map(|t| dir_size(&self.root(t))).sum();
+            let mut used: u64 = tenants.iter().map(|t| self.disk_size(&self.root(t))).sum();
             let mut lru = warm;
             lru.sort_by_key(|(_, last)| *last);
             for (tenant, _) in lru {
@@ -529,7 +536,7 @@ impl Tenants {
                 if demoted.contains(&tenant) {
                     continue;
                 }
-                let size = dir_size(&self.root(&tenant));
+                let size = self.disk_size(&self.root(&tenant));
                 if self.demote_logged(&tenant, &mut demoted).await {
                     used = used.saturating_sub(size);
                 }
@@ -859,6 +866,33 @@ impl Tenants {
         inner.actors.values().filter(|a| !a.is_closing()).count()
     }
 
+    /// Bytes a tenant directory takes on disk. A closed one is measured
+    /// once per clean close (a directory is a few hundred files: listing
+    /// thousands of tenants must not walk them all every time).
+    fn disk_size(&self, root: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = std::fs::metadata(root.join(CLOSED_HEAD_FILE)).ok().map(|m| (m.ino(), m.modified().ok()));
+        let mut sizes = self.sizes.lock().expect("sizes poisoned");
+        match stamp {
+            Some(stamp) => {
+                if let Some((known, size)) = sizes.get(root)
+                    && *known == stamp
+                {
+                    return *size;
+                }
+                drop(sizes);
+                let size = dir_size(root);
+                self.sizes.lock().expect("sizes poisoned").insert(root.to_path_buf(), (stamp, size));
+                size
+            }
+            None => {
+                sizes.remove(root);
+                drop(sizes);
+                dir_size(root)
+            }
+        }
+    }
+
     /// Status of one tenant, or of every tenant on disk or open.
     pub fn status(&self, only: Option<&TenantId>) -> Vec<TenantStatus> {
         let mut names: Vec<TenantId> = match only {
@@ -874,8 +908,9 @@ impl Tenants {
         names.dedup();
         let reporters = self.reporters.lock().expect("reporters poisoned").clone();
         let inner = self.inner.lock().expect("tenant registry poisoned");
-        names
-            .into_iter()
+        let mut list: Vec<TenantStatus> = names
+            .iter()
+            .cloned()
             .map(|tenant| {
                 let root = self.root(&tenant);
                 let actor = inner.actors.get(&tenant);
@@ -899,7 +934,8 @@ impl Tenants {
                     engine: actor.map_or(EngineState::Hibernated, |a| a.engine_state()),
                     tier,
                     exists: on_disk || cold.is_some(),
-                    disk_bytes: dir_size(&root),
+                    // Measured below, without the registry locked.
+                    disk_bytes: 0,
                     archive_bytes: cold.map(|m| m.bytes),
                     last_backup,
                     last_access_ms: last_access
@@ -915,7 +951,12 @@ impl Tenants {
                     tenant: tenant.to_string(),
                 }
             })
-            .collect()
+            .collect();
+        drop(inner);
+        for (status, tenant) in list.iter_mut().zip(&names) {
+            status.disk_bytes = self.disk_size(&self.root(tenant));
+        }
+        list
     }
 }
 
