@@ -236,10 +236,10 @@ impl ActorHandle {
         self.quiet.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Whether a client's request is queued or running (quiet work, such as
-    /// a base backup, is not).
-    pub fn serving(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > self.quiet.load(Ordering::SeqCst)
+    /// Clients' requests queued or running (quiet work, such as a base
+    /// backup, is not counted).
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst).saturating_sub(self.quiet.load(Ordering::SeqCst))
     }
 
     pub fn end_request(&self) {

@@ -606,7 +606,7 @@ impl Tenants {
                 .actors
                 .values()
                 .filter(|a| !a.is_closing())
-                .min_by_key(|a| (a.serving(), a.last_used_ms()))
+                .min_by_key(|a| (a.requests_in_flight() > 0, a.last_used_ms()))
                 .cloned();
             if let Some(victim) = victim
                 && victim.begin_close()
@@ -941,7 +941,7 @@ impl Tenants {
                     last_access_ms: last_access
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .map(|d| d.as_millis() as u64),
-                    in_flight: actor.map_or(0, |a| a.in_flight()),
+                    in_flight: actor.map_or(0, |a| a.requests_in_flight()),
                     change_log: inner
                         .feeds
                         .get(&tenant)
