@@ -785,12 +785,22 @@ impl Tenants {
 
     /// Acknowledge for a consumer that must not wake the tenant: applied now
     /// if the database is open, else when it next opens (trimming can wait).
+    /// Quiet too: it does not count as a use of the tenant (nor keep it
+    /// from hibernating or being evicted), and a tenant that began closing
+    /// meanwhile is not reopened for it.
     pub async fn acknowledge_quietly(&self, tenant: &TenantId, consumer: &str, lsn: u64) -> Result<()> {
-        if self.is_open(tenant) {
-            return self.acknowledge(tenant, consumer, lsn).await.map(|_| ());
+        let work = Work::Acknowledge {
+            consumer: consumer.to_owned(),
+            lsn,
+            retention: self.config.change_retention,
+        };
+        match self.run_quietly(tenant, work).await {
+            Some(done) => done.map(|_| ()),
+            None => {
+                self.feed(tenant).defer_ack(consumer, lsn, self.config.change_retention);
+                Ok(())
+            }
         }
-        self.feed(tenant).defer_ack(consumer, lsn, self.config.change_retention);
-        Ok(())
     }
 
     fn is_open(&self, tenant: &TenantId) -> bool {
