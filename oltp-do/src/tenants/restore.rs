@@ -459,21 +459,22 @@ impl Tenants {
         let mut reading = Duration::ZERO;
         let mut next = after + 1;
         while next <= upto {
+            let wanted = match source {
+                ReplaySource::Log => PAGE,
+                ReplaySource::Lake => LAKE_PAGE,
+            }
+            .min(upto + 1 - next);
             let started = Instant::now();
             let page = match source {
-                ReplaySource::Log => self.read_changes(tenant, next - 1, PAGE.min(upto + 1 - next)).await.map(|p| p.changes),
+                ReplaySource::Log => self.read_changes(tenant, next - 1, wanted).await.map(|p| p.changes),
                 ReplaySource::Lake => match self.history() {
-                    Some(history) => history.changes(tenant, next - 1, (next - 1 + LAKE_PAGE).min(upto)).await,
+                    Some(history) => history.changes(tenant, next - 1, next - 1 + wanted).await,
                     None => Err(Error::Engine("the lake went away mid-restore".into())),
                 },
             };
             reading += started.elapsed();
             let page = page.and_then(|changes| {
-                let wanted = match source {
-                    ReplaySource::Log => (PAGE.min(upto + 1 - next)) as usize,
-                    ReplaySource::Lake => LAKE_PAGE.min(upto + 1 - next) as usize,
-                };
-                let exact = changes.len() == wanted && changes.iter().zip(next..).all(|(c, lsn)| c["lsn"].as_u64() == Some(lsn));
+                let exact = changes.len() as u64 == wanted && changes.iter().zip(next..).all(|(c, lsn)| c["lsn"].as_u64() == Some(lsn));
                 if exact {
                     return Ok(changes);
                 }
