@@ -65,12 +65,14 @@ pub async fn restore(url: &str, tenant: &str, to: &str, into: Option<&str>) -> R
         Some(branch) => format!("branched {tenant} into {branch}"),
         None => format!("restored {tenant}"),
     };
+    let plural = |n: &Value| if n.as_u64() == Some(1) { "" } else { "s" };
     println!(
-        "{what} at {} from the base backup at LSN {} ({} change{} replayed) in {seconds:.1} s",
+        "{what} at {} from the base backup at LSN {} ({} change{} replayed, {} logged for the lake) in {seconds:.1} s",
         report["target"]["bookmark"].as_str().unwrap_or("?"),
         base["lsn"],
         report["replayed"],
-        if report["replayed"].as_u64() == Some(1) { "" } else { "s" },
+        plural(&report["replayed"]),
+        report["logged"],
     );
     if let Some(undo) = report["undo"].as_str() {
         println!("undo with: tidelake restore --tenant {tenant} --to {undo}");

@@ -144,6 +144,8 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
         let (status, report) = restore(&c, "acme", json!({ "to": at, "into": branch })).await;
         assert_eq!(status, StatusCode::OK, "restore to instant {i}: {report}");
         assert_eq!(report["target"]["lsn"], heads[i], "{report}");
+        // A branch logs all its rows: its log starts at LSN 1.
+        assert_eq!(report["logged"], report["headLsn"], "{report}");
         let base = report["baseBackup"]["lsn"].as_u64().unwrap();
         assert_eq!(report["replayed"].as_u64().unwrap(), heads[i] - base, "{report}");
         if heads[i] > base {
@@ -182,6 +184,7 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
     assert!(printed.starts_with(&format!("restored acme at lsn:{} ", heads[1])), "{printed}");
+    assert!(printed.contains(" logged for the lake) in "), "{printed}");
     let undo = format!("lsn:{}", heads[3]);
     assert!(printed.contains(&format!("undo with: tidelake restore --tenant acme --to {undo}")), "{printed}");
     assert_eq!(state(&c, "acme").await, states[1]);
@@ -315,7 +318,7 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     assert_eq!(status, StatusCode::OK, "{report}");
     let undo = head + 3;
     assert_eq!(report["undo"], format!("lsn:{undo}"), "{report}");
-    assert_eq!(report["headLsn"].as_u64(), Some(undo + 3 + 1), "{report}");
+    assert_eq!((report["headLsn"].as_u64(), report["logged"].as_u64()), (Some(undo + 3 + 1), Some(3 + 1)), "{report}");
     assert_eq!(c.rows("solo", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
     let (status, page) = c.get(&format!("/t/solo/changes?since={undo}")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -426,7 +429,7 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["undo"], format!("lsn:{head}"), "{report}");
     let restored_head = report["headLsn"].as_u64().unwrap();
-    assert_eq!(restored_head - head, 7 + 4 + 3, "{report}");
+    assert_eq!((restored_head - head, report["logged"].as_u64()), (7 + 4 + 3, Some(7 + 4 + 3)), "{report}");
     assert_eq!(tables("keys").await, before);
     c.wait_shipped("keys").await;
     assert_eq!(lake(restored_head).await, before);
@@ -435,7 +438,7 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{head}") })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let undone_head = report["headLsn"].as_u64().unwrap();
-    assert_eq!(undone_head - restored_head, 7 + 4 + 3, "{report}");
+    assert_eq!((undone_head - restored_head, report["logged"].as_u64()), (7 + 4 + 3, Some(7 + 4 + 3)), "{report}");
     assert_eq!(tables("keys").await, after);
     c.wait_shipped("keys").await;
     assert_eq!(lake(undone_head).await, after);

@@ -153,6 +153,9 @@ pub struct RestoreReport {
     /// The restored tenant's newest LSN (its change log continues above the
     /// LSNs it replaced).
     pub head_lsn: u64,
+    /// Changes the restored database logged for the lake (in place: how it
+    /// differs from what it replaced; a branch: all its rows).
+    pub logged: u64,
     /// Reading the changes to replay, from the log or the lake.
     pub read_ms: u64,
     /// Applying them to the base backup.
@@ -374,15 +377,16 @@ impl Tenants {
         let (replayed, read_ms) = tokio::join!(replaying, reading);
         let (head_after, replay_ms) = replayed?;
 
-        let report = |undo, head_lsn| RestoreReport {
+        let report = |undo: Option<u64>, head_lsn: u64| RestoreReport {
             tenant: tenant.to_string(),
             into: into.map(|t| t.to_string()),
             target: target.clone(),
             base_backup: base.clone(),
             replayed: total,
             replayed_from: source_name,
-            undo,
+            undo: undo.map(|lsn| format!("lsn:{lsn}")),
             head_lsn,
+            logged: head_lsn - undo.unwrap_or(0),
             read_ms,
             replay_ms,
             took_ms: 0,
@@ -395,7 +399,7 @@ impl Tenants {
             report(None, head)
         } else {
             let (undo, head) = self.install_in_place(tenant, target.lsn, &mut staging, progress).await?;
-            report(Some(format!("lsn:{undo}")), head)
+            report(Some(undo), head)
         };
         done.took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
