@@ -311,14 +311,17 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
 
     // In place, with the change log holding what it undoes (no lake here):
     // kv logs its three differing keys; tally, without a primary key, is
-    // logged whole (a truncate: it is empty); untouched tables log nothing.
+    // logged whole (a truncate: it is empty), and so is login, truncated
+    // since (a truncate and its row); untouched tables log nothing.
+    c.exec("solo", "INSERT INTO login VALUES (5, 'e@x')").await;
     let head = c.head_lsn("solo").await;
-    c.exec("solo", "UPDATE kv SET v = 'changed' WHERE k = 1; DELETE FROM kv WHERE k = 2; INSERT INTO kv VALUES (3, 'z', 0)").await;
+    c.exec("solo", "UPDATE kv SET v = 'changed' WHERE k = 1; DELETE FROM kv WHERE k = 2; INSERT INTO kv VALUES (3, 'z', 0); TRUNCATE login").await;
     let (status, report) = restore(&c, "solo", json!({ "to": format!("lsn:{head}") })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    let undo = head + 3;
+    let undo = head + 4;
     assert_eq!(report["undo"], format!("lsn:{undo}"), "{report}");
-    assert_eq!((report["headLsn"].as_u64(), report["logged"].as_u64()), (Some(undo + 3 + 1), Some(3 + 1)), "{report}");
+    assert_eq!((report["headLsn"].as_u64(), report["logged"].as_u64()), (Some(undo + 6), Some(6)), "{report}");
+    assert_eq!(c.rows("solo", "SELECT * FROM login", json!([])).await, vec![json!({"id": 5, "email": "e@x"})]);
     assert_eq!(c.rows("solo", "SELECT * FROM kv ORDER BY k", json!([])).await, kv);
     let (status, page) = c.get(&format!("/t/solo/changes?since={undo}")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -330,6 +333,8 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
             json!(["insert", "kv", {"k": 2, "v": "y", "w": 3}, null]),
             json!(["delete", "kv", null, {"k": 3, "v": "z", "w": 0}]),
             json!(["truncate", "tally", null, null]),
+            json!(["truncate", "login", null, null]),
+            json!(["insert", "login", {"id": 5, "email": "e@x"}, null]),
         ]
     );
 }

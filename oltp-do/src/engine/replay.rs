@@ -443,7 +443,6 @@ impl Run {
 /// cannot be told by key.
 pub fn rows_at_head(changes: &[Value], tables: &HashMap<String, Vec<String>>) -> Value {
     let mut runs: HashMap<&str, Run> = tables.keys().map(|t| (t.as_str(), Run::default())).collect();
-    let mut truncated = Vec::new();
     for change in changes {
         let table = qualified(change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
         let (Some(primary_key), Some(run)) = (tables.get(&table), runs.get_mut(table.as_str())) else { continue };
@@ -452,14 +451,14 @@ pub fn rows_at_head(changes: &[Value], tables: &HashMap<String, Vec<String>>) ->
             Some("insert") => run.put(primary_key, None, row("new"), false),
             Some("update") => run.put(primary_key, row("old"), row("new"), true),
             Some("delete") => run.put(primary_key, row("old"), None, false),
-            _ => truncated.push(table),
+            // Truncated: logged whole.
+            _ => {
+                runs.remove(table.as_str());
+            }
         }
     }
     let mut out = Map::new();
     for (table, run) in runs {
-        if truncated.iter().any(|t| t == table) {
-            continue;
-        }
         let entries = run.rows.into_iter().map(|t| json!({"key": t.key, "head": t.row})).collect();
         out.insert(table.to_owned(), Value::Array(entries));
     }

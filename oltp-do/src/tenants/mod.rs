@@ -775,12 +775,15 @@ impl Tenants {
 
     /// A consumer has durably taken every change up to `lsn`: trim the log.
     pub async fn acknowledge(&self, tenant: &TenantId, consumer: &str, lsn: u64) -> Result<LogStats> {
-        let work = Work::Acknowledge {
+        self.run(tenant, self.acknowledgement(consumer, lsn)).await?.into_stats()
+    }
+
+    fn acknowledgement(&self, consumer: &str, lsn: u64) -> Work {
+        Work::Acknowledge {
             consumer: consumer.to_owned(),
             lsn,
             retention: self.config.change_retention,
-        };
-        self.run(tenant, work).await?.into_stats()
+        }
     }
 
     /// Acknowledge for a consumer that must not wake the tenant: applied now
@@ -789,12 +792,7 @@ impl Tenants {
     /// from hibernating or being evicted), and a tenant that began closing
     /// meanwhile is not reopened for it.
     pub async fn acknowledge_quietly(&self, tenant: &TenantId, consumer: &str, lsn: u64) -> Result<()> {
-        let work = Work::Acknowledge {
-            consumer: consumer.to_owned(),
-            lsn,
-            retention: self.config.change_retention,
-        };
-        match self.run_quietly(tenant, work).await {
+        match self.run_quietly(tenant, self.acknowledgement(consumer, lsn)).await {
             Some(done) => done.map(|_| ()),
             None => {
                 self.feed(tenant).defer_ack(consumer, lsn, self.config.change_retention);
