@@ -442,10 +442,7 @@ async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
         let c = c.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            for _ in 0..2000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
+            while !stop.load(Ordering::Relaxed) {
                 c.exec(t, "INSERT INTO ticks DEFAULT VALUES").await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -156,15 +156,17 @@ BEGIN
     -- is not deferrable is unique after every row, so that order is a
     -- consistent history. A deferrable key may be traded between rows
     -- within one statement: there a row whose old key another row took over
-    -- stays an update (that row logs the old key's new state).
+    -- stays an update (that row logs the old key's new state). Whether the
+    -- key is deferrable is looked up when a key moves, not when the trigger
+    -- is written: re-adding the key as DEFERRABLE in one ALTER TABLE leaves
+    -- the table's schema signature as it was, so no new trigger follows.
     IF cardinality(key) > 0 THEN
-        key_moved := format('ROW(%s) IS DISTINCT FROM ROW(%s)',
+        key_moved := format(
+            'ROW(%s) IS DISTINCT FROM ROW(%s) AND NOT (EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s AND contype = ''p'' AND condeferrable) AND EXISTS (SELECT 1 FROM %s AS t WHERE %s))',
             (SELECT string_agg('OLD.' || k, ', ') FROM unnest(key) k),
-            (SELECT string_agg('NEW.' || k, ', ') FROM unnest(key) k));
-        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = rel AND contype = 'p' AND condeferrable) THEN
-            key_moved := format('%s AND NOT EXISTS (SELECT 1 FROM %s AS t WHERE %s)', key_moved, rel::regclass,
-                (SELECT string_agg('t.' || k || ' = OLD.' || k, ' AND ') FROM unnest(key) k));
-        END IF;
+            (SELECT string_agg('NEW.' || k, ', ') FROM unnest(key) k),
+            rel::oid, rel::regclass,
+            (SELECT string_agg('t.' || k || ' = OLD.' || k, ' AND ') FROM unnest(key) k));
     END IF;
 
     EXECUTE format($f$
@@ -476,5 +478,5 @@ $fn$;
 SELECT tidelake.reinstall_all();
 SELECT tidelake.sync_schema();
 
-INSERT INTO tidelake.meta VALUES ('capture_version', '5')
+INSERT INTO tidelake.meta VALUES ('capture_version', '6')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
