@@ -118,7 +118,95 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
             cold.as_secs_f64() / native.as_secs_f64()
         ));
     }
+    listing(&mut report, work.path(), &pg_bin).await?;
     report.save(out.as_deref())
+}
+
+/// Tenants in the listing benchmark.
+const LISTED: usize = 300;
+/// Listings timed on each side.
+const LISTINGS: usize = 21;
+
+/// Listing every tenant with its size — `GET /health` with `LISTED`
+/// hibernated tenants — beside native PostgreSQL listing as many databases
+/// of one cluster with theirs (`pg_database_size`, which walks each
+/// database's directory), each over a connection already open.
+async fn listing(report: &mut Report, work: &Path, pg_bin: &Path) -> Result<()> {
+    let server = Server::start(
+        &work.join("listing"),
+        &["--hibernate-after", "200ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"],
+    )
+    .await;
+    let c = server.client();
+    for i in 0..LISTED {
+        c.exec(&format!("t{i}"), "CREATE TABLE items (id int PRIMARY KEY, body text); INSERT INTO items VALUES (1, 'one')").await;
+    }
+    let all_warm = eventually(Duration::from_secs(120), || async {
+        let (_, health) = c.get("/health").await;
+        let tenants = health["tenants"].as_array().cloned().unwrap_or_default();
+        tenants.len() == LISTED && tenants.iter().all(|t| t["tier"] == "warm")
+    })
+    .await;
+    anyhow::ensure!(all_warm, "the {LISTED} tenants did not all hibernate");
+    let mut ours = Vec::new();
+    let mut listed_bytes = 0;
+    for _ in 0..LISTINGS {
+        let started = Instant::now();
+        let (_, health) = c.get("/health").await;
+        ours.push(started.elapsed());
+        let tenants = health["tenants"].as_array().context("tenants")?;
+        anyhow::ensure!(tenants.len() == LISTED, "listed {} tenants", tenants.len());
+        listed_bytes = tenants.iter().map(|t| t["diskBytes"].as_u64().unwrap_or(0)).sum::<u64>();
+    }
+    drop(server);
+
+    let pg = NativePg::new(pg_bin, &work.join("pg-listing"))?;
+    let data = work.join("pg-listing").join("data");
+    pg.initdb(&data)?;
+    pg.start(&data)?;
+    pg.psql("CREATE TABLE items (id int PRIMARY KEY, body text); INSERT INTO items VALUES (1, 'one')")?;
+    let (client, conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port()), tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(conn);
+    for i in 0..LISTED {
+        // Each a copy of the `postgres` database, table and row included.
+        client.batch_execute(&format!("CREATE DATABASE t{i} TEMPLATE postgres")).await?;
+    }
+    let mut native = Vec::new();
+    let mut native_bytes = 0;
+    for _ in 0..LISTINGS {
+        let started = Instant::now();
+        let rows = client
+            .query("SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datname ~ '^t[0-9]+$'", &[])
+            .await?;
+        native.push(started.elapsed());
+        anyhow::ensure!(rows.len() == LISTED, "native listed {} databases", rows.len());
+        native_bytes = rows.iter().map(|r| r.get::<_, i64>(1) as u64).sum::<u64>();
+    }
+    drop(client);
+    let _ = connection.await;
+    pg.stop(&data)?;
+
+    let (ours, native) = (median(ours), median(native));
+    report.line(String::new());
+    report.line("## Listing many tenants".into());
+    report.line(String::new());
+    report.line(format!(
+        "`GET /health` listing {LISTED} hibernated tenants with tier, size and last access, beside native PostgreSQL listing {LISTED} databases"
+    ));
+    report.line(format!("of one cluster with `pg_database_size` over an open connection; median of {LISTINGS}."));
+    report.line(String::new());
+    report.line("| tenants | tidelake `GET /health` | native `pg_database_size` | tidelake / native | listed size (tidelake) | listed size (native) |".into());
+    report.line("|---|---|---|---|---|---|".into());
+    report.line(format!(
+        "| {LISTED} | {:.1} ms | {:.1} ms | {:.2} | {:.0} MiB | {:.0} MiB |",
+        ours.as_secs_f64() * 1000.0,
+        native.as_secs_f64() * 1000.0,
+        ours.as_secs_f64() / native.as_secs_f64(),
+        listed_bytes as f64 / 1048576.0,
+        native_bytes as f64 / 1048576.0
+    ));
+    Ok(())
 }
 
 /// Native PostgreSQL with the same data: packed like a tenant, then timed
