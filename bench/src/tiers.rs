@@ -2,7 +2,9 @@
 //! (archived in object storage), against its size, beside a warm wake (from
 //! local disk) and beside native PostgreSQL brought back the same way: the
 //! same archive format (tar + zstd, verified) unpacked, `pg_ctl start`, a
-//! connection and the same query.
+//! connection and the same query. Then the time to list many hibernated
+//! tenants with their sizes, beside native PostgreSQL listing as many
+//! databases with theirs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,8 +69,10 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     report.line("First query (`SELECT count(*)`) of a tenant, by tier, against native PostgreSQL restored the same way".into());
     report.line(format!("(archive unpacked, `pg_ctl start`, connect, same query); median of {REPEAT}; archive on the local file system."));
     report.line(String::new());
-    report.line("| table data | directory | archive | cold wake | warm wake | native PostgreSQL from archive | cold / native |".into());
-    report.line("|---|---|---|---|---|---|---|".into());
+    report.line("Directory: its files' lengths (what the archive packs); on disk: what they take (`du`), hibernated.".into());
+    report.line(String::new());
+    report.line("| table data | directory | on disk | archive | cold wake | warm wake | native PostgreSQL from archive | cold / native |".into());
+    report.line("|---|---|---|---|---|---|---|---|".into());
 
     for mb in SIZES_MB {
         let tenant = format!("size-{mb}");
@@ -100,6 +104,10 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
         let server = Server::start(&dir, &["--hibernate-after", "200ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"]).await;
         let c = server.client();
         fill(&c, &tenant, mb).await;
+        if !eventually(Duration::from_secs(60), || async { tier(&c, &tenant).await == "warm" }).await {
+            bail!("{tenant} did not hibernate");
+        }
+        let on_disk = oltp_do::files::disk_usage(&dir.join("tenants").join(&tenant));
         let mut warm = Vec::new();
         for _ in 0..REPEAT {
             warm.push(first_query(&c, &tenant, "warm").await?);
@@ -109,8 +117,9 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
         let native = native_from_archive(&pg_bin, &work.path().join(format!("pg-{mb}")), mb)?;
         let (cold, warm) = (median(cold), median(warm));
         report.line(format!(
-            "| {mb} MB | {:.1} MiB | {:.1} MiB | {} | {} | {} | {:.2} |",
+            "| {mb} MB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} | {} | {:.2} |",
             raw as f64 / 1048576.0,
+            on_disk as f64 / 1048576.0,
             archive as f64 / 1048576.0,
             ms(cold),
             ms(warm),
@@ -158,6 +167,7 @@ async fn listing(report: &mut Report, work: &Path, pg_bin: &Path) -> Result<()> 
         anyhow::ensure!(tenants.len() == LISTED, "listed {} tenants", tenants.len());
         listed_bytes = tenants.iter().map(|t| t["diskBytes"].as_u64().unwrap_or(0)).sum::<u64>();
     }
+    let tenants_on_disk = oltp_do::files::disk_usage(&work.join("listing").join("tenants"));
     drop(server);
 
     let pg = NativePg::new(pg_bin, &work.join("pg-listing"))?;
@@ -186,6 +196,7 @@ async fn listing(report: &mut Report, work: &Path, pg_bin: &Path) -> Result<()> 
     drop(client);
     let _ = connection.await;
     pg.stop(&data)?;
+    let cluster_on_disk = oltp_do::files::disk_usage(&data);
 
     let (ours, native) = (median(ours), median(native));
     report.line(String::new());
@@ -196,15 +207,21 @@ async fn listing(report: &mut Report, work: &Path, pg_bin: &Path) -> Result<()> 
     ));
     report.line(format!("of one cluster with `pg_database_size` over an open connection; median of {LISTINGS}."));
     report.line(String::new());
-    report.line("| tenants | tidelake `GET /health` | native `pg_database_size` | tidelake / native | listed size (tidelake) | listed size (native) |".into());
-    report.line("|---|---|---|---|---|---|".into());
+    report.line("Listed: the sizes each side lists, summed (tidelake: what each tenant directory takes on disk; `pg_database_size`: its files' lengths).".into());
+    report.line("On disk: `du` of the tenants directory / of the whole cluster (WAL included).".into());
+    report.line(String::new());
+    report.line("| tenants | tidelake `GET /health` | native `pg_database_size` | tidelake / native | listed (tidelake) | listed (native) | on disk (tidelake) | on disk (native) |".into());
+    report.line("|---|---|---|---|---|---|---|---|".into());
+    let mib = |b: u64| b as f64 / 1048576.0;
     report.line(format!(
-        "| {LISTED} | {:.1} ms | {:.1} ms | {:.2} | {:.0} MiB | {:.0} MiB |",
+        "| {LISTED} | {:.1} ms | {:.1} ms | {:.2} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
         ours.as_secs_f64() * 1000.0,
         native.as_secs_f64() * 1000.0,
         ours.as_secs_f64() / native.as_secs_f64(),
-        listed_bytes as f64 / 1048576.0,
-        native_bytes as f64 / 1048576.0
+        mib(listed_bytes),
+        mib(native_bytes),
+        mib(tenants_on_disk),
+        mib(cluster_on_disk)
     ));
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod feed;
+pub mod files;
 pub mod protocol;
 pub mod sql_split;
 pub mod tenant_id;

@@ -105,6 +105,10 @@ async fn a_cold_tenant_wakes_with_exactly_its_data() {
     assert_eq!(tier(&c, "acme").await, "hot");
     assert!(!data.join("tenants/acme.cold").exists());
     assert_eq!(metric(&c, "tidelake_tenant_promotions_total").await, 1);
+    // Unpacked with the WAL segment's unwritten part left as holes: it
+    // takes less disk than its files' lengths add up to.
+    let (used, length) = (dir_size(&data.join("tenants/acme")), dir_length(&data.join("tenants/acme")));
+    assert!(length - used > 8 << 20, "{used} bytes on disk of {length}");
     // It keeps working, and a second cold cycle keeps the new writes too.
     fill(&c, "acme", 10).await;
     let acme = contents(&c, "acme").await;
@@ -222,15 +226,21 @@ async fn listed_sizes_follow_the_directory_across_wakes() {
     assert!(sizes[1] > sizes[0], "{sizes:?}");
 }
 
+/// What the directory takes on disk, as `du` counts it.
 fn dir_size(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| if e.path().is_dir() { dir_size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
-                .sum()
-        })
-        .unwrap_or(0)
+    du(path, "--block-size=1")
+}
+
+/// What the lengths of the directory's files add up to.
+fn dir_length(path: &Path) -> u64 {
+    du(path, "--bytes")
+}
+
+fn du(path: &Path, unit: &str) -> u64 {
+    let out = std::process::Command::new("du").args([unit, "-s"]).arg(path).output().unwrap();
+    assert!(out.status.success(), "du {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("du printed {text}"))
 }
 
 #[tokio::test]

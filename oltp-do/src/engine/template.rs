@@ -87,38 +87,12 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         } else if file_type.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
         } else {
-            copy_sparse(&entry.path(), &target)?;
+            // Over half of a fresh cluster is zero pages (most of its WAL
+            // segment): holes halve what creating a tenant writes.
+            crate::files::copy_sparse(&entry.path(), &target)?;
         }
     }
     Ok(())
-}
-
-/// Copy a file, leaving all-zero 8 KiB blocks as holes. Over half of a
-/// fresh cluster is zero pages (most of its preallocated WAL segment), so
-/// this halves what creating a tenant writes; reads of a hole return zeros.
-fn copy_sparse(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    const BLOCK: usize = 8192;
-    static ZEROS: [u8; BLOCK] = [0; BLOCK];
-    let data = fs::read(from)?;
-    let file = fs::File::create(to)?;
-    let mut run_start: Option<usize> = None;
-    for (i, block) in data.chunks(BLOCK).enumerate() {
-        let zero = block == &ZEROS[..block.len()];
-        match (zero, run_start) {
-            (false, None) => run_start = Some(i * BLOCK),
-            (true, Some(start)) => {
-                file.write_all_at(&data[start..i * BLOCK], start as u64)?;
-                run_start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(start) = run_start {
-        file.write_all_at(&data[start..], start as u64)?;
-    }
-    file.set_len(data.len() as u64)?;
-    file.set_permissions(fs::metadata(from)?.permissions())
 }
 
 fn io_error(what: &str, path: &Path, err: io::Error) -> Error {

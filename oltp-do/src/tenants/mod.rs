@@ -889,14 +889,14 @@ impl Tenants {
                     return *size;
                 }
                 drop(sizes);
-                let size = dir_size(root);
+                let size = crate::files::disk_usage(root);
                 self.sizes.lock().expect("sizes poisoned").insert(root.to_path_buf(), (stamp, size));
                 size
             }
             None => {
                 sizes.remove(root);
                 drop(sizes);
-                dir_size(root)
+                crate::files::disk_usage(root)
             }
         }
     }
@@ -999,16 +999,3 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::Engine(format!("{what} {}: {e}", path.display()))
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&entry.path()),
-            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
-}
