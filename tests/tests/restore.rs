@@ -376,16 +376,18 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     let base = c.head_lsn("keys").await;
 
     // A key moved, a chain of rows each taking the key the row before left,
-    // a composite key changed, keys traded under a deferrable key.
+    // a composite key changed; under a deferrable key, keys traded and a
+    // chain in one statement moving rows up a key, into one never used.
     c.exec(
         "keys",
         "UPDATE acct SET id = 100 WHERE id = 1; UPDATE acct SET id = id - 1 WHERE id BETWEEN 2 AND 6;
          UPDATE dual SET b = 'z' WHERE a = 1; UPDATE dual SET v = 5 WHERE a = 2;
-         UPDATE pair SET id = 3 - id WHERE id IN (1, 2); UPDATE pair SET id = 40 WHERE id = 4",
+         UPDATE pair SET id = 3 - id WHERE id IN (1, 2); UPDATE pair SET id = id + 1 WHERE id >= 2",
     )
     .await;
     let after = tables("keys").await;
     assert_eq!(after["acct"][0], json!({"id": 1, "v": "a2"}), "{after}");
+    assert_eq!(after["pair"], json!([{"id": 1, "v": "p2"}, {"id": 3, "v": "p1"}, {"id": 4, "v": "p3"}, {"id": 5, "v": "p4"}]));
     let head = c.head_lsn("keys").await;
     c.wait_shipped("keys").await;
 
@@ -416,7 +418,9 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
         .post("/sql", &json!({ "sql": format!("SELECT _op AS op, count(*) AS n FROM keys.\"pair$changes\" WHERE _lsn > {base} GROUP BY _op ORDER BY _op") }))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["rows"], json!([{"op": "delete", "n": 1}, {"op": "insert", "n": 1}, {"op": "update", "n": 2}]));
+    // The chain: the row whose old key nobody took moved (delete + insert),
+    // the two that moved into taken keys are updates.
+    assert_eq!(body["rows"], json!([{"op": "delete", "n": 1}, {"op": "insert", "n": 1}, {"op": "update", "n": 4}]));
 
     // Once the log is trimmed, a restore replays the window from the lake.
     let trimmed = eventually(Duration::from_secs(30), || async {
@@ -430,14 +434,14 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     assert_eq!(tables("keys-then").await, after);
 
     // In place back to the base: the restored database logs only the keys
-    // that differ — acct 1–5 updated, 6 back, 100 gone; pair 1 and 2
-    // updated, 4 back, 40 gone; dual (1,x) back, (1,z) gone, (2,y) updated —
+    // that differ — acct 1–5 updated, 6 back, 100 gone; pair 1, 3 and 4
+    // updated, 2 back, 5 gone; dual (1,x) back, (1,z) gone, (2,y) updated —
     // not every row again. The lake follows, and still has the old timeline.
     let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{base}") })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["undo"], format!("lsn:{head}"), "{report}");
     let restored_head = report["headLsn"].as_u64().unwrap();
-    assert_eq!((restored_head - head, report["logged"].as_u64()), (7 + 4 + 3, Some(7 + 4 + 3)), "{report}");
+    assert_eq!((restored_head - head, report["logged"].as_u64()), (7 + 5 + 3, Some(7 + 5 + 3)), "{report}");
     assert_eq!(tables("keys").await, before);
     c.wait_shipped("keys").await;
     assert_eq!(lake(restored_head).await, before);
@@ -446,7 +450,7 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{head}") })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let undone_head = report["headLsn"].as_u64().unwrap();
-    assert_eq!((undone_head - restored_head, report["logged"].as_u64()), (7 + 4 + 3, Some(7 + 4 + 3)), "{report}");
+    assert_eq!((undone_head - restored_head, report["logged"].as_u64()), (7 + 5 + 3, Some(7 + 5 + 3)), "{report}");
     assert_eq!(tables("keys").await, after);
     c.wait_shipped("keys").await;
     assert_eq!(lake(undone_head).await, after);

@@ -3,11 +3,13 @@
 //!
 //! Replay runs with `session_replication_role = replica`, so neither the
 //! capture triggers nor foreign-key checks fire: the log already holds every
-//! row a cascade or a trigger wrote. Changes are applied per run of one
-//! table: for a table with a primary key, the run is reduced to each touched
-//! key's final row (or none, deleted), and applied as at most one DELETE,
-//! one UPDATE and one INSERT, each through `json_populate_recordset`, so
-//! PostgreSQL parses every value with the column's own input function. A table without a primary key is replayed
+//! row a cascade or a trigger wrote (nor does the check of a `DEFERRABLE`
+//! key, a trigger too: see `Table::deferrable_key`). Changes are applied per
+//! run of one table: for a table with a primary key, the run is reduced to
+//! each touched key's final row (or none, deleted), and applied as at most
+//! one DELETE, one UPDATE and one INSERT, each through
+//! `json_populate_recordset`, so PostgreSQL parses every value with the
+//! column's own input function. A table without a primary key is replayed
 //! change by change, matching whole rows.
 
 use std::collections::HashMap;
@@ -41,6 +43,12 @@ struct Table {
     /// Columns whose values are JSON or arrays (restored from text for the lake).
     json_columns: Vec<String>,
     primary_key: Vec<String>,
+    /// `t.k = r.k` for every primary-key column, joined by AND.
+    key_match: String,
+    /// The primary key is DEFERRABLE: its uniqueness is checked by a
+    /// trigger, which does not fire while replaying (replica role), so an
+    /// insert into a taken key would not fail but duplicate the key.
+    deferrable_key: bool,
     identity_always: bool,
     /// `c = r.c` for every column an UPDATE may set (not generated, not in
     /// the key); empty when rows are replaced by DELETE and INSERT instead.
@@ -126,7 +134,7 @@ impl TenantDb {
                     None => (schema.to_owned(), table.to_owned()),
                 };
                 if run.table.as_ref() != Some(&key) || run.changes >= RUN_LIMIT {
-                    done += self.flush(&mut run, &tables)?;
+                    done += self.flush(&mut run, &tables, source)?;
                     progress(done);
                     run.table = Some(key.clone());
                 }
@@ -161,7 +169,7 @@ impl TenantDb {
                                     ),
                                 ));
                             };
-                            done += self.flush(&mut run, &tables)?;
+                            done += self.flush(&mut run, &tables, source)?;
                             self.delete_row(info, &old)?;
                             self.insert_rows(info, vec![new])?;
                         } else {
@@ -171,14 +179,14 @@ impl TenantDb {
                     Some("delete") => {
                         let old = fix(&change["old"]);
                         if info.primary_key.is_empty() {
-                            done += self.flush(&mut run, &tables)?;
+                            done += self.flush(&mut run, &tables, source)?;
                             self.delete_row(info, &old)?;
                         } else {
                             run.put(&info.primary_key, Some(old), None, false);
                         }
                     }
                     Some("truncate") => {
-                        done += self.flush(&mut run, &tables)?;
+                        done += self.flush(&mut run, &tables, source)?;
                         let name = info.name.clone();
                         self.simple(&format!("TRUNCATE {name} CASCADE"))?;
                     }
@@ -186,16 +194,28 @@ impl TenantDb {
                 }
             }
         }
-        done += self.flush(&mut run, &tables)?;
+        done += self.flush(&mut run, &tables, source)?;
         self.exec("SELECT tidelake.advance_sequences()", &[], RowMode::Array)?;
         progress(done);
         Ok(())
     }
 
     /// Apply what a run holds. Returns how many changes it held.
-    fn flush(&mut self, run: &mut Run, tables: &HashMap<(String, String), Table>) -> Result<usize> {
+    ///
+    /// From the log, whether a key held a row before the run is known (old
+    /// rows say so). The lake keeps new rows only, so there it is inferred:
+    /// an insert's key held nothing, an update's key held its row. Rows that
+    /// traded keys in a chain within one statement under a `DEFERRABLE`
+    /// key (logged as updates of the keys they moved into), and key changes
+    /// captured before capture version 5 (logged as updates), break that
+    /// inference; so from the lake every key is applied as the lake's own
+    /// state has it — the key's last row, or none — whatever it held: an
+    /// update that finds no row inserts it, an insert that finds one
+    /// replaces it, a delete removes whatever the key holds.
+    fn flush(&mut self, run: &mut Run, tables: &HashMap<(String, String), Table>, source: ReplaySource) -> Result<usize> {
         let held = std::mem::take(&mut run.changes);
         let Some(info) = run.table.as_ref().and_then(|k| tables.get(k)) else { return Ok(held) };
+        let lake = source == ReplaySource::Lake;
         if !run.rows.is_empty() {
             let touched = std::mem::take(&mut run.rows);
             run.keys.clear();
@@ -210,29 +230,89 @@ impl TenantDb {
                         }
                         inserted.push(row);
                     }
-                    (None, true) => gone.push(t.key),
-                    (None, false) => {}
+                    (None, existed) if existed || lake => gone.push(t.key),
+                    (None, _) => {}
                 }
             }
-            let on: Vec<String> = info.primary_key.iter().map(|c| format!("t.{0} = r.{0}", quote(c))).collect();
-            let on = on.join(" AND ");
             if !gone.is_empty() {
-                let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name);
+                let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name, on = info.key_match);
                 self.exec(&sql, &[Value::String(Value::Array(gone).to_string())], RowMode::Array)?;
             }
             if !updated.is_empty() {
+                let count = updated.len();
+                let rows = Value::String(Value::Array(updated).to_string());
                 let sql = format!(
-                    "UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}",
+                    "WITH u AS (UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on} RETURNING 1) SELECT count(*) FROM u",
                     name = info.name,
-                    set = info.update_set
+                    set = info.update_set,
+                    on = info.key_match
                 );
-                self.exec(&sql, &[Value::String(Value::Array(updated).to_string())], RowMode::Array)?;
+                let found = self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
+                let found = found.first().and_then(|r| r[0].as_u64()).unwrap_or(0) as usize;
+                if found < count {
+                    if !lake {
+                        return Err(Error::Engine(format!(
+                            "replaying {}: {} updated keys hold no row in the base backup",
+                            info.name,
+                            count - found
+                        )));
+                    }
+                    self.insert_missing(info, rows)?;
+                }
             }
-            self.insert_rows(info, inserted)?;
+            if lake && info.deferrable_key && !inserted.is_empty() {
+                self.upsert_rows(info, Value::String(Value::Array(inserted).to_string()))?;
+            } else if lake && !inserted.is_empty() {
+                // Inserted as a batch; should a key already hold a row (key
+                // changes captured as updates), it is applied as state instead.
+                self.simple("SAVEPOINT tidelake_replay_run")?;
+                let rows = Value::Array(inserted);
+                match self.insert_rows(info, rows.as_array().cloned().unwrap_or_default()) {
+                    Ok(()) => self.simple("RELEASE SAVEPOINT tidelake_replay_run")?,
+                    Err(Error::Database(err)) if err.code == "23505" => {
+                        self.simple("ROLLBACK TO SAVEPOINT tidelake_replay_run; RELEASE SAVEPOINT tidelake_replay_run")?;
+                        self.upsert_rows(info, Value::String(rows.to_string()))?;
+                    }
+                    Err(err) => return Err(err),
+                }
+            } else {
+                self.insert_rows(info, inserted)?;
+            }
         }
         let inserts = std::mem::take(&mut run.inserts);
         self.insert_rows(info, inserts)?;
         Ok(held)
+    }
+
+    /// Give every key of `rows` (a JSON array as text) the row given,
+    /// whether or not it holds one.
+    fn upsert_rows(&mut self, info: &Table, rows: Value) -> Result<()> {
+        if info.update_set.is_empty() {
+            let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name, on = info.key_match);
+            self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
+        } else {
+            let sql = format!(
+                "UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}",
+                name = info.name,
+                set = info.update_set,
+                on = info.key_match
+            );
+            self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
+        }
+        self.insert_missing(info, rows)
+    }
+
+    /// Insert the rows of `rows` (a JSON array as text) whose keys hold none.
+    fn insert_missing(&mut self, info: &Table, rows: Value) -> Result<()> {
+        let overriding = if info.identity_always { " OVERRIDING SYSTEM VALUE" } else { "" };
+        let sql = format!(
+            "INSERT INTO {name} ({cols}){overriding} SELECT {cols} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE NOT EXISTS (SELECT 1 FROM {name} AS t WHERE {on})",
+            name = info.name,
+            cols = info.insert_columns,
+            on = info.key_match
+        );
+        self.exec(&sql, &[rows], RowMode::Array)?;
+        Ok(())
     }
 
     fn insert_rows(&mut self, info: &Table, rows: Vec<Value>) -> Result<()> {
@@ -276,7 +356,8 @@ impl TenantDb {
         )?;
         let pk = self.exec(
             "SELECT tidelake.table_primary_key($1::regclass) AS pk, \
-             EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::regclass AND indisunique AND NOT indisprimary) AS unique",
+             EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::regclass AND indisunique AND NOT indisprimary) AS unique, \
+             EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p' AND condeferrable) AS deferrable",
             &[json!(name)],
             RowMode::Object,
         )?;
@@ -302,8 +383,11 @@ impl TenantDb {
         } else {
             String::new()
         };
+        let key_match = primary_key.iter().map(|c| format!("t.{0} = r.{0}", quote(c))).collect::<Vec<_>>().join(" AND ");
         Ok(Table {
             update_set,
+            key_match,
+            deferrable_key: pk.first().is_some_and(|r| truthy(&r["deferrable"])),
             insert_columns: columns
                 .iter()
                 .filter(|c| !truthy(&c["generated"]))
