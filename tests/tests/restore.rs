@@ -254,14 +254,18 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     let (status, body) = c.post("/t/solo/backups", &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // A key change, a repeated update of one row, an update of a row
-    // without a key, deletes: all within one replay window.
+    // without a key, deletes: all within one replay window. The large rows
+    // updated twice make the replay apply them in more than one run (runs
+    // are bounded by their bytes), keys of one run touched again in the next.
     c.exec(
         "solo",
         "UPDATE kv SET k = 1000 WHERE k = 1; UPDATE kv SET v = 'again' WHERE k = 2; UPDATE kv SET v = 'and again' WHERE k = 2;
          DELETE FROM kv WHERE k BETWEEN 50 AND 60; UPDATE tally SET n = 2 WHERE ctid = (SELECT min(ctid) FROM tally);
          UPDATE login SET email = 'swap' WHERE id = 1; UPDATE login SET email = 'a@x' WHERE id = 2; UPDATE login SET email = 'b@x' WHERE id = 1;
          UPDATE kv SET k = k - 1 WHERE k BETWEEN 2 AND 10; UPDATE pair SET id = 3 - id WHERE id IN (1, 2); UPDATE pair SET id = 40 WHERE id = 4;
-         INSERT INTO kv SELECT g, 'bulk ' || g FROM generate_series(1001, 26000) g; DELETE FROM kv WHERE k % 7 = 0 AND k > 1000",
+         INSERT INTO kv SELECT g, 'bulk ' || g FROM generate_series(1001, 26000) g;
+         UPDATE kv SET v = repeat('x', 4000) || k WHERE k BETWEEN 1001 AND 3000; UPDATE kv SET v = repeat('y', 4000) || k WHERE k BETWEEN 1001 AND 3000;
+         DELETE FROM kv WHERE k % 7 = 0 AND k > 1000",
     )
     .await;
     let login = c.rows("solo", "SELECT * FROM login ORDER BY id", json!([])).await;
