@@ -46,7 +46,7 @@ impl ChangeSource for TenantsSource {
 
     async fn read(&self, name: &str, since: u64, limit: u64) -> Result<ChangePage, SourceError> {
         let t = tenant(name)?;
-        match self.0.read_changes(&t, since, limit).await {
+        match self.0.read_changes_quietly(&t, since, limit).await {
             Ok(page) => Ok(ChangePage {
                 changes: page.changes,
                 head_lsn: page.head_lsn,
@@ -60,7 +60,7 @@ impl ChangeSource for TenantsSource {
     }
 
     async fn schema_versions(&self, name: &str) -> Result<Vec<Value>, SourceError> {
-        self.0.schema_versions(&tenant(name)?).await.map_err(failed)
+        self.0.schema_versions_quietly(&tenant(name)?).await.map_err(failed)
     }
 
     async fn acknowledge(&self, name: &str, lsn: u64) -> Result<(), SourceError> {

@@ -488,6 +488,28 @@ async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
     assert_eq!(foreign, external, "the other writer's rows are all kept");
 }
 
+/// The lake reading a tenant's changes, schema and acknowledging them is
+/// not a use of the tenant: its last access stays its client's, so shipping
+/// changes neither when it hibernates nor which tenant is evicted first.
+#[tokio::test]
+async fn shipping_is_not_a_use_of_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "300ms"]).await;
+    let c = server.client();
+    let health = async |c: &Client| c.get("/t/quiet/health").await.1["tenant"].clone();
+    c.exec("quiet", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'one'), (2, 'two')").await;
+    let used = health(&c).await["lastAccessMs"].as_u64().unwrap();
+    let shipped = eventually(Duration::from_secs(30), || async {
+        let h = health(&c).await;
+        h["lake"]["shippedLsn"].as_u64() == Some(2) && h["changeLog"]["ackedLsn"].as_u64() == Some(2)
+    })
+    .await;
+    let after = health(&c).await;
+    assert!(shipped, "{after}");
+    assert_eq!(after["engine"], "loaded", "{after}");
+    assert_eq!(after["lastAccessMs"].as_u64(), Some(used), "{after}");
+}
+
 #[tokio::test]
 async fn shipping_does_not_wake_hibernated_tenants() {
     let dir = tempfile::tempdir().unwrap();

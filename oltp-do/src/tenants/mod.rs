@@ -672,6 +672,15 @@ impl Tenants {
     /// Every schema version recorded in the tenant's change log, oldest first.
     /// A closed tenant answers from what it kept when it closed, if anything.
     pub async fn schema_versions(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>> {
+        self.schema_versions_as(tenant, Use::Request).await
+    }
+
+    /// `schema_versions` for housekeeping (the lake's shipper): see [`Use`].
+    pub async fn schema_versions_quietly(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>> {
+        self.schema_versions_as(tenant, Use::Housekeeping).await
+    }
+
+    async fn schema_versions_as(&self, tenant: &TenantId, from: Use) -> Result<Vec<serde_json::Value>> {
         if let Some(closing) = self.closing_actor(tenant) {
             closing.closed().await;
         }
@@ -680,7 +689,7 @@ impl Tenants {
         {
             return Ok(versions);
         }
-        let schema = self.run(tenant, Work::Schema).await?.into_schema()?;
+        let schema = self.run_as(tenant, from, || Work::Schema).await?.into_schema()?;
         Ok(schema["versions"].as_array().cloned().unwrap_or_default())
     }
 
@@ -721,6 +730,15 @@ impl Tenants {
     /// Changes after `since`. A closed tenant answers from the changes it
     /// kept in memory when it closed, if they suffice, without waking.
     pub async fn read_changes(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
+        self.read_changes_as(tenant, since, limit, Use::Request).await
+    }
+
+    /// `read_changes` for housekeeping (the lake's shipper): see [`Use`].
+    pub async fn read_changes_quietly(&self, tenant: &TenantId, since: u64, limit: u64) -> Result<ChangePage> {
+        self.read_changes_as(tenant, since, limit, Use::Housekeeping).await
+    }
+
+    async fn read_changes_as(&self, tenant: &TenantId, since: u64, limit: u64, from: Use) -> Result<ChangePage> {
         if let Some(closing) = self.closing_actor(tenant) {
             closing.closed().await;
         }
@@ -732,7 +750,7 @@ impl Tenants {
             let tail_lsn = feed.stats().tail_lsn;
             return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn });
         }
-        let page = self.run(tenant, Work::Changes { since, limit }).await?.into_changes()?;
+        let page = self.run_as(tenant, from, || Work::Changes { since, limit }).await?.into_changes()?;
         if page.tail_lsn > since + 1 {
             return Err(Error::Gone(format!(
                 "changes after LSN {since} have been trimmed from the change log; the oldest kept is {}",
@@ -748,6 +766,18 @@ impl Tenants {
     /// hibernates when idle. None if it is not open.
     pub async fn peek_log_stats(&self, tenant: &TenantId) -> Option<Result<LogStats>> {
         Some(self.run_quietly(tenant, Work::Stats).await?.and_then(Output::into_stats))
+    }
+
+    /// Run `work` as `from` says: for housekeeping, on the open database
+    /// without counting as a use, else (or when the tenant is not open) as
+    /// a request.
+    async fn run_as(&self, tenant: &TenantId, from: Use, work: impl Fn() -> Work) -> Result<Output> {
+        if from == Use::Housekeeping
+            && let Some(result) = self.run_quietly(tenant, work()).await
+        {
+            return result;
+        }
+        self.run(tenant, work()).await
     }
 
     /// Run `work` on the tenant's open database without counting as a
@@ -993,6 +1023,19 @@ async fn unpack_into(bytes: Vec<u8>, into: &Path) -> Result<()> {
 fn read_marker(marker: &Path) -> Result<Manifest> {
     let bytes = std::fs::read(marker).map_err(|e| io_error("read", marker, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Engine(format!("cold marker {}: {e}", marker.display())))
+}
+
+/// On whose behalf a tenant's data is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A client: the tenant counts as used (it stays awake, is evicted and
+    /// goes cold later).
+    Request,
+    /// The server's own work (the lake's shipper): an open tenant answers
+    /// without counting as used, so housekeeping never changes which tenant
+    /// hibernates, is evicted or goes cold; a closed one is opened as for
+    /// a request when what it kept in memory at its close does not suffice.
+    Housekeeping,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
