@@ -269,23 +269,23 @@ impl TenantDb {
                     self.insert_missing(info, rows)?;
                 }
             }
-            if lake && info.deferrable_key && !inserted.is_empty() {
+            if !lake || inserted.is_empty() {
+                self.insert_rows(info, inserted)?;
+            } else if info.deferrable_key {
                 self.upsert_rows(info, Value::String(Value::Array(inserted).to_string()))?;
-            } else if lake && !inserted.is_empty() {
+            } else {
                 // Inserted as a batch; should a key already hold a row (key
                 // changes captured as updates), it is applied as state instead.
+                let rows = Value::String(Value::Array(inserted).to_string());
                 self.simple("SAVEPOINT tidelake_replay_run")?;
-                let rows = Value::Array(inserted);
-                match self.insert_rows(info, rows.as_array().cloned().unwrap_or_default()) {
+                match self.insert_json(info, &rows) {
                     Ok(()) => self.simple("RELEASE SAVEPOINT tidelake_replay_run")?,
                     Err(Error::Database(err)) if err.code == "23505" => {
                         self.simple("ROLLBACK TO SAVEPOINT tidelake_replay_run; RELEASE SAVEPOINT tidelake_replay_run")?;
-                        self.upsert_rows(info, Value::String(rows.to_string()))?;
+                        self.upsert_rows(info, rows)?;
                     }
                     Err(err) => return Err(err),
                 }
-            } else {
-                self.insert_rows(info, inserted)?;
             }
         }
         let inserts = std::mem::take(&mut run.inserts);
@@ -328,6 +328,11 @@ impl TenantDb {
         if rows.is_empty() {
             return Ok(());
         }
+        self.insert_json(info, &Value::String(Value::Array(rows).to_string()))
+    }
+
+    /// Insert the rows of `rows` (a JSON array as text).
+    fn insert_json(&mut self, info: &Table, rows: &Value) -> Result<()> {
         let overriding = if info.identity_always { " OVERRIDING SYSTEM VALUE" } else { "" };
         let sql = format!(
             "INSERT INTO {} ({cols}){overriding} SELECT {cols} FROM json_populate_recordset(NULL::{}, $1)",
@@ -335,7 +340,7 @@ impl TenantDb {
             info.name,
             cols = info.insert_columns
         );
-        self.exec(&sql, &[Value::String(Value::Array(rows).to_string())], RowMode::Array)?;
+        self.exec(&sql, std::slice::from_ref(rows), RowMode::Array)?;
         Ok(())
     }
 
