@@ -490,3 +490,51 @@ async fn a_subscriber_that_stops_reading_is_disconnected_and_others_go_on() {
     assert!(received > 0, "the subscription delivered nothing");
     assert!(received < 3000, "a client that stopped reading still got all {received} changes");
 }
+
+/// A tenant whose change log an older release installed is upgraded when it
+/// next opens: its triggers are rewritten, and its rows, change log and
+/// schema versions stay as they were, capture going on at the next LSN.
+#[tokio::test]
+async fn an_older_capture_install_is_upgraded_when_the_tenant_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--hibernate-after", "300ms", "--lake", "false"]).await;
+    let c = server.client();
+    c.exec("old", "CREATE TABLE pair (id int PRIMARY KEY DEFERRABLE, v text); INSERT INTO pair SELECT g, 'p' || g FROM generate_series(1, 3) g").await;
+    // What an older release left behind: its version mark, and a trigger
+    // that is not this release's.
+    c.exec(
+        "old",
+        "UPDATE tidelake.meta SET value = '5' WHERE key = 'capture_version';
+         DO $$ BEGIN EXECUTE format('CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $b$ BEGIN RAISE EXCEPTION ''an old trigger ran''; END $b$', 'capture_' || 'pair'::regclass::oid); END $$",
+    )
+    .await;
+    let (status, body) = c.query("old", "UPDATE pair SET v = v", json!([])).await;
+    assert!(status != StatusCode::OK && body.to_string().contains("an old trigger ran"), "{body}");
+    let before = all_changes(&c, "old").await;
+    assert_eq!(lsns(&before), vec![1, 2, 3]);
+    let (_, schema) = c.get("/t/old/schema").await;
+    let versions = schema["versions"].clone();
+    assert!(
+        eventually(Duration::from_secs(30), || async { c.engine_state("old").await == "hibernated" }).await,
+        "the tenant did not hibernate"
+    );
+
+    // Reopened: a chain of key moves under the deferrable key is logged as
+    // this release logs it (the row whose old key nobody took: delete +
+    // insert; the others: updates).
+    c.exec("old", "UPDATE pair SET id = id + 1").await;
+    let version = c.rows("old", "SELECT value FROM tidelake.meta WHERE key = 'capture_version'", json!([])).await;
+    assert_ne!(version[0]["value"], "5", "{version:?}");
+    let after = all_changes(&c, "old").await;
+    assert_eq!(after[..3], before[..]);
+    assert_eq!(lsns(&after), vec![1, 2, 3, 4, 5, 6, 7]);
+    let ops: Vec<&str> = after[3..].iter().map(|ch| ch["op"].as_str().unwrap()).collect();
+    let mut sorted = ops.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["delete", "insert", "update", "update"], "{ops:?}");
+    assert_eq!(c.get("/t/old/schema").await.1["versions"], versions);
+    assert_eq!(
+        c.rows("old", "SELECT id, v FROM pair ORDER BY id", json!([])).await,
+        vec![json!({"id": 2, "v": "p1"}), json!({"id": 3, "v": "p2"}), json!({"id": 4, "v": "p3"})]
+    );
+}
