@@ -461,6 +461,57 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     assert_eq!(lake(restored_head).await, before);
 }
 
+/// Key changes captured as updates (as capture did before version 5) replay
+/// from the lake as the lake's state has them: the moved row appears at its
+/// new key, and a later insert at the key it left replaces what the base
+/// backup held there.
+#[tokio::test]
+async fn key_changes_captured_as_updates_replay_from_the_lake_as_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--backup-interval", "off", "--lake-flush-interval", "100ms", "--change-retention", "0s"],
+    )
+    .await;
+    let c = server.client();
+    c.exec("legacy", "CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 3) g").await;
+    // The table's trigger as an older capture wrote it: a key change is
+    // logged as one update.
+    c.exec(
+        "legacy",
+        "DO $$ DECLARE f text; BEGIN
+           SELECT pg_get_functiondef(p.oid) INTO f FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'tidelake' AND p.proname = 'capture_' || 'acct'::regclass::oid;
+           EXECUTE replace(f, 'TG_OP = ''UPDATE'' AND ROW(', 'TG_OP = ''UPDATE'' AND false AND ROW(');
+         END $$",
+    )
+    .await;
+    let (status, body) = c.post("/t/legacy/backups", &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let base = c.head_lsn("legacy").await;
+    c.exec("legacy", "UPDATE acct SET id = 100 WHERE id = 1; INSERT INTO acct VALUES (1, 'new one'); UPDATE acct SET v = 'x' WHERE id = 2").await;
+    let (status, page) = c.get(&format!("/t/legacy/changes?since={base}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let ops: Vec<&str> = page["changes"].as_array().unwrap().iter().map(|ch| ch["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["update", "insert", "update"]);
+    let now = c.rows("legacy", "SELECT id, v FROM acct ORDER BY id", json!([])).await;
+    let head = c.wait_shipped("legacy").await;
+    let trimmed = eventually(Duration::from_secs(30), || async {
+        c.get(&format!("/t/legacy/changes?since={base}")).await.0 == StatusCode::GONE
+    })
+    .await;
+    assert!(trimmed, "the change log was not trimmed behind the lake");
+
+    let (status, report) = restore(&c, "legacy", json!({ "to": format!("lsn:{head}"), "into": "legacy-then" })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["replayedFrom"], "lake", "{report}");
+    assert_eq!(
+        now,
+        vec![json!({"id": 1, "v": "new one"}), json!({"id": 2, "v": "x"}), json!({"id": 3, "v": "a3"}), json!({"id": 100, "v": "a1"})]
+    );
+    assert_eq!(c.rows("legacy-then", "SELECT id, v FROM acct ORDER BY id", json!([])).await, now);
+}
+
 /// A crash in the middle of a restore in place, at the two points where the
 /// disk holds something half done: the server comes back with the tenant
 /// as the restore found it (moved aside, not yet replaced: put back) or as
