@@ -32,6 +32,26 @@ async fn restore(c: &Client, tenant: &str, body: Value) -> (StatusCode, Value) {
     c.post(&format!("/t/{tenant}/restore"), &body).await
 }
 
+/// A server shipping every change to the lake at once and trimming the
+/// change log right behind it, without periodic backups: restores past a
+/// base backup replay from the lake once the log is trimmed.
+async fn lake_replay_server(dir: &tempfile::TempDir) -> Server {
+    Server::start(
+        &dir.path().join("data"),
+        &["--backup-interval", "off", "--lake-flush-interval", "100ms", "--change-retention", "0s"],
+    )
+    .await
+}
+
+/// Wait until the tenant's change log no longer holds the changes after `since`.
+async fn wait_trimmed(c: &Client, tenant: &str, since: u64) {
+    let trimmed = eventually(Duration::from_secs(30), || async {
+        c.get(&format!("/t/{tenant}/changes?since={since}")).await.0 == StatusCode::GONE
+    })
+    .await;
+    assert!(trimmed, "the change log of {tenant} was not trimmed behind the lake");
+}
+
 async fn tier(c: &Client, tenant: &str) -> String {
     let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
     health["tenant"]["tier"].as_str().unwrap_or_default().to_owned()
@@ -346,11 +366,7 @@ async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
 #[tokio::test]
 async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--backup-interval", "off", "--lake-flush-interval", "100ms", "--change-retention", "0s"],
-    )
-    .await;
+    let server = lake_replay_server(&dir).await;
     let c = server.client();
     c.exec(
         "keys",
@@ -427,11 +443,7 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
     assert_eq!(body["rows"], json!([{"op": "delete", "n": 1}, {"op": "insert", "n": 1}, {"op": "update", "n": 4}]));
 
     // Once the log is trimmed, a restore replays the window from the lake.
-    let trimmed = eventually(Duration::from_secs(30), || async {
-        c.get(&format!("/t/keys/changes?since={base}")).await.0 == StatusCode::GONE
-    })
-    .await;
-    assert!(trimmed, "the change log was not trimmed behind the lake");
+    wait_trimmed(&c, "keys", base).await;
     let (status, report) = restore(&c, "keys", json!({ "to": format!("lsn:{head}"), "into": "keys-then" })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!((report["replayedFrom"].as_str(), report["replayed"].as_u64()), (Some("lake"), Some(head - base)), "{report}");
@@ -468,11 +480,7 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
 #[tokio::test]
 async fn key_changes_captured_as_updates_replay_from_the_lake_as_its_state() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--backup-interval", "off", "--lake-flush-interval", "100ms", "--change-retention", "0s"],
-    )
-    .await;
+    let server = lake_replay_server(&dir).await;
     let c = server.client();
     c.exec("legacy", "CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 3) g").await;
     // The table's trigger as an older capture wrote it: a key change is
@@ -496,11 +504,7 @@ async fn key_changes_captured_as_updates_replay_from_the_lake_as_its_state() {
     assert_eq!(ops, ["update", "insert", "update"]);
     let now = c.rows("legacy", "SELECT id, v FROM acct ORDER BY id", json!([])).await;
     let head = c.wait_shipped("legacy").await;
-    let trimmed = eventually(Duration::from_secs(30), || async {
-        c.get(&format!("/t/legacy/changes?since={base}")).await.0 == StatusCode::GONE
-    })
-    .await;
-    assert!(trimmed, "the change log was not trimmed behind the lake");
+    wait_trimmed(&c, "legacy", base).await;
 
     let (status, report) = restore(&c, "legacy", json!({ "to": format!("lsn:{head}"), "into": "legacy-then" })).await;
     assert_eq!(status, StatusCode::OK, "{report}");
