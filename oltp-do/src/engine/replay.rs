@@ -244,18 +244,12 @@ impl TenantDb {
                 }
             }
             if !gone.is_empty() {
-                let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name, on = info.key_match);
-                self.exec(&sql, &[Value::String(Value::Array(gone).to_string())], RowMode::Array)?;
+                self.delete_keys(info, &Value::String(Value::Array(gone).to_string()))?;
             }
             if !updated.is_empty() {
                 let count = updated.len();
                 let rows = Value::String(Value::Array(updated).to_string());
-                let sql = format!(
-                    "WITH u AS (UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on} RETURNING 1) SELECT count(*) FROM u",
-                    name = info.name,
-                    set = info.update_set,
-                    on = info.key_match
-                );
+                let sql = format!("WITH u AS ({} RETURNING 1) SELECT count(*) FROM u", update_statement(info));
                 let found = self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
                 let found = found.first().and_then(|r| r[0].as_u64()).unwrap_or(0) as usize;
                 if found < count {
@@ -297,18 +291,18 @@ impl TenantDb {
     /// whether or not it holds one.
     fn upsert_rows(&mut self, info: &Table, rows: Value) -> Result<()> {
         if info.update_set.is_empty() {
-            let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name, on = info.key_match);
-            self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
+            self.delete_keys(info, &rows)?;
         } else {
-            let sql = format!(
-                "UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}",
-                name = info.name,
-                set = info.update_set,
-                on = info.key_match
-            );
-            self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
+            self.exec(&update_statement(info), std::slice::from_ref(&rows), RowMode::Array)?;
         }
         self.insert_missing(info, rows)
+    }
+
+    /// Delete the rows at the keys of `rows` (a JSON array as text).
+    fn delete_keys(&mut self, info: &Table, rows: &Value) -> Result<()> {
+        let sql = format!("DELETE FROM {name} AS t USING json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}", name = info.name, on = info.key_match);
+        self.exec(&sql, std::slice::from_ref(rows), RowMode::Array)?;
+        Ok(())
     }
 
     /// Insert the rows of `rows` (a JSON array as text) whose keys hold none.
@@ -586,6 +580,17 @@ fn key_of(primary_key: &[String], row: &Value) -> (String, Value) {
     }
     let object = Value::Object(object);
     (object.to_string(), object)
+}
+
+/// The UPDATE that gives the rows at the keys of `$1` (a JSON array of
+/// rows) the values given.
+fn update_statement(info: &Table) -> String {
+    format!(
+        "UPDATE {name} AS t SET {set} FROM json_populate_recordset(NULL::{name}, $1) AS r WHERE {on}",
+        name = info.name,
+        set = info.update_set,
+        on = info.key_match
+    )
 }
 
 /// About how many bytes `value` takes as JSON text (not serialized).
