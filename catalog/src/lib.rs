@@ -5,10 +5,12 @@
 //! PostgreSQL by URL) whose schema is the one PyIceberg's `SqlCatalog` and
 //! iceberg-rust's use, so all three read the same catalog. The REST server
 //! follows the Apache Iceberg REST OpenAPI spec for the endpoints clients
-//! use. Must not know tenants or SQL of the tenants' databases.
+//! use. Every location it creates or accepts is inside the warehouse
+//! (`location`). Must not know tenants or SQL of the tenants' databases.
 
 pub mod config;
 pub mod error;
+pub mod location;
 pub mod rest;
 pub mod warehouse;
 

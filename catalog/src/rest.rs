@@ -2,7 +2,9 @@
 //! endpoints clients use: config; namespaces (create, list, load, exists,
 //! drop, properties); tables (create, list, load, exists, drop, rename,
 //! commit with requirements, 409 on a conflicting commit). No prefix: paths
-//! are `/v1/namespaces/…` under wherever the router is mounted.
+//! are `/v1/namespaces/…` under wherever the router is mounted. A location
+//! outside the warehouse (a namespace's or table's `location`, a commit
+//! moving a table or its data) is a 400 and nothing is created or changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,7 +111,7 @@ async fn create_namespace(State(w): State<AppState>, bytes: axum::body::Bytes) -
     let req: CreateNamespaceRequest = body(&bytes)?;
     let ident = NamespaceIdent::from_vec(req.namespace)
         .map_err(|e| CatalogError::BadRequest(e.to_string()))?;
-    let ns = w.catalog().create_namespace(&ident, req.properties).await?;
+    let ns = w.create_namespace(&ident, req.properties).await?;
     Ok(Json(json!({ "namespace": ns.name().clone().inner(), "properties": user_properties(ns.properties()) })))
 }
 
@@ -154,6 +156,7 @@ async fn update_properties(
     if req.removals.iter().chain(req.updates.keys()).any(|k| k == EXISTS_MARKER) {
         return Err(CatalogError::BadRequest(format!("{EXISTS_MARKER} is a reserved property")));
     }
+    w.check_namespace_properties(&req.updates)?;
     let ident = namespace(&ns)?;
     let mut properties = w.catalog().get_namespace(&ident).await?.properties().clone();
     let (mut removed, mut missing) = (Vec::new(), Vec::new());
@@ -222,7 +225,7 @@ async fn create_table(
         .sort_order_opt(req.write_order)
         .properties(req.properties)
         .build();
-    let table = w.catalog().create_table(&ident, creation).await?;
+    let table = w.create_table(&ident, creation).await?;
     Ok(load_result(&w, &table)?.into_response())
 }
 
@@ -285,6 +288,10 @@ struct RenameRequest {
 
 async fn rename_table(State(w): State<AppState>, bytes: axum::body::Bytes) -> Result<StatusCode> {
     let req: RenameRequest = body(&bytes)?;
+    // A table keeps its files where they are; its new name must still be
+    // one a location could be derived from.
+    crate::location::check_segment(&req.destination.name)
+        .map_err(|e| CatalogError::BadRequest(format!("table name {:?}: {e}", req.destination.name)))?;
     w.catalog()
         .rename_table(&req.source.ident()?, &req.destination.ident()?)
         .await?;

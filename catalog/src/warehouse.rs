@@ -1,24 +1,34 @@
 //! The warehouse: the SQL catalog plus the file IO that reads and writes
 //! table metadata and data, and the one commit path both the REST server and
 //! the lake shipper use.
+//!
+//! Every namespace and table it creates, and every commit it applies, keeps
+//! its files strictly inside the warehouse root (`location`): a location
+//! elsewhere is refused before anything is written.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, MetadataLocation, TableIdent, TableRequirement, TableUpdate};
+use iceberg::{
+    Catalog, CatalogBuilder, MetadataLocation, Namespace, NamespaceIdent, TableCreation, TableIdent, TableRequirement,
+    TableUpdate,
+};
 use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
 use sqlx::any::AnyPoolOptions;
 
 use crate::config::CatalogConfig;
 use crate::error::CatalogError;
+use crate::location::{LOCATION_PROPERTIES, NAMESPACE_LOCATION, Root};
 
 pub struct Warehouse {
     config: CatalogConfig,
+    root: Root,
     catalog: SqlCatalog,
     /// Our own connection to the same catalog tables, for the
     /// compare-and-swap of a REST commit.
@@ -28,6 +38,7 @@ pub struct Warehouse {
 impl Warehouse {
     /// Connect to (and if needed create) the catalog.
     pub async fn open(config: CatalogConfig) -> Result<Arc<Self>, CatalogError> {
+        let root = Root::parse(&config.warehouse)?;
         if let Some(path) = config.uri.strip_prefix("sqlite:") {
             let path = path.split('?').next().unwrap_or(path);
             if let Some(parent) = std::path::Path::new(path).parent() {
@@ -54,16 +65,142 @@ impl Warehouse {
             .connect(&config.uri)
             .await
             .map_err(|e| CatalogError::Internal(format!("connect catalog {}: {e}", config.uri)))?;
-        Ok(Arc::new(Self { config, catalog, pool }))
+        Ok(Arc::new(Self { config, root, catalog, pool }))
     }
 
     pub fn config(&self) -> &CatalogConfig {
         &self.config
     }
 
-    /// The catalog, for reads and for iceberg-rust transactions.
+    /// The catalog, for reads and for iceberg-rust transactions. Create
+    /// namespaces and tables through [`Warehouse::create_namespace`] and
+    /// [`Warehouse::create_table`], which keep them inside the warehouse.
     pub fn catalog(&self) -> &SqlCatalog {
         &self.catalog
+    }
+
+    /// The warehouse root, for checking locations.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// Where a namespace's tables go unless it says otherwise: its levels
+    /// as directories below the root (each a plain path segment).
+    pub fn namespace_location(&self, namespace: &NamespaceIdent) -> Result<String, CatalogError> {
+        let levels: Vec<&str> = namespace.iter().map(String::as_str).collect();
+        self.root.child(&levels)
+    }
+
+    /// Create a namespace whose levels are plain path segments and whose
+    /// `location`, if it has one, is inside the warehouse.
+    pub async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<Namespace, CatalogError> {
+        self.namespace_location(namespace)?;
+        self.check_namespace_properties(&properties)?;
+        Ok(self.catalog.create_namespace(namespace, properties).await?)
+    }
+
+    /// Refuse namespace properties that would place tables outside the warehouse.
+    pub fn check_namespace_properties(&self, properties: &HashMap<String, String>) -> Result<(), CatalogError> {
+        match properties.get(NAMESPACE_LOCATION) {
+            Some(location) => self.root.check("namespace location", location),
+            None => Ok(()),
+        }
+    }
+
+    /// Create a table inside the warehouse: at the location it asks for if
+    /// that is inside, else below its namespace's `location` or directory.
+    pub async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        mut creation: TableCreation,
+    ) -> Result<Table, CatalogError> {
+        let location = match creation.location.take() {
+            Some(location) => location,
+            None => {
+                let properties = self.catalog.get_namespace(namespace).await?.properties().clone();
+                let base = match properties.get(NAMESPACE_LOCATION) {
+                    Some(base) => {
+                        self.root.check("namespace location", base)?;
+                        base.trim_end_matches('/').to_owned()
+                    }
+                    None => self.namespace_location(namespace)?,
+                };
+                crate::location::check_segment(&creation.name)
+                    .map_err(|e| CatalogError::BadRequest(format!("table name {:?}: {e}", creation.name)))?;
+                self.unused_location(namespace, &format!("{base}/{}", creation.name)).await?
+            }
+        };
+        self.root.check("table location", &location)?;
+        self.check_table_properties(&creation.properties)?;
+        creation.location = Some(location);
+        Ok(self.catalog.create_table(namespace, creation).await?)
+    }
+
+    /// `location`, or if a table of the namespace has its files there (a
+    /// table renamed in the catalog keeps its files, so its old name's
+    /// location is taken), a new location beside it.
+    pub async fn unused_location(&self, namespace: &NamespaceIdent, location: &str) -> Result<String, CatalogError> {
+        let sql = self.placeholders(
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&self.config.name)
+            .bind(namespace.join("."))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| CatalogError::Internal(format!("list table locations of {namespace}: {e}")))?;
+        let inside = format!("{}/", location.trim_end_matches('/'));
+        let taken = rows.iter().any(|row| {
+            row.try_get::<Option<String>, _>(0).ok().flatten().is_some_and(|metadata| metadata.starts_with(&inside))
+        });
+        if !taken {
+            return Ok(location.to_owned());
+        }
+        let unique = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        Ok(format!("{}-{unique:x}", location.trim_end_matches('/')))
+    }
+
+    fn check_table_properties(&self, properties: &HashMap<String, String>) -> Result<(), CatalogError> {
+        for key in LOCATION_PROPERTIES {
+            if let Some(location) = properties.get(key) {
+                self.root.check(key, location)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse table metadata that puts or reads files outside the warehouse:
+    /// its location, the location properties, manifest lists and statistics.
+    pub fn check_metadata(&self, metadata: &TableMetadata) -> Result<(), CatalogError> {
+        self.root.check("table location", metadata.location())?;
+        self.check_table_properties(metadata.properties())?;
+        for snapshot in metadata.snapshots() {
+            self.root.check("manifest list", snapshot.manifest_list())?;
+        }
+        for statistics in metadata.statistics_iter() {
+            self.root.check("statistics file", &statistics.statistics_path)?;
+        }
+        for statistics in metadata.partition_statistics_iter() {
+            self.root.check("partition statistics file", &statistics.statistics_path)?;
+        }
+        Ok(())
+    }
+
+    /// Refuse a table whose location or data and metadata paths are not
+    /// strictly inside `base` (a namespace's directory, for a writer that
+    /// must stay in it).
+    pub fn check_table_under(&self, base: &str, metadata: &TableMetadata) -> Result<(), CatalogError> {
+        self.root.check_under(base, "table location", metadata.location())?;
+        for key in LOCATION_PROPERTIES {
+            if let Some(location) = metadata.properties().get(key) {
+                self.root.check_under(base, key, location)?;
+            }
+        }
+        Ok(())
     }
 
     /// Apply a REST commit: check every requirement against the current
@@ -92,9 +229,13 @@ impl Warehouse {
             .build()
             .map_err(|e| CatalogError::BadRequest(e.to_string()))?
             .metadata;
+        self.check_metadata(&metadata)?;
         let location = MetadataLocation::from_str(&current)?
             .with_next_version()
             .with_new_metadata(&metadata);
+        // Next to the current one, which an older release may have put
+        // anywhere: checked like the rest.
+        self.root.check("metadata location", &location.to_string())?;
         metadata.write_to(table.file_io(), &location).await?;
         let location = location.to_string();
 

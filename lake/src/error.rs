@@ -5,6 +5,15 @@ pub enum LakeError {
     /// A change or schema version the mapping cannot represent.
     #[error("{0}")]
     Mapping(String),
+    /// A tenant or table name the lake cannot name a namespace or table after.
+    #[error("{0}")]
+    Name(String),
+    /// A table whose files would land outside its tenant's part of the warehouse.
+    #[error("{0}")]
+    Location(String),
+    /// A shipping task panicked (a bug: the tenant is retried like any failure).
+    #[error("shipping panicked: {0}")]
+    Panicked(String),
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),
     #[error(transparent)]

@@ -15,18 +15,21 @@ use catalog::Warehouse;
 use futures::TryStreamExt;
 use iceberg::expr::Reference;
 use iceberg::spec::Datum;
+use iceberg::Catalog;
 use iceberg::table::Table;
-use iceberg::{Catalog, NamespaceIdent};
 use serde_json::{Map, Value, json};
 
 use crate::error::{LakeError, Result};
+use crate::names::{self, SourceTable};
 use crate::shipper::PROP_SHIPPED_LSN;
-use crate::table::PROP_SOURCE;
+use crate::table::recorded_source;
 
-/// The changelog tables of a tenant (none if the lake has no namespace for it).
+/// The changelog tables of a tenant (none if the lake has no namespace for
+/// it). Every table of the namespace: one an older release shipped under an
+/// unsafe name, and left there, holds the first part of its source's history.
 async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
     let catalog = warehouse.catalog();
-    let namespace = NamespaceIdent::new(tenant.to_owned());
+    let namespace = names::namespace(tenant)?;
     if !catalog.namespace_exists(&namespace).await? {
         return Ok(Vec::new());
     }
@@ -43,7 +46,7 @@ async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
 /// Every change up to this LSN is in the tenant's tables (0: none, or no namespace).
 pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str) -> Result<u64> {
     let catalog = warehouse.catalog();
-    let namespace = NamespaceIdent::new(tenant.to_owned());
+    let namespace = names::namespace(tenant)?;
     if !catalog.namespace_exists(&namespace).await? {
         return Ok(0);
     }
@@ -57,8 +60,13 @@ pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str) -> Result<u64> {
 pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64) -> Result<Vec<Value>> {
     let mut changes = Vec::new();
     for table in tables(warehouse, tenant).await? {
-        let source = table.metadata().properties().get(PROP_SOURCE).cloned().unwrap_or_default();
-        let (schema, name) = source.split_once('.').unwrap_or(("public", source.as_str()));
+        // The source table as the lake recorded it; a table the lake did
+        // not create is read as the table its name encodes, or not at all.
+        let source = recorded_source(&table).or_else(|| SourceTable::from_lake_name(table.identifier().name()));
+        let Some(SourceTable { schema, table: name }) = source else {
+            tracing::warn!(table = %table.identifier(), "lake: history skips a table that names no source table");
+            continue;
+        };
         let lsn = Reference::new("_lsn");
         let filter = lsn
             .clone()
@@ -66,7 +74,7 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
             .and(lsn.less_than_or_equal_to(Datum::long(upto as i64)));
         let mut batches = table.scan().with_filter(filter).build()?.to_arrow().await?;
         while let Some(batch) = batches.try_next().await? {
-            changes_of(&batch, schema, name, &mut changes)?;
+            changes_of(&batch, &schema, &name, &mut changes)?;
         }
     }
     changes.sort_by_key(|c| c["lsn"].as_u64().unwrap_or(0));
@@ -77,7 +85,7 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
 /// the epoch); None if the lake holds nothing of the tenant.
 pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<Option<u64>> {
     let tables = tables(warehouse, tenant).await?;
-    if tables.is_empty() && !warehouse.catalog().namespace_exists(&NamespaceIdent::new(tenant.to_owned())).await? {
+    if tables.is_empty() && !warehouse.catalog().namespace_exists(&names::namespace(tenant)?).await? {
         return Ok(None);
     }
     let mut newest = 0u64;

@@ -7,8 +7,8 @@
 //! | `bigint`, `oid` | `long` | JSON number |
 //! | `real` | `float` | JSON number, or `"NaN"`/`"Infinity"`/`"-Infinity"` |
 //! | `double precision` | `double` | same |
-//! | `numeric(p,s)` with p ≤ 38 | `decimal(p,s)` | exact text (`NaN` becomes null) |
-//! | `numeric` without precision, or p > 38 | `string` | exact text |
+//! | `numeric(p,s)` with 0 ≤ s ≤ p ≤ 38 | `decimal(p,s)` | exact text (`NaN` becomes null) |
+//! | `numeric` without precision, p > 38, or a scale outside 0…p | `string` | exact text |
 //! | `text`, `varchar`, `char(n)`, `name` | `string` | text |
 //! | `bytea` | `binary` | `\x` hex |
 //! | `date` | `date` | `YYYY-MM-DD` (±infinity become null) |
@@ -26,6 +26,10 @@
 //! proposed with ids 10001–10004; the catalog renumbers a new table's fields
 //! in order (source columns 1…n, then those four), and evolution keeps
 //! whatever ids the table has.
+//!
+//! Values come from a tenant's change log: any of them may be malformed
+//! (a forged or damaged row), and each is parsed with checked arithmetic
+//! into an error naming the column, never a panic.
 
 use std::sync::Arc;
 
@@ -69,7 +73,10 @@ pub fn iceberg_type(type_oid: i32, type_name: &str) -> PrimitiveType {
         700 => PrimitiveType::Float,
         701 => PrimitiveType::Double,
         1700 => match numeric_precision(type_name) {
-            Some((precision, scale)) if precision <= 38 => PrimitiveType::Decimal { precision, scale },
+            // PostgreSQL allows a scale above the precision or below 0; Iceberg and Arrow do not.
+            Some((precision, scale)) if (1..=38).contains(&precision) && scale <= precision => {
+                PrimitiveType::Decimal { precision, scale }
+            }
             _ => PrimitiveType::String,
         },
         17 => PrimitiveType::Binary,
@@ -224,7 +231,8 @@ enum Column {
     Long(Int64Builder),
     Float(Float32Builder),
     Double(Float64Builder),
-    Decimal(Decimal128Builder, i8),
+    /// The builder, precision and scale.
+    Decimal(Decimal128Builder, u8, i8),
     Str(StringBuilder),
     Binary(LargeBinaryBuilder),
     Date(Date32Builder),
@@ -243,6 +251,7 @@ impl Column {
             DataType::Float64 => Self::Double(Float64Builder::with_capacity(rows)),
             DataType::Decimal128(p, s) => Self::Decimal(
                 Decimal128Builder::with_capacity(rows).with_precision_and_scale(*p, *s)?,
+                *p,
                 *s,
             ),
             DataType::Utf8 => Self::Str(StringBuilder::with_capacity(rows, rows * 16)),
@@ -272,7 +281,7 @@ impl Column {
             Self::Long(b) => b.append_value(value.as_i64().ok_or("expected an integer")?),
             Self::Float(b) => b.append_value(float(value)? as f32),
             Self::Double(b) => b.append_value(float(value)?),
-            Self::Decimal(b, scale) => match decimal(text()?, *scale)? {
+            Self::Decimal(b, precision, scale) => match decimal(text()?, *precision, *scale)? {
                 Some(v) => b.append_value(v),
                 None => b.append_null(),
             },
@@ -302,7 +311,7 @@ impl Column {
             Self::Long(b) => b.append_null(),
             Self::Float(b) => b.append_null(),
             Self::Double(b) => b.append_null(),
-            Self::Decimal(b, _) => b.append_null(),
+            Self::Decimal(b, ..) => b.append_null(),
             Self::Str(b) => b.append_null(),
             Self::Binary(b) => b.append_null(),
             Self::Date(b) => b.append_null(),
@@ -319,7 +328,7 @@ impl Column {
             Self::Long(b) => Arc::new(b.finish()),
             Self::Float(b) => Arc::new(b.finish()),
             Self::Double(b) => Arc::new(b.finish()),
-            Self::Decimal(b, _) => Arc::new(b.finish()),
+            Self::Decimal(b, ..) => Arc::new(b.finish()),
             Self::Str(b) => Arc::new(b.finish()),
             Self::Binary(b) => Arc::new(b.finish()),
             Self::Date(b) => Arc::new(b.finish()),
@@ -343,8 +352,9 @@ fn float(value: &Value) -> std::result::Result<f64, String> {
     }
 }
 
-/// Exact decimal text → unscaled i128 at `scale`; `NaN` → None.
-fn decimal(text: &str, scale: i8) -> std::result::Result<Option<i128>, String> {
+/// Exact decimal text → unscaled i128 at `scale`, at most `precision`
+/// digits; `NaN` → None.
+fn decimal(text: &str, precision: u8, scale: i8) -> std::result::Result<Option<i128>, String> {
     if text == "NaN" {
         return Ok(None);
     }
@@ -353,32 +363,57 @@ fn decimal(text: &str, scale: i8) -> std::result::Result<Option<i128>, String> {
         None => (false, text),
     };
     let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
-    let scale = scale.max(0) as usize;
-    if frac_part.len() > scale || !int_part.chars().chain(frac_part.chars()).all(|c| c.is_ascii_digit()) {
+    let scale = usize::try_from(scale).unwrap_or(0);
+    let all_digits = int_part.bytes().chain(frac_part.bytes()).all(|c| c.is_ascii_digit());
+    if frac_part.len() > scale || !all_digits || (int_part.is_empty() && frac_part.is_empty()) {
         return Err(format!("{text:?} does not fit decimal scale {scale}"));
     }
+    // Arrow does not check the precision when appending, and Parquet would
+    // cut the value to fit: check it here.
     let padded = format!("{int_part}{frac_part:0<scale$}");
-    let value: i128 = padded.parse().map_err(|_| format!("{text:?} is not a decimal"))?;
+    let significant = padded.trim_start_matches('0');
+    if significant.len() > usize::from(precision) {
+        return Err(format!("{text:?} does not fit decimal precision {precision}"));
+    }
+    let value: i128 = if significant.is_empty() { 0 } else { significant.parse().map_err(|_| format!("{text:?} is not a decimal"))? };
     Ok(Some(if negative { -value } else { value }))
 }
 
+/// `\\x` hex → bytes. Read byte by byte: the text may hold anything.
 fn hex_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
-    let hex = text.strip_prefix("\\x").ok_or_else(|| format!("{text:?} is not \\x hex"))?;
+    let hex = text.strip_prefix("\\x").ok_or_else(|| format!("{} is not \\x hex", preview(text)))?;
     if hex.len() % 2 != 0 {
-        return Err(format!("odd-length hex {text:?}"));
+        return Err(format!("odd-length hex {}", preview(text)));
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| format!("bad hex in {text:?}")))
+    hex.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| match (hex_digit(pair[0]), hex_digit(pair[1])) {
+            (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
+            _ => Err(format!("bad hex in {}", preview(text))),
+        })
         .collect()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 fn uuid_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 {
-        return Err(format!("{text:?} is not a uuid"));
+        return Err(format!("{} is not a uuid", preview(text)));
     }
     hex_bytes(&format!("\\x{hex}"))
+}
+
+/// A value quoted for an error message, cut at a character boundary: a
+/// change-log value may be megabytes long.
+fn preview(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -392,6 +427,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+/// PostgreSQL's dates end in 5874897 AD and begin in 4714 BC; a year
+/// beyond this bound is not a date (and would overflow the arithmetic).
+const MAX_YEAR: i64 = 10_000_000;
+
 /// `YYYY-MM-DD` (with ` BC` for years before 1) → days; ±infinity → None.
 fn date_days(text: &str) -> std::result::Result<Option<i32>, String> {
     if text == "infinity" || text == "-infinity" {
@@ -403,23 +442,28 @@ fn date_days(text: &str) -> std::result::Result<Option<i32>, String> {
     };
     let mut parts = text.splitn(3, '-').map(|p| p.parse::<i64>());
     let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("{text:?} is not a date"));
+        return Err(format!("{} is not a date", preview(text)));
     };
+    if !(0..=MAX_YEAR).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(format!("{} is not a date", preview(text)));
+    }
     let y = if bc { 1 - y } else { y };
     i32::try_from(days_from_civil(y, m, d))
         .map(Some)
-        .map_err(|_| format!("{text:?} is out of range"))
+        .map_err(|_| format!("{} is out of range", preview(text)))
 }
 
-/// `HH:MM:SS[.ffffff]` → microseconds since midnight.
+/// `HH:MM:SS[.ffffff]` → microseconds since midnight (24:00:00 included,
+/// as PostgreSQL has it).
 fn time_micros(text: &str) -> std::result::Result<i64, String> {
     let (hms, frac) = text.split_once('.').unwrap_or((text, ""));
     let mut parts = hms.split(':').map(|p| p.parse::<i64>());
-    let (Some(Ok(h)), Some(Ok(m)), Some(Ok(s))) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("{text:?} is not a time"));
+    let (Some(Ok(h)), Some(Ok(m)), Some(Ok(s)), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("{} is not a time", preview(text)));
     };
-    if frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("{text:?} is not a time"));
+    let in_range = (0..=24).contains(&h) && (0..60).contains(&m) && (0..=60).contains(&s);
+    if !in_range || frac.len() > 6 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{} is not a time", preview(text)));
     }
     let micros: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().unwrap_or(0) };
     Ok(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
@@ -431,21 +475,37 @@ pub fn timestamp_micros(text: &str) -> std::result::Result<Option<i64>, String> 
     if text == "infinity" || text == "-infinity" {
         return Ok(None);
     }
-    let (date, rest) = text.split_once(' ').ok_or_else(|| format!("{text:?} is not a timestamp"))?;
+    let not_a_timestamp = || format!("{} is not a timestamp", preview(text));
+    let (date, rest) = text.split_once(' ').ok_or_else(not_a_timestamp)?;
+    // A BC timestamp is `… HH:MM:SS+00 BC`.
+    let (rest, bc) = match rest.strip_suffix(" BC") {
+        Some(rest) => (rest, " BC"),
+        None => (rest, ""),
+    };
     let (time, offset_secs) = match rest.rfind(['+', '-']) {
         Some(i) => {
             let (time, offset) = rest.split_at(i);
             let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let mut hm = offset[1..].split(':').map(|p| p.parse::<i64>());
-            let h = hm.next().and_then(|r| r.ok()).ok_or_else(|| format!("bad offset in {text:?}"))?;
-            let m = hm.next().and_then(|r| r.ok()).unwrap_or(0);
-            (time, sign * (h * 3600 + m * 60))
+            let mut hms = offset.get(1..).unwrap_or_default().split(':').map(|p| p.parse::<i64>());
+            let h = hms.next().and_then(|r| r.ok()).ok_or_else(|| format!("bad offset in {}", preview(text)))?;
+            let m = hms.next().and_then(|r| r.ok()).unwrap_or(0);
+            let s = hms.next().and_then(|r| r.ok()).unwrap_or(0);
+            if !(0..=24).contains(&h) || !(0..60).contains(&m) || !(0..60).contains(&s) {
+                return Err(format!("bad offset in {}", preview(text)));
+            }
+            (time, sign * (h * 3600 + m * 60 + s))
         }
         None => (rest, 0),
     };
-    let days = date_days(date)?.ok_or_else(|| format!("{text:?} is not a timestamp"))?;
-    let micros = i64::from(days) * 86_400_000_000 + time_micros(time)? - offset_secs * 1_000_000;
-    Ok(Some(micros))
+    let days = date_days(&format!("{date}{bc}"))?.ok_or_else(not_a_timestamp)?;
+    let time = time_micros(time)?;
+    // Checked: the date's range reaches past what microseconds in an i64 can hold.
+    i64::from(days)
+        .checked_mul(86_400_000_000)
+        .and_then(|m| m.checked_add(time))
+        .and_then(|m| m.checked_sub(offset_secs * 1_000_000))
+        .map(Some)
+        .ok_or_else(|| format!("{} is out of range", preview(text)))
 }
 
 #[cfg(test)]
@@ -474,10 +534,12 @@ mod tests {
 
     #[test]
     fn text_forms_parse_exactly() {
-        assert_eq!(decimal("-12.5", 2).unwrap(), Some(-1250));
-        assert_eq!(decimal("12345678901234567890.12", 2).unwrap(), Some(1234567890123456789012));
-        assert_eq!(decimal("NaN", 2).unwrap(), None);
-        assert!(decimal("1.234", 2).is_err());
+        assert_eq!(decimal("-12.5", 8, 2).unwrap(), Some(-1250));
+        assert_eq!(decimal("12345678901234567890.12", 38, 2).unwrap(), Some(1234567890123456789012));
+        assert_eq!(decimal("NaN", 8, 2).unwrap(), None);
+        assert_eq!(decimal("0.00", 3, 2).unwrap(), Some(0));
+        assert!(decimal("1.234", 8, 2).is_err());
+        assert!(decimal("123.4", 4, 2).is_err());
         assert_eq!(date_days("1970-01-01").unwrap(), Some(0));
         assert_eq!(date_days("2026-02-03").unwrap(), Some(20487));
         assert_eq!(date_days("1969-12-31").unwrap(), Some(-1));
@@ -500,6 +562,47 @@ mod tests {
         );
         assert_eq!(hex_bytes("\\x00ff10").unwrap(), vec![0, 255, 16]);
         assert_eq!(uuid_bytes("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap()[0], 0xa0);
+    }
+
+    /// Whatever a change-log row holds, reading it is an error, not a panic.
+    #[test]
+    fn malformed_values_are_errors_not_panics() {
+        for text in ["\\xé1", "\\x€€", "\\xzz", "\\x0", "\\x", "é", ""] {
+            let _ = hex_bytes(text);
+        }
+        assert!(hex_bytes("\\xé1").is_err());
+        assert_eq!(hex_bytes("\\x").unwrap(), Vec::<u8>::new());
+        assert!(uuid_bytes("ééééééééééééééééa0eebc99-9c0b-4ef8").is_err());
+        assert!(uuid_bytes("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380aé").is_err());
+        for text in [
+            "9223372036854775807-01-01", "-5-01-01", "2026-13-01", "2026-00-10", "2026-01-99", "2026-01", "x",
+            "1-1-1-1", "9999999-01-01",
+        ] {
+            assert!(date_days(text).is_err(), "{text}");
+        }
+        for text in ["9223372036854775807:00:00", "25:00:00", "-1:00:00", "12:60:00", "1:2", "1:2:3:4", "10:00:00.é"] {
+            assert!(time_micros(text).is_err(), "{text}");
+        }
+        for text in [
+            "5000000-01-01 00:00:00+00", "2026-01-01 00:00:00+99", "2026-01-01 00:00:00+", "2026-01-01 é", "2026-01-01",
+            "2026-01-01 00:00:00+00:99", "é é",
+        ] {
+            assert!(timestamp_micros(text).is_err(), "{text}");
+        }
+        assert!(timestamp_micros("0044-03-15 12:00:00+00 BC").unwrap().unwrap() < 0);
+        assert!(decimal("1é", 8, 2).is_err());
+        assert!(decimal("-", 8, 2).is_err());
+        assert!(decimal(&"9".repeat(100), 38, 0).is_err());
+        // A long value is cut in the message, at a character boundary.
+        let long = "é".repeat(10_000);
+        assert!(hex_bytes(&long).unwrap_err().len() < 200);
+    }
+
+    #[test]
+    fn numerics_arrow_cannot_hold_are_strings() {
+        assert_eq!(iceberg_type(1700, "numeric(2,5)"), PrimitiveType::String);
+        assert_eq!(iceberg_type(1700, "numeric(5,-2)"), PrimitiveType::String);
+        assert_eq!(iceberg_type(1700, "numeric(0,0)"), PrimitiveType::String);
     }
 
     #[test]

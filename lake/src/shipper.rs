@@ -14,23 +14,28 @@
 //! already has. A crash anywhere (mid-write, between two tables' commits,
 //! before the acknowledgement) therefore neither loses nor repeats a change;
 //! files written but never committed are left as orphans.
+//!
+//! A failure — an error or a panic of the task shipping a tenant — is that
+//! tenant's `error` in `health` and counted on `/metrics`; the tenant is
+//! retried with backoff until it ships again. Nothing stops shipping for good.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use catalog::Warehouse;
-use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+use iceberg::{Catalog, ErrorKind, NamespaceIdent};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ShipperConfig;
 use crate::error::{LakeError, Result};
+use crate::names::{self, SourceTable};
 use crate::source::{ChangeSource, SourceError};
-use crate::table::{ChangelogTable, SchemaVersion, table_name};
+use crate::table::{ChangelogTable, SchemaVersion};
 
 /// Namespace property: every change up to this LSN is in the namespace's tables.
 pub const PROP_SHIPPED_LSN: &str = "tidelake.shipped-lsn";
@@ -55,6 +60,8 @@ pub struct ShipperStats {
     pub commits: AtomicU64,
     pub files: AtomicU64,
     pub errors: AtomicU64,
+    /// Shipping tasks that panicked (also counted in `errors`).
+    pub panics: AtomicU64,
     pub lost: AtomicU64,
     pub conflicts: AtomicU64,
 }
@@ -78,8 +85,10 @@ pub struct Lag {
     pub error: Option<String>,
     /// Changes trimmed from the log before they could be shipped.
     pub lost: u64,
-    retry_at: Option<Instant>,
-    failures: u32,
+    /// When the next attempt after a failure is due.
+    pub retry_at: Option<Instant>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
 }
 
 impl Lag {
@@ -160,18 +169,28 @@ impl<S: ChangeSource> Shipper<S> {
     async fn ship_round(self: &Arc<Self>, round: BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
         let (mut more, mut failed) = (BTreeSet::new(), BTreeSet::new());
         let mut tasks = JoinSet::new();
+        // Which tenant each task ships: a task that panicked names no tenant itself.
+        let mut running = HashMap::new();
         let mut queue = round.into_iter();
         loop {
             while tasks.len() < self.config.concurrency.max(1) {
                 let Some(tenant) = queue.next() else { break };
                 let shipper = self.clone();
-                tasks.spawn(async move {
-                    let outcome = shipper.ship_tenant(&tenant).await;
-                    (tenant, outcome)
-                });
+                let name = tenant.clone();
+                let task = tasks.spawn(async move { shipper.ship_tenant(&name).await });
+                running.insert(task.id(), tenant);
             }
-            let Some(joined) = tasks.join_next().await else { break };
-            let Ok((tenant, outcome)) = joined else { continue };
+            let Some(joined) = tasks.join_next_with_id().await else { break };
+            let (id, outcome) = match joined {
+                Ok((id, outcome)) => (id, outcome),
+                Err(err) => {
+                    let id = err.id();
+                    let message = if err.is_panic() { panic_message(err.into_panic()) } else { err.to_string() };
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    (id, Err(LakeError::Panicked(message)))
+                }
+            };
+            let Some(tenant) = running.remove(&id) else { continue };
             match outcome {
                 Ok(backlog) => {
                     self.record_success(&tenant);
@@ -195,14 +214,14 @@ impl<S: ChangeSource> Shipper<S> {
         let started = Instant::now();
         let page = match self.source.read(tenant, lake.shipped, self.config.batch_size).await {
             Err(SourceError::Trimmed { tail }) => {
-                let lost = tail.saturating_sub(lake.shipped + 1);
+                let lost = tail.saturating_sub(lake.shipped.saturating_add(1));
                 tracing::error!(
-                    tenant, from = lake.shipped + 1, to = tail - 1,
+                    tenant, from = lake.shipped.saturating_add(1), to = tail.saturating_sub(1),
                     "lake: changes were trimmed from the change log before they were shipped"
                 );
                 self.stats.lost.fetch_add(lost, Ordering::Relaxed);
-                self.update_lag(tenant, |l| l.lost += lost);
-                lake.shipped = tail - 1;
+                self.update_lag(tenant, |l| l.lost = l.lost.saturating_add(lost));
+                lake.shipped = lake.shipped.max(tail.saturating_sub(1));
                 self.source.read(tenant, lake.shipped, self.config.batch_size).await?
             }
             other => other?,
@@ -221,17 +240,23 @@ impl<S: ChangeSource> Shipper<S> {
 
         // Changes per changelog table, in order; within a table, runs of one
         // schema version. Each change's keys are read once, here.
-        let mut tables: Vec<(String, Vec<Keyed>)> = Vec::new();
+        let mut tables: Vec<(SourceTable, String, Vec<Keyed>)> = Vec::new();
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
         for change in &page.changes {
             let keyed = Keyed::of(change)?;
-            let i = *index.entry((keyed.schema, keyed.table)).or_insert_with(|| {
-                tables.push((table_name(keyed.schema, keyed.table), Vec::new()));
-                tables.len() - 1
-            });
-            tables[i].1.push(keyed);
+            let i = match index.get(&(keyed.schema, keyed.table)) {
+                Some(i) => *i,
+                None => {
+                    let source = SourceTable::new(keyed.schema, keyed.table);
+                    let name = source.lake_name()?;
+                    tables.push((source, name, Vec::new()));
+                    index.insert((keyed.schema, keyed.table), tables.len() - 1);
+                    tables.len() - 1
+                }
+            };
+            tables[i].2.push(keyed);
         }
-        let missing = tables.iter().flat_map(|(_, c)| c).any(|c| !lake.versions.contains_key(&c.version));
+        let missing = tables.iter().flat_map(|(_, _, c)| c).any(|c| !lake.versions.contains_key(&c.version));
         let read = started.elapsed();
         if missing {
             lake.versions = self
@@ -247,33 +272,37 @@ impl<S: ChangeSource> Shipper<S> {
 
         let versions = started.elapsed() - read;
         let lake = &mut *lake;
-        for (name, changes) in tables {
+        for (source, name, changes) in tables {
             let version_of = |c: &Keyed| -> Result<&SchemaVersion> {
                 lake.versions.get(&c.version).ok_or_else(|| {
                     LakeError::Mapping(format!("change {} has unknown schema version {}", c.lsn, c.version))
                 })
             };
-            if !lake.tables.contains_key(&name) {
-                let ident = TableIdent::new(lake.namespace.clone(), name.clone());
-                let table = ChangelogTable::open_or_create(
-                    &self.warehouse,
-                    &ident,
-                    tenant,
-                    version_of(&changes[0])?,
-                    self.config.partitioning,
-                )
-                .await?;
-                lake.tables.insert(name.clone(), table);
-            }
-            let table = lake.tables.get_mut(&name).expect("inserted above");
+            let table = match lake.tables.entry(name) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    let Some(first) = changes.first() else { continue };
+                    let table = ChangelogTable::open(
+                        &self.warehouse,
+                        &lake.namespace,
+                        tenant,
+                        &source,
+                        version_of(first)?,
+                        self.config.partitioning,
+                    )
+                    .await?;
+                    entry.insert(table)
+                }
+            };
             let already = table.lsn_to();
             let fresh: Vec<Keyed> = changes.into_iter().filter(|c| c.lsn > already).collect();
-            let mut from = first.max(already + 1);
+            let mut from = first.max(already.saturating_add(1));
             let runs: Vec<&[Keyed]> = fresh.chunk_by(|a, b| a.version == b.version).collect();
             for (i, run) in runs.iter().enumerate() {
+                let (Some(run_first), Some(run_last)) = (run.first(), run.last()) else { continue };
                 // The last run covers the whole page: no change of this table is missing up to `last`.
-                let to = if i + 1 == runs.len() { last } else { run[run.len() - 1].lsn };
-                let version = version_of(&run[0])?;
+                let to = if i + 1 == runs.len() { last } else { run_last.lsn };
+                let version = version_of(run_first)?;
                 let rows: Vec<&Value> = run.iter().map(|c| c.change).collect();
                 let files = table
                     .append(&self.warehouse, tenant, version, &rows, from, to, &self.stats.conflicts)
@@ -314,18 +343,17 @@ impl<S: ChangeSource> Shipper<S> {
 
     /// The tenant's lake state, loading (or creating) its namespace on first use.
     async fn tenant_lake(&self, tenant: &str) -> Result<Arc<tokio::sync::Mutex<TenantLake>>> {
-        if let Some(lake) = self.lakes.lock().expect("lakes poisoned").get(tenant) {
+        if let Some(lake) = lock(&self.lakes).get(tenant) {
             return Ok(lake.clone());
         }
-        let namespace = NamespaceIdent::new(tenant.to_owned());
+        let namespace = names::namespace(tenant)?;
         let catalog = self.warehouse.catalog();
         let shipped = match catalog.get_namespace(&namespace).await {
             Ok(ns) => ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0),
             Err(e) if e.kind() == ErrorKind::NamespaceNotFound => {
                 let props = HashMap::from([("tidelake.tenant".to_owned(), tenant.to_owned())]);
-                match catalog.create_namespace(&namespace, props).await {
-                    Ok(_) => 0,
-                    Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => 0,
+                match self.warehouse.create_namespace(&namespace, props).await {
+                    Ok(_) | Err(catalog::CatalogError::AlreadyExists(_)) => 0,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -341,15 +369,18 @@ impl<S: ChangeSource> Shipper<S> {
             l.shipped_lsn = shipped;
             l.head_lsn = l.head_lsn.max(shipped);
         });
-        Ok(self.lakes.lock().expect("lakes poisoned").entry(tenant.to_owned()).or_insert(lake).clone())
+        Ok(lock(&self.lakes).entry(tenant.to_owned()).or_insert(lake).clone())
     }
 
     /// Tenants to ship once after a start: those whose log may be ahead of the lake.
     async fn tenants_to_check(&self) -> BTreeSet<String> {
         let mut due = BTreeSet::new();
         for (tenant, closed_head) in self.source.tenants() {
-            let shipped = match self.warehouse.catalog().get_namespace(&NamespaceIdent::new(tenant.clone())).await {
-                Ok(ns) => ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0),
+            let shipped = match names::namespace(&tenant) {
+                Ok(namespace) => match self.warehouse.catalog().get_namespace(&namespace).await {
+                    Ok(ns) => ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0),
+                    Err(_) => 0,
+                },
                 Err(_) => 0,
             };
             self.update_lag(&tenant, |l| {
@@ -368,7 +399,7 @@ impl<S: ChangeSource> Shipper<S> {
     }
 
     fn update_lag(&self, tenant: &str, f: impl FnOnce(&mut Lag)) {
-        f(self.lag.lock().expect("lag poisoned").entry(tenant.to_owned()).or_default());
+        f(lock(&self.lag).entry(tenant.to_owned()).or_default());
     }
 
     fn mark_pending(&self, tenant: &str) {
@@ -388,7 +419,7 @@ impl<S: ChangeSource> Shipper<S> {
     fn record_failure(&self, tenant: &str, err: &LakeError) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         self.update_lag(tenant, |l| {
-            l.failures += 1;
+            l.failures = l.failures.saturating_add(1);
             let delay = (self.config.flush_interval * 2u32.saturating_pow(l.failures.min(16))).min(MAX_RETRY_DELAY);
             l.retry_at = Some(Instant::now() + delay);
             if l.error.as_deref() != Some(&err.to_string()) {
@@ -397,22 +428,22 @@ impl<S: ChangeSource> Shipper<S> {
             l.error = Some(err.to_string());
         });
         // Reload tables and schema versions from scratch on the next attempt.
-        self.lakes.lock().expect("lakes poisoned").remove(tenant);
+        lock(&self.lakes).remove(tenant);
     }
 
     fn retry_due(&self, tenant: &str, now: Instant) -> bool {
-        let lag = self.lag.lock().expect("lag poisoned");
+        let lag = lock(&self.lag);
         lag.get(tenant).and_then(|l| l.retry_at).is_none_or(|at| at <= now)
     }
 
     fn next_retry(&self, due: &BTreeSet<String>) -> Option<Instant> {
-        let lag = self.lag.lock().expect("lag poisoned");
+        let lag = lock(&self.lag);
         due.iter().filter_map(|t| lag.get(t).and_then(|l| l.retry_at)).min()
     }
 
     /// The lake's view of one tenant (None if the shipper has not seen it).
     pub fn lag(&self, tenant: &str) -> Option<Lag> {
-        self.lag.lock().expect("lag poisoned").get(tenant).cloned()
+        lock(&self.lag).get(tenant).cloned()
     }
 
     /// The `lake` object of a tenant's status in `health`.
@@ -428,6 +459,11 @@ impl<S: ChangeSource> Shipper<S> {
                 .map(|d| d.as_millis() as u64),
             "lostChanges": lag.lost,
             "error": lag.error,
+            // Failed attempts since the last success, and when the next is due.
+            "failures": lag.failures,
+            "retryInSeconds": lag.retry_at.map(|at| {
+                (at.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0).round() / 1000.0
+            }),
         }))
     }
 
@@ -442,10 +478,17 @@ impl<S: ChangeSource> Shipper<S> {
         counter("tidelake_lake_files_total", "Parquet data files committed.", s.files.load(Ordering::Relaxed));
         counter("tidelake_lake_commit_conflicts_total", "Iceberg commits retried after another writer committed first.", s.conflicts.load(Ordering::Relaxed));
         counter("tidelake_lake_errors_total", "Failed shipping attempts (retried).", s.errors.load(Ordering::Relaxed));
+        counter("tidelake_lake_panics_total", "Shipping attempts that panicked (retried; a bug).", s.panics.load(Ordering::Relaxed));
         counter("tidelake_lake_lost_changes_total", "Changes trimmed from a change log before they were shipped.", s.lost.load(Ordering::Relaxed));
-        let lag = self.lag.lock().expect("lag poisoned");
+        let lag = lock(&self.lag);
         let mut tenants: Vec<(&String, &Lag)> = lag.iter().collect();
         tenants.sort_by_key(|(t, _)| *t);
+        let failing = tenants.iter().filter(|(_, l)| l.error.is_some()).count();
+        let _ = writeln!(out, "# HELP tidelake_lake_failing_tenants Tenants whose latest shipping attempt failed (retried with backoff).\n# TYPE tidelake_lake_failing_tenants gauge\ntidelake_lake_failing_tenants {failing}");
+        let _ = writeln!(out, "# HELP tidelake_lake_failures Failed shipping attempts of a tenant since its last success.\n# TYPE tidelake_lake_failures gauge");
+        for (tenant, l) in &tenants {
+            let _ = writeln!(out, "tidelake_lake_failures{{tenant=\"{tenant}\"}} {}", l.failures);
+        }
         let _ = writeln!(out, "# HELP tidelake_lake_lag_lsn Changes in a tenant's log not yet in the lake.\n# TYPE tidelake_lake_lag_lsn gauge");
         for (tenant, l) in &tenants {
             let _ = writeln!(out, "tidelake_lake_lag_lsn{{tenant=\"{tenant}\"}} {}", l.head_lsn.saturating_sub(l.shipped_lsn));
@@ -454,6 +497,22 @@ impl<S: ChangeSource> Shipper<S> {
         for (tenant, l) in &tenants {
             let _ = writeln!(out, "tidelake_lake_lag_seconds{{tenant=\"{tenant}\"}} {:.3}", l.seconds());
         }
+    }
+}
+
+/// The shipper's locks hold plain bookkeeping that stays consistent even if
+/// a holder panicked: a poisoned lock is used, not propagated.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(message) => (*message).to_owned(),
+            Err(_) => "a panic without a message".to_owned(),
+        },
     }
 }
 
@@ -489,4 +548,109 @@ fn lsn(change: &Value) -> Result<u64> {
     change["lsn"]
         .as_u64()
         .ok_or_else(|| LakeError::Mapping(format!("change without an LSN: {change}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A change log of one change, whose reads first panic, then return the
+    /// change with a `bytea` that is not hex, then the change repaired.
+    struct FlakySource {
+        reads: AtomicU32,
+    }
+
+    fn change(data: &str) -> Value {
+        json!({"lsn": 1, "xid": 7, "commitTs": "2026-01-01 00:00:00+00", "op": "insert", "schema": "public",
+               "table": "files", "schemaVersion": 1, "new": {"id": 1, "data": data}, "old": null})
+    }
+
+    impl ChangeSource for FlakySource {
+        fn take_committed(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        async fn wait_committed(&self) {
+            std::future::pending::<()>().await
+        }
+
+        fn tenants(&self) -> Vec<(String, Option<u64>)> {
+            Vec::new()
+        }
+
+        async fn read(&self, _: &str, since: u64, _: u64) -> std::result::Result<crate::ChangePage, SourceError> {
+            let changes = match self.reads.fetch_add(1, Ordering::Relaxed) {
+                0 => panic!("boom"),
+                1 => vec![change("\\xé1")],
+                _ => vec![change("\\xe1")],
+            };
+            let changes = if since >= 1 { Vec::new() } else { changes };
+            Ok(crate::ChangePage { changes, head_lsn: 1 })
+        }
+
+        async fn schema_versions(&self, _: &str) -> std::result::Result<Vec<Value>, SourceError> {
+            Ok(vec![json!({"version": 1, "tableOid": 100, "schema": "public", "table": "files", "lsn": 1,
+                "commitTs": "2026-01-01 00:00:00+00", "primaryKey": ["id"], "columns": [
+                    {"name": "id", "type": "integer", "typeOid": 23, "attnum": 1},
+                    {"name": "data", "type": "bytea", "typeOid": 17, "attnum": 2}]})])
+        }
+
+        async fn acknowledge(&self, _: &str, _: u64) -> std::result::Result<(), SourceError> {
+            Ok(())
+        }
+    }
+
+    /// A panic and a malformed row are each an error in the tenant's status
+    /// and on /metrics, with a retry due; once the cause is gone the tenant ships.
+    #[tokio::test]
+    async fn a_failing_tenant_says_why_and_ships_once_the_cause_is_gone() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let dir = std::env::temp_dir().join(format!("tidelake-shipper-{}-{nanos}", std::process::id()));
+        let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
+        let source = Arc::new(FlakySource { reads: AtomicU32::new(0) });
+        let shipper = Shipper::new(source, warehouse.clone(), ShipperConfig::default());
+        let round = || BTreeSet::from(["acme".to_owned()]);
+        let metrics = || {
+            let mut out = String::new();
+            shipper.write_metrics(&mut out);
+            out
+        };
+
+        let (_, failed) = shipper.ship_round(round()).await;
+        assert!(failed.contains("acme"));
+        let status = shipper.tenant_status("acme").unwrap();
+        assert_eq!(status["error"], "shipping panicked: boom", "{status}");
+        assert_eq!(status["failures"], 1);
+        assert!(status["retryInSeconds"].as_f64().is_some_and(|s| s > 0.0), "{status}");
+        assert!(metrics().contains("tidelake_lake_panics_total 1"), "{}", metrics());
+        assert!(metrics().contains("tidelake_lake_failing_tenants 1"), "{}", metrics());
+        assert!(metrics().contains("tidelake_lake_failures{tenant=\"acme\"} 1"), "{}", metrics());
+
+        let (_, failed) = shipper.ship_round(round()).await;
+        assert!(failed.contains("acme"));
+        let status = shipper.tenant_status("acme").unwrap();
+        let error = status["error"].as_str().unwrap();
+        assert!(error.contains("column data") && error.contains("hex"), "{status}");
+        assert_eq!(status["failures"], 2);
+        assert!(metrics().contains("tidelake_lake_panics_total 1"), "{}", metrics());
+        assert!(metrics().contains("tidelake_lake_errors_total 2"), "{}", metrics());
+
+        let (more, failed) = shipper.ship_round(round()).await;
+        assert!(failed.is_empty() && more.is_empty());
+        let status = shipper.tenant_status("acme").unwrap();
+        assert_eq!((status["error"].clone(), status["failures"].clone()), (Value::Null, json!(0)), "{status}");
+        assert_eq!(status["shippedLsn"], 1);
+        assert!(metrics().contains("tidelake_lake_failing_tenants 0"), "{}", metrics());
+        let table = warehouse
+            .catalog()
+            .load_table(&iceberg::TableIdent::new(names::namespace("acme").unwrap(), "files".into()))
+            .await
+            .unwrap();
+        assert!(table.metadata().current_snapshot().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -6,6 +6,9 @@
 //! source table up to that LSN is in the table), and the table properties
 //! carry which relation and schema version the current schema follows and
 //! which Iceberg field id each PostgreSQL column (by `attnum`) has.
+//!
+//! The table is named by `names` and kept in its tenant's directory of the
+//! warehouse: a table whose files would go anywhere else is not written to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +26,7 @@ use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{Catalog, ErrorKind, TableCreation, TableIdent, TableRequirement, TableUpdate};
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
@@ -32,9 +35,15 @@ use serde_json::Value;
 use crate::config::Partitioning;
 use crate::error::{LakeError, Result};
 use crate::mapping::{self, COMMIT_TS_FIELD_ID, SourceColumn};
+use crate::names::SourceTable;
 
 pub const PROP_TENANT: &str = "tidelake.tenant";
+/// `schema.table`, for people: either part may contain a dot.
 pub const PROP_SOURCE: &str = "tidelake.source";
+/// The source table's schema and name, exactly (written since the safe
+/// lake names; older tables have only `tidelake.source`).
+pub const PROP_SOURCE_SCHEMA: &str = "tidelake.source-schema";
+pub const PROP_SOURCE_TABLE: &str = "tidelake.source-table";
 pub const PROP_TABLE_OID: &str = "tidelake.table-oid";
 pub const PROP_SCHEMA_VERSION: &str = "tidelake.schema-version";
 pub const PROP_FIELD_IDS: &str = "tidelake.field-ids";
@@ -85,14 +94,43 @@ impl SchemaVersion {
     }
 }
 
-/// The changelog table's name for a source table: the table name in the
-/// `public` schema, `<schema>__<table>` in any other.
-pub fn table_name(schema: &str, table: &str) -> String {
-    if schema == "public" { table.to_owned() } else { format!("{schema}__{table}") }
+/// The source table a changelog table records it follows; None for a table
+/// the lake did not create.
+pub fn recorded_source(table: &Table) -> Option<SourceTable> {
+    let props = table.metadata().properties();
+    if let (Some(schema), Some(name)) = (props.get(PROP_SOURCE_SCHEMA), props.get(PROP_SOURCE_TABLE)) {
+        return Some(SourceTable::new(schema.as_str(), name.as_str()));
+    }
+    legacy_source(props, table.identifier().name())
+}
+
+/// The source of a table from before the exact properties: `tidelake.source`
+/// is `schema.table` with dots allowed in both; the split whose name (old
+/// rule or new) is the table's own is the one.
+fn legacy_source(props: &HashMap<String, String>, name: &str) -> Option<SourceTable> {
+    let source = props.get(PROP_SOURCE)?;
+    let mut splits = source.match_indices('.').map(|(i, _)| SourceTable::new(&source[..i], &source[i + 1..]));
+    let first = splits.next()?;
+    let names_this = |s: &SourceTable| s.legacy_lake_name() == name || s.lake_name().is_ok_and(|n| n == name);
+    if names_this(&first) {
+        return Some(first);
+    }
+    Some(splits.find(names_this).unwrap_or(first))
+}
+
+/// Properties naming the source table.
+fn source_properties(source: &SourceTable) -> HashMap<String, String> {
+    HashMap::from([
+        (PROP_SOURCE.to_owned(), source.to_string()),
+        (PROP_SOURCE_SCHEMA.to_owned(), source.schema.clone()),
+        (PROP_SOURCE_TABLE.to_owned(), source.table.clone()),
+    ])
 }
 
 pub struct ChangelogTable {
     table: Table,
+    /// The tenant's directory of the warehouse, which the table's files must stay in.
+    base: String,
     /// Every change of the source table up to this LSN is in the table.
     lsn_to: u64,
     version: i64,
@@ -102,19 +140,34 @@ pub struct ChangelogTable {
 }
 
 impl ChangelogTable {
-    /// Load the table, or create it for `first`, the schema version of the
-    /// first changes to ship.
-    pub async fn open_or_create(
+    /// The changelog table of `source` in the tenant's namespace: loaded,
+    /// or created for `first`, the schema version of the first changes to
+    /// ship. A table an older release shipped the source into under its
+    /// unescaped name is renamed to the lake name and continued (docs/lake.md,
+    /// "Names").
+    pub async fn open(
         warehouse: &Warehouse,
-        ident: &TableIdent,
+        namespace: &NamespaceIdent,
         tenant: &str,
+        source: &SourceTable,
         first: &SchemaVersion,
         partitioning: Partitioning,
     ) -> Result<Self> {
         let catalog = warehouse.catalog();
-        if catalog.table_exists(ident).await? {
-            return Self::from_table(catalog.load_table(ident).await?);
+        let base = warehouse.namespace_location(namespace)?;
+        let ident = TableIdent::new(namespace.clone(), source.lake_name()?);
+        if catalog.table_exists(&ident).await? {
+            let table = catalog.load_table(&ident).await?;
+            match recorded_source(&table) {
+                // Only an older release's `<schema>__<table>` for a table of
+                // `public` (`public."a__b"`) holds another table's lake name.
+                Some(other) if other != *source => move_aside(warehouse, table, &other).await?,
+                _ => return Self::continued(warehouse, base, table, source).await,
+            }
+        } else if let Some(table) = adopt_legacy(warehouse, &base, &ident, source).await? {
+            return Self::continued(warehouse, base, table, source).await;
         }
+
         let field_ids: Vec<i32> = (1..=first.columns.len() as i32).collect();
         let schema = mapping::changelog_schema(&first.columns, &field_ids, mapping::CHANGELOG_FIELD_IDS)?;
         let (transform, name) = match partitioning {
@@ -126,33 +179,65 @@ impl ChangelogTable {
             .build();
         let attnums = first.columns.iter().map(|c| c.attnum).zip(field_ids);
         let mut properties = relation_properties(first, &attnums.collect());
+        properties.extend(source_properties(source));
         properties.insert(PROP_RELATIONS.into(), first.relation_start());
         properties.insert(PROP_TENANT.into(), tenant.into());
-        properties.insert(PROP_SOURCE.into(), format!("{}.{}", first.schema, first.table));
         properties.insert("write.parquet.compression-codec".into(), "zstd".into());
         // The shipper retries conflicts itself (and counts them).
         properties.insert("commit.retry.num-retries".into(), "0".into());
+        // In the tenant's directory, whatever the namespace's properties say;
+        // beside a renamed table's files, never among them.
+        let location = warehouse.unused_location(namespace, &format!("{base}/{}", ident.name())).await?;
         let creation = TableCreation::builder()
             .name(ident.name().to_owned())
+            .location(location)
             .schema(schema)
             .partition_spec(spec)
             .properties(properties)
             .build();
-        match catalog.create_table(ident.namespace(), creation).await {
+        match warehouse.create_table(namespace, creation).await {
             Ok(table) => {
-                let mut created = Self::from_table(table)?;
+                let mut created = Self::from_table(table, base)?;
                 created.check_created_ids(warehouse, first).await?;
                 Ok(created)
             }
             // Created meanwhile (another process on the same catalog): use it.
-            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
-                Self::from_table(catalog.load_table(ident).await?)
+            Err(CatalogError::AlreadyExists(_)) => {
+                Self::continued(warehouse, base, catalog.load_table(&ident).await?, source).await
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn from_table(table: Table) -> Result<Self> {
+    /// Continue an existing table: it must be inside the tenant's
+    /// directory; one from before the exact source properties gets them.
+    async fn continued(warehouse: &Warehouse, base: String, table: Table, source: &SourceTable) -> Result<Self> {
+        let mut this = Self::from_table(table, base)?;
+        this.check_location(warehouse)?;
+        let props = this.table.metadata().properties();
+        if props.get(PROP_SOURCE_SCHEMA) != Some(&source.schema) || props.get(PROP_SOURCE_TABLE) != Some(&source.table) {
+            let ident = this.table.identifier().clone();
+            let updates = vec![TableUpdate::SetProperties { updates: source_properties(source) }];
+            warehouse.commit(&ident, Vec::new(), updates).await?;
+            this.reload(warehouse.catalog().load_table(&ident).await?)?;
+        }
+        Ok(this)
+    }
+
+    /// Refuse to write to a table whose files would leave the tenant's directory.
+    fn check_location(&self, warehouse: &Warehouse) -> Result<()> {
+        warehouse.check_table_under(&self.base, self.table.metadata()).map_err(|e| {
+            LakeError::Location(format!("lake table {} is not written to: {e}", self.table.identifier()))
+        })
+    }
+
+    fn reload(&mut self, table: Table) -> Result<()> {
+        let base = std::mem::take(&mut self.base);
+        *self = Self::from_table(table, base)?;
+        Ok(())
+    }
+
+    fn from_table(table: Table, base: String) -> Result<Self> {
         let props = table.metadata().properties();
         let number = |key: &str| props.get(key).and_then(|v| v.parse::<i64>().ok());
         let field_ids = props
@@ -166,6 +251,7 @@ impl ChangelogTable {
             table_oid: number(PROP_TABLE_OID).unwrap_or(0),
             field_ids,
             table,
+            base,
         })
     }
 
@@ -186,8 +272,7 @@ impl ChangelogTable {
         let ident = self.table.identifier().clone();
         let updates = vec![TableUpdate::SetProperties { updates: relation_properties(first, &actual) }];
         warehouse.commit(&ident, Vec::new(), updates).await?;
-        *self = Self::from_table(warehouse.catalog().load_table(&ident).await?)?;
-        Ok(())
+        self.reload(warehouse.catalog().load_table(&ident).await?)
     }
 
     pub fn lsn_to(&self) -> u64 {
@@ -208,6 +293,8 @@ impl ChangelogTable {
         conflicts: &AtomicU64,
     ) -> Result<usize> {
         self.ensure_schema(warehouse, version).await?;
+        // Another writer may have moved the table or its data meanwhile.
+        self.check_location(warehouse)?;
         let schema = self.table.metadata().current_schema().clone();
         let spec = self.table.metadata().default_partition_spec().clone();
         let transform = spec.fields().first().map(|f| f.transform).unwrap_or(Transform::Day);
@@ -307,12 +394,11 @@ impl ChangelogTable {
             let ident = self.table.identifier().clone();
             match warehouse.commit(&ident, requirements, updates).await {
                 Ok(_) => {
-                    *self = Self::from_table(warehouse.catalog().load_table(&ident).await?)?;
-                    return Ok(());
+                    return self.reload(warehouse.catalog().load_table(&ident).await?);
                 }
                 Err(CatalogError::CommitFailed(_)) => {
                     // Someone else changed the table meanwhile: evolve from theirs.
-                    *self = Self::from_table(warehouse.catalog().load_table(&ident).await?)?;
+                    self.reload(warehouse.catalog().load_table(&ident).await?)?;
                     if version.version == self.version {
                         return Ok(());
                     }
@@ -386,6 +472,54 @@ impl ChangelogTable {
     }
 }
 
+/// Rename a table an older release shipped `other` into under a name that
+/// is now another source table's lake name to `other`'s own lake name. Only
+/// the catalog entry moves: its files stay where they are.
+async fn move_aside(warehouse: &Warehouse, table: Table, other: &SourceTable) -> Result<()> {
+    let from = table.identifier().clone();
+    let to = TableIdent::new(from.namespace().clone(), other.lake_name()?);
+    if warehouse.catalog().table_exists(&to).await? {
+        return Err(LakeError::Name(format!(
+            "lake table {from} holds {other}, whose own lake table {to} exists too: \
+             rename or drop one of them in the catalog"
+        )));
+    }
+    warehouse.catalog().rename_table(&from, &to).await?;
+    tracing::info!(%from, %to, source = %other, "lake: moved a table to its source table's lake name");
+    Ok(())
+}
+
+/// The table an older release shipped `source` into under its unescaped
+/// name (`Todos`, `public."a__b"` as `a__b`), renamed to `ident`, the lake
+/// name; None if there is none, it records another source, or it is not
+/// inside the tenant's directory (then it is left as it is: restores still
+/// read its history, and the source table goes on in a new table).
+async fn adopt_legacy(
+    warehouse: &Warehouse,
+    base: &str,
+    ident: &TableIdent,
+    source: &SourceTable,
+) -> Result<Option<Table>> {
+    let legacy = TableIdent::new(ident.namespace().clone(), source.legacy_lake_name());
+    if legacy == *ident || !warehouse.catalog().table_exists(&legacy).await? {
+        return Ok(None);
+    }
+    let table = warehouse.catalog().load_table(&legacy).await?;
+    if recorded_source(&table).as_ref() != Some(source) {
+        return Ok(None);
+    }
+    if let Err(err) = warehouse.check_table_under(base, table.metadata()) {
+        tracing::warn!(
+            table = %legacy, error = %err,
+            "lake: a table shipped under an unsafe name stays as it is; its source table continues in a new one"
+        );
+        return Ok(None);
+    }
+    warehouse.catalog().rename_table(&legacy, ident).await?;
+    tracing::info!(from = %legacy, to = %ident, "lake: renamed a table to its safe lake name");
+    Ok(Some(warehouse.catalog().load_table(ident).await?))
+}
+
 /// Whether a column of Iceberg type `from` can be read as `to` (the same
 /// type, or a promotion the Iceberg spec allows).
 fn promotable(from: &PrimitiveType, to: &PrimitiveType) -> bool {
@@ -455,7 +589,8 @@ fn partition_value(change: &Value, transform: Transform) -> Result<i32> {
         Transform::Hour => 3_600_000_000,
         _ => 86_400_000_000,
     };
-    Ok(micros.div_euclid(unit) as i32)
+    i32::try_from(micros.div_euclid(unit))
+        .map_err(|_| LakeError::Mapping(format!("commit time {text:?} is out of range")))
 }
 
 #[cfg(test)]
@@ -483,8 +618,100 @@ mod tests {
         let text: Vec<String> = ids.iter().map(|(a, b)| format!("{a}:{b}")).collect();
         assert_eq!(parse_field_ids(&text.join(",")).unwrap(), ids);
         assert!(parse_field_ids("1-2").is_err());
-        assert_eq!(table_name("public", "items"), "items");
-        assert_eq!(table_name("billing", "items"), "billing__items");
+    }
+
+    fn version_of(source: &SourceTable) -> SchemaVersion {
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "tableOid": 100, "schema": source.schema, "table": source.table,
+            "columns": [{"name": "id", "type": "integer", "typeOid": 23, "attnum": 1}],
+            "primaryKey": ["id"], "lsn": 1, "commitTs": "2026-01-01 00:00:00+00",
+        }))
+        .unwrap()
+    }
+
+    /// The rule for tables an older release shipped (docs/lake.md, "Names").
+    #[tokio::test]
+    async fn tables_of_older_releases_continue_under_their_lake_names() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("tidelake-lake-names-{}-{nanos}", std::process::id()));
+        let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
+        let catalog = warehouse.catalog();
+        let ns = crate::names::namespace("acme").unwrap();
+        let props = HashMap::from([("tidelake.tenant".to_owned(), "acme".to_owned())]);
+        warehouse.create_namespace(&ns, props).await.unwrap();
+        let ident = |name: &str| TableIdent::new(ns.clone(), name.to_owned());
+        let schema = || {
+            let columns = version_of(&SourceTable::new("public", "x")).columns;
+            mapping::changelog_schema(&columns, &[1], mapping::CHANGELOG_FIELD_IDS).unwrap()
+        };
+        // As an older release created them: unescaped names (where the SQL
+        // catalog put them), `tidelake.source` only.
+        let legacy = |name: &'static str, source: &'static str, location: Option<String>| {
+            let creation = TableCreation::builder()
+                .name(name.to_owned())
+                .location_opt(location)
+                .schema(schema())
+                .properties(HashMap::from([(PROP_SOURCE.to_owned(), source.to_owned())]))
+                .build();
+            let ns = ns.clone();
+            async move { catalog.create_table(&ns, creation).await.unwrap() }
+        };
+        legacy("a__b", "public.a__b", None).await;
+        legacy("Todos", "public.Todos", None).await;
+        legacy("../other/t", "public.../other/t", None).await;
+        let elsewhere = format!("{}/other/x", warehouse.config().warehouse);
+        legacy("x", "public.x", Some(elsewhere)).await;
+
+        let open = |schema: &'static str, table: &'static str| {
+            let source = SourceTable::new(schema, table);
+            let warehouse = &warehouse;
+            let ns = ns.clone();
+            async move { ChangelogTable::open(warehouse, &ns, "acme", &source, &version_of(&source), Partitioning::Day).await }
+        };
+        // a.b's lake name held public."a__b"'s old table: it moves to its own.
+        let ab = open("a", "b").await.unwrap();
+        assert_eq!(ab.table.identifier().name(), "a__b");
+        assert_eq!(recorded_source(&ab.table), Some(SourceTable::new("a", "b")));
+        let moved = catalog.load_table(&ident("a-5f_b")).await.unwrap();
+        assert_eq!(recorded_source(&moved), Some(SourceTable::new("public", "a__b")));
+        // The moved table keeps its files; the new one does not share them.
+        assert!(moved.metadata().location().ends_with("/acme/a__b"));
+        assert!(ab.table.metadata().location().contains("/acme/a__b-"), "{}", ab.table.metadata().location());
+        // … where public."a__b" continues, now with the exact properties.
+        let public_ab = open("public", "a__b").await.unwrap();
+        assert_eq!(public_ab.table.identifier().name(), "a-5f_b");
+        assert_eq!(public_ab.table.metadata().properties().get(PROP_SOURCE_TABLE).map(String::as_str), Some("a__b"));
+        // An old name inside the tenant's directory: renamed, files kept.
+        let todos = open("public", "Todos").await.unwrap();
+        assert_eq!(todos.table.identifier().name(), "-54odos");
+        assert!(todos.table.metadata().location().ends_with("/acme/Todos"));
+        assert!(!catalog.table_exists(&ident("Todos")).await.unwrap());
+        // An old name whose files are elsewhere: left alone, a new table.
+        let escaped = open("public", "../other/t").await.unwrap();
+        assert_eq!(escaped.table.identifier().name(), "-2e-2e-2fother-2ft");
+        assert!(escaped.table.metadata().location().ends_with("/warehouse/acme/-2e-2e-2fother-2ft"));
+        assert!(catalog.table_exists(&ident("../other/t")).await.unwrap());
+        // A table under its lake name but outside the tenant's directory is not written to.
+        assert!(matches!(open("public", "x").await, Err(LakeError::Location(_))));
+
+        let mut names: Vec<String> =
+            catalog.list_tables(&ns).await.unwrap().iter().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["-2e-2e-2fother-2ft", "-54odos", "../other/t", "a-5f_b", "a__b", "x"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn legacy_sources_split_where_the_name_says() {
+        let split = |source: &str, name: &str| {
+            let props = HashMap::from([(PROP_SOURCE.to_owned(), source.to_owned())]);
+            legacy_source(&props, name)
+        };
+        assert_eq!(split("public.todos", "todos"), Some(SourceTable::new("public", "todos")));
+        assert_eq!(split("a.b.c", "a.b__c"), Some(SourceTable::new("a.b", "c")));
+        assert_eq!(split("a.b.c", "a__b.c"), Some(SourceTable::new("a", "b.c")));
+        assert_eq!(split("public.a.b", "a.b"), Some(SourceTable::new("public", "a.b")));
+        assert_eq!(split("nodot", "nodot"), None);
     }
 
     #[test]

@@ -568,3 +568,185 @@ async fn shipping_does_not_wake_hibernated_tenants() {
     let lake = read_lake(&server, &[t]).await;
     assert_eq!(lsns(&lake["tables"]["sleeper.notes"]["rows"]), vec![1, 2, 3]);
 }
+
+/// Every file under `dir`, relative, with its size and modification time.
+fn files_under(dir: &std::path::Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else { continue };
+        for entry in entries.flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                let name = entry.path().strip_prefix(dir).unwrap().display().to_string();
+                files.insert(name, (meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    files
+}
+
+/// A tenant's table names are not paths: tables named to climb out of the
+/// warehouse or into another tenant's directory, and two tables the old
+/// `<schema>__<table>` rule gave one name, each get a lake table of their
+/// own, inside their tenant's directory; and the catalog refuses any
+/// location outside the warehouse (docs/lake.md, "Names").
+#[tokio::test]
+async fn hostile_table_names_stay_in_their_own_lake_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--lake-flush-interval", "200ms"]).await;
+    let c = server.client();
+    // At most 8 hex digits: the escaped name stays within 103 characters (not base32).
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let unique = format!("{:x}", nanos ^ std::process::id());
+    let escape = format!("../../../../../../../../tmp/tl-esc-{unique}");
+    let escaped_to = std::path::PathBuf::from(format!("/tmp/tl-esc-{unique}"));
+
+    // The tenant the second name aims at, shipped before anything else happens.
+    c.exec("othertenant", "CREATE TABLE todos (id int PRIMARY KEY, v text); INSERT INTO todos VALUES (1, 'mine')").await;
+    c.wait_shipped("othertenant").await;
+    let other_dir = data.join("warehouse/othertenant");
+    let other_before = files_under(&other_dir);
+    assert!(!other_before.is_empty());
+
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    c.exec(
+        "acme",
+        &format!(
+            "CREATE TABLE {} (id int PRIMARY KEY, v text); \
+             CREATE TABLE \"../othertenant/todos\" (id int PRIMARY KEY, v text); \
+             CREATE TABLE public.\"a__b\" (id int PRIMARY KEY, v text); \
+             CREATE SCHEMA a; CREATE TABLE a.b (id int PRIMARY KEY, v text)",
+            quoted(&escape)
+        ),
+    )
+    .await;
+    c.exec(
+        "acme",
+        &format!(
+            "INSERT INTO {} VALUES (1, 'escape'), (2, 'escape'); \
+             INSERT INTO \"../othertenant/todos\" VALUES (10, 'traversal'); \
+             INSERT INTO public.\"a__b\" VALUES (20, 'public a__b'), (21, 'public a__b'), (22, 'public a__b'); \
+             INSERT INTO a.b VALUES (30, 'a.b')",
+            quoted(&escape)
+        ),
+    )
+    .await;
+    c.wait_shipped("acme").await;
+    let (_, health) = c.get("/t/acme/health").await;
+    assert_eq!(health["tenant"]["lake"]["error"], Value::Null, "{health}");
+
+    // Nothing outside the data dir, nothing in the other tenant's directory.
+    assert!(!escaped_to.exists(), "{} was written", escaped_to.display());
+    let mut beside: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    beside.sort();
+    assert_eq!(beside, ["data", "data.log"]);
+    assert_eq!(files_under(&other_dir), other_before, "the other tenant's directory changed");
+    let mut tenants: Vec<String> = std::fs::read_dir(data.join("warehouse"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, ["acme", "othertenant"]);
+
+    // One lake table per source table, each named safely, each inside acme's directory.
+    let escape_lake = format!("-2e-2e-2f-2e-2e-2f-2e-2e-2f-2e-2e-2f-2e-2e-2f-2e-2e-2f-2e-2e-2f-2e-2e-2ftmp-2ftl-2desc-2d{unique}");
+    let (status, listed) = c.get("/catalog/v1/namespaces/acme/tables").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let mut names: Vec<String> =
+        listed["identifiers"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    let mut expected = vec![escape_lake.clone(), "-2e-2e-2fothertenant-2ftodos".into(), "a-5f_b".into(), "a__b".into()];
+    expected.sort();
+    assert_eq!(names, expected);
+    let acme_dir = format!("file://{}/", std::path::absolute(data.join("warehouse/acme")).unwrap().display());
+    for name in &names {
+        assert!(!name.contains('/') && !name.contains('\\') && !name.contains(".."), "{name}");
+        let (status, table) = c.get(&format!("/catalog/v1/namespaces/acme/tables/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{table}");
+        let location = table["metadata"]["location"].as_str().unwrap();
+        assert!(location.starts_with(&acme_dir), "{name} is at {location}");
+        assert!(table["metadata-location"].as_str().unwrap().starts_with(&acme_dir), "{table}");
+    }
+
+    // Each holds exactly its own rows, read back by the names the tenant
+    // used (or the lake name), through the query service.
+    let rows = async |sql: String| -> Vec<Value> {
+        let (status, body) = c.post("/sql", &json!({ "sql": sql })).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+        body["rows"].as_array().unwrap().clone()
+    };
+    let ids = |rows: &[Value], v: &str| -> Vec<i64> {
+        assert!(rows.iter().all(|r| r["v"] == v), "{rows:?}");
+        rows.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+    };
+    let read = |table: &str| format!("SELECT id, v FROM acme.{} ORDER BY id", quoted(table));
+    assert_eq!(ids(&rows(read(&escape)).await, "escape"), [1, 2]);
+    assert_eq!(ids(&rows(read(&escape_lake)).await, "escape"), [1, 2]);
+    assert_eq!(ids(&rows(read("../othertenant/todos")).await, "traversal"), [10]);
+    assert_eq!(ids(&rows(read("a-5f_b")).await, "public a__b"), [20, 21, 22]);
+    assert_eq!(ids(&rows(read("a__b")).await, "a.b"), [30]);
+    let changes = rows(format!("SELECT count(*) AS n FROM acme.{}", quoted("a-5f_b$changes"))).await;
+    assert_eq!(changes[0]["n"], 3);
+    // The other tenant's todos is its own still.
+    assert_eq!(ids(&rows("SELECT id, v FROM othertenant.todos".into()).await, "mine"), [1]);
+    // PyIceberg, as an independent reader, sees the same.
+    let lake = read_lake(&server, &["acme"]).await;
+    for (name, count) in [(escape_lake.as_str(), 2), ("-2e-2e-2fothertenant-2ftodos", 1), ("a-5f_b", 3), ("a__b", 1)] {
+        let table = &lake["tables"][format!("acme.{name}")];
+        assert_eq!(table["rows"].as_array().map(Vec::len), Some(count), "{name}: {table}");
+    }
+    assert_eq!(lake["tables"]["acme.a__b"]["properties"]["tidelake.source-schema"], "a");
+    assert_eq!(lake["tables"]["acme.a-5f_b"]["properties"]["tidelake.source-table"], "a__b");
+
+    // The catalog refuses locations outside the warehouse, and creates nothing.
+    let outside = format!("file:///tmp/tl-evil-{unique}");
+    let climbing = format!("{}../../../tmp/tl-evil-{unique}", acme_dir);
+    let schema = json!({"type": "struct", "schema-id": 0, "fields": [{"id": 1, "name": "id", "type": "long", "required": true}]});
+    let refused = |status: StatusCode, body: &Value| {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["type"], "BadRequestException", "{body}");
+        assert_eq!(body["error"]["code"], 400, "{body}");
+    };
+    let (status, body) =
+        c.post("/catalog/v1/namespaces", &json!({"namespace": ["evil"], "properties": {"location": outside}})).await;
+    refused(status, &body);
+    assert_eq!(c.get("/catalog/v1/namespaces/evil").await.0, StatusCode::NOT_FOUND);
+    for location in [&outside, &climbing, &"s3://elsewhere/lake".to_owned()] {
+        let (status, body) = c
+            .post("/catalog/v1/namespaces/acme/tables", &json!({"name": "evil", "location": location, "schema": schema}))
+            .await;
+        refused(status, &body);
+    }
+    let (status, body) = c.post("/catalog/v1/namespaces/acme/tables", &json!({"name": "../../evil", "schema": schema})).await;
+    refused(status, &body);
+    let (status, body) = c
+        .post(
+            "/catalog/v1/namespaces/acme/tables",
+            &json!({"name": "evil", "schema": schema, "properties": {"write.data.path": outside}}),
+        )
+        .await;
+    refused(status, &body);
+    assert_eq!(c.get("/catalog/v1/namespaces/acme/tables/evil").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = c.post("/catalog/v1/namespaces/acme/properties", &json!({"updates": {"location": outside}})).await;
+    refused(status, &body);
+    // A commit moving a table, or its data, out is refused and changes nothing.
+    let (status, created) = c.post("/catalog/v1/namespaces/acme/tables", &json!({"name": "scratch", "schema": schema})).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    for update in [
+        json!({"action": "set-location", "location": outside}),
+        json!({"action": "set-properties", "updates": {"write.data.path": climbing}}),
+    ] {
+        let (status, body) = c.post("/catalog/v1/namespaces/acme/tables/scratch", &json!({"updates": [update]})).await;
+        refused(status, &body);
+    }
+    let (_, scratch) = c.get("/catalog/v1/namespaces/acme/tables/scratch").await;
+    assert_eq!(scratch["metadata"]["location"], created["metadata"]["location"]);
+    assert_eq!(scratch["metadata-location"], created["metadata-location"]);
+    assert!(!std::path::Path::new(&format!("/tmp/tl-evil-{unique}")).exists());
+    assert_eq!(files_under(&other_dir), other_before, "the other tenant's directory changed");
+}
