@@ -1,6 +1,8 @@
 //! `POST /sql`: `{"sql": "…"}` → the answer as JSON (default), Arrow IPC
 //! stream (`Accept: application/vnd.apache.arrow.stream`) or CSV
-//! (`Accept: text/csv`).
+//! (`Accept: text/csv`); `GET /diff`, `/growth`, `/activity`: the table
+//! functions as JSON. Every answer is bounded by the query timeout and the
+//! answer caps (`encode`).
 
 use std::sync::Arc;
 
@@ -10,17 +12,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
-use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
-use datafusion::arrow::json::writer::JsonArray;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use crate::encode::ARROW_STREAM;
+use crate::encode::{Encoding, encode};
 use crate::error::QueryError;
-use crate::{Answer, QueryService};
-
-pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+use crate::{QueryService, rewrite};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,10 +91,7 @@ async fn series(service: &QueryService, function: &str, query: SeriesQuery) -> R
         literal(&r.end),
         literal(&r.interval)
     );
-    match service.sql(&sql).await.and_then(|answer| json_answer(&answer)) {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(err) => err.into_response(),
-    }
+    answer(service, &sql, Encoding::Json).await
 }
 
 fn literal(text: &str) -> String {
@@ -120,14 +115,16 @@ async fn diff(
         let message = "expected ?table=<tenant>.<table>&from=<timestamp or LSN>&to=<timestamp or LSN>";
         return QueryError::Sql(message.into()).into_response();
     };
+    // Digits are an LSN, anything else an instant.
     let bound = |v: &str| {
-        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) { v.to_owned() } else { literal(v) }
+        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) { rewrite::lsn(v) } else { Ok(literal(v)) }
     };
-    let sql = format!("SELECT * FROM table_diff({}, {}, {})", literal(&request.table), bound(&request.from), bound(&request.to));
-    match service.sql(&sql).await.and_then(|answer| json_answer(&answer)) {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(err) => err.into_response(),
-    }
+    let (from, to) = match (bound(&request.from), bound(&request.to)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(err), _) | (_, Err(err)) => return err.into_response(),
+    };
+    let sql = format!("SELECT * FROM table_diff({}, {from}, {to})", literal(&request.table));
+    answer(&service, &sql, Encoding::Json).await
 }
 
 async fn sql(State(service): State<Arc<QueryService>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -138,57 +135,18 @@ async fn sql(State(service): State<Arc<QueryService>>, headers: HeaderMap, body:
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
     };
-    let answer = match service.sql(&request.sql).await {
-        Ok(answer) => answer,
-        Err(err) => return err.into_response(),
-    };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let encoded = if accept.contains(ARROW_STREAM) {
-        arrow_stream(&answer).map(|bytes| ([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response())
-    } else if accept.contains("text/csv") {
-        csv(&answer).map(|bytes| ([(header::CONTENT_TYPE, "text/csv")], bytes).into_response())
-    } else {
-        json_answer(&answer).map(|body| axum::Json(body).into_response())
+    answer(&service, &request.sql, Encoding::from_accept(accept)).await
+}
+
+/// Run `sql` and answer with it encoded, or with why not.
+async fn answer(service: &QueryService, sql: &str, encoding: Encoding) -> Response {
+    let encoded = match service.start(sql).await {
+        Ok(stream) => encode(stream, encoding, service.limits()).await,
+        Err(err) => Err(err),
     };
-    encoded.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// `{"columns": [{"name", "type"}], "rows": [{…}], "rowCount": n}`.
-pub fn json_answer(answer: &Answer) -> Result<Value, QueryError> {
-    // NULLs are written as null, not left out.
-    let mut writer = JsonWriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
-    for batch in &answer.batches {
-        writer.write(batch).map_err(|e| QueryError::Internal(e.to_string()))?;
+    match encoded {
+        Ok(bytes) => ([(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response(),
+        Err(err) => err.into_response(),
     }
-    writer.finish().map_err(|e| QueryError::Internal(e.to_string()))?;
-    let bytes = writer.into_inner();
-    let rows: Value = if bytes.is_empty() {
-        json!([])
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| QueryError::Internal(e.to_string()))?
-    };
-    let columns: Vec<Value> = answer
-        .schema
-        .fields()
-        .iter()
-        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-        .collect();
-    Ok(json!({"columns": columns, "rows": rows, "rowCount": answer.row_count()}))
-}
-
-fn arrow_stream(answer: &Answer) -> Result<Vec<u8>, QueryError> {
-    let mut writer =
-        StreamWriter::try_new(Vec::new(), &answer.schema).map_err(|e| QueryError::Internal(e.to_string()))?;
-    for batch in &answer.batches {
-        writer.write(batch).map_err(|e| QueryError::Internal(e.to_string()))?;
-    }
-    writer.into_inner().map_err(|e| QueryError::Internal(e.to_string()))
-}
-
-fn csv(answer: &Answer) -> Result<Vec<u8>, QueryError> {
-    let mut writer = CsvWriterBuilder::new().with_header(true).build(Vec::new());
-    for batch in &answer.batches {
-        writer.write(batch).map_err(|e| QueryError::Internal(e.to_string()))?;
-    }
-    Ok(writer.into_inner())
 }

@@ -7,11 +7,18 @@
 //! computes it (`rewrite`) before DataFusion plans it. Each query sees the
 //! tables as the catalog has them when it starts.
 //!
+//! Every query is bounded (`limits`): its memory by one pool shared by the
+//! service's queries, its time by a deadline from arrival to last row, the
+//! buckets of `growth`/`activity` by a cap, and an HTTP answer's rows and
+//! bytes by caps checked while it is encoded.
+//!
 //! Must not know PGlite.
 
 pub mod dialect;
+mod encode;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod rewrite;
 pub mod wire;
 
@@ -23,17 +30,21 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::datasource::MemTable;
 use datafusion::common::ParamValues;
-use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use iceberg::table::Table;
-use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+use iceberg::{Catalog, ErrorKind, TableIdent};
 use iceberg_datafusion::IcebergStaticTableProvider;
 use lake::table::{PROP_PRIMARY_KEY, PROP_RELATIONS, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
 
 pub use error::QueryError;
+use futures::StreamExt;
+pub use limits::{Deadline, Limits};
+use limits::ResultBudget;
 use rewrite::{Loaded, TableShape};
 
 /// The changelog columns every changelog table ends with.
@@ -44,6 +55,9 @@ const CATALOG: &str = "lake";
 
 pub struct QueryService {
     warehouse: Arc<Warehouse>,
+    limits: Limits,
+    /// Every query's DataFusion runtime: the one memory pool.
+    runtime: Arc<RuntimeEnv>,
 }
 
 /// A query's answer.
@@ -105,26 +119,52 @@ impl Prepared {
     }
 
     /// Start the query, with the values of its parameters if it has any.
-    pub async fn run(self, parameters: Option<ParamValues>) -> Result<DataFrame, QueryError> {
+    /// The caller bounds the stream by the query's [`Deadline`].
+    pub async fn run(self, parameters: Option<ParamValues>) -> Result<SendableRecordBatchStream, QueryError> {
         let plan = match parameters {
             Some(values) => self.plan.with_param_values(values)?,
             None => self.plan,
         };
-        Ok(self.ctx.execute_logical_plan(plan).await?)
+        Ok(self.ctx.execute_logical_plan(plan).await?.execute_stream().await?)
     }
 }
 
 impl QueryService {
-    pub fn new(warehouse: Arc<Warehouse>) -> Arc<Self> {
-        Arc::new(Self { warehouse })
+    pub fn new(warehouse: Arc<Warehouse>, limits: Limits) -> Arc<Self> {
+        let runtime = limits::runtime(&limits);
+        Arc::new(Self { warehouse, limits, runtime })
     }
 
-    /// Run one query over the lake.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The deadline of a query arriving now.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::start(self.limits.timeout)
+    }
+
+    /// Plan and start one query over the lake: its rows until its deadline.
+    pub async fn start(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+        let deadline = self.deadline();
+        let stream = deadline.run(async { self.prepare(rewrite::parse(sql)?).await?.run(None).await }).await?;
+        Ok(deadline.bound(stream))
+    }
+
+    /// Run one query over the lake to its end (for `tidelake sql`); the
+    /// answer's rows and its size in memory are capped as over HTTP.
     pub async fn sql(&self, sql: &str) -> Result<Answer, QueryError> {
-        let prepared = self.prepare(rewrite::parse(sql)?).await?;
-        let schema = prepared.schema();
-        let batches = prepared.run(None).await?.collect().await?;
-        Ok(Answer { schema, batches })
+        let mut stream = self.start(sql).await?;
+        let mut answer = Answer { schema: stream.schema(), batches: Vec::new() };
+        let (mut budget, mut bytes) = (ResultBudget::new(&self.limits), 0);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            budget.rows(batch.num_rows())?;
+            bytes += batch.get_array_memory_size();
+            budget.bytes(bytes, "Arrow arrays in memory")?;
+            answer.batches.push(batch);
+        }
+        Ok(answer)
     }
 
     /// Plan one query (as `rewrite::parse` accepts it) over the lake as the
@@ -132,15 +172,18 @@ impl QueryService {
     /// [`Prepared::run`] gets their values.
     pub async fn prepare(&self, mut statement: Statement) -> Result<Prepared, QueryError> {
         rewrite::check_versions(&mut statement)?;
-        let needs = rewrite::needs(&mut statement)?;
+        // Refusals that need no table (too many buckets) come before any is loaded.
+        let needs = rewrite::needs(&mut statement, self.limits.max_buckets)?;
 
-        let ctx = SessionContext::new_with_config(
+        let ctx = SessionContext::new_with_config_rt(
             SessionConfig::new()
                 .with_default_catalog_and_schema(CATALOG, "public")
                 .with_information_schema(true)
                 // Instants without a zone are UTC, as in the tenant databases.
                 .set_str("datafusion.execution.time_zone", "+00:00"),
+            self.runtime.clone(),
         );
+        limits::functions::register(&ctx, &self.limits)?;
         let catalog = Arc::new(MemoryCatalogProvider::new());
         ctx.register_catalog(CATALOG, catalog.clone());
         let mut loaded = Loaded::default();
@@ -177,7 +220,10 @@ impl QueryService {
         if loaded.tables.contains_key(&key) {
             return Ok(true);
         }
-        let ident = TableIdent::new(NamespaceIdent::new(tenant.to_owned()), name.to_owned());
+        // `name` is a lake name already (`rewrite` maps what the query wrote);
+        // a tenant that is no tenant id has no namespace.
+        let Ok(namespace) = lake::names::namespace(tenant) else { return Ok(false) };
+        let ident = TableIdent::new(namespace, name.to_owned());
         let table = match self.warehouse.catalog().load_table(&ident).await {
             Ok(table) => table,
             Err(e) if matches!(e.kind(), ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound) => return Ok(false),

@@ -24,10 +24,12 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, TableFunctionArgs, Value, ValueWithSpan, Query, Statement, TableAlias, TableFactor, TableVersion, VisitMut, VisitorMut,
 };
+use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::dialect::LakeDialect;
 use crate::error::QueryError;
+use crate::limits::buckets;
 
 /// The schema name of the cross-tenant views.
 pub const ALL_TENANTS: &str = "all_tenants";
@@ -116,18 +118,28 @@ fn normalized(part: &ObjectNamePart) -> Option<String> {
 fn reference(name: &ObjectName) -> Option<Reference> {
     let [tenant, table] = name.0.as_slice() else { return None };
     let (tenant, table) = (normalized(tenant)?, normalized(table)?);
-    let (table, kind) = match table.split_once('$') {
+    // The suffix is the last `$`: a source table's name may hold one
+    // (`"price$history$changes"`); a lake name never does.
+    let (table, kind) = match table.rsplit_once('$') {
         Some((base, "changes")) => (base.to_owned(), Kind::Changes),
         Some((base, "snapshots")) => (base.to_owned(), Kind::Snapshots),
-        Some(_) => return None,
-        None => (table, Kind::State),
+        _ => (table, Kind::State),
     };
-    Some(Reference { tenant, table, kind })
+    Some(Reference { tenant, table: lake_table(table), kind })
 }
 
-/// The lake tables a query reads; errors for version clauses on anything else.
-pub fn needs(statement: &mut Statement) -> Result<Needs, QueryError> {
-    struct Collect(Needs, Option<QueryError>);
+/// The lake table a table name in a query means (`lake::names::query_name`:
+/// a lake name, or a table of the `public` schema, encoded). A name no
+/// source table can have stays as written, and is not found.
+fn lake_table(name: String) -> String {
+    lake::names::query_name(&name).unwrap_or(name)
+}
+
+/// The lake tables a query reads; errors for version clauses on anything
+/// else, and for a `growth` or `activity` with literal bounds and more than
+/// `max_buckets` buckets.
+pub fn needs(statement: &mut Statement, max_buckets: u64) -> Result<Needs, QueryError> {
+    struct Collect(Needs, Option<QueryError>, u64);
     impl VisitorMut for Collect {
         type Break = ();
         fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
@@ -139,14 +151,20 @@ pub fn needs(statement: &mut Statement) -> Result<Needs, QueryError> {
                     Some(Ok(TableFn::Diff(call))) => {
                         self.0.tables.insert((call.tenant, call.table));
                     }
-                    Some(Ok(TableFn::Series(call))) => match call.tenant {
-                        Some(tenant) => {
-                            self.0.tables.insert((tenant, call.table));
+                    Some(Ok(TableFn::Series(call))) => {
+                        if let Err(err) = call.check(self.2) {
+                            self.1 = Some(err);
+                            return ControlFlow::Break(());
                         }
-                        None => {
-                            self.0.all_tenants.insert(call.table);
+                        match call.tenant {
+                            Some(tenant) => {
+                                self.0.tables.insert((tenant, call.table));
+                            }
+                            None => {
+                                self.0.all_tenants.insert(call.table);
+                            }
                         }
-                    },
+                    }
                     Some(Err(err)) => {
                         self.1 = Some(err);
                         return ControlFlow::Break(());
@@ -180,7 +198,7 @@ pub fn needs(statement: &mut Statement) -> Result<Needs, QueryError> {
             ControlFlow::Continue(())
         }
     }
-    let mut collect = Collect(Needs::default(), None);
+    let mut collect = Collect(Needs::default(), None, max_buckets);
     let _ = statement.visit(&mut collect);
     match collect.1 {
         Some(err) => Err(err),
@@ -492,6 +510,15 @@ enum Series {
     Activity,
 }
 
+impl Series {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Growth => "growth",
+            Self::Activity => "activity",
+        }
+    }
+}
+
 /// `growth('<table>' | '<tenant>.<table>', <start>, <end>, '<interval>')`:
 /// the table's row count in every tenant having it (or one) at `start`
 /// and every `interval` after it up to `end`.
@@ -504,6 +531,11 @@ struct SeriesCall {
     start: String,
     end: String,
     interval: String,
+    /// The bounds in µs where they are literals, and the interval: enough
+    /// to count the buckets before anything runs.
+    literal_start: Option<i64>,
+    literal_end: Option<i64>,
+    step: IntervalMonthDayNano,
 }
 
 impl SeriesCall {
@@ -519,15 +551,12 @@ impl SeriesCall {
         let target = string_arg(target).ok_or_else(usage)?;
         let interval = string_arg(interval).ok_or_else(usage)?;
         let (tenant, table) = match target.split_once('.') {
-            Some((tenant, table)) => (Some(tenant.to_owned()), table.to_owned()),
-            None => (None, target.to_owned()),
+            Some((tenant, table)) => (Some(tenant.to_owned()), lake_table(table.to_owned())),
+            None => (None, lake_table(target.to_owned())),
         };
-        // DataFusion's generate_series steps in nanoseconds, which end in 2262.
-        const NANOS_END_MICROS: i64 = i64::MAX / 1000;
-        for bound in [start, end] {
-            if literal_micros(bound)?.is_some_and(|m| m >= NANOS_END_MICROS) {
-                return Err(QueryError::Sql("growth and activity take instants before 2262-04-11".into()));
-            }
+        let (literal_start, literal_end) = (literal_micros(start)?, literal_micros(end)?);
+        for micros in [literal_start, literal_end].into_iter().flatten() {
+            buckets::instant(series.name(), micros)?;
         }
         Ok(Self {
             series,
@@ -535,8 +564,20 @@ impl SeriesCall {
             table,
             start: instant(start)?,
             end: instant(end)?,
+            step: buckets::interval(series.name(), interval)?,
             interval: interval.replace('\'', "''"),
+            literal_start,
+            literal_end,
         })
+    }
+
+    /// Refuse more than `cap` buckets when the bounds are literals (when
+    /// they are expressions, [`buckets::FUNCTION`] does as it runs).
+    fn check(&self, cap: u64) -> Result<(), QueryError> {
+        if let (Some(start), Some(end)) = (self.literal_start, self.literal_end) {
+            buckets::check(self.series.name(), start, end, self.step, cap)?;
+        }
+        Ok(())
     }
 
     fn sql(&self, loaded: &Loaded) -> Result<String, QueryError> {
@@ -566,8 +607,11 @@ impl SeriesCall {
 
     fn buckets(&self) -> String {
         format!(
-            "SELECT unnest(generate_series({}, {}, INTERVAL '{}')) AS \"at\"",
-            self.start, self.end, self.interval
+            "SELECT unnest({}({}, {}, INTERVAL '{}')) AS \"at\"",
+            buckets::FUNCTION,
+            self.start,
+            self.end,
+            self.interval
         )
     }
 
@@ -624,11 +668,22 @@ impl DiffCall {
         let (tenant, table) = name.split_once('.').ok_or_else(usage)?;
         let bound = |e: &Expr| -> Result<Bound, QueryError> {
             match e {
-                Expr::Value(ValueWithSpan { value: Value::Number(n, _), .. }) => Ok(Bound::Lsn(n.clone())),
+                Expr::Value(ValueWithSpan { value: Value::Number(n, _), .. }) => Ok(Bound::Lsn(lsn(n)?)),
                 other => Ok(Bound::Instant(instant(other)?)),
             }
         };
-        Ok(Self { tenant: tenant.to_owned(), table: table.to_owned(), from: bound(from)?, to: bound(to)? })
+        Ok(Self { tenant: tenant.to_owned(), table: lake_table(table.to_owned()), from: bound(from)?, to: bound(to)? })
+    }
+}
+
+/// An LSN as a client wrote it: a whole number the changelog's `_lsn` can hold.
+pub fn lsn(text: &str) -> Result<String, QueryError> {
+    match text.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n.to_string()),
+        _ => Err(QueryError::InvalidArgument(format!(
+            "'{text}' is not an LSN (a whole number from 0 to {})",
+            i64::MAX
+        ))),
     }
 }
 
@@ -694,7 +749,7 @@ mod tests {
     fn rewritten(sql: &str) -> Result<String, QueryError> {
         let mut statement = parse(sql)?;
         check_versions(&mut statement)?;
-        needs(&mut statement)?;
+        needs(&mut statement, 100)?;
         rewrite(&mut statement, &loaded())?;
         Ok(statement.to_string())
     }
@@ -712,9 +767,58 @@ mod tests {
     }
 
     #[test]
+    fn growth_and_activity_count_their_buckets_before_anything_loads() {
+        let err = rewritten("SELECT * FROM growth('acme.items', '2000-01-01', '2200-01-01', '1 second')").unwrap_err();
+        assert_eq!(err.code(), "too_many_buckets", "{err}");
+        assert!(err.to_string().contains("limit of 100 (--max-buckets)"), "{err}");
+        let sql = rewritten("SELECT * FROM activity('acme.items', '2026-01-01', '2026-01-05', '1 day')").unwrap();
+        assert!(sql.contains("tidelake_buckets("), "{sql}");
+        for (start, end, interval) in [
+            ("'2026-01-02'", "'2026-01-01'", "'1 day'"),
+            ("'2026-01-01'", "'2026-01-02'", "'0 days'"),
+            ("'2026-01-01'", "'2026-01-02'", "'-1 hour'"),
+            ("'2026-01-01'", "'2026-01-02'", "'often'"),
+            ("'1600-01-01'", "'2026-01-02'", "'1 year'"),
+            ("'2026-01-01'", "'9999-01-01'", "'1 year'"),
+        ] {
+            let query = format!("SELECT * FROM growth('acme.items', {start}, {end}, {interval})");
+            let err = rewritten(&query).unwrap_err();
+            assert_eq!(err.code(), "invalid_argument", "{query}: {err}");
+        }
+        // Expressions are counted when they run (by tidelake_buckets).
+        assert!(rewritten("SELECT * FROM growth('acme.items', now() - INTERVAL '1 day', now(), '1 hour')").is_ok());
+    }
+
+    /// Every way a query names a table goes through `lake::names`.
+    #[test]
+    fn table_names_are_read_as_lake_names() {
+        let lake_tables = |sql: &str| {
+            let mut statement = parse(sql).unwrap();
+            let needs = needs(&mut statement, 100).unwrap();
+            let mut names: Vec<String> = needs.tables.into_iter().map(|(_, t)| t).collect();
+            names.extend(needs.all_tenants);
+            names
+        };
+        assert_eq!(lake_tables("SELECT * FROM acme.todos"), ["todos"]);
+        assert_eq!(lake_tables("SELECT * FROM acme.Todos"), ["todos"]);
+        assert_eq!(lake_tables("SELECT * FROM acme.\"Todos\""), ["-54odos"]);
+        assert_eq!(lake_tables("SELECT * FROM acme.billing__items"), ["billing__items"]);
+        assert_eq!(lake_tables("SELECT * FROM acme.\"../othertenant/todos$changes\""), ["-2e-2e-2fothertenant-2ftodos"]);
+        assert_eq!(lake_tables("SELECT * FROM acme.\"price$history\""), ["price-24history"]);
+        assert_eq!(lake_tables("SELECT * FROM all_tenants.\"Todos\""), ["-54odos"]);
+        assert_eq!(lake_tables("SELECT * FROM table_diff('acme.Todos', 1, 2)"), ["-54odos"]);
+        assert_eq!(
+            lake_tables("SELECT * FROM growth('a b', '2026-01-01', '2026-01-02', '1 day')"),
+            ["a-20b"]
+        );
+    }
+
+    #[test]
     fn table_diff_becomes_a_join_of_two_states() {
         let sql = rewritten("SELECT * FROM table_diff('acme.items', 1, '2026-01-01')").unwrap();
         assert!(sql.contains("FULL JOIN"), "{sql}");
         assert!(rewritten("SELECT * FROM table_diff('acme.items', 1)").is_err());
+        let err = rewritten("SELECT * FROM table_diff('acme.items', 1, 99999999999999999999)").unwrap_err();
+        assert_eq!(err.code(), "invalid_argument", "{err}");
     }
 }

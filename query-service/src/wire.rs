@@ -9,6 +9,10 @@
 //! (`SET`, `SHOW`, `BEGIN`/`COMMIT`/`ROLLBACK`) are answered here. The lake
 //! is read-only: each query reads the tables as the catalog has them when it
 //! starts, inside a "transaction" or not.
+//!
+//! A query is bounded by the query timeout from the moment its Execute (or
+//! simple Query) arrives to its last row: past it, its rows stop, it is
+//! cancelled and the client gets SQLSTATE 57014; the connection goes on.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -16,10 +20,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{Expr, Set, Statement, Value};
-use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters, encode_dataframe};
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use datafusion_postgres::pgwire;
-use futures::{Sink, stream};
+use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -33,6 +37,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
 
@@ -227,13 +232,7 @@ fn show_fields(name: &str, format: &Format) -> Vec<FieldInfo> {
 }
 
 fn wire_error(err: QueryError) -> PgWireError {
-    let code = match &err {
-        QueryError::Sql(_) => "42601",
-        QueryError::NotFound(_) => "42P01",
-        QueryError::Query(_) => "42000",
-        QueryError::Internal(_) => "XX000",
-    };
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), err.to_string())))
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), err.sqlstate().into(), err.to_string())))
 }
 
 impl Backend {
@@ -245,7 +244,8 @@ impl Backend {
         format: &Format,
         options: Arc<FormatOptions>,
     ) -> Result<Response, PgWireError> {
-        let prepared = self.service.prepare(statement.clone()).await.map_err(wire_error)?;
+        let deadline = self.service.deadline();
+        let prepared = deadline.run(self.service.prepare(statement.clone())).await.map_err(wire_error)?;
         let values = match parameters {
             Some(portal) if portal.parameter_len() > 0 => {
                 let types = prepared.parameter_types().map_err(wire_error)?;
@@ -254,8 +254,21 @@ impl Backend {
             }
             _ => None,
         };
-        let frame = prepared.run(values).await.map_err(wire_error)?;
-        Ok(Response::Query(encode_dataframe(frame, format, Some(options)).await?))
+        let fields = Arc::new(arrow_schema_to_pg_fields(&prepared.schema(), format, Some(options))?);
+        let batches = deadline.run(prepared.run(values)).await.map_err(wire_error)?;
+        // Errors while the rows stream (the timeout among them) keep their
+        // SQLSTATE, as errors before them do.
+        let row_fields = fields.clone();
+        let rows = deadline
+            .bound(batches)
+            .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> {
+                match batch {
+                    Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
+                    Err(e) => Box::new(std::iter::once(Err(wire_error(e.into())))),
+                }
+            })
+            .flat_map(stream::iter);
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
 
     /// The parameter types and result columns of a statement.
@@ -270,7 +283,8 @@ impl Backend {
             WireStatement::Session(Session::Show(name)) => Ok((vec![], show_fields(name, format))),
             WireStatement::Session(_) => Ok((vec![], vec![])),
             WireStatement::Query(statement) => {
-                let prepared = self.service.prepare((**statement).clone()).await.map_err(wire_error)?;
+                let deadline = self.service.deadline();
+                let prepared = deadline.run(self.service.prepare((**statement).clone())).await.map_err(wire_error)?;
                 let parameters = prepared
                     .parameter_types()
                     .map_err(wire_error)?

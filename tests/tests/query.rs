@@ -619,3 +619,160 @@ async fn the_dashboard_in_chromium() {
     assert!(bad["error"].as_str().unwrap().contains("no lake table acme.missing"), "{bad}");
     assert!(page.exists());
 }
+
+/// CPU seconds the process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the command name (which may hold spaces), from field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// POST /sql that must be refused: (status, code, message, seconds taken).
+async fn refused(c: &Client, query: &str, accept: Option<&str>) -> (StatusCode, String, String, f64) {
+    let started = std::time::Instant::now();
+    let mut request = c.http.post(c.url("/sql")).json(&json!({ "sql": query }));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = request.send().await.expect("POST /sql");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(!status.is_success(), "{query}: expected a refusal, got {status} {body}");
+    let code = body["error"]["code"].as_str().unwrap_or_default().to_owned();
+    let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    (status, code, message, elapsed)
+}
+
+#[tokio::test]
+async fn every_lake_query_is_bounded_and_the_service_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = [
+        "--query-timeout", "2s",
+        "--query-memory", "64MB",
+        "--max-buckets", "100",
+        "--query-max-result-rows", "10",
+        "--query-max-result-bytes", "1MB",
+    ];
+    let server = Server::start(&dir.path().join("data"), &[&["--lake-flush-interval", "100ms"][..], &limits].concat()).await;
+    let c = server.client();
+    c.exec("acme", "CREATE TABLE items (id int PRIMARY KEY, name text, qty int)").await;
+    c.exec("acme", "INSERT INTO items SELECT g, 'item ' || g, g * 10 FROM generate_series(1, 7) g").await;
+    c.wait_shipped("acme").await;
+    let expected = items(&c, "acme").await.into_iter().map(|r| json!({"id": r["id"], "name": r["name"]})).collect::<Vec<_>>();
+    let ordinary = "SELECT id, name FROM acme.items ORDER BY id";
+    assert_eq!(sql(&c, ordinary).await, expected);
+
+    // Memory: a list of 5·10⁹ values is refused before it is built, a join
+    // whose build side cannot spill when the pool is used up.
+    let (status, code, message, elapsed) =
+        refused(&c, "SELECT max(x) FROM unnest(generate_series(1, 5000000000)) t(x)", None).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "query_memory_exceeded"), "{message}");
+    assert!(message.contains("limit of 64 MB (--query-memory"), "{message}");
+    assert!(elapsed < 2.0, "refused in {elapsed:.2}s, not at once");
+    assert_eq!(sql(&c, ordinary).await, expected);
+    let join = "SELECT count(*) FROM generate_series(1, 5000000) a(x) JOIN generate_series(1, 5000000) b(y) ON a.x = b.y";
+    let (status, code, message, _) = refused(&c, join, None).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "query_memory_exceeded"), "{message}");
+    assert_eq!(sql(&c, ordinary).await, expected);
+    // Under the limit the same kinds of query answer exactly.
+    let small = "SELECT max(x) AS m, count(*) AS n FROM unnest(generate_series(1, 100000)) t(x)";
+    assert_eq!(sql(&c, small).await, vec![json!({"m": 100000, "n": 100000})]);
+    let join = "SELECT count(*) AS n FROM generate_series(1, 1000) a(x) JOIN generate_series(1, 1000) b(y) ON a.x = b.y";
+    assert_eq!(sql(&c, join).await, vec![json!({"n": 1000})]);
+
+    // Time: a query that needs little memory but runs for ever is cancelled
+    // at the timeout, and its work stops.
+    let endless = "SELECT max(x) FROM generate_series(1, 5000000000) t(x)";
+    let (status, code, message, elapsed) = refused(&c, endless, None).await;
+    assert_eq!((status, code.as_str()), (StatusCode::REQUEST_TIMEOUT, "query_timeout"), "{message}");
+    assert!(message.contains("2s (--query-timeout)"), "{message}");
+    assert!((1.9..10.0).contains(&elapsed), "answered after {elapsed:.2}s with a 2s timeout");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds(server.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy = cpu_seconds(server.pid()) - before;
+    assert!(busy < 1.0, "the server used {busy:.2} CPU seconds in the 2s after the timeout: the query still runs");
+    assert_eq!(sql(&c, ordinary).await, expected);
+    // The diff, growth and activity endpoints run under the same timeout.
+    let (status, body) = c.get("/activity?table=acme.items&start=2026-01-01&end=2026-01-02&interval=6%20hours").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Buckets: refused before anything runs, with the count and the cap.
+    let started = std::time::Instant::now();
+    let (status, body) = c.get("/growth?table=items&start=2000-01-01&end=2200-01-01&interval=1%20second").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_buckets", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("asks for 6311433601 buckets") && message.contains("limit of 100 (--max-buckets)"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(1), "refusing took {:?}", started.elapsed());
+    let (_, code, message, _) = refused(&c, "SELECT * FROM activity('acme.items', '2026-01-01', '2026-02-01', '1 hour')", None).await;
+    assert_eq!(code, "too_many_buckets", "{message}");
+    assert!(message.contains("asks for 745 buckets"), "{message}");
+    assert_eq!(sql(&c, ordinary).await, expected);
+    // Every number a client gives these endpoints is range-checked.
+    for path in [
+        "/growth?table=items&start=2026-01-01&end=2026-01-02&interval=0%20seconds",
+        "/growth?table=items&start=2026-01-01&end=2026-01-02&interval=-1%20day",
+        "/activity?table=items&start=2026-01-02&end=2026-01-01&interval=1%20hour",
+        "/growth?table=items&start=1500-01-01&end=2026-01-01&interval=1%20year",
+        "/growth?table=items&start=2026-01-01&end=99999-01-01&interval=1%20year",
+        "/activity?table=items&start=2026-01-01&end=2026-01-02&interval=sometimes",
+        "/diff?table=acme.items&from=99999999999999999999999&to=1",
+    ] {
+        let (status, body) = c.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(matches!(body["error"]["code"].as_str(), Some("invalid_argument" | "invalid_sql")), "{path}: {body}");
+    }
+    // Under the cap: a growth series answers every bucket with the row count.
+    let (status, body) = c.get("/growth?table=items&start=2100-01-01&end=2100-01-03&interval=1%20day").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counts: Vec<(String, u64)> =
+        body["rows"].as_array().unwrap().iter().map(|r| (r["tenant"].as_str().unwrap().to_owned(), r["rows"].as_u64().unwrap())).collect();
+    assert_eq!(counts, vec![("acme".to_owned(), 7); 3], "{body}");
+
+    // Answers: refused past the rows or the bytes, in every encoding, and
+    // without reading an endless query to its end.
+    for accept in [None, Some("text/csv"), Some("application/vnd.apache.arrow.stream")] {
+        let (status, code, message, _) = refused(&c, "SELECT x FROM generate_series(1, 11) t(x)", accept).await;
+        assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "result_too_large"), "{accept:?}: {message}");
+        assert!(message.contains("more than 10 rows") && message.contains("--query-max-result-rows"), "{message}");
+    }
+    let (_, code, message, elapsed) = refused(&c, "SELECT x FROM generate_series(1, 5000000000) t(x)", None).await;
+    assert_eq!(code, "result_too_large", "{message}");
+    assert!(elapsed < 2.0, "refused after {elapsed:.2}s: the answer was read past the cap");
+    let wide = "SELECT repeat('x', 200000) AS s FROM generate_series(1, 10) t(x)";
+    for accept in [None, Some("text/csv"), Some("application/vnd.apache.arrow.stream")] {
+        let (status, code, message, _) = refused(&c, wide, accept).await;
+        assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "result_too_large"), "{accept:?}: {message}");
+        assert!(message.contains("larger than 1 MB") && message.contains("--query-max-result-bytes"), "{message}");
+    }
+    assert_eq!(sql(&c, ordinary).await, expected);
+    let ten: Vec<Value> = (1..=10).map(|x| json!({ "x": x })).collect();
+    assert_eq!(sql(&c, "SELECT x FROM generate_series(1, 10) t(x) ORDER BY x").await, ten);
+    let csv = c.http.post(c.url("/sql")).header("accept", "text/csv").json(&json!({"sql": "SELECT x FROM generate_series(1, 10) t(x) ORDER BY x"}));
+    let csv = csv.send().await.unwrap().text().await.unwrap();
+    assert_eq!(csv, format!("x\n{}\n", (1..=10).map(|x| x.to_string()).collect::<Vec<_>>().join("\n")));
+
+    // The Postgres wire front: the same timeout (SQLSTATE 57014) and memory
+    // limit (53200), and the connection goes on.
+    let pg = wire(&server).await;
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no code: {e}"));
+    let started = std::time::Instant::now();
+    assert_eq!(code(pg.simple_query(endless).await.unwrap_err()), "57014");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!((1.9..10.0).contains(&elapsed), "answered after {elapsed:.2}s with a 2s timeout");
+    assert_eq!(simple(&pg, "SELECT count(*) FROM acme.items").await, vec![vec![Some("7".into())]]);
+    let started = std::time::Instant::now();
+    assert_eq!(code(pg.query(endless, &[]).await.unwrap_err()), "57014");
+    assert!(started.elapsed() < Duration::from_secs(10), "extended protocol: {:?}", started.elapsed());
+    let rows = pg.query("SELECT id, name FROM acme.items WHERE id <= $1 ORDER BY id", &[&2i32]).await.unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![(1, "item 1".to_owned()), (2, "item 2".to_owned())]);
+    let e = pg.simple_query("SELECT max(x) FROM unnest(generate_series(1, 5000000000)) t(x)").await.unwrap_err();
+    assert_eq!(code(e), "53200");
+    assert_eq!(simple(&pg, "SELECT count(*) FROM acme.items").await, vec![vec![Some("7".into())]]);
+    assert_eq!(sql(&c, ordinary).await, expected);
+}
