@@ -82,6 +82,17 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Run SQL in one tenant's database as its owner (the superuser), for
+    /// repairs; the server must be stopped. Prints each statement's result as JSON.
+    Maintain {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The SQL script.
+        sql: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Run one SQL query over the lake and print the answer as a table.
     Sql {
         /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
@@ -116,16 +127,24 @@ fn main() -> Result<()> {
             "/catalog",
             |warehouse| (axum::Router::new().nest("/catalog", catalog::rest::router(warehouse)), None),
         )),
-        Command::QueryService(overrides) => runtime.block_on(serve_alone(
-            Settings::load(overrides)?,
-            "query service",
-            "/sql",
-            |warehouse| {
-                let queries = query_service::QueryService::new(warehouse);
+        Command::QueryService(overrides) => {
+            let settings = Settings::load(overrides)?;
+            let limits = settings.query.clone();
+            runtime.block_on(serve_alone(settings, "query service", "/sql", move |warehouse| {
+                let queries = query_service::QueryService::new(warehouse, limits);
                 (query_service::http::router(queries.clone()), Some(queries))
-            },
-        )),
+            }))
+        }
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
+        Command::Maintain { tenant, sql, overrides } => {
+            let settings = Settings::load(overrides)?;
+            let tenant = oltp_do::TenantId::parse(&tenant)?;
+            let results = oltp_do::maintenance::run_as_owner(&settings.oltp, &tenant, &sql)?;
+            for result in results {
+                println!("{}", serde_json::to_string(&result)?);
+            }
+            Ok(())
+        }
         Command::Tenants { url, overrides } => runtime.block_on(tenants_table(&server_url(url, overrides))),
         Command::Backup { tenant, url, overrides } => runtime.block_on(backup_now(&server_url(url, overrides), &tenant)),
         Command::Restore { tenant, to, into, url, overrides } => {
@@ -161,15 +180,12 @@ async fn serve(settings: Settings) -> Result<()> {
     });
     tenants.set_history(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() }));
     let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
-    let queries = query_service::QueryService::new(warehouse.clone());
+    let queries = query_service::QueryService::new(warehouse.clone(), settings.query);
     let wire = start_wire(settings.pg_listen, &queries).await?;
     let app = oltp_do::api::router(tenants.clone())
         .nest("/catalog", catalog::rest::router(warehouse))
         .merge(query_service::http::router(queries));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve HTTP")?;
+    serve_until_signal(listener, app).await?;
     if let Some(wire) = wire {
         wire.abort();
     }
@@ -184,9 +200,41 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!("shutting down: closing open tenant databases");
     reaper.abort();
     tiering.abort();
-    Arc::clone(&tenants).shutdown().await;
+    Arc::clone(&tenants).shutdown(TENANT_CLOSE_PATIENCE).await;
     tracing::info!("all tenant databases closed");
     Ok(())
+}
+
+/// How long a stopping server waits for open connections (requests in
+/// flight, WebSockets, long polls) before it closes them.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a stopping server lets tenants finish queued work before it
+/// cancels what they run.
+const TENANT_CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serve HTTP until SIGTERM or Ctrl-C, then let open connections finish for
+/// at most `HTTP_DRAIN`: a WebSocket or a long poll never holds a shutdown.
+async fn serve_until_signal(listener: TcpListener, app: axum::Router) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    tokio::select! {
+        served = server => served.context("serve HTTP"),
+        () = async {
+            stopped(stop_rx).await;
+            tokio::time::sleep(HTTP_DRAIN).await;
+        } => {
+            tracing::warn!("connections still open {HTTP_DRAIN:?} after the stop signal are closed");
+            Ok(())
+        }
+    }
 }
 
 /// How long a stopping server waits for the lake to take pending changes.
@@ -212,10 +260,7 @@ async fn serve_alone(
         Some(queries) => start_wire(settings.pg_listen, &queries).await?,
         None => None,
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve HTTP");
+    let served = serve_until_signal(listener, router).await;
     if let Some(wire) = wire {
         wire.abort();
     }
@@ -241,7 +286,7 @@ async fn run_sql(settings: Settings, query: &str) -> Result<()> {
     let warehouse = Warehouse::open(settings.catalog)
         .await
         .context("open the Iceberg catalog")?;
-    let answer = query_service::QueryService::new(warehouse)
+    let answer = query_service::QueryService::new(warehouse, settings.query)
         .sql(query)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -34,6 +34,19 @@ pub struct FileConfig {
     pub lake: LakeSection,
     #[serde(default)]
     pub archive: ArchiveSection,
+    #[serde(default)]
+    pub query: QuerySection,
+}
+
+/// The lake query service's limits (docs/query.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySection {
+    pub memory: Option<String>,
+    pub timeout: Option<String>,
+    pub max_buckets: Option<u64>,
+    pub max_result_rows: Option<u64>,
+    pub max_result_bytes: Option<String>,
 }
 
 /// Base backups and the cold tier.
@@ -45,6 +58,7 @@ pub struct ArchiveSection {
     pub disk_budget: Option<String>,
     pub backup_interval: Option<String>,
     pub backup_retention: Option<String>,
+    pub backup_min_interval: Option<String>,
     /// S3 properties; the catalog's are used when this is empty.
     #[serde(default)]
     pub storage: BTreeMap<String, String>,
@@ -98,6 +112,22 @@ pub struct TenantsSection {
     pub spares: Option<usize>,
     pub queue_timeout: Option<String>,
     pub ws_send_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+    pub max_result_bytes: Option<String>,
+    pub max_result_rows: Option<u64>,
+    pub ws_max_in_flight: Option<usize>,
+    pub disk_quota: Option<String>,
+    /// `[tenants.overrides.<tenant>]`: settings of one tenant.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, TenantOverrideSection>,
+}
+
+/// What one tenant may have of its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantOverrideSection {
+    pub statement_timeout: Option<String>,
+    pub disk_quota: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +170,24 @@ pub struct Overrides {
     /// Route `{tenant}.{base-domain}` host names to tenants.
     #[arg(long, env = "TIDELAKE_BASE_DOMAIN")]
     pub base_domain: Option<String>,
+    /// Stop a statement that runs longer than this (SQLSTATE 57014); a request may ask for less [default: 30s].
+    #[arg(long, env = "TIDELAKE_STATEMENT_TIMEOUT")]
+    pub statement_timeout: Option<String>,
+    /// Refuse (`result_too_large`) an answer to a query larger than this (e.g. 16MiB) [default: 16MiB].
+    #[arg(long, env = "TIDELAKE_MAX_RESULT_BYTES")]
+    pub max_result_bytes: Option<String>,
+    /// Refuse (`result_too_large`) an answer to a query with more rows than this [default: 1000000].
+    #[arg(long, env = "TIDELAKE_MAX_RESULT_ROWS")]
+    pub max_result_rows: Option<u64>,
+    /// Queries one WebSocket connection may have queued or running at once [default: 16].
+    #[arg(long, env = "TIDELAKE_WS_MAX_IN_FLIGHT")]
+    pub ws_max_in_flight: Option<usize>,
+    /// Local disk one tenant may take (e.g. 1GB); over it, writes fail with SQLSTATE 53100 and reads go on [default: none].
+    #[arg(long, env = "TIDELAKE_TENANT_DISK_QUOTA")]
+    pub tenant_disk_quota: Option<String>,
+    /// Base backups a client asks for are at least this far apart per tenant [default: 1m].
+    #[arg(long, env = "TIDELAKE_BACKUP_MIN_INTERVAL")]
+    pub backup_min_interval: Option<String>,
     /// Capture every committed change into each tenant's change log [default: true].
     #[arg(long, env = "TIDELAKE_CAPTURE")]
     pub capture: Option<bool>,
@@ -185,6 +233,21 @@ pub struct Overrides {
     /// PostgreSQL shared_buffers per tenant [default: 4MB].
     #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
     pub shared_buffers: Option<String>,
+    /// Memory lake queries may hold in sorts, joins and aggregates, all running queries together (e.g. 2GB) [default: 512MiB].
+    #[arg(long, env = "TIDELAKE_QUERY_MEMORY")]
+    pub query_memory: Option<String>,
+    /// Cancel a lake query (/sql, the Postgres wire front, /diff, /growth, /activity) running longer than this [default: 30s].
+    #[arg(long, env = "TIDELAKE_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
+    /// Refuse a growth or activity series of more buckets than this [default: 10000].
+    #[arg(long, env = "TIDELAKE_MAX_BUCKETS")]
+    pub max_buckets: Option<u64>,
+    /// Refuse (`result_too_large`) a lake query's answer (/sql, /diff, /growth, /activity) with more rows than this [default: 1000000].
+    #[arg(long, env = "TIDELAKE_QUERY_MAX_RESULT_ROWS")]
+    pub query_max_result_rows: Option<u64>,
+    /// Refuse (`result_too_large`) a lake query's answer larger than this, as encoded (e.g. 256MiB) [default: 64MiB].
+    #[arg(long, env = "TIDELAKE_QUERY_MAX_RESULT_BYTES")]
+    pub query_max_result_bytes: Option<String>,
 }
 
 pub struct Settings {
@@ -195,6 +258,7 @@ pub struct Settings {
     pub catalog: CatalogConfig,
     /// None: the lake shipper is off.
     pub lake: Option<ShipperConfig>,
+    pub query: query_service::Limits,
 }
 
 impl Settings {
@@ -264,6 +328,38 @@ impl Settings {
         if let Some(text) = overrides.ws_send_timeout.or(t.ws_send_timeout) {
             oltp.ws_send_timeout = duration("ws_send_timeout", &text)?;
         }
+        if let Some(text) = overrides.statement_timeout.or(t.statement_timeout) {
+            oltp.statement_timeout = positive_duration("statement_timeout", &text)?;
+        }
+        if let Some(text) = overrides.max_result_bytes.or(t.max_result_bytes) {
+            oltp.max_result_bytes = parse_bytes(&text).map_err(|e| anyhow::anyhow!("max_result_bytes: {e}"))?;
+            anyhow::ensure!(oltp.max_result_bytes > 0, "max_result_bytes must be at least 1");
+        }
+        if let Some(n) = overrides.max_result_rows.or(t.max_result_rows) {
+            anyhow::ensure!(n > 0, "max_result_rows must be at least 1");
+            oltp.max_result_rows = n;
+        }
+        if let Some(n) = overrides.ws_max_in_flight.or(t.ws_max_in_flight) {
+            anyhow::ensure!(n > 0, "ws_max_in_flight must be at least 1");
+            oltp.ws_max_in_flight = n;
+        }
+        if let Some(text) = overrides.tenant_disk_quota.or(t.disk_quota) {
+            oltp.tenant_disk_quota = Some(parse_bytes(&text).map_err(|e| anyhow::anyhow!("tenant_disk_quota: {e}"))?);
+        }
+        for (tenant, o) in t.overrides {
+            oltp_do::TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("tenants.overrides.{tenant}: {e}"))?;
+            let settings = oltp_do::config::TenantOverrides {
+                statement_timeout: o
+                    .statement_timeout
+                    .map(|text| positive_duration(&format!("tenants.overrides.{tenant}.statement_timeout"), &text))
+                    .transpose()?,
+                disk_quota: o
+                    .disk_quota
+                    .map(|text| parse_bytes(&text).map_err(|e| anyhow::anyhow!("tenants.overrides.{tenant}.disk_quota: {e}")))
+                    .transpose()?,
+            };
+            oltp.tenant_overrides.insert(tenant, settings);
+        }
         let c = file.capture;
         if let Some(enabled) = overrides.capture.or(c.enabled) {
             oltp.engine.capture = enabled;
@@ -320,7 +416,32 @@ impl Settings {
         if let Some(text) = overrides.backup_retention.or(a.backup_retention) {
             oltp.backup_retention = duration("archive.backup_retention", &text)?;
         }
-        Ok(Self { listen, pg_listen, oltp, catalog, lake })
+        if let Some(text) = overrides.backup_min_interval.or(a.backup_min_interval) {
+            oltp.backup_min_interval = duration("archive.backup_min_interval", &text)?;
+        }
+        let q = file.query;
+        let mut query = query_service::Limits::default();
+        if let Some(text) = overrides.query_memory.or(q.memory) {
+            let bytes = parse_bytes(&text).map_err(|e| anyhow::anyhow!("query.memory: {e}"))?;
+            anyhow::ensure!(bytes >= 1 << 20, "query.memory must be at least 1MiB");
+            query.memory = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        if let Some(text) = overrides.query_timeout.or(q.timeout) {
+            query.timeout = positive_duration("query.timeout", &text)?;
+        }
+        if let Some(n) = overrides.max_buckets.or(q.max_buckets) {
+            anyhow::ensure!(n > 0, "query.max_buckets must be at least 1");
+            query.max_buckets = n;
+        }
+        if let Some(n) = overrides.query_max_result_rows.or(q.max_result_rows) {
+            anyhow::ensure!(n > 0, "query.max_result_rows must be at least 1");
+            query.max_result_rows = n;
+        }
+        if let Some(text) = overrides.query_max_result_bytes.or(q.max_result_bytes) {
+            query.max_result_bytes = parse_bytes(&text).map_err(|e| anyhow::anyhow!("query.max_result_bytes: {e}"))?;
+            anyhow::ensure!(query.max_result_bytes > 0, "query.max_result_bytes must be at least 1");
+        }
+        Ok(Self { listen, pg_listen, oltp, catalog, lake, query })
     }
 }
 
@@ -353,7 +474,18 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
         "tib" => 1 << 40,
         other => return Err(format!("unknown size unit {other:?} in {text:?}")),
     };
-    Ok((number * scale as f64) as u64)
+    let bytes = number * scale as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("size {text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A duration that must not be zero.
+fn positive_duration(key: &str, text: &str) -> Result<std::time::Duration> {
+    let d = duration(key, text)?;
+    anyhow::ensure!(!d.is_zero(), "{key} must be longer than zero");
+    Ok(d)
 }
 
 fn duration(key: &str, text: &str) -> Result<std::time::Duration> {

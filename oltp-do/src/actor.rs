@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::archive::Packed;
-use crate::engine::{LsnAt, ChangePage, EngineRuntime, LogStats, TenantDb};
+use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, LsnAt, Session, TenantDb, Watch};
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
@@ -109,10 +109,17 @@ enum Command {
         work: Arc<Work>,
         /// Not started by then: refused without running.
         deadline: Instant,
+        /// What each of its statements may take.
+        limits: Limits,
         reply: oneshot::Sender<Reply>,
     },
     Close,
 }
+
+/// An engine whose linear memory grew past this (a huge answer, a big
+/// sort) is closed after the request that grew it, so the process gives
+/// the memory back; the next request reopens the tenant.
+const RECYCLE_MEMORY_BYTES: usize = 512 * 1024 * 1024;
 
 enum Reply {
     Done(Result<Output>),
@@ -148,6 +155,11 @@ pub struct ActorHandle {
     quiet: AtomicUsize,
     epoch: Instant,
     closed: watch::Receiver<bool>,
+    /// Cancels what the database runs now (set once it is open).
+    canceller: std::sync::Mutex<Option<Arc<Watch>>>,
+    /// Work still queued is refused instead of run (a shutdown that ran
+    /// out of patience).
+    refuse_queued: std::sync::atomic::AtomicBool,
 }
 
 impl ActorHandle {
@@ -171,6 +183,8 @@ impl ActorHandle {
             quiet: AtomicUsize::new(0),
             epoch,
             closed: closed_rx,
+            canceller: std::sync::Mutex::new(None),
+            refuse_queued: std::sync::atomic::AtomicBool::new(false),
         });
         let shared = handle.clone();
         std::thread::Builder::new()
@@ -270,6 +284,20 @@ impl ActorHandle {
         true
     }
 
+    /// Refuse the work still queued (it is not run) and stop the statement
+    /// running now: what a shutdown does once its patience ran out.
+    pub fn abort(&self) {
+        self.refuse_queued.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    /// Stop the statement the database runs now, if any. Returns whether
+    /// one was running.
+    pub fn cancel(&self) -> bool {
+        let canceller = self.canceller.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        canceller.is_some_and(|watch| watch.cancel())
+    }
+
     /// Wait until the actor thread has finished (database closed).
     pub async fn closed(&self) {
         let mut rx = self.closed.clone();
@@ -279,11 +307,12 @@ impl ActorHandle {
     /// Send work to the actor and wait for its result. Work not started by
     /// `deadline` is refused; work that has started always runs to its end,
     /// so the caller learns the real outcome.
-    pub async fn call(&self, work: Arc<Work>, deadline: Instant) -> Attempt {
+    pub async fn call(&self, work: Arc<Work>, deadline: Instant, limits: Limits) -> Attempt {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Run {
             work,
             deadline,
+            limits,
             reply,
         };
         match tokio::time::timeout_at(deadline.into(), self.tx.send(cmd)).await {
@@ -332,7 +361,8 @@ fn actor_main(
             Err(e) => return Err(Error::Engine(format!("remove {CLOSED_HEAD_FILE}: {e}"))),
         }
         let created = started.elapsed();
-        let db = TenantDb::open(&root, runtime.settings())?;
+        let mut db = TenantDb::open(&root, runtime.settings(), Session::Tenant)?;
+        db.watch_with(runtime.watchdog());
         tracing::debug!(
             tenant = %handle.tenant,
             wait_runtime_ms = ready.as_millis() as u64,
@@ -356,6 +386,7 @@ fn actor_main(
             return;
         }
     };
+    *handle.canceller.lock().unwrap_or_else(|p| p.into_inner()) = db.canceller();
     let _ = handle
         .state
         .compare_exchange(LOADING, LOADED, Ordering::SeqCst, Ordering::SeqCst);
@@ -377,6 +408,7 @@ fn actor_main(
         let Command::Run {
             work,
             deadline,
+            limits,
             reply,
         } = cmd
         else {
@@ -386,8 +418,17 @@ fn actor_main(
             let _ = reply.send(Reply::Done(Err(handle.busy())));
             continue;
         }
+        if handle.refuse_queued.load(Ordering::SeqCst) {
+            let _ = reply.send(Reply::Done(Err(Error::Unavailable("the server is shutting down".into()))));
+            continue;
+        }
         let ran = catch_unwind(AssertUnwindSafe(|| {
+            db.set_limits(limits);
             let result = execute(&mut db, &work);
+            db.set_limits(Limits::HOUSEKEEPING);
+            if db.is_stopped() {
+                return result;
+            }
             // The work's outcome stands whatever happens here.
             if let Err(err) = db.reset_session() {
                 tracing::error!(tenant = %handle.tenant, error = %err, "could not reset the session");
@@ -414,6 +455,15 @@ fn actor_main(
                     feed.committed();
                 }
                 let _ = reply.send(Reply::Done(result));
+                if db.is_stopped() {
+                    tracing::warn!(tenant = %handle.tenant, "tenant engine stopped; it reopens with the next request");
+                    healthy = false;
+                    break;
+                }
+                if db.memory_bytes() > RECYCLE_MEMORY_BYTES {
+                    tracing::info!(tenant = %handle.tenant, memory_bytes = db.memory_bytes(), "closing a tenant whose engine grew large");
+                    break;
+                }
             }
             Err(_) => {
                 tracing::error!(tenant = %handle.tenant, "tenant engine panicked; restarting it");
@@ -451,9 +501,9 @@ fn actor_main(
             }
         }
     } else {
-        // A panicked engine is not trusted to checkpoint; WAL recovery on the
-        // next open brings back every committed transaction.
-        drop(db);
+        // A panicked or stopped engine is not trusted to checkpoint; WAL
+        // recovery on the next open brings back every committed transaction.
+        db.abandon();
     }
     tracing::debug!(tenant = %handle.tenant, "tenant database closed");
 }

@@ -36,6 +36,23 @@ pub struct OltpConfig {
     pub change_retention: Duration,
     /// A WebSocket client that does not take a message for this long is disconnected.
     pub ws_send_timeout: Duration,
+    /// A statement running longer is stopped (SQLSTATE 57014) and the
+    /// tenant goes on serving; a request may ask for less.
+    pub statement_timeout: Duration,
+    /// An answer to a client's SQL larger than this many bytes (as
+    /// PostgreSQL sends its rows) is refused with `result_too_large`.
+    pub max_result_bytes: u64,
+    /// An answer with more rows than this is refused with `result_too_large`.
+    pub max_result_rows: u64,
+    /// SQL statements one WebSocket connection may have running or queued.
+    pub ws_max_in_flight: usize,
+    /// A tenant's base backups on request are at least this far apart.
+    pub backup_min_interval: Duration,
+    /// Local disk one tenant may take; over it, writes fail (SQLSTATE
+    /// 53100) and reads go on. None: no quota.
+    pub tenant_disk_quota: Option<u64>,
+    /// Settings of single tenants that differ from the above.
+    pub tenant_overrides: std::collections::HashMap<String, TenantOverrides>,
     pub engine: EngineSettings,
     /// Where base backups and cold tenants go.
     pub archive: ArchiveConfig,
@@ -67,6 +84,13 @@ impl OltpConfig {
             queue_timeout: Duration::from_secs(30),
             change_retention: Duration::from_secs(3600),
             ws_send_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+            max_result_bytes: 16 * 1024 * 1024,
+            max_result_rows: 1_000_000,
+            ws_max_in_flight: 16,
+            backup_min_interval: Duration::from_secs(60),
+            tenant_disk_quota: None,
+            tenant_overrides: Default::default(),
             engine: EngineSettings::default(),
             archive: ArchiveConfig { location: String::new(), storage: Default::default() },
             cold_after: Some(Duration::from_secs(24 * 3600)),
@@ -83,6 +107,22 @@ impl OltpConfig {
         self
     }
 
+    /// The statement timeout of `tenant`.
+    pub fn statement_timeout(&self, tenant: &str) -> Duration {
+        self.tenant_overrides
+            .get(tenant)
+            .and_then(|o| o.statement_timeout)
+            .unwrap_or(self.statement_timeout)
+    }
+
+    /// The disk quota of `tenant`, if it has one.
+    pub fn disk_quota(&self, tenant: &str) -> Option<u64> {
+        self.tenant_overrides
+            .get(tenant)
+            .and_then(|o| o.disk_quota)
+            .or(self.tenant_disk_quota)
+    }
+
     pub fn tenants_dir(&self) -> PathBuf {
         self.data_dir.join("tenants")
     }
@@ -94,6 +134,14 @@ impl OltpConfig {
     pub fn spares_dir(&self) -> PathBuf {
         self.data_dir.join("spares")
     }
+}
+
+/// Settings one tenant has of its own (`[tenants.overrides.<tenant>]` in
+/// the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantOverrides {
+    pub statement_timeout: Option<Duration>,
+    pub disk_quota: Option<u64>,
 }
 
 pub const DEFAULT_BLOCKED_NAMES: &[&str] = &[
@@ -119,7 +167,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => value * 86400.0,
         other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
 #[cfg(test)]
@@ -134,5 +182,6 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("99999999999999999999999999d").is_err());
     }
 }

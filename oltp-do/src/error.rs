@@ -77,6 +77,12 @@ pub enum Error {
     /// a restore already running).
     #[error("{0}")]
     Conflict(String),
+    /// Asked again too soon (a base backup on request).
+    #[error("{message}")]
+    TooSoon { message: String, retry_after: std::time::Duration },
+    /// A read of a tenant that does not exist (reads create nothing).
+    #[error("tenant {0} does not exist: its first query creates it")]
+    NoSuchTenant(String),
 }
 
 impl Error {

@@ -105,9 +105,9 @@ impl Feed {
     /// order) and the new head.
     pub fn publish_changes(&self, changes: Vec<Value>, head: u64) {
         {
-            let mut recent = self.recent.lock().expect("feed poisoned");
+            let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for change in changes {
-                let contiguous = recent.back().is_none_or(|last| lsn_of(last) + 1 == lsn_of(&change));
+                let contiguous = recent.back().is_none_or(|last| lsn_of(last).checked_add(1) == Some(lsn_of(&change)));
                 if !contiguous {
                     recent.clear();
                 }
@@ -123,10 +123,11 @@ impl Feed {
     /// Up to `limit` changes after `cursor` from memory, if memory holds the
     /// one right after it.
     pub fn recent_after(&self, cursor: u64, limit: usize) -> Option<Vec<Value>> {
-        let recent = self.recent.lock().expect("feed poisoned");
+        let recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let first = lsn_of(recent.front()?);
         let last = lsn_of(recent.back()?);
-        if cursor + 1 < first || cursor >= last {
+        // (In this order: a cursor at u64::MAX is past any change.)
+        if cursor >= last || cursor + 1 < first {
             return None;
         }
         let skip = (cursor + 1 - first) as usize;
@@ -140,37 +141,37 @@ impl Feed {
     }
 
     pub fn set_stats(&self, stats: LogStats) {
-        *self.stats.lock().expect("feed poisoned") = stats;
+        *self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stats;
         self.publish_head(stats.head_lsn);
     }
 
     pub fn stats(&self) -> LogStats {
-        *self.stats.lock().expect("feed poisoned")
+        *self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The database closed cleanly with this head (None: it is opening).
     pub fn set_closed_head(&self, head: Option<u64>) {
-        *self.closed_head.lock().expect("feed poisoned") = head;
+        *self.closed_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = head;
         if head.is_none() {
-            *self.closed_schema.lock().expect("feed poisoned") = None;
+            *self.closed_schema.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
     }
 
     pub fn keep_closed_schema(&self, versions: Vec<Value>) {
-        *self.closed_schema.lock().expect("feed poisoned") = Some(versions);
+        *self.closed_schema.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(versions);
     }
 
     /// The schema history kept at the last clean close, while still closed.
     pub fn closed_schema(&self) -> Option<Vec<Value>> {
-        self.closed_head.lock().expect("feed poisoned").as_ref()?;
-        self.closed_schema.lock().expect("feed poisoned").clone()
+        self.closed_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()?;
+        self.closed_schema.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Changes after `since` answered from memory while the database is
     /// closed, so reading a log does not wake it: `Some` with the changes
     /// (empty when `since` is the head), None if memory does not hold them.
     pub fn closed_changes_after(&self, since: u64, limit: usize) -> Option<(Vec<Value>, u64)> {
-        let head = (*self.closed_head.lock().expect("feed poisoned"))?;
+        let head = (*self.closed_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
         if since >= head {
             return Some((Vec::new(), head));
         }
@@ -181,13 +182,13 @@ impl Feed {
     /// A table was created, altered or dropped: a base backup is due (replay
     /// does not cross schema changes).
     pub fn schema_changed(&self) {
-        *self.schema_changed.lock().expect("feed poisoned") = Some(std::time::Instant::now());
+        *self.schema_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
     }
 
     /// A base backup that began at `began` was stored: it holds every
     /// schema change made before then.
     pub fn backed_up(&self, began: std::time::Instant) {
-        let mut changed = self.schema_changed.lock().expect("feed poisoned");
+        let mut changed = self.schema_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if changed.is_some_and(|at| at < began) {
             *changed = None;
         }
@@ -196,7 +197,7 @@ impl Feed {
     /// Whether the schema changed at least `quiet` ago and no backup was
     /// taken since; taking it clears the mark (set it again if the backup fails).
     pub fn take_schema_change(&self, quiet: std::time::Duration) -> bool {
-        let mut changed = self.schema_changed.lock().expect("feed poisoned");
+        let mut changed = self.schema_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if changed.is_some_and(|at| at.elapsed() >= quiet) {
             *changed = None;
             return true;
@@ -208,10 +209,10 @@ impl Feed {
     /// and ends at `head`; it is closed. What memory held of the old log is
     /// dropped; waiting readers learn of the new head.
     pub fn restart(&self, head: u64) {
-        self.recent.lock().expect("feed poisoned").clear();
-        self.pending_acks.lock().expect("feed poisoned").clear();
-        *self.closed_schema.lock().expect("feed poisoned") = None;
-        *self.closed_head.lock().expect("feed poisoned") = Some(head);
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.pending_acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        *self.closed_schema.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.closed_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(head);
         let mut stats = self.stats();
         stats.head_lsn = head;
         self.set_stats(stats);
@@ -219,11 +220,11 @@ impl Feed {
     }
 
     pub fn defer_ack(&self, consumer: &str, lsn: u64, retention: std::time::Duration) {
-        self.pending_acks.lock().expect("feed poisoned").push((consumer.to_owned(), lsn, retention));
+        self.pending_acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((consumer.to_owned(), lsn, retention));
     }
 
     pub fn take_pending_acks(&self) -> Vec<(String, u64, std::time::Duration)> {
-        std::mem::take(&mut *self.pending_acks.lock().expect("feed poisoned"))
+        std::mem::take(&mut *self.pending_acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -238,7 +239,7 @@ pub struct Commits {
 
 impl Commits {
     pub fn mark(&self, tenant: &TenantId) {
-        let fresh = self.dirty.lock().expect("commits poisoned").insert(tenant.clone());
+        let fresh = self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(tenant.clone());
         if fresh {
             self.notify.notify_one();
         }
@@ -246,14 +247,14 @@ impl Commits {
 
     /// Take the tenants marked so far (possibly none).
     pub fn take(&self) -> Vec<TenantId> {
-        std::mem::take(&mut *self.dirty.lock().expect("commits poisoned")).into_iter().collect()
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_iter().collect()
     }
 
     /// Wait until a tenant is marked (returns at once if one already is).
     pub async fn wait(&self) {
         loop {
             let notified = self.notify.notified();
-            if !self.dirty.lock().expect("commits poisoned").is_empty() {
+            if !self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
                 return;
             }
             notified.await;

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod feed;
 pub mod files;
+pub mod maintenance;
 pub mod protocol;
 pub mod sql_split;
 pub mod tenant_id;

@@ -31,6 +31,10 @@ pub struct QueryRequest {
     pub params: Vec<Value>,
     #[serde(default)]
     pub row_mode: RowMode,
+    /// Milliseconds each statement may run, if less than the tenant's
+    /// statement timeout.
+    #[serde(default)]
+    pub statement_timeout: Option<u64>,
 }
 
 /// Body of `POST batch` and `POST transaction`.
@@ -46,6 +50,10 @@ pub struct BatchRequest {
     /// Transaction only: run as `READ ONLY`.
     #[serde(default)]
     pub read_only: bool,
+    /// Milliseconds each statement may run, if less than the tenant's
+    /// statement timeout.
+    #[serde(default)]
+    pub statement_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -93,6 +101,27 @@ pub struct QueryResult {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BatchResult {
     pub results: Vec<QueryResult>,
+}
+
+/// The largest LSN there can be (LSNs are PostgreSQL `bigint`s).
+pub const MAX_LSN: u64 = i64::MAX as u64;
+
+/// An LSN a client gave, checked.
+pub fn checked_lsn(name: &str, lsn: u64) -> Result<u64, String> {
+    if lsn > MAX_LSN {
+        Err(format!("{name} must be at most {MAX_LSN} (an LSN), not {lsn}"))
+    } else {
+        Ok(lsn)
+    }
+}
+
+/// The statement timeout a request asks for (milliseconds), checked.
+pub fn requested_timeout(ms: Option<u64>) -> Result<Option<std::time::Duration>, String> {
+    match ms {
+        None => Ok(None),
+        Some(0) => Err("statementTimeout must be at least 1 (milliseconds)".to_owned()),
+        Some(ms) => Ok(Some(std::time::Duration::from_millis(ms))),
+    }
 }
 
 /// The engine state `ping` reports, without waking anything.
@@ -148,6 +177,8 @@ pub enum ClientMessage {
         params: Vec<Value>,
         #[serde(default, rename = "rowMode")]
         row_mode: RowMode,
+        #[serde(default, rename = "statementTimeout")]
+        statement_timeout: Option<u64>,
     },
     /// Stream changes: replay from `since` (default: the current head, i.e.
     /// only new changes), then live.

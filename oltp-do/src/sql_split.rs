@@ -67,6 +67,11 @@ fn push<'a>(out: &mut Vec<&'a str>, statement: &'a str) {
     }
 }
 
+/// An identifier, always double-quoted (any spelling round-trips).
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
 /// Whether the text holds nothing but white space and comments.
 pub fn only_comments(text: &str) -> bool {
     let bytes = text.as_bytes();

@@ -162,6 +162,30 @@ impl Server {
         }
     }
 
+    /// `tidelake maintain`: run `sql` in `tenant`'s database as its owner
+    /// (the server must be stopped). Returns each statement's result.
+    pub fn maintain(&self, tenant: &str, sql: &str) -> Vec<Value> {
+        assert!(self.child.is_none(), "stop the server first");
+        let out = Command::new(binary())
+            .arg("maintain")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--tenant", tenant, sql])
+            .env_remove("TIDELAKE_CONFIG")
+            .output()
+            .expect("run tidelake maintain");
+        assert!(
+            out.status.success(),
+            "tidelake maintain failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON result"))
+            .collect()
+    }
+
     /// Start the same server again (same data dir and flags) after a stop or kill.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");
@@ -328,6 +352,11 @@ impl Ws {
                 Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
             }
         }
+    }
+
+    /// The next message, whatever its type (panics after `timeout`).
+    pub async fn expect_any(&mut self, timeout: Duration) -> Value {
+        self.recv(timeout).await.unwrap_or_else(|| panic!("no message within {timeout:?}"))
     }
 
     /// Receive until a message of `kind` arrives (panics after `timeout`).

@@ -497,19 +497,25 @@ async fn a_subscriber_that_stops_reading_is_disconnected_and_others_go_on() {
 #[tokio::test]
 async fn an_older_capture_install_is_upgraded_when_the_tenant_opens() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--hibernate-after", "300ms", "--lake", "false"]).await;
+    let mut server = Server::start(&dir.path().join("data"), &["--hibernate-after", "300ms", "--lake", "false"]).await;
     let c = server.client();
     c.exec("old", "CREATE TABLE pair (id int PRIMARY KEY DEFERRABLE, v text); INSERT INTO pair SELECT g, 'p' || g FROM generate_series(1, 3) g").await;
-    // What an older release left behind: its version mark, and a trigger
-    // that is not this release's.
-    c.exec(
+    // What an older release left behind, made by the operator's owner
+    // access (no tenant can): its version mark, a trigger that is not this
+    // release's, and the table owned by the superuser, as tenant SQL ran
+    // as the superuser then.
+    server.stop();
+    let results = server.maintain(
         "old",
         "UPDATE tidelake.meta SET value = '5' WHERE key = 'capture_version';
-         DO $$ BEGIN EXECUTE format('CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $b$ BEGIN RAISE EXCEPTION ''an old trigger ran''; END $b$', 'capture_' || 'pair'::regclass::oid); END $$",
-    )
-    .await;
-    let (status, body) = c.query("old", "UPDATE pair SET v = v", json!([])).await;
-    assert!(status != StatusCode::OK && body.to_string().contains("an old trigger ran"), "{body}");
+         ALTER TABLE pair OWNER TO CURRENT_USER;
+         DO $$ BEGIN EXECUTE format('CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $b$ BEGIN RAISE EXCEPTION ''an old trigger ran''; END $b$', 'capture_' || 'pair'::regclass::oid); END $$;
+         SELECT tableowner FROM pg_tables WHERE tablename = 'pair'",
+    );
+    let owner = &results.last().unwrap()["rows"][0]["tableowner"];
+    assert_ne!(owner, "tenant", "{results:?}");
+    server.restart().await;
+    let c = server.client();
     let before = all_changes(&c, "old").await;
     assert_eq!(lsns(&before), vec![1, 2, 3]);
     let (_, schema) = c.get("/t/old/schema").await;
@@ -537,4 +543,10 @@ async fn an_older_capture_install_is_upgraded_when_the_tenant_opens() {
         c.rows("old", "SELECT id, v FROM pair ORDER BY id", json!([])).await,
         vec![json!({"id": 2, "v": "p1"}), json!({"id": 3, "v": "p2"}), json!({"id": 4, "v": "p3"})]
     );
+    // The upgrade gave the table to the tenant role, and its capture is
+    // protected like any table's.
+    let owner = c.rows("old", "SELECT tableowner FROM pg_tables WHERE tablename = 'pair'", json!([])).await;
+    assert_eq!(owner[0]["tableowner"], "tenant");
+    let (status, body) = c.query("old", "ALTER TABLE pair DISABLE TRIGGER tidelake_capture", json!([])).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("42501")), "{body}");
 }

@@ -6,6 +6,8 @@ mod api;
 mod capture;
 mod catalog;
 mod bad_input;
+mod fuzz;
+mod hostile;
 mod lake;
 mod query;
 mod lifecycle;

@@ -480,20 +480,23 @@ async fn key_changes_move_rows_in_the_lake_and_in_restores() {
 #[tokio::test]
 async fn key_changes_captured_as_updates_replay_from_the_lake_as_its_state() {
     let dir = tempfile::tempdir().unwrap();
-    let server = lake_replay_server(&dir).await;
+    let mut server = lake_replay_server(&dir).await;
     let c = server.client();
     c.exec("legacy", "CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 3) g").await;
-    // The table's trigger as an older capture wrote it: a key change is
-    // logged as one update.
-    c.exec(
+    c.wait_shipped("legacy").await;
+    // The table's trigger as an older capture wrote it (the operator's
+    // owner access; no tenant can): a key change is logged as one update.
+    server.stop();
+    server.maintain(
         "legacy",
         "DO $$ DECLARE f text; BEGIN
            SELECT pg_get_functiondef(p.oid) INTO f FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
            WHERE n.nspname = 'tidelake' AND p.proname = 'capture_' || 'acct'::regclass::oid;
            EXECUTE replace(f, 'TG_OP = ''UPDATE'' AND ROW(', 'TG_OP = ''UPDATE'' AND false AND ROW(');
          END $$",
-    )
-    .await;
+    );
+    server.restart().await;
+    let c = server.client();
     let (status, body) = c.post("/t/legacy/backups", &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let base = c.head_lsn("legacy").await;

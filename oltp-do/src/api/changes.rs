@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::extract::{JsonBody, Tenant};
 use crate::error::{Error, Result};
-use crate::protocol::{AckRequest, ChangesQuery};
+use crate::protocol::{AckRequest, ChangesQuery, checked_lsn};
 
 pub const DEFAULT_LIMIT: u64 = 1000;
 pub const MAX_LIMIT: u64 = 10_000;
@@ -23,6 +23,7 @@ pub async fn changes(
     query: Result<Query<ChangesQuery>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
+    checked_lsn("since", q.since).map_err(|m| Error::bad_request("invalid_request", m))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Error::bad_request(
@@ -36,6 +37,7 @@ pub async fn changes(
             format!("wait must be at most {MAX_WAIT_MS} ms"),
         ));
     }
+    tenants.must_exist(&tenant)?;
     let page = tenants
         .changes(&tenant, q.since, limit, Duration::from_millis(q.wait))
         .await?;
@@ -55,6 +57,8 @@ pub async fn acknowledge(
             "consumer must be a name of 1 to 128 characters",
         ));
     }
+    checked_lsn("lsn", req.lsn).map_err(|m| Error::bad_request("invalid_request", m))?;
+    tenants.must_exist(&tenant)?;
     let stats = tenants.acknowledge(&tenant, &req.consumer, req.lsn).await?;
     Ok(Json(json!({ "tenant": tenant.as_str(), "consumer": req.consumer, "changeLog": stats })))
 }

@@ -12,13 +12,19 @@ use crate::error::Error;
 pub fn status_for_sqlstate(code: &str) -> StatusCode {
     match code {
         "57014" => StatusCode::REQUEST_TIMEOUT, // statement timeout or cancel
+        // Least privilege: what the tenant role may not do.
+        "42501" => StatusCode::FORBIDDEN,
+        // The answer is over a cap: the client asked for too much at once.
+        "result_too_large" => StatusCode::UNPROCESSABLE_ENTITY,
         // Protocol violation: over HTTP it can only come from the request,
         // e.g. fewer params than the statement's placeholders.
         "08P01" => StatusCode::BAD_REQUEST,
-        "53100" | "53200" | "53300" | "57P01" | "57P02" | "57P03" => {
+        // Disk full, or the tenant's disk quota reached.
+        "53100" => StatusCode::INSUFFICIENT_STORAGE,
+        "53200" | "53300" | "57P01" | "57P02" | "57P03" => {
             StatusCode::SERVICE_UNAVAILABLE
         }
-        _ => match &code[..code.len().min(2)] {
+        _ => match code.get(..2).unwrap_or(code) {
             "23" | "40" => StatusCode::CONFLICT, // constraint violation, serialization failure
             "08" | "58" | "XX" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -37,6 +43,8 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::Engine(_) | Error::ArchiveCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::NoSuchTenant(_) => StatusCode::NOT_FOUND,
         Error::Gone(_) => StatusCode::GONE,
         Error::Busy(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -57,6 +65,8 @@ pub fn error_body(err: &Error) -> Value {
         Error::ArchiveCorrupt(_) => "archive_corrupt",
         Error::NotFound(_) => "not_found",
         Error::Conflict(_) => "conflict",
+        Error::TooSoon { .. } => "too_soon",
+        Error::NoSuchTenant(_) => "tenant_not_found",
     };
     json!({ "error": { "code": code, "message": err.to_string() } })
 }
@@ -66,7 +76,13 @@ impl IntoResponse for Error {
         if matches!(self, Error::Engine(_) | Error::ArchiveCorrupt(_)) {
             tracing::error!(error = %self, "request failed on the server side");
         }
-        (status_for(&self), Json(error_body(&self))).into_response()
+        let mut response = (status_for(&self), Json(error_body(&self))).into_response();
+        if let Error::TooSoon { retry_after, .. } = &self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -78,10 +94,15 @@ mod tests {
     fn client_mistakes_are_4xx_and_ours_5xx() {
         assert_eq!(status_for_sqlstate("42601"), StatusCode::BAD_REQUEST);
         assert_eq!(status_for_sqlstate("42P01"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_sqlstate("42501"), StatusCode::FORBIDDEN);
         assert_eq!(status_for_sqlstate("22P02"), StatusCode::BAD_REQUEST);
         assert_eq!(status_for_sqlstate("23505"), StatusCode::CONFLICT);
         assert_eq!(status_for_sqlstate("40001"), StatusCode::CONFLICT);
         assert_eq!(status_for_sqlstate("57014"), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(status_for_sqlstate("result_too_large"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_for_sqlstate("53100"), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(status_for_sqlstate("ü"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for_sqlstate("x"), StatusCode::BAD_REQUEST);
         assert_eq!(status_for_sqlstate("08P01"), StatusCode::BAD_REQUEST);
         assert_eq!(status_for_sqlstate("08006"), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status_for_sqlstate("XX000"), StatusCode::INTERNAL_SERVER_ERROR);

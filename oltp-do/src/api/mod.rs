@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use crate::actor::Work;
 use crate::error::{Error, Result};
-use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement};
+use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement, requested_timeout};
 use crate::tenants::Tenants;
 use extract::{JsonBody, MaybeTenant, Tenant};
 
@@ -43,6 +43,7 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/query", post(query))
         .route("/batch", post(batch))
         .route("/transaction", post(transaction))
+        .route("/cancel", post(cancel))
         .route("/changes", get(changes::changes))
         .route("/changes/ack", post(changes::acknowledge))
         .route("/backups", get(list_backups).post(take_backup))
@@ -62,7 +63,16 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // A panic in a handler is one request's 500, never a dropped
+        // connection (nor, since locks recover from poisoning, a wedged tenant).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(tenants)
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    let body = json!({"error": {"code": "internal_error", "message": "the server failed while answering this request"}});
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
 
 async fn not_found() -> Response {
@@ -121,7 +131,8 @@ async fn list_backups(State(tenants): State<AppState>, Tenant(tenant): Tenant) -
 
 /// `POST /t/{tenant}/backups`: take a base backup now.
 async fn take_backup(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
-    let manifest = tenants.backup(&tenant, "manual").await?;
+    tenants.must_exist(&tenant)?;
+    let manifest = tenants.backup_on_request(&tenant).await?;
     Ok(Json(json!({ "tenant": tenant.as_str(), "backup": manifest })))
 }
 
@@ -168,6 +179,7 @@ async fn config(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json
 }
 
 async fn schema(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
+    tenants.must_exist(&tenant)?;
     let mut schema = tenants.run(&tenant, Work::Schema).await?.into_schema()?;
     schema["tenant"] = json!(tenant.as_str());
     Ok(Json(schema))
@@ -178,6 +190,7 @@ async fn query(
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response> {
+    let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
     let work = Work::Query {
         stmt: Statement {
             sql: req.sql,
@@ -185,8 +198,14 @@ async fn query(
         },
         row_mode: req.row_mode,
     };
-    let result = tenants.run(&tenant, work).await?.into_query()?;
+    let result = tenants.run_with(&tenant, work, timeout).await?.into_query()?;
     Ok(Json(result).into_response())
+}
+
+/// `POST /t/{tenant}/cancel`: stop the statement the tenant runs now.
+async fn cancel(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json<Value> {
+    let cancelled = tenants.cancel(&tenant);
+    Json(json!({ "tenant": tenant.as_str(), "cancelled": cancelled }))
 }
 
 async fn batch(
@@ -200,7 +219,8 @@ async fn batch(
             "isolationLevel and readOnly apply to POST transaction only",
         ));
     }
-    let result = tenants.run(&tenant, Work::Batch(req)).await?.into_batch()?;
+    let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
+    let result = tenants.run_with(&tenant, Work::Batch(req), timeout).await?.into_batch()?;
     Ok(Json(result).into_response())
 }
 
@@ -209,7 +229,8 @@ async fn transaction(
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response> {
-    let result = tenants.run(&tenant, Work::Transaction(req)).await?.into_batch()?;
+    let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
+    let result = tenants.run_with(&tenant, Work::Transaction(req), timeout).await?.into_batch()?;
     Ok(Json(result).into_response())
 }
 

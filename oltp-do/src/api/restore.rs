@@ -44,6 +44,7 @@ pub async fn restore(
     headers: HeaderMap,
     JsonBody(req): JsonBody<RestoreRequest>,
 ) -> Result<Response> {
+    tenants.must_exist(&tenant)?;
     let target = Target::parse(&req.to)?;
     let into = match req.into.as_deref() {
         Some(name) => Some(
@@ -106,6 +107,7 @@ pub async fn bookmark(
     let at_us = parse_instant(&at).ok_or_else(|| {
         Error::bad_request("invalid_instant", format!("{at:?} is not a timestamp such as 2026-11-28T07:00:00Z"))
     })?;
+    tenants.must_exist(&tenant)?;
     let mark = tenants.bookmark(&tenant, at_us).await?;
     let mut body = json!(mark);
     body["tenant"] = json!(tenant.as_str());

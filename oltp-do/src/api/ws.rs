@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::error::error_body;
 use super::extract::Tenant;
 use crate::actor::Work;
-use crate::protocol::{ChangeFilter, ClientMessage, Statement};
+use crate::protocol::{ChangeFilter, ClientMessage, Statement, checked_lsn, requested_timeout};
 use crate::tenant_id::TenantId;
 use crate::tenants::Tenants;
 
@@ -72,6 +72,8 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, socket: WebSocket) {
     });
 
     let mut subscriptions: HashMap<String, JoinHandle<()>> = HashMap::new();
+    // Statements this connection may have queued or running at once.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(tenants.config().ws_max_in_flight.max(1)));
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
@@ -96,22 +98,40 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, socket: WebSocket) {
                     .unwrap_or(Value::Null);
                 let _ = out.send(protocol_error(id, &format!("invalid message: {err}"))).await;
             }
-            Ok(ClientMessage::Query { id, sql, params, row_mode }) => {
+            Ok(ClientMessage::Query { id, sql, params, row_mode, statement_timeout }) => {
+                let timeout = match requested_timeout(statement_timeout) {
+                    Ok(timeout) => timeout,
+                    Err(message) => {
+                        let _ = out.send(protocol_error(id, &message)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    let limit = tenants.config().ws_max_in_flight;
+                    let error = json!({"code": "too_many_in_flight", "message": format!(
+                        "at most {limit} queries may be queued or running on one connection (wsMaxInFlight): wait for their answers"
+                    )});
+                    let _ = out.send(json!({"type": "error", "id": id, "error": error})).await;
+                    continue;
+                };
                 let (tenants, tenant, out) = (tenants.clone(), tenant.clone(), out.clone());
                 tokio::spawn(async move {
                     let work = Work::Query {
                         stmt: Statement { sql, params },
                         row_mode,
                     };
-                    let reply = match tenants.run(&tenant, work).await.and_then(|o| o.into_query()) {
+                    let reply = match tenants.run_with(&tenant, work, timeout).await.and_then(|o| o.into_query()) {
                         Ok(result) => json!({"type": "result", "id": id, "result": result}),
                         Err(err) => json!({"type": "error", "id": id, "error": error_body(&err)["error"]}),
                     };
+                    drop(permit);
                     let _ = out.send(reply).await;
                 });
             }
             Ok(ClientMessage::Subscribe { id, since, filter }) => {
-                if subscriptions.contains_key(&id) {
+                if let Some(Err(message)) = since.map(|lsn| checked_lsn("since", lsn)) {
+                    let _ = out.send(protocol_error(json!(id), &message)).await;
+                } else if subscriptions.contains_key(&id) {
                     let _ = out.send(protocol_error(json!(id), "a subscription with this id exists")).await;
                 } else if subscriptions.len() >= MAX_SUBSCRIPTIONS {
                     let msg = format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection");
@@ -160,6 +180,10 @@ async fn subscription(
     let fail = |err: crate::error::Error| {
         json!({"type": "error", "id": id, "error": error_body(&err)["error"]})
     };
+    if let Err(err) = tenants.must_exist(&tenant) {
+        let _ = out.send(fail(err)).await;
+        return;
+    }
     let mut cursor = match since {
         Some(lsn) => lsn,
         None => match tenants.log_stats(&tenant).await {

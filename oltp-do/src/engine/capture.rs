@@ -14,7 +14,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "6";
+const CAPTURE_VERSION: &str = "7";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 /// One page of the change log.
@@ -49,18 +49,12 @@ SELECT (SELECT value FROM tidelake.meta WHERE key = 'capture_version') AS versio
        (SELECT value FROM tidelake.meta WHERE key = 'schema_fingerprint') AS stored,
        tidelake.schema_fingerprint() AS current"#;
 
-const CHANGES_SQL: &str = r#"
-SELECT lsn, xid,
-       pg_xact_commit_timestamp((xid % 4294967296)::text::xid) AS "commitTs",
-       schema_version AS "schemaVersion", op, table_schema AS "schema", table_name AS "table",
-       new_row AS "new", old_row AS "old"
-FROM tidelake.changes WHERE lsn > $1 ORDER BY lsn LIMIT $2"#;
+/// Brings every table's capture in step after an install or upgrade.
+const CAPTURE_ON_SQL: &str = "SELECT tidelake.reinstall_all(); SELECT tidelake.sync_schema()";
 
-const STATS_SQL: &str = r#"
-SELECT coalesce(max(lsn), 0) AS head, coalesce(min(lsn), 0) AS tail,
-       pg_total_relation_size('tidelake.changes') AS bytes,
-       (SELECT coalesce(min(acked_lsn), 0) FROM tidelake.consumers) AS acked
-FROM tidelake.changes"#;
+const CHANGES_SQL: &str = "SELECT * FROM tidelake.read_changes($1::bigint, $2::bigint)";
+
+const STATS_SQL: &str = "SELECT * FROM tidelake.log_stats()";
 
 /// What the change log tells of an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,35 +67,21 @@ pub struct LsnAt {
     pub covered: bool,
 }
 
-const LSN_AT_SQL: &str = r#"
-SELECT coalesce((SELECT max(lsn) FROM tidelake.changes
-                 WHERE pg_xact_commit_timestamp((xid % 4294967296)::text::xid) <= $1::timestamptz), 0) AS lsn,
-       coalesce((SELECT min(lsn) FROM tidelake.changes), 0) AS tail,
-       (SELECT pg_xact_commit_timestamp((xid % 4294967296)::text::xid) <= $1::timestamptz
-        FROM tidelake.changes ORDER BY lsn LIMIT 1) AS "tailBefore",
-       coalesce((SELECT max(value::bigint) FROM tidelake.meta WHERE key = 'lsn_floor'), 0) AS floor"#;
+const LSN_AT_SQL: &str = "SELECT * FROM tidelake.lsn_at($1::timestamptz)";
 
-const COMMIT_TS_AT_SQL: &str = r#"
-SELECT coalesce(pg_xact_commit_timestamp((xid % 4294967296)::text::xid), '-infinity') < now() - make_interval(secs => $2::float8) AS old
-FROM tidelake.changes WHERE lsn = $1"#;
+const COMMIT_TS_AT_SQL: &str = "SELECT tidelake.older_than($1::bigint, $2::float8) AS old";
 
-const SCHEMA_HISTORY_SQL: &str = r#"
-SELECT version, lsn, table_oid AS "tableOid", table_schema AS "schema", table_name AS "table", columns,
-       primary_key AS "primaryKey", dropped,
-       pg_xact_commit_timestamp((xid % 4294967296)::text::xid) AS "commitTs"
-FROM tidelake.schema_versions ORDER BY version"#;
+const SCHEMA_HISTORY_SQL: &str = "SELECT * FROM tidelake.schema_history()";
 
 impl TenantDb {
-    /// Make sure the change log exists (installing or upgrading it), listen
-    /// for commit notifications, and bring the triggers in step with tables
-    /// created while capture could not see them.
+    /// In the owner's session, when the database opens: make sure the
+    /// tenant role and the change log exist (installing or upgrading them)
+    /// and, with capture on, bring the triggers in step with tables created
+    /// while capture could not see them.
     pub(super) fn prepare_capture(&mut self) -> Result<()> {
-        if !self.capture_enabled() {
-            return Ok(());
-        }
         // One plain-SQL probe: installed version, and whether any table
         // changed since the triggers were last brought in step (only a
-        // crash between a DDL statement and its sync can cause that).
+        // crash between a schema change and its sync can cause that).
         let probe = self
             .round_trip(&wire::extended_query(OPEN_PROBE_SQL, &[]), RowMode::Object)?
             .results
@@ -109,12 +89,13 @@ impl TenantDb {
             .and_then(|r| r.rows.into_iter().next());
         let version = probe.as_ref().and_then(|r| r["version"].as_str());
         if version != Some(CAPTURE_VERSION) {
-            return self.script(INSTALL_SQL);
+            self.script(INSTALL_SQL)?;
+            return if self.capture_enabled() { self.script(CAPTURE_ON_SQL) } else { Ok(()) };
         }
         let in_step = probe
             .as_ref()
             .is_some_and(|r| r["stored"].is_string() && r["stored"] == r["current"]);
-        if !in_step {
+        if self.capture_enabled() && !in_step {
             self.sync_schema()?;
         }
         Ok(())
@@ -132,7 +113,7 @@ impl TenantDb {
     /// Record schema versions for changed tables and rewrite their triggers.
     pub(super) fn sync_schema(&mut self) -> Result<()> {
         let outcome = self.round_trip(
-            &wire::extended_query("SELECT tidelake.sync_schema()", &[]),
+            &wire::extended_query(super::database::SYNC_SCHEMA_SQL, &[]),
             RowMode::Array,
         )?;
         match outcome.error {
@@ -189,7 +170,7 @@ impl TenantDb {
     /// The newest LSN (0: none yet): one index probe.
     pub fn head_lsn(&mut self) -> Result<u64> {
         Ok(self
-            .one_row("SELECT coalesce(max(lsn), 0) AS head FROM tidelake.changes", &[])?
+            .one_row("SELECT head FROM tidelake.log_stats()", &[])?
             .and_then(|r| r["head"].as_u64())
             .unwrap_or(0))
     }
@@ -211,6 +192,10 @@ impl TenantDb {
     /// then trim the log below the lowest acknowledged LSN, keeping changes
     /// younger than `retention`. Returns the stats after trimming.
     pub fn acknowledge(&mut self, consumer: &str, lsn: u64, retention: Duration) -> Result<LogStats> {
+        self.as_owner(|db| db.acknowledge_as_owner(consumer, lsn, retention))
+    }
+
+    fn acknowledge_as_owner(&mut self, consumer: &str, lsn: u64, retention: Duration) -> Result<LogStats> {
         let before = self.log_stats()?;
         if lsn > before.head_lsn {
             return Err(Error::from(DbError::new(

@@ -1,8 +1,46 @@
--- Change capture for one tenant database (DESIGN.md §3). Installed into the
+-- Change capture for one tenant database (DESIGN.md §3, §7). Installed into the
 -- tenant template, and into older tenants when they are next opened.
 -- Idempotent: every object is created if missing or replaced.
+--
+-- Runs as the bootstrap superuser, which owns everything here. Tenant SQL runs
+-- as the ordinary role `tenant`, which owns the tenant's own schemas and what
+-- is in them, may read the change log, and can write none of it: capture
+-- triggers run as their owner (SECURITY DEFINER), and are marked internal,
+-- so the owner of a table can neither disable, replace nor drop them.
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- The role tenant SQL runs as. An older release ran tenant SQL as the
+-- superuser, which may have made this role or granted it others: whatever
+-- it was, it is an ordinary role that is a member of none.
+DO $do$
+DECLARE
+    m record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenant') THEN
+        CREATE ROLE tenant NOLOGIN;
+    END IF;
+    ALTER ROLE tenant NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOLOGIN INHERIT;
+    FOR m IN
+        SELECT r.rolname AS role, g.rolname AS grantor
+        FROM pg_auth_members a
+        JOIN pg_roles r ON r.oid = a.roleid
+        JOIN pg_roles g ON g.oid = a.grantor
+        WHERE a.member = 'tenant'::regrole
+    LOOP
+        EXECUTE format('REVOKE %I FROM tenant GRANTED BY %I', m.role, m.grantor);
+    END LOOP;
+    EXECUTE format('GRANT CREATE, TEMPORARY ON DATABASE %I TO tenant', current_database());
+END
+$do$;
 
 CREATE SCHEMA IF NOT EXISTS tidelake;
+ALTER SCHEMA tidelake OWNER TO CURRENT_USER;
+REVOKE ALL ON SCHEMA tidelake FROM PUBLIC;
+GRANT USAGE ON SCHEMA tidelake TO PUBLIC;
+-- Functions made here later (each table's capture function) are not
+-- callable by others unless granted.
+ALTER DEFAULT PRIVILEGES IN SCHEMA tidelake REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 CREATE TABLE IF NOT EXISTS tidelake.meta (
     key text PRIMARY KEY,
@@ -131,23 +169,53 @@ RETURNS text LANGUAGE sql STABLE AS $fn$
     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
 $fn$;
 
+-- Mark (or unmark) table `rel`'s capture triggers as internal: like the
+-- triggers behind foreign keys, they are then the database's, not the table
+-- owner's. Disabling one (`ALTER TABLE ... DISABLE TRIGGER`, also `ALL` and
+-- `ENABLE REPLICA`/`ALWAYS`) needs a superuser, `CREATE OR REPLACE TRIGGER`
+-- cannot replace one, and one cannot be dropped while its table exists
+-- (its dependency on the table is internal). Partitions' clones too.
+CREATE OR REPLACE FUNCTION tidelake.protect_triggers(rel oid, protect boolean)
+RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
+    WITH ours AS (
+        SELECT g.oid, g.tgrelid FROM pg_trigger g
+        WHERE g.tgname IN ('tidelake_capture', 'tidelake_capture_truncate')
+          AND g.tgrelid IN (SELECT rel UNION ALL SELECT p.relid FROM pg_partition_tree(rel) p)
+    ), deps AS (
+        UPDATE pg_depend d SET deptype = CASE WHEN protect THEN 'i' ELSE 'a' END
+        FROM ours
+        WHERE d.classid = 'pg_trigger'::regclass AND d.objid = ours.oid
+          AND d.refclassid = 'pg_class'::regclass AND d.refobjid = ours.tgrelid AND d.refobjsubid = 0
+          AND d.deptype IN ('a', 'i')
+        RETURNING 1
+    )
+    UPDATE pg_trigger g SET tgisinternal = protect FROM ours WHERE g.oid = ours.oid;
+$fn$;
+
 -- (Re)write the capture trigger of one table for schema version `version`.
 -- The function is generated per table so each row costs one INSERT with
--- precompiled expressions, not dynamic SQL. The next LSN is carried in a
--- transaction-local setting (rolled back with the rows it numbered), so
--- only a transaction's first change looks up the log's head.
+-- precompiled expressions, not dynamic SQL. It runs as its owner with a
+-- fixed search path, so nothing the tenant defines is ever resolved in it.
+-- The next LSN is carried in a transaction-local setting (rolled back with
+-- the rows it numbered), so only a transaction's first change looks up the
+-- log's head. Tenant SQL can set that setting too: it is believed only
+-- when the change just before it is this transaction's own, so LSNs stay
+-- gap-free and in order whatever it is set to.
 CREATE OR REPLACE FUNCTION tidelake.install_capture(rel oid, version bigint)
-RETURNS void LANGUAGE plpgsql AS $fn$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     fname text := 'capture_' || rel::text;
     nsp text;
     relname text;
+    kind "char";
+    leaf record;
     new_row text := tidelake.row_json(rel, 'NEW');
     old_row text := tidelake.row_json(rel, 'OLD');
     key text[] := ARRAY(SELECT tidelake.qi(k) FROM json_array_elements_text(tidelake.table_primary_key(rel)) k);
     key_moved text := 'false';
+    body text;
 BEGIN
-    SELECT n.nspname, c.relname INTO nsp, relname
+    SELECT n.nspname, c.relname, c.relkind INTO nsp, relname, kind
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
     -- An update that moves a row to another primary key is logged as a
     -- delete of the old key and an insert of the new one, so a reader that
@@ -169,12 +237,14 @@ BEGIN
             (SELECT string_agg('t.' || k || ' = OLD.' || k, ' AND ') FROM unnest(key) k));
     END IF;
 
-    EXECUTE format($f$
-CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql AS $body$
+    -- The body is passed as a quoted literal: identifiers of any spelling
+    -- (quotes, dollar signs, dollar-quote tags) cannot end it early.
+    body := format($f$
 DECLARE
     next_lsn bigint := nullif(current_setting('tidelake.next_lsn', true), '')::bigint;
 BEGIN
-    IF next_lsn IS NULL THEN
+    IF next_lsn IS NULL
+       OR NOT EXISTS (SELECT FROM tidelake.changes WHERE lsn = next_lsn - 1 AND xid = txid_current()) THEN
         -- The transaction's first change: tell the server it wrote.
         next_lsn := tidelake.next_lsn();
         RAISE NOTICE 'tidelake.changes';
@@ -195,8 +265,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-$body$
-$f$, fname,
+$f$,
         version, nsp, relname, new_row,
         key_moved,
         version, nsp, relname, old_row,
@@ -204,19 +273,54 @@ $f$, fname,
         version, nsp, relname, new_row, old_row,
         version, nsp, relname, old_row,
         version, nsp, relname);
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION tidelake.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+        fname, body);
+    EXECUTE format('REVOKE ALL ON FUNCTION tidelake.%I() FROM PUBLIC', fname);
 
+    PERFORM tidelake.protect_triggers(rel, false);
+    IF kind = 'p' THEN
+        -- A table attached as a partition keeps the capture triggers it had
+        -- as a table of its own: they make way for clones of the root's.
+        FOR leaf IN
+            SELECT g.tgname, g.tgrelid FROM pg_partition_tree(rel) p
+            JOIN pg_trigger g ON g.tgrelid = p.relid
+            WHERE p.relid <> rel AND g.tgparentid = 0
+              AND g.tgname IN ('tidelake_capture', 'tidelake_capture_truncate')
+        LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', leaf.tgname, leaf.tgrelid::regclass);
+        END LOOP;
+    END IF;
     EXECUTE format('CREATE OR REPLACE TRIGGER tidelake_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION tidelake.%I()', rel::regclass, fname);
     EXECUTE format('CREATE OR REPLACE TRIGGER tidelake_capture_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tidelake.%I()', rel::regclass, fname);
+    PERFORM tidelake.protect_triggers(rel, true);
 END
 $fn$;
 
+-- Whether table `rel`'s capture is whole: its triggers (and, for a
+-- partitioned table, a clone on every partition) call its capture function,
+-- are enabled and are internal.
+CREATE OR REPLACE FUNCTION tidelake.capture_in_place(rel oid)
+RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT NOT EXISTS (
+        SELECT FROM (SELECT rel AS relid UNION ALL SELECT p.relid FROM pg_partition_tree(rel) p WHERE p.relid <> rel) r
+        CROSS JOIN (VALUES ('tidelake_capture'), ('tidelake_capture_truncate')) t(name)
+        WHERE NOT (t.name = 'tidelake_capture_truncate' AND r.relid <> rel)
+          AND NOT EXISTS (
+            SELECT FROM pg_trigger g
+            WHERE g.tgrelid = r.relid AND g.tgname = t.name
+              AND g.tgfoid = to_regprocedure('tidelake.capture_' || rel::text || '()')
+              AND g.tgenabled = 'O' AND g.tgisinternal))
+$fn$;
+
 -- The tables capture follows, in oid order: ordinary and partitioned tables
--- (not their partitions), permanent, outside the system schemas.
+-- (not their partitions), permanent or unlogged (not temporary), outside
+-- the system schemas.
 CREATE OR REPLACE FUNCTION tidelake.user_tables()
 RETURNS TABLE (oid oid, nspname name, relname name) LANGUAGE sql STABLE AS $fn$
     SELECT c.oid, n.nspname, c.relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence IN ('p', 'u')
       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
       AND n.nspname NOT LIKE 'pg\_%'
     ORDER BY c.oid
@@ -231,7 +335,7 @@ $fn$;
 -- Record every row table `rel` holds as an insert of schema version
 -- `version`, at the LSNs after `after`. Returns how many.
 CREATE OR REPLACE FUNCTION tidelake.log_rows(rel oid, version bigint, after bigint)
-RETURNS bigint LANGUAGE plpgsql AS $fn$
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     nsp name;
     relname name;
@@ -251,10 +355,11 @@ $fn$;
 -- primary keys). Plain SQL, so checking it when a tenant opens is cheap;
 -- sync_schema() stores the digest it brought the triggers in step with.
 CREATE OR REPLACE FUNCTION tidelake.schema_fingerprint()
-RETURNS text LANGUAGE sql STABLE AS $fn$
+RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT md5(coalesce(string_agg(
         t.oid::text || ' ' || t.nspname || '.' || t.relname || ' ' ||
-        tidelake.table_columns(t.oid)::text || ' ' || tidelake.table_primary_key(t.oid)::text,
+        tidelake.table_columns(t.oid)::text || ' ' || tidelake.table_primary_key(t.oid)::text || ' ' ||
+        (SELECT string_agg(p.relid::text, ',' ORDER BY p.relid) FROM pg_partition_tree(t.oid) p),
         ';' ORDER BY t.oid), ''))
     FROM tidelake.user_tables() t
 $fn$;
@@ -264,10 +369,13 @@ $fn$;
 -- `dropped` version for tables that are gone. A table seen for the first
 -- time that already holds rows (CREATE TABLE AS, SELECT INTO, or a tenant
 -- that predates capture) has them recorded as inserts, so the log always
--- adds up to the table. Runs inside the caller's transaction: a rolled-back
--- DDL leaves no version behind. Returns how many versions were recorded.
+-- adds up to the table. A table whose capture is not whole (a partition
+-- attached since) has its trigger rewritten at its version. Runs inside the
+-- caller's transaction: a rolled-back DDL leaves no version behind. Runs as
+-- its owner (tenant SQL may call it; it only does what the server would).
+-- Returns how many versions were recorded.
 CREATE OR REPLACE FUNCTION tidelake.sync_schema()
-RETURNS integer LANGUAGE plpgsql AS $fn$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     t record;
     gone record;
@@ -276,11 +384,22 @@ DECLARE
     sig text;
     last_sig text;
     last_dropped boolean;
+    last_version bigint;
     v bigint;
     next_lsn bigint;
     added bigint;
     recorded integer := 0;
 BEGIN
+    -- A capture trigger goes by its name: renaming one is refused.
+    FOR t IN
+        SELECT g.tgname, g.tgrelid FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid
+        WHERE p.pronamespace = 'tidelake'::regnamespace AND p.proname LIKE 'capture\_%'
+          AND g.tgname NOT IN ('tidelake_capture', 'tidelake_capture_truncate')
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied: trigger %I on %s is the table''s change capture and cannot be renamed',
+                             t.tgname, t.tgrelid::regclass);
+    END LOOP;
     FOR t IN
         SELECT * FROM tidelake.user_tables()
     LOOP
@@ -289,9 +408,14 @@ BEGIN
         sig := tidelake.signature(t.nspname, t.relname, cols, pk);
         last_sig := NULL;
         last_dropped := NULL;
-        SELECT s.signature, s.dropped INTO last_sig, last_dropped
+        SELECT s.signature, s.dropped, s.version INTO last_sig, last_dropped, last_version
         FROM tidelake.schema_versions s
         WHERE s.table_oid = t.oid ORDER BY s.version DESC LIMIT 1;
+        IF last_sig = sig AND NOT last_dropped THEN
+            IF NOT tidelake.capture_in_place(t.oid) THEN
+                PERFORM tidelake.install_capture(t.oid, last_version);
+            END IF;
+        END IF;
         IF last_sig IS NULL OR last_dropped OR last_sig <> sig THEN
             next_lsn := tidelake.next_lsn();
             SELECT coalesce(max(version), 0) + 1 INTO v FROM tidelake.schema_versions;
@@ -330,27 +454,25 @@ BEGIN
 END
 $fn$;
 
--- Record how table `rel` differs from the rows a replaced database ended
--- with, as changes of schema version `version` at the LSNs after `after`.
--- `entries`: `[{"key": {...}, "head": row | null}]`, every key the replaced
--- database's changes since the restored instant touched, with the row it
--- held at its head (null: none). Each key logs an insert, an update or a
--- delete (old rows: the head's), or nothing where the rows are equal.
--- Returns how many changes it logged.
-CREATE OR REPLACE FUNCTION tidelake.log_diff(rel oid, version bigint, after bigint, entries json)
-RETURNS bigint LANGUAGE plpgsql AS $fn$
+-- How table `rel` differs from the rows a replaced database ended with:
+-- `entries` is `[{"key": {...}, "head": row | null}]`, every key the
+-- replaced database's changes since the restored instant touched, with the
+-- row it held at its head (null: none). One row per key that differs, in
+-- order: `op` insert, update or delete, `now` the row here (null for a
+-- delete), `head` the head's row as this table's own types write it.
+-- Runs as the table's owner (the server calls it in the tenant's session):
+-- reading rows back through the table's types runs the tenant's domain
+-- checks, which must never run as the superuser.
+DROP FUNCTION IF EXISTS tidelake.log_diff(oid, bigint, bigint, json);
+CREATE OR REPLACE FUNCTION tidelake.diff_rows(rel oid, entries json)
+RETURNS TABLE (ord bigint, op text, "now" json, head json)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    nsp name;
-    relname name;
-    added bigint;
     matches text := (SELECT string_agg('x.' || tidelake.qi(k) || ' = k.' || tidelake.qi(k), ' AND ')
                      FROM json_array_elements_text(tidelake.table_primary_key(rel)) k);
 BEGIN
-    SELECT n.nspname, c.relname INTO nsp, relname
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
-    EXECUTE format($q$
-        INSERT INTO tidelake.changes
-        SELECT $2 + row_number() OVER (ORDER BY d.ord), txid_current(), $3, d.op, %1$L, %2$L,
+    RETURN QUERY EXECUTE format($q$
+        SELECT d.ord, d.op,
                CASE WHEN d.op = 'delete' THEN NULL ELSE d.now END,
                CASE WHEN d.op = 'insert' THEN NULL ELSE d.head END
         FROM (
@@ -359,16 +481,35 @@ BEGIN
             FROM json_array_elements($1) WITH ORDINALITY AS e(item, ord)
             -- The head's row as this table's own types write it (whatever
             -- form its values came in), so equal rows compare equal.
-            LEFT JOIN LATERAL (SELECT %3$s AS head
-                               FROM json_populate_record(NULL::%5$s, CASE WHEN json_typeof(e.item->'head') = 'object' THEN e.item->'head' END) AS x
+            LEFT JOIN LATERAL (SELECT %1$s AS head
+                               FROM json_populate_record(NULL::%3$s, CASE WHEN json_typeof(e.item->'head') = 'object' THEN e.item->'head' END) AS x
                                WHERE json_typeof(e.item->'head') = 'object') AS h ON true
-            CROSS JOIN LATERAL json_populate_record(NULL::%5$s, e.item->'key') AS k
-            LEFT JOIN LATERAL (SELECT %3$s AS row FROM %5$s AS x WHERE %4$s) AS t ON true
+            CROSS JOIN LATERAL json_populate_record(NULL::%3$s, e.item->'key') AS k
+            LEFT JOIN LATERAL (SELECT %1$s AS row FROM %3$s AS x WHERE %2$s) AS t ON true
         ) AS d
         WHERE NOT (d.now IS NULL AND d.head IS NULL)
           AND NOT (d.now IS NOT NULL AND d.head IS NOT NULL AND d.now::jsonb = d.head::jsonb)
-    $q$, nsp, relname, tidelake.row_json(rel, 'x'), matches, rel::regclass)
-    USING entries, after, version;
+        ORDER BY d.ord
+    $q$, tidelake.row_json(rel, 'x'), matches, rel::regclass)
+    USING entries;
+END
+$fn$;
+
+-- Log rows `diff_rows` found for table `rel` (`[{"op":…, "now":…, "head":…}]`,
+-- in order) as changes of schema version `version` at the LSNs after
+-- `after`. Returns how many.
+CREATE OR REPLACE FUNCTION tidelake.log_diff(rel oid, version bigint, after bigint, rows json)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    nsp name;
+    relname name;
+    added bigint;
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, relname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    INSERT INTO tidelake.changes
+    SELECT after + r.ord, txid_current(), version, r.item->>'op', nsp, relname, r.item->'now', r.item->'head'
+    FROM json_array_elements(rows) WITH ORDINALITY AS r(item, ord);
     GET DIAGNOSTICS added = ROW_COUNT;
     RETURN added;
 END
@@ -382,12 +523,12 @@ $fn$;
 -- version above them and, above a floor, a truncate before its rows, so a
 -- reader of the lake sees the restored state from the first LSN after the
 -- floor and the old history before it. A table `diff` names (keyed
--- `"schema"."table"`, entries as `log_diff` takes them) whose schema is
+-- `"schema"."table"`, rows as `diff_rows` gives them) whose schema is
 -- still its newest version logs only its differences instead, under that
 -- version. Returns the new head.
 DROP FUNCTION IF EXISTS tidelake.rebase(bigint, json);
 CREATE OR REPLACE FUNCTION tidelake.rebase(lsn_floor bigint, versions json, diff json)
-RETURNS bigint LANGUAGE plpgsql AS $fn$
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     t record;
     v bigint;
@@ -441,7 +582,7 @@ $fn$;
 -- column owns (serial, identity) up to the column's largest value, so the
 -- next default does not collide with a replayed row. Never moves one down.
 CREATE OR REPLACE FUNCTION tidelake.advance_sequences()
-RETURNS void LANGUAGE plpgsql AS $fn$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     r record;
     largest bigint;
@@ -469,14 +610,172 @@ $fn$;
 -- Rewrite every table's trigger at its current version (after an upgrade
 -- of this file changed how triggers are written).
 CREATE OR REPLACE FUNCTION tidelake.reinstall_all()
-RETURNS void LANGUAGE sql AS $fn$
+RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT tidelake.install_capture(s.table_oid, s.version)
     FROM (SELECT DISTINCT ON (table_oid) table_oid, version, dropped
           FROM tidelake.schema_versions ORDER BY table_oid, version DESC) s
     WHERE NOT s.dropped AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = s.table_oid)
 $fn$;
-SELECT tidelake.reinstall_all();
-SELECT tidelake.sync_schema();
 
-INSERT INTO tidelake.meta VALUES ('capture_version', '6')
+-- What the server reads of the change log, as functions with a fixed search
+-- path that run as their owner: nothing the tenant defines (an operator, a
+-- function, a setting) can change what the server reads of its history.
+DROP FUNCTION IF EXISTS tidelake.read_changes(bigint, bigint);
+CREATE FUNCTION tidelake.read_changes(since bigint, lim bigint)
+RETURNS TABLE (lsn bigint, xid bigint, "commitTs" timestamptz, "schemaVersion" bigint, op text,
+               "schema" text, "table" text, "new" json, "old" json)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT c.lsn, c.xid, pg_xact_commit_timestamp((c.xid % 4294967296)::text::xid), c.schema_version,
+           c.op, c.table_schema, c.table_name, c.new_row, c.old_row
+    FROM tidelake.changes c WHERE c.lsn > since ORDER BY c.lsn LIMIT lim
+$fn$;
+
+CREATE OR REPLACE FUNCTION tidelake.log_stats(OUT head bigint, OUT tail bigint, OUT bytes bigint, OUT acked bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(max(c.lsn), 0), coalesce(min(c.lsn), 0), pg_total_relation_size('tidelake.changes'),
+           (SELECT coalesce(min(k.acked_lsn), 0) FROM tidelake.consumers k)
+    FROM tidelake.changes c
+$fn$;
+
+-- The newest LSN committed at or before `at`, the log's tail, whether the
+-- tail is at or before `at`, and the floor a restore left.
+CREATE OR REPLACE FUNCTION tidelake.lsn_at(at timestamptz, OUT lsn bigint, OUT tail bigint, OUT "tailBefore" boolean, OUT floor bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce((SELECT max(c.lsn) FROM tidelake.changes c
+                     WHERE pg_xact_commit_timestamp((c.xid % 4294967296)::text::xid) <= at), 0),
+           coalesce((SELECT min(c.lsn) FROM tidelake.changes c), 0),
+           (SELECT pg_xact_commit_timestamp((c.xid % 4294967296)::text::xid) <= at
+            FROM tidelake.changes c ORDER BY c.lsn LIMIT 1),
+           coalesce((SELECT max(m.value::bigint) FROM tidelake.meta m WHERE m.key = 'lsn_floor'), 0)
+$fn$;
+
+-- Whether the change at `at_lsn` committed more than `secs` seconds ago.
+CREATE OR REPLACE FUNCTION tidelake.older_than(at_lsn bigint, secs float8)
+RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(pg_xact_commit_timestamp((c.xid % 4294967296)::text::xid), '-infinity') < now() - make_interval(secs => secs)
+    FROM tidelake.changes c WHERE c.lsn = at_lsn
+$fn$;
+
+CREATE OR REPLACE FUNCTION tidelake.schema_history()
+RETURNS TABLE (version bigint, lsn bigint, "tableOid" oid, "schema" text, "table" text, columns json,
+               "primaryKey" json, dropped boolean, "commitTs" timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT s.version, s.lsn, s.table_oid, s.table_schema, s.table_name, s.columns, s.primary_key, s.dropped,
+           pg_xact_commit_timestamp((s.xid % 4294967296)::text::xid)
+    FROM tidelake.schema_versions s ORDER BY s.version
+$fn$;
+
+-- The schemas that are the tenant's: everything but the system's and ours.
+CREATE OR REPLACE FUNCTION tidelake.is_tenant_schema(nsp name)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT nsp NOT IN ('pg_catalog', 'information_schema', 'tidelake', 'pg_toast') AND nsp NOT LIKE 'pg\_temp\_%'
+           AND nsp NOT LIKE 'pg\_toast\_temp\_%'
+$fn$;
+
+-- Give the tenant role what is the tenant's: its schemas and every object in
+-- them that an older release (which ran tenant SQL as the superuser) left
+-- owned by someone else. Objects of extensions stay with their extension.
+CREATE OR REPLACE FUNCTION tidelake.adopt_objects()
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r record;
+    owner oid := 'tenant'::regrole;
+BEGIN
+    FOR r IN SELECT n.nspname FROM pg_namespace n WHERE tidelake.is_tenant_schema(n.nspname) AND n.nspowner <> owner
+    LOOP
+        EXECUTE format('ALTER SCHEMA %I OWNER TO tenant', r.nspname);
+    END LOOP;
+    FOR r IN
+        SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE tidelake.is_tenant_schema(n.nspname) AND c.relowner <> owner
+          AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+          -- a column's sequence follows its table
+          AND NOT (c.relkind = 'S' AND EXISTS (
+              SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+          AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        ORDER BY c.oid
+    LOOP
+        EXECUTE format('ALTER %s %s OWNER TO tenant',
+            CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE'
+                           WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+            r.oid::regclass);
+    END LOOP;
+    FOR r IN
+        SELECT p.oid, p.prokind FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE tidelake.is_tenant_schema(n.nspname) AND p.proowner <> owner
+          AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER %s %s OWNER TO tenant',
+            CASE r.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+            r.oid::regprocedure);
+    END LOOP;
+    FOR r IN
+        SELECT t.oid, t.typtype FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE tidelake.is_tenant_schema(n.nspname) AND t.typowner <> owner
+          AND (t.typtype IN ('d', 'e', 'r') OR (t.typtype = 'c' AND (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))
+          AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER %s %s OWNER TO tenant', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.oid::regtype);
+    END LOOP;
+    FOR r IN
+        SELECT s.oid FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+        WHERE tidelake.is_tenant_schema(n.nspname) AND s.stxowner <> owner
+    LOOP
+        EXECUTE format('ALTER STATISTICS %I.%I OWNER TO tenant',
+            (SELECT n.nspname FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE s.oid = r.oid),
+            (SELECT s.stxname FROM pg_statistic_ext s WHERE s.oid = r.oid));
+    END LOOP;
+    FOR r IN SELECT m.oid FROM pg_largeobject_metadata m WHERE m.lomowner <> owner
+    LOOP
+        EXECUTE format('ALTER LARGE OBJECT %s OWNER TO tenant', r.oid);
+    END LOOP;
+END
+$fn$;
+SELECT tidelake.adopt_objects();
+
+-- Nothing but capture writes the change log: triggers and rules an older
+-- release let tenant SQL put on our tables are removed.
+DO $do$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT g.tgname, g.tgrelid FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+        WHERE c.relnamespace = 'tidelake'::regnamespace AND NOT g.tgisinternal
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, r.tgrelid::regclass);
+    END LOOP;
+    FOR r IN
+        SELECT w.rulename, w.ev_class FROM pg_rewrite w JOIN pg_class c ON c.oid = w.ev_class
+        WHERE c.relnamespace = 'tidelake'::regnamespace AND c.relkind = 'r'
+    LOOP
+        EXECUTE format('DROP RULE %I ON %s', r.rulename, r.ev_class::regclass);
+    END LOOP;
+END
+$do$;
+ALTER TABLE tidelake.meta OWNER TO CURRENT_USER;
+ALTER TABLE tidelake.changes OWNER TO CURRENT_USER;
+ALTER TABLE tidelake.schema_versions OWNER TO CURRENT_USER;
+ALTER TABLE tidelake.consumers OWNER TO CURRENT_USER;
+ALTER TABLE tidelake.meta DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tidelake.changes DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tidelake.schema_versions DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tidelake.consumers DISABLE ROW LEVEL SECURITY;
+
+-- The tenant may read its history; only capture (and the server) write it.
+REVOKE ALL ON ALL TABLES IN SCHEMA tidelake FROM PUBLIC, tenant;
+GRANT SELECT ON ALL TABLES IN SCHEMA tidelake TO PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tidelake FROM PUBLIC, tenant;
+GRANT EXECUTE ON FUNCTION tidelake.sync_schema(), tidelake.next_lsn(), tidelake.read_changes(bigint, bigint),
+    tidelake.log_stats(), tidelake.lsn_at(timestamptz), tidelake.schema_history(),
+    -- what the server computes in the tenant's session during a restore
+    tidelake.diff_rows(oid, json), tidelake.row_json(oid, text), tidelake.row_select(oid, text),
+    tidelake.value_expr(text, name, oid), tidelake.qi(text), tidelake.table_primary_key(oid),
+    tidelake.advance_sequences()
+    TO PUBLIC;
+
+-- (With capture on, the server then runs `SELECT tidelake.reinstall_all();
+-- SELECT tidelake.sync_schema()`: see `capture.rs`.)
+INSERT INTO tidelake.meta VALUES ('capture_version', '7')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -6,18 +6,42 @@
 
 use std::path::Path;
 
-use pglite_oxide::{ExecProtocolOptions, Pglite};
+use pglite_oxide::{ExecProtocolOptions, HostHandle, Pglite};
 use serde_json::{Value, json};
 
 use super::settings::EngineSettings;
+use super::watchdog::{Limits, Stopped, Watch, Watchdog};
+use std::sync::Arc;
 use super::wire::{self, Outcome, TxStatus};
 use crate::sql_split::{only_comments, split};
 use crate::error::{DbError, Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
 use crate::values::json_to_param;
 
+/// The role PostgreSQL's bootstrap superuser has (its oid), whose session
+/// PGlite opens.
+const BOOTSTRAP_SUPERUSER: i32 = 10;
+/// The role tenant SQL runs as (made by `capture.sql`).
+const TENANT_ROLE: &str = "tenant";
+
+/// Who the session is. Tenant SQL only ever runs as the tenant; the owner's
+/// session (the bootstrap superuser) is for the server's own work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// The ordinary role `tenant`, unable to become anyone else.
+    Tenant,
+    /// The superuser that owns the capture machinery.
+    Owner,
+}
+
 pub struct TenantDb {
     pg: Pglite,
+    host: HostHandle,
+    session: Session,
+    /// The tenant role's oid, once known.
+    tenant_role: i32,
+    /// The bootstrap superuser's name.
+    owner_name: String,
     /// Capture triggers are kept in step with the schema.
     capture: bool,
     /// A committed transaction wrote to the change log since the last `take_committed_changes`.
@@ -27,28 +51,180 @@ pub struct TenantDb {
     /// A statement may have left session state (settings, prepared
     /// statements, cursors, temporary tables) behind for the next request.
     session_touched: bool,
+    /// The limits of the statements run now.
+    limits: Limits,
+    watch: Option<Arc<Watch>>,
+    /// The engine was terminated: nothing more runs on it.
+    stopped: bool,
+    /// A transaction was left open by the last round trip.
+    in_transaction: bool,
+    /// The tenant has code that may change session state (see
+    /// `check_session_code`).
+    code_may_touch_session: bool,
 }
 
 impl TenantDb {
     /// Open the database rooted at `root` (which must hold a cluster: see
-    /// `template`), applying the engine settings as startup GUCs.
-    pub fn open(root: &Path, settings: &EngineSettings) -> Result<Self> {
+    /// `template`), applying the engine settings as startup GUCs, with the
+    /// capture machinery and the tenant role in place; the session is then
+    /// `session`'s.
+    pub fn open(root: &Path, settings: &EngineSettings, session: Session) -> Result<Self> {
         let pg = Pglite::builder()
             .path(root)
             .postgres_configs(settings.gucs())
             .open()
             .map_err(|e| Error::Engine(format!("open {}: {e:#}", root.display())))?;
+        let host = pg.host_handle();
+        // The role switch rests on this static: if it is not where this
+        // build says, tenant SQL could not be kept from the superuser.
+        match host.read_i32("AuthenticatedUserId") {
+            Ok(BOOTSTRAP_SUPERUSER) => {}
+            found => {
+                return Err(Error::Engine(format!(
+                    "this engine build does not expose the session user where expected ({found:?}): \
+                     refusing to run tenant SQL without least privilege"
+                )));
+            }
+        }
         let mut db = Self {
             pg,
+            host,
+            session: Session::Owner,
+            tenant_role: 0,
+            owner_name: String::new(),
             capture: settings.capture,
             committed_changes: false,
             schema_recorded: false,
             session_touched: false,
+            limits: Limits::HOUSEKEEPING,
+            watch: None,
+            stopped: false,
+            in_transaction: false,
+            code_may_touch_session: true,
         };
         let opened = std::time::Instant::now();
+        db.trusted("SET search_path = pg_catalog, pg_temp")?;
         db.prepare_capture()?;
+        let roles = db.trusted_row(&format!(
+            "SELECT (SELECT rolname FROM pg_roles WHERE oid = {BOOTSTRAP_SUPERUSER}) AS owner, \
+                    (SELECT oid::int FROM pg_roles WHERE rolname = '{TENANT_ROLE}') AS tenant"
+        ))?;
+        db.owner_name = roles["owner"].as_str().unwrap_or("postgres").to_owned();
+        db.tenant_role = roles["tenant"]
+            .as_i64()
+            .and_then(|oid| i32::try_from(oid).ok())
+            .ok_or_else(|| Error::Engine(format!("role {TENANT_ROLE} is missing")))?;
+        db.check_session_code()?;
+        if session == Session::Tenant {
+            db.become_tenant()?;
+        }
         tracing::debug!(capture_ms = opened.elapsed().as_millis() as u64, "capture checked");
         Ok(db)
+    }
+
+    /// Who the session is now.
+    pub fn session(&self) -> Session {
+        self.session
+    }
+
+    /// A handle other threads may use to cancel what this database runs,
+    /// watch its output, or stop it for good.
+    pub fn host_handle(&self) -> HostHandle {
+        self.host.clone()
+    }
+
+    /// Drop a database whose engine was stopped (or must not be trusted)
+    /// without shutting it down: its files are as after a crash, and the
+    /// next open recovers every committed transaction from the WAL.
+    pub fn abandon(self) {
+        self.pg.abandon();
+    }
+
+    /// Switch the session to the tenant role, with no way back for the SQL
+    /// that runs in it: PostgreSQL lets a session become another role only
+    /// if the user it authenticated as is a superuser, and that user is
+    /// now the tenant role too.
+    fn become_tenant(&mut self) -> Result<()> {
+        self.trusted(&format!("SET SESSION AUTHORIZATION {TENANT_ROLE}; RESET search_path"))?;
+        self.host
+            .write_i32("AuthenticatedUserId", self.tenant_role)
+            .map_err(|e| Error::Engine(format!("set the session user: {e:#}")))?;
+        self.session = Session::Tenant;
+        Ok(())
+    }
+
+    /// Switch the session back to the owner (between requests only: never
+    /// inside a transaction).
+    fn become_owner(&mut self) -> Result<()> {
+        self.host
+            .write_i32("AuthenticatedUserId", BOOTSTRAP_SUPERUSER)
+            .map_err(|e| Error::Engine(format!("set the session user: {e:#}")))?;
+        let owner = crate::sql_split::quote_ident(&self.owner_name);
+        self.trusted(&format!("SET SESSION AUTHORIZATION {owner}; SET search_path = pg_catalog, pg_temp"))?;
+        self.session = Session::Owner;
+        Ok(())
+    }
+
+    /// Run `work` as the owner: the server's own writes to the change log
+    /// (acknowledgements, trimming) and superuser-only commands.
+    pub(super) fn as_owner<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.session == Session::Owner {
+            return work(self);
+        }
+        self.become_owner()?;
+        let result = work(self);
+        // Tenant SQL must never run as the owner: if the way back fails,
+        // the database is not used again (the actor restarts it).
+        if let Err(err) = self.become_tenant() {
+            return Err(Error::Engine(format!("could not return the session to the tenant role: {err}")));
+        }
+        result
+    }
+
+    /// Run `work` in the tenant's session (from the owner's, for the
+    /// server's writes to tenant tables during a restore).
+    pub(super) fn as_tenant<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.session == Session::Tenant {
+            return work(self);
+        }
+        self.become_tenant()?;
+        let result = work(self);
+        self.become_owner()?;
+        result
+    }
+
+    /// An operator's script, as the owner (see `maintenance`): every
+    /// statement's result; the first error is returned as such.
+    pub fn owner_script(&mut self, sql: &str) -> Result<Vec<QueryResult>> {
+        // The operator's names resolve as a client's do, not as ours.
+        let outcome = self.as_owner(|db| {
+            db.trusted("RESET search_path")?;
+            let outcome = db.round_trip(&wire::simple_query(sql), RowMode::Object);
+            db.trusted("SET search_path = pg_catalog, pg_temp")?;
+            outcome
+        })?;
+        match outcome.error {
+            Some(err) => Err(Error::from(err)),
+            None => Ok(outcome.results),
+        }
+    }
+
+    /// A trusted script of ours (no parameters); any error is an engine error.
+    pub(super) fn trusted(&mut self, sql: &str) -> Result<()> {
+        let outcome = self.round_trip(&wire::simple_query(sql), RowMode::Array)?;
+        match outcome.error {
+            Some(err) => Err(Error::Engine(format!("{}: {}", sql.lines().next().unwrap_or(sql), err.message))),
+            None => Ok(()),
+        }
+    }
+
+    /// The first row of a trusted query of ours.
+    fn trusted_row(&mut self, sql: &str) -> Result<Value> {
+        let outcome = self.round_trip(&wire::extended_query(sql, &[]), RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Error::Engine(format!("{sql}: {}", err.message)));
+        }
+        Ok(outcome.results.into_iter().last().and_then(|r| r.rows.into_iter().next()).unwrap_or(Value::Null))
     }
 
     /// Shut the backend down cleanly (a checkpoint, so the next open needs
@@ -59,25 +235,89 @@ impl TenantDb {
             .map_err(|e| Error::Engine(format!("close: {e:#}")))
     }
 
+    /// Send protocol messages and fold the answer, within the statement
+    /// limits: a statement over its timeout, or whose answer outgrows the
+    /// cap, is stopped and fails with the limit named.
     pub(super) fn round_trip(&mut self, bytes: &[u8], row_mode: RowMode) -> Result<Outcome> {
+        if self.stopped {
+            return Err(Error::Engine("the tenant's engine was stopped; it reopens with the next request".into()));
+        }
         let mut options = ExecProtocolOptions::no_sync();
         options.throw_on_error = false;
-        let result = self
-            .pg
-            .exec_protocol(bytes, options)
-            .map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let outcome = wire::collect(result.messages, row_mode);
+        if let Some(watch) = &self.watch {
+            watch.arm(&self.limits);
+        }
+        let result = self.pg.exec_protocol_raw(bytes, options);
+        let (stopped, terminated) = self.watch.as_ref().map_or((None, false), |w| w.disarm());
+        if terminated || self.host.is_terminated() {
+            self.stopped = true;
+            let err = stopped.map_or_else(
+                || DbError::new("57014", "the statement was stopped"),
+                |why| limit_error(why, &self.limits),
+            );
+            return Err(Error::from(DbError {
+                message: format!(
+                    "{}; it did not stop when cancelled, so the tenant's engine was stopped and reopens \
+                     with the next request (every committed transaction is kept)",
+                    err.message
+                ),
+                ..err
+            }));
+        }
+        let data = result.map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let mut outcome = wire::collect(&data, row_mode);
+        drop(data);
         self.committed_changes |= outcome.notified;
+        self.in_transaction = outcome.status != TxStatus::Idle;
+        let rows: usize = outcome.results.iter().map(|r| r.rows.len()).sum();
+        let over = match stopped {
+            Some(why) => Some(why),
+            None if rows as u64 > self.limits.max_result_rows => Some(Stopped::TooManyRows(self.limits.max_result_rows)),
+            None => None,
+        };
+        if let Some(why) = over {
+            // The statement's own error (57014 when it was cancelled) is
+            // replaced by the limit that stopped it; its rows are dropped.
+            outcome.error = Some(limit_error(why, &self.limits));
+            for result in &mut outcome.results {
+                result.rows = Vec::new();
+            }
+        }
         Ok(outcome)
+    }
+
+    /// The limits of the statements that follow (a client's request's, or
+    /// the server's own work's).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Have the process's watchdog enforce the limits of this database's
+    /// statements.
+    pub fn watch_with(&mut self, watchdog: &Watchdog) {
+        self.watch = Some(watchdog.watch(self.host.clone()));
+    }
+
+    /// Stop the statement running now, if any (from another thread).
+    pub fn canceller(&self) -> Option<Arc<Watch>> {
+        self.watch.clone()
+    }
+
+    /// Whether the engine was stopped for good (a statement that would not
+    /// stop): the database must be abandoned, not closed.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Bytes of memory the engine holds (its WebAssembly linear memory,
+    /// which never shrinks while it is open).
+    pub fn memory_bytes(&self) -> usize {
+        self.host.memory_size()
     }
 
     /// Write every dirty page out, so the directory is current on disk.
     pub fn checkpoint(&mut self) -> Result<()> {
-        let outcome = self.round_trip(&wire::simple_query("CHECKPOINT"), RowMode::Array)?;
-        match outcome.error {
-            Some(err) => Err(Error::Engine(format!("checkpoint failed: {}", err.message))),
-            None => Ok(()),
-        }
+        self.as_owner(|db| db.trusted("CHECKPOINT"))
     }
 
     pub fn capture_enabled(&self) -> bool {
@@ -88,14 +328,36 @@ impl TenantDb {
     /// what one request SET, PREPAREd or created as TEMP is gone for the
     /// next. Only paid after requests that may have left such state.
     pub fn reset_session(&mut self) -> Result<()> {
-        if !std::mem::take(&mut self.session_touched) {
+        if self.stopped {
             return Ok(());
         }
-        let outcome = self.round_trip(&wire::simple_query("DISCARD ALL"), RowMode::Array)?;
-        match outcome.error {
-            Some(err) => Err(Error::Engine(format!("session reset failed: {}", err.message))),
-            None => Ok(()),
+        // Whatever failed half-way, no transaction outlives its request.
+        if self.in_transaction {
+            self.rollback()?;
         }
+        if !std::mem::take(&mut self.session_touched) && !self.code_may_touch_session {
+            return Ok(());
+        }
+        // DISCARD ALL less DISCARD PLANS: the plans of the capture triggers
+        // stay cached.
+        self.trusted(
+            "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+        )
+    }
+
+    /// Whether the tenant has functions that may leave session state behind
+    /// (their bodies set settings, prepare, declare, listen, lock, make
+    /// temporary tables or run dynamic SQL): then every request is followed
+    /// by a session reset, since any query may call one. Looked up when the
+    /// database opens and after every change to the catalogs.
+    fn check_session_code(&mut self) -> Result<()> {
+        let row = self.trusted_row(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake') \
+               AND p.prosrc ~* '\\m(set|reset|set_config|prepare|declare|listen|advisory|temp|temporary|execute|discard)\\M') AS hazard",
+        )?;
+        self.code_may_touch_session = row["hazard"].as_bool().unwrap_or(true);
+        Ok(())
     }
 
     /// Whether a schema version was recorded (a table created, altered or
@@ -110,8 +372,12 @@ impl TenantDb {
         std::mem::take(&mut self.committed_changes)
     }
 
-    /// One statement over the extended protocol; afterwards, if it may have
-    /// changed the schema, bring capture in step (in the same transaction).
+    /// One statement over the extended protocol. A statement that may change
+    /// the schema has capture brought in step in the same transaction (one
+    /// round trip): if capture cannot follow the change, the statement fails
+    /// with it and nothing is applied. A schema change made where no
+    /// statement shows it (a function called from a query) is followed as
+    /// soon as it is seen: the catalogs' invalidation counters say so.
     pub(super) fn statement(
         &mut self,
         sql: &str,
@@ -125,16 +391,86 @@ impl TenantDb {
             ));
         }
         let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
-        let outcome = self.round_trip(&wire::extended_query(sql, &params), row_mode)?;
+        let follow = self.capture && may_change_schema(sql);
+        let mut bytes = Vec::with_capacity(sql.len() + 96);
+        wire::execute(&mut bytes, sql, &params);
+        if follow {
+            wire::execute(&mut bytes, SYNC_SCHEMA_SQL, &[]);
+        }
+        wire::sync(&mut bytes);
+        let before = self.catalog_marker();
+        let mut outcome = self.round_trip(&bytes, row_mode)?;
+        if follow {
+            self.take_sync_result(&mut outcome);
+        }
+        refuse_rolled_back_commit(sql, &mut outcome);
+        if let Some(err) = &mut outcome.error {
+            protect_capture_error(err);
+        }
         self.session_touched |= outcome.results.iter().any(|r| touches_session(&r.command, sql));
-        if self.capture
-            && outcome.error.is_none()
-            && outcome.status != TxStatus::Failed
-            && outcome.results.iter().any(|r| may_change_schema(&r.command, sql))
-        {
-            self.sync_schema()?;
+        if outcome.error.is_none() && outcome.status != TxStatus::Failed && (follow || self.catalog_changed(before, outcome.status)) {
+            // Functions may have come or gone; a temporary table may have.
+            self.session_touched = true;
+            if outcome.status == TxStatus::Idle {
+                self.check_session_code()?;
+            } else {
+                self.code_may_touch_session = true;
+            }
+            if self.capture && !follow {
+                self.sync_schema()?;
+            }
         }
         Ok(outcome)
+    }
+
+    /// After a statement sent with `SYNC_SCHEMA_SQL` behind it: take the
+    /// sync's result out of the outcome, or make its failure the
+    /// statement's (the transaction has rolled both back).
+    fn take_sync_result(&mut self, outcome: &mut Outcome) {
+        match (outcome.results.len(), &mut outcome.error) {
+            (2, None) => {
+                let sync = outcome.results.pop().expect("two results");
+                // (The row is in the request's row mode: an object or an array.)
+                let recorded = sync.rows.first().and_then(|row| match row {
+                    Value::Object(map) => map.values().next().and_then(Value::as_i64),
+                    other => other[0].as_i64(),
+                });
+                self.schema_recorded |= recorded.is_some_and(|n| n > 0);
+            }
+            // The statement ran, capture did not (a refusal of capture's
+            // own says so itself).
+            (1, Some(err)) if err.code != "42501" => {
+                err.message = format!(
+                    "change capture could not follow this schema change, so the statement was rolled back: {}",
+                    err.message
+                );
+                outcome.results.clear();
+            }
+            (1, Some(_)) => outcome.results.clear(),
+            _ => {}
+        }
+    }
+
+    /// Where the catalogs' invalidation counters stand: the shared queue's
+    /// next message number (moves when a transaction that changed the
+    /// catalogs commits) and whether the open transaction changed them.
+    fn catalog_marker(&self) -> CatalogMarker {
+        let queue = self.host.read_i32("shmInvalBuffer").ok().and_then(|seg| {
+            // `SISeg`: minMsgNum, then maxMsgNum.
+            self.host.read_i32_at((seg as u32).wrapping_add(4))
+        });
+        let in_transaction = self.host.read_i32("transInvalInfo").is_ok_and(|info| info != 0);
+        CatalogMarker { queue, in_transaction }
+    }
+
+    /// Whether the statement just run changed the catalogs: committed
+    /// (`status` idle), or in the open transaction for the first time.
+    fn catalog_changed(&self, before: CatalogMarker, status: TxStatus) -> bool {
+        let after = self.catalog_marker();
+        match status {
+            TxStatus::Idle => after.queue != before.queue,
+            _ => after.in_transaction && !before.in_transaction,
+        }
     }
 
     /// Run what one request statement holds. With parameters, or inside a
@@ -174,7 +510,8 @@ impl TenantDb {
             last = Some(outcome);
         }
         if implicit {
-            let commit = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
+            let mut commit = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
+            refuse_rolled_back_commit("COMMIT", &mut commit);
             if let Some(err) = commit.error {
                 return Err(Error::from(err));
             }
@@ -188,6 +525,9 @@ impl TenantDb {
     /// Run one autocommit statement; a statement that leaves a transaction
     /// open is rolled back and refused, so no request leaks state into the next.
     fn autocommit(&mut self, stmt: &Statement, row_mode: RowMode) -> Result<QueryResult> {
+        if let Some(quota) = self.limits.over_quota {
+            return self.read_only(stmt, row_mode, quota);
+        }
         let mut outcome = self.run(stmt, row_mode, false)?;
         if outcome.status != TxStatus::Idle {
             self.rollback()?;
@@ -208,7 +548,36 @@ impl TenantDb {
             .ok_or_else(|| Error::from(DbError::new("42601", "no statement was executed")))
     }
 
+    /// Over the disk quota: the request's statements run in one read-only
+    /// transaction (reads go on), which tenant SQL cannot make read-write
+    /// (a snapshot is taken before it runs), and whose writes fail as a
+    /// full disk does.
+    fn read_only(&mut self, stmt: &Statement, row_mode: RowMode, quota: (u64, u64)) -> Result<QueryResult> {
+        check_sql(&stmt.sql)?;
+        let pieces = if stmt.params.is_empty() { split(&stmt.sql) } else { vec![stmt.sql.as_str()] };
+        if pieces.iter().any(|p| transaction_control(p).is_some()) {
+            return Err(Error::from(quota_error(quota)));
+        }
+        self.trusted("BEGIN READ ONLY; SELECT")?;
+        let mut last = None;
+        for piece in pieces {
+            let params = if stmt.params.is_empty() { &[][..] } else { &stmt.params[..] };
+            let outcome = self.statement(piece, params, row_mode)?;
+            if let Some(err) = outcome.error {
+                self.rollback()?;
+                return Err(Error::from(read_only_error(err, quota)));
+            }
+            last = outcome.results.into_iter().last();
+        }
+        self.trusted("COMMIT")?;
+        last.ok_or_else(|| Error::from(DbError::new("42601", "no statement was executed")))
+    }
+
     fn rollback(&mut self) -> Result<()> {
+        // A stopped engine took its open transaction with it.
+        if self.stopped {
+            return Ok(());
+        }
         let outcome = self.round_trip(&wire::simple_query("ROLLBACK"), RowMode::Array)?;
         match outcome.error {
             Some(err) => Err(Error::Engine(format!("rollback failed: {}", err.message))),
@@ -254,8 +623,12 @@ impl TenantDb {
             begin.push_str(" ISOLATION LEVEL ");
             begin.push_str(level.sql());
         }
-        if req.read_only {
+        if req.read_only || self.limits.over_quota.is_some() {
             begin.push_str(" READ ONLY");
+        }
+        if self.limits.over_quota.is_some() {
+            // A snapshot: from here on the transaction cannot be made read-write.
+            begin.push_str("; SELECT");
         }
         let outcome = self.round_trip(&wire::simple_query(&begin), RowMode::Array)?;
         if let Some(err) = outcome.error {
@@ -274,6 +647,10 @@ impl TenantDb {
             };
             if let Some(err) = outcome.error {
                 self.rollback()?;
+                let err = match self.limits.over_quota {
+                    Some(quota) => read_only_error(err, quota),
+                    None => err,
+                };
                 return Err(Error::from(err.at_statement(index)));
             }
             if outcome.status != TxStatus::InTransaction {
@@ -289,7 +666,8 @@ impl TenantDb {
             results.extend(outcome.results);
         }
 
-        let outcome = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
+        let mut outcome = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
+        refuse_rolled_back_commit("COMMIT", &mut outcome);
         if let Some(mut err) = outcome.error {
             if outcome.status != TxStatus::Idle {
                 self.rollback()?;
@@ -318,6 +696,78 @@ impl TenantDb {
         let fingerprint = format!("{:016x}", fnv1a(tables.to_string().as_bytes()));
         let versions = self.schema_history()?;
         Ok(json!({ "fingerprint": fingerprint, "tables": tables, "versions": versions }))
+    }
+}
+
+/// Run after a statement that may have changed the schema.
+pub(super) const SYNC_SCHEMA_SQL: &str = "SELECT tidelake.sync_schema()";
+
+/// See `TenantDb::catalog_marker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CatalogMarker {
+    queue: Option<i32>,
+    in_transaction: bool,
+}
+
+/// The error of a write refused because the tenant is over its disk quota.
+fn quota_error((used, quota): (u64, u64)) -> DbError {
+    let mut err = DbError::new(
+        "53100",
+        format!("the tenant is over its disk quota ({used} bytes of {quota}): writes are refused, reads go on"),
+    );
+    err.hint = Some("delete data through the operator, or raise the tenant's diskQuota".into());
+    err
+}
+
+/// In a read-only transaction kept for the disk quota, a refused write
+/// (SQLSTATE 25006) is the quota's refusal.
+fn read_only_error(err: DbError, quota: (u64, u64)) -> DbError {
+    if err.code == "25006" {
+        DbError { detail: Some(err.message), ..quota_error(quota) }
+    } else {
+        err
+    }
+}
+
+/// The error a statement stopped by a limit gets.
+fn limit_error(why: Stopped, limits: &Limits) -> DbError {
+    match why {
+        Stopped::Timeout(after) => {
+            let mut err = DbError::new(
+                "57014",
+                format!(
+                    "canceling statement due to statement timeout: it ran longer than {} (the statement timeout)",
+                    humantime_duration(after)
+                ),
+            );
+            err.hint = Some("the tenant's statementTimeout setting, or a lower statementTimeout in the request, sets it".into());
+            err
+        }
+        Stopped::Cancelled => DbError::new("57014", "canceling statement due to user request"),
+        Stopped::TooLarge(bytes) => DbError::new(
+            "result_too_large",
+            format!(
+                "the answer is larger than {bytes} bytes (the maxResultBytes limit): fetch it in pages (LIMIT/OFFSET, a keyset, or a cursor)"
+            ),
+        ),
+        Stopped::TooManyRows(rows) => DbError::new(
+            "result_too_large",
+            format!(
+                "the answer has more than {rows} rows (the maxResultRows limit of {}): fetch it in pages",
+                limits.max_result_rows
+            ),
+        ),
+    }
+}
+
+/// `30s`, `1.5s`, `250ms`.
+fn humantime_duration(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
     }
 }
 
@@ -351,6 +801,16 @@ fn check_sql(sql: &str) -> Result<()> {
 /// The transaction-control verb a statement starts with, if any (after
 /// leading white space and comments).
 pub(super) fn transaction_control(sql: &str) -> Option<String> {
+    const CONTROL: [&str; 8] = [
+        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+    ];
+    let word = first_word(sql);
+    CONTROL.contains(&word.as_str()).then_some(word)
+}
+
+/// The first word of a statement, upper-cased, after leading white space
+/// and comments.
+fn first_word(sql: &str) -> String {
     let mut rest = sql;
     loop {
         rest = rest.trim_start();
@@ -362,40 +822,67 @@ pub(super) fn transaction_control(sql: &str) -> Option<String> {
             break;
         }
     }
-    let word: String = rest
-        .chars()
+    rest.chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()
-        .to_ascii_uppercase();
-    const CONTROL: [&str; 8] = [
-        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-    ];
-    CONTROL.contains(&word.as_str()).then_some(word)
+        .to_ascii_uppercase()
 }
 
-/// Whether a completed command may have changed a table's shape, so the
-/// capture triggers must be re-checked. Plain DML and session commands
-/// cannot; `SELECT … INTO` and `CREATE TABLE … AS` can (their tag is
-/// `SELECT`), as can `DO`, `CALL` and everything else.
-fn may_change_schema(command: &str, sql: &str) -> bool {
-    const DATA_ONLY: [&str; 27] = [
-        "INSERT", "UPDATE", "DELETE", "MERGE", "FETCH", "MOVE", "COPY", "SHOW", "SET", "RESET",
-        "EXPLAIN", "LISTEN", "NOTIFY", "UNLISTEN", "DISCARD", "DEALLOCATE", "PREPARE", "LOCK",
-        "BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "CHECKPOINT",
-        "TRUNCATE TABLE", "CLOSE CURSOR",
+/// Whether a statement may change the schema capture follows, judged by
+/// its first word (before it runs, so the capture sync can go in the same
+/// transaction). Queries, DML and session commands may not (`SELECT … INTO`
+/// may: it creates a table); everything else may — DDL, `DO`, `CALL`,
+/// `EXPLAIN ANALYZE` of anything. What a function called from a query does
+/// is seen afterwards, from the catalogs (`TenantDb::catalog_changed`).
+fn may_change_schema(sql: &str) -> bool {
+    const DATA_ONLY: [&str; 35] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE", "FETCH", "MOVE", "CLOSE",
+        "COPY", "SHOW", "SET", "RESET", "LISTEN", "NOTIFY", "UNLISTEN", "DISCARD", "DEALLOCATE",
+        "PREPARE", "EXECUTE", "DECLARE", "LOCK", "BEGIN", "START", "COMMIT", "END", "ROLLBACK",
+        "ABORT", "SAVEPOINT", "RELEASE", "CHECKPOINT", "TRUNCATE", "ANALYZE", "VACUUM",
     ];
-    if command == "SELECT" {
-        return mentions(sql, &["into", "create"]);
+    let word = first_word(sql);
+    if word == "SELECT" || word == "WITH" {
+        return mentions(sql, &["into"]);
     }
-    !(DATA_ONLY.contains(&command) || command == "ANALYZE" || command == "VACUUM")
+    !DATA_ONLY.contains(&word.as_str())
+}
+
+/// PostgreSQL refuses to drop or replace a capture trigger (it is marked
+/// internal) with the errors it gives for any internal trigger; say what
+/// the refusal is: a permission the tenant does not have.
+fn protect_capture_error(err: &mut DbError) {
+    if matches!(err.code.as_str(), "2BP01" | "42710") && err.message.contains("tidelake_capture") {
+        err.detail = Some(std::mem::take(&mut err.message));
+        err.code = "42501".to_owned();
+        err.hint = None;
+        err.message = "permission denied: the tidelake_capture triggers are the table's change capture, \
+                       which cannot be dropped, replaced or disabled"
+            .to_owned();
+    }
+}
+
+/// A COMMIT that PostgreSQL answers with ROLLBACK (the transaction had
+/// already failed) committed nothing: that is an error, not a success.
+fn refuse_rolled_back_commit(sql: &str, outcome: &mut Outcome) {
+    let word = first_word(sql);
+    if outcome.error.is_none()
+        && (word == "COMMIT" || word == "END")
+        && outcome.results.last().is_some_and(|r| r.command == "ROLLBACK")
+    {
+        outcome.error = Some(DbError::new(
+            "25P02",
+            "the transaction was rolled back, not committed: an earlier statement in it failed",
+        ));
+    }
 }
 
 /// Whether a statement may leave state in the session beyond its transaction.
 fn touches_session(command: &str, sql: &str) -> bool {
     matches!(
         command,
-        "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS"
-    ) || mentions(sql, &["temp", "set_config"])
+        "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS" | "DO" | "CALL"
+    ) || mentions(sql, &["temp", "set_config", "advisory"])
 }
 
 /// Whether `sql` contains any of `words` (lower-case ASCII), ignoring case,

@@ -7,10 +7,12 @@ mod replay;
 mod runtime;
 mod settings;
 mod template;
+mod watchdog;
 mod wire;
 
 pub use capture::{ChangePage, LogStats, LsnAt};
 pub use replay::{ReplaySource, qualified, rows_at_head};
-pub use database::TenantDb;
+pub use database::{Session, TenantDb};
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;
+pub use watchdog::{Limits, Stopped, TERMINATE_GRACE, Watch, Watchdog};

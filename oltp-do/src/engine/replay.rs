@@ -74,9 +74,7 @@ struct Run {
     bytes: usize,
 }
 
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
+use crate::sql_split::quote_ident as quote;
 
 impl TenantDb {
     /// Run one trusted statement of ours; a PostgreSQL error is returned as such.
@@ -109,15 +107,23 @@ impl TenantDb {
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        self.simple("SET session_replication_role = replica; BEGIN")?;
-        let result = self.replay_in_transaction(pages, source, renames, progress);
-        match result {
-            Ok(()) => self.simple("COMMIT; RESET session_replication_role"),
-            Err(err) => {
-                let _ = self.simple("ROLLBACK; RESET session_replication_role");
-                Err(err)
+        // Replica mode: neither capture nor the tenant's own triggers fire.
+        // The rows are written as the tenant, whose tables they are: the
+        // tenant's code they may run (domain checks, index expressions,
+        // ALWAYS triggers) never runs as the superuser.
+        self.simple("SET session_replication_role = replica")?;
+        let replayed = self.as_tenant(|db| {
+            db.simple("BEGIN")?;
+            match db.replay_in_transaction(pages, source, renames, progress) {
+                Ok(()) => db.simple("COMMIT"),
+                Err(err) => {
+                    let _ = db.simple("ROLLBACK");
+                    Err(err)
+                }
             }
-        }
+        });
+        let reset = self.simple("RESET session_replication_role");
+        replayed.and(reset)
     }
 
     fn replay_in_transaction(
@@ -462,6 +468,26 @@ impl TenantDb {
                 Some(Value::Object(tables))
             }
             other => other.map(|(diff, _)| diff),
+        };
+        // What differs, computed in the tenant's session (see `diff_rows`).
+        let diff = match diff {
+            Some(Value::Object(tables)) => Some(Value::Object(self.as_tenant(|db| {
+                tables
+                    .into_iter()
+                    .map(|(name, entries)| {
+                        let rows = db.exec(
+                            "SELECT coalesce(json_agg(json_build_object('op', d.op, 'now', d.now, 'head', d.head) ORDER BY d.ord), '[]')::text AS rows \
+                             FROM tidelake.diff_rows($1::regclass, $2::json) d",
+                            &[json!(name), Value::String(entries.to_string())],
+                            RowMode::Object,
+                        )?;
+                        let text = rows.first().and_then(|r| r["rows"].as_str()).unwrap_or("[]");
+                        let rows: Value = serde_json::from_str(text).map_err(|e| Error::Engine(format!("diff of {name}: {e}")))?;
+                        Ok((name, rows))
+                    })
+                    .collect::<Result<serde_json::Map<String, Value>>>()
+            })?)),
+            other => other,
         };
         let rows = self.exec(
             "SELECT tidelake.rebase($1, $2::json, $3::json) AS head",

@@ -10,6 +10,7 @@ use pglite_oxide::Pglite;
 
 use super::settings::EngineSettings;
 use super::template::{self, Spares};
+use super::watchdog::Watchdog;
 use crate::config::OltpConfig;
 use crate::error::{Error, Result};
 
@@ -26,6 +27,7 @@ pub struct EngineRuntime {
     settings: EngineSettings,
     template_dir: PathBuf,
     spares: Spares,
+    watchdog: Watchdog,
 }
 
 impl EngineRuntime {
@@ -38,6 +40,7 @@ impl EngineRuntime {
             settings: config.engine.clone(),
             template_dir: config.template_dir(),
             spares: Spares::new(config.spares_dir(), config.template_dir(), config.spare_tenants),
+            watchdog: Watchdog::start(),
         });
         let preparing = runtime.clone();
         std::thread::Builder::new()
@@ -59,7 +62,7 @@ impl EngineRuntime {
                     }
                 };
                 let ready = matches!(phase, Phase::Ready(_));
-                *preparing.phase.lock().expect("runtime phase poisoned") = phase;
+                *preparing.phase.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = phase;
                 preparing.changed.notify_all();
                 if ready {
                     preparing.spares.replenish_forever();
@@ -73,15 +76,20 @@ impl EngineRuntime {
         &self.settings
     }
 
+    /// The watchdog that enforces every tenant's statement limits.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+
     /// Block the calling (actor) thread until the runtime is ready.
     pub fn wait_ready(&self) -> Result<()> {
-        let mut phase = self.phase.lock().expect("runtime phase poisoned");
+        let mut phase = self.phase.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             match &*phase {
                 Phase::Ready(_) => return Ok(()),
                 Phase::Failed(err) => return Err(Error::Engine(err.clone())),
                 Phase::Preparing => {
-                    phase = self.changed.wait(phase).expect("runtime phase poisoned");
+                    phase = self.changed.wait(phase).unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
             }
         }
@@ -89,7 +97,7 @@ impl EngineRuntime {
 
     /// `None` while preparing; the preparation time once ready; the error if it failed.
     pub fn readiness(&self) -> std::result::Result<Option<Duration>, String> {
-        match &*self.phase.lock().expect("runtime phase poisoned") {
+        match &*self.phase.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Phase::Preparing => Ok(None),
             Phase::Ready(took) => Ok(Some(*took)),
             Phase::Failed(err) => Err(err.clone()),

@@ -10,13 +10,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::database::TenantDb;
+use super::database::{Session, TenantDb};
 use super::settings::EngineSettings;
 use crate::error::{Error, Result};
 
 /// Bumped whenever what a template contains changes; an older template on
 /// disk is rebuilt (existing tenants are not touched).
-const TEMPLATE_VERSION: &str = "tidelake-template-7 capture-6 pglite-oxide-0.5.1";
+const TEMPLATE_VERSION: &str = "tidelake-template-8 capture-7 pglite-oxide-0.5.1";
 const MARKER: &str = ".tidelake-template";
 const LOCK_FILE: &str = ".pglite-oxide.lock";
 const CREATING_PREFIX: &str = ".creating-";
@@ -34,7 +34,7 @@ pub fn prepare(dir: &Path, settings: &EngineSettings) -> Result<()> {
     if building.exists() {
         fs::remove_dir_all(&building).map_err(|e| io_error("remove", &building, e))?;
     }
-    let db = TenantDb::open(&building, settings)?;
+    let db = TenantDb::open(&building, settings, Session::Owner)?;
     db.close()?;
     fs::write(building.join(MARKER), TEMPLATE_VERSION)
         .map_err(|e| io_error("write", &building, e))?;
@@ -135,7 +135,7 @@ impl Spares {
             .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(SPARE_PREFIX)))
             // Another tenant may take the same spare first: then try the next.
             .any(|spare| fs::rename(spare.path(), root).is_ok());
-        *self.wanted.lock().expect("spares poisoned") = true;
+        *self.wanted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         self.wake.notify_one();
         taken
     }
@@ -145,9 +145,9 @@ impl Spares {
         let mut made: u64 = 0;
         loop {
             {
-                let mut wanted = self.wanted.lock().expect("spares poisoned");
+                let mut wanted = self.wanted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 while !*wanted {
-                    wanted = self.wake.wait(wanted).expect("spares poisoned");
+                    wanted = self.wake.wait(wanted).unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
                 *wanted = false;
             }

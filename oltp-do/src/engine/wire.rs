@@ -5,7 +5,6 @@
 //! to get the command tag, to keep every value in text format with its type
 //! OID, and to send Parse/Bind/Describe/Execute/Sync in one round trip.
 
-use pglite_oxide::{BackendMessage, DatabaseError};
 use serde_json::Value;
 
 use crate::error::DbError;
@@ -44,12 +43,29 @@ pub fn simple_query(sql: &str) -> Vec<u8> {
 /// parameters whose types the server infers: one round trip.
 pub fn extended_query(sql: &str, params: &[Option<String>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(sql.len() + 64);
+    execute(&mut out, sql, params);
+    sync(&mut out);
+    out
+}
+
+/// Append Sync: the end of an extended-protocol batch. Outside a
+/// transaction block, the statements before it commit together (or, after
+/// an error, none does).
+pub fn sync(out: &mut Vec<u8>) {
+    message(out, b'S', b"");
+}
+
+/// Append Parse/Bind/Describe/Execute of one statement on the unnamed
+/// statement and portal, without Sync: statements appended one after the
+/// other run in one implicit transaction, and after an error the rest are
+/// skipped until Sync.
+pub fn execute(out: &mut Vec<u8>, sql: &str, params: &[Option<String>]) {
     // Parse: unnamed statement, no declared parameter types.
     let mut body = Vec::with_capacity(sql.len() + 4);
     cstr(&mut body, "");
     cstr(&mut body, sql);
     body.extend_from_slice(&0i16.to_be_bytes());
-    message(&mut out, b'P', &body);
+    message(out, b'P', &body);
     // Bind: unnamed portal, all parameters and results in text format.
     body.clear();
     cstr(&mut body, "");
@@ -66,11 +82,9 @@ pub fn extended_query(sql: &str, params: &[Option<String>]) -> Vec<u8> {
         }
     }
     body.extend_from_slice(&0i16.to_be_bytes());
-    message(&mut out, b'B', &body);
-    message(&mut out, b'D', b"P\0");
-    message(&mut out, b'E', b"\0\0\0\0\0");
-    message(&mut out, b'S', b"");
-    out
+    message(out, b'B', &body);
+    message(out, b'D', b"P\0");
+    message(out, b'E', b"\0\0\0\0\0");
 }
 
 /// What one round trip produced: a result per completed statement, the
@@ -88,8 +102,10 @@ pub struct Outcome {
 /// The notice a capture trigger raises once per writing transaction.
 pub const CHANGES_NOTICE: &str = "tidelake.changes";
 
-/// Fold backend messages into results, converting values as they come.
-pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
+/// Fold the backend's raw protocol output into results, converting values
+/// as they come (one pass over the bytes, no intermediate messages).
+/// Output that is not well-formed protocol ends the fold with an error.
+pub fn collect(data: &[u8], row_mode: RowMode) -> Outcome {
     let mut results = Vec::new();
     let mut error = None;
     let mut status = TxStatus::Idle;
@@ -97,37 +113,55 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
     let mut fields: Vec<Field> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut rows: Vec<Value> = Vec::new();
-    for msg in messages {
-        match msg {
-            BackendMessage::RowDescription(desc) => {
-                fields = desc
-                    .fields
-                    .into_iter()
-                    .map(|f| Field {
-                        name: f.name,
-                        data_type_id: f.data_type_id,
-                    })
-                    .collect();
+    let mut at = 0usize;
+    while at + 5 <= data.len() {
+        let tag = data[at];
+        let len = i32::from_be_bytes([data[at + 1], data[at + 2], data[at + 3], data[at + 4]]);
+        let end = at + 1 + len.max(4) as usize;
+        if len < 4 || end > data.len() {
+            error.get_or_insert_with(|| DbError::new("08P01", "the engine sent a malformed protocol message"));
+            break;
+        }
+        let mut body = Reader(&data[at + 5..end]);
+        at = end;
+        match tag {
+            b'T' => {
+                let count = body.i16().unwrap_or(0).max(0) as usize;
+                fields = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = body.cstr().unwrap_or_default().to_owned();
+                    // table oid, column number, type oid, type size, modifier, format
+                    let _ = (body.i32(), body.i16());
+                    let data_type_id = body.i32().unwrap_or(0);
+                    let _ = (body.i16(), body.i32(), body.i16());
+                    fields.push(Field { name, data_type_id });
+                }
                 names = fields.iter().map(|f| f.name.clone()).collect();
                 rows.clear();
             }
-            BackendMessage::DataRow(row) => {
-                let values: Vec<Value> = row
-                    .fields
-                    .iter()
-                    .zip(&fields)
-                    .map(|(v, f)| match v {
-                        None => Value::Null,
-                        Some(text) => text_to_json(text, f.data_type_id),
-                    })
-                    .collect();
+            b'D' => {
+                let count = body.i16().unwrap_or(0).max(0) as usize;
+                let mut values = Vec::with_capacity(count);
+                for i in 0..count {
+                    let value = match body.i32() {
+                        Some(n) if n >= 0 => match body.bytes(n as usize) {
+                            Some(raw) => {
+                                let text = String::from_utf8_lossy(raw);
+                                text_to_json(&text, fields.get(i).map_or(0, |f| f.data_type_id))
+                            }
+                            None => Value::Null,
+                        },
+                        _ => Value::Null,
+                    };
+                    values.push(value);
+                }
                 rows.push(match row_mode {
                     RowMode::Object => row_object(&names, values),
                     RowMode::Array => Value::Array(values),
                 });
             }
-            BackendMessage::CommandComplete(done) => {
-                let (command, row_count) = parse_tag(&done.text);
+            b'C' => {
+                let (command, row_count) = parse_tag(body.cstr().unwrap_or_default());
                 // Also without the notice (a session may silence notices).
                 notified |= matches!(
                     command.as_str(),
@@ -142,19 +176,15 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
                 names.clear();
             }
             // The first error is the one to report.
-            BackendMessage::EmptyQuery { .. } if error.is_none() => {
+            b'I' if error.is_none() => {
                 error = Some(DbError::new("42601", "empty query: no SQL statement given"));
             }
-            BackendMessage::Error(err) if error.is_none() => {
-                error = Some(db_error(err));
-            }
-            BackendMessage::Notice(notice) => {
-                notified |= notice.message.as_deref() == Some(CHANGES_NOTICE);
-            }
-            BackendMessage::ReadyForQuery(ready) => {
-                status = match ready.status {
-                    b'T' => TxStatus::InTransaction,
-                    b'E' => TxStatus::Failed,
+            b'E' if error.is_none() => error = Some(error_fields(body)),
+            b'N' => notified |= error_fields(body).message == CHANGES_NOTICE,
+            b'Z' => {
+                status = match body.bytes(1).map(|b| b[0]) {
+                    Some(b'T') => TxStatus::InTransaction,
+                    Some(b'E') => TxStatus::Failed,
                     _ => TxStatus::Idle,
                 };
             }
@@ -169,15 +199,50 @@ pub fn collect(messages: Vec<BackendMessage>, row_mode: RowMode) -> Outcome {
     }
 }
 
-pub fn db_error(err: DatabaseError) -> DbError {
-    DbError {
-        code: err.code.unwrap_or_else(|| "XX000".to_owned()),
-        message: err.message,
-        detail: err.detail,
-        hint: err.hint,
-        position: err.position,
-        statement_index: None,
+/// A cursor over one message body.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
     }
+
+    fn i16(&mut self) -> Option<i16> {
+        self.bytes(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.bytes(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn cstr(&mut self) -> Option<&'a str> {
+        let nul = self.0.iter().position(|&b| b == 0)?;
+        let text = std::str::from_utf8(&self.0[..nul]).ok();
+        self.0 = &self.0[nul + 1..];
+        text
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse.
+fn error_fields(mut body: Reader<'_>) -> DbError {
+    let mut err = DbError::new("XX000", "");
+    while let Some(kind) = body.bytes(1).map(|b| b[0]).filter(|&k| k != 0) {
+        let value = body.cstr().unwrap_or_default().to_owned();
+        match kind {
+            b'C' => err.code = value,
+            b'M' => err.message = value,
+            b'D' => err.detail = Some(value),
+            b'H' => err.hint = Some(value),
+            b'P' => err.position = Some(value),
+            _ => {}
+        }
+    }
+    err
 }
 
 /// Split a command tag: `INSERT 0 3` → (`INSERT`, 3), `CREATE TABLE` → (`CREATE TABLE`, None).

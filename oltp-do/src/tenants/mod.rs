@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::actor::{ActorHandle, Attempt, CLOSED_HEAD_FILE, Output, Work};
 use crate::archive::{self, Manifest, Store};
 use crate::config::OltpConfig;
-use crate::engine::{ChangePage, EngineRuntime, LogStats};
+use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats};
 use crate::feed::{Commits, Feed};
 use crate::error::{Error, Result};
 use crate::protocol::EngineState;
@@ -54,6 +54,11 @@ pub struct Tenants {
     /// Sizes of closed tenant directories, each with the stamp of the file
     /// their clean close left (opening removes it, closing rewrites it).
     sizes: Mutex<HashMap<PathBuf, (DiskStamp, u64)>>,
+    /// Base backups clients asked for: running (None) or when the last
+    /// one was taken.
+    backups_asked: Mutex<HashMap<TenantId, Option<Instant>>>,
+    /// Tenants over their disk quota: (bytes used, quota).
+    over_quota: Mutex<HashMap<TenantId, (u64, u64)>>,
 }
 
 /// What identifies one clean close of a tenant directory.
@@ -196,6 +201,8 @@ impl Tenants {
             history: Mutex::default(),
             restoring: Mutex::default(),
             sizes: Mutex::default(),
+            backups_asked: Mutex::default(),
+            over_quota: Mutex::default(),
         }))
     }
 
@@ -213,12 +220,19 @@ impl Tenants {
 
     /// Run `work` on the tenant's database, waking or creating it as needed.
     pub async fn run(&self, tenant: &TenantId, work: Work) -> Result<Output> {
+        self.run_with(tenant, work, None).await
+    }
+
+    /// `run`, with the statement timeout lowered to `timeout` if that is
+    /// lower than the tenant's.
+    pub async fn run_with(&self, tenant: &TenantId, work: Work, timeout: Option<Duration>) -> Result<Output> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let limits = self.limits_for(tenant, &work, timeout);
         let work = Arc::new(work);
         let deadline = Instant::now() + self.config.queue_timeout;
         let result = loop {
-            let lease = self.acquire(tenant).await?;
-            match lease.0.call(work.clone(), deadline).await {
+            let lease = self.acquire(tenant, deadline).await?;
+            match lease.0.call(work.clone(), deadline, limits).await {
                 Attempt::Done(result) => break result,
                 Attempt::NotRun => continue,
             }
@@ -229,15 +243,96 @@ impl Tenants {
         result
     }
 
-    async fn acquire(&self, tenant: &TenantId) -> Result<Lease> {
+    /// What each statement of `work` may take: the tenant's statement
+    /// timeout (or less, if the request asks), and for a client's SQL the
+    /// answer caps.
+    fn limits_for(&self, tenant: &TenantId, work: &Work, timeout: Option<Duration>) -> Limits {
+        let tenant_timeout = self.config.statement_timeout(tenant.as_str());
+        let client_sql = matches!(work, Work::Query { .. } | Work::Batch(_) | Work::Transaction(_));
+        Limits {
+            statement_timeout: timeout.map_or(tenant_timeout, |t| t.min(tenant_timeout)),
+            max_result_bytes: if client_sql { self.config.max_result_bytes } else { u64::MAX },
+            max_result_rows: if client_sql { self.config.max_result_rows } else { u64::MAX },
+            over_quota: if client_sql { self.over_quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant).copied() } else { None },
+        }
+    }
+
+    /// Measure the tenants that have a disk quota (open ones, and closed
+    /// ones once per clean close) and note which are over it.
+    fn check_disk_quotas(&self, tenants: &[TenantId]) {
+        let mut over = HashMap::new();
+        for tenant in tenants {
+            if let Some(quota) = self.config.disk_quota(tenant.as_str()) {
+                let used = self.disk_size(&self.root(tenant));
+                if used > quota {
+                    over.insert(tenant.clone(), (used, quota));
+                }
+            }
+        }
+        *self.over_quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = over;
+    }
+
+    /// Reads create nothing: a tenant that does not exist (not open, not
+    /// on disk, not archived) is answered as such.
+    pub fn must_exist(&self, tenant: &TenantId) -> Result<()> {
+        if self.engine_state(tenant).1 {
+            Ok(())
+        } else {
+            Err(Error::NoSuchTenant(tenant.to_string()))
+        }
+    }
+
+    /// A base backup a client asked for: one at a time per tenant, and at
+    /// most one per `backup_min_interval`.
+    pub async fn backup_on_request(&self, tenant: &TenantId) -> Result<Manifest> {
+        let min = self.config.backup_min_interval;
+        {
+            let mut asked = self.backups_asked.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            match asked.get(tenant) {
+                Some(None) => {
+                    return Err(Error::Conflict(format!("a base backup of tenant {tenant} is being taken")));
+                }
+                Some(Some(at)) if now.duration_since(*at) < min => {
+                    let retry_after = min - now.duration_since(*at);
+                    return Err(Error::TooSoon {
+                        message: format!(
+                            "tenant {tenant} was backed up {}s ago; base backups on request are at least {}s apart (backupMinInterval)",
+                            now.duration_since(*at).as_secs(),
+                            min.as_secs()
+                        ),
+                        retry_after,
+                    });
+                }
+                _ => {}
+            }
+            asked.insert(tenant.clone(), None);
+        }
+        let taken = self.backup(tenant, "manual").await;
+        let mut asked = self.backups_asked.lock().unwrap_or_else(|p| p.into_inner());
+        match &taken {
+            Ok(_) => asked.insert(tenant.clone(), Some(Instant::now())),
+            Err(_) => asked.remove(tenant),
+        };
+        taken
+    }
+
+    /// Stop the statement the tenant runs now, if it is open and running
+    /// one (`POST /t/{tenant}/cancel`). Returns whether one was.
+    pub fn cancel(&self, tenant: &TenantId) -> bool {
+        let actor = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actors.get(tenant).cloned();
+        actor.is_some_and(|a| a.cancel())
+    }
+
+    async fn acquire(&self, tenant: &TenantId, deadline: Instant) -> Result<Lease> {
         loop {
             let closing = {
-                let mut inner = self.inner.lock().expect("tenant registry poisoned");
+                let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if inner.shutting_down {
                     return Err(Error::Unavailable("the server is shutting down".into()));
                 }
                 inner.last_access.insert(tenant.clone(), SystemTime::now());
-                match inner.actors.get(tenant) {
+                match inner.actors.get(tenant).cloned() {
                     Some(actor) if !actor.is_closing() => {
                         actor.begin_request();
                         return Ok(Lease(actor.clone()));
@@ -246,26 +341,82 @@ impl Tenants {
                         inner.actors.remove(tenant);
                         continue;
                     }
-                    Some(actor) => Some(actor.clone()),
-                    None if inner.moving.contains(tenant) || cold_marker(&self.root(tenant)).exists() => None,
-                    None => {
+                    Some(actor) => Wait::Closing(actor.clone()),
+                    None if inner.moving.contains(tenant) || cold_marker(&self.root(tenant)).exists() => Wait::Settle,
+                    None if self.make_room(&mut inner) => {
                         let actor = self.spawn_locked(&mut inner, tenant)?;
                         actor.begin_request();
                         return Ok(Lease(actor));
                     }
+                    None => Wait::Room,
                 }
             };
             match closing {
                 // Its previous actor is still closing the database: wait, then wake it anew.
-                Some(closing) => closing.closed().await,
+                Wait::Closing(closing) => closing.closed().await,
                 // Moving between tiers, or cold: wait for the move, promote if cold.
-                None => self.settle(tenant).await?,
+                Wait::Settle => self.settle(tenant).await?,
+                // At the open-tenant cap: wait for one to close.
+                Wait::Room => self.wait_for_room(deadline).await?,
             }
         }
     }
 
+    /// Under the registry lock, before opening one more tenant: whether
+    /// there is room under the open-tenant cap. Every actor that has not
+    /// finished closing counts (a closing or stuck one still holds its
+    /// memory and thread); at the cap, the least recently used open one is
+    /// asked to close, and the caller waits for room.
+    fn make_room(&self, inner: &mut Inner) -> bool {
+        inner.actors.retain(|_, a| !a.is_closed());
+        let cap = self.config.max_open_tenants.max(1);
+        if inner.actors.len() < cap {
+            return true;
+        }
+        let closing = inner.actors.values().filter(|a| a.is_closing()).count();
+        // Enough are closing already to make room.
+        if inner.actors.len() - closing < cap {
+            return false;
+        }
+        // Least recently used first, preferring one serving no request
+        // (a base backup in progress does not keep a tenant open).
+        let victim = inner
+            .actors
+            .values()
+            .filter(|a| !a.is_closing())
+            .min_by_key(|a| (a.requests_in_flight() > 0, a.last_used_ms()))
+            .cloned();
+        if let Some(victim) = victim
+            && victim.begin_close()
+        {
+            tracing::debug!(tenant = %victim.tenant, "evicting least recently used tenant");
+            self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        false
+    }
+
+    /// Wait until an actor has finished closing, or refuse at `deadline`.
+    async fn wait_for_room(&self, deadline: Instant) -> Result<()> {
+        let closing: Vec<Arc<ActorHandle>> = {
+            let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner.actors.values().filter(|a| a.is_closing()).cloned().collect()
+        };
+        let any_closed = futures_util::future::select_all(closing.iter().map(|a| Box::pin(a.closed())));
+        let waited = if closing.is_empty() {
+            tokio::time::timeout_at(deadline.into(), tokio::time::sleep(Duration::from_millis(10))).await
+        } else {
+            tokio::time::timeout_at(deadline.into(), async { any_closed.await; }).await
+        };
+        waited.map_err(|_| {
+            Error::Busy(format!(
+                "{} tenants are open (the max-open-tenants cap) and none could be closed in time to open another",
+                self.config.max_open_tenants
+            ))
+        })
+    }
+
     fn move_lock(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
-        self.moves.lock().expect("moves poisoned").entry(tenant.clone()).or_default().clone()
+        self.moves.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(tenant.clone()).or_default().clone()
     }
 
     /// Wait for any move of the tenant to finish; bring it back if cold.
@@ -304,7 +455,7 @@ impl Tenants {
     /// The tenant's tier now.
     pub fn tier(&self, tenant: &TenantId) -> Tier {
         let open = {
-            let inner = self.inner.lock().expect("tenant registry poisoned");
+            let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.actors.get(tenant).is_some_and(|a| !a.is_closed())
         };
         let root = self.root(tenant);
@@ -341,7 +492,7 @@ impl Tenants {
             Ok(true)
         }
         .await;
-        self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).moving.remove(tenant);
         result
     }
 
@@ -349,7 +500,7 @@ impl Tenants {
     /// opened meanwhile; its head LSN. None if it is open, not on disk, or
     /// was not closed cleanly.
     fn begin_disk_move(&self, tenant: &TenantId, root: &Path) -> Option<u64> {
-        let mut inner = self.inner.lock().expect("tenant registry poisoned");
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // An actor that has finished closing (not yet forgotten) holds nothing open.
         if inner.actors.get(tenant).is_some_and(|a| !a.is_closed()) || inner.shutting_down || !root.exists() {
             return None;
@@ -369,8 +520,7 @@ impl Tenants {
         let manifest = self.store.put(tenant.as_str(), packed, head, reason).await?;
         self.metrics.backups.fetch_add(1, Ordering::Relaxed);
         self.backups
-            .lock()
-            .expect("backups poisoned")
+            .lock().unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(tenant.clone(), BackupMark { lsn: head, at: SystemTime::now() });
         if let Err(err) = self.prune_backups(tenant).await {
             tracing::warn!(tenant = %tenant, error = %err, "could not remove expired backups");
@@ -384,7 +534,7 @@ impl Tenants {
         let began = std::time::Instant::now();
         let manifest = self.take_backup(tenant, reason).await?;
         // A schema change before it needs no backup of its own.
-        let feed = self.inner.lock().expect("tenant registry poisoned").feeds.get(tenant).cloned();
+        let feed = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).feeds.get(tenant).cloned();
         if let Some(feed) = feed {
             feed.backed_up(began);
         }
@@ -416,7 +566,7 @@ impl Tenants {
                     let _moving = lock.lock().await;
                     if let Some(head) = self.begin_disk_move(tenant, &root) {
                         let result = self.pack_and_store(tenant, &root, head, reason).await;
-                        self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+                        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).moving.remove(tenant);
                         return result;
                     }
                     if !self.is_open(tenant) && self.closing_actor(tenant).is_none() {
@@ -453,7 +603,7 @@ impl Tenants {
 
     /// The newest known base backup of a tenant (read from the store once).
     async fn backup_mark(&self, tenant: &TenantId) -> Result<BackupMark> {
-        if let Some(mark) = self.backups.lock().expect("backups poisoned").get(tenant) {
+        if let Some(mark) = self.backups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant) {
             return Ok(*mark);
         }
         let mark = match self.store.backups(tenant.as_str()).await?.last() {
@@ -462,7 +612,7 @@ impl Tenants {
             // does not back every tenant up at once.
             None => BackupMark { lsn: 0, at: self.started },
         };
-        self.backups.lock().expect("backups poisoned").insert(tenant.clone(), mark);
+        self.backups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(tenant.clone(), mark);
         Ok(mark)
     }
 
@@ -481,6 +631,9 @@ impl Tenants {
     /// time, and the local disk budget.
     pub async fn apply_tier_policies(&self) {
         let tenants = self.tenant_ids();
+        if self.config.tenant_disk_quota.is_some() || self.config.tenant_overrides.values().any(|o| o.disk_quota.is_some()) {
+            self.check_disk_quotas(&tenants);
+        }
         if self.config.backup_interval.is_some() {
             self.back_up_schema_changes().await;
         }
@@ -506,7 +659,7 @@ impl Tenants {
             }
         }
         let warm: Vec<(TenantId, SystemTime)> = {
-            let inner = self.inner.lock().expect("tenant registry poisoned");
+            let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             tenants
                 .iter()
                 .filter(|t| !inner.actors.contains_key(*t) && self.root(t).exists())
@@ -550,7 +703,7 @@ impl Tenants {
     /// migration restorable without waiting for the periodic backup.
     async fn back_up_schema_changes(&self) {
         let feeds: Vec<(TenantId, Arc<Feed>)> = {
-            let inner = self.inner.lock().expect("tenant registry poisoned");
+            let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.feeds.iter().map(|(t, f)| (t.clone(), f.clone())).collect()
         };
         for (tenant, feed) in feeds {
@@ -590,7 +743,7 @@ impl Tenants {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if self.inner.lock().expect("tenant registry poisoned").shutting_down {
+            if self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shutting_down {
                 return;
             }
             self.apply_tier_policies().await;
@@ -598,23 +751,6 @@ impl Tenants {
     }
 
     fn spawn_locked(&self, inner: &mut Inner, tenant: &TenantId) -> Result<Arc<ActorHandle>> {
-        let open = inner.actors.values().filter(|a| !a.is_closing()).count();
-        if open >= self.config.max_open_tenants.max(1) {
-            // Least recently used first, preferring one serving no request
-            // (a base backup in progress does not keep a tenant open).
-            let victim = inner
-                .actors
-                .values()
-                .filter(|a| !a.is_closing())
-                .min_by_key(|a| (a.requests_in_flight() > 0, a.last_used_ms()))
-                .cloned();
-            if let Some(victim) = victim
-                && victim.begin_close()
-            {
-                tracing::debug!(tenant = %victim.tenant, "evicting least recently used tenant");
-                self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         let feed = inner.feed(tenant, &self.commits);
         let actor = ActorHandle::spawn(
             tenant.clone(),
@@ -631,7 +767,7 @@ impl Tenants {
 
     /// The tenant's change feed (created on first use).
     pub fn feed(&self, tenant: &TenantId) -> Arc<Feed> {
-        self.inner.lock().expect("tenant registry poisoned").feed(tenant, &self.commits)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).feed(tenant, &self.commits)
     }
 
     /// The tenants whose transactions wrote changes, for log consumers.
@@ -659,7 +795,7 @@ impl Tenants {
     /// The newest change LSN of a tenant closed cleanly and not opened
     /// since; None if it is open, or was not closed cleanly.
     pub fn closed_head(&self, tenant: &TenantId) -> Option<u64> {
-        if self.inner.lock().expect("tenant registry poisoned").actors.contains_key(tenant) {
+        if self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actors.contains_key(tenant) {
             return None;
         }
         let root = self.root(tenant);
@@ -694,11 +830,11 @@ impl Tenants {
     }
 
     pub fn add_reporter(&self, reporter: Arc<dyn Reporter>) {
-        self.reporters.lock().expect("reporters poisoned").push(reporter);
+        self.reporters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(reporter);
     }
 
     pub fn report_metrics(&self, out: &mut String) {
-        for reporter in self.reporters.lock().expect("reporters poisoned").iter() {
+        for reporter in self.reporters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
             reporter.metrics(out);
         }
     }
@@ -751,7 +887,7 @@ impl Tenants {
             return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn });
         }
         let page = self.run_as(tenant, from, || Work::Changes { since, limit }).await?.into_changes()?;
-        if page.tail_lsn > since + 1 {
+        if page.tail_lsn > since.saturating_add(1) {
             return Err(Error::Gone(format!(
                 "changes after LSN {since} have been trimmed from the change log; the oldest kept is {}",
                 page.tail_lsn
@@ -785,13 +921,13 @@ impl Tenants {
     /// is not open, or began closing before the work ran.
     async fn run_quietly(&self, tenant: &TenantId, work: Work) -> Option<Result<Output>> {
         let actor = {
-            let inner = self.inner.lock().expect("tenant registry poisoned");
+            let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let actor = inner.actors.get(tenant).filter(|a| !a.is_closing())?.clone();
             actor.begin_quiet();
             actor
         };
         let deadline = Instant::now() + self.config.queue_timeout;
-        let attempt = actor.call(Arc::new(work), deadline).await;
+        let attempt = actor.call(Arc::new(work), deadline, Limits::HOUSEKEEPING).await;
         actor.end_quiet();
         match attempt {
             Attempt::Done(result) => Some(result),
@@ -832,19 +968,19 @@ impl Tenants {
     }
 
     fn is_open(&self, tenant: &TenantId) -> bool {
-        let inner = self.inner.lock().expect("tenant registry poisoned");
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.actors.get(tenant).is_some_and(|a| !a.is_closing())
     }
 
     fn closing_actor(&self, tenant: &TenantId) -> Option<Arc<ActorHandle>> {
-        let inner = self.inner.lock().expect("tenant registry poisoned");
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.actors.get(tenant).filter(|a| a.is_closing() && !a.is_closed()).cloned()
     }
 
     /// Hibernate tenants idle for longer than the configured time and forget
     /// actors that finished closing. Called periodically by `run_reaper`.
     pub fn hibernate_idle(&self) {
-        let mut inner = self.inner.lock().expect("tenant registry poisoned");
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.actors.retain(|_, actor| !actor.is_closed());
         for actor in inner.actors.values() {
             if actor.in_flight() == 0
@@ -865,31 +1001,44 @@ impl Tenants {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if self.inner.lock().expect("tenant registry poisoned").shutting_down {
+            if self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shutting_down {
                 return;
             }
             self.hibernate_idle();
         }
     }
 
-    /// Close every open tenant (finishing queued work first) and refuse new work.
-    pub async fn shutdown(&self) {
+    /// Close every open tenant and refuse new work, in bounded time: work
+    /// already queued runs first, statements still running after `grace`
+    /// are cancelled, and a tenant that has not closed a statement timeout
+    /// (and its cancel grace) later is left to WAL recovery at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
         let actors: Vec<Arc<ActorHandle>> = {
-            let mut inner = self.inner.lock().expect("tenant registry poisoned");
+            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.shutting_down = true;
             inner.actors.values().cloned().collect()
         };
         for actor in &actors {
             actor.begin_close();
         }
+        let all_closed = futures_util::future::join_all(actors.iter().map(|a| a.closed()));
+        tokio::pin!(all_closed);
+        if tokio::time::timeout(grace, &mut all_closed).await.is_ok() {
+            return;
+        }
         for actor in &actors {
-            actor.closed().await;
+            actor.abort();
+        }
+        let bound = crate::engine::TERMINATE_GRACE + Duration::from_secs(10);
+        if tokio::time::timeout(bound, all_closed).await.is_err() {
+            let open: Vec<String> = actors.iter().filter(|a| !a.is_closed()).map(|a| a.tenant.to_string()).collect();
+            tracing::warn!(tenants = ?open, "shutting down without these tenants closed: their committed work is recovered from the WAL at the next start");
         }
     }
 
     /// The tenant's engine state, without waking it.
     pub fn engine_state(&self, tenant: &TenantId) -> (EngineState, bool) {
-        let inner = self.inner.lock().expect("tenant registry poisoned");
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match inner.actors.get(tenant) {
             Some(actor) => (actor.engine_state(), true),
             None => {
@@ -900,7 +1049,7 @@ impl Tenants {
     }
 
     pub fn open_count(&self) -> usize {
-        let inner = self.inner.lock().expect("tenant registry poisoned");
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.actors.values().filter(|a| !a.is_closing()).count()
     }
 
@@ -910,7 +1059,7 @@ impl Tenants {
     fn disk_size(&self, root: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt;
         let stamp = std::fs::metadata(root.join(CLOSED_HEAD_FILE)).ok().map(|m| (m.ino(), m.modified().ok()));
-        let mut sizes = self.sizes.lock().expect("sizes poisoned");
+        let mut sizes = self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match stamp {
             Some(stamp) => {
                 if let Some((known, size)) = sizes.get(root)
@@ -920,7 +1069,7 @@ impl Tenants {
                 }
                 drop(sizes);
                 let size = crate::files::disk_usage(root);
-                self.sizes.lock().expect("sizes poisoned").insert(root.to_path_buf(), (stamp, size));
+                self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(root.to_path_buf(), (stamp, size));
                 size
             }
             None => {
@@ -937,15 +1086,15 @@ impl Tenants {
             Some(tenant) => vec![tenant.clone()],
             None => {
                 let mut names = self.tenant_ids();
-                let inner = self.inner.lock().expect("tenant registry poisoned");
+                let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 names.extend(inner.actors.keys().cloned());
                 names
             }
         };
         names.sort();
         names.dedup();
-        let reporters = self.reporters.lock().expect("reporters poisoned").clone();
-        let inner = self.inner.lock().expect("tenant registry poisoned");
+        let reporters = self.reporters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut list: Vec<TenantStatus> = names
             .iter()
             .cloned()
@@ -964,7 +1113,7 @@ impl Tenants {
                     (false, Some(_)) => Tier::Cold,
                     (false, None) => Tier::Warm,
                 };
-                let last_backup = self.backups.lock().expect("backups poisoned").get(&tenant).filter(|m| m.lsn > 0).map(|m| {
+                let last_backup = self.backups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&tenant).filter(|m| m.lsn > 0).map(|m| {
                     let at = m.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                     serde_json::json!({"lsn": m.lsn, "takenAtMs": at})
                 });
@@ -1023,6 +1172,16 @@ async fn unpack_into(bytes: Vec<u8>, into: &Path) -> Result<()> {
 fn read_marker(marker: &Path) -> Result<Manifest> {
     let bytes = std::fs::read(marker).map_err(|e| io_error("read", marker, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Engine(format!("cold marker {}: {e}", marker.display())))
+}
+
+/// What a request waits for before its tenant can serve it.
+enum Wait {
+    /// The tenant's previous actor to finish closing.
+    Closing(Arc<ActorHandle>),
+    /// A move between tiers to finish (and a cold tenant to come back).
+    Settle,
+    /// Room under the open-tenant cap.
+    Room,
 }
 
 /// On whose behalf a tenant's data is read.

@@ -26,7 +26,7 @@ use serde_json::Value;
 use super::{Tenants, Tier, cold_marker, head_of_closed, io_error, pack_dir, unpack_into};
 use crate::actor::{CLOSED_HEAD_FILE, Work};
 use crate::archive::{self, Manifest};
-use crate::engine::{ReplaySource, TenantDb, qualified, rows_at_head};
+use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
 use crate::tenant_id::TenantId;
 
@@ -64,6 +64,7 @@ impl Target {
         let text = text.trim();
         let lsn = text.strip_prefix("lsn:").unwrap_or(text);
         if let Ok(n) = lsn.parse::<u64>() {
+            crate::protocol::checked_lsn("the bookmark", n).map_err(|m| Error::bad_request("invalid_instant", m))?;
             return Ok(Self::Lsn(n));
         }
         parse_instant(text).map(Self::Time).ok_or_else(|| {
@@ -180,7 +181,7 @@ struct Restoring<'a>(&'a Tenants, Vec<TenantId>);
 
 impl Drop for Restoring<'_> {
     fn drop(&mut self) {
-        let mut restoring = self.0.restoring.lock().expect("restoring poisoned");
+        let mut restoring = self.0.restoring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for tenant in &self.1 {
             restoring.remove(tenant);
         }
@@ -202,11 +203,11 @@ const LAKE_PAGE: u64 = 50_000;
 impl Tenants {
     /// Give restores and bookmarks the tenants' history beyond their change logs.
     pub fn set_history(&self, history: Arc<dyn History>) {
-        *self.history.lock().expect("history poisoned") = Some(history);
+        *self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(history);
     }
 
     fn history(&self) -> Option<Arc<dyn History>> {
-        self.history.lock().expect("history poisoned").clone()
+        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn exists(&self, tenant: &TenantId) -> bool {
@@ -350,7 +351,7 @@ impl Tenants {
         let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Vec<Value>>>(2);
         let replaying = run_blocking_with_progress(replay_progress, move |report| {
             runtime.wait_ready()?;
-            let mut db = TenantDb::open(&dir, runtime.settings())?;
+            let mut db = TenantDb::open(&dir, runtime.settings(), Session::Owner)?;
             let renames = match source {
                 ReplaySource::Lake => db.renames_for(&lake_names)?,
                 ReplaySource::Log => HashMap::new(),
@@ -416,7 +417,7 @@ impl Tenants {
     }
 
     fn begin_restore(&self, tenant: &TenantId, into: Option<&TenantId>) -> Result<Restoring<'_>> {
-        let mut restoring = self.restoring.lock().expect("restoring poisoned");
+        let mut restoring = self.restoring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let names: Vec<TenantId> = std::iter::once(tenant).chain(into).cloned().collect();
         if let Some(busy) = names.iter().find(|t| restoring.contains(*t)) {
             return Err(Error::Conflict(format!("a restore of tenant {busy} is already running")));
@@ -588,7 +589,7 @@ impl Tenants {
             if matches!(held, Ok(held) if held >= head) {
                 break (guard, head);
             }
-            self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+            self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).moving.remove(tenant);
             drop(guard);
             held?;
             if attempts >= 3 {
@@ -608,7 +609,7 @@ impl Tenants {
             let runtime = self.runtime.clone();
             let live = root.clone();
             let (versions, from_log) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Vec<Value>>)> {
-                let mut db = TenantDb::open(&live, runtime.settings())?;
+                let mut db = TenantDb::open(&live, runtime.settings(), Session::Owner)?;
                 let read = changes_since(&mut db, target, head);
                 db.close()?;
                 read
@@ -631,7 +632,7 @@ impl Tenants {
             let runtime = self.runtime.clone();
             let staged = dir.clone();
             let new_head = tokio::task::spawn_blocking(move || -> Result<u64> {
-                let mut db = TenantDb::open(&staged, runtime.settings())?;
+                let mut db = TenantDb::open(&staged, runtime.settings(), Session::Owner)?;
                 let head = db.rebase(head, &versions, diff);
                 db.close()?;
                 let head = head?;
@@ -665,7 +666,7 @@ impl Tenants {
             Ok(new_head)
         }
         .await;
-        self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).moving.remove(tenant);
         drop(lock);
         let new_head = result?;
         self.commits.mark(tenant);
@@ -690,20 +691,20 @@ impl Tenants {
     async fn close_for_move(&self, tenant: &TenantId, root: &Path) -> Result<u64> {
         loop {
             let actor = {
-                let mut inner = self.inner.lock().expect("tenant registry poisoned");
+                let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 inner.moving.insert(tenant.clone());
                 inner.actors.get(tenant).cloned()
             };
             let Some(actor) = actor else { break };
             actor.begin_close();
             actor.closed().await;
-            let mut inner = self.inner.lock().expect("tenant registry poisoned");
+            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if inner.actors.get(tenant).is_some_and(|a| Arc::ptr_eq(a, &actor)) {
                 inner.actors.remove(tenant);
             }
         }
         head_of_closed(root).ok_or_else(|| {
-            self.inner.lock().expect("tenant registry poisoned").moving.remove(tenant);
+            self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).moving.remove(tenant);
             Error::Engine(format!("tenant {tenant} did not close cleanly; nothing was restored"))
         })
     }
