@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tidelake/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-TIDELAKE_BIN="$CARGO_TARGET_DIR/debug/tidelake"
+TIDELAKE_BIN="${TIDELAKE_BIN:-$CARGO_TARGET_DIR/debug/tidelake}"
 export TIDELAKE_BIN
 
 require_cargo() {

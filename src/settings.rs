@@ -117,6 +117,7 @@ pub struct TenantsSection {
     pub max_result_rows: Option<u64>,
     pub ws_max_in_flight: Option<usize>,
     pub disk_quota: Option<String>,
+    pub memory: Option<String>,
     /// `[tenants.overrides.<tenant>]`: settings of one tenant.
     #[serde(default)]
     pub overrides: BTreeMap<String, TenantOverrideSection>,
@@ -185,6 +186,9 @@ pub struct Overrides {
     /// Local disk one tenant may take (e.g. 1GB); over it, writes fail with SQLSTATE 53100 and reads go on [default: none].
     #[arg(long, env = "TIDELAKE_TENANT_DISK_QUOTA")]
     pub tenant_disk_quota: Option<String>,
+    /// Memory one tenant's engine may take; past it a statement fails with SQLSTATE 53200 [default: 512MiB].
+    #[arg(long, env = "TIDELAKE_TENANT_MEMORY")]
+    pub tenant_memory: Option<String>,
     /// Base backups a client asks for are at least this far apart per tenant [default: 1m].
     #[arg(long, env = "TIDELAKE_BACKUP_MIN_INTERVAL")]
     pub backup_min_interval: Option<String>,
@@ -345,6 +349,10 @@ impl Settings {
         }
         if let Some(text) = overrides.tenant_disk_quota.or(t.disk_quota) {
             oltp.tenant_disk_quota = Some(parse_bytes(&text).map_err(|e| anyhow::anyhow!("tenant_disk_quota: {e}"))?);
+        }
+        if let Some(text) = overrides.tenant_memory.or(t.memory) {
+            oltp.tenant_memory = parse_bytes(&text).map_err(|e| anyhow::anyhow!("tenant_memory: {e}"))?;
+            anyhow::ensure!(oltp.tenant_memory >= 64 << 20, "tenant_memory must be at least 64MiB");
         }
         for (tenant, o) in t.overrides {
             oltp_do::TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("tenants.overrides.{tenant}: {e}"))?;

@@ -616,7 +616,7 @@ mod tests {
         let schema = changelog_schema(&columns, &[1, 3, 4], CHANGELOG_FIELD_IDS).unwrap();
         assert_eq!(schema.field_by_name("price").unwrap().id, 3);
         assert_eq!(schema.field_by_name("_lsn").unwrap().id, LSN_FIELD_ID);
-        let changes = vec![
+        let changes = [
             json!({"lsn": 7, "xid": 740, "commitTs": "2026-02-03 02:05:06.789+00", "op": "insert",
                    "new": {"id": 1, "price": "19.99", "born": "2000-01-01"}, "old": null}),
             json!({"lsn": 8, "xid": 741, "commitTs": "2026-02-03 02:05:07+00", "op": "delete",

@@ -282,6 +282,7 @@ impl ChangelogTable {
     /// Append `changes` (all of this table, of schema `version`, in LSN
     /// order) as the changes of this table in `(lsn_from - 1, lsn_to]`.
     /// Returns the number of data files written.
+    #[allow(clippy::too_many_arguments)]
     pub async fn append(
         &mut self,
         warehouse: &Warehouse,

@@ -119,7 +119,7 @@ enum Command {
 /// An engine whose linear memory grew past this (a huge answer, a big
 /// sort) is closed after the request that grew it, so the process gives
 /// the memory back; the next request reopens the tenant.
-const RECYCLE_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+const RECYCLE_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
 enum Reply {
     Done(Result<Output>),

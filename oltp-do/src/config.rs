@@ -51,6 +51,9 @@ pub struct OltpConfig {
     /// Local disk one tenant may take; over it, writes fail (SQLSTATE
     /// 53100) and reads go on. None: no quota.
     pub tenant_disk_quota: Option<u64>,
+    /// Memory one tenant's engine may take (its WebAssembly linear memory);
+    /// past it, the statement that needed more fails with SQLSTATE 53200.
+    pub tenant_memory: u64,
     /// Settings of single tenants that differ from the above.
     pub tenant_overrides: std::collections::HashMap<String, TenantOverrides>,
     pub engine: EngineSettings,
@@ -90,6 +93,7 @@ impl OltpConfig {
             ws_max_in_flight: 16,
             backup_min_interval: Duration::from_secs(60),
             tenant_disk_quota: None,
+            tenant_memory: 512 * 1024 * 1024,
             tenant_overrides: Default::default(),
             engine: EngineSettings::default(),
             archive: ArchiveConfig { location: String::new(), storage: Default::default() },

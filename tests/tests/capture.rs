@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tidelake_tests::{Client, Server, Ws, eventually};
 
 /// Every change of a tenant from the start of its log.
-async fn all_changes(c: &Client, tenant: &str) -> Vec<Value> {
+pub(crate) async fn all_changes(c: &Client, tenant: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut since = 0;
     loop {
@@ -26,12 +26,12 @@ async fn all_changes(c: &Client, tenant: &str) -> Vec<Value> {
     }
 }
 
-fn lsns(changes: &[Value]) -> Vec<u64> {
+pub(crate) fn lsns(changes: &[Value]) -> Vec<u64> {
     changes.iter().map(|c| c["lsn"].as_u64().unwrap()).collect()
 }
 
 /// Replay changes into per-table maps keyed by the row's `id`.
-fn replay(changes: &[Value]) -> BTreeMap<String, BTreeMap<i64, Value>> {
+pub(crate) fn replay(changes: &[Value]) -> BTreeMap<String, BTreeMap<i64, Value>> {
     let mut tables: BTreeMap<String, BTreeMap<i64, Value>> = BTreeMap::new();
     for c in changes {
         let table = tables.entry(c["table"].as_str().unwrap().to_owned()).or_default();

@@ -13,6 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tidelake_tests::{Client, Server, Ws};
 
+use crate::capture::{all_changes, lsns, replay};
+
 /// xorshift64*: enough randomness for a fuzzer, and replayable.
 struct Rng(u64);
 
@@ -77,8 +79,8 @@ fn value(rng: &mut Rng, depth: usize) -> Value {
 fn sql(rng: &mut Rng) -> (String, Vec<Value>) {
     let id = json!(rng.below(40));
     match rng.below(14) {
-        0 | 1 | 2 => ("INSERT INTO f VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET v = excluded.v".into(), vec![id, value(rng, 0)]),
-        3 | 4 => ("UPDATE f SET v = $1 WHERE id = $2".into(), vec![value(rng, 0), id]),
+        0..=2 => ("INSERT INTO f VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET v = excluded.v".into(), vec![id, value(rng, 0)]),
+        3..=4 => ("UPDATE f SET v = $1 WHERE id = $2".into(), vec![value(rng, 0), id]),
         5 => ("DELETE FROM f WHERE id = $1".into(), vec![id]),
         6 => ("UPDATE f SET id = id + 100 WHERE id = $1".into(), vec![id]),
         7 => ("TRUNCATE f".into(), vec![]),
@@ -105,7 +107,7 @@ fn sql(rng: &mut Rng) -> (String, Vec<Value>) {
 }
 
 /// A request body: usually well-formed, sometimes mutated.
-fn body(rng: &mut Rng, batch: bool) -> String {
+fn body(rng: &mut Rng, batch: bool) -> Vec<u8> {
     let statement = |rng: &mut Rng| {
         let (sql, params) = sql(rng);
         let mut s = json!({ "sql": sql });
@@ -128,12 +130,13 @@ fn body(rng: &mut Rng, batch: bool) -> String {
     if rng.chance(5) {
         v[*rng.pick(&["extra", "sql", "params", "statements"])] = value(rng, 0);
     }
-    let text = v.to_string();
+    let text = v.to_string().into_bytes();
     match rng.below(20) {
-        0 => text[..rng.below(text.len().max(1))].to_owned(),
-        1 => text.replace('"', "'"),
-        2 => "[1,2,3]".into(),
-        3 => String::new(),
+        // Cut anywhere, also inside a UTF-8 character.
+        0 => text[..rng.below(text.len().max(1))].to_vec(),
+        1 => String::from_utf8_lossy(&text).replace('"', "'").into_bytes(),
+        2 => b"[1,2,3]".to_vec(),
+        3 => Vec::new(),
         _ => text,
     }
 }
@@ -169,7 +172,8 @@ async fn fuzz(server: &Server, seed: u64, requests: usize) {
     }
 }
 
-async fn post(c: &Client, path: &str, body: String) -> StatusCode {
+async fn post(c: &Client, path: &str, body: impl Into<Vec<u8>>) -> StatusCode {
+    let body = body.into();
     let content_type = if body.len() % 7 == 0 { "text/plain" } else { "application/json" };
     match c.http.post(c.url(path)).header("content-type", content_type).body(body).send().await {
         Ok(resp) => resp.status(),
@@ -198,29 +202,6 @@ async fn websocket(server: &Server, tenant: &str, rng: &mut Rng) -> StatusCode {
         assert!(!matches!(code, "engine_error" | "internal_error"), "{msg}");
     }
     StatusCode::OK
-}
-
-/// The table `f` as its change log says it is: replay every change.
-fn replayed(changes: &[Value]) -> BTreeMap<i64, Value> {
-    let mut rows = BTreeMap::new();
-    for ch in changes.iter().filter(|ch| ch["table"] == "f" && ch["schema"] == "public") {
-        let id = |row: &Value| row["id"].as_i64().expect("id");
-        match ch["op"].as_str().unwrap() {
-            "insert" => {
-                rows.insert(id(&ch["new"]), ch["new"]["v"].clone());
-            }
-            "update" => {
-                rows.remove(&id(&ch["old"]));
-                rows.insert(id(&ch["new"]), ch["new"]["v"].clone());
-            }
-            "delete" => {
-                rows.remove(&id(&ch["old"]));
-            }
-            "truncate" => rows.clear(),
-            other => panic!("unknown op {other}"),
-        }
-    }
-    rows
 }
 
 #[tokio::test]
@@ -252,26 +233,17 @@ async fn random_requests_break_nothing() {
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
     assert!(!log.contains("panicked"), "the server log has a panic:\n{log}");
     for tenant in TENANTS {
-        let mut changes = Vec::new();
-        loop {
-            let since = changes.last().map_or(0, |ch: &Value| ch["lsn"].as_u64().unwrap());
-            let (status, page) = c.get(&format!("/t/{tenant}/changes?since={since}&limit=10000")).await;
-            assert_eq!(status, StatusCode::OK, "{page}");
-            let got = page["changes"].as_array().unwrap().clone();
-            if got.is_empty() {
-                break;
-            }
-            changes.extend(got);
-        }
-        let lsns: Vec<u64> = changes.iter().map(|ch| ch["lsn"].as_u64().unwrap()).collect();
-        assert_eq!(lsns, (1..=lsns.len() as u64).collect::<Vec<_>>(), "{tenant}: LSNs not gap-free");
+        let changes = all_changes(&c, tenant).await;
+        assert_eq!(lsns(&changes), (1..=changes.len() as u64).collect::<Vec<_>>(), "{tenant}: LSNs not gap-free");
+        let of_f: Vec<Value> = changes.into_iter().filter(|ch| ch["table"] == "f" && ch["schema"] == "public").collect();
+        let replayed = replay(&of_f).remove("f").unwrap_or_default();
         let table: BTreeMap<i64, Value> = c
             .rows(tenant, "SELECT id, v FROM f ORDER BY id", json!([]))
             .await
             .into_iter()
-            .map(|row| (row["id"].as_i64().unwrap(), row["v"].clone()))
+            .map(|row| (row["id"].as_i64().unwrap(), row))
             .collect();
-        assert_eq!(replayed(&changes), table, "{tenant}: the change log does not replay to the table");
+        assert_eq!(replayed, table, "{tenant}: the change log does not replay to the table");
         let who = c.rows(tenant, "SELECT current_user AS u", json!([])).await;
         assert_eq!(who[0]["u"], "tenant");
     }

@@ -8,16 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tidelake_tests::{Client, Server, Ws, eventually};
 
-/// Every change in the tenant's change log, read through the feed.
-async fn change_log(c: &Client, tenant: &str) -> Vec<Value> {
-    let (status, body) = c.get(&format!("/t/{tenant}/changes?since=0&limit=10000")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["changes"].as_array().cloned().unwrap_or_default()
-}
-
-fn lsns(changes: &[Value]) -> Vec<u64> {
-    changes.iter().map(|c| c["lsn"].as_u64().unwrap()).collect()
-}
+use crate::capture::{all_changes, lsns};
 
 /// A statement that must be refused with `code` (and `status`).
 async fn refused(c: &Client, tenant: &str, sql: &str, status: StatusCode, code: &str) -> Value {
@@ -37,7 +28,7 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
     let c = server.client();
     c.exec("acme", "CREATE TABLE todos (id serial PRIMARY KEY, title text NOT NULL)").await;
     c.exec("acme", "INSERT INTO todos (title) VALUES ('one'), ('two')").await;
-    let before = change_log(&c, "acme").await;
+    let before = all_changes(&c, "acme").await;
     assert_eq!(lsns(&before), [1, 2]);
     let capture_fn = c
         .rows("acme", "SELECT 'tidelake.capture_' || 'todos'::regclass::oid AS f", json!([]))
@@ -105,7 +96,7 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
     assert_eq!((status, &body["error"]["code"], &body["error"]["statementIndex"]), (StatusCode::FORBIDDEN, &json!("42501"), &json!(1)), "{body}");
 
     // Nothing changed: the log, the rows, who the session is, the triggers.
-    assert_eq!(change_log(&c, "acme").await, before);
+    assert_eq!(all_changes(&c, "acme").await, before);
     assert_eq!(c.rows("acme", "SELECT count(*) AS n FROM todos", json!([])).await[0]["n"], 2);
     assert_eq!(
         c.rows("acme", "SELECT current_user AS cu, session_user AS su, current_setting('is_superuser') AS s", json!([])).await[0],
@@ -130,15 +121,17 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
     assert_eq!(c.rows("acme", "SELECT current_user AS cu", json!([])).await[0]["cu"], "tenant");
 
     // A forged next LSN (the setting capture keeps it in) cannot reorder,
-    // reuse or skip LSNs: the log goes on gap-free, in commit order.
+    // reuse or skip LSNs: the log goes on gap-free, in commit order; one
+    // naming a taken LSN makes the write fail, nothing else.
     c.exec(
         "acme",
         "BEGIN; SELECT set_config('tidelake.next_lsn', '1', true); INSERT INTO todos (title) VALUES ('three');
          SELECT set_config('tidelake.next_lsn', '1000', true); INSERT INTO todos (title) VALUES ('four'); COMMIT",
     )
     .await;
-    c.exec("acme", "SET tidelake.next_lsn = '2'; UPDATE todos SET title = 'ONE' WHERE id = 1").await;
-    let after = change_log(&c, "acme").await;
+    refused(&c, "acme", "SET tidelake.next_lsn = '2'; UPDATE todos SET title = 'lost' WHERE id = 1", StatusCode::CONFLICT, "23505").await;
+    c.exec("acme", "SET tidelake.next_lsn = '999'; UPDATE todos SET title = 'ONE' WHERE id = 1").await;
+    let after = all_changes(&c, "acme").await;
     assert_eq!(lsns(&after), [1, 2, 3, 4, 5]);
     assert_eq!(after[..2], before[..]);
     let tail: Vec<(&str, &Value)> = after[2..].iter().map(|ch| (ch["op"].as_str().unwrap(), &ch["new"]["title"])).collect();
@@ -186,7 +179,7 @@ async fn applications_keep_everything_they_use() {
     c.exec("shop", "ALTER TABLE audit ADD COLUMN who text; DROP VIEW totals; DROP TABLE audit CASCADE").await;
     c.exec("shop", "GRANT SELECT ON billing.invoices TO PUBLIC; COMMENT ON TABLE billing.invoices IS 'money'").await;
     // Every write above is in the change log, the trigger's and the DDL's too.
-    let log = change_log(&c, "shop").await;
+    let log = all_changes(&c, "shop").await;
     let tables: Vec<&str> = log.iter().map(|ch| ch["table"].as_str().unwrap()).collect();
     assert_eq!(tables.iter().filter(|t| **t == "invoices").count(), 3, "{tables:?}");
     assert_eq!(tables.iter().filter(|t| **t == "audit").count(), 3, "{tables:?}");
@@ -211,7 +204,7 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
     );
     // In autocommit, and the same inside a transaction.
     c.exec("ids", &create).await;
-    c.exec("ids", &format!("INSERT INTO \"we$ird'$$\" VALUES (1, 'q', 'ü', 2, 'long')")).await;
+    c.exec("ids", "INSERT INTO \"we$ird'$$\" VALUES (1, 'q', 'ü', 2, 'long')").await;
     let (status, body) = c
         .post(
             "/t/ids/transaction",
@@ -227,7 +220,7 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
     c.exec("ids", "INSERT INTO made_in_fn VALUES (2)").await;
     c.exec("ids", "EXPLAIN ANALYZE CREATE TABLE explained AS SELECT 3 AS v").await;
     c.exec("ids", "DO $$ BEGIN CREATE TABLE done_in_do (v int); INSERT INTO done_in_do VALUES (4); END $$").await;
-    let log = change_log(&c, "ids").await;
+    let log = all_changes(&c, "ids").await;
     let seen: Vec<(&str, &Value)> = log.iter().map(|ch| (ch["table"].as_str().unwrap(), &ch["new"])).collect();
     assert_eq!(
         seen,
@@ -294,7 +287,7 @@ async fn statements_are_bounded_in_time_and_the_tenant_goes_on() {
         .await;
     assert_eq!((status, &body["error"]["statementIndex"]), (StatusCode::REQUEST_TIMEOUT, &json!(1)), "{body}");
     assert_eq!(c.rows("slow", "SELECT count(*) AS n FROM kept", json!([])).await[0]["n"], 100);
-    assert_eq!(lsns(&change_log(&c, "slow").await).len(), 100);
+    assert_eq!(lsns(&all_changes(&c, "slow").await).len(), 100);
 
     // A request may lower its timeout (never raise it).
     let started = Instant::now();
@@ -327,32 +320,40 @@ async fn statements_are_bounded_in_time_and_the_tenant_goes_on() {
 }
 
 /// Answers are capped in rows and bytes: a multi-gigabyte result is
-/// refused with `result_too_large` while the server's memory stays bounded.
+/// refused with `result_too_large` while the server's memory stays bounded;
+/// a value too big for the tenant's engine memory fails the statement
+/// (53200), not the tenant.
 #[tokio::test]
 async fn answers_are_capped_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        &["--lake", "false", "--max-result-bytes", "4MiB", "--max-result-rows", "1000", "--statement-timeout", "60s"],
+        &[
+            "--lake", "false", "--max-result-bytes", "4MiB", "--max-result-rows", "1000", "--statement-timeout", "60s",
+            "--tenant-memory", "512MiB",
+        ],
     )
     .await;
     let c = server.client();
     let body = refused(&c, "big", "SELECT g FROM generate_series(1, 1001) g", StatusCode::UNPROCESSABLE_ENTITY, "result_too_large").await;
     assert!(body["error"]["message"].as_str().unwrap().contains("1000 rows"), "{body}");
     assert_eq!(c.rows("big", "SELECT g FROM generate_series(1, 1000) g", json!([])).await.len(), 1000);
+    // 5 GB of rows.
+    let started = Instant::now();
     let body = refused(
         &c,
         "big",
-        "SELECT repeat('x', 200000000) FROM generate_series(1, 20)",
+        "SELECT repeat('y', 1000) FROM generate_series(1, 5000000)",
         StatusCode::UNPROCESSABLE_ENTITY,
         "result_too_large",
     )
     .await;
     assert!(body["error"]["message"].as_str().unwrap().contains("4194304 bytes"), "{body}");
-    refused(&c, "big", "SELECT repeat('y', 1000) FROM generate_series(1, 100000)", StatusCode::UNPROCESSABLE_ENTITY, "result_too_large").await;
-    // 4 GB asked for, refused; the process never held anything near it.
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    // 4 GB in 200 MB values: the engine's memory cap stops the first.
+    refused(&c, "big", "SELECT repeat('x', 200000000) FROM generate_series(1, 20)", StatusCode::SERVICE_UNAVAILABLE, "53200").await;
     let rss = rss_bytes(server.pid());
-    assert!(rss < 2 << 30, "server RSS {rss} bytes after refusing a 4 GB answer");
+    assert!(rss < 1536 << 20, "server peak RSS {rss} bytes after refusing 5 GB and 4 GB answers");
     assert_eq!(c.rows("big", "SELECT 2 AS two", json!([])).await[0]["two"], 2);
 }
 

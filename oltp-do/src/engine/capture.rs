@@ -14,7 +14,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "7";
+const CAPTURE_VERSION: &str = "8";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 /// One page of the change log.
@@ -112,7 +112,7 @@ impl TenantDb {
 
     /// Record schema versions for changed tables and rewrite their triggers.
     pub(super) fn sync_schema(&mut self) -> Result<()> {
-        let outcome = self.round_trip(
+        let outcome = self.own_round_trip(
             &wire::extended_query(super::database::SYNC_SCHEMA_SQL, &[]),
             RowMode::Array,
         )?;

@@ -199,8 +199,9 @@ $fn$;
 -- The next LSN is carried in a transaction-local setting (rolled back with
 -- the rows it numbered), so only a transaction's first change looks up the
 -- log's head. Tenant SQL can set that setting too: it is believed only
--- when the change just before it is this transaction's own, so LSNs stay
--- gap-free and in order whatever it is set to.
+-- when the change just before it is in the log. Then it is the head + 1
+-- (the next LSN) or lower (taken: the primary key refuses the write), so
+-- LSNs stay gap-free, in order and never reused whatever it is set to.
 CREATE OR REPLACE FUNCTION tidelake.install_capture(rel oid, version bigint)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -244,9 +245,13 @@ DECLARE
     next_lsn bigint := nullif(current_setting('tidelake.next_lsn', true), '')::bigint;
 BEGIN
     IF next_lsn IS NULL
-       OR NOT EXISTS (SELECT FROM tidelake.changes WHERE lsn = next_lsn - 1 AND xid = txid_current()) THEN
-        -- The transaction's first change: tell the server it wrote.
-        next_lsn := tidelake.next_lsn();
+       OR NOT EXISTS (SELECT FROM tidelake.changes WHERE lsn = next_lsn - 1) THEN
+        -- The transaction's first change: tell the server it wrote. (The
+        -- query of tidelake.next_lsn(), inline: a plan cached with this
+        -- function costs a fraction of a SQL function call.)
+        SELECT greatest(coalesce(max(c.lsn), 0),
+                        coalesce((SELECT m.value::bigint FROM tidelake.meta m WHERE m.key = 'lsn_floor'), 0)) + 1
+        INTO next_lsn FROM tidelake.changes c;
         RAISE NOTICE 'tidelake.changes';
     END IF;
     PERFORM set_config('tidelake.next_lsn', (next_lsn + 1)::text, true);
@@ -777,5 +782,5 @@ GRANT EXECUTE ON FUNCTION tidelake.sync_schema(), tidelake.next_lsn(), tidelake.
 
 -- (With capture on, the server then runs `SELECT tidelake.reinstall_all();
 -- SELECT tidelake.sync_schema()`: see `capture.rs`.)
-INSERT INTO tidelake.meta VALUES ('capture_version', '7')
+INSERT INTO tidelake.meta VALUES ('capture_version', '8')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -209,9 +209,19 @@ impl TenantDb {
         }
     }
 
+    /// A round trip of the server's own (a sync, a reset, a rollback, a
+    /// check) while a request runs: under the server's limits, never the
+    /// request's (a client's 1 ms timeout is for its statements).
+    pub(super) fn own_round_trip(&mut self, bytes: &[u8], row_mode: RowMode) -> Result<Outcome> {
+        let limits = std::mem::replace(&mut self.limits, Limits::HOUSEKEEPING);
+        let outcome = self.round_trip(bytes, row_mode);
+        self.limits = limits;
+        outcome
+    }
+
     /// A trusted script of ours (no parameters); any error is an engine error.
     pub(super) fn trusted(&mut self, sql: &str) -> Result<()> {
-        let outcome = self.round_trip(&wire::simple_query(sql), RowMode::Array)?;
+        let outcome = self.own_round_trip(&wire::simple_query(sql), RowMode::Array)?;
         match outcome.error {
             Some(err) => Err(Error::Engine(format!("{}: {}", sql.lines().next().unwrap_or(sql), err.message))),
             None => Ok(()),
@@ -220,7 +230,7 @@ impl TenantDb {
 
     /// The first row of a trusted query of ours.
     fn trusted_row(&mut self, sql: &str) -> Result<Value> {
-        let outcome = self.round_trip(&wire::extended_query(sql, &[]), RowMode::Object)?;
+        let outcome = self.own_round_trip(&wire::extended_query(sql, &[]), RowMode::Object)?;
         if let Some(err) = outcome.error {
             return Err(Error::Engine(format!("{sql}: {}", err.message)));
         }
@@ -578,7 +588,7 @@ impl TenantDb {
         if self.stopped {
             return Ok(());
         }
-        let outcome = self.round_trip(&wire::simple_query("ROLLBACK"), RowMode::Array)?;
+        let outcome = self.own_round_trip(&wire::simple_query("ROLLBACK"), RowMode::Array)?;
         match outcome.error {
             Some(err) => Err(Error::Engine(format!("rollback failed: {}", err.message))),
             None => Ok(()),
@@ -937,6 +947,34 @@ mod tests {
         assert!(super::mentions("SELECT x INTO t FROM s", &["into"]));
         assert!(super::mentions("create TEMP table t ()", &["nope", "temp"]));
         assert!(!super::mentions("SELECT 1", &["into", "create"]));
+    }
+
+    #[test]
+    fn schema_changes_are_foreseen_by_the_first_word() {
+        for ddl in ["CREATE TABLE t (x int)", "alter table t add y int", "DO $$ BEGIN END $$", "CALL p()",
+                    "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1", "SELECT 1 INTO t", "-- c\n DROP TABLE t", "COMMENT ON TABLE t IS 'x'"] {
+            assert!(super::may_change_schema(ddl), "{ddl}");
+        }
+        for dml in ["SELECT 1", "insert into t values (1)", "UPDATE t SET x = 1", "WITH a AS (SELECT 1) SELECT * FROM a",
+                    "BEGIN", "TRUNCATE t", "SET x = 1", "VALUES (1)"] {
+            assert!(!super::may_change_schema(dml), "{dml}");
+        }
+    }
+
+    #[test]
+    fn a_commit_answered_with_rollback_is_an_error() {
+        let rolled_back = || super::Outcome {
+            results: vec![crate::protocol::QueryResult { command: "ROLLBACK".into(), row_count: None, fields: vec![], rows: vec![] }],
+            error: None,
+            status: super::TxStatus::Idle,
+            notified: false,
+        };
+        let mut outcome = rolled_back();
+        super::refuse_rolled_back_commit(" commit", &mut outcome);
+        assert_eq!(outcome.error.map(|e| e.code), Some("25P02".to_owned()));
+        let mut outcome = rolled_back();
+        super::refuse_rolled_back_commit("ROLLBACK", &mut outcome);
+        assert!(outcome.error.is_none());
     }
 
     #[test]

@@ -275,6 +275,57 @@ mod tests {
         assert_eq!(parse_tag("BEGIN"), ("BEGIN".into(), None));
     }
 
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        message(&mut out, tag, body);
+        out
+    }
+
+    #[test]
+    fn raw_output_folds_into_typed_rows() {
+        let mut data = Vec::new();
+        // RowDescription: one int4 column "n".
+        let mut desc = 1i16.to_be_bytes().to_vec();
+        desc.extend_from_slice(b"n\0");
+        desc.extend_from_slice(&[0; 6]);
+        desc.extend_from_slice(&23i32.to_be_bytes());
+        desc.extend_from_slice(&[0; 8]);
+        data.extend(msg(b'T', &desc));
+        for value in [Some("7"), None] {
+            let mut row = 1i16.to_be_bytes().to_vec();
+            match value {
+                Some(v) => {
+                    row.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    row.extend_from_slice(v.as_bytes());
+                }
+                None => row.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            data.extend(msg(b'D', &row));
+        }
+        data.extend(msg(b'C', b"SELECT 2\0"));
+        data.extend(msg(b'N', b"SNOTICE\0Mtidelake.changes\0\0"));
+        data.extend(msg(b'Z', b"T"));
+        let outcome = collect(&data, RowMode::Object);
+        assert_eq!(outcome.results[0].rows, vec![serde_json::json!({"n": 7}), serde_json::json!({"n": null})]);
+        assert_eq!(outcome.results[0].row_count, Some(2));
+        assert!(outcome.notified && outcome.error.is_none());
+        assert_eq!(outcome.status, TxStatus::InTransaction);
+    }
+
+    #[test]
+    fn errors_keep_their_fields_and_malformed_output_is_an_error() {
+        let data = msg(b'E', b"SERROR\0C23505\0Mduplicate\0Dkey (id)=(1)\0P12\0\0");
+        let err = collect(&data, RowMode::Array).error.unwrap();
+        assert_eq!((err.code.as_str(), err.message.as_str()), ("23505", "duplicate"));
+        assert_eq!((err.detail.as_deref(), err.position.as_deref()), (Some("key (id)=(1)"), Some("12")));
+        // A length past the end, and a DataRow whose value runs short.
+        let mut truncated = msg(b'C', b"SELECT 1\0");
+        truncated.truncate(truncated.len() - 2);
+        assert_eq!(collect(&truncated, RowMode::Array).error.unwrap().code, "08P01");
+        let short = msg(b'D', &[0, 1, 0, 0, 0, 9, b'x']);
+        assert_eq!(collect(&short, RowMode::Array).error, None);
+    }
+
     #[test]
     fn extended_query_frames_are_length_prefixed() {
         let bytes = extended_query("SELECT $1", &[Some("x".into()), None]);

@@ -257,6 +257,10 @@ impl Tenants {
         }
     }
 
+    fn has_disk_quotas(&self) -> bool {
+        self.config.tenant_disk_quota.is_some() || self.config.tenant_overrides.values().any(|o| o.disk_quota.is_some())
+    }
+
     /// Measure the tenants that have a disk quota (open ones, and closed
     /// ones once per clean close) and note which are over it.
     fn check_disk_quotas(&self, tenants: &[TenantId]) {
@@ -631,7 +635,7 @@ impl Tenants {
     /// time, and the local disk budget.
     pub async fn apply_tier_policies(&self) {
         let tenants = self.tenant_ids();
-        if self.config.tenant_disk_quota.is_some() || self.config.tenant_overrides.values().any(|o| o.disk_quota.is_some()) {
+        if self.has_disk_quotas() {
             self.check_disk_quotas(&tenants);
         }
         if self.config.backup_interval.is_some() {
@@ -738,6 +742,10 @@ impl Tenants {
         let mut period = Duration::from_secs(5);
         for d in [self.config.cold_after, self.config.backup_interval].into_iter().flatten() {
             period = period.min(d / 4);
+        }
+        // Disk quotas are looked at every second.
+        if self.has_disk_quotas() {
+            period = period.min(Duration::from_secs(1));
         }
         let mut ticks = tokio::time::interval(period.max(Duration::from_millis(100)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -128,7 +128,7 @@ impl Checked {
                 (format!("{bytes} bytes"), bytes)
             }
             Size::Pad => {
-                let bytes = arrays.get(1).map(|n| positive_sum(n)).transpose()?.unwrap_or(0);
+                let bytes = arrays.get(1).map(positive_sum).transpose()?.unwrap_or(0);
                 (format!("{bytes} characters"), bytes)
             }
         };

@@ -18,6 +18,7 @@ pub use pglite::{
 };
 pub use protocol::messages::{BackendMessage, DatabaseError, NoticeMessage};
 pub use pglite::host_access::HostHandle;
+pub use pglite::memory_limit::set_memory_limit;
 
 #[doc(hidden)]
 pub use pglite::{

@@ -54,10 +54,9 @@ pub(crate) fn headless_engine() -> Engine {
             let _phase = timing::phase("wasmer.headless_engine");
             let mut features = Features::new();
             features.exceptions(true);
-            EngineBuilder::headless()
-                .set_features(Some(features))
-                .engine()
-                .into()
+            let mut engine: Engine = EngineBuilder::headless().set_features(Some(features)).engine().into();
+            engine.set_tunables(super::memory_limit::LimitingTunables::new());
+            engine
         })
         .clone()
 }

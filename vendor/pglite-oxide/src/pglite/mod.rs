@@ -8,6 +8,7 @@ pub(crate) mod config;
 pub(crate) mod data_dir;
 pub(crate) mod errors;
 pub mod host_access;
+pub mod memory_limit;
 #[cfg(feature = "extensions")]
 pub mod extensions;
 pub(crate) mod interface;
