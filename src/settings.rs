@@ -59,6 +59,7 @@ pub struct ArchiveSection {
     pub backup_interval: Option<String>,
     pub backup_retention: Option<String>,
     pub backup_min_interval: Option<String>,
+    pub schema_backups: Option<bool>,
     /// S3 properties; the catalog's are used when this is empty.
     #[serde(default)]
     pub storage: BTreeMap<String, String>,
@@ -234,6 +235,9 @@ pub struct Overrides {
     /// Keep base backups this long (and the newest older one) [default: 7d].
     #[arg(long, env = "TIDELAKE_BACKUP_RETENTION")]
     pub backup_retention: Option<String>,
+    /// Take a base backup in the same turn as every committed schema change, so every instant after it is restorable [default: true].
+    #[arg(long, env = "TIDELAKE_SCHEMA_BACKUPS")]
+    pub schema_backups: Option<bool>,
     /// PostgreSQL shared_buffers per tenant [default: 4MB].
     #[arg(long, env = "TIDELAKE_SHARED_BUFFERS")]
     pub shared_buffers: Option<String>,
@@ -423,6 +427,9 @@ impl Settings {
         }
         if let Some(text) = overrides.backup_retention.or(a.backup_retention) {
             oltp.backup_retention = duration("archive.backup_retention", &text)?;
+        }
+        if let Some(on) = overrides.schema_backups.or(a.schema_backups) {
+            oltp.schema_backups = on;
         }
         if let Some(text) = overrides.backup_min_interval.or(a.backup_min_interval) {
             oltp.backup_min_interval = duration("archive.backup_min_interval", &text)?;

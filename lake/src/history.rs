@@ -130,7 +130,7 @@ fn changes_of(batch: &RecordBatch, schema: &str, table: &str, out: &mut Vec<Valu
         change.insert("op".into(), json!(op_text));
         change.insert("schema".into(), json!(schema));
         change.insert("table".into(), json!(table));
-        if op_text != "truncate" {
+        if op_text != "truncate" && op_text != "drop" {
             let mut values = Map::new();
             for (name, array, formatter) in &sources {
                 if !array.is_null(row) {

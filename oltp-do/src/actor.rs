@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::archive::Packed;
-use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, LsnAt, Session, TenantDb, Watch};
+use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, LsnAt, PackedBase, Session, TenantDb, Watch};
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
@@ -45,7 +44,7 @@ pub enum Output {
     Schema(Value),
     Changes(ChangePage),
     Stats(LogStats),
-    Backup { packed: Packed, head_lsn: u64 },
+    Backup(PackedBase),
     LsnAt(LsnAt),
 }
 
@@ -96,9 +95,9 @@ impl Output {
         }
     }
 
-    pub fn into_backup(self) -> Result<(Packed, u64)> {
+    pub fn into_backup(self) -> Result<PackedBase> {
         match self {
-            Self::Backup { packed, head_lsn } => Ok((packed, head_lsn)),
+            Self::Backup(base) => Ok(base),
             other => Err(other.unexpected("a packed backup")),
         }
     }
@@ -171,6 +170,7 @@ impl ActorHandle {
         feed: Arc<Feed>,
         queue_depth: usize,
         epoch: Instant,
+        schema_backups: bool,
     ) -> Result<Arc<Self>> {
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
         let (closed_tx, closed_rx) = watch::channel(false);
@@ -191,7 +191,7 @@ impl ActorHandle {
             .name(format!("tenant-{tenant}"))
             .stack_size(8 * 1024 * 1024)
             .spawn(move || {
-                actor_main(&shared, root, &runtime, &feed, rx);
+                actor_main(&shared, root, &runtime, &feed, rx, schema_backups);
                 shared.state.store(CLOSED, Ordering::SeqCst);
                 let _ = closed_tx.send(true);
             })
@@ -344,6 +344,7 @@ fn actor_main(
     runtime: &EngineRuntime,
     feed: &Feed,
     mut rx: mpsc::Receiver<Command>,
+    schema_backups: bool,
 ) {
     let started = Instant::now();
     let opened = runtime.wait_ready().and_then(|()| {
@@ -363,6 +364,9 @@ fn actor_main(
         let created = started.elapsed();
         let mut db = TenantDb::open(&root, runtime.settings(), Session::Tenant)?;
         db.watch_with(runtime.watchdog());
+        if schema_backups && db.capture_enabled() {
+            db.back_up_schema_changes(&root);
+        }
         tracing::debug!(
             tenant = %handle.tenant,
             wait_runtime_ms = ready.as_millis() as u64,
@@ -445,6 +449,9 @@ fn actor_main(
                 if db.take_schema_recorded() {
                     feed.schema_changed();
                 }
+                // Base backups packed after schema changes: the caller
+                // stores them before it answers.
+                feed.keep_bases(db.take_bases());
                 // Waiting subscribers learn of new changes before the writer's reply.
                 if db.take_committed_changes() {
                     if feed.has_waiters()
@@ -556,11 +563,7 @@ fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
             lsn,
             retention,
         } => db.acknowledge(consumer, *lsn, *retention).map(Output::Stats),
-        Work::Backup { root } => {
-            db.checkpoint()?;
-            let head_lsn = if db.capture_enabled() { db.log_stats()?.head_lsn } else { 0 };
-            Ok(Output::Backup { packed: crate::archive::pack(root)?, head_lsn })
-        }
+        Work::Backup { root } => db.pack_base(root).map(Output::Backup),
         Work::LsnAt { at } => db.lsn_at(at).map(Output::LsnAt),
     }
 }

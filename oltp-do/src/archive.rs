@@ -59,6 +59,20 @@ pub struct Manifest {
     /// Size of the directory it holds.
     pub raw_bytes: u64,
     pub sha256: String,
+    /// The commit time of the newest transaction the archive holds, in µs
+    /// since the Unix epoch, where known (a backup taken through the open
+    /// database): restores to a time choose by it, as a schema change
+    /// commits with no change-log LSN of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_at_us: Option<i64>,
+}
+
+impl Manifest {
+    /// The instant the archive's state is of, in µs: its newest commit's
+    /// time, else when it was taken (every commit it holds is before that).
+    pub fn state_at_us(&self) -> i64 {
+        self.state_at_us.unwrap_or((self.taken_at_ms as i64).saturating_mul(1000))
+    }
 }
 
 impl Store {
@@ -103,7 +117,7 @@ impl Store {
 
     /// Store a packed archive and its manifest (the manifest last: an
     /// archive without one is an interrupted upload, ignored).
-    pub async fn put(&self, tenant: &str, packed: Packed, lsn: u64, reason: &str) -> Result<Manifest> {
+    pub async fn put(&self, tenant: &str, packed: Packed, lsn: u64, state_at_us: Option<i64>, reason: &str) -> Result<Manifest> {
         let taken_at_ms = now_ms();
         let stem = format!("tenants/{tenant}/backups/{lsn:020}-{taken_at_ms}");
         let key = format!("{stem}.tar.zst");
@@ -116,6 +130,7 @@ impl Store {
             bytes: packed.bytes.len() as u64,
             raw_bytes: packed.raw_bytes,
             sha256: packed.sha256,
+            state_at_us,
         };
         self.op.write(&key, packed.bytes).await.map_err(|e| self.failed("write", &key, e))?;
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");

@@ -71,6 +71,9 @@ pub struct OltpConfig {
     /// Base backups older than this are removed, except the newest of them
     /// (which keeps the start of the window restorable).
     pub backup_retention: Duration,
+    /// A base backup is packed right after every transaction that changed
+    /// the schema commits, before the tenant runs anything else (capture on).
+    pub schema_backups: bool,
 }
 
 impl OltpConfig {
@@ -101,6 +104,7 @@ impl OltpConfig {
             disk_budget: None,
             backup_interval: Some(Duration::from_secs(6 * 3600)),
             backup_retention: Duration::from_secs(7 * 24 * 3600),
+            schema_backups: true,
         }
         .with_default_archive()
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
-use crate::engine::LogStats;
+use crate::engine::{LogStats, PackedBase};
 use crate::tenant_id::TenantId;
 
 /// How many recent changes are kept in memory for subscribers.
@@ -40,6 +40,8 @@ pub struct Feed {
     pending_acks: Mutex<Vec<(String, u64, std::time::Duration)>>,
     /// When the schema last changed, until a base backup after it is taken.
     schema_changed: Mutex<Option<std::time::Instant>>,
+    /// Base backups packed after schema changes, until they are stored.
+    bases: Mutex<Vec<PackedBase>>,
 }
 
 impl Feed {
@@ -55,6 +57,7 @@ impl Feed {
             closed_schema: Mutex::new(None),
             pending_acks: Mutex::new(Vec::new()),
             schema_changed: Mutex::new(None),
+            bases: Mutex::new(Vec::new()),
         }
     }
 }
@@ -183,6 +186,18 @@ impl Feed {
     /// does not cross schema changes).
     pub fn schema_changed(&self) {
         *self.schema_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    /// Keep base backups packed on the tenant's thread until they are stored.
+    pub fn keep_bases(&self, bases: Vec<PackedBase>) {
+        if !bases.is_empty() {
+            self.bases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(bases);
+        }
+    }
+
+    /// The base backups packed and not stored yet, oldest first.
+    pub fn take_bases(&self) -> Vec<PackedBase> {
+        std::mem::take(&mut *self.bases.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// A base backup that began at `began` was stored: it holds every

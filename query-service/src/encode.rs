@@ -3,7 +3,11 @@
 //! passes its caps: the rest of the query is never read (dropping its stream
 //! stops it), so a request holds at most the byte cap and a slice of a batch.
 
-use datafusion::arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeListArray, ListArray, RecordBatch, StructArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::error::ArrowError;
@@ -124,7 +128,7 @@ impl Writer {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         match self {
-            Self::Json { writer } => writer.write(batch),
+            Self::Json { writer } => writer.write(&decimals_as_text(batch)?),
             Self::Csv { bytes, header } => {
                 CsvWriterBuilder::new().with_header(*header).build(&mut *bytes).write(batch)?;
                 *header = false;
@@ -163,12 +167,70 @@ impl Writer {
     }
 }
 
+/// The batch with every decimal — also inside structs (`table_diff`'s
+/// `before`/`after`) and lists — as its exact text, every digit and the
+/// scale kept (`12345678901234567890.1234567891`, `1.50`): JSON numbers are
+/// read as doubles by most clients, which keep 15–17 digits. The tenant API
+/// answers `numeric` the same way.
+fn decimals_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if !batch.schema().fields().iter().any(|f| holds_decimal(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let columns = batch.columns().iter().map(decimal_text).collect::<Result<Vec<_>, _>>()?;
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn holds_decimal(t: &DataType) -> bool {
+    match t {
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => true,
+        DataType::Struct(fields) => fields.iter().any(|f| holds_decimal(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) => holds_decimal(f.data_type()),
+        _ => false,
+    }
+}
+
+fn decimal_text(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    if !holds_decimal(array.data_type()) {
+        return Ok(array.clone());
+    }
+    match array.data_type() {
+        DataType::Struct(_) => {
+            let structs = array.as_struct();
+            let columns = structs.columns().iter().map(decimal_text).collect::<Result<Vec<_>, _>>()?;
+            let fields: Fields = structs
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+                .collect();
+            Ok(Arc::new(StructArray::try_new(fields, columns, structs.nulls().cloned())?))
+        }
+        DataType::List(field) => {
+            let list = array.as_list::<i32>();
+            let values = decimal_text(list.values())?;
+            let field = Arc::new(field.as_ref().clone().with_data_type(values.data_type().clone()));
+            Ok(Arc::new(ListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?))
+        }
+        DataType::LargeList(field) => {
+            let list = array.as_list::<i64>();
+            let values = decimal_text(list.values())?;
+            let field = Arc::new(field.as_ref().clone().with_data_type(values.data_type().clone()));
+            Ok(Arc::new(LargeListArray::try_new(field, list.offsets().clone(), values, list.nulls().cloned())?))
+        }
+        _ => cast(array, &DataType::Utf8),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::arrow::array::{Decimal128Array, Int64Array, StringArray};
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
     use futures::stream;
 
@@ -221,6 +283,32 @@ mod tests {
         let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow), None).unwrap();
         let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 5000);
+    }
+
+    #[tokio::test]
+    async fn decimals_keep_every_digit_and_their_scale_in_json() {
+        let decimals = Decimal128Array::from(vec![Some(123456789012345678901234567891_i128), Some(15000), None])
+            .with_precision_and_scale(30, 10)
+            .unwrap();
+        let decimals: ArrayRef = Arc::new(decimals);
+        let after = StructArray::from(vec![(Arc::new(Field::new("amount", decimals.data_type().clone(), true)), decimals.clone())]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("amount", decimals.data_type().clone(), true),
+            Field::new("after", after.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![decimals, Arc::new(after)]).unwrap();
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, stream::iter(vec![Ok(batch)])));
+        let json = encode(stream, Encoding::Json, &Limits::default()).await.unwrap();
+        let json: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["columns"][0], json!({"name": "amount", "type": "Decimal128(30, 10)"}));
+        assert_eq!(
+            json["rows"],
+            json!([
+                {"amount": "12345678901234567890.1234567891", "after": {"amount": "12345678901234567890.1234567891"}},
+                {"amount": "0.0000015000", "after": {"amount": "0.0000015000"}},
+                {"amount": null, "after": {"amount": null}},
+            ])
+        );
     }
 
     #[tokio::test]

@@ -391,7 +391,7 @@ fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
 /// The state of one table within the bound: the latest change of each key
 /// (found by a grouped `max(_lsn)` and joined back: a hash aggregate rather
 /// than a sort of the whole history), unless it is a delete, after the
-/// latest truncate.
+/// latest truncate or drop.
 fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenant_column: Option<&str>) -> Result<String, QueryError> {
     if shape.primary_key.is_empty() {
         return Err(QueryError::Sql(format!(
@@ -411,7 +411,7 @@ fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenan
     Ok(format!(
         "SELECT {select} FROM {changes} AS \"__c\" JOIN (\
            SELECT max(\"_lsn\") AS \"__last\" FROM {changes} WHERE ({within}) AND \"_lsn\" > greatest(\
-             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" = 'truncate' AND ({within})), {relation_cut}) \
+             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" IN ('truncate', 'drop') AND ({within})), {relation_cut}) \
            GROUP BY {key}\
          ) AS \"__latest\" ON \"__c\".\"_lsn\" = \"__latest\".\"__last\" \
          WHERE ({within}) AND \"__c\".\"_op\" <> 'delete'",
@@ -615,14 +615,15 @@ impl SeriesCall {
         )
     }
 
-    /// Rows at each instant: inserts less deletes since the latest truncate.
+    /// Rows at each instant: inserts less deletes since the latest truncate
+/// (or drop: a dropped table holds nothing).
     fn growth_sql(&self, tenant: &str, changes: &str) -> String {
         format!(
             "SELECT {tenant} AS \"tenant\", \"__cut\".\"at\", \
                coalesce(sum(CASE \"__c\".\"_op\" WHEN 'insert' THEN 1 WHEN 'delete' THEN -1 ELSE 0 END), 0) AS \"rows\" \
              FROM (SELECT \"__b\".\"at\", coalesce(max(\"__t\".\"_lsn\"), 0) AS \"cut\" \
                    FROM ({buckets}) AS \"__b\" LEFT JOIN {changes} AS \"__t\" \
-                     ON \"__t\".\"_op\" = 'truncate' AND \"__t\".\"_commit_ts\" <= \"__b\".\"at\" \
+                     ON \"__t\".\"_op\" IN ('truncate', 'drop') AND \"__t\".\"_commit_ts\" <= \"__b\".\"at\" \
                    GROUP BY \"__b\".\"at\") AS \"__cut\" \
              LEFT JOIN {changes} AS \"__c\" \
                ON \"__c\".\"_commit_ts\" <= \"__cut\".\"at\" AND \"__c\".\"_lsn\" > \"__cut\".\"cut\" \
@@ -635,7 +636,7 @@ impl SeriesCall {
     fn activity_sql(&self, tenant: &str, changes: &str) -> String {
         let count = |op: &str| format!("count(\"__c\".\"_op\") FILTER (WHERE \"__c\".\"_op\" = '{op}') AS \"{op}s\"");
         format!(
-            "SELECT {tenant} AS \"tenant\", \"__b\".\"at\", {inserts}, {updates}, {deletes}, {truncates} \
+            "SELECT {tenant} AS \"tenant\", \"__b\".\"at\", {inserts}, {updates}, {deletes}, {truncates}, {drops} \
              FROM ({buckets}) AS \"__b\" LEFT JOIN {changes} AS \"__c\" \
                ON \"__c\".\"_commit_ts\" >= \"__b\".\"at\" AND \"__c\".\"_commit_ts\" < \"__b\".\"at\" + INTERVAL '{interval}' \
              WHERE \"__b\".\"at\" < {end} \
@@ -645,6 +646,7 @@ impl SeriesCall {
             updates = count("update"),
             deletes = count("delete"),
             truncates = count("truncate"),
+            drops = count("drop"),
             interval = self.interval,
             end = self.end,
         )

@@ -18,10 +18,12 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type};
 use datafusion::sql::sqlparser::ast::{Expr, Set, Statement, Value};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use datafusion_postgres::arrow_pg::encoder::{Encoder as RowFields, encode_value};
 use datafusion_postgres::pgwire;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -38,6 +40,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
+use pgwire::types::ToSqlText;
 use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
 
@@ -263,7 +266,7 @@ impl Backend {
             .bound(batches)
             .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> {
                 match batch {
-                    Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
+                    Ok(batch) => encode_rows(row_fields.clone(), batch),
                     Err(e) => Box::new(std::iter::once(Err(wire_error(e.into())))),
                 }
             })
@@ -449,4 +452,121 @@ impl ExtendedQueryHandler for Backend {
             }
         }
     }
+}
+
+/// A batch's rows as DataRows: as arrow-pg encodes them, but decimals as
+/// `numeric` of any precision (arrow-pg's go through a 96-bit decimal and
+/// refuse more than 28 digits; the lake holds up to 38).
+fn encode_rows(
+    fields: Arc<Vec<FieldInfo>>,
+    batch: RecordBatch,
+) -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> {
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let schema = batch.schema();
+    let mut row = 0;
+    Box::new(std::iter::from_fn(move || {
+        if row == batch.num_rows() {
+            return None;
+        }
+        for (column, array) in batch.columns().iter().enumerate() {
+            let field = schema.field(column);
+            let encoded = match field.data_type() {
+                DataType::Decimal128(_, scale) => {
+                    let value = array.as_primitive::<Decimal128Type>();
+                    let value = (!value.is_null(row)).then(|| Numeric { unscaled: value.value(row), scale: *scale });
+                    RowFields::encode_field(&mut encoder, &value, &fields[column])
+                }
+                _ => encode_value(&mut encoder, array, row, field, &fields[column]),
+            };
+            if let Err(e) = encoded {
+                row = batch.num_rows();
+                return Some(Err(e));
+            }
+        }
+        row += 1;
+        Some(Ok(RowFields::take_row(&mut encoder)))
+    }))
+}
+
+/// A decimal (`unscaled` × 10^-`scale`) as PostgreSQL's `numeric`, in text
+/// or binary form, every digit and the scale kept.
+#[derive(Debug)]
+struct Numeric {
+    unscaled: i128,
+    scale: i8,
+}
+
+impl Numeric {
+    /// `12345.6700` for 123456700 at scale 4.
+    fn text(&self) -> String {
+        let digits = self.unscaled.unsigned_abs().to_string();
+        let sign = if self.unscaled < 0 { "-" } else { "" };
+        if self.scale <= 0 {
+            let zeros = if self.unscaled == 0 { 0 } else { (-self.scale) as usize };
+            return format!("{sign}{digits}{}", "0".repeat(zeros));
+        }
+        let scale = self.scale as usize;
+        let digits = format!("{digits:0>width$}", width = scale + 1);
+        let (whole, fraction) = digits.split_at(digits.len() - scale);
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
+impl ToSqlText for Numeric {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+        _options: &FormatOptions,
+    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.text().as_bytes());
+        Ok(postgres_types::IsNull::No)
+    }
+}
+
+impl postgres_types::ToSql for Numeric {
+    /// PostgreSQL's binary `numeric`: digit count, weight (of the first
+    /// base-10000 digit), sign, display scale, then the base-10000 digits.
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        let text = self.text();
+        let text = text.trim_start_matches('-');
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        // Whole digits padded on the left and fraction digits on the right
+        // to groups of four.
+        let whole = format!("{}{whole}", "0".repeat((4 - whole.len() % 4) % 4));
+        let fraction = format!("{fraction}{}", "0".repeat((4 - fraction.len() % 4) % 4));
+        let groups = |s: &str| s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap().parse::<i16>().unwrap()).collect::<Vec<_>>();
+        let mut digits = groups(&whole);
+        let mut weight = digits.len() as i16 - 1;
+        digits.extend(groups(&fraction));
+        while digits.first() == Some(&0) {
+            digits.remove(0);
+            weight -= 1;
+        }
+        while digits.last() == Some(&0) {
+            digits.pop();
+        }
+        if digits.is_empty() {
+            weight = 0;
+        }
+        out.put_i16(digits.len() as i16);
+        out.put_i16(weight);
+        out.put_u16(if self.unscaled < 0 { 0x4000 } else { 0 });
+        out.put_u16(self.scale.max(0) as u16);
+        for d in digits {
+            out.put_i16(d);
+        }
+        Ok(postgres_types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+
+    postgres_types::to_sql_checked!();
 }

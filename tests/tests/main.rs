@@ -7,6 +7,7 @@ mod capture;
 mod catalog;
 mod bad_input;
 mod fuzz;
+mod history;
 mod hostile;
 mod lake;
 mod query;

@@ -69,7 +69,8 @@ async fn a_cold_tenant_wakes_with_exactly_its_data() {
     let data = dir.path().join("data");
     let server = Server::start(
         &data,
-        &["--hibernate-after", "300ms", "--cold-after", "1s", "--backup-interval", "off", "--lake-flush-interval", "100ms"],
+        // Base backups only as tiers take them: a cold tenant's archive is its only one.
+        &["--hibernate-after", "300ms", "--cold-after", "1s", "--backup-interval", "off", "--schema-backups", "false", "--lake-flush-interval", "100ms"],
     )
     .await;
     let c = server.client();
@@ -249,7 +250,8 @@ async fn base_backups_are_periodic_on_request_and_expire() {
     let data = dir.path().join("data");
     let server = Server::start(
         &data,
-        &["--cold-after", "off", "--backup-interval", "300ms", "--backup-retention", "3s", "--lake", "false"],
+        // The periodic policy alone (schema changes wait for the schema to be quiet).
+        &["--cold-after", "off", "--backup-interval", "300ms", "--backup-retention", "3s", "--schema-backups", "false", "--lake", "false"],
     )
     .await;
     let c = server.client();

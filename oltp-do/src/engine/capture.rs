@@ -14,7 +14,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "8";
+const CAPTURE_VERSION: &str = "9";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 /// One page of the change log.

@@ -54,12 +54,24 @@ CREATE TABLE IF NOT EXISTS tidelake.changes (
     lsn bigint PRIMARY KEY,
     xid bigint NOT NULL,
     schema_version bigint NOT NULL,
-    op text NOT NULL CHECK (op IN ('insert', 'update', 'delete', 'truncate')),
+    op text NOT NULL CONSTRAINT changes_op_check CHECK (op IN ('insert', 'update', 'delete', 'truncate', 'drop')),
     table_schema text NOT NULL,
     table_name text NOT NULL,
     new_row json,
     old_row json
 );
+
+-- A dropped table is a change too (`drop`, since capture version 9).
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'tidelake.changes'::regclass
+                   AND conname = 'changes_op_check' AND pg_get_constraintdef(oid) LIKE '%drop%') THEN
+        ALTER TABLE tidelake.changes DROP CONSTRAINT IF EXISTS changes_op_check;
+        ALTER TABLE tidelake.changes ADD CONSTRAINT changes_op_check
+            CHECK (op IN ('insert', 'update', 'delete', 'truncate', 'drop')) NOT VALID;
+    END IF;
+END
+$do$;
 
 -- One row per table per schema change: the full column list (with attnum,
 -- so renames are told apart from drop + add) and the primary key.
@@ -356,6 +368,47 @@ BEGIN
 END
 $fn$;
 
+-- Whether a schema change of table `rel` (from columns `was` and primary
+-- key `was_key` to `cols` and `key`) may have changed the values of rows it
+-- holds without any row trigger firing: a column added that holds values
+-- (a default, an identity, a generated column), a column whose type
+-- changed (a USING expression, a new typmod that rounds or pads), or
+-- another primary key (the rows' identity). Dropped and renamed columns
+-- change no remaining value. Runs as the superuser inside sync_schema: it
+-- reads columns with IS NOT NULL only, so no code of the tenant's runs.
+CREATE OR REPLACE FUNCTION tidelake.values_changed(rel oid, was json, was_key json, cols json, key json)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    added text;
+    found boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO found;
+    IF NOT found THEN
+        RETURN false;
+    END IF;
+    -- Keys compared by attnum: renaming a key column keeps the identity.
+    IF (SELECT array_agg(c->>'attnum' ORDER BY k.ord) FROM json_array_elements_text(was_key) WITH ORDINALITY k(name, ord)
+        JOIN json_array_elements(was) c ON c->>'name' = k.name)
+       IS DISTINCT FROM
+       (SELECT array_agg(c->>'attnum' ORDER BY k.ord) FROM json_array_elements_text(key) WITH ORDINALITY k(name, ord)
+        JOIN json_array_elements(cols) c ON c->>'name' = k.name) THEN
+        RETURN true;
+    END IF;
+    IF EXISTS (SELECT FROM json_array_elements(cols) n JOIN json_array_elements(was) o ON o->>'attnum' = n->>'attnum'
+               WHERE o->>'type' <> n->>'type' OR o->>'typeOid' <> n->>'typeOid') THEN
+        RETURN true;
+    END IF;
+    SELECT string_agg(tidelake.qi(n->>'name') || ' IS NOT NULL', ' OR ') INTO added
+    FROM json_array_elements(cols) n
+    WHERE NOT EXISTS (SELECT FROM json_array_elements(was) o WHERE o->>'attnum' = n->>'attnum');
+    IF added IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %s)', rel::regclass, added) INTO found;
+    RETURN found;
+END
+$fn$;
+
 -- A digest of everything capture depends on (user tables, their columns and
 -- primary keys). Plain SQL, so checking it when a tenant opens is cheap;
 -- sync_schema() stores the digest it brought the triggers in step with.
@@ -390,6 +443,8 @@ DECLARE
     last_sig text;
     last_dropped boolean;
     last_version bigint;
+    last_cols json;
+    last_pk json;
     v bigint;
     next_lsn bigint;
     added bigint;
@@ -413,7 +468,8 @@ BEGIN
         sig := tidelake.signature(t.nspname, t.relname, cols, pk);
         last_sig := NULL;
         last_dropped := NULL;
-        SELECT s.signature, s.dropped, s.version INTO last_sig, last_dropped, last_version
+        SELECT s.signature, s.dropped, s.version, s.columns, s.primary_key
+        INTO last_sig, last_dropped, last_version, last_cols, last_pk
         FROM tidelake.schema_versions s
         WHERE s.table_oid = t.oid ORDER BY s.version DESC LIMIT 1;
         IF last_sig = sig AND NOT last_dropped THEN
@@ -430,10 +486,18 @@ BEGIN
             recorded := recorded + 1;
             IF last_sig IS NULL THEN
                 added := tidelake.log_rows(t.oid, v, next_lsn - 1);
-                IF added > 0 THEN
-                    PERFORM set_config('tidelake.next_lsn', (next_lsn + added)::text, true);
-                    RAISE NOTICE 'tidelake.changes';
-                END IF;
+            ELSIF NOT last_dropped AND tidelake.values_changed(t.oid, last_cols, last_pk, cols, pk) THEN
+                -- The rows as the change left them, as a truncate and every
+                -- row: the history equals the table from this LSN on.
+                INSERT INTO tidelake.changes
+                VALUES (next_lsn, txid_current(), v, 'truncate', t.nspname, t.relname, NULL, NULL);
+                added := 1 + tidelake.log_rows(t.oid, v, next_lsn);
+            ELSE
+                added := 0;
+            END IF;
+            IF added > 0 THEN
+                PERFORM set_config('tidelake.next_lsn', (next_lsn + added)::text, true);
+                RAISE NOTICE 'tidelake.changes';
             END IF;
         END IF;
     END LOOP;
@@ -449,6 +513,11 @@ BEGIN
             INSERT INTO tidelake.schema_versions
             VALUES (v, next_lsn, txid_current(), gone.table_oid, gone.table_schema, gone.table_name,
                     gone.columns, gone.primary_key, true, 'dropped');
+            -- The drop is a change: the table holds nothing from here on.
+            INSERT INTO tidelake.changes
+            VALUES (next_lsn, txid_current(), v, 'drop', gone.table_schema, gone.table_name, NULL, NULL);
+            PERFORM set_config('tidelake.next_lsn', (next_lsn + 1)::text, true);
+            RAISE NOTICE 'tidelake.changes';
             EXECUTE format('DROP FUNCTION IF EXISTS tidelake.%I()', 'capture_' || gone.table_oid::text);
             recorded := recorded + 1;
         END IF;
@@ -782,5 +851,5 @@ GRANT EXECUTE ON FUNCTION tidelake.sync_schema(), tidelake.next_lsn(), tidelake.
 
 -- (With capture on, the server then runs `SELECT tidelake.reinstall_all();
 -- SELECT tidelake.sync_schema()`: see `capture.rs`.)
-INSERT INTO tidelake.meta VALUES ('capture_version', '8')
+INSERT INTO tidelake.meta VALUES ('capture_version', '9')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

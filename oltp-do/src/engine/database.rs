@@ -4,7 +4,7 @@
 //! Synchronous by design: a `TenantDb` lives on its actor's thread and is
 //! never touched from an async task.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pglite_oxide::{ExecProtocolOptions, HostHandle, Pglite};
 use serde_json::{Value, json};
@@ -61,6 +61,25 @@ pub struct TenantDb {
     /// The tenant has code that may change session state (see
     /// `check_session_code`).
     code_may_touch_session: bool,
+    /// The open transaction changed the catalogs (DDL).
+    catalog_in_tx: bool,
+    /// Where the database lives, when a base backup is to be packed in the
+    /// same turn as every committed schema change.
+    base_root: Option<PathBuf>,
+    /// Base backups packed so, not yet taken by the caller.
+    taken_bases: Vec<PackedBase>,
+}
+
+/// A base backup packed on the engine's thread: the database directory as
+/// it is between two transactions.
+#[derive(Debug)]
+pub struct PackedBase {
+    pub packed: crate::archive::Packed,
+    /// The newest change-log LSN it holds (0 without capture).
+    pub head_lsn: u64,
+    /// The commit time of the newest transaction it holds, in µs since the
+    /// Unix epoch (None if the engine does not know it).
+    pub state_at_us: Option<i64>,
 }
 
 impl TenantDb {
@@ -101,6 +120,9 @@ impl TenantDb {
             stopped: false,
             in_transaction: false,
             code_may_touch_session: true,
+            catalog_in_tx: false,
+            base_root: None,
+            taken_bases: Vec::new(),
         };
         let opened = std::time::Instant::now();
         db.trusted("SET search_path = pg_catalog, pg_temp")?;
@@ -120,6 +142,52 @@ impl TenantDb {
         }
         tracing::debug!(capture_ms = opened.elapsed().as_millis() as u64, "capture checked");
         Ok(db)
+    }
+
+    /// From now on, pack a base backup of the database (rooted at `root`)
+    /// right after every transaction that changed the catalogs commits —
+    /// before anything else runs — so every instant after a schema change
+    /// has a base backup with that schema (`take_bases` hands them over).
+    pub fn back_up_schema_changes(&mut self, root: &Path) {
+        self.base_root = Some(root.to_owned());
+    }
+
+    /// The base backups packed since the last call.
+    pub fn take_bases(&mut self) -> Vec<PackedBase> {
+        std::mem::take(&mut self.taken_bases)
+    }
+
+    /// Pack the database as it is now (between transactions): a
+    /// checkpoint, then its directory.
+    pub fn pack_base(&mut self, root: &Path) -> Result<PackedBase> {
+        self.checkpoint()?;
+        let (head_lsn, state_at_us) = if self.capture {
+            let at = self.as_owner(|db| {
+                db.trusted_row("SELECT floor(extract(epoch FROM (pg_last_committed_xact()).timestamp) * 1000000)::bigint AS at")
+            })?;
+            (self.log_stats()?.head_lsn, at["at"].as_i64())
+        } else {
+            (0, None)
+        };
+        Ok(PackedBase { packed: crate::archive::pack(root)?, head_lsn, state_at_us })
+    }
+
+    /// A transaction committed: if it changed the catalogs, pack a base.
+    fn committed(&mut self) {
+        if !std::mem::take(&mut self.catalog_in_tx) {
+            return;
+        }
+        let Some(root) = self.base_root.clone() else { return };
+        let began = std::time::Instant::now();
+        match self.pack_base(&root) {
+            Ok(base) => {
+                tracing::debug!(lsn = base.head_lsn, bytes = base.packed.bytes.len(), took_ms = began.elapsed().as_millis() as u64,
+                    "base backup packed after a schema change");
+                self.taken_bases.push(base);
+            }
+            // The schema change stands; the periodic backup covers it later.
+            Err(err) => tracing::warn!(error = %err, "could not pack a base backup after a schema change"),
+        }
     }
 
     /// Who the session is now.
@@ -410,6 +478,7 @@ impl TenantDb {
         wire::sync(&mut bytes);
         let before = self.catalog_marker();
         let mut outcome = self.round_trip(&bytes, row_mode)?;
+        let changed = self.catalog_changed(before, outcome.status);
         if follow {
             self.take_sync_result(&mut outcome);
         }
@@ -418,7 +487,10 @@ impl TenantDb {
             protect_capture_error(err);
         }
         self.session_touched |= outcome.results.iter().any(|r| touches_session(&r.command, sql));
-        if outcome.error.is_none() && outcome.status != TxStatus::Failed && (follow || self.catalog_changed(before, outcome.status)) {
+        if outcome.error.is_none() && outcome.status != TxStatus::Failed && changed {
+            self.catalog_in_tx = true;
+        }
+        if outcome.error.is_none() && outcome.status != TxStatus::Failed && (follow || changed) {
             // Functions may have come or gone; a temporary table may have.
             self.session_touched = true;
             if outcome.status == TxStatus::Idle {
@@ -428,6 +500,13 @@ impl TenantDb {
             }
             if self.capture && !follow {
                 self.sync_schema()?;
+            }
+        }
+        if outcome.status == TxStatus::Idle {
+            if outcome.error.is_none() {
+                self.committed();
+            } else {
+                self.catalog_in_tx = false;
             }
         }
         Ok(outcome)
@@ -523,8 +602,10 @@ impl TenantDb {
             let mut commit = self.round_trip(&wire::simple_query("COMMIT"), RowMode::Array)?;
             refuse_rolled_back_commit("COMMIT", &mut commit);
             if let Some(err) = commit.error {
+                self.catalog_in_tx = false;
                 return Err(Error::from(err));
             }
+            self.committed();
             if let Some(outcome) = &mut last {
                 outcome.status = commit.status;
             }
@@ -584,6 +665,7 @@ impl TenantDb {
     }
 
     fn rollback(&mut self) -> Result<()> {
+        self.catalog_in_tx = false;
         // A stopped engine took its open transaction with it.
         if self.stopped {
             return Ok(());
@@ -683,8 +765,10 @@ impl TenantDb {
                 self.rollback()?;
             }
             err.message = format!("commit failed, nothing was applied: {}", err.message);
+            self.catalog_in_tx = false;
             return Err(Error::from(err));
         }
+        self.committed();
         Ok(BatchResult { results })
     }
 

@@ -12,7 +12,7 @@ mod wire;
 
 pub use capture::{ChangePage, LogStats, LsnAt};
 pub use replay::{ReplaySource, qualified, rows_at_head};
-pub use database::{Session, TenantDb};
+pub use database::{PackedBase, Session, TenantDb};
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;
 pub use watchdog::{Limits, Stopped, TERMINATE_GRACE, Watch, Watchdog};

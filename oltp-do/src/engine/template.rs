@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Bumped whenever what a template contains changes; an older template on
 /// disk is rebuilt (existing tenants are not touched).
-const TEMPLATE_VERSION: &str = "tidelake-template-9 capture-8 pglite-oxide-0.5.1";
+const TEMPLATE_VERSION: &str = "tidelake-template-10 capture-9 pglite-oxide-0.5.1";
 const MARKER: &str = ".tidelake-template";
 const LOCK_FILE: &str = ".pglite-oxide.lock";
 const CREATING_PREFIX: &str = ".creating-";

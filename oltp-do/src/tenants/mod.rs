@@ -240,7 +240,22 @@ impl Tenants {
         if result.is_err() {
             self.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.store_schema_bases(tenant).await;
         result
+    }
+
+    /// Store the base backups the tenant packed after schema changes (the
+    /// request that made them is answered once they are stored). A failure
+    /// is logged and counted; the schema change stands.
+    pub(crate) async fn store_schema_bases(&self, tenant: &TenantId) {
+        let feed = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).feeds.get(tenant).cloned();
+        let Some(feed) = feed else { return };
+        for base in feed.take_bases() {
+            if let Err(err) = self.store_backup_at(tenant, base.packed, base.head_lsn, base.state_at_us, "schema").await {
+                self.metrics.tiering_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant = %tenant, error = %err, "could not store the base backup taken after a schema change");
+            }
+        }
     }
 
     /// What each statement of `work` may take: the tenant's statement
@@ -521,7 +536,18 @@ impl Tenants {
     }
 
     async fn store_backup(&self, tenant: &TenantId, packed: archive::Packed, head: u64, reason: &str) -> Result<Manifest> {
-        let manifest = self.store.put(tenant.as_str(), packed, head, reason).await?;
+        self.store_backup_at(tenant, packed, head, None, reason).await
+    }
+
+    async fn store_backup_at(
+        &self,
+        tenant: &TenantId,
+        packed: archive::Packed,
+        head: u64,
+        state_at_us: Option<i64>,
+        reason: &str,
+    ) -> Result<Manifest> {
+        let manifest = self.store.put(tenant.as_str(), packed, head, state_at_us, reason).await?;
         self.metrics.backups.fetch_add(1, Ordering::Relaxed);
         self.backups
             .lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -557,8 +583,8 @@ impl Tenants {
                 Tier::Cold => return read_marker(&cold_marker(&root)),
                 Tier::Hot => {
                     if let Some(done) = self.run_quietly(tenant, Work::Backup { root: root.clone() }).await {
-                        let (packed, head) = done?.into_backup()?;
-                        return self.store_backup(tenant, packed, head, reason).await;
+                        let base = done?.into_backup()?;
+                        return self.store_backup_at(tenant, base.packed, base.head_lsn, base.state_at_us, reason).await;
                     }
                     // It began closing meanwhile: pack it from disk once closed.
                 }
@@ -575,8 +601,8 @@ impl Tenants {
                     }
                     if !self.is_open(tenant) && self.closing_actor(tenant).is_none() {
                         // Not closed cleanly: opening it recovers it, then it is packed.
-                        let (packed, head) = self.run(tenant, Work::Backup { root }).await?.into_backup()?;
-                        return self.store_backup(tenant, packed, head, reason).await;
+                        let base = self.run(tenant, Work::Backup { root }).await?.into_backup()?;
+                        return self.store_backup_at(tenant, base.packed, base.head_lsn, base.state_at_us, reason).await;
                     }
                     // Opened meanwhile: back it up through its actor.
                 }
@@ -638,7 +664,9 @@ impl Tenants {
         if self.has_disk_quotas() {
             self.check_disk_quotas(&tenants);
         }
-        if self.config.backup_interval.is_some() {
+        // Left by a request whose client went away before they were stored.
+        self.store_all_schema_bases().await;
+        if self.config.backup_interval.is_some() && !self.config.schema_backups {
             self.back_up_schema_changes().await;
         }
         if let Some(interval) = self.config.backup_interval {
@@ -767,6 +795,7 @@ impl Tenants {
             feed,
             self.config.tenant_queue_depth,
             self.epoch,
+            self.config.schema_backups,
         )?;
         self.metrics.wakes.fetch_add(1, Ordering::Relaxed);
         inner.actors.insert(tenant.clone(), actor.clone());
@@ -1032,6 +1061,7 @@ impl Tenants {
         let all_closed = futures_util::future::join_all(actors.iter().map(|a| a.closed()));
         tokio::pin!(all_closed);
         if tokio::time::timeout(grace, &mut all_closed).await.is_ok() {
+            self.store_all_schema_bases().await;
             return;
         }
         for actor in &actors {
@@ -1041,6 +1071,16 @@ impl Tenants {
         if tokio::time::timeout(bound, all_closed).await.is_err() {
             let open: Vec<String> = actors.iter().filter(|a| !a.is_closed()).map(|a| a.tenant.to_string()).collect();
             tracing::warn!(tenants = ?open, "shutting down without these tenants closed: their committed work is recovered from the WAL at the next start");
+        }
+        self.store_all_schema_bases().await;
+    }
+
+    /// Store what every tenant packed after schema changes and nobody stored yet.
+    async fn store_all_schema_bases(&self) {
+        let tenants: Vec<TenantId> =
+            self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).feeds.keys().cloned().collect();
+        for tenant in &tenants {
+            self.store_schema_bases(tenant).await;
         }
     }
 

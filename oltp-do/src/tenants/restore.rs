@@ -290,6 +290,7 @@ impl Tenants {
 
         // Where to go, and from which base backup.
         let head = self.log_stats(tenant).await?.head_lsn;
+        let target_given = target;
         let target = match target {
             Target::Lsn(lsn) if lsn > head => {
                 return Err(Error::bad_request(
@@ -300,15 +301,18 @@ impl Tenants {
             Target::Lsn(lsn) => Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "given" },
             Target::Time(at_us) => self.bookmark(tenant, at_us).await?,
         };
+        // Bases packed after a schema change the client just made are stored first.
+        self.store_schema_bases(tenant).await;
         let backups = self.backups(tenant).await?;
-        let Some(base) = backups.iter().rev().find(|m| m.lsn <= target.lsn).cloned() else {
-            return Err(outside_window(tenant, &target, backups.first()));
+        let at_us = match target_given {
+            Target::Time(at_us) => Some(at_us),
+            Target::Lsn(_) => None,
         };
         let versions = self.schema_versions(tenant).await?;
-        if let Some(change) = versions.iter().find(|v| {
-            let lsn = v["lsn"].as_u64().unwrap_or(0);
-            lsn > base.lsn && lsn <= target.lsn
-        }) {
+        let Some(base) = choose_base(&backups, &versions, target.lsn, at_us).cloned() else {
+            return Err(outside_window(tenant, &target, backups.first()));
+        };
+        if let Some(change) = versions.iter().find(|v| schema_change_between(v, &base, target.lsn, at_us)) {
             return Err(Error::bad_request(
                 "schema_changed_in_window",
                 format!(
@@ -772,6 +776,35 @@ pub(super) fn recover_interrupted(tenants_dir: &Path) {
             }
         }
     }
+}
+
+/// The base backup a restore to `lsn` (the bookmark of the instant
+/// `at_us`, when the target was a time) starts from: the newest at or below
+/// the LSN that holds no schema change made after the instant. (A schema
+/// change commits without an LSN of its own: the base backup packed right
+/// after it has the LSN of the change before it.)
+fn choose_base<'a>(backups: &'a [Manifest], versions: &[Value], lsn: u64, at_us: Option<i64>) -> Option<&'a Manifest> {
+    backups.iter().rev().filter(|m| m.lsn <= lsn).find(|m| match at_us {
+        Some(at) => !versions.iter().any(|v| commit_us(v).is_some_and(|ts| ts > at && ts <= m.state_at_us())),
+        None => true,
+    })
+}
+
+/// Whether schema version `version` (from `schema_history`) changed a
+/// table after `base` was taken and at or before the target (the LSN
+/// `lsn`, or the instant `at_us`): a replay from that base would cross it.
+/// A version without a known commit time is placed by its LSN alone.
+fn schema_change_between(version: &Value, base: &Manifest, lsn: u64, at_us: Option<i64>) -> bool {
+    let first_lsn = version["lsn"].as_u64().unwrap_or(0);
+    match commit_us(version) {
+        Some(ts) => ts > base.state_at_us() && at_us.map_or(first_lsn <= lsn, |at| ts <= at),
+        None => first_lsn > base.lsn && first_lsn <= lsn,
+    }
+}
+
+/// When a schema version committed, in µs since the epoch.
+fn commit_us(version: &Value) -> Option<i64> {
+    version["commitTs"].as_str().and_then(parse_instant)
 }
 
 fn write_head(root: &Path, head: u64) -> Result<()> {
