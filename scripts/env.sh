@@ -40,6 +40,8 @@ require_system_packages() {
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+    # Native PostgreSQL: the history oracle's reference (tests/tests/oracle.rs).
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     if [ ${#missing[@]} -eq 0 ]; then
         return
     fi

@@ -46,10 +46,13 @@ impl ChangeSource for TenantsSource {
 
     async fn read(&self, name: &str, since: u64, limit: u64) -> Result<ChangePage, SourceError> {
         let t = tenant(name)?;
+        // Read before the changes: a schema change after it shows next time.
+        let schema_epoch = self.0.feed(&t).schema_epoch();
         match self.0.read_changes_quietly(&t, since, limit).await {
             Ok(page) => Ok(ChangePage {
                 changes: page.changes,
                 head_lsn: page.head_lsn,
+                schema_epoch,
             }),
             Err(Error::Gone(_)) => {
                 let stats = self.0.log_stats(&t).await.map_err(failed)?;

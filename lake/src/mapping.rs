@@ -107,6 +107,18 @@ pub const CHANGELOG_FIELD_IDS: [i32; 4] = [OP_FIELD_ID, LSN_FIELD_ID, XID_FIELD_
 /// The changelog table's schema for one schema version of a source table,
 /// with the Iceberg field id of each column and of the changelog columns.
 pub fn changelog_schema(columns: &[SourceColumn], field_ids: &[i32], changelog_ids: [i32; 4]) -> Result<Schema> {
+    changelog_schema_keeping(columns, field_ids, Vec::new(), changelog_ids)
+}
+
+/// The changelog schema, keeping `retired` fields (columns the table no
+/// longer has, with the values they held) between the columns and the
+/// changelog's own.
+pub fn changelog_schema_keeping(
+    columns: &[SourceColumn],
+    field_ids: &[i32],
+    retired: Vec<Arc<NestedField>>,
+    changelog_ids: [i32; 4],
+) -> Result<Schema> {
     if columns.len() != field_ids.len() {
         return Err(LakeError::Mapping(format!(
             "{} columns but {} field ids",
@@ -126,6 +138,7 @@ pub fn changelog_schema(columns: &[SourceColumn], field_ids: &[i32], changelog_i
             .into()
         })
         .collect();
+    fields.extend(retired);
     let [op, lsn, xid, commit_ts] = changelog_ids;
     fields.extend([
         NestedField::required(op, "_op", Type::Primitive(PrimitiveType::String)).into(),

@@ -71,6 +71,22 @@ struct TenantLake {
     shipped: u64,
     versions: HashMap<i64, SchemaVersion>,
     tables: HashMap<String, ChangelogTable>,
+    /// The source's schema epoch the tables were last brought in step with
+    /// (None: not since the shipper started).
+    schema_epoch: Option<u64>,
+}
+
+/// The schema versions of the source tables shipped into lake table `name`
+/// numbered after `after` and before `before`, in order.
+fn versions_of(versions: &HashMap<i64, SchemaVersion>, name: &str, after: i64, before: i64) -> Vec<SchemaVersion> {
+    let mut found: Vec<SchemaVersion> = versions
+        .values()
+        .filter(|v| v.version > after && v.version < before)
+        .filter(|v| SourceTable::new(&v.schema, &v.table).lake_name().is_ok_and(|n| n == name))
+        .cloned()
+        .collect();
+    found.sort_by_key(|v| v.version);
+    found
 }
 
 /// How far behind the lake is for one tenant.
@@ -234,6 +250,10 @@ impl<S: ChangeSource> Shipper<S> {
             }
         });
         let (Some(first), Some(last)) = (page.changes.first(), page.changes.last()) else {
+            if lake.schema_epoch != Some(page.schema_epoch) && shipped >= page.head_lsn {
+                self.ship_schemas(tenant, &mut *lake, shipped).await?;
+                lake.schema_epoch = Some(page.schema_epoch);
+            }
             return Ok(false);
         };
         let (first, last) = (lsn(first)?, lsn(last)?);
@@ -259,15 +279,7 @@ impl<S: ChangeSource> Shipper<S> {
         let missing = tables.iter().flat_map(|(_, _, c)| c).any(|c| !lake.versions.contains_key(&c.version));
         let read = started.elapsed();
         if missing {
-            lake.versions = self
-                .source
-                .schema_versions(tenant)
-                .await?
-                .into_iter()
-                .map(serde_json::from_value::<SchemaVersion>)
-                .map(|v| v.map(|v| (v.version, v)))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| LakeError::Mapping(format!("schema version of tenant {tenant}: {e}")))?;
+            lake.versions = self.load_versions(tenant).await?;
         }
 
         let versions = started.elapsed() - read;
@@ -278,7 +290,7 @@ impl<S: ChangeSource> Shipper<S> {
                     LakeError::Mapping(format!("change {} has unknown schema version {}", c.lsn, c.version))
                 })
             };
-            let table = match lake.tables.entry(name) {
+            let table = match lake.tables.entry(name.clone()) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
                     let Some(first) = changes.first() else { continue };
@@ -303,6 +315,10 @@ impl<S: ChangeSource> Shipper<S> {
                 // The last run covers the whole page: no change of this table is missing up to `last`.
                 let to = if i + 1 == runs.len() { last } else { run_last.lsn };
                 let version = version_of(run_first)?;
+                // Versions no change was written under reach the lake too, in order.
+                for between in versions_of(&lake.versions, &name, table.version(), version.version) {
+                    table.evolve(&self.warehouse, &between).await?;
+                }
                 let rows: Vec<&Value> = run.iter().map(|c| c.change).collect();
                 let files = table
                     .append(&self.warehouse, tenant, version, &rows, from, to, &self.stats.conflicts)
@@ -315,6 +331,11 @@ impl<S: ChangeSource> Shipper<S> {
         }
 
         let written = started.elapsed() - read - versions;
+        let caught_up = last >= page.head_lsn;
+        if caught_up && lake.schema_epoch != Some(page.schema_epoch) {
+            self.ship_schemas(tenant, lake, last).await?;
+            lake.schema_epoch = Some(page.schema_epoch);
+        }
         lake.shipped = last;
         let props = HashMap::from([(PROP_SHIPPED_LSN.to_owned(), last.to_string())]);
         self.warehouse.catalog().update_namespace(&lake.namespace, props).await?;
@@ -330,7 +351,6 @@ impl<S: ChangeSource> Shipper<S> {
             total_ms = started.elapsed().as_millis() as u64,
             "lake: shipped a batch"
         );
-        let caught_up = last >= page.head_lsn;
         self.update_lag(tenant, |l| {
             l.shipped_lsn = last;
             l.last_shipped_at = Some(SystemTime::now());
@@ -339,6 +359,65 @@ impl<S: ChangeSource> Shipper<S> {
             }
         });
         Ok(!caught_up)
+    }
+
+    /// Bring every changelog table to the schema its source table has after
+    /// LSN `through` (the tenant's schema history read afresh): a schema
+    /// change reaches the lake even when no change is written after it; a
+    /// table created and not written to yet gets its (empty) changelog
+    /// table. Versions are applied in order, one commit each.
+    async fn ship_schemas(&self, tenant: &str, lake: &mut TenantLake, through: u64) -> Result<()> {
+        lake.versions = self.load_versions(tenant).await?;
+        let mut names: Vec<(String, SourceTable)> = Vec::new();
+        let mut ordered: Vec<&SchemaVersion> = lake.versions.values().filter(|v| v.lsn <= through.saturating_add(1)).collect();
+        ordered.sort_by_key(|v| v.version);
+        for v in &ordered {
+            let source = SourceTable::new(&v.schema, &v.table);
+            let name = source.lake_name()?;
+            if !names.iter().any(|(n, _)| *n == name) {
+                names.push((name, source));
+            }
+        }
+        for (name, source) in names {
+            let table = match lake.tables.entry(name.clone()) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    let mine: Vec<&&SchemaVersion> = ordered
+                        .iter()
+                        .filter(|v| SourceTable::new(&v.schema, &v.table).lake_name().is_ok_and(|n| n == name))
+                        .collect();
+                    // A table dropped before the lake ever saw it: its drop
+                    // change creates it, with its rows before.
+                    let Some(newest) = mine.last() else { continue };
+                    if newest.dropped {
+                        continue;
+                    }
+                    // Created at the first version of its newest relation.
+                    let Some(first) = mine.iter().find(|v| v.table_oid == newest.table_oid) else { continue };
+                    entry.insert(
+                        ChangelogTable::open(&self.warehouse, &lake.namespace, tenant, &source, first, self.config.partitioning)
+                            .await?,
+                    )
+                }
+            };
+            for version in versions_of(&lake.versions, &name, table.version(), i64::MAX) {
+                if version.lsn <= through.saturating_add(1) {
+                    table.evolve(&self.warehouse, &version).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_versions(&self, tenant: &str) -> Result<HashMap<i64, SchemaVersion>> {
+        self.source
+            .schema_versions(tenant)
+            .await?
+            .into_iter()
+            .map(serde_json::from_value::<SchemaVersion>)
+            .map(|v| v.map(|v| (v.version, v)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| LakeError::Mapping(format!("schema version of tenant {tenant}: {e}")))
     }
 
     /// The tenant's lake state, loading (or creating) its namespace on first use.
@@ -360,6 +439,7 @@ impl<S: ChangeSource> Shipper<S> {
             Err(e) => return Err(e.into()),
         };
         let lake = Arc::new(tokio::sync::Mutex::new(TenantLake {
+            schema_epoch: None,
             namespace,
             shipped,
             versions: HashMap::new(),
@@ -589,7 +669,7 @@ mod tests {
                 _ => vec![change("\\xe1")],
             };
             let changes = if since >= 1 { Vec::new() } else { changes };
-            Ok(crate::ChangePage { changes, head_lsn: 1 })
+            Ok(crate::ChangePage { changes, head_lsn: 1, schema_epoch: 0 })
         }
 
         async fn schema_versions(&self, _: &str) -> std::result::Result<Vec<Value>, SourceError> {

@@ -13,6 +13,10 @@ pub struct ChangePage {
     pub changes: Vec<Value>,
     /// The newest LSN in the log when the page was read.
     pub head_lsn: u64,
+    /// Moves whenever the tenant's schema history does (read before the
+    /// changes): the shipper then brings every table to its schema, written
+    /// to or not.
+    pub schema_epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

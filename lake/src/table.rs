@@ -11,12 +11,13 @@
 //! warehouse: a table whose files would go anywhere else is not written to.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use catalog::{CatalogError, Warehouse};
 use iceberg::spec::{
-    DataFile, DataFileFormat, Literal, PartitionKey, PrimitiveType, Schema, Struct, Transform, Type,
+    DataFile, DataFileFormat, Literal, NestedField, PartitionKey, PrimitiveType, Schema, Struct, Transform, Type,
     UnboundPartitionSpec,
 };
 use iceberg::table::Table;
@@ -30,7 +31,7 @@ use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent, Tab
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::config::Partitioning;
 use crate::error::{LakeError, Result};
@@ -53,6 +54,12 @@ pub const PROP_PRIMARY_KEY: &str = "tidelake.primary-key";
 /// `<first LSN>@<commit time in µs>`, comma-separated. Readers of the state
 /// ignore changes of a relation before the one current at their instant.
 pub const PROP_RELATIONS: &str = "tidelake.relations";
+/// The columns of every schema version shipped, oldest first, as JSON:
+/// `[{"version", "lsn", "at", "columns": [[name, field id, Iceberg type], …],
+/// "key": [field id, …]}]` (`lsn`: the first LSN the version applies to;
+/// `at`: its commit time in µs). Readers answer `AS OF` an instant with
+/// the columns of the version in force then, read from their fields.
+pub const PROP_COLUMNS: &str = "tidelake.columns";
 pub const SUMMARY_TENANT: &str = "tidelake.tenant";
 pub const SUMMARY_LSN_FROM: &str = "tidelake.lsn-from";
 pub const SUMMARY_LSN_TO: &str = "tidelake.lsn-to";
@@ -85,13 +92,46 @@ pub struct SchemaVersion {
 impl SchemaVersion {
     /// `<first LSN>@<commit time in µs>`: where a relation starts.
     fn relation_start(&self) -> String {
-        let micros = self
-            .commit_ts
+        format!("{}@{}", self.lsn, self.commit_micros())
+    }
+
+    fn commit_micros(&self) -> i64 {
+        self.commit_ts
             .as_deref()
             .and_then(|t| mapping::timestamp_micros(t).ok().flatten())
-            .unwrap_or(0);
-        format!("{}@{micros}", self.lsn)
+            .unwrap_or(0)
     }
+
+    /// This version's entry of [`PROP_COLUMNS`], its columns in the fields
+    /// `field_ids` (attnum → field id) gives them.
+    fn columns_entry(&self, field_ids: &BTreeMap<i32, i32>) -> Value {
+        let columns: Vec<Value> = self
+            .columns
+            .iter()
+            .filter_map(|c| {
+                let id = field_ids.get(&c.attnum)?;
+                Some(json!([c.name, id, mapping::iceberg_type(c.type_oid, &c.type_name).to_string()]))
+            })
+            .collect();
+        let key: Vec<Value> = self
+            .primary_key
+            .iter()
+            .filter_map(|k| self.columns.iter().find(|c| &c.name == k).and_then(|c| field_ids.get(&c.attnum)))
+            .map(|id| json!(id))
+            .collect();
+        json!({"version": self.version, "lsn": self.lsn, "at": self.commit_micros(), "columns": columns, "key": key})
+    }
+}
+
+/// [`PROP_COLUMNS`] as `existing` says it, with `entry` last (in place of
+/// an entry of the same version).
+fn columns_with(existing: Option<&String>, entry: Value) -> String {
+    let mut list: Vec<Value> = existing.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    if list.last().is_some_and(|last| last["version"] == entry["version"]) {
+        list.pop();
+    }
+    list.push(entry);
+    Value::Array(list).to_string()
 }
 
 /// The source table a changelog table records it follows; None for a table
@@ -177,8 +217,9 @@ impl ChangelogTable {
         let spec = UnboundPartitionSpec::builder()
             .add_partition_field(COMMIT_TS_FIELD_ID, name, transform)?
             .build();
-        let attnums = first.columns.iter().map(|c| c.attnum).zip(field_ids);
-        let mut properties = relation_properties(first, &attnums.collect());
+        let attnums: BTreeMap<i32, i32> = first.columns.iter().map(|c| c.attnum).zip(field_ids).collect();
+        let mut properties = relation_properties(first, &attnums);
+        properties.insert(PROP_COLUMNS.into(), columns_with(None, first.columns_entry(&attnums)));
         properties.extend(source_properties(source));
         properties.insert(PROP_RELATIONS.into(), first.relation_start());
         properties.insert(PROP_TENANT.into(), tenant.into());
@@ -270,13 +311,26 @@ impl ChangelogTable {
             return Ok(());
         }
         let ident = self.table.identifier().clone();
-        let updates = vec![TableUpdate::SetProperties { updates: relation_properties(first, &actual) }];
+        let mut properties = relation_properties(first, &actual);
+        properties.insert(PROP_COLUMNS.into(), columns_with(None, first.columns_entry(&actual)));
+        let updates = vec![TableUpdate::SetProperties { updates: properties }];
         warehouse.commit(&ident, Vec::new(), updates).await?;
         self.reload(warehouse.catalog().load_table(&ident).await?)
     }
 
     pub fn lsn_to(&self) -> u64 {
         self.lsn_to
+    }
+
+    /// The schema version the table's current schema follows.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// Make the current schema that of `version` (a schema change no
+    /// change was written under).
+    pub async fn evolve(&mut self, warehouse: &Warehouse, version: &SchemaVersion) -> Result<()> {
+        self.ensure_schema(warehouse, version).await
     }
 
     /// Append `changes` (all of this table, of schema `version`, in LSN
@@ -413,6 +467,8 @@ impl ChangelogTable {
     /// added to the relations.
     fn evolved_properties(&self, version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> HashMap<String, String> {
         let mut properties = relation_properties(version, field_ids);
+        let existing = self.table.metadata().properties().get(PROP_COLUMNS);
+        properties.insert(PROP_COLUMNS.to_owned(), columns_with(existing, version.columns_entry(field_ids)));
         if version.table_oid != self.table_oid {
             let mut relations = self.table.metadata().properties().get(PROP_RELATIONS).cloned().unwrap_or_default();
             if !relations.is_empty() {
@@ -469,7 +525,22 @@ impl ChangelogTable {
                 .map(|f| f.id)
                 .ok_or_else(|| LakeError::Mapping(format!("table {} has no {name} column", self.table.identifier())))?;
         }
-        Ok((mapping::changelog_schema(&version.columns, &ids, changelog_ids)?, field_ids))
+        // Fields no column of this version continues (a dropped column, one
+        // whose type changed past promotion, an earlier relation's) stay in
+        // the schema, renamed `<name>$<field id>`, so every column the table
+        // ever had stays readable: `AS OF` reads them under their names then.
+        let retired: Vec<Arc<NestedField>> = current
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| !ids.contains(&f.id) && !changelog_ids.contains(&f.id))
+            .map(|f| {
+                let suffix = format!("${}", f.id);
+                let name = if f.name.ends_with(&suffix) { f.name.clone() } else { format!("{}{suffix}", f.name) };
+                Arc::new(NestedField::optional(f.id, name, f.field_type.as_ref().clone()))
+            })
+            .collect();
+        Ok((mapping::changelog_schema_keeping(&version.columns, &ids, retired, changelog_ids)?, field_ids))
     }
 }
 

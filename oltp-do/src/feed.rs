@@ -42,6 +42,9 @@ pub struct Feed {
     schema_changed: Mutex<Option<std::time::Instant>>,
     /// Base backups packed after schema changes, until they are stored.
     bases: Mutex<Vec<PackedBase>>,
+    /// Schema versions recorded since the server started (readers of the
+    /// log compare it to know the schema history moved).
+    schema_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Feed {
@@ -58,6 +61,7 @@ impl Feed {
             pending_acks: Mutex::new(Vec::new()),
             schema_changed: Mutex::new(None),
             bases: Mutex::new(Vec::new()),
+            schema_epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -186,6 +190,14 @@ impl Feed {
     /// does not cross schema changes).
     pub fn schema_changed(&self) {
         *self.schema_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+        self.schema_epoch.fetch_add(1, Ordering::SeqCst);
+        // The lake takes the new schema even if no change follows.
+        self.commits.mark(&self.tenant);
+    }
+
+    /// How many times the schema changed since the server started.
+    pub fn schema_epoch(&self) -> u64 {
+        self.schema_epoch.load(Ordering::SeqCst)
     }
 
     /// Keep base backups packed on the tenant's thread until they are stored.

@@ -274,13 +274,17 @@ impl QueryService {
 
 fn shape(table: &Table) -> TableShape {
     let schema = table.metadata().current_schema();
-    let columns = schema
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| f.name.clone())
-        .filter(|n| !CHANGELOG_COLUMNS.contains(&n.as_str()))
-        .collect();
+    let versions = columns_history(table);
+    let columns = match versions.last() {
+        Some(newest) => newest.columns.iter().map(|c| c.field.clone()).collect(),
+        None => schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|n| !CHANGELOG_COLUMNS.contains(&n.as_str()))
+            .collect(),
+    };
     let primary_key = table
         .metadata()
         .properties()
@@ -300,7 +304,53 @@ fn shape(table: &Table) -> TableShape {
                 .collect()
         })
         .unwrap_or_default();
-    TableShape { columns, primary_key, relations }
+    TableShape { columns, primary_key, relations, versions }
+}
+
+/// The columns of each schema version (`tidelake.columns`), read from the
+/// fields that hold them now; a column whose field is gone (a table shipped
+/// before fields were kept) is left out.
+fn columns_history(table: &Table) -> Vec<rewrite::ColumnsAt> {
+    let schema = table.metadata().current_schema();
+    let Some(text) = table.metadata().properties().get(lake::table::PROP_COLUMNS) else { return Vec::new() };
+    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str::<serde_json::Value>(text) else { return Vec::new() };
+    entries
+        .iter()
+        .map(|entry| {
+            let mut columns = Vec::new();
+            let mut names: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+            for column in entry["columns"].as_array().into_iter().flatten() {
+                let (Some(name), Some(id), Some(then)) = (column[0].as_str(), column[1].as_i64(), column[2].as_str()) else {
+                    continue;
+                };
+                let Some(field) = schema.field_by_id(id as i32) else { continue };
+                let now = field.field_type.to_string();
+                let cast = (now != then).then(|| sql_type(then)).flatten();
+                names.insert(id, name.to_owned());
+                columns.push(rewrite::ColumnAt { name: name.to_owned(), field: field.name.clone(), cast });
+            }
+            let key = entry["key"].as_array().into_iter().flatten().filter_map(|id| names.get(&id.as_i64()?).cloned()).collect();
+            rewrite::ColumnsAt {
+                lsn: entry["lsn"].as_u64().unwrap_or(0),
+                at: entry["at"].as_i64().unwrap_or(0),
+                columns,
+                key,
+            }
+        })
+        .collect()
+}
+
+/// The SQL type of an Iceberg type a field was promoted from.
+fn sql_type(iceberg: &str) -> Option<String> {
+    match iceberg {
+        "int" => Some("INT".into()),
+        "float" => Some("REAL".into()),
+        other => {
+            let inner = other.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',')?;
+            Some(format!("DECIMAL({}, {})", p.trim(), s.trim()))
+        }
+    }
 }
 
 /// A table's Iceberg snapshots, oldest first, with the LSN range each added.

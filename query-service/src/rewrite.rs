@@ -44,7 +44,7 @@ pub struct Needs {
 }
 
 /// What the rewrite needs to know of one lake table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TableShape {
     /// Source columns of the current schema, in order.
     pub columns: Vec<String>,
@@ -52,6 +52,70 @@ pub struct TableShape {
     /// Where each relation of this name starts: (first LSN, commit time in
     /// µs), oldest first.
     pub relations: Vec<(u64, i64)>,
+    /// The columns of each schema version, oldest first (empty: the table
+    /// records none, and has its current columns at every instant).
+    pub versions: Vec<ColumnsAt>,
+}
+
+/// The columns a table had from a schema version on.
+#[derive(Debug, Clone)]
+pub struct ColumnsAt {
+    /// The version's first LSN and its commit time (µs).
+    pub lsn: u64,
+    pub at: i64,
+    pub columns: Vec<ColumnAt>,
+    /// The primary key's columns (names then).
+    pub key: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnAt {
+    /// The column's name then.
+    pub name: String,
+    /// The changelog field holding it, by its name now.
+    pub field: String,
+    /// The SQL type it had then, where the field was promoted since (an
+    /// `int` now `bigint`).
+    pub cast: Option<String>,
+}
+
+impl TableShape {
+    /// The columns the state has at `bound` — (select expression over
+    /// `"__c"`, name) — and its key (names), as of the schema version in
+    /// force then. Bounds that are expressions (not literals) take the
+    /// current columns.
+    fn columns_at(&self, bound: &Bound) -> (Vec<(String, String)>, Vec<String>) {
+        let current = || {
+            let columns = self.columns.iter().map(|c| (format!("\"__c\".{}", quote(c)), c.clone())).collect();
+            (columns, self.primary_key.clone())
+        };
+        let entry = match bound.literal() {
+            None => return current(),
+            Some(Point::Lsn(lsn)) => self.versions.iter().rev().find(|v| v.lsn <= lsn),
+            Some(Point::Micros(at)) => self.versions.iter().rev().find(|v| v.at <= at),
+        };
+        // Before the oldest version recorded: the oldest.
+        let Some(entry) = entry.or(self.versions.first()) else { return current() };
+        let columns = entry
+            .columns
+            .iter()
+            .map(|c| {
+                let field = format!("\"__c\".{}", quote(&c.field));
+                let expr = match &c.cast {
+                    Some(t) => format!("CAST({field} AS {t})"),
+                    None => field,
+                };
+                (expr, c.name.clone())
+            })
+            .collect();
+        (columns, entry.key.clone())
+    }
+}
+
+/// A literal bound.
+enum Point {
+    Lsn(u64),
+    Micros(i64),
 }
 
 /// The loaded lake tables: (tenant, table) → shape; and per cross-tenant
@@ -324,6 +388,17 @@ impl Bound {
         })
     }
 
+    /// The bound's value when it is a literal.
+    fn literal(&self) -> Option<Point> {
+        match self {
+            Self::Now => None,
+            Self::Lsn(e) => e.trim().parse().ok().map(Point::Lsn),
+            Self::Instant(e) => {
+                e.strip_prefix("to_timestamp_micros(")?.strip_suffix(')')?.parse().ok().map(Point::Micros)
+            }
+        }
+    }
+
     fn changes(&self) -> String {
         match self {
             Self::Now => "TRUE".to_owned(),
@@ -393,15 +468,26 @@ fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
 /// than a sort of the whole history), unless it is a delete, after the
 /// latest truncate or drop.
 fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenant_column: Option<&str>) -> Result<String, QueryError> {
-    if shape.primary_key.is_empty() {
+    let (columns, key) = shape.columns_at(bound);
+    if key.is_empty() {
         return Err(QueryError::Sql(format!(
             "{tenant}.{table} has no primary key, so its state cannot be rebuilt from the changelog; \
              read {tenant}.\"{table}$changes\" instead"
         )));
     }
     let changes = qualified(tenant, &format!("{table}$changes"));
-    let columns: Vec<String> = shape.columns.iter().map(|c| format!("\"__c\".{}", quote(c))).collect();
-    let key: Vec<String> = shape.primary_key.iter().map(|c| quote(c)).collect();
+    // The key's fields, by the names the columns have at the bound.
+    let key: Vec<String> = key
+        .iter()
+        .map(|k| {
+            columns
+                .iter()
+                .find(|(_, name)| name == k)
+                .map(|(expr, _)| expr.replacen("\"__c\".", "", 1))
+                .ok_or_else(|| QueryError::Internal(format!("{tenant}.{table}: key column {k} is not a column")))
+        })
+        .collect::<Result<_, _>>()?;
+    let columns: Vec<String> = columns.iter().map(|(expr, name)| format!("{expr} AS {}", quote(name))).collect();
     let within = bound.changes();
     let relation_cut = bound.relation_cut(&shape.relations);
     let select = match tenant_column {
@@ -695,29 +781,39 @@ pub fn lsn(text: &str) -> Result<String, QueryError> {
 fn diff_sql(call: &DiffCall, shape: &TableShape) -> Result<String, QueryError> {
     let before = state_sql(&call.tenant, &call.table, shape, &call.from, None)?;
     let after = state_sql(&call.tenant, &call.table, shape, &call.to, None)?;
+    // Each side has the columns of its instant; rows are matched by the
+    // key they both have.
+    let (before_columns, before_key) = shape.columns_at(&call.from);
+    let (after_columns, key) = shape.columns_at(&call.to);
+    if before_key != key {
+        return Err(QueryError::Sql(format!(
+            "{}.{}: the primary key changed between the two instants ({} then, {} after): rows cannot be matched",
+            call.tenant,
+            call.table,
+            before_key.join(", "),
+            key.join(", ")
+        )));
+    }
+    let names = |columns: Vec<(String, String)>| columns.into_iter().map(|(_, name)| name).collect::<Vec<_>>();
+    let (before_columns, after_columns) = (names(before_columns), names(after_columns));
     let side = |alias: &str, c: &str| format!("\"{alias}\".{}", quote(c));
-    let first_key = &shape.primary_key[0];
-    let keys: Vec<String> = shape
-        .primary_key
-        .iter()
-        .map(|k| format!("coalesce({}, {}) AS {}", side("__before", k), side("__after", k), quote(k)))
-        .collect();
-    let joined: Vec<String> =
-        shape.primary_key.iter().map(|k| format!("{} = {}", side("__before", k), side("__after", k))).collect();
-    let row = |alias: &str| {
-        let fields: Vec<String> =
-            shape.columns.iter().map(|c| format!("'{}', {}", c.replace('\'', "''"), side(alias, c))).collect();
-        format!(
-            "CASE WHEN {} IS NULL THEN NULL ELSE named_struct({}) END",
-            side(alias, first_key),
-            fields.join(", ")
-        )
+    let first_key = &key[0];
+    let keys: Vec<String> =
+        key.iter().map(|k| format!("coalesce({}, {}) AS {}", side("__before", k), side("__after", k), quote(k))).collect();
+    let joined: Vec<String> = key.iter().map(|k| format!("{} = {}", side("__before", k), side("__after", k))).collect();
+    let row = |alias: &str, columns: &[String]| {
+        let fields: Vec<String> = columns.iter().map(|c| format!("'{}', {}", c.replace('\'', "''"), side(alias, c))).collect();
+        format!("CASE WHEN {} IS NULL THEN NULL ELSE named_struct({}) END", side(alias, first_key), fields.join(", "))
     };
-    let differs: Vec<String> = shape
-        .columns
+    // A row differs if a column both sides have differs, or if the columns do.
+    let mut differs: Vec<String> = after_columns
         .iter()
+        .filter(|c| before_columns.contains(c))
         .map(|c| format!("({} IS DISTINCT FROM {})", side("__before", c), side("__after", c)))
         .collect();
+    if before_columns != after_columns {
+        differs.push("TRUE".into());
+    }
     Ok(format!(
         "SELECT CASE WHEN {b} IS NULL THEN 'added' WHEN {a} IS NULL THEN 'removed' ELSE 'changed' END AS \"change\", \
          {keys}, {row_before} AS \"before\", {row_after} AS \"after\" \
@@ -726,8 +822,8 @@ fn diff_sql(call: &DiffCall, shape: &TableShape) -> Result<String, QueryError> {
         b = side("__before", first_key),
         a = side("__after", first_key),
         keys = keys.join(", "),
-        row_before = row("__before"),
-        row_after = row("__after"),
+        row_before = row("__before", &before_columns),
+        row_after = row("__after", &after_columns),
         joined = joined.join(" AND "),
         differs = differs.join(" OR "),
     ))
@@ -743,6 +839,7 @@ mod tests {
             columns: vec!["id".into(), "name".into()],
             primary_key: vec!["id".into()],
             relations: vec![(1, 0), (40, 1_700_000_000_000_000)],
+            versions: Vec::new(),
         };
         loaded.tables.insert(("acme".into(), "items".into()), shape);
         loaded

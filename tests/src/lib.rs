@@ -3,6 +3,8 @@
 //!
 //! Shared by the end-to-end tests (`tests/`) and the benchmarks (`bench/`).
 
+pub mod native;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

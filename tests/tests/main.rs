@@ -12,6 +12,7 @@ mod hostile;
 mod lake;
 mod query;
 mod lifecycle;
+mod oracle;
 mod readme;
 mod restore;
 mod tiers;

@@ -89,6 +89,15 @@ CREATE TABLE IF NOT EXISTS tidelake.schema_versions (
 );
 CREATE INDEX IF NOT EXISTS schema_versions_table ON tidelake.schema_versions (table_oid, version);
 
+-- Each table's storage as capture last saw it: a DDL statement that
+-- rewrites a table (`ALTER COLUMN … TYPE … USING …`, even to the type it
+-- had) gives it a new relfilenode, which tells sync_schema its rows may
+-- hold other values than the log says.
+CREATE TABLE IF NOT EXISTS tidelake.filenodes (
+    table_oid oid PRIMARY KEY,
+    filenode oid NOT NULL
+);
+
 -- Consumers of the change log (the lake shipper) and what they acknowledged.
 CREATE TABLE IF NOT EXISTS tidelake.consumers (
     name text PRIMARY KEY,
@@ -279,6 +288,9 @@ BEGIN
         INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'delete', %L, %L, NULL, %s);
     ELSE
         INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'truncate', %L, %L, NULL, NULL);
+        -- A truncate's new storage is no schema change.
+        UPDATE tidelake.filenodes f SET filenode = c.relfilenode FROM pg_class c
+        WHERE c.oid = TG_RELID AND f.table_oid = TG_RELID;
     END IF;
     RETURN NULL;
 END
@@ -409,6 +421,22 @@ BEGIN
 END
 $fn$;
 
+-- Whether table `rel` holds rows and has other storage than capture last
+-- saw (a DDL statement rewrote it). A table capture never saw is not.
+CREATE OR REPLACE FUNCTION tidelake.rewritten(rel oid)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM tidelake.filenodes f JOIN pg_class c ON c.oid = f.table_oid
+                   WHERE f.table_oid = rel AND c.relfilenode <> f.filenode AND c.relfilenode <> 0) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO found;
+    RETURN found;
+END
+$fn$;
+
 -- A digest of everything capture depends on (user tables, their columns and
 -- primary keys). Plain SQL, so checking it when a tenant opens is cheap;
 -- sync_schema() stores the digest it brought the triggers in step with.
@@ -476,6 +504,16 @@ BEGIN
             IF NOT tidelake.capture_in_place(t.oid) THEN
                 PERFORM tidelake.install_capture(t.oid, last_version);
             END IF;
+            -- Rewritten with the same columns (a type changed to itself
+            -- USING an expression): the rows as they are now.
+            IF tidelake.rewritten(t.oid) THEN
+                next_lsn := tidelake.next_lsn();
+                INSERT INTO tidelake.changes
+                VALUES (next_lsn, txid_current(), last_version, 'truncate', t.nspname, t.relname, NULL, NULL);
+                added := 1 + tidelake.log_rows(t.oid, last_version, next_lsn);
+                PERFORM set_config('tidelake.next_lsn', (next_lsn + added)::text, true);
+                RAISE NOTICE 'tidelake.changes';
+            END IF;
         END IF;
         IF last_sig IS NULL OR last_dropped OR last_sig <> sig THEN
             next_lsn := tidelake.next_lsn();
@@ -486,7 +524,7 @@ BEGIN
             recorded := recorded + 1;
             IF last_sig IS NULL THEN
                 added := tidelake.log_rows(t.oid, v, next_lsn - 1);
-            ELSIF NOT last_dropped AND tidelake.values_changed(t.oid, last_cols, last_pk, cols, pk) THEN
+            ELSIF NOT last_dropped AND (tidelake.rewritten(t.oid) OR tidelake.values_changed(t.oid, last_cols, last_pk, cols, pk)) THEN
                 -- The rows as the change left them, as a truncate and every
                 -- row: the history equals the table from this LSN on.
                 INSERT INTO tidelake.changes
@@ -500,6 +538,8 @@ BEGIN
                 RAISE NOTICE 'tidelake.changes';
             END IF;
         END IF;
+        INSERT INTO tidelake.filenodes SELECT t.oid, c.relfilenode FROM pg_class c WHERE c.oid = t.oid
+        ON CONFLICT (table_oid) DO UPDATE SET filenode = excluded.filenode;
     END LOOP;
 
     FOR gone IN
@@ -519,6 +559,7 @@ BEGIN
             PERFORM set_config('tidelake.next_lsn', (next_lsn + 1)::text, true);
             RAISE NOTICE 'tidelake.changes';
             EXECUTE format('DROP FUNCTION IF EXISTS tidelake.%I()', 'capture_' || gone.table_oid::text);
+            DELETE FROM tidelake.filenodes WHERE table_oid = gone.table_oid;
             recorded := recorded + 1;
         END IF;
     END LOOP;
@@ -646,6 +687,10 @@ BEGIN
         END IF;
         next_lsn := next_lsn + tidelake.log_rows(t.oid, v, next_lsn - 1);
     END LOOP;
+    -- Every table was just logged as it is (the replay rewrote some).
+    INSERT INTO tidelake.filenodes SELECT c.oid, c.relfilenode FROM pg_class c
+    WHERE c.oid IN (SELECT u.oid FROM tidelake.user_tables() u)
+    ON CONFLICT (table_oid) DO UPDATE SET filenode = excluded.filenode;
     -- Tables of `versions` that no longer exist are recorded as dropped.
     PERFORM tidelake.sync_schema();
     RETURN tidelake.next_lsn() - 1;
@@ -832,10 +877,12 @@ ALTER TABLE tidelake.meta OWNER TO CURRENT_USER;
 ALTER TABLE tidelake.changes OWNER TO CURRENT_USER;
 ALTER TABLE tidelake.schema_versions OWNER TO CURRENT_USER;
 ALTER TABLE tidelake.consumers OWNER TO CURRENT_USER;
+ALTER TABLE tidelake.filenodes OWNER TO CURRENT_USER;
 ALTER TABLE tidelake.meta DISABLE ROW LEVEL SECURITY;
 ALTER TABLE tidelake.changes DISABLE ROW LEVEL SECURITY;
 ALTER TABLE tidelake.schema_versions DISABLE ROW LEVEL SECURITY;
 ALTER TABLE tidelake.consumers DISABLE ROW LEVEL SECURITY;
+ALTER TABLE tidelake.filenodes DISABLE ROW LEVEL SECURITY;
 
 -- The tenant may read its history; only capture (and the server) write it.
 REVOKE ALL ON ALL TABLES IN SCHEMA tidelake FROM PUBLIC, tenant;
