@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod capture;
 mod lake;
+mod migration;
 mod native;
 mod query;
 mod restore;
@@ -212,7 +213,7 @@ async fn main() -> Result<()> {
             let python = f.remove("--python").context("--python: a Python with PyIceberg and DuckDB (bench/run-query.sh sets it)")?;
             query::run(f.remove("--out").map(PathBuf::from), python).await
         }
-        Some(which @ ("tiers" | "restore")) => {
+        Some(which @ ("tiers" | "restore" | "migration")) => {
             let which = which.to_owned();
             argv.next();
             let usage = format!("oltp-bench {which} --pg-bin DIR [--out FILE]");
@@ -222,7 +223,11 @@ async fn main() -> Result<()> {
                 .map(PathBuf::from)
                 .with_context(|| format!("--pg-bin: PostgreSQL's bin directory (bench/run-{which}.sh sets it)"))?;
             let out = f.remove("--out").map(PathBuf::from);
-            if which == "tiers" { tiers::run(out, pg_bin).await } else { restore::run(out, pg_bin).await }
+            match which.as_str() {
+                "tiers" => tiers::run(out, pg_bin).await,
+                "migration" => migration::run(out, pg_bin).await,
+                _ => restore::run(out, pg_bin).await,
+            }
         }
         Some("oltp") => {
             argv.next();

@@ -17,12 +17,14 @@ use iceberg::expr::Reference;
 use iceberg::spec::Datum;
 use iceberg::Catalog;
 use iceberg::table::Table;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::error::{LakeError, Result};
 use crate::names::{self, SourceTable};
 use crate::shipper::PROP_SHIPPED_LSN;
-use crate::table::recorded_source;
+use crate::table::{PROP_COLUMNS, recorded_source};
 
 /// The changelog tables of a tenant (none if the lake has no namespace for
 /// it). Every table of the namespace: one an older release shipped under an
@@ -72,9 +74,10 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
             .clone()
             .greater_than(Datum::long(after as i64))
             .and(lsn.less_than_or_equal_to(Datum::long(upto as i64)));
+        let names = names_then(&table);
         let mut batches = table.scan().with_filter(filter).build()?.to_arrow().await?;
         while let Some(batch) = batches.try_next().await? {
-            changes_of(&batch, &schema, &name, &mut changes)?;
+            changes_of(&batch, &schema, &name, &names, &mut changes)?;
         }
     }
     changes.sort_by_key(|c| c["lsn"].as_u64().unwrap_or(0));
@@ -104,8 +107,36 @@ pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<O
     Ok(Some(newest))
 }
 
-/// Append the changes in one batch of a changelog table.
-fn changes_of(batch: &RecordBatch, schema: &str, table: &str, out: &mut Vec<Value>) -> Result<()> {
+/// From each schema version's first LSN on (oldest first): the table's
+/// columns then, as (field name now → column name then). Empty for a table
+/// that records no versions (its fields are its columns).
+type NamesThen = Vec<(u64, HashMap<String, String>)>;
+
+fn names_then(table: &Table) -> NamesThen {
+    let current = table.metadata().current_schema();
+    let Some(text) = table.metadata().properties().get(PROP_COLUMNS) else { return Vec::new() };
+    let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(text) else { return Vec::new() };
+    entries
+        .iter()
+        .map(|entry| {
+            let names = entry["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    let field = current.field_by_id(c[1].as_i64()? as i32)?;
+                    Some((field.name.clone(), c[0].as_str()?.to_owned()))
+                })
+                .collect();
+            (entry["lsn"].as_u64().unwrap_or(0), names)
+        })
+        .collect()
+}
+
+/// Append the changes in one batch of a changelog table, each row's values
+/// under the names its columns had at its LSN (a column dropped or renamed
+/// since is replayed into the table as it was then).
+fn changes_of(batch: &RecordBatch, schema: &str, table: &str, names: &NamesThen, out: &mut Vec<Value>) -> Result<()> {
     let fields = batch.schema();
     let column = |name: &str| fields.index_of(name).ok().map(|i| batch.column(i).clone());
     let (Some(op), Some(lsn)) = (column("_op"), column("_lsn")) else {
@@ -131,8 +162,17 @@ fn changes_of(batch: &RecordBatch, schema: &str, table: &str, out: &mut Vec<Valu
         change.insert("schema".into(), json!(schema));
         change.insert("table".into(), json!(table));
         if op_text != "truncate" && op_text != "drop" {
+            let at = lsn.value(row) as u64;
+            let then = names.iter().rev().find(|(from, _)| *from <= at).or(names.first()).map(|(_, n)| n);
             let mut values = Map::new();
             for (name, array, formatter) in &sources {
+                let name = match then {
+                    Some(then) => match then.get(name) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                    None => name,
+                };
                 if !array.is_null(row) {
                     values.insert(name.clone(), value(array.as_ref(), formatter, row));
                 }
@@ -210,7 +250,7 @@ mod tests {
         ];
         let batch = record_batch(&schema, &changes.iter().collect::<Vec<_>>()).unwrap();
         let mut back = Vec::new();
-        changes_of(&batch, "public", "items", &mut back).unwrap();
+        changes_of(&batch, "public", "items", &Vec::new(), &mut back).unwrap();
         assert_eq!(back.len(), 3);
         let new = &back[0]["new"];
         assert_eq!((back[0]["lsn"].as_u64(), back[0]["op"].as_str(), back[0]["table"].as_str()), (Some(11), Some("insert"), Some("items")));

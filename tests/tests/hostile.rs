@@ -182,7 +182,9 @@ async fn applications_keep_everything_they_use() {
     let log = all_changes(&c, "shop").await;
     let tables: Vec<&str> = log.iter().map(|ch| ch["table"].as_str().unwrap()).collect();
     assert_eq!(tables.iter().filter(|t| **t == "invoices").count(), 3, "{tables:?}");
-    assert_eq!(tables.iter().filter(|t| **t == "audit").count(), 3, "{tables:?}");
+    // audit: the trigger's three inserts, then its drop.
+    assert_eq!(tables.iter().filter(|t| **t == "audit").count(), 4, "{tables:?}");
+    assert_eq!(log.last().map(|ch| (&ch["op"], &ch["table"])), Some((&json!("drop"), &json!("audit"))), "{log:?}");
     assert_eq!(tables.iter().filter(|t| **t == "feelings").count(), 1, "{tables:?}");
     // The tenant owns what it made.
     let owners = c

@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS tidelake.schema_versions (
     signature text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schema_versions_table ON tidelake.schema_versions (table_oid, version);
+-- When a version was committed, for versions a restore carried over from
+-- the database it replaced (whose transaction ids mean nothing here); NULL
+-- for a version committed in this database (its xid's commit time).
+ALTER TABLE tidelake.schema_versions ADD COLUMN IF NOT EXISTS commit_ts timestamptz;
 
 -- Each table's storage as capture last saw it: a DDL statement that
 -- rewrites a table (`ALTER COLUMN … TYPE … USING …`, even to the type it
@@ -780,7 +784,7 @@ RETURNS TABLE (version bigint, lsn bigint, "tableOid" oid, "schema" text, "table
                "primaryKey" json, dropped boolean, "commitTs" timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT s.version, s.lsn, s.table_oid, s.table_schema, s.table_name, s.columns, s.primary_key, s.dropped,
-           pg_xact_commit_timestamp((s.xid % 4294967296)::text::xid)
+           coalesce(s.commit_ts, pg_xact_commit_timestamp((s.xid % 4294967296)::text::xid))
     FROM tidelake.schema_versions s ORDER BY s.version
 $fn$;
 

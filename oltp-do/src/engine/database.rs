@@ -477,6 +477,7 @@ impl TenantDb {
         }
         wire::sync(&mut bytes);
         let before = self.catalog_marker();
+        let recorded_before = std::mem::take(&mut self.schema_recorded);
         let mut outcome = self.round_trip(&bytes, row_mode)?;
         let changed = self.catalog_changed(before, outcome.status);
         if follow {
@@ -487,10 +488,8 @@ impl TenantDb {
             protect_capture_error(err);
         }
         self.session_touched |= outcome.results.iter().any(|r| touches_session(&r.command, sql));
-        if outcome.error.is_none() && outcome.status != TxStatus::Failed && changed {
-            self.catalog_in_tx = true;
-        }
-        if outcome.error.is_none() && outcome.status != TxStatus::Failed && (follow || changed) {
+        let ok = outcome.error.is_none() && outcome.status != TxStatus::Failed;
+        if ok && (follow || changed) {
             // Functions may have come or gone; a temporary table may have.
             self.session_touched = true;
             if outcome.status == TxStatus::Idle {
@@ -502,6 +501,14 @@ impl TenantDb {
                 self.sync_schema()?;
             }
         }
+        // A schema change, for the base backup after the commit: DDL that
+        // changed the catalogs (not a temporary table's), or a table's schema
+        // that changed where no statement shows it. (A TRUNCATE or ANALYZE
+        // also writes the catalogs, and is no schema change.)
+        if ok && ((follow && changed && !creates_temporary(sql)) || self.schema_recorded) {
+            self.catalog_in_tx = true;
+        }
+        self.schema_recorded |= recorded_before;
         if outcome.status == TxStatus::Idle {
             if outcome.error.is_none() {
                 self.committed();
@@ -905,18 +912,8 @@ pub(super) fn transaction_control(sql: &str) -> Option<String> {
 /// The first word of a statement, upper-cased, after leading white space
 /// and comments.
 fn first_word(sql: &str) -> String {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(after) = rest.strip_prefix("--") {
-            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
-        } else if let Some(after) = rest.strip_prefix("/*") {
-            rest = after.split_once("*/").map_or("", |(_, tail)| tail);
-        } else {
-            break;
-        }
-    }
-    rest.chars()
+    after_comments(sql)
+        .chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()
         .to_ascii_uppercase()
@@ -940,6 +937,34 @@ fn may_change_schema(sql: &str) -> bool {
         return mentions(sql, &["into"]);
     }
     !DATA_ONLY.contains(&word.as_str())
+}
+
+/// The statement from its first word on (leading comments skipped).
+fn after_comments(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, tail)| tail);
+        } else {
+            return rest;
+        }
+    }
+}
+
+/// `CREATE [GLOBAL | LOCAL] TEMP[ORARY] …`: catalog rows that live and die
+/// with the session.
+fn creates_temporary(sql: &str) -> bool {
+    let words: Vec<String> = after_comments(sql)
+        .split_whitespace()
+        .take(3)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let temp = |i: usize| words.get(i).is_some_and(|w| w == "TEMP" || w == "TEMPORARY");
+    let scope = words.get(1).is_some_and(|w| w == "GLOBAL" || w == "LOCAL");
+    words.first().is_some_and(|w| w == "CREATE") && (temp(1) || (scope && temp(2)))
 }
 
 /// PostgreSQL refuses to drop or replace a capture trigger (it is marked
@@ -1031,6 +1056,15 @@ mod tests {
         assert!(super::mentions("SELECT x INTO t FROM s", &["into"]));
         assert!(super::mentions("create TEMP table t ()", &["nope", "temp"]));
         assert!(!super::mentions("SELECT 1", &["into", "create"]));
+    }
+
+    #[test]
+    fn temporary_objects_are_no_schema_change() {
+        assert!(creates_temporary("CREATE TEMP TABLE t (x int)"));
+        assert!(creates_temporary("/* c */ create local temporary table t (x int)"));
+        assert!(!creates_temporary("CREATE TABLE temp (x int)"));
+        assert!(!creates_temporary("CREATE TABLE t (x int)"));
+        assert!(!creates_temporary("ALTER TABLE temp ADD COLUMN x int"));
     }
 
     #[test]

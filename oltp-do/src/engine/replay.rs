@@ -505,7 +505,13 @@ impl TenantDb {
     /// restore in place keeps, so version numbers are never reused.
     pub fn stored_schema_versions(&mut self) -> Result<Vec<Value>> {
         let rows = self.exec(
-            "SELECT coalesce(json_agg(s ORDER BY s.version), '[]'::json)::text AS versions FROM tidelake.schema_versions s",
+            // With each version's commit time: a restored database carries
+            // the versions over, not the transactions they were committed in.
+            "SELECT coalesce(json_agg(s ORDER BY s.version), '[]'::json)::text AS versions FROM ( \
+               SELECT v.version, v.lsn, v.xid, v.table_oid, v.table_schema, v.table_name, v.columns, v.primary_key, \
+                      v.dropped, v.signature, \
+                      coalesce(v.commit_ts, pg_xact_commit_timestamp((v.xid % 4294967296)::text::xid)) AS commit_ts \
+               FROM tidelake.schema_versions v) s",
             &[],
             RowMode::Object,
         )?;

@@ -1,0 +1,210 @@
+//! Schema changes: what a migration costs now that schema changes that
+//! change values are logged and every schema change is followed by a base
+//! backup, and what a restore just after a schema change takes — beside
+//! native PostgreSQL running the same migration through the same kind of
+//! client session (one statement per round trip).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use serde_json::{Value, json};
+use tidelake_tests::{Client, Server};
+
+use crate::Report;
+use crate::native::NativePg;
+
+/// Rows in the table the migration alters (about 10 MB in PostgreSQL).
+const ROWS: u64 = 120_000;
+
+const CREATE: &str = "CREATE TABLE acct (id bigint PRIMARY KEY, balance bigint NOT NULL, note text)";
+
+/// Ten statements of a typical migration: two rewrite every row's values
+/// (a column with a default, a type change), one is DML.
+const MIGRATION: [&str; 10] = [
+    "ALTER TABLE acct ADD COLUMN tier text DEFAULT 'basic'",
+    "ALTER TABLE acct ADD COLUMN flag boolean",
+    "CREATE INDEX acct_balance ON acct (balance)",
+    "ALTER TABLE acct ALTER COLUMN balance TYPE numeric(20,2)",
+    "ALTER TABLE acct RENAME COLUMN note TO memo",
+    "CREATE TABLE audit (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), what text)",
+    "ALTER TABLE acct ADD CONSTRAINT balance_sane CHECK (balance > -1000000)",
+    "UPDATE acct SET flag = true WHERE id % 10 = 0",
+    "ALTER TABLE acct DROP COLUMN flag",
+    "COMMENT ON TABLE acct IS 'accounts'",
+];
+
+fn seed_sql() -> String {
+    format!("INSERT INTO acct SELECT g, g % 1000, md5(g::text) FROM generate_series(1, {ROWS}) g")
+}
+
+struct Run {
+    /// Each statement, one request each (or the whole migration as one transaction).
+    took: Vec<Duration>,
+    logged: u64,
+    backups: usize,
+    table_mb: f64,
+}
+
+/// The migration on a fresh tenant of a server started with `args`.
+async fn tidelake(dir: &std::path::Path, args: &[&str], one_transaction: bool) -> Result<(Run, Server)> {
+    let server = Server::start(dir, args).await;
+    let c = server.client();
+    c.exec("bench", CREATE).await;
+    c.exec("bench", &seed_sql()).await;
+    let size = c.rows("bench", "SELECT pg_total_relation_size('acct')::float8 / 1048576 AS mb", json!([])).await;
+    let table_mb = size[0]["mb"].as_f64().unwrap_or(0.0);
+    let before = if args.contains(&"false") && args.contains(&"--capture") { 0 } else { c.head_lsn("bench").await };
+    let backups_before = backups(&c).await;
+    let mut took = Vec::new();
+    if one_transaction {
+        let statements: Vec<Value> = MIGRATION.iter().map(|s| json!({ "sql": s })).collect();
+        let started = Instant::now();
+        let (status, body) = c.post("/t/bench/transaction", &json!({ "statements": statements })).await;
+        ensure!(status.is_success(), "migration: {body}");
+        took.push(started.elapsed());
+    } else {
+        for statement in MIGRATION {
+            let started = Instant::now();
+            let (status, body) = c.query("bench", statement, json!([])).await;
+            ensure!(status.is_success(), "{statement}: {body}");
+            took.push(started.elapsed());
+        }
+    }
+    let logged = if before == 0 && args.contains(&"--capture") { 0 } else { c.head_lsn("bench").await - before };
+    let backups = backups(&c).await - backups_before;
+    Ok((Run { took, logged, backups, table_mb }, server))
+}
+
+async fn backups(c: &Client) -> usize {
+    let (_, body) = c.get("/t/bench/backups").await;
+    body["backups"].as_array().map_or(0, Vec::len)
+}
+
+/// The same migration on native PostgreSQL, one statement per round trip.
+async fn native(pg_bin: &std::path::Path, work: &std::path::Path) -> Result<Vec<Duration>> {
+    let pg = NativePg::new(pg_bin, work)?;
+    let data = work.join("data");
+    pg.initdb(&data)?;
+    pg.start(&data)?;
+    let (client, connection) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port()), tokio_postgres::NoTls)
+            .await?;
+    tokio::spawn(connection);
+    client.batch_execute(CREATE).await?;
+    client.batch_execute(&seed_sql()).await?;
+    let mut took = Vec::new();
+    for statement in MIGRATION {
+        let started = Instant::now();
+        client.batch_execute(statement).await?;
+        took.push(started.elapsed());
+    }
+    drop(client);
+    pg.stop(&data)?;
+    Ok(took)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let mut report = Report::default();
+    let quiet = ["--backup-interval", "off", "--cold-after", "off", "--lake", "false"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { quiet.iter().copied().chain(extra.iter().copied()).collect() };
+
+    let native = native(&pg_bin, &work.path().join("native")).await?;
+    let (bare, _) = tidelake(&work.path().join("bare"), &with(&["--capture", "false"]), false).await?;
+    let (logged, _) = tidelake(&work.path().join("logged"), &with(&["--schema-backups", "false"]), false).await?;
+    let (full, server) = tidelake(&work.path().join("full"), &with(&[]), false).await?;
+    let (one, _) = tidelake(&work.path().join("one"), &with(&[]), true).await?;
+
+    report.line("## A migration, and a restore just after it".into());
+    report.line(String::new());
+    report.line(format!(
+        "A table of {ROWS} rows ({:.1} MB in PostgreSQL), then ten statements, each its own request: two change every row's values",
+        full.table_mb
+    ));
+    report.line("(`ADD COLUMN … DEFAULT`, `ALTER COLUMN … TYPE`), one index, one table, a rename, a constraint, a comment, a drop,".into());
+    report.line("an `UPDATE` of a tenth of the rows. Native PostgreSQL runs the same statements over one connection.".into());
+    report.line(String::new());
+    report.line("| statement | native | tidelake, no capture | capture, no schema backups | capture + schema backups (default) |".into());
+    report.line("|---|---|---|---|---|".into());
+    for (i, statement) in MIGRATION.iter().enumerate() {
+        report.line(format!(
+            "| `{}` | {} | {} | {} | {} |",
+            statement.split_whitespace().take(6).collect::<Vec<_>>().join(" "),
+            ms(native[i]),
+            ms(bare.took[i]),
+            ms(logged.took[i]),
+            ms(full.took[i])
+        ));
+    }
+    let total = |t: &[Duration]| t.iter().sum::<Duration>();
+    report.line(format!(
+        "| **total** | **{}** | **{}** ({:.1}×) | **{}** ({:.1}×) | **{}** ({:.1}×) |",
+        ms(total(&native)),
+        ms(total(&bare.took)),
+        total(&bare.took).as_secs_f64() / total(&native).as_secs_f64(),
+        ms(total(&logged.took)),
+        total(&logged.took).as_secs_f64() / total(&native).as_secs_f64(),
+        ms(total(&full.took)),
+        total(&full.took).as_secs_f64() / total(&native).as_secs_f64(),
+    ));
+    report.line(String::new());
+    report.line(format!(
+        "Changes logged by the migration: {} (no schema backups) and {} (default); base backups taken: {} and {}. The same",
+        logged.logged, full.logged, logged.backups, full.backups
+    ));
+    report.line(format!(
+        "migration sent as one `POST /transaction`: {} ({:.1}× native's ten statements), {} base backup(s).",
+        ms(total(&one.took)),
+        total(&one.took).as_secs_f64() / total(&native).as_secs_f64(),
+        one.backups
+    ));
+
+    // Restores at an instant just after a schema change (the type change):
+    // before this release refused (`schema_changed_in_window`) until a
+    // backup followed the change.
+    let c = server.client();
+    let (_, history) = c.get("/t/bench/schema").await;
+    let versions = history["versions"].as_array().cloned().unwrap_or_default();
+    let after_type_change = versions
+        .iter()
+        .filter(|v| v["table"] == "acct")
+        .find(|v| v["columns"].as_array().is_some_and(|cols| cols.iter().any(|c| c["name"] == "balance" && c["type"] == "numeric(20,2)")))
+        .and_then(|v| v["commitTs"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no schema version after the type change: {history}"))?;
+    // Just after it: a millisecond later.
+    let at = instant_plus(&after_type_change, 1000);
+    let expected = c.rows("bench", "SELECT count(*) AS n FROM acct", json!([])).await;
+    let started = Instant::now();
+    let (status, branch) = c.post("/t/bench/restore", &json!({ "to": at, "into": "bench-branch" })).await;
+    ensure!(status.is_success(), "branch: {branch}");
+    let branch_took = started.elapsed();
+    ensure!(c.rows("bench-branch", "SELECT count(*) AS n FROM acct", json!([])).await == expected, "the branch differs");
+    let started = Instant::now();
+    let (status, in_place) = c.post("/t/bench/restore", &json!({ "to": at })).await;
+    ensure!(status.is_success(), "restore: {in_place}");
+    let in_place_took = started.elapsed();
+    report.line(String::new());
+    report.line(format!(
+        "Restore to 1 ms after the type change (statement 4): a branch {} (base backup at LSN {}, {} changes replayed); in place {} (logged {}).",
+        ms(branch_took),
+        branch["baseBackup"]["lsn"],
+        branch["replayed"],
+        ms(in_place_took),
+        in_place["logged"]
+    ));
+    report.line("Before schema backups, both were refused until a backup followed the change (2 s of quiet, then a backup).".into());
+    report.save(out.as_deref())
+}
+
+/// A `YYYY-MM-DD HH:MM:SS.ffffff+00` instant `micros` later, in the same form.
+fn instant_plus(text: &str, micros: i64) -> String {
+    let parsed = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").expect("a commit time");
+    (parsed + chrono::Duration::microseconds(micros)).format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+}
