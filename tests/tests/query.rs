@@ -521,7 +521,8 @@ async fn the_dashboard_in_chromium() {
             &start,
             &end,
             "1 second",
-            "SELECT tenant, id, name FROM all_tenants.items ORDER BY tenant, id",
+            // A 64-bit integer past 2^53 shows every digit.
+            "SELECT tenant, id, name, 9223372036854775807 AS big FROM all_tenants.items ORDER BY tenant, id",
             "SELECT * FROM acme.missing",
             page.to_str().unwrap(),
         ],
@@ -606,10 +607,10 @@ async fn the_dashboard_in_chromium() {
     // The SQL box answers the query, and shows the service's error.
     let sql_box = &shown["sql"];
     assert_eq!(sql_box["state"], "ready", "{sql_box}");
-    let mut expected = vec![vec!["tenant".to_owned(), "id".into(), "name".into()]];
+    let mut expected = vec![vec!["tenant".to_owned(), "id".into(), "name".into(), "big".into()]];
     for (tenant, rows) in [("acme", &acme_rows), ("beta", &beta_rows)] {
         for r in rows {
-            expected.push(vec![tenant.into(), r["id"].to_string(), r["name"].as_str().unwrap().into()]);
+            expected.push(vec![tenant.into(), r["id"].to_string(), r["name"].as_str().unwrap().into(), i64::MAX.to_string()]);
         }
     }
     assert_eq!(sql_box["rows"], json!(expected));

@@ -168,7 +168,7 @@ RETURNS json LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 -- The select list that turns record `rec` of table `rel` into the change
--- log's JSON row (used as `(SELECT row_to_json(r) FROM (SELECT <list>) r)`).
+-- log's JSON row (used as `(SELECT row_to_json(tidelake_row.*) FROM (SELECT <list>) tidelake_row)`).
 CREATE OR REPLACE FUNCTION tidelake.row_select(rel oid, rec text)
 RETURNS text LANGUAGE sql STABLE AS $fn$
     SELECT coalesce(string_agg(
@@ -188,7 +188,7 @@ RETURNS text LANGUAGE sql STABLE AS $fn$
         WHEN count(*) <= 50 THEN 'json_build_object(' || string_agg(
             quote_literal(a.attname) || ', ' || tidelake.value_expr(rec, a.attname, a.atttypid),
             ', ' ORDER BY a.attnum) || ')'
-        ELSE '(SELECT row_to_json(r) FROM (SELECT ' || tidelake.row_select(rel, rec) || ') r)'
+        ELSE '(SELECT row_to_json(tidelake_row.*) FROM (SELECT ' || tidelake.row_select(rel, rec) || ') tidelake_row)'
     END
     FROM pg_attribute a
     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
@@ -377,7 +377,7 @@ BEGIN
     SELECT n.nspname, c.relname INTO nsp, relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
     EXECUTE format(
-        'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(r) FROM (SELECT %s) r), NULL FROM %s AS src',
+        'INSERT INTO tidelake.changes SELECT %s + row_number() OVER (), txid_current(), %s, ''insert'', %L, %L, (SELECT row_to_json(tidelake_row.*) FROM (SELECT %s) tidelake_row), NULL FROM %s AS src',
         after, version, nsp, relname, tidelake.row_select(rel, 'src'), rel::regclass);
     GET DIAGNOSTICS added = ROW_COUNT;
     RETURN added;

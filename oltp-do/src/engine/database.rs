@@ -1049,7 +1049,7 @@ SELECT json_agg(t ORDER BY t.schema, t.name) AS tables FROM (
 
 #[cfg(test)]
 mod tests {
-    use super::transaction_control;
+    use super::{creates_temporary, transaction_control};
 
     #[test]
     fn mentions_ignores_case() {
