@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{LakeError, Result};
 use crate::names::{self, SourceTable};
 use crate::shipper::PROP_SHIPPED_LSN;
-use crate::table::{PROP_COLUMNS, recorded_source};
+use crate::table::{columns_history, recorded_source};
 
 /// The changelog tables of a tenant (none if the lake has no namespace for
 /// it). Every table of the namespace: one an older release shipped under an
@@ -113,23 +113,9 @@ pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<O
 type NamesThen = Vec<(u64, HashMap<String, String>)>;
 
 fn names_then(table: &Table) -> NamesThen {
-    let current = table.metadata().current_schema();
-    let Some(text) = table.metadata().properties().get(PROP_COLUMNS) else { return Vec::new() };
-    let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(text) else { return Vec::new() };
-    entries
-        .iter()
-        .map(|entry| {
-            let names = entry["columns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| {
-                    let field = current.field_by_id(c[1].as_i64()? as i32)?;
-                    Some((field.name.clone(), c[0].as_str()?.to_owned()))
-                })
-                .collect();
-            (entry["lsn"].as_u64().unwrap_or(0), names)
-        })
+    columns_history(table)
+        .into_iter()
+        .map(|since| (since.lsn, since.columns.into_iter().filter_map(|c| Some((c.field?, c.name))).collect()))
         .collect()
 }
 

@@ -123,6 +123,78 @@ impl SchemaVersion {
     }
 }
 
+/// The columns a table had from one schema version on, as [`PROP_COLUMNS`]
+/// records them, each with the field that holds it now.
+#[derive(Debug, Clone)]
+pub struct ColumnsSince {
+    /// The version's first LSN and its commit time (µs since the epoch).
+    pub lsn: u64,
+    pub at: i64,
+    pub columns: Vec<ColumnThen>,
+    /// The primary key's columns (names then).
+    pub key: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnThen {
+    /// The column's name then.
+    pub name: String,
+    /// The name of the field holding it in [`reading_schema`]; None if that
+    /// schema has no such field (a column added since the latest data,
+    /// which no row holds yet).
+    pub field: Option<String>,
+    /// Its Iceberg type then, and the field's now (they differ where the
+    /// field was promoted since).
+    pub type_then: String,
+    pub type_now: String,
+}
+
+/// The schema a scan of the table's current snapshot reads with: that
+/// snapshot's (Iceberg readers resolve columns in it). A schema change
+/// shipped with no change after it makes the current schema newer.
+pub fn reading_schema(table: &Table) -> iceberg::spec::SchemaRef {
+    let metadata = table.metadata();
+    metadata
+        .current_snapshot()
+        .and_then(|s| s.schema(metadata).ok())
+        .unwrap_or_else(|| metadata.current_schema().clone())
+}
+
+/// Every schema version's columns (oldest first) of a changelog table,
+/// with the fields of [`reading_schema`] that hold them; empty for a table
+/// that records none. A column whose field no schema of the table has any
+/// more (one shipped before fields were kept) is left out.
+pub fn columns_history(table: &Table) -> Vec<ColumnsSince> {
+    let current = table.metadata().current_schema();
+    let reading = reading_schema(table);
+    let Some(text) = table.metadata().properties().get(PROP_COLUMNS) else { return Vec::new() };
+    let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(text) else { return Vec::new() };
+    entries
+        .iter()
+        .map(|entry| {
+            let mut names = HashMap::new();
+            let mut columns = Vec::new();
+            for column in entry["columns"].as_array().into_iter().flatten() {
+                let (Some(name), Some(id), Some(then)) = (column[0].as_str(), column[1].as_i64(), column[2].as_str()) else {
+                    continue;
+                };
+                let Some(newest) = current.field_by_id(id as i32) else { continue };
+                let read = reading.field_by_id(id as i32);
+                names.insert(id, name.to_owned());
+                columns.push(ColumnThen {
+                    name: name.to_owned(),
+                    field: read.map(|f| f.name.clone()),
+                    type_then: then.to_owned(),
+                    type_now: read.unwrap_or(newest).field_type.to_string(),
+                });
+            }
+            let key =
+                entry["key"].as_array().into_iter().flatten().filter_map(|id| names.get(&id.as_i64()?).cloned()).collect();
+            ColumnsSince { lsn: entry["lsn"].as_u64().unwrap_or(0), at: entry["at"].as_i64().unwrap_or(0), columns, key }
+        })
+        .collect()
+}
+
 /// [`PROP_COLUMNS`] as `existing` says it, with `entry` last (in place of
 /// an entry of the same version).
 fn columns_with(existing: Option<&String>, entry: Value) -> String {

@@ -237,7 +237,12 @@ impl QueryService {
                 schema
             }
         };
-        let changes = IcebergStaticTableProvider::try_new_from_table(table.clone()).await?;
+        // Read with the current snapshot's schema, as Iceberg's scan resolves
+        // columns in it (a schema change shipped without data is newer).
+        let changes = match table.metadata().current_snapshot_id() {
+            Some(id) => IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), id).await?,
+            None => IcebergStaticTableProvider::try_new_from_table(table.clone()).await?,
+        };
         schema.register_table(format!("{name}$changes"), Arc::new(changes))?;
         schema.register_table(format!("{name}$snapshots"), Arc::new(snapshots_table(&table)?))?;
         loaded.tables.insert(key, shape(&table));
@@ -273,10 +278,10 @@ impl QueryService {
 }
 
 fn shape(table: &Table) -> TableShape {
-    let schema = table.metadata().current_schema();
+    let schema = lake::table::reading_schema(table);
     let versions = columns_history(table);
     let columns = match versions.last() {
-        Some(newest) => newest.columns.iter().map(|c| c.field.clone()).collect(),
+        Some(newest) => newest.columns.iter().map(|c| c.name.clone()).collect(),
         None => schema
             .as_struct()
             .fields()
@@ -307,49 +312,51 @@ fn shape(table: &Table) -> TableShape {
     TableShape { columns, primary_key, relations, versions }
 }
 
-/// The columns of each schema version (`tidelake.columns`), read from the
-/// fields that hold them now; a column whose field is gone (a table shipped
-/// before fields were kept) is left out.
+/// The columns of each schema version (`tidelake.columns`), with a cast to
+/// the type a column had then where its field was promoted since.
 fn columns_history(table: &Table) -> Vec<rewrite::ColumnsAt> {
-    let schema = table.metadata().current_schema();
-    let Some(text) = table.metadata().properties().get(lake::table::PROP_COLUMNS) else { return Vec::new() };
-    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str::<serde_json::Value>(text) else { return Vec::new() };
-    entries
-        .iter()
-        .map(|entry| {
-            let mut columns = Vec::new();
-            let mut names: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-            for column in entry["columns"].as_array().into_iter().flatten() {
-                let (Some(name), Some(id), Some(then)) = (column[0].as_str(), column[1].as_i64(), column[2].as_str()) else {
-                    continue;
-                };
-                let Some(field) = schema.field_by_id(id as i32) else { continue };
-                let now = field.field_type.to_string();
-                let cast = (now != then).then(|| sql_type(then)).flatten();
-                names.insert(id, name.to_owned());
-                columns.push(rewrite::ColumnAt { name: name.to_owned(), field: field.name.clone(), cast });
-            }
-            let key = entry["key"].as_array().into_iter().flatten().filter_map(|id| names.get(&id.as_i64()?).cloned()).collect();
-            rewrite::ColumnsAt {
-                lsn: entry["lsn"].as_u64().unwrap_or(0),
-                at: entry["at"].as_i64().unwrap_or(0),
-                columns,
-                key,
-            }
+    lake::table::columns_history(table)
+        .into_iter()
+        .map(|since| rewrite::ColumnsAt {
+            lsn: since.lsn,
+            at: since.at,
+            columns: since
+                .columns
+                .into_iter()
+                .map(|c| {
+                    let cast = (c.type_now != c.type_then || c.field.is_none()).then(|| sql_type(&c.type_then)).flatten();
+                    rewrite::ColumnAt { name: c.name, field: c.field, cast }
+                })
+                .collect(),
+            key: since.key,
         })
         .collect()
 }
 
-/// The SQL type of an Iceberg type a field was promoted from.
+/// The SQL type of an Iceberg type (`to_string` form): a field was
+/// promoted from it, or no data holds the column yet.
 fn sql_type(iceberg: &str) -> Option<String> {
-    match iceberg {
-        "int" => Some("INT".into()),
-        "float" => Some("REAL".into()),
-        other => {
-            let inner = other.strip_prefix("decimal(")?.strip_suffix(')')?;
+    let simple = match iceberg {
+        "boolean" => "BOOLEAN",
+        "int" => "INT",
+        "long" => "BIGINT",
+        "float" => "REAL",
+        "double" => "DOUBLE",
+        "date" => "DATE",
+        "time" => "TIME",
+        "timestamp" => "TIMESTAMP",
+        "timestamptz" => "TIMESTAMP WITH TIME ZONE",
+        "string" | "uuid" => "VARCHAR",
+        "binary" => "BYTEA",
+        _ => "",
+    };
+    match simple {
+        "" => {
+            let inner = iceberg.strip_prefix("decimal(")?.strip_suffix(')')?;
             let (p, s) = inner.split_once(',')?;
             Some(format!("DECIMAL({}, {})", p.trim(), s.trim()))
         }
+        simple => Some(simple.to_owned()),
     }
 }
 

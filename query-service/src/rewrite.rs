@@ -72,10 +72,11 @@ pub struct ColumnsAt {
 pub struct ColumnAt {
     /// The column's name then.
     pub name: String,
-    /// The changelog field holding it, by its name now.
-    pub field: String,
+    /// The changelog field holding it, by its name in the schema the table
+    /// is read with; None if no data holds the column yet (it is NULL).
+    pub field: Option<String>,
     /// The SQL type it had then, where the field was promoted since (an
-    /// `int` now `bigint`).
+    /// `int` now `bigint`), or of the NULL a column no data holds is.
     pub cast: Option<String>,
 }
 
@@ -90,7 +91,8 @@ impl TableShape {
             (columns, self.primary_key.clone())
         };
         let entry = match bound.literal() {
-            None => return current(),
+            _ if self.versions.is_empty() => return current(),
+            None => self.versions.last(),
             Some(Point::Lsn(lsn)) => self.versions.iter().rev().find(|v| v.lsn <= lsn),
             Some(Point::Micros(at)) => self.versions.iter().rev().find(|v| v.at <= at),
         };
@@ -100,7 +102,7 @@ impl TableShape {
             .columns
             .iter()
             .map(|c| {
-                let field = format!("\"__c\".{}", quote(&c.field));
+                let field = c.field.as_ref().map_or_else(|| "NULL".to_owned(), |f| format!("\"__c\".{}", quote(f)));
                 let expr = match &c.cast {
                     Some(t) => format!("CAST({field} AS {t})"),
                     None => field,

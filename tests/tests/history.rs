@@ -213,6 +213,22 @@ async fn a_dropped_table_is_a_change_and_every_instant_after_one_restores() {
     c.wait_shipped("fresh").await;
     assert_eq!(lake(&c, "SELECT id, v FROM fresh.gone").await, vec![json!({"id": 9, "v": "z"})]);
 
+    // Schema changes no write follows reach the lake: a dropped and a
+    // renamed column, a table created empty.
+    c.exec("fresh", "CREATE TABLE acc (id int PRIMARY KEY, note text, v int); INSERT INTO acc VALUES (1, 'n', 5)").await;
+    c.wait_shipped("fresh").await;
+    let before = instant(&c, "fresh").await;
+    c.exec("fresh", "ALTER TABLE acc DROP COLUMN note; ALTER TABLE acc RENAME COLUMN v TO w; CREATE TABLE later (id int PRIMARY KEY)").await;
+    let reached = tidelake_tests::eventually(Duration::from_secs(30), || async {
+        let (status, body) = c.post("/sql", &json!({"sql": "SELECT * FROM fresh.acc"})).await;
+        status == StatusCode::OK && body["rows"] == json!([{"id": 1, "w": 5}])
+    })
+    .await;
+    assert!(reached, "the lake never took the schema: {}", c.post("/sql", &json!({"sql": "SELECT * FROM fresh.acc"})).await.1);
+    let then = lake(&c, &format!("SELECT * FROM fresh.acc FOR SYSTEM_TIME AS OF '{before}'")).await;
+    assert_eq!(then, vec![json!({"id": 1, "note": "n", "v": 5})]);
+    assert_eq!(lake(&c, "SELECT count(*) AS n FROM fresh.later").await, vec![json!({"n": 0})]);
+
     // Without schema backups, a replay that would cross a schema change is refused.
     drop(server);
     let dir = tempfile::tempdir().unwrap();
