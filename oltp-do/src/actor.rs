@@ -35,6 +35,9 @@ pub enum Work {
     /// The newest LSN committed at or before an instant (`YYYY-MM-DD
     /// HH:MM:SS.ffffff+00`), as far as the change log still tells.
     LsnAt { at: String },
+    /// Pack the base backup a schema change made due, now (before a
+    /// restore lists the backups); answers the log's stats.
+    SettleBase,
 }
 
 #[derive(Debug)]
@@ -408,7 +411,25 @@ fn actor_main(
     }
 
     let mut healthy = true;
-    while let Some(cmd) = rx.blocking_recv() {
+    loop {
+        // A schema change no base backup holds yet: packed once the tenant
+        // has been idle a moment (a migration's next statement comes sooner).
+        let cmd = if db.base_due() {
+            match recv_within(&mut rx, SCHEMA_BASE_IDLE) {
+                Received::Command(cmd) => cmd,
+                Received::Closed => break,
+                Received::Nothing => {
+                    db.pack_due_base();
+                    feed.keep_bases(db.take_bases());
+                    continue;
+                }
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(cmd) => cmd,
+                None => break,
+            }
+        };
         let Command::Run {
             work,
             deadline,
@@ -492,6 +513,8 @@ fn actor_main(
         }
     }
     if healthy {
+        db.pack_due_base();
+        feed.keep_bases(db.take_bases());
         // Without capture the head is 0: the file still says "closed cleanly".
         let head = if db.capture_enabled() { keep_unacknowledged(&mut db, feed) } else { Some(0) };
         match db.close() {
@@ -513,6 +536,29 @@ fn actor_main(
         db.abandon();
     }
     tracing::debug!(tenant = %handle.tenant, "tenant database closed");
+}
+
+/// How long a tenant is idle after a schema change before the base backup
+/// that holds it is packed.
+const SCHEMA_BASE_IDLE: Duration = Duration::from_millis(500);
+
+enum Received {
+    Command(Command),
+    Closed,
+    Nothing,
+}
+
+/// The next command if one comes within `wait`.
+fn recv_within(rx: &mut mpsc::Receiver<Command>, wait: Duration) -> Received {
+    let until = Instant::now() + wait;
+    loop {
+        match rx.try_recv() {
+            Ok(cmd) => return Received::Command(cmd),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Received::Closed,
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= until => return Received::Nothing,
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 /// Before closing: keep the changes no consumer has acknowledged yet in the
@@ -558,6 +604,10 @@ fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
         Work::Schema => db.schema().map(Output::Schema),
         Work::Changes { since, limit } => db.changes(*since, *limit).map(Output::Changes),
         Work::Stats => db.log_stats().map(Output::Stats),
+        Work::SettleBase => {
+            db.pack_due_base();
+            db.log_stats().map(Output::Stats)
+        }
         Work::Acknowledge {
             consumer,
             lsn,

@@ -68,6 +68,9 @@ pub struct TenantDb {
     base_root: Option<PathBuf>,
     /// Base backups packed so, not yet taken by the caller.
     taken_bases: Vec<PackedBase>,
+    /// A schema change committed and no base backup holds it yet: one is
+    /// packed before anything else changes the data (see `base_before`).
+    base_due: bool,
 }
 
 /// A base backup packed on the engine's thread: the database directory as
@@ -123,6 +126,7 @@ impl TenantDb {
             catalog_in_tx: false,
             base_root: None,
             taken_bases: Vec::new(),
+            base_due: false,
         };
         let opened = std::time::Instant::now();
         db.trusted("SET search_path = pg_catalog, pg_temp")?;
@@ -145,11 +149,48 @@ impl TenantDb {
     }
 
     /// From now on, pack a base backup of the database (rooted at `root`)
-    /// right after every transaction that changed the catalogs commits —
-    /// before anything else runs — so every instant after a schema change
-    /// has a base backup with that schema (`take_bases` hands them over).
+    /// after every schema change, before the data changes again — so every
+    /// instant after a schema change, but for those inside a run of schema
+    /// changes no other statement separates, has a base backup with that
+    /// schema (`take_bases` hands them over). The backup is packed when a
+    /// statement that is not one that may change the schema is about to run
+    /// (`base_before`), when the tenant has been idle for a moment
+    /// (`pack_due_base`, from the actor), or when it closes: a migration of
+    /// ten DDL statements costs one or two backups, not ten.
     pub fn back_up_schema_changes(&mut self, root: &Path) {
         self.base_root = Some(root.to_owned());
+    }
+
+    /// A base backup is due (a schema change no backup holds yet).
+    pub fn base_due(&self) -> bool {
+        self.base_due
+    }
+
+    /// Pack the due base backup, if one is due.
+    pub fn pack_due_base(&mut self) {
+        if !std::mem::take(&mut self.base_due) {
+            return;
+        }
+        let Some(root) = self.base_root.clone() else { return };
+        let began = std::time::Instant::now();
+        match self.pack_base(&root) {
+            Ok(base) => {
+                tracing::debug!(lsn = base.head_lsn, bytes = base.packed.bytes.len(), took_ms = began.elapsed().as_millis() as u64,
+                    "base backup packed after a schema change");
+                self.taken_bases.push(base);
+            }
+            // The schema change stands; the periodic backup covers it later.
+            Err(err) => tracing::warn!(error = %err, "could not pack a base backup after a schema change"),
+        }
+    }
+
+    /// Before statements `sql` run (outside any transaction): the due base
+    /// backup, unless every one of them may change the schema (then the
+    /// backup after them holds their state too).
+    fn base_before<'a>(&mut self, mut sql: impl Iterator<Item = &'a str>) {
+        if self.base_due && !self.in_transaction && !sql.all(may_change_schema) {
+            self.pack_due_base();
+        }
     }
 
     /// The base backups packed since the last call.
@@ -169,24 +210,16 @@ impl TenantDb {
         } else {
             (0, None)
         };
-        Ok(PackedBase { packed: crate::archive::pack(root)?, head_lsn, state_at_us })
+        let packed = crate::archive::pack(root)?;
+        // This backup holds every schema change so far.
+        self.base_due = false;
+        Ok(PackedBase { packed, head_lsn, state_at_us })
     }
 
-    /// A transaction committed: if it changed the catalogs, pack a base.
+    /// A transaction committed: if it changed the schema, a base backup is due.
     fn committed(&mut self) {
-        if !std::mem::take(&mut self.catalog_in_tx) {
-            return;
-        }
-        let Some(root) = self.base_root.clone() else { return };
-        let began = std::time::Instant::now();
-        match self.pack_base(&root) {
-            Ok(base) => {
-                tracing::debug!(lsn = base.head_lsn, bytes = base.packed.bytes.len(), took_ms = began.elapsed().as_millis() as u64,
-                    "base backup packed after a schema change");
-                self.taken_bases.push(base);
-            }
-            // The schema change stands; the periodic backup covers it later.
-            Err(err) => tracing::warn!(error = %err, "could not pack a base backup after a schema change"),
+        if std::mem::take(&mut self.catalog_in_tx) && self.base_root.is_some() {
+            self.base_due = true;
         }
     }
 
@@ -469,6 +502,7 @@ impl TenantDb {
             ));
         }
         let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
+        self.base_before(std::iter::once(sql));
         let follow = self.capture && may_change_schema(sql);
         let mut bytes = Vec::with_capacity(sql.len() + 96);
         wire::execute(&mut bytes, sql, &params);
@@ -585,6 +619,7 @@ impl TenantDb {
         }
         let implicit = !pieces.iter().any(|p| transaction_control(p).is_some());
         if implicit {
+            self.base_before(pieces.iter().copied());
             let begin = self.round_trip(&wire::simple_query("BEGIN"), RowMode::Array)?;
             if let Some(err) = begin.error {
                 return Err(Error::from(err));
@@ -729,6 +764,7 @@ impl TenantDb {
             // A snapshot: from here on the transaction cannot be made read-write.
             begin.push_str("; SELECT");
         }
+        self.base_before(req.statements.iter().map(|s| s.sql.as_str()));
         let outcome = self.round_trip(&wire::simple_query(&begin), RowMode::Array)?;
         if let Some(err) = outcome.error {
             let _ = self.rollback();

@@ -301,7 +301,14 @@ impl Tenants {
             Target::Lsn(lsn) => Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "given" },
             Target::Time(at_us) => self.bookmark(tenant, at_us).await?,
         };
-        // Bases packed after a schema change the client just made are stored first.
+        // The base backup after a schema change the client just made is
+        // packed (if the tenant is open) and stored first.
+        if let Some(settled) = self.run_quietly(tenant, Work::SettleBase).await {
+            settled?;
+        } else if let Some(closing) = self.closing_actor(tenant) {
+            // Closing packs it: wait for that.
+            closing.closed().await;
+        }
         self.store_schema_bases(tenant).await;
         let backups = self.backups(tenant).await?;
         let at_us = match target_given {
