@@ -235,7 +235,7 @@ pub struct Overrides {
     /// Keep base backups this long (and the newest older one) [default: 7d].
     #[arg(long, env = "TIDELAKE_BACKUP_RETENTION")]
     pub backup_retention: Option<String>,
-    /// Take a base backup in the same turn as every committed schema change, so every instant after it is restorable [default: true].
+    /// Take a base backup after schema changes, before the data changes again, so every instant after one is restorable [default: true].
     #[arg(long, env = "TIDELAKE_SCHEMA_BACKUPS")]
     pub schema_backups: Option<bool>,
     /// PostgreSQL shared_buffers per tenant [default: 4MB].

@@ -71,8 +71,8 @@ pub struct OltpConfig {
     /// Base backups older than this are removed, except the newest of them
     /// (which keeps the start of the window restorable).
     pub backup_retention: Duration,
-    /// A base backup is packed right after every transaction that changed
-    /// the schema commits, before the tenant runs anything else (capture on).
+    /// A base backup is packed after schema changes, before the tenant's
+    /// data changes again (capture on; `TenantDb::back_up_schema_changes`).
     pub schema_backups: bool,
 }
 

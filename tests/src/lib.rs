@@ -50,12 +50,18 @@ pub struct Server {
     pub pg: Option<String>,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    bin: PathBuf,
 }
 
 impl Server {
     /// Start `tidelake serve` on a free port with `data_dir` and extra flags,
     /// and wait until it reports ready.
     pub async fn start(data_dir: &Path, args: &[&str]) -> Server {
+        Self::start_binary(&binary(), data_dir, args).await
+    }
+
+    /// `start`, with another build of `tidelake` (a benchmark's earlier release).
+    pub async fn start_binary(bin: &Path, data_dir: &Path, args: &[&str]) -> Server {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut server = Server {
             child: None,
@@ -63,6 +69,7 @@ impl Server {
             pg: None,
             data_dir: data_dir.to_path_buf(),
             args,
+            bin: bin.to_path_buf(),
         };
         server.spawn();
         server.wait_ready().await;
@@ -78,7 +85,7 @@ impl Server {
             .expect("open server log");
         // The Postgres wire front on a free port too, unless the test says.
         let pg_default = !self.args.iter().any(|a| a == "--pg-listen");
-        let mut child = Command::new(binary())
+        let mut child = Command::new(&self.bin)
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
