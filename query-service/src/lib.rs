@@ -279,7 +279,7 @@ impl QueryService {
 
 fn shape(table: &Table) -> TableShape {
     let schema = lake::table::reading_schema(table);
-    let versions = columns_history(table);
+    let versions = lake::table::columns_history(table);
     let columns = match versions.last() {
         Some(newest) => newest.columns.iter().map(|c| c.name.clone()).collect(),
         None => schema
@@ -310,54 +310,6 @@ fn shape(table: &Table) -> TableShape {
         })
         .unwrap_or_default();
     TableShape { columns, primary_key, relations, versions }
-}
-
-/// The columns of each schema version (`tidelake.columns`), with a cast to
-/// the type a column had then where its field was promoted since.
-fn columns_history(table: &Table) -> Vec<rewrite::ColumnsAt> {
-    lake::table::columns_history(table)
-        .into_iter()
-        .map(|since| rewrite::ColumnsAt {
-            lsn: since.lsn,
-            at: since.at,
-            columns: since
-                .columns
-                .into_iter()
-                .map(|c| {
-                    let cast = (c.type_now != c.type_then || c.field.is_none()).then(|| sql_type(&c.type_then)).flatten();
-                    rewrite::ColumnAt { name: c.name, field: c.field, cast }
-                })
-                .collect(),
-            key: since.key,
-        })
-        .collect()
-}
-
-/// The SQL type of an Iceberg type (`to_string` form): a field was
-/// promoted from it, or no data holds the column yet.
-fn sql_type(iceberg: &str) -> Option<String> {
-    let simple = match iceberg {
-        "boolean" => "BOOLEAN",
-        "int" => "INT",
-        "long" => "BIGINT",
-        "float" => "REAL",
-        "double" => "DOUBLE",
-        "date" => "DATE",
-        "time" => "TIME",
-        "timestamp" => "TIMESTAMP",
-        "timestamptz" => "TIMESTAMP WITH TIME ZONE",
-        "string" | "uuid" => "VARCHAR",
-        "binary" => "BYTEA",
-        _ => "",
-    };
-    match simple {
-        "" => {
-            let inner = iceberg.strip_prefix("decimal(")?.strip_suffix(')')?;
-            let (p, s) = inner.split_once(',')?;
-            Some(format!("DECIMAL({}, {})", p.trim(), s.trim()))
-        }
-        simple => Some(simple.to_owned()),
-    }
 }
 
 /// A table's Iceberg snapshots, oldest first, with the LSN range each added.

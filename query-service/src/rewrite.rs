@@ -27,6 +27,8 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use lake::table::ColumnsSince;
+
 use crate::dialect::LakeDialect;
 use crate::error::QueryError;
 use crate::limits::buckets;
@@ -54,30 +56,7 @@ pub struct TableShape {
     pub relations: Vec<(u64, i64)>,
     /// The columns of each schema version, oldest first (empty: the table
     /// records none, and has its current columns at every instant).
-    pub versions: Vec<ColumnsAt>,
-}
-
-/// The columns a table had from a schema version on.
-#[derive(Debug, Clone)]
-pub struct ColumnsAt {
-    /// The version's first LSN and its commit time (µs).
-    pub lsn: u64,
-    pub at: i64,
-    pub columns: Vec<ColumnAt>,
-    /// The primary key's columns (names then).
-    pub key: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ColumnAt {
-    /// The column's name then.
-    pub name: String,
-    /// The changelog field holding it, by its name in the schema the table
-    /// is read with; None if no data holds the column yet (it is NULL).
-    pub field: Option<String>,
-    /// The SQL type it had then, where the field was promoted since (an
-    /// `int` now `bigint`), or of the NULL a column no data holds is.
-    pub cast: Option<String>,
+    pub versions: Vec<ColumnsSince>,
 }
 
 impl TableShape {
@@ -103,7 +82,10 @@ impl TableShape {
             .iter()
             .map(|c| {
                 let field = c.field.as_ref().map_or_else(|| "NULL".to_owned(), |f| format!("\"__c\".{}", quote(f)));
-                let expr = match &c.cast {
+                // Under its type then: a field promoted since (an `int` now
+                // `bigint`), or the NULL of a column no data holds yet.
+                let cast = (c.field.is_none() || c.type_now != c.type_then).then(|| sql_type(&c.type_then)).flatten();
+                let expr = match cast {
                     Some(t) => format!("CAST({field} AS {t})"),
                     None => field,
                 };
@@ -112,6 +94,29 @@ impl TableShape {
             .collect();
         (columns, entry.key.clone())
     }
+}
+
+/// The SQL type of an Iceberg type (its `to_string` form).
+fn sql_type(iceberg: &str) -> Option<String> {
+    let simple = match iceberg {
+        "boolean" => "BOOLEAN",
+        "int" => "INT",
+        "long" => "BIGINT",
+        "float" => "REAL",
+        "double" => "DOUBLE",
+        "date" => "DATE",
+        "time" => "TIME",
+        "timestamp" => "TIMESTAMP",
+        "timestamptz" => "TIMESTAMP WITH TIME ZONE",
+        "string" | "uuid" => "VARCHAR",
+        "binary" => "BYTEA",
+        _ => {
+            let inner = iceberg.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',')?;
+            return Some(format!("DECIMAL({}, {})", p.trim(), s.trim()));
+        }
+    };
+    Some(simple.to_owned())
 }
 
 /// A literal bound.
