@@ -8,6 +8,8 @@
 //! types as the text the change log held. What the mapping lost stays lost:
 //! `NaN` numerics and infinite dates come back as null.
 
+use std::collections::HashMap;
+
 use arrow_array::{Array, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
@@ -17,8 +19,6 @@ use iceberg::expr::Reference;
 use iceberg::spec::Datum;
 use iceberg::Catalog;
 use iceberg::table::Table;
-use std::collections::HashMap;
-
 use serde_json::{Map, Value, json};
 
 use crate::error::{LakeError, Result};

@@ -368,41 +368,39 @@ impl<S: ChangeSource> Shipper<S> {
     /// table. Versions are applied in order, one commit each.
     async fn ship_schemas(&self, tenant: &str, lake: &mut TenantLake, through: u64) -> Result<()> {
         lake.versions = self.load_versions(tenant).await?;
-        let mut names: Vec<(String, SourceTable)> = Vec::new();
         let mut ordered: Vec<&SchemaVersion> = lake.versions.values().filter(|v| v.lsn <= through.saturating_add(1)).collect();
         ordered.sort_by_key(|v| v.version);
-        for v in &ordered {
+        // The versions of each changelog table, in order.
+        let mut tables: Vec<(String, SourceTable, Vec<&SchemaVersion>)> = Vec::new();
+        for v in ordered {
             let source = SourceTable::new(&v.schema, &v.table);
             let name = source.lake_name()?;
-            if !names.iter().any(|(n, _)| *n == name) {
-                names.push((name, source));
+            match tables.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, _, versions)) => versions.push(v),
+                None => tables.push((name, source, vec![v])),
             }
         }
-        for (name, source) in names {
-            let table = match lake.tables.entry(name.clone()) {
+        for (name, source, versions) in tables {
+            let table = match lake.tables.entry(name) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
-                    let mine: Vec<&&SchemaVersion> = ordered
-                        .iter()
-                        .filter(|v| SourceTable::new(&v.schema, &v.table).lake_name().is_ok_and(|n| n == name))
-                        .collect();
                     // A table dropped before the lake ever saw it: its drop
                     // change creates it, with its rows before.
-                    let Some(newest) = mine.last() else { continue };
+                    let Some(newest) = versions.last() else { continue };
                     if newest.dropped {
                         continue;
                     }
                     // Created at the first version of its newest relation.
-                    let Some(first) = mine.iter().find(|v| v.table_oid == newest.table_oid) else { continue };
+                    let Some(first) = versions.iter().find(|v| v.table_oid == newest.table_oid) else { continue };
                     entry.insert(
                         ChangelogTable::open(&self.warehouse, &lake.namespace, tenant, &source, first, self.config.partitioning)
                             .await?,
                     )
                 }
             };
-            for version in versions_of(&lake.versions, &name, table.version(), i64::MAX) {
-                if version.lsn <= through.saturating_add(1) {
-                    table.evolve(&self.warehouse, &version).await?;
+            for version in versions {
+                if version.version > table.version() {
+                    table.evolve(&self.warehouse, version).await?;
                 }
             }
         }

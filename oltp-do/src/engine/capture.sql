@@ -293,8 +293,7 @@ BEGIN
     ELSE
         INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), %s, 'truncate', %L, %L, NULL, NULL);
         -- A truncate's new storage is no schema change.
-        UPDATE tidelake.filenodes f SET filenode = c.relfilenode FROM pg_class c
-        WHERE c.oid = TG_RELID AND f.table_oid = TG_RELID;
+        PERFORM tidelake.note_storage(TG_RELID);
     END IF;
     RETURN NULL;
 END
@@ -384,6 +383,36 @@ BEGIN
 END
 $fn$;
 
+-- Log table `rel` whole as schema version `version`: a truncate at LSN
+-- `at`, then every row it holds after it. Returns how many changes.
+CREATE OR REPLACE FUNCTION tidelake.log_table(rel oid, version bigint, at bigint)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    INSERT INTO tidelake.changes
+    SELECT at, txid_current(), version, 'truncate', n.nspname, c.relname, NULL, NULL
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    RETURN 1 + tidelake.log_rows(rel, version, at);
+END
+$fn$;
+
+-- Whether table `rel` holds any row.
+CREATE OR REPLACE FUNCTION tidelake.has_rows(rel oid)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    found boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO found;
+    RETURN found;
+END
+$fn$;
+
+-- Record table `rel`'s storage as capture sees it now.
+CREATE OR REPLACE FUNCTION tidelake.note_storage(rel oid)
+RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
+    INSERT INTO tidelake.filenodes SELECT c.oid, c.relfilenode FROM pg_class c WHERE c.oid = rel
+    ON CONFLICT (table_oid) DO UPDATE SET filenode = excluded.filenode;
+$fn$;
+
 -- Whether a schema change of table `rel` (from columns `was` and primary
 -- key `was_key` to `cols` and `key`) may have changed the values of rows it
 -- holds without any row trigger firing: a column added that holds values
@@ -398,8 +427,7 @@ DECLARE
     added text;
     found boolean;
 BEGIN
-    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO found;
-    IF NOT found THEN
+    IF NOT tidelake.has_rows(rel) THEN
         RETURN false;
     END IF;
     -- Keys compared by attnum: renaming a key column keeps the identity.
@@ -429,15 +457,13 @@ $fn$;
 -- saw (a DDL statement rewrote it). A table capture never saw is not.
 CREATE OR REPLACE FUNCTION tidelake.rewritten(rel oid)
 RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    found boolean;
 BEGIN
+    -- The table is looked into only once its storage changed.
     IF NOT EXISTS (SELECT FROM tidelake.filenodes f JOIN pg_class c ON c.oid = f.table_oid
                    WHERE f.table_oid = rel AND c.relfilenode <> f.filenode AND c.relfilenode <> 0) THEN
         RETURN false;
     END IF;
-    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO found;
-    RETURN found;
+    RETURN tidelake.has_rows(rel);
 END
 $fn$;
 
@@ -512,9 +538,7 @@ BEGIN
             -- USING an expression): the rows as they are now.
             IF tidelake.rewritten(t.oid) THEN
                 next_lsn := tidelake.next_lsn();
-                INSERT INTO tidelake.changes
-                VALUES (next_lsn, txid_current(), last_version, 'truncate', t.nspname, t.relname, NULL, NULL);
-                added := 1 + tidelake.log_rows(t.oid, last_version, next_lsn);
+                added := tidelake.log_table(t.oid, last_version, next_lsn);
                 PERFORM set_config('tidelake.next_lsn', (next_lsn + added)::text, true);
                 RAISE NOTICE 'tidelake.changes';
             END IF;
@@ -531,9 +555,7 @@ BEGIN
             ELSIF NOT last_dropped AND (tidelake.rewritten(t.oid) OR tidelake.values_changed(t.oid, last_cols, last_pk, cols, pk)) THEN
                 -- The rows as the change left them, as a truncate and every
                 -- row: the history equals the table from this LSN on.
-                INSERT INTO tidelake.changes
-                VALUES (next_lsn, txid_current(), v, 'truncate', t.nspname, t.relname, NULL, NULL);
-                added := 1 + tidelake.log_rows(t.oid, v, next_lsn);
+                added := tidelake.log_table(t.oid, v, next_lsn);
             ELSE
                 added := 0;
             END IF;
@@ -542,8 +564,7 @@ BEGIN
                 RAISE NOTICE 'tidelake.changes';
             END IF;
         END IF;
-        INSERT INTO tidelake.filenodes SELECT t.oid, c.relfilenode FROM pg_class c WHERE c.oid = t.oid
-        ON CONFLICT (table_oid) DO UPDATE SET filenode = excluded.filenode;
+        PERFORM tidelake.note_storage(t.oid);
     END LOOP;
 
     FOR gone IN
@@ -686,15 +707,13 @@ BEGIN
                 tidelake.signature(t.nspname, t.relname, cols, pk));
         PERFORM tidelake.install_capture(t.oid, v);
         IF lsn_floor > 0 THEN
-            INSERT INTO tidelake.changes VALUES (next_lsn, txid_current(), v, 'truncate', t.nspname, t.relname, NULL, NULL);
-            next_lsn := next_lsn + 1;
+            next_lsn := next_lsn + tidelake.log_table(t.oid, v, next_lsn);
+        ELSE
+            next_lsn := next_lsn + tidelake.log_rows(t.oid, v, next_lsn - 1);
         END IF;
-        next_lsn := next_lsn + tidelake.log_rows(t.oid, v, next_lsn - 1);
     END LOOP;
     -- Every table was just logged as it is (the replay rewrote some).
-    INSERT INTO tidelake.filenodes SELECT c.oid, c.relfilenode FROM pg_class c
-    WHERE c.oid IN (SELECT u.oid FROM tidelake.user_tables() u)
-    ON CONFLICT (table_oid) DO UPDATE SET filenode = excluded.filenode;
+    PERFORM tidelake.note_storage(u.oid) FROM tidelake.user_tables() u;
     -- Tables of `versions` that no longer exist are recorded as dropped.
     PERFORM tidelake.sync_schema();
     RETURN tidelake.next_lsn() - 1;

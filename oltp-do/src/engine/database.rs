@@ -63,8 +63,8 @@ pub struct TenantDb {
     code_may_touch_session: bool,
     /// The open transaction changed the catalogs (DDL).
     catalog_in_tx: bool,
-    /// Where the database lives, when a base backup is to be packed in the
-    /// same turn as every committed schema change.
+    /// Where the database lives, when a base backup is to be packed after
+    /// schema changes (`back_up_schema_changes`).
     base_root: Option<PathBuf>,
     /// Base backups packed so, not yet taken by the caller.
     taken_bases: Vec<PackedBase>,

@@ -228,6 +228,8 @@ impl Tenants {
     pub async fn run_with(&self, tenant: &TenantId, work: Work, timeout: Option<Duration>) -> Result<Output> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let limits = self.limits_for(tenant, &work, timeout);
+        // Only a client's SQL makes schema changes, and so base backups.
+        let client_sql = matches!(work, Work::Query { .. } | Work::Batch(_) | Work::Transaction(_));
         let work = Arc::new(work);
         let deadline = Instant::now() + self.config.queue_timeout;
         let result = loop {
@@ -240,7 +242,9 @@ impl Tenants {
         if result.is_err() {
             self.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.store_schema_bases(tenant).await;
+        if client_sql {
+            self.store_schema_bases(tenant).await;
+        }
         result
     }
 
