@@ -235,6 +235,26 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
             ("done_in_do", &json!({"v": 4})),
         ]
     );
+    // Columns named as capture's own SQL names things (`r`, `tidelake_row`,
+    // `src`, `x`), in a table wide enough (over 50 columns) that its rows are
+    // written through a subquery, through a schema change that logs every row.
+    let filler: Vec<String> = (0..50).map(|i| format!("f{i} int DEFAULT {i}")).collect();
+    c.exec("ids", &format!("CREATE TABLE wide (r int PRIMARY KEY, tidelake_row text, src text, x text, {})", filler.join(", "))).await;
+    c.exec("ids", "INSERT INTO wide (r, tidelake_row, src, x) VALUES (1, 'a', 'b', 'c')").await;
+    c.exec("ids", "ALTER TABLE wide ADD COLUMN added text DEFAULT 'd'").await;
+    let wide: Vec<(String, Value)> = all_changes(&c, "ids")
+        .await
+        .into_iter()
+        .filter(|ch| ch["table"] == "wide")
+        .map(|ch| (ch["op"].as_str().unwrap().to_owned(), ch["new"].clone()))
+        .collect();
+    let ops: Vec<&str> = wide.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["insert", "truncate", "insert"], "{wide:?}");
+    let row = &wide[2].1;
+    assert_eq!((&row["r"], &row["tidelake_row"], &row["src"], &row["x"]), (&json!(1), &json!("a"), &json!("b"), &json!("c")));
+    assert_eq!((&row["f49"], &row["added"]), (&json!(49), &json!("d")), "{row}");
+    assert_eq!(wide[0].1["tidelake_row"], "a");
+
     // The tenant kept serving all along, and reopens fine.
     assert_eq!(c.rows("ids", "SELECT count(*) AS n FROM \"we$ird'$$\"", json!([])).await[0]["n"], 1);
 }
