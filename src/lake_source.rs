@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use catalog::Warehouse;
+use lake::maintain::Maintainer;
 use lake::{ChangePage, ChangeSource, Shipper, SourceError};
 use oltp_do::tenants::restore::BoxFuture;
 use oltp_do::tenants::{History, Reporter};
@@ -71,19 +72,25 @@ impl ChangeSource for TenantsSource {
     }
 }
 
-pub struct LakeReporter(pub Arc<Shipper<TenantsSource>>);
+pub struct LakeReporter {
+    pub shipper: Arc<Shipper<TenantsSource>>,
+    pub maintainer: Arc<Maintainer>,
+}
 
 impl Reporter for LakeReporter {
     fn tenant_status(&self, tenant: &TenantId) -> Map<String, Value> {
         let mut fields = Map::new();
-        if let Some(status) = self.0.tenant_status(tenant.as_str()) {
+        if let Some(mut status) = self.shipper.tenant_status(tenant.as_str()) {
+            // Each table's files, snapshots and metadata size, as of its latest maintenance.
+            status["tables"] = Value::Object(self.maintainer.tenant_tables(tenant.as_str()));
             fields.insert("lake".into(), status);
         }
         fields
     }
 
     fn metrics(&self, out: &mut String) {
-        self.0.write_metrics(out);
+        self.shipper.write_metrics(out);
+        self.maintainer.write_metrics(out);
     }
 }
 

@@ -93,10 +93,31 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Work on the lake directly (the server may be running).
+    Lake {
+        #[command(subcommand)]
+        command: LakeCommand,
+    },
     /// Run one SQL query over the lake and print the answer as a table.
     Sql {
         /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
         query: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Subcommand)]
+enum LakeCommand {
+    /// Compact small files, merge manifests, expire old snapshots and remove
+    /// orphan files of every lake table (of one tenant with --tenant), now.
+    Maintain {
+        /// Only this tenant's tables.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print each table's report as a JSON line instead of a progress bar.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -136,6 +157,9 @@ fn main() -> Result<()> {
             }))
         }
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
+        Command::Lake { command: LakeCommand::Maintain { tenant, json, overrides } } => {
+            runtime.block_on(maintain_lake(Settings::load(overrides)?, tenant.as_deref(), json))
+        }
         Command::Maintain { tenant, sql, overrides } => {
             let settings = Settings::load(overrides)?;
             let tenant = oltp_do::TenantId::parse(&tenant)?;
@@ -172,13 +196,16 @@ async fn serve(settings: Settings) -> Result<()> {
     let reaper = tokio::spawn(tenants.clone().run_reaper());
     let tiering = tokio::spawn(tenants.clone().run_tiering());
     let (stop_shipper, stop) = tokio::sync::watch::channel(false);
+    let maintainer = lake::maintain::Maintainer::new(warehouse.clone(), settings.maintenance);
     let shipper = settings.lake.map(|config| {
         let source = Arc::new(lake_source::TenantsSource(tenants.clone()));
         let shipper = lake::Shipper::new(source, warehouse.clone(), config);
-        tenants.add_reporter(Arc::new(lake_source::LakeReporter(shipper.clone())));
+        let reporter = lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() };
+        tenants.add_reporter(Arc::new(reporter));
         shipper
     });
     tenants.set_history(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() }));
+    let maintenance = shipper.is_some().then(|| tokio::spawn(maintainer.clone().run(stop.clone())));
     let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
     let queries = query_service::QueryService::new(warehouse.clone(), settings.query);
     let wire = start_wire(settings.pg_listen, &queries).await?;
@@ -190,9 +217,13 @@ async fn serve(settings: Settings) -> Result<()> {
         wire.abort();
     }
 
+    let _ = stop_shipper.send(true);
+    if let Some(maintenance) = maintenance {
+        // A run in progress stops where it is: the next start finishes it.
+        maintenance.abort();
+    }
     if let Some(shipper) = shipper {
         tracing::info!("shutting down: shipping pending changes to the lake");
-        let _ = stop_shipper.send(true);
         if tokio::time::timeout(SHIPPER_STOP_TIMEOUT, shipper).await.is_err() {
             tracing::warn!("the lake shipper did not finish in time; it resumes on the next start");
         }
@@ -293,6 +324,58 @@ async fn run_sql(settings: Settings, query: &str) -> Result<()> {
     let table = query_service::pretty(&answer).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{table}");
     println!("({} row{})", answer.row_count(), if answer.row_count() == 1 { "" } else { "s" });
+    Ok(())
+}
+
+/// `tidelake lake maintain`: one maintenance run, with a progress bar on
+/// stderr (or JSON lines on stdout), and a summary.
+async fn maintain_lake(settings: Settings, tenant: Option<&str>, json: bool) -> Result<()> {
+    use std::io::Write as _;
+    let warehouse = Warehouse::open(settings.catalog)
+        .await
+        .context("open the Iceberg catalog")?;
+    let maintainer = lake::maintain::Maintainer::new(warehouse, settings.maintenance);
+    let mut failed = 0;
+    let reports = maintainer
+        .run_once(tenant, |done, total, outcome| {
+            let line = match outcome {
+                Ok(r) => format!(
+                    "{}.{}: {} files → {}, {} snapshots expired, {} files removed",
+                    r.tenant, r.table, r.compacted_files, r.written_files, r.expired_snapshots,
+                    r.removed_files + r.removed_orphans
+                ),
+                Err(e) => {
+                    failed += 1;
+                    format!("failed: {e}")
+                }
+            };
+            if json {
+                if let Ok(r) = outcome {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+                return;
+            }
+            let width = 30;
+            let filled = if total == 0 { width } else { done * width / total };
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[2K[{}{}] {done}/{total} {line}", "#".repeat(filled), " ".repeat(width - filled));
+            let _ = err.flush();
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !json {
+        eprintln!();
+        let sum = |f: fn(&lake::maintain::TableReport) -> u64| reports.iter().map(f).sum::<u64>();
+        println!(
+            "{} tables maintained: {} small files rewritten into {}, {} snapshots expired, {} files removed",
+            reports.len(),
+            sum(|r| r.compacted_files),
+            sum(|r| r.written_files),
+            sum(|r| r.expired_snapshots),
+            sum(|r| r.removed_files + r.removed_orphans),
+        );
+    }
+    anyhow::ensure!(failed == 0, "{failed} table(s) could not be maintained (see the messages above)");
     Ok(())
 }
 

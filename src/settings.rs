@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use catalog::CatalogConfig;
-use lake::ShipperConfig;
+use lake::{MaintenanceConfig, ShipperConfig};
 use oltp_do::OltpConfig;
 use oltp_do::config::parse_duration;
 use serde::Deserialize;
@@ -73,6 +73,14 @@ pub struct LakeSection {
     pub batch_size: Option<u64>,
     pub partition: Option<String>,
     pub concurrency: Option<usize>,
+    pub max_lag: Option<String>,
+    pub min_commit_changes: Option<u64>,
+    pub maintenance_interval: Option<String>,
+    pub target_file_size: Option<String>,
+    pub min_compact_files: Option<usize>,
+    pub max_manifests: Option<usize>,
+    pub snapshot_retention: Option<String>,
+    pub orphan_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +228,18 @@ pub struct Overrides {
     /// Partition changelog tables by `day` or `hour` of the commit time [default: day].
     #[arg(long, env = "TIDELAKE_LAKE_PARTITION")]
     pub lake_partition: Option<String>,
+    /// Let a tenant's changes wait up to this long while they would make a small commit (under lake.min_commit_changes); 0s commits every flush [default: 10s].
+    #[arg(long, env = "TIDELAKE_LAKE_MAX_LAG")]
+    pub lake_max_lag: Option<String>,
+    /// Compact, merge manifests, expire snapshots and remove orphans of every lake table this often, or `off` [default: 5m].
+    #[arg(long, env = "TIDELAKE_LAKE_MAINTENANCE_INTERVAL")]
+    pub lake_maintenance_interval: Option<String>,
+    /// Keep lake snapshots this long (the current one always); outside readers must finish reading a snapshot within it [default: 1h].
+    #[arg(long, env = "TIDELAKE_LAKE_SNAPSHOT_RETENTION")]
+    pub lake_snapshot_retention: Option<String>,
+    /// Remove files no lake table references once they are this old [default: 24h].
+    #[arg(long, env = "TIDELAKE_LAKE_ORPHAN_AGE")]
+    pub lake_orphan_age: Option<String>,
     /// Where base backups and cold tenants go: file:///PATH or s3://bucket/prefix [default: archive/ in the data dir].
     #[arg(long, env = "TIDELAKE_ARCHIVE")]
     pub archive: Option<String>,
@@ -266,6 +286,7 @@ pub struct Settings {
     pub catalog: CatalogConfig,
     /// None: the lake shipper is off.
     pub lake: Option<ShipperConfig>,
+    pub maintenance: MaintenanceConfig,
     pub query: query_service::Limits,
 }
 
@@ -404,6 +425,33 @@ impl Settings {
             anyhow::ensure!(n > 0, "lake concurrency must be at least 1");
             shipper.concurrency = n;
         }
+        if let Some(text) = overrides.lake_max_lag.or(l.max_lag) {
+            shipper.max_lag = duration("lake.max_lag", &text)?;
+        }
+        if let Some(n) = l.min_commit_changes {
+            shipper.min_commit_changes = n;
+        }
+        let mut maintenance = MaintenanceConfig::default();
+        if let Some(text) = overrides.lake_maintenance_interval.or(l.maintenance_interval) {
+            maintenance.interval = optional_duration("lake.maintenance_interval", &text)?;
+        }
+        if let Some(text) = l.target_file_size {
+            maintenance.target_file_bytes =
+                parse_bytes(&text).map_err(|e| anyhow::anyhow!("lake.target_file_size: {e}"))?.max(1024);
+        }
+        if let Some(n) = l.min_compact_files {
+            anyhow::ensure!(n >= 2, "lake min_compact_files must be at least 2");
+            maintenance.min_input_files = n;
+        }
+        if let Some(n) = l.max_manifests {
+            maintenance.max_manifests = n;
+        }
+        if let Some(text) = overrides.lake_snapshot_retention.or(l.snapshot_retention) {
+            maintenance.snapshot_retention = duration("lake.snapshot_retention", &text)?;
+        }
+        if let Some(text) = overrides.lake_orphan_age.or(l.orphan_age) {
+            maintenance.orphan_age = duration("lake.orphan_age", &text)?;
+        }
         let lake_on = overrides.lake.or(l.enabled).unwrap_or(true);
         anyhow::ensure!(
             !lake_on || oltp.engine.capture || overrides.lake.or(l.enabled).is_none(),
@@ -456,7 +504,7 @@ impl Settings {
             query.max_result_bytes = parse_bytes(&text).map_err(|e| anyhow::anyhow!("query.max_result_bytes: {e}"))?;
             anyhow::ensure!(query.max_result_bytes > 0, "query.max_result_bytes must be at least 1");
         }
-        Ok(Self { listen, pg_listen, oltp, catalog, lake, query })
+        Ok(Self { listen, pg_listen, oltp, catalog, lake, maintenance, query })
     }
 }
 

@@ -16,4 +16,4 @@ pub mod warehouse;
 
 pub use config::CatalogConfig;
 pub use error::CatalogError;
-pub use warehouse::Warehouse;
+pub use warehouse::{ListedFile, Warehouse};

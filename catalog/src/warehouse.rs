@@ -26,6 +26,42 @@ use crate::config::CatalogConfig;
 use crate::error::CatalogError;
 use crate::location::{LOCATION_PROPERTIES, NAMESPACE_LOCATION, Root};
 
+/// Table property: remove metadata files that leave the metadata log.
+pub const PROP_DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+/// Table property: how many earlier metadata files the log keeps.
+pub const PROP_PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
+
+/// A file found by [`Warehouse::list_files`].
+#[derive(Debug, Clone)]
+pub struct ListedFile {
+    /// Its location as table metadata writes it (`file:///…`, `s3://…`).
+    pub path: String,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+fn list_dir(dir: &std::path::Path, found: &mut Vec<ListedFile>) -> Result<(), CatalogError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CatalogError::Internal(format!("list {}: {e}", dir.display()))),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| CatalogError::Internal(format!("list {}: {e}", dir.display())))?;
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            list_dir(&entry.path(), found)?;
+        } else if meta.is_file() {
+            found.push(ListedFile {
+                path: format!("file://{}", entry.path().display()),
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(UNIX_EPOCH),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub struct Warehouse {
     config: CatalogConfig,
     root: Root,
@@ -225,10 +261,8 @@ impl Warehouse {
                 .apply(builder)
                 .map_err(|e| CatalogError::BadRequest(e.to_string()))?;
         }
-        let metadata = builder
-            .build()
-            .map_err(|e| CatalogError::BadRequest(e.to_string()))?
-            .metadata;
+        let built = builder.build().map_err(|e| CatalogError::BadRequest(e.to_string()))?;
+        let (metadata, expired) = (built.metadata, built.expired_metadata_logs);
         self.check_metadata(&metadata)?;
         let location = MetadataLocation::from_str(&current)?
             .with_next_version()
@@ -254,11 +288,48 @@ impl Warehouse {
             .await
             .map_err(|e| CatalogError::Internal(format!("commit {ident}: {e}")))?;
         if swapped.rows_affected() == 0 {
+            // Nobody will read the metadata file this commit wrote.
+            let _ = table.file_io().delete(&location).await;
             return Err(CatalogError::CommitFailed(format!(
                 "commit to {ident} conflicted with another commit; reload the table and retry"
             )));
         }
+        // Metadata files that left the metadata log (its length is the
+        // table's `write.metadata.previous-versions-max`) are removed when
+        // the table asks for it, as Iceberg's own writers do.
+        if metadata.properties().get(PROP_DELETE_AFTER_COMMIT).is_some_and(|v| v == "true") {
+            for old in expired {
+                if let Err(e) = table.file_io().delete(&old.metadata_file).await {
+                    tracing::warn!(table = %ident, file = %old.metadata_file, "catalog: old metadata file not removed: {e}");
+                }
+            }
+        }
         Ok((location, metadata))
+    }
+
+    /// After a commit made through the catalog directly (iceberg-rust's own
+    /// transactions): remove the metadata files `before` logged that
+    /// `after` no longer does, if the table asks for it. A file another
+    /// writer's commit dropped meanwhile is left to the lake's orphan sweep.
+    pub async fn remove_unlogged_metadata(&self, before: &Table, after: &Table) {
+        let metadata = after.metadata();
+        if metadata.properties().get(PROP_DELETE_AFTER_COMMIT).is_none_or(|v| v != "true") {
+            return;
+        }
+        let kept: std::collections::HashSet<&str> = metadata
+            .metadata_log()
+            .iter()
+            .map(|l| l.metadata_file.as_str())
+            .chain(after.metadata_location())
+            .collect();
+        let logged = before.metadata().metadata_log().iter().map(|l| l.metadata_file.as_str());
+        for file in logged.chain(before.metadata_location()) {
+            if !kept.contains(file)
+                && let Err(e) = after.file_io().delete(file).await
+            {
+                tracing::warn!(table = %after.identifier(), file, "catalog: old metadata file not removed: {e}");
+            }
+        }
     }
 
     /// Remove namespace properties (the SQL catalog's update only sets them).
@@ -299,6 +370,71 @@ impl Warehouse {
                 }
             })
             .collect()
+    }
+
+    /// Every file below `location` (a directory of the warehouse), with its
+    /// size and when it was last written: what the lake's maintenance
+    /// compares with what its tables reference.
+    pub async fn list_files(&self, location: &str) -> Result<Vec<ListedFile>, CatalogError> {
+        self.root.check("listed location", location)?;
+        let prefix = format!("{}/", location.trim_end_matches('/'));
+        if let Some(dir) = prefix.strip_prefix("file://") {
+            let dir = std::path::PathBuf::from(dir);
+            return tokio::task::spawn_blocking(move || {
+                let mut found = Vec::new();
+                list_dir(&dir, &mut found)?;
+                Ok(found)
+            })
+            .await
+            .map_err(|e| CatalogError::Internal(format!("list {location}: {e}")))?;
+        }
+        let rest = prefix
+            .strip_prefix("s3://")
+            .or_else(|| prefix.strip_prefix("s3a://"))
+            .ok_or_else(|| CatalogError::Unsupported(format!("listing {location}")))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let scheme = &prefix[..prefix.find("://").unwrap_or(0)];
+        let op = self.s3_operator(bucket)?;
+        let entries = op
+            .list_with(key)
+            .recursive(true)
+            .await
+            .map_err(|e| CatalogError::Internal(format!("list {location}: {e}")))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| ListedFile {
+                path: format!("{scheme}://{bucket}/{}", e.path()),
+                size: e.metadata().content_length(),
+                modified: e.metadata().last_modified().map(SystemTime::from).unwrap_or(UNIX_EPOCH),
+            })
+            .collect())
+    }
+
+    /// An operator on `bucket` with the warehouse's S3 settings (the ones
+    /// its file IO reads, same meanings).
+    fn s3_operator(&self, bucket: &str) -> Result<opendal::Operator, CatalogError> {
+        let storage = &self.config.storage;
+        let mut builder = opendal::services::S3::default().bucket(bucket);
+        if let Some(v) = storage.get("s3.endpoint") {
+            builder = builder.endpoint(v);
+        }
+        if let Some(v) = storage.get("s3.region") {
+            builder = builder.region(v);
+        }
+        if let Some(v) = storage.get("s3.access-key-id") {
+            builder = builder.access_key_id(v);
+        }
+        if let Some(v) = storage.get("s3.secret-access-key") {
+            builder = builder.secret_access_key(v);
+        }
+        // As Iceberg: virtual-hosted style unless path-style is asked for.
+        if storage.get("s3.path-style-access").is_none_or(|v| v != "true") {
+            builder = builder.enable_virtual_host_style();
+        }
+        Ok(opendal::Operator::new(builder)
+            .map_err(|e| CatalogError::Internal(format!("s3 bucket {bucket}: {e}")))?
+            .finish())
     }
 
     /// Storage properties handed to REST clients so they can read and write

@@ -33,6 +33,11 @@ pub struct ShipperConfig {
     pub partitioning: Partitioning,
     /// Tenants shipped at the same time.
     pub concurrency: usize,
+    /// Adaptive commits: a tenant with fewer changes waiting than
+    /// `min_commit_changes` is committed only once its oldest waiting
+    /// change has waited `max_lag` (zero: every flush interval).
+    pub max_lag: Duration,
+    pub min_commit_changes: u64,
 }
 
 impl Default for ShipperConfig {
@@ -42,6 +47,40 @@ impl Default for ShipperConfig {
             batch_size: 20_000,
             partitioning: Partitioning::Day,
             concurrency: 4,
+            max_lag: Duration::from_secs(10),
+            min_commit_changes: 1000,
+        }
+    }
+}
+
+/// Lake maintenance settings (see `maintain`).
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    /// How often the background policy runs over every table (None: never;
+    /// `tidelake lake maintain` still runs it on demand).
+    pub interval: Option<Duration>,
+    /// Size compaction writes files up to; files under half of it are small.
+    pub target_file_bytes: u64,
+    /// Small files a partition must have before they are rewritten.
+    pub min_input_files: usize,
+    /// Manifests the current snapshot may list before they are merged.
+    pub max_manifests: usize,
+    /// Snapshots younger than this are kept (the current one always is).
+    pub snapshot_retention: Duration,
+    /// Unreferenced files younger than this are left alone: a commit in
+    /// flight writes its files before it references them.
+    pub orphan_age: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval: Some(Duration::from_secs(300)),
+            target_file_bytes: 64 * 1024 * 1024,
+            min_input_files: 8,
+            max_manifests: 16,
+            snapshot_retention: Duration::from_secs(3600),
+            orphan_age: Duration::from_secs(24 * 3600),
         }
     }
 }

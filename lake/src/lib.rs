@@ -11,13 +11,14 @@
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod maintain;
 pub mod mapping;
 pub mod names;
 pub mod shipper;
 pub mod source;
 pub mod table;
 
-pub use config::{Partitioning, ShipperConfig};
+pub use config::{MaintenanceConfig, Partitioning, ShipperConfig};
 pub use error::LakeError;
 pub use names::SourceTable;
 pub use shipper::Shipper;

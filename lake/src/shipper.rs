@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +50,8 @@ pub struct Shipper<S: ChangeSource> {
     /// Per-tenant lake state; one task ships a tenant at a time.
     lakes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantLake>>>>,
     lag: Mutex<HashMap<String, Lag>>,
+    /// Set once stopping: every batch ships, however small.
+    stopping: AtomicBool,
     pub stats: ShipperStats,
 }
 
@@ -64,6 +66,19 @@ pub struct ShipperStats {
     pub panics: AtomicU64,
     pub lost: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Batches held back to make a larger commit.
+    pub deferred: AtomicU64,
+}
+
+/// What shipping one batch of a tenant did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shipped {
+    /// Everything is in the lake.
+    Done,
+    /// A batch is in the lake, more changes are waiting.
+    More,
+    /// Too few changes for a commit: they wait until `Lag::defer_until`.
+    Deferred,
 }
 
 struct TenantLake {
@@ -103,6 +118,8 @@ pub struct Lag {
     pub lost: u64,
     /// When the next attempt after a failure is due.
     pub retry_at: Option<Instant>,
+    /// When a batch held back to make a larger commit ships at the latest.
+    pub defer_until: Option<Instant>,
     /// Failed attempts since the last success.
     pub failures: u32,
 }
@@ -121,6 +138,7 @@ impl<S: ChangeSource> Shipper<S> {
             config,
             lakes: Mutex::default(),
             lag: Mutex::default(),
+            stopping: AtomicBool::new(false),
             stats: ShipperStats::default(),
         })
     }
@@ -161,14 +179,16 @@ impl<S: ChangeSource> Shipper<S> {
                 }
                 continue;
             }
-            let (more, failed) = self.ship_round(round).await;
+            let (more, later) = self.ship_round(round).await;
             backlog = more;
-            due.extend(failed);
+            due.extend(later);
             if *stop.borrow() {
                 break;
             }
         }
-        // Stopping: ship what committed before the stop, without retrying failures.
+        // Stopping: ship what committed before the stop, small or not,
+        // without retrying failures.
+        self.stopping.store(true, Ordering::Relaxed);
         due.extend(backlog);
         due.extend(self.source.take_committed());
         if !due.is_empty() {
@@ -181,7 +201,8 @@ impl<S: ChangeSource> Shipper<S> {
     }
 
     /// Ship every tenant in `round`, `concurrency` at a time. Returns the
-    /// tenants with more changes waiting, and those that failed.
+    /// tenants with more changes waiting, and those to try again later
+    /// (failed, or whose changes wait to make a larger commit).
     async fn ship_round(self: &Arc<Self>, round: BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
         let (mut more, mut failed) = (BTreeSet::new(), BTreeSet::new());
         let mut tasks = JoinSet::new();
@@ -208,10 +229,16 @@ impl<S: ChangeSource> Shipper<S> {
             };
             let Some(tenant) = running.remove(&id) else { continue };
             match outcome {
-                Ok(backlog) => {
+                Ok(shipped) => {
                     self.record_success(&tenant);
-                    if backlog {
-                        more.insert(tenant);
+                    match shipped {
+                        Shipped::Done => {}
+                        Shipped::More => {
+                            more.insert(tenant);
+                        }
+                        Shipped::Deferred => {
+                            failed.insert(tenant);
+                        }
                     }
                 }
                 Err(err) => {
@@ -223,8 +250,8 @@ impl<S: ChangeSource> Shipper<S> {
         (more, failed)
     }
 
-    /// Ship one batch of one tenant's changes. Returns whether more are waiting.
-    async fn ship_tenant(&self, tenant: &str) -> Result<bool> {
+    /// Ship one batch of one tenant's changes.
+    async fn ship_tenant(&self, tenant: &str) -> Result<Shipped> {
         let lake = self.tenant_lake(tenant).await?;
         let mut lake = lake.lock().await;
         let started = Instant::now();
@@ -254,9 +281,24 @@ impl<S: ChangeSource> Shipper<S> {
                 self.ship_schemas(tenant, &mut *lake, shipped).await?;
                 lake.schema_epoch = Some(page.schema_epoch);
             }
-            return Ok(false);
+            return Ok(Shipped::Done);
         };
         let (first, last) = (lsn(first)?, lsn(last)?);
+        // Adaptive commits: a small batch (all there is) waits for more
+        // changes while its oldest has waited less than the most lag allowed.
+        let small = (page.changes.len() as u64) < self.config.min_commit_changes && last >= page.head_lsn;
+        if small && !self.stopping.load(Ordering::Relaxed) {
+            let waited_since = self.lag(tenant).and_then(|l| l.pending_since).unwrap_or_else(Instant::now);
+            let due = waited_since + self.config.max_lag;
+            if Instant::now() < due {
+                self.update_lag(tenant, |l| {
+                    l.pending_since.get_or_insert(waited_since);
+                    l.defer_until = Some(due);
+                });
+                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                return Ok(Shipped::Deferred);
+            }
+        }
 
         // Changes per changelog table, in order; within a table, runs of one
         // schema version. Each change's keys are read once, here.
@@ -354,11 +396,12 @@ impl<S: ChangeSource> Shipper<S> {
         self.update_lag(tenant, |l| {
             l.shipped_lsn = last;
             l.last_shipped_at = Some(SystemTime::now());
+            l.defer_until = None;
             if caught_up {
                 l.pending_since = None;
             }
         });
-        Ok(!caught_up)
+        Ok(if caught_up { Shipped::Done } else { Shipped::More })
     }
 
     /// Bring every changelog table to the schema its source table has after
@@ -494,6 +537,15 @@ impl<S: ChangeSource> Shipper<S> {
         });
     }
 
+    /// When a tenant may be shipped again: after a failure's backoff, or
+    /// when its small batch has waited long enough.
+    fn not_before(l: &Lag) -> Option<Instant> {
+        match (l.retry_at, l.defer_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn record_failure(&self, tenant: &str, err: &LakeError) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         self.update_lag(tenant, |l| {
@@ -511,12 +563,12 @@ impl<S: ChangeSource> Shipper<S> {
 
     fn retry_due(&self, tenant: &str, now: Instant) -> bool {
         let lag = lock(&self.lag);
-        lag.get(tenant).and_then(|l| l.retry_at).is_none_or(|at| at <= now)
+        lag.get(tenant).and_then(Self::not_before).is_none_or(|at| at <= now)
     }
 
     fn next_retry(&self, due: &BTreeSet<String>) -> Option<Instant> {
         let lag = lock(&self.lag);
-        due.iter().filter_map(|t| lag.get(t).and_then(|l| l.retry_at)).min()
+        due.iter().filter_map(|t| lag.get(t).and_then(Self::not_before)).min()
     }
 
     /// The lake's view of one tenant (None if the shipper has not seen it).
@@ -557,6 +609,7 @@ impl<S: ChangeSource> Shipper<S> {
         counter("tidelake_lake_commit_conflicts_total", "Iceberg commits retried after another writer committed first.", s.conflicts.load(Ordering::Relaxed));
         counter("tidelake_lake_errors_total", "Failed shipping attempts (retried).", s.errors.load(Ordering::Relaxed));
         counter("tidelake_lake_panics_total", "Shipping attempts that panicked (retried; a bug).", s.panics.load(Ordering::Relaxed));
+        counter("tidelake_lake_deferred_batches_total", "Small batches held back to make a larger commit (lake.max_lag).", s.deferred.load(Ordering::Relaxed));
         counter("tidelake_lake_lost_changes_total", "Changes trimmed from a change log before they were shipped.", s.lost.load(Ordering::Relaxed));
         let lag = lock(&self.lag);
         let mut tenants: Vec<(&String, &Lag)> = lag.iter().collect();

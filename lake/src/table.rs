@@ -60,6 +60,12 @@ pub const PROP_RELATIONS: &str = "tidelake.relations";
 /// `at`: its commit time in µs). Readers answer `AS OF` an instant with
 /// the columns of the version in force then, read from their fields.
 pub const PROP_COLUMNS: &str = "tidelake.columns";
+/// Table property: every change of the source table up to this LSN is in
+/// the table (moved by each append, in its commit).
+pub const PROP_LSN_TO: &str = "tidelake.lsn-to";
+/// Earlier metadata files a changelog table keeps (older ones are removed
+/// by the commit that drops them from the metadata log).
+pub const PREVIOUS_METADATA_FILES: usize = 10;
 pub const SUMMARY_TENANT: &str = "tidelake.tenant";
 pub const SUMMARY_LSN_FROM: &str = "tidelake.lsn-from";
 pub const SUMMARY_LSN_TO: &str = "tidelake.lsn-to";
@@ -298,6 +304,7 @@ impl ChangelogTable {
         properties.insert("write.parquet.compression-codec".into(), "zstd".into());
         // The shipper retries conflicts itself (and counts them).
         properties.insert("commit.retry.num-retries".into(), "0".into());
+        properties.extend(bounded_metadata());
         // In the tenant's directory, whatever the namespace's properties say;
         // beside a renamed table's files, never among them.
         let location = warehouse.unused_location(namespace, &format!("{base}/{}", ident.name())).await?;
@@ -470,6 +477,7 @@ impl ChangelogTable {
         ]);
         // Another writer committing in between (maintenance, another
         // client) is a conflict: retry the same files on the fresh table.
+        // The table's `tidelake.lsn-to` moves in the same commit.
         let mut delay = Duration::from_millis(50);
         for attempt in 1.. {
             let tx = Transaction::new(&self.table);
@@ -478,8 +486,10 @@ impl ChangelogTable {
                 .add_data_files(files.clone())
                 .set_snapshot_properties(summary.clone())
                 .apply(tx)?;
+            let tx = tx.update_table_properties().set(PROP_LSN_TO.to_owned(), lsn_to.to_string()).apply(tx)?;
             match tx.commit(warehouse.catalog()).await {
                 Ok(table) => {
+                    warehouse.remove_unlogged_metadata(&self.table, &table).await;
                     self.table = table;
                     break;
                 }
@@ -705,10 +715,15 @@ fn parse_field_ids(text: &str) -> Result<BTreeMap<i32, i32>> {
 }
 
 /// The LSN through which the table holds every change of its source table:
-/// `tidelake.lsn-to` of the newest of our commits in the current snapshot's
-/// ancestry (commits by other writers carry none).
+/// the table's `tidelake.lsn-to` property, which every append moves in its
+/// own commit; for tables written before it, `tidelake.lsn-to` of the
+/// newest of our commits in the current snapshot's ancestry (commits by
+/// other writers carry none).
 pub fn shipped_through(table: &Table) -> u64 {
     let metadata = table.metadata();
+    if let Some(lsn) = metadata.properties().get(PROP_LSN_TO).and_then(|v| v.parse().ok()) {
+        return lsn;
+    }
     let mut snapshot = metadata.current_snapshot().cloned();
     while let Some(s) = snapshot {
         if let Some(lsn) = s.summary().additional_properties.get(SUMMARY_LSN_TO)
@@ -719,6 +734,15 @@ pub fn shipped_through(table: &Table) -> u64 {
         snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id)).cloned();
     }
     0
+}
+
+/// The table properties that keep its metadata from growing with its
+/// commits: old metadata files removed after each commit.
+pub fn bounded_metadata() -> HashMap<String, String> {
+    HashMap::from([
+        (catalog::warehouse::PROP_DELETE_AFTER_COMMIT.to_owned(), "true".to_owned()),
+        (catalog::warehouse::PROP_PREVIOUS_VERSIONS_MAX.to_owned(), PREVIOUS_METADATA_FILES.to_string()),
+    ])
 }
 
 /// The partition value of a change: days or hours since the epoch of its commit time.

@@ -57,7 +57,13 @@ impl Server {
     /// Start `tidelake serve` on a free port with `data_dir` and extra flags,
     /// and wait until it reports ready.
     pub async fn start(data_dir: &Path, args: &[&str]) -> Server {
-        Self::start_binary(&binary(), data_dir, args).await
+        // Every change committed to the lake within the flush interval,
+        // unless the test is about adaptive commits.
+        let mut args = args.to_vec();
+        if !args.contains(&"--lake-max-lag") {
+            args.extend(["--lake-max-lag", "0s"]);
+        }
+        Self::start_binary(&binary(), data_dir, &args).await
     }
 
     /// `start`, with another build of `tidelake` (a benchmark's earlier release).

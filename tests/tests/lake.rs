@@ -28,7 +28,7 @@ async fn change_log(c: &Client, tenant: &str) -> Vec<Value> {
 }
 
 /// PyIceberg's view of the lake (`tests/python/lake_read.py`).
-async fn read_lake(server: &Server, args: &[&str]) -> Value {
+pub(crate) async fn read_lake(server: &Server, args: &[&str]) -> Value {
     let url = format!("{}/catalog", server.base);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -46,7 +46,7 @@ fn lsns(rows: &Value) -> Vec<u64> {
 
 /// Rebuild a table's state from its changelog rows (in LSN order, up to
 /// `upto`): latest change per key, deletes dropped, truncates clearing all.
-fn state_from_changelog(rows: &Value, key: &str, upto: u64) -> BTreeMap<String, Value> {
+pub(crate) fn state_from_changelog(rows: &Value, key: &str, upto: u64) -> BTreeMap<String, Value> {
     let mut state = BTreeMap::new();
     for row in rows.as_array().unwrap() {
         if row["_lsn"].as_u64().unwrap() > upto {
@@ -208,7 +208,7 @@ async fn pyiceberg_reads_every_tenant_as_postgres_had_it() {
 }
 
 /// Each tenant's lake, as LSN lists per table, must equal its change log.
-async fn assert_exactly_the_log(c: &Client, server: &Server, tenant: &str) -> Value {
+pub(crate) async fn assert_exactly_the_log(c: &Client, server: &Server, tenant: &str) -> Value {
     let head = c.wait_shipped(tenant).await;
     let log = change_log(c, tenant).await;
     assert_eq!(log.iter().map(|ch| ch["lsn"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=head).collect::<Vec<_>>());
@@ -441,7 +441,7 @@ async fn the_lake_ships_to_s3() {
 }
 
 #[tokio::test]
-async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
+async fn another_writer_committing_alongside_the_shipper_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "50ms"]).await;
     let c = server.client();
@@ -450,8 +450,37 @@ async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
     c.exec(t, "INSERT INTO ticks DEFAULT VALUES").await;
     c.wait_shipped(t).await;
 
-    // The writer stops between statements: aborting it could drop a request
-    // the server still commits after the head was read.
+    let url = format!("{}/catalog", server.base);
+    let foreign = |seconds: &'static str| {
+        let url = url.clone();
+        async move {
+            let seen = tokio::task::spawn_blocking(move || {
+                run_python("lake_foreign_appends.py", &[&url, "busy.ticks", seconds])
+            })
+            .await
+            .unwrap();
+            seen["appended"].as_u64().unwrap()
+        }
+    };
+    let mut external = 0;
+
+    // While the tenant is quiet the other writer commits unopposed; the
+    // shipper's next commit starts from a table it read before: it goes on
+    // from the other writer's snapshot, keeping its rows.
+    for _ in 0..2 {
+        let appended = foreign("0.3").await;
+        assert!(appended > 0, "the other writer appended nothing while the shipper was idle");
+        external += appended;
+        c.exec(t, "INSERT INTO ticks DEFAULT VALUES").await;
+        c.wait_shipped(t).await;
+    }
+
+    // Then both write at once: whoever loses a race between reading the
+    // table and committing retries (iceberg-rust re-reads the table before
+    // each commit, so the window is narrow and a busy machine may never hit
+    // it: the lake maintenance tests meet conflicts deterministically), and
+    // nothing is lost. The writer stops between statements: aborting it could drop a request the
+    // server still commits after the head was read.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let c = c.clone();
@@ -463,36 +492,9 @@ async fn commit_conflicts_with_another_writer_are_retried_without_loss() {
             }
         })
     };
-    let conflicts = |metrics: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("tidelake_lake_commit_conflicts_total "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    // Another writer appends to the same table until the shipper has had to
-    // retry (each run appends for a few seconds).
-    let url = format!("{}/catalog", server.base);
-    let mut external = 0;
-    // A conflict needs the two commits to interleave, which a busy machine
-    // makes rarer: keep going (each round is a few seconds) until one has.
-    for _ in 0..30 {
-        let url = url.clone();
-        let seen = tokio::task::spawn_blocking(move || {
-            run_python("lake_foreign_appends.py", &[&url, "busy.ticks", "4"])
-        })
-        .await
-        .unwrap();
-        external += seen["appended"].as_u64().unwrap();
-        let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if conflicts(&metrics) > 0 {
-            break;
-        }
-    }
+    external += foreign("3").await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(conflicts(&metrics) > 0, "the shipper never met a conflicting commit");
     let lake = assert_exactly_the_log(&c, &server, t).await;
     let foreign = lake["tables"]["busy.ticks"]["rows"]
         .as_array()

@@ -10,6 +10,7 @@ mod fuzz;
 mod history;
 mod hostile;
 mod lake;
+mod maintenance;
 mod query;
 mod lifecycle;
 mod oracle;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tidelake_tests::{Client, Server};
 
 /// The tenant's clock now, as a timestamptz literal, after its last commit.
-async fn instant(c: &Client, tenant: &str) -> String {
+pub(crate) async fn instant(c: &Client, tenant: &str) -> String {
     let rows = c
         .rows(
             tenant,
@@ -26,7 +26,7 @@ async fn items(c: &Client, tenant: &str) -> Vec<Value> {
 }
 
 /// `POST /sql`, which must succeed; returns the rows.
-async fn sql(c: &Client, query: &str) -> Vec<Value> {
+pub(crate) async fn sql(c: &Client, query: &str) -> Vec<Value> {
     let (status, body) = c.post("/sql", &json!({ "sql": query })).await;
     assert_eq!(status, StatusCode::OK, "{query}: {body}");
     assert_eq!(body["rowCount"].as_u64().unwrap() as usize, body["rows"].as_array().unwrap().len());

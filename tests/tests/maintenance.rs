@@ -1,0 +1,294 @@
+//! Lake maintenance: compaction, snapshot expiry, bounded metadata, orphan
+//! removal and adaptive commits, through the real binary — the server's
+//! background policy and `tidelake lake maintain` — with PyIceberg reading
+//! what they leave.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidelake_tests::{Client, Server, binary, eventually};
+
+use crate::lake::{assert_exactly_the_log, state_from_changelog};
+use crate::query::{instant, sql};
+
+/// Files below `dir` whose names end with `suffix`.
+fn files(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+/// `tidelake lake maintain --json` over `data_dir`: its reports, or its exit
+/// status when it did not finish.
+fn maintain(data_dir: &Path, tenant: &str, extra: &[&str], crash_at: Option<&str>) -> Result<Vec<Value>, String> {
+    let mut command = Command::new(binary());
+    command
+        .args(["lake", "maintain", "--json", "--tenant", tenant, "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("TIDELAKE_CONFIG")
+        .env_remove("TIDELAKE_CRASH_AT");
+    if let Some(step) = crash_at {
+        command.env("TIDELAKE_CRASH_AT", step);
+    }
+    let out = command.output().expect("run tidelake lake maintain");
+    if !out.status.success() {
+        return Err(format!("{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+/// A small deterministic generator (xorshift), for the workload.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `rounds` small transactions on `acc` (inserts, updates, deletes), each
+/// its own lake commit; the instants recorded every ten.
+async fn workload(c: &Client, t: &str, rng: &mut Rng, next_id: &mut u64, rounds: usize, instants: &mut Vec<String>) {
+    for round in 0..rounds {
+        let sql = match rng.below(4) {
+            0 | 1 => {
+                *next_id += 1;
+                format!("INSERT INTO acc (id, owner, balance) VALUES ({next_id}, 'owner {}', {}.25)", rng.below(50), rng.below(10_000))
+            }
+            2 => format!("UPDATE acc SET balance = balance + {} WHERE id = {}", rng.below(100), 1 + rng.below((*next_id).max(1))),
+            _ => format!("DELETE FROM acc WHERE id = {}", 1 + rng.below((*next_id).max(1))),
+        };
+        c.exec(t, &sql).await;
+        // Longer than the flush interval: each transaction its own commit.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if round % 10 == 9 {
+            instants.push(instant(c, t).await);
+        }
+    }
+}
+
+/// What a user reads of `acc` through the query service: its state at each
+/// instant, its changes up to `upto`, a diff and growth.
+async fn answers(c: &Client, t: &str, instants: &[String], upto: u64) -> Vec<Vec<Value>> {
+    let mut all = Vec::new();
+    for at in instants {
+        all.push(sql(c, &format!("SELECT * FROM {t}.acc FOR SYSTEM_TIME AS OF '{at}' ORDER BY id")).await);
+    }
+    all.push(sql(c, &format!("SELECT _op, _lsn, id, balance FROM {t}.\"acc$changes\" WHERE _lsn <= {upto} ORDER BY _lsn")).await);
+    let (first, last) = (&instants[0], &instants[instants.len() - 1]);
+    all.push(sql(c, &format!("SELECT * FROM table_diff('{t}.acc', '{first}', '{last}') ORDER BY id")).await);
+    all.push(sql(c, &format!("SELECT * FROM growth('{t}.acc', '{first}', '{last}', '1 minute')")).await);
+    all
+}
+
+/// The `tidelake_lake_table_*` gauge of one table, from `/metrics`.
+async fn gauge(c: &Client, name: &str, tenant: &str, table: &str) -> Option<u64> {
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name}{{tenant=\"{tenant}\",table=\"{table}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+}
+
+async fn counter(c: &Client, name: &str) -> u64 {
+    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A table of a few hundred one-transaction commits, with a schema change
+/// half way, is compacted while the shipper keeps committing to it: every
+/// answer — `AS OF` each instant, its changes, a diff, growth — is the same
+/// after as before, every change is in the lake exactly once, PyIceberg
+/// reads the compacted table equal to the change log, and what is left is
+/// a few files, one snapshot and a bounded metadata directory.
+#[tokio::test]
+async fn maintenance_keeps_every_answer_and_bounds_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &["--lake-flush-interval", "20ms", "--lake-maintenance-interval", "off"],
+    )
+    .await;
+    let c = server.client();
+    let t = "tidy";
+    c.exec(t, "CREATE TABLE acc (id int PRIMARY KEY, owner text, balance numeric(12,2))").await;
+    let (mut rng, mut next_id, mut instants) = (Rng(566_363), 0, Vec::new());
+    workload(&c, t, &mut rng, &mut next_id, 80, &mut instants).await;
+    c.exec(t, "ALTER TABLE acc ADD COLUMN tier text DEFAULT 'basic'").await;
+    workload(&c, t, &mut rng, &mut next_id, 80, &mut instants).await;
+    let head = c.wait_shipped(t).await;
+    let before = answers(&c, t, &instants, head).await;
+    let table_dir = data.join("warehouse").join(t).join("acc");
+    let parquet_before = files(&table_dir.join("data"), ".parquet").len();
+    assert!(parquet_before >= 50, "the workload made {parquet_before} commits' files");
+
+    // Maintenance while the tenant goes on writing to the same table.
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for id in 0..60 {
+                c.exec(t, &format!("INSERT INTO acc (id, owner, balance) VALUES ({}, 'late', 1)", 100_000 + id)).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let reports = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            maintain(&data, t, &["--lake-snapshot-retention", "0s", "--lake-orphan-age", "1h"], None)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    writer.await.unwrap();
+    let acc = reports.iter().find(|r| r["table"] == "acc").expect("acc maintained");
+    // (Two partitions if the test runs across midnight UTC.)
+    assert!(acc["compactedFiles"].as_u64().unwrap() >= parquet_before as u64 / 2, "{acc}");
+    assert!(acc["expiredSnapshots"].as_u64().unwrap() >= parquet_before as u64, "{acc}");
+    assert!(acc["removedFiles"].as_u64().unwrap() >= parquet_before as u64, "{acc}");
+
+    // The same answers; every change once, as PyIceberg reads it.
+    assert_eq!(answers(&c, t, &instants, head).await, before, "answers changed by maintenance");
+    let lake = assert_exactly_the_log(&c, &server, t).await;
+    let rows = &lake["tables"]["tidy.acc"]["rows"];
+    let state = state_from_changelog(rows, "id", u64::MAX);
+    let now = sql(&c, "SELECT id, owner, balance, tier FROM tidy.acc ORDER BY id").await;
+    assert_eq!(state.len(), now.len());
+    for row in &now {
+        let id = row["id"].to_string();
+        assert_eq!(state[&id]["balance"], row["balance"], "id {id}");
+        assert_eq!(state[&id]["tier"], row["tier"], "id {id}");
+    }
+    // And again with the late writes shipped and a second run: a bounded lake.
+    let reports = maintain(&data, t, &["--lake-snapshot-retention", "0s", "--lake-orphan-age", "1h"], None).unwrap();
+    let acc = reports.iter().find(|r| r["table"] == "acc").unwrap();
+    let stats = &acc["stats"];
+    assert!(stats["dataFiles"].as_u64().unwrap() <= 2, "{acc}");
+    assert_eq!(stats["manifests"], 1, "{acc}");
+    assert_eq!(stats["snapshots"], 1, "{acc}");
+    let metadata_files = files(&table_dir.join("metadata"), ".metadata.json").len();
+    assert!(metadata_files <= 11, "{metadata_files} metadata files kept");
+    assert_eq!(files(&table_dir.join("data"), ".parquet").len() as u64, stats["dataFiles"].as_u64().unwrap());
+    assert_eq!(answers(&c, t, &instants, head).await, before);
+}
+
+/// Small transactions wait to make larger commits while the most lag
+/// allowed permits — and still reach the lake within it; the server's
+/// background maintenance then compacts and reports each table's files,
+/// snapshots and metadata size in `health` and `/metrics`.
+#[tokio::test]
+async fn adaptive_commits_and_background_maintenance() {
+    let dir = tempfile::tempdir().unwrap();
+    // Compact as soon as a partition has two small files.
+    let config = dir.path().join("tidelake.toml");
+    std::fs::write(&config, "[lake]\nmin_compact_files = 2\n").unwrap();
+    let config = config.display().to_string();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--config", &config,
+            "--lake-flush-interval", "20ms",
+            "--lake-max-lag", "2s",
+            "--lake-maintenance-interval", "1s",
+            "--lake-snapshot-retention", "0s",
+            "--lake-orphan-age", "1h",
+        ],
+    )
+    .await;
+    let c = server.client();
+    let t = "steady";
+    c.exec(t, "CREATE TABLE ev (id serial PRIMARY KEY, v int)").await;
+    let commits_before = counter(&c, "tidelake_lake_commits_total").await;
+    let started = std::time::Instant::now();
+    for v in 0..120 {
+        c.exec(t, &format!("INSERT INTO ev (v) VALUES ({v})")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let writing = started.elapsed();
+    c.wait_shipped(t).await;
+    let commits = counter(&c, "tidelake_lake_commits_total").await - commits_before;
+    // One commit per 2 s of writing (and the last batch), not one per transaction.
+    let most = writing.as_secs() / 2 + 3;
+    assert!(commits <= most, "{commits} commits for 120 transactions over {writing:?}");
+    assert!(counter(&c, "tidelake_lake_deferred_batches_total").await > 0);
+    let rows = sql(&c, &format!("SELECT count(*) AS n, sum(v) AS s FROM {t}.ev")).await;
+    assert_eq!(rows[0], json!({"n": 120, "s": (0..120).sum::<i64>()}));
+
+    // The background policy: a handful of files become one, in health and metrics.
+    for v in 120..140 {
+        c.exec(t, &format!("INSERT INTO ev (v) VALUES ({v})")).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    c.wait_shipped(t).await;
+    let compacted = eventually(Duration::from_secs(60), || async {
+        let (_, health) = c.get(&format!("/t/{t}/health")).await;
+        let ev = &health["tenant"]["lake"]["tables"]["ev"];
+        ev["dataFiles"] == 1 && ev["snapshots"] == 1 && ev["records"] == 140
+    })
+    .await;
+    let (_, health) = c.get(&format!("/t/{t}/health")).await;
+    assert!(compacted, "never compacted: {}", health["tenant"]["lake"]);
+    let ev = &health["tenant"]["lake"]["tables"]["ev"];
+    assert!(ev["metadataBytes"].as_u64().unwrap() > 0, "{ev}");
+    assert_eq!(gauge(&c, "tidelake_lake_table_data_files", t, "ev").await, Some(1));
+    assert_eq!(gauge(&c, "tidelake_lake_table_snapshots", t, "ev").await, Some(1));
+    assert!(gauge(&c, "tidelake_lake_table_metadata_bytes", t, "ev").await.unwrap() > 0);
+    assert!(counter(&c, "tidelake_lake_compacted_files_total").await >= 2);
+    let rows = sql(&c, &format!("SELECT count(*) AS n, sum(v) AS s FROM {t}.ev")).await;
+    assert_eq!(rows[0], json!({"n": 140, "s": (0..140).sum::<i64>()}));
+    assert_exactly_the_log(&c, &server, t).await;
+}
+
+/// `tidelake lake maintain` killed at each step — with its new files
+/// written but not committed, right after its replace commit, right after
+/// its expiry commit — leaves the table readable with every answer and
+/// every change exactly once; the next run finishes the work and removes
+/// what the crashed ones left behind.
+#[tokio::test]
+async fn a_crash_at_each_maintenance_step_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--lake-flush-interval", "20ms", "--lake-maintenance-interval", "off"]).await;
+    let c = server.client();
+    let t = "crashy";
+    c.exec(t, "CREATE TABLE acc (id int PRIMARY KEY, owner text, balance numeric(12,2))").await;
+    let (mut rng, mut next_id, mut instants) = (Rng(7), 0, Vec::new());
+    let retention = ["--lake-snapshot-retention", "0s", "--lake-orphan-age", "0s"];
+    for step in ["compaction-written", "compaction-committed", "expiry-committed"] {
+        workload(&c, t, &mut rng, &mut next_id, 30, &mut instants).await;
+        let head = c.wait_shipped(t).await;
+        let before = answers(&c, t, &instants, head).await;
+        let crashed = maintain(&data, t, &retention, Some(step));
+        let status = crashed.expect_err("the run was to crash");
+        assert!(status.contains(&format!("crashing at {step}")), "{step}: {status}");
+        assert_eq!(answers(&c, t, &instants, head).await, before, "after a crash at {step}");
+        assert_exactly_the_log(&c, &server, t).await;
+    }
+    let head = c.wait_shipped(t).await;
+    let before = answers(&c, t, &instants, head).await;
+    let reports = maintain(&data, t, &retention, None).unwrap();
+    let acc = reports.iter().find(|r| r["table"] == "acc").unwrap();
+    let table_dir = data.join("warehouse").join(t).join("acc");
+    // Nothing left behind: every data file on disk is the table's.
+    assert_eq!(files(&table_dir.join("data"), ".parquet").len() as u64, acc["stats"]["dataFiles"].as_u64().unwrap(), "{acc}");
+    assert_eq!(acc["stats"]["snapshots"], 1, "{acc}");
+    assert_eq!(answers(&c, t, &instants, head).await, before);
+    assert_exactly_the_log(&c, &server, t).await;
+    // The shipper goes on after all of it.
+    c.exec(t, "INSERT INTO acc (id, owner, balance) VALUES (999999, 'after', 1)").await;
+    assert_exactly_the_log(&c, &server, t).await;
+}
