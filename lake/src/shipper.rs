@@ -743,7 +743,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tidelake-shipper-{}-{nanos}", std::process::id()));
         let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
         let source = Arc::new(FlakySource { reads: AtomicU32::new(0) });
-        let shipper = Shipper::new(source, warehouse.clone(), ShipperConfig::default());
+        // Every batch commits at once (no adaptive wait).
+        let config = ShipperConfig { max_lag: Duration::ZERO, ..ShipperConfig::default() };
+        let shipper = Shipper::new(source, warehouse.clone(), config);
         let round = || BTreeSet::from(["acme".to_owned()]);
         let metrics = || {
             let mut out = String::new();
