@@ -81,6 +81,7 @@ pub struct LakeSection {
     pub max_manifests: Option<usize>,
     pub snapshot_retention: Option<String>,
     pub orphan_age: Option<String>,
+    pub checkpoint_changes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +241,9 @@ pub struct Overrides {
     /// Remove files no lake table references once they are this old [default: 24h].
     #[arg(long, env = "TIDELAKE_LAKE_ORPHAN_AGE")]
     pub lake_orphan_age: Option<String>,
+    /// Checkpoint a lake table's state once it has taken this many changes since its last checkpoint (and at least that one's rows), or `off` [default: 100000].
+    #[arg(long, env = "TIDELAKE_LAKE_CHECKPOINT_CHANGES")]
+    pub lake_checkpoint_changes: Option<String>,
     /// Where base backups and cold tenants go: file:///PATH or s3://bucket/prefix [default: archive/ in the data dir].
     #[arg(long, env = "TIDELAKE_ARCHIVE")]
     pub archive: Option<String>,
@@ -451,6 +455,14 @@ impl Settings {
         }
         if let Some(text) = overrides.lake_orphan_age.or(l.orphan_age) {
             maintenance.orphan_age = duration("lake.orphan_age", &text)?;
+        }
+        if let Some(text) = overrides.lake_checkpoint_changes.or(l.checkpoint_changes) {
+            maintenance.checkpoint_changes = match text.as_str() {
+                "off" => None,
+                n => Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    anyhow::anyhow!("lake.checkpoint_changes: {n:?} is not a positive number of changes or `off`")
+                })?),
+            };
         }
         let lake_on = overrides.lake.or(l.enabled).unwrap_or(true);
         anyhow::ensure!(

@@ -307,6 +307,23 @@ impl Warehouse {
         Ok((location, metadata))
     }
 
+    /// [`Warehouse::commit`] for a writer holding the table: the table as
+    /// committed.
+    pub async fn commit_table(
+        &self,
+        table: &Table,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> Result<Table, CatalogError> {
+        let (location, metadata) = self.commit(table.identifier(), requirements, updates).await?;
+        Ok(Table::builder()
+            .identifier(table.identifier().clone())
+            .metadata(metadata)
+            .metadata_location(location)
+            .file_io(table.file_io().clone())
+            .build()?)
+    }
+
     /// After a commit made through the catalog directly (iceberg-rust's own
     /// transactions): remove the metadata files `before` logged that
     /// `after` no longer does, if the table asks for it. A file another

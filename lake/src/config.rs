@@ -70,6 +70,10 @@ pub struct MaintenanceConfig {
     /// Unreferenced files younger than this are left alone: a commit in
     /// flight writes its files before it references them.
     pub orphan_age: Duration,
+    /// Take a state checkpoint of a table once it has this many changes
+    /// since its last one (and at least as many as that one's rows); None:
+    /// no checkpoints.
+    pub checkpoint_changes: Option<u64>,
 }
 
 impl Default for MaintenanceConfig {
@@ -81,6 +85,7 @@ impl Default for MaintenanceConfig {
             max_manifests: 16,
             snapshot_retention: Duration::from_secs(3600),
             orphan_age: Duration::from_secs(24 * 3600),
+            checkpoint_changes: Some(100_000),
         }
     }
 }

@@ -37,6 +37,9 @@ async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
     }
     let mut tables = Vec::new();
     for ident in catalog.list_tables(&namespace).await? {
+        if crate::checkpoint::is_checkpoint_table(ident.name()) {
+            continue;
+        }
         let table = catalog.load_table(&ident).await?;
         if table.metadata().current_snapshot().is_some() {
             tables.push(table);

@@ -8,6 +8,7 @@
 //! Must not know HTTP routing or PGlite internals: it sees changes and
 //! schema versions as the change log records them, through `ChangeSource`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod history;

@@ -58,6 +58,7 @@ use iceberg::{Catalog, ErrorKind, Runtime, TableIdent, TableRequirement, TableUp
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use crate::checkpoint;
 use crate::config::MaintenanceConfig;
 use crate::error::{LakeError, Result};
 use crate::table::{self, PROP_LSN_TO, PROP_TENANT, SUMMARY_LSN_TO, SUMMARY_TENANT};
@@ -102,6 +103,8 @@ pub struct TableReport {
     /// Files removed: of expired snapshots, and orphans.
     pub removed_files: u64,
     pub removed_orphans: u64,
+    /// The checkpoint this run took, if one was due.
+    pub checkpoint: Option<checkpoint::Checkpoint>,
     pub stats: TableStats,
 }
 
@@ -244,7 +247,7 @@ fn label(value: &str) -> String {
 
 /// A fault-injection point for the crash tests: the process aborts here
 /// when `TIDELAKE_CRASH_AT` names it (as `kill -9` would).
-fn crash_point(name: &str) {
+pub(crate) fn crash_point(name: &str) {
     if std::env::var("TIDELAKE_CRASH_AT").is_ok_and(|at| at == name) {
         eprintln!("tidelake: crashing at {name} (TIDELAKE_CRASH_AT)");
         std::process::abort();
@@ -286,8 +289,20 @@ pub async fn maintain_table(
     }
     let tenant = table.metadata().properties().get(PROP_TENANT).cloned().unwrap_or_default();
     let mut report = TableReport { tenant, table: ident.name().to_owned(), ..TableReport::default() };
+    // A checkpoint table keeps every snapshot (each is a checkpoint): only
+    // what an interrupted checkpoint left behind goes.
+    if table.metadata().properties().contains_key(checkpoint::PROP_CHECKPOINT_OF) {
+        let reachable = reachable_files(&table).await?;
+        let listed = remove_orphans(warehouse, &table, &reachable, config, &mut report).await?;
+        report.stats = table_stats(&table, Some(&listed)).await?;
+        return Ok(Some(report));
+    }
     let table = ensure_properties(warehouse, table).await?;
     let table = compact(warehouse, table, config, &mut report, stats).await?;
+    if let Some(every) = config.checkpoint_changes {
+        let records = table_stats(&table, None).await?.records;
+        report.checkpoint = checkpoint::maybe_checkpoint(warehouse, &table, records, every).await?;
+    }
     let (table, expired) = expire(warehouse, table, config, &mut report).await?;
     let reachable = reachable_files(&table).await?;
     remove_expired(&table, &expired, &reachable, &mut report).await?;
@@ -761,7 +776,7 @@ pub async fn table_stats(table: &Table, listed: Option<&[catalog::ListedFile]>) 
 }
 
 /// A snapshot id no snapshot of the table has (positive, as Iceberg's).
-fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
+pub(crate) fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
     loop {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
         let mixed = (nanos as u64 ^ std::process::id() as u64 ^ (nanos >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -772,7 +787,7 @@ fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
     }
 }
 
-fn unique_name() -> String {
+pub(crate) fn unique_name() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("{nanos:x}-{:x}", std::process::id())
 }

@@ -137,8 +137,9 @@ pub struct ColumnsSince {
     pub lsn: u64,
     pub at: i64,
     pub columns: Vec<ColumnThen>,
-    /// The primary key's columns (names then).
+    /// The primary key's columns (names then), and their field ids.
     pub key: Vec<String>,
+    pub key_ids: Vec<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,9 +195,10 @@ pub fn columns_history(table: &Table) -> Vec<ColumnsSince> {
                     type_now: read.unwrap_or(newest).field_type.to_string(),
                 });
             }
-            let key =
-                entry["key"].as_array().into_iter().flatten().filter_map(|id| names.get(&id.as_i64()?).cloned()).collect();
-            ColumnsSince { lsn: entry["lsn"].as_u64().unwrap_or(0), at: entry["at"].as_i64().unwrap_or(0), columns, key }
+            let key_ids: Vec<i64> = entry["key"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+            let key = key_ids.iter().filter_map(|id| names.get(id).cloned()).collect();
+            let key_ids = key_ids.iter().map(|id| *id as i32).collect();
+            ColumnsSince { lsn: entry["lsn"].as_u64().unwrap_or(0), at: entry["at"].as_i64().unwrap_or(0), columns, key, key_ids }
         })
         .collect()
 }

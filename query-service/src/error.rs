@@ -132,3 +132,9 @@ impl IntoResponse for QueryError {
         (self.status(), Json(body)).into_response()
     }
 }
+
+impl From<lake::LakeError> for QueryError {
+    fn from(err: lake::LakeError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}

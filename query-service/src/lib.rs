@@ -22,6 +22,7 @@ pub mod limits;
 pub mod rewrite;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use catalog::Warehouse;
@@ -45,7 +46,7 @@ pub use error::QueryError;
 use futures::StreamExt;
 pub use limits::{Deadline, Limits};
 use limits::ResultBudget;
-use rewrite::{Loaded, TableShape};
+use rewrite::{CheckpointShape, Loaded, TableShape};
 
 /// The changelog columns every changelog table ends with.
 const CHANGELOG_COLUMNS: [&str; 4] = ["_op", "_lsn", "_xid", "_commit_ts"];
@@ -187,32 +188,43 @@ impl QueryService {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         ctx.register_catalog(CATALOG, catalog.clone());
         let mut loaded = Loaded::default();
+        let mut checkpoint_tables = HashMap::new();
         for table in &needs.all_tenants {
             let tenants = self.tenants_with(table).await?;
             for tenant in &tenants {
-                self.register(&catalog, &mut loaded, tenant, table).await?;
+                self.register(&catalog, &mut loaded, &mut checkpoint_tables, tenant, table).await?;
             }
             loaded.all_tenants.insert(table.clone(), tenants);
         }
         for (tenant, table) in &needs.tables {
-            if !self.register(&catalog, &mut loaded, tenant, table).await? {
+            if !self.register(&catalog, &mut loaded, &mut checkpoint_tables, tenant, table).await? {
                 return Err(QueryError::NotFound(format!(
                     "no lake table {tenant}.{table} (is the tenant's table shipped yet?)"
                 )));
             }
         }
         rewrite::rewrite(&mut statement, &loaded)?;
+        // The checkpoints the rewritten query starts its states from.
+        for ((tenant, name, lsn), snapshot) in loaded.checkpoints_read.take() {
+            let Some(table) = checkpoint_tables.get(&(tenant.clone(), name.clone())) else { continue };
+            let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot).await?;
+            if let Some(schema) = catalog.schema(&tenant) {
+                schema.register_table(format!("{name}$checkpoint@{lsn}"), Arc::new(provider))?;
+            }
+        }
 
         let plan = ctx.state().statement_to_plan(DFStatement::Statement(Box::new(statement))).await?;
         Ok(Prepared { ctx, plan })
     }
 
-    /// Load one lake table and register its changelog and snapshots.
+    /// Load one lake table and register its changelog and snapshots; its
+    /// checkpoint table, if it has one, goes to `checkpoint_tables`.
     /// Returns false if it does not exist.
     async fn register(
         &self,
         catalog: &Arc<MemoryCatalogProvider>,
         loaded: &mut Loaded,
+        checkpoint_tables: &mut HashMap<(String, String), Table>,
         tenant: &str,
         name: &str,
     ) -> Result<bool, QueryError> {
@@ -245,7 +257,12 @@ impl QueryService {
         };
         schema.register_table(format!("{name}$changes"), Arc::new(changes))?;
         schema.register_table(format!("{name}$snapshots"), Arc::new(snapshots_table(&table)?))?;
-        loaded.tables.insert(key, shape(&table));
+        let mut shape = shape(&table);
+        if let Some(checkpoints) = lake::checkpoint::load(&self.warehouse, &ident).await? {
+            shape.checkpoints = checkpoint_shapes(&checkpoints);
+            checkpoint_tables.insert(key.clone(), checkpoints);
+        }
+        loaded.tables.insert(key, shape);
         Ok(true)
     }
 
@@ -255,6 +272,9 @@ impl QueryService {
         let mut tables = Vec::new();
         for namespace in catalog.list_namespaces(None).await? {
             for ident in catalog.list_tables(&namespace).await? {
+                if lake::checkpoint::is_checkpoint_table(ident.name()) {
+                    continue;
+                }
                 tables.push((namespace.join("."), ident.name().to_owned()));
             }
         }
@@ -309,7 +329,31 @@ fn shape(table: &Table) -> TableShape {
                 .collect()
         })
         .unwrap_or_default();
-    TableShape { columns, primary_key, relations, versions }
+    let fields = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| (f.id, f.name.clone(), f.field_type.to_string()))
+        .collect();
+    TableShape { columns, primary_key, relations, versions, fields, checkpoints: Vec::new() }
+}
+
+/// The checkpoints of a checkpoint table, each with the fields of its snapshot's schema.
+fn checkpoint_shapes(table: &Table) -> Vec<CheckpointShape> {
+    lake::checkpoint::checkpoints(table)
+        .into_iter()
+        .filter_map(|c| {
+            let snapshot = table.metadata().snapshot_by_id(c.snapshot_id)?;
+            let schema = snapshot.schema(table.metadata()).ok()?;
+            let fields = schema
+                .as_struct()
+                .fields()
+                .iter()
+                .map(|f| (f.id, (f.name.clone(), f.field_type.to_string())))
+                .collect();
+            Some(CheckpointShape { lsn: c.lsn, at: c.at, key: c.key, snapshot_id: c.snapshot_id, fields })
+        })
+        .collect()
 }
 
 /// A table's Iceberg snapshots, oldest first, with the LSN range each added.

@@ -57,9 +57,47 @@ pub struct TableShape {
     /// The columns of each schema version, oldest first (empty: the table
     /// records none, and has its current columns at every instant).
     pub versions: Vec<ColumnsSince>,
+    /// The changelog's fields as its scans read them: (field id, name,
+    /// Iceberg type), in order.
+    pub fields: Vec<(i32, String, String)>,
+    /// The table's state checkpoints, oldest first.
+    pub checkpoints: Vec<CheckpointShape>,
+}
+
+/// A state checkpoint a state read may start from (`lake::checkpoint`).
+#[derive(Debug, Clone)]
+pub struct CheckpointShape {
+    pub lsn: u64,
+    /// The commit time of its newest change (µs).
+    pub at: i64,
+    pub key: Vec<i32>,
+    pub snapshot_id: i64,
+    /// Its fields: field id → (name, Iceberg type).
+    pub fields: BTreeMap<i32, (String, String)>,
 }
 
 impl TableShape {
+    /// The newest checkpoint a state at `bound` can start from: at or
+    /// before a literal bound, keyed as the state is then.
+    fn checkpoint_for(&self, bound: &Bound) -> Option<&CheckpointShape> {
+        let key = match bound.literal() {
+            None if !matches!(bound, Bound::Now) => return None,
+            None => self.versions.last(),
+            Some(Point::Lsn(lsn)) => self.versions.iter().rev().find(|v| v.lsn <= lsn),
+            Some(Point::Micros(at)) => self.versions.iter().rev().find(|v| v.at <= at),
+        }
+        .or(self.versions.first())
+        .map(|v| &v.key_ids)?;
+        self.checkpoints.iter().rev().find(|c| {
+            &c.key == key
+                && match bound.literal() {
+                    None => true,
+                    Some(Point::Lsn(lsn)) => c.lsn <= lsn,
+                    Some(Point::Micros(at)) => c.at <= at,
+                }
+        })
+    }
+
     /// The columns the state has at `bound` — (select expression over
     /// `"__c"`, name) — and its key (names), as of the schema version in
     /// force then. Bounds that are expressions (not literals) take the
@@ -131,13 +169,21 @@ enum Point {
 pub struct Loaded {
     pub tables: BTreeMap<(String, String), TableShape>,
     pub all_tenants: BTreeMap<String, Vec<String>>,
+    /// Checkpoints the rewritten query reads: (tenant, table, checkpoint
+    /// LSN) → its snapshot, to be registered as `<table>$checkpoint@<lsn>`.
+    pub checkpoints_read: CheckpointsRead,
 }
+
+/// (tenant, table, checkpoint LSN) → the checkpoint's snapshot id.
+pub type CheckpointsRead = std::cell::RefCell<BTreeMap<(String, String, u64), i64>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     State,
     Changes,
     Snapshots,
+    /// A state checkpoint, as the rewrite itself reads it.
+    Checkpoint,
 }
 
 /// A lake reference in the query: `tenant.table[$kind]`.
@@ -194,6 +240,9 @@ fn reference(name: &ObjectName) -> Option<Reference> {
     let (table, kind) = match table.rsplit_once('$') {
         Some((base, "changes")) => (base.to_owned(), Kind::Changes),
         Some((base, "snapshots")) => (base.to_owned(), Kind::Snapshots),
+        Some((base, suffix)) if suffix.strip_prefix("checkpoint@").is_some_and(|n| n.parse::<u64>().is_ok()) => {
+            (base.to_owned(), Kind::Checkpoint)
+        }
         _ => (table, Kind::State),
     };
     Some(Reference { tenant, table: lake_table(table), kind })
@@ -255,6 +304,8 @@ pub fn needs(statement: &mut Statement, max_buckets: u64) -> Result<Needs, Query
                     }
                     self.0.all_tenants.insert(r.table);
                 }
+                // Registered by the rewrite that reads it.
+                Some(r) if r.kind == Kind::Checkpoint && version.is_none() => {}
                 Some(r) => {
                     self.0.tables.insert((r.tenant, r.table));
                 }
@@ -319,7 +370,7 @@ pub fn rewrite(statement: &mut Statement, loaded: &Loaded) -> Result<(), QueryEr
             let sql = match r.kind {
                 _ if r.tenant == ALL_TENANTS => all_tenants_sql(self.0, &r.table, &bound),
                 Kind::State => match self.0.tables.get(&(r.tenant.clone(), r.table.clone())) {
-                    Some(shape) => state_sql(&r.tenant, &r.table, shape, &bound, None),
+                    Some(shape) => state_sql(&r.tenant, &r.table, shape, &bound, None, Some(&self.0.checkpoints_read)),
                     None => Err(no_table(&r.tenant, &r.table)),
                 },
                 Kind::Changes => Ok(format!(
@@ -332,6 +383,10 @@ pub fn rewrite(statement: &mut Statement, loaded: &Loaded) -> Result<(), QueryEr
                     qualified(&r.tenant, &format!("{}$snapshots", r.table)),
                     bound.snapshots()
                 )),
+                Kind::Checkpoint => Err(QueryError::Sql(format!(
+                    "{}.\"{}$checkpoint@…\": a checkpoint is one instant already; AS OF does not apply",
+                    r.tenant, r.table
+                ))),
             };
             let query = match sql.and_then(|sql| parse_query(&sql)) {
                 Ok(query) => query,
@@ -474,7 +529,14 @@ fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
 /// (found by a grouped `max(_lsn)` and joined back: a hash aggregate rather
 /// than a sort of the whole history), unless it is a delete, after the
 /// latest truncate or drop.
-fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenant_column: Option<&str>) -> Result<String, QueryError> {
+fn state_sql(
+    tenant: &str,
+    table: &str,
+    shape: &TableShape,
+    bound: &Bound,
+    tenant_column: Option<&str>,
+    checkpoints_read: Option<&CheckpointsRead>,
+) -> Result<String, QueryError> {
     let (columns, key) = shape.columns_at(bound);
     if key.is_empty() {
         return Err(QueryError::Sql(format!(
@@ -496,6 +558,39 @@ fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenan
         .collect::<Result<_, _>>()?;
     let columns: Vec<String> = columns.iter().map(|(expr, name)| format!("{expr} AS {}", quote(name))).collect();
     let within = bound.changes();
+    // From the newest checkpoint the bound allows, and the changes after it.
+    let changes = match shape.checkpoint_for(bound) {
+        None => changes,
+        Some(cp) => {
+            if let Some(read) = checkpoints_read {
+                read.borrow_mut().insert((tenant.to_owned(), table.to_owned(), cp.lsn), cp.snapshot_id);
+            }
+            let from_changes: Vec<String> = shape.fields.iter().map(|(_, name, _)| quote(name)).collect();
+            let from_checkpoint: Vec<String> = shape
+                .fields
+                .iter()
+                .map(|(id, name, ty)| {
+                    let cast = |expr: String| match sql_type(ty) {
+                        Some(t) => format!("CAST({expr} AS {t})"),
+                        None => expr,
+                    };
+                    let expr = match cp.fields.get(id) {
+                        Some((then, ty_then)) if ty_then == ty => quote(then),
+                        Some((then, _)) => cast(quote(then)),
+                        None => cast("NULL".to_owned()),
+                    };
+                    format!("{expr} AS {}", quote(name))
+                })
+                .collect();
+            format!(
+                "(SELECT {} FROM {} UNION ALL SELECT {} FROM {changes} WHERE \"_lsn\" > {})",
+                from_checkpoint.join(", "),
+                qualified(tenant, &format!("{table}$checkpoint@{}", cp.lsn)),
+                from_changes.join(", "),
+                cp.lsn,
+            )
+        }
+    };
     let relation_cut = bound.relation_cut(&shape.relations);
     let select = match tenant_column {
         Some(t) => format!("'{}' AS \"tenant\", {}", t.replace('\'', "''"), columns.join(", ")),
@@ -503,8 +598,8 @@ fn state_sql(tenant: &str, table: &str, shape: &TableShape, bound: &Bound, tenan
     };
     Ok(format!(
         "SELECT {select} FROM {changes} AS \"__c\" JOIN (\
-           SELECT max(\"_lsn\") AS \"__last\" FROM {changes} WHERE ({within}) AND \"_lsn\" > greatest(\
-             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} WHERE \"_op\" IN ('truncate', 'drop') AND ({within})), {relation_cut}) \
+           SELECT max(\"_lsn\") AS \"__last\" FROM {changes} AS \"__m\" WHERE ({within}) AND \"_lsn\" > greatest(\
+             (SELECT coalesce(max(\"_lsn\"), 0) FROM {changes} AS \"__t\" WHERE \"_op\" IN ('truncate', 'drop') AND ({within})), {relation_cut}) \
            GROUP BY {key}\
          ) AS \"__latest\" ON \"__c\".\"_lsn\" = \"__latest\".\"__last\" \
          WHERE ({within}) AND \"__c\".\"_op\" <> 'delete'",
@@ -523,7 +618,7 @@ fn all_tenants_sql(loaded: &Loaded, table: &str, bound: &Bound) -> Result<String
                 .tables
                 .get(&(tenant.clone(), table.to_owned()))
                 .ok_or_else(|| no_table(tenant, table))?;
-            state_sql(tenant, table, shape, bound, Some(tenant)).map(|sql| format!("({sql})"))
+            state_sql(tenant, table, shape, bound, Some(tenant), Some(&loaded.checkpoints_read)).map(|sql| format!("({sql})"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(parts.join(" UNION ALL BY NAME "))
@@ -583,7 +678,7 @@ impl TableFn {
         match self {
             Self::Diff(call) => {
                 let shape = loaded.tables.get(&(call.tenant.clone(), call.table.clone()));
-                diff_sql(call, shape.ok_or_else(|| no_table(&call.tenant, &call.table))?)
+                diff_sql(call, shape.ok_or_else(|| no_table(&call.tenant, &call.table))?, loaded)
             }
             Self::Series(call) => call.sql(loaded),
         }
@@ -785,9 +880,9 @@ pub fn lsn(text: &str) -> Result<String, QueryError> {
 /// Rows added, removed and changed between the two states, by primary key:
 /// `change`, the key columns, and `before` / `after` (each row's values as
 /// a struct; NULL on the side where the row does not exist).
-fn diff_sql(call: &DiffCall, shape: &TableShape) -> Result<String, QueryError> {
-    let before = state_sql(&call.tenant, &call.table, shape, &call.from, None)?;
-    let after = state_sql(&call.tenant, &call.table, shape, &call.to, None)?;
+fn diff_sql(call: &DiffCall, shape: &TableShape, loaded: &Loaded) -> Result<String, QueryError> {
+    let before = state_sql(&call.tenant, &call.table, shape, &call.from, None, Some(&loaded.checkpoints_read))?;
+    let after = state_sql(&call.tenant, &call.table, shape, &call.to, None, Some(&loaded.checkpoints_read))?;
     // Each side has the columns of its instant; rows are matched by the
     // key they both have.
     let (before_columns, before_key) = shape.columns_at(&call.from);
@@ -847,6 +942,7 @@ mod tests {
             primary_key: vec!["id".into()],
             relations: vec![(1, 0), (40, 1_700_000_000_000_000)],
             versions: Vec::new(),
+            ..TableShape::default()
         };
         loaded.tables.insert(("acme".into(), "items".into()), shape);
         loaded
@@ -926,5 +1022,53 @@ mod tests {
         assert!(rewritten("SELECT * FROM table_diff('acme.items', 1)").is_err());
         let err = rewritten("SELECT * FROM table_diff('acme.items', 1, 99999999999999999999)").unwrap_err();
         assert_eq!(err.code(), "invalid_argument", "{err}");
+    }
+
+    /// A state read starts from the newest checkpoint at or before a literal
+    /// bound whose key is the key then, and reads the changes after it;
+    /// expressions and other keys read the whole history.
+    #[test]
+    fn states_start_from_the_checkpoint_their_bound_allows() {
+        let version = |lsn: u64, at: i64, key: i32| ColumnsSince {
+            lsn,
+            at,
+            columns: vec![lake::table::ColumnThen {
+                name: "id".into(),
+                field: Some("id".into()),
+                type_then: "int".into(),
+                type_now: "int".into(),
+            }],
+            key: vec!["id".into()],
+            key_ids: vec![key],
+        };
+        let checkpoint = |lsn: u64, at: i64, key: i32| CheckpointShape {
+            lsn,
+            at,
+            key: vec![key],
+            snapshot_id: lsn as i64 * 10,
+            fields: BTreeMap::from([(key, ("id".to_owned(), "int".to_owned()))]),
+        };
+        let shape = TableShape {
+            columns: vec!["id".into()],
+            primary_key: vec!["id".into()],
+            versions: vec![version(1, 0, 1), version(500, 5_000, 7)],
+            fields: vec![(1, "id".into(), "int".into()), (10002, "_lsn".into(), "long".into())],
+            checkpoints: vec![checkpoint(100, 1_000, 1), checkpoint(300, 3_000, 1), checkpoint(600, 6_000, 7)],
+            ..TableShape::default()
+        };
+        let chosen = |bound: Bound| shape.checkpoint_for(&bound).map(|c| c.lsn);
+        assert_eq!(chosen(Bound::Lsn("250".into())), Some(100));
+        assert_eq!(chosen(Bound::Lsn("99".into())), None);
+        assert_eq!(chosen(Bound::Instant("to_timestamp_micros(3500)".into())), Some(300));
+        // The key changed at LSN 500: the checkpoints before it do not serve after it.
+        assert_eq!(chosen(Bound::Lsn("550".into())), None);
+        assert_eq!(chosen(Bound::Now), Some(600));
+        assert_eq!(chosen(Bound::Instant("to_timestamp_micros(now())".into())), None);
+
+        let read = CheckpointsRead::default();
+        let sql = state_sql("acme", "items", &shape, &Bound::Lsn("250".into()), None, Some(&read)).unwrap();
+        assert!(sql.contains("\"items$checkpoint@100\" UNION ALL SELECT \"id\", \"_lsn\" FROM"), "{sql}");
+        assert!(sql.contains("WHERE \"_lsn\" > 100"), "{sql}");
+        assert_eq!(read.take(), BTreeMap::from([(("acme".to_owned(), "items".to_owned(), 100), 1000)]));
     }
 }

@@ -215,6 +215,10 @@ pub(crate) async fn assert_exactly_the_log(c: &Client, server: &Server, tenant: 
     let lake = read_lake(server, &[tenant]).await;
     let mut all: Vec<u64> = Vec::new();
     for (name, table) in lake["tables"].as_object().unwrap() {
+        // State checkpoints hold rows of the changelog, not changes.
+        if name.ends_with("$checkpoint") {
+            continue;
+        }
         let source = name.rsplit('.').next().unwrap();
         let mine: Vec<u64> = table["rows"]
             .as_array()

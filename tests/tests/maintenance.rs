@@ -59,9 +59,17 @@ impl Rng {
     }
 }
 
+/// An instant, and the rows `acc` had then as PostgreSQL answers them.
+struct Seen {
+    at: String,
+    rows: Vec<Value>,
+}
+
+const ACC_ROWS: &str = "SELECT id, owner, balance FROM acc ORDER BY id";
+
 /// `rounds` small transactions on `acc` (inserts, updates, deletes), each
-/// its own lake commit; the instants recorded every ten.
-async fn workload(c: &Client, t: &str, rng: &mut Rng, next_id: &mut u64, rounds: usize, instants: &mut Vec<String>) {
+/// its own lake commit; every ten, an instant and the rows then.
+async fn workload(c: &Client, t: &str, rng: &mut Rng, next_id: &mut u64, rounds: usize, seen: &mut Vec<Seen>) {
     for round in 0..rounds {
         let sql = match rng.below(4) {
             0 | 1 => {
@@ -75,20 +83,25 @@ async fn workload(c: &Client, t: &str, rng: &mut Rng, next_id: &mut u64, rounds:
         // Longer than the flush interval: each transaction its own commit.
         tokio::time::sleep(Duration::from_millis(30)).await;
         if round % 10 == 9 {
-            instants.push(instant(c, t).await);
+            let rows = c.rows(t, ACC_ROWS, json!([])).await;
+            seen.push(Seen { at: instant(c, t).await, rows });
         }
     }
 }
 
 /// What a user reads of `acc` through the query service: its state at each
-/// instant, its changes up to `upto`, a diff and growth.
-async fn answers(c: &Client, t: &str, instants: &[String], upto: u64) -> Vec<Vec<Value>> {
+/// instant — which must be what PostgreSQL had then — its changes up to
+/// `upto`, a diff and growth.
+async fn answers(c: &Client, t: &str, seen: &[Seen], upto: u64) -> Vec<Vec<Value>> {
     let mut all = Vec::new();
-    for at in instants {
-        all.push(sql(c, &format!("SELECT * FROM {t}.acc FOR SYSTEM_TIME AS OF '{at}' ORDER BY id")).await);
+    for Seen { at, rows } in seen {
+        let state = sql(c, &format!("SELECT id, owner, balance FROM {t}.acc FOR SYSTEM_TIME AS OF '{at}' ORDER BY id")).await;
+        assert_eq!(&state, rows, "{t}.acc as of {at}");
+        all.push(state);
     }
+    let instants: Vec<&String> = seen.iter().map(|s| &s.at).collect();
     all.push(sql(c, &format!("SELECT _op, _lsn, id, balance FROM {t}.\"acc$changes\" WHERE _lsn <= {upto} ORDER BY _lsn")).await);
-    let (first, last) = (&instants[0], &instants[instants.len() - 1]);
+    let (first, last) = (instants[0], instants[instants.len() - 1]);
     all.push(sql(c, &format!("SELECT * FROM table_diff('{t}.acc', '{first}', '{last}') ORDER BY id")).await);
     all.push(sql(c, &format!("SELECT * FROM growth('{t}.acc', '{first}', '{last}', '1 minute')")).await);
     all
@@ -125,12 +138,12 @@ async fn maintenance_keeps_every_answer_and_bounds_the_lake() {
     let c = server.client();
     let t = "tidy";
     c.exec(t, "CREATE TABLE acc (id int PRIMARY KEY, owner text, balance numeric(12,2))").await;
-    let (mut rng, mut next_id, mut instants) = (Rng(566_363), 0, Vec::new());
-    workload(&c, t, &mut rng, &mut next_id, 80, &mut instants).await;
+    let (mut rng, mut next_id, mut seen) = (Rng(566_363), 0, Vec::new());
+    workload(&c, t, &mut rng, &mut next_id, 80, &mut seen).await;
     c.exec(t, "ALTER TABLE acc ADD COLUMN tier text DEFAULT 'basic'").await;
-    workload(&c, t, &mut rng, &mut next_id, 80, &mut instants).await;
+    workload(&c, t, &mut rng, &mut next_id, 80, &mut seen).await;
     let head = c.wait_shipped(t).await;
-    let before = answers(&c, t, &instants, head).await;
+    let before = answers(&c, t, &seen, head).await;
     let table_dir = data.join("warehouse").join(t).join("acc");
     let parquet_before = files(&table_dir.join("data"), ".parquet").len();
     assert!(parquet_before >= 50, "the workload made {parquet_before} commits' files");
@@ -162,7 +175,7 @@ async fn maintenance_keeps_every_answer_and_bounds_the_lake() {
     assert!(acc["removedFiles"].as_u64().unwrap() >= parquet_before as u64, "{acc}");
 
     // The same answers; every change once, as PyIceberg reads it.
-    assert_eq!(answers(&c, t, &instants, head).await, before, "answers changed by maintenance");
+    assert_eq!(answers(&c, t, &seen, head).await, before, "answers changed by maintenance");
     let lake = assert_exactly_the_log(&c, &server, t).await;
     let rows = &lake["tables"]["tidy.acc"]["rows"];
     let state = state_from_changelog(rows, "id", u64::MAX);
@@ -183,7 +196,7 @@ async fn maintenance_keeps_every_answer_and_bounds_the_lake() {
     let metadata_files = files(&table_dir.join("metadata"), ".metadata.json").len();
     assert!(metadata_files <= 11, "{metadata_files} metadata files kept");
     assert_eq!(files(&table_dir.join("data"), ".parquet").len() as u64, stats["dataFiles"].as_u64().unwrap());
-    assert_eq!(answers(&c, t, &instants, head).await, before);
+    assert_eq!(answers(&c, t, &seen, head).await, before);
 }
 
 /// Small transactions wait to make larger commits while the most lag
@@ -253,11 +266,14 @@ async fn adaptive_commits_and_background_maintenance() {
     assert_exactly_the_log(&c, &server, t).await;
 }
 
-/// `tidelake lake maintain` killed at each step — with its new files
-/// written but not committed, right after its replace commit, right after
-/// its expiry commit — leaves the table readable with every answer and
-/// every change exactly once; the next run finishes the work and removes
-/// what the crashed ones left behind.
+/// `tidelake lake maintain` killed at each step — a compaction's files
+/// written but not committed, right after its replace commit, a
+/// checkpoint's files written, right after its commit, right after the
+/// expiry commit — leaves the table readable with every answer (equal to
+/// what PostgreSQL had) and every change exactly once; the next run
+/// finishes the work and removes what the crashed ones left behind. The
+/// states are then read from checkpoints, which PyIceberg reads equal to
+/// tidelake's answer at their LSN.
 #[tokio::test]
 async fn a_crash_at_each_maintenance_step_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,28 +282,52 @@ async fn a_crash_at_each_maintenance_step_loses_nothing() {
     let c = server.client();
     let t = "crashy";
     c.exec(t, "CREATE TABLE acc (id int PRIMARY KEY, owner text, balance numeric(12,2))").await;
-    let (mut rng, mut next_id, mut instants) = (Rng(7), 0, Vec::new());
-    let retention = ["--lake-snapshot-retention", "0s", "--lake-orphan-age", "0s"];
-    for step in ["compaction-written", "compaction-committed", "expiry-committed"] {
-        workload(&c, t, &mut rng, &mut next_id, 30, &mut instants).await;
+    let (mut rng, mut next_id, mut seen) = (Rng(7), 0, Vec::new());
+    let retention = ["--lake-snapshot-retention", "0s", "--lake-orphan-age", "0s", "--lake-checkpoint-changes", "10"];
+    let steps = ["compaction-written", "compaction-committed", "checkpoint-written", "checkpoint-committed", "expiry-committed"];
+    for step in steps {
+        workload(&c, t, &mut rng, &mut next_id, 30, &mut seen).await;
         let head = c.wait_shipped(t).await;
-        let before = answers(&c, t, &instants, head).await;
+        let before = answers(&c, t, &seen, head).await;
         let crashed = maintain(&data, t, &retention, Some(step));
         let status = crashed.expect_err("the run was to crash");
         assert!(status.contains(&format!("crashing at {step}")), "{step}: {status}");
-        assert_eq!(answers(&c, t, &instants, head).await, before, "after a crash at {step}");
+        assert_eq!(answers(&c, t, &seen, head).await, before, "after a crash at {step}");
         assert_exactly_the_log(&c, &server, t).await;
     }
+    // Enough changes for a checkpoint on top of the last one.
+    workload(&c, t, &mut rng, &mut next_id, 120, &mut seen).await;
     let head = c.wait_shipped(t).await;
-    let before = answers(&c, t, &instants, head).await;
+    let before = answers(&c, t, &seen, head).await;
     let reports = maintain(&data, t, &retention, None).unwrap();
     let acc = reports.iter().find(|r| r["table"] == "acc").unwrap();
     let table_dir = data.join("warehouse").join(t).join("acc");
     // Nothing left behind: every data file on disk is the table's.
     assert_eq!(files(&table_dir.join("data"), ".parquet").len() as u64, acc["stats"]["dataFiles"].as_u64().unwrap(), "{acc}");
     assert_eq!(acc["stats"]["snapshots"], 1, "{acc}");
-    assert_eq!(answers(&c, t, &instants, head).await, before);
-    assert_exactly_the_log(&c, &server, t).await;
+    assert_eq!(answers(&c, t, &seen, head).await, before);
+    let lake = assert_exactly_the_log(&c, &server, t).await;
+
+    // The checkpoints: one per phase that took enough changes, the newest
+    // read by PyIceberg equal to tidelake's state at its LSN.
+    let checkpoints = &lake["tables"]["crashy.acc$checkpoint"];
+    let snapshots = checkpoints["snapshots"].as_array().expect("a checkpoint table");
+    assert!(snapshots.len() >= 2, "{} checkpoints", snapshots.len());
+    let newest = snapshots.last().unwrap();
+    let lsn = newest["summary"]["tidelake.checkpoint-lsn"].as_str().unwrap().parse::<u64>().unwrap();
+    let mut from_pyiceberg: Vec<Value> = checkpoints["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!({"id": r["id"], "owner": r["owner"], "balance": r["balance"]}))
+        .collect();
+    from_pyiceberg.sort_by_key(|r| r["id"].as_i64());
+    let at_lsn = sql(&c, &format!("SELECT id, owner, balance FROM {t}.acc VERSION AS OF {lsn} ORDER BY id")).await;
+    assert_eq!(from_pyiceberg, at_lsn, "the checkpoint at LSN {lsn}");
+    assert_eq!(newest["summary"]["tidelake.checkpoint-rows"], json!(at_lsn.len().to_string()));
+    // The current state starts from it.
+    let plan = sql(&c, &format!("EXPLAIN SELECT * FROM {t}.acc")).await;
+    assert!(json!(plan).to_string().contains(&format!("acc$checkpoint@{lsn}")), "{plan:?}");
     // The shipper goes on after all of it.
     c.exec(t, "INSERT INTO acc (id, owner, balance) VALUES (999999, 'after', 1)").await;
     assert_exactly_the_log(&c, &server, t).await;
