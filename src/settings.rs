@@ -81,7 +81,15 @@ pub struct LakeSection {
     pub max_manifests: Option<usize>,
     pub snapshot_retention: Option<String>,
     pub orphan_age: Option<String>,
-    pub checkpoint_changes: Option<String>,
+    pub checkpoint_changes: Option<CountOrOff>,
+}
+
+/// A count, or `off` (in the config file, either a number or a string).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CountOrOff {
+    Count(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,7 +243,7 @@ pub struct Overrides {
     /// Compact, merge manifests, expire snapshots and remove orphans of every lake table this often, or `off` [default: 5m].
     #[arg(long, env = "TIDELAKE_LAKE_MAINTENANCE_INTERVAL")]
     pub lake_maintenance_interval: Option<String>,
-    /// Keep lake snapshots this long (the current one always); outside readers must finish reading a snapshot within it [default: 1h].
+    /// Keep lake snapshots this long (the current one always); outside readers must finish reading a snapshot within it [default: 10m].
     #[arg(long, env = "TIDELAKE_LAKE_SNAPSHOT_RETENTION")]
     pub lake_snapshot_retention: Option<String>,
     /// Remove files no lake table references once they are this old [default: 24h].
@@ -456,7 +464,11 @@ impl Settings {
         if let Some(text) = overrides.lake_orphan_age.or(l.orphan_age) {
             maintenance.orphan_age = duration("lake.orphan_age", &text)?;
         }
-        if let Some(text) = overrides.lake_checkpoint_changes.or(l.checkpoint_changes) {
+        let from_file = l.checkpoint_changes.map(|v| match v {
+            CountOrOff::Count(n) => n.to_string(),
+            CountOrOff::Text(t) => t,
+        });
+        if let Some(text) = overrides.lake_checkpoint_changes.or(from_file) {
             maintenance.checkpoint_changes = match text.as_str() {
                 "off" => None,
                 n => Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {

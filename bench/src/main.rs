@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod capture;
 mod lake;
+mod lake_age;
 mod migration;
 mod native;
 mod query;
@@ -206,6 +207,16 @@ async fn main() -> Result<()> {
             let mut f = flags(argv, &["--out", "--python"], "oltp-bench lake --python PYTHON [--out FILE]")?;
             let python = f.remove("--python").context("--python: a Python with PyIceberg (bench/run-lake.sh sets it)")?;
             lake::run(f.remove("--out").map(PathBuf::from), python).await
+        }
+        Some("lake-age") => {
+            argv.next();
+            let usage = "oltp-bench lake-age --python PYTHON [--commits N] [--changes N] [--out FILE]";
+            let mut f = flags(argv, &["--out", "--python", "--commits", "--changes"], usage)?;
+            let python = f.remove("--python").context("--python: a Python with PyIceberg and DuckDB (bench/run-lake-age.sh sets it)")?;
+            let number = |v: Option<String>, default: u64| -> Result<u64> { Ok(v.map(|v| v.parse()).transpose()?.unwrap_or(default)) };
+            let commits = number(f.remove("--commits"), 20_000)?;
+            let changes = number(f.remove("--changes"), 10_000_000)?;
+            lake_age::run(f.remove("--out").map(PathBuf::from), python, commits, changes).await
         }
         Some("query") => {
             argv.next();

@@ -83,7 +83,7 @@ impl Default for MaintenanceConfig {
             target_file_bytes: 64 * 1024 * 1024,
             min_input_files: 8,
             max_manifests: 16,
-            snapshot_retention: Duration::from_secs(3600),
+            snapshot_retention: Duration::from_secs(600),
             orphan_age: Duration::from_secs(24 * 3600),
             checkpoint_changes: Some(100_000),
         }
