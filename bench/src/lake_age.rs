@@ -23,6 +23,7 @@ use ::lake::table::{ChangelogTable, SchemaVersion};
 use ::lake::{MaintenanceConfig, Partitioning, SourceTable, checkpoint};
 
 use crate::Report;
+use crate::query::{baseline, median, timestamp_text};
 
 /// Commits between two maintenance runs.
 const MAINTAIN_EVERY: u64 = 100;
@@ -37,11 +38,6 @@ const REPEAT: usize = 3;
 /// Base commit time of the synthetic histories (µs): 2026-11-01 00:00 UTC.
 const BASE_MICROS: i64 = 1_793_491_200_000_000;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn version(table: &str, second: &str) -> Result<SchemaVersion> {
     Ok(serde_json::from_value(json!({
         "version": 1, "tableOid": 100, "schema": "public", "table": table,
@@ -49,12 +45,6 @@ fn version(table: &str, second: &str) -> Result<SchemaVersion> {
                     {"name": second, "type": "bigint", "typeOid": 20, "attnum": 2}],
         "primaryKey": ["id"], "lsn": 1, "commitTs": "2026-11-01 00:00:00+00",
     }))?)
-}
-
-/// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
-fn timestamp_text(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map_or_else(|| micros.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
 }
 
 async fn open(warehouse: &Warehouse, tenant: &str, table: &str, second: &str) -> Result<ChangelogTable> {
@@ -266,19 +256,6 @@ fn serve_catalog(data: &Path) -> Result<(std::process::Child, String)> {
         bail!("tidelake catalog said {line:?}");
     }
     Ok((child, url))
-}
-
-fn baseline(python: &str, url: &str, table: &str, micros: i64) -> Result<Value> {
-    let script = Path::new("bench/pyiceberg_duckdb_as_of.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args([url, table, &micros.to_string(), &REPEAT.to_string()])
-        .output()
-        .with_context(|| format!("run {}", script.display()))?;
-    if !out.status.success() {
-        bail!("baseline failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())?)
 }
 
 /// The first row of an answer of integer columns, as JSON.

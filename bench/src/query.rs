@@ -17,7 +17,7 @@ const ROWS: u64 = 100_000;
 const ROUNDS: u64 = 9;
 const REPEAT: usize = 3;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -31,11 +31,13 @@ async fn clock_micros(c: &Client) -> Result<i64> {
     rows[0]["t"].as_i64().context("clock")
 }
 
-fn baseline(python: &str, url: &str, micros: i64) -> Result<Value> {
+/// PyIceberg + DuckDB's state of `table` at `micros` (count and sum of
+/// `qty`, and the timings of `REPEAT` runs).
+pub(crate) fn baseline(python: &str, url: &str, table: &str, micros: i64) -> Result<Value> {
     let script = Path::new("bench/pyiceberg_duckdb_as_of.py");
     let out = Command::new(python)
         .arg(script)
-        .args([url, "hist.items", &micros.to_string(), &REPEAT.to_string()])
+        .args([url, table, &micros.to_string(), &REPEAT.to_string()])
         .output()
         .with_context(|| format!("run {}", script.display()))?;
     if !out.status.success() {
@@ -91,7 +93,7 @@ pub async fn run(out: Option<PathBuf>, python: String) -> Result<()> {
         }
         let theirs = {
             let (python, url, micros) = (python.clone(), url.clone(), *micros);
-            tokio::task::spawn_blocking(move || baseline(&python, &url, micros)).await??
+            tokio::task::spawn_blocking(move || baseline(&python, &url, "hist.items", micros)).await??
         };
         let expected = json!({"n": ROWS, "s": ROWS * round as u64});
         if answer != expected || theirs["count"] != ROWS || theirs["sum"] != ROWS * round as u64 {
@@ -111,7 +113,7 @@ pub async fn run(out: Option<PathBuf>, python: String) -> Result<()> {
 }
 
 /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
-fn timestamp_text(micros: i64) -> String {
+pub(crate) fn timestamp_text(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map_or_else(|| micros.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
 }

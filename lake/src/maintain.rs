@@ -213,9 +213,7 @@ impl Maintainer {
     pub fn write_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
         let s = &self.stats;
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        };
+        let mut counter = |name: &str, help: &str, value: u64| crate::shipper::write_counter(out, name, help, value);
         counter("tidelake_lake_maintenance_runs_total", "Tables maintained (compaction, expiry, orphans).", s.runs.load(Ordering::Relaxed));
         counter("tidelake_lake_compacted_files_total", "Small data files rewritten by compaction.", s.compacted_files.load(Ordering::Relaxed));
         counter("tidelake_lake_expired_snapshots_total", "Snapshots expired.", s.expired_snapshots.load(Ordering::Relaxed));

@@ -40,6 +40,11 @@ use crate::table::{ChangelogTable, SchemaVersion};
 /// Namespace property: every change up to this LSN is in the namespace's tables.
 pub const PROP_SHIPPED_LSN: &str = "tidelake.shipped-lsn";
 
+/// One Prometheus counter, with its help and type lines.
+pub(crate) fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
 /// Longest wait before retrying a tenant whose shipping failed.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -600,9 +605,7 @@ impl<S: ChangeSource> Shipper<S> {
     /// Prometheus text lines for the shipper.
     pub fn write_metrics(&self, out: &mut String) {
         let s = &self.stats;
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        };
+        let mut counter = |name: &str, help: &str, value: u64| write_counter(out, name, help, value);
         counter("tidelake_lake_changes_shipped_total", "Changes committed to Iceberg tables.", s.changes.load(Ordering::Relaxed));
         counter("tidelake_lake_commits_total", "Iceberg data commits.", s.commits.load(Ordering::Relaxed));
         counter("tidelake_lake_files_total", "Parquet data files committed.", s.files.load(Ordering::Relaxed));
