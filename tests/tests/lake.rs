@@ -422,7 +422,7 @@ async fn many_tenants_ship_at_once_in_few_commits() {
 async fn the_lake_ships_to_s3() {
     let s3 = LocalS3::start("lake").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = s3.config_file(dir.path(), "lake", "[lake]\npartition = \"hour\"\n");
+    let config = s3.config_file(dir.path(), "lake", "[lake]\npartition = \"hour\"\nmin_compact_files = 2\n");
     let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]).await;
     let c = server.client();
     c.exec("acme", "CREATE TABLE orders (id int PRIMARY KEY, total numeric(12,2))").await;
@@ -442,6 +442,36 @@ async fn the_lake_ships_to_s3() {
         .collect();
     assert!(!data.is_empty(), "no data files in the bucket: {keys:?}");
     assert!(!dir.path().join("data/warehouse/acme").exists());
+
+    // Maintenance on the bucket: a compaction that crashed after writing
+    // its files leaves orphans; the next run compacts, checkpoints, expires
+    // and lists the bucket to remove them.
+    for i in 0..10 {
+        c.exec("acme", &format!("UPDATE orders SET total = total + 1 WHERE id = {}", 101 + i)).await;
+        c.wait_shipped("acme").await;
+    }
+    let data_dir = dir.path().join("data");
+    let args = [
+        "--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap(),
+        "--lake-snapshot-retention", "0s", "--lake-orphan-age", "0s", "--lake-checkpoint-changes", "10",
+    ];
+    let crashed = crate::maintenance::maintain_with("acme", &args, Some("compaction-written"));
+    assert!(crashed.is_err(), "the run was to crash");
+    let reports = crate::maintenance::maintain_with("acme", &args, None).unwrap();
+    let report = reports.iter().find(|r| r["table"] == "orders").unwrap();
+    assert!(report["removedOrphans"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["checkpoint"]["lsn"].as_u64().is_some(), "{report}");
+    let keys = s3.keys("lake").await;
+    let data = keys
+        .iter()
+        .filter(|k| k.starts_with("warehouse/acme/orders/data/") && k.ends_with(".parquet"))
+        .count() as u64;
+    assert_eq!(data, report["stats"]["dataFiles"].as_u64().unwrap(), "{report} {keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("warehouse/acme/orders$checkpoint/data/")), "{keys:?}");
+    let lake = assert_exactly_the_log(&c, &server, "acme").await;
+    let state = state_from_changelog(&lake["tables"]["acme.orders"]["rows"], "id", u64::MAX);
+    assert_eq!(state.len(), 200);
+    assert_eq!(state["101"]["total"], "1061.50");
 }
 
 #[tokio::test]

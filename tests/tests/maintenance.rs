@@ -30,11 +30,18 @@ fn files(dir: &Path, suffix: &str) -> Vec<String> {
 /// `tidelake lake maintain --json` over `data_dir`: its reports, or its exit
 /// status when it did not finish.
 fn maintain(data_dir: &Path, tenant: &str, extra: &[&str], crash_at: Option<&str>) -> Result<Vec<Value>, String> {
+    let mut args = vec!["--data-dir", data_dir.to_str().unwrap()];
+    args.extend(extra);
+    maintain_with(tenant, &args, crash_at)
+}
+
+/// `tidelake lake maintain --json --tenant T` with `args` (where the
+/// catalog and warehouse are), crashing at `crash_at` if given.
+pub(crate) fn maintain_with(tenant: &str, args: &[&str], crash_at: Option<&str>) -> Result<Vec<Value>, String> {
     let mut command = Command::new(binary());
     command
-        .args(["lake", "maintain", "--json", "--tenant", tenant, "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
+        .args(["lake", "maintain", "--json", "--tenant", tenant])
+        .args(args)
         .env_remove("TIDELAKE_CONFIG")
         .env_remove("TIDELAKE_CRASH_AT");
     if let Some(step) = crash_at {
