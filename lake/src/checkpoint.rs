@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, new_null_array};
 use arrow_row::{OwnedRow, RowConverter, SortField};
@@ -35,8 +34,8 @@ use futures::TryStreamExt;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::expr::Reference;
 use iceberg::spec::{
-    DataFileFormat, Datum, FormatVersion, MAIN_BRANCH, ManifestListWriter, ManifestWriterBuilder, Operation,
-    Snapshot, SnapshotReference, SnapshotRetention, Summary, TableMetadata,
+    DataFileFormat, Datum, FormatVersion, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary,
+    TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -51,7 +50,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 
 use crate::error::{LakeError, Result};
-use crate::table::{self, PROP_COLUMNS, PROP_RELATIONS, PROP_TENANT};
+use crate::table::{self, PROP_TENANT};
 
 /// The suffix of a checkpoint table's name.
 pub const CHECKPOINT_SUFFIX: &str = "$checkpoint";
@@ -138,7 +137,7 @@ pub async fn maybe_checkpoint(
         return Ok(None);
     }
     // The key in force at `lsn`; no key, no state.
-    let Some((key_ids, cut)) = key_and_cut_at(changelog.metadata(), lsn) else { return Ok(None) };
+    let Some((key_ids, cut)) = key_and_cut_at(changelog, lsn) else { return Ok(None) };
     let existing = load(warehouse, changelog.identifier()).await?;
     let previous = existing.as_ref().and_then(|t| checkpoints(t).pop());
     if let Some(p) = &previous {
@@ -239,22 +238,12 @@ pub async fn maybe_checkpoint(
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(parent)
         .with_sequence_number(sequence)
-        .with_timestamp_ms(now_ms().max(metadata.last_updated_ms()))
+        .with_timestamp_ms(crate::maintain::now_ms().max(metadata.last_updated_ms()))
         .with_manifest_list(list_path)
         .with_summary(Summary { operation: Operation::Overwrite, additional_properties: summary })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    let requirements = vec![
-        TableRequirement::UuidMatch { uuid: metadata.uuid() },
-        TableRequirement::RefSnapshotIdMatch { r#ref: MAIN_BRANCH.to_owned(), snapshot_id: parent },
-    ];
-    let updates = vec![
-        TableUpdate::AddSnapshot { snapshot },
-        TableUpdate::SetSnapshotRef {
-            ref_name: MAIN_BRANCH.to_owned(),
-            reference: SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
-        },
-    ];
+    let (requirements, updates) = crate::maintain::new_main(metadata, parent, snapshot);
     warehouse.commit(cp.identifier(), requirements, updates).await?;
     crate::maintain::crash_point("checkpoint-committed");
     tracing::info!(table = %changelog.identifier(), lsn, rows, "lake maintenance: checkpoint taken");
@@ -263,27 +252,19 @@ pub async fn maybe_checkpoint(
 
 /// The key (field ids) in force at `lsn`, and the LSN below which changes
 /// belong to earlier relations of the name.
-fn key_and_cut_at(metadata: &TableMetadata, lsn: u64) -> Option<(Vec<i32>, u64)> {
-    let props = metadata.properties();
-    let versions: Vec<Value> = serde_json::from_str(props.get(PROP_COLUMNS)?).ok()?;
-    let version = versions
-        .iter()
-        .rev()
-        .find(|v| v["lsn"].as_u64().is_some_and(|l| l <= lsn))
-        .or(versions.first())?;
-    let key: Vec<i32> = version["key"].as_array()?.iter().filter_map(|id| id.as_i64().map(|i| i as i32)).collect();
-    if key.is_empty() {
+fn key_and_cut_at(changelog: &Table, lsn: u64) -> Option<(Vec<i32>, u64)> {
+    let versions = table::columns_history(changelog);
+    let version = versions.iter().rev().find(|v| v.lsn <= lsn).or(versions.first())?;
+    if version.key_ids.is_empty() {
         return None;
     }
-    let cut = props
-        .get(PROP_RELATIONS)
+    let cut = table::relations(changelog)
         .into_iter()
-        .flat_map(|r| r.split(','))
-        .filter_map(|start| start.split_once('@')?.0.parse::<u64>().ok())
+        .map(|(start, _)| start)
         .filter(|start| *start <= lsn)
         .max()
         .map_or(0, |start| start.saturating_sub(1));
-    Some((key, cut))
+    Some((version.key_ids.clone(), cut))
 }
 
 /// The surviving rows: for each key, its latest change after the latest
@@ -385,7 +366,7 @@ async fn create(warehouse: &Warehouse, changelog: &Table) -> Result<Table> {
     let object = json.as_object_mut().ok_or_else(|| LakeError::Mapping("checkpoint table metadata".into()))?;
     object.insert("table-uuid".into(), Value::String(uuid::Uuid::now_v7().to_string()));
     object.insert("location".into(), Value::String(location.clone()));
-    object.insert("last-updated-ms".into(), now_ms().into());
+    object.insert("last-updated-ms".into(), crate::maintain::now_ms().into());
     object.insert("properties".into(), serde_json::to_value(&properties).unwrap_or_default());
     object.insert("current-snapshot-id".into(), Value::from(-1));
     for key in ["snapshots", "snapshot-log", "metadata-log", "statistics", "partition-statistics"] {
@@ -426,6 +407,3 @@ async fn conform_schema(warehouse: &Warehouse, cp: Table, changelog: &Table) -> 
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

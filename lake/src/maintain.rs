@@ -576,17 +576,7 @@ async fn compact(
             .with_summary(Summary { operation: Operation::Replace, additional_properties: summary })
             .with_schema_id(meta.current_schema_id())
             .build();
-        let requirements = vec![
-            TableRequirement::UuidMatch { uuid: meta.uuid() },
-            TableRequirement::RefSnapshotIdMatch { r#ref: MAIN_BRANCH.to_owned(), snapshot_id: Some(head.snapshot_id()) },
-        ];
-        let updates = vec![
-            TableUpdate::AddSnapshot { snapshot },
-            TableUpdate::SetSnapshotRef {
-                ref_name: MAIN_BRANCH.to_owned(),
-                reference: SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
-            },
-        ];
+        let (requirements, updates) = new_main(meta, Some(head.snapshot_id()), snapshot);
         match warehouse.commit(current.identifier(), requirements, updates).await {
             Ok(_) => {
                 crash_point("compaction-committed");
@@ -612,6 +602,25 @@ async fn compact(
     // Still conflicting: what was written is an orphan for a later run.
     tracing::info!(table = %report.table, "lake maintenance: compaction kept conflicting; left to the next run");
     Ok(current)
+}
+
+/// The requirements and updates that make `snapshot` the head of `main`,
+/// if `main` is still at `parent` (None: `main` does not exist yet).
+pub(crate) fn new_main(
+    metadata: &TableMetadata,
+    parent: Option<i64>,
+    snapshot: Snapshot,
+) -> (Vec<TableRequirement>, Vec<TableUpdate>) {
+    let requirements = vec![
+        TableRequirement::UuidMatch { uuid: metadata.uuid() },
+        TableRequirement::RefSnapshotIdMatch { r#ref: MAIN_BRANCH.to_owned(), snapshot_id: parent },
+    ];
+    let reference = SnapshotReference::new(snapshot.snapshot_id(), SnapshotRetention::branch(None, None, None));
+    let updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef { ref_name: MAIN_BRANCH.to_owned(), reference },
+    ];
+    (requirements, updates)
 }
 
 /// Step 3: expire snapshots older than the retention. Returns the table and
@@ -790,7 +799,7 @@ pub(crate) fn unique_name() -> String {
     format!("{nanos:x}-{:x}", std::process::id())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

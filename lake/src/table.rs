@@ -156,6 +156,18 @@ pub struct ColumnThen {
     pub type_now: String,
 }
 
+/// Where each relation of the table's name starts, oldest first, as
+/// [`PROP_RELATIONS`] records them: (first LSN, commit time in µs).
+pub fn relations(table: &Table) -> Vec<(u64, i64)> {
+    let Some(text) = table.metadata().properties().get(PROP_RELATIONS) else { return Vec::new() };
+    text.split(',')
+        .filter_map(|start| {
+            let (lsn, micros) = start.split_once('@')?;
+            Some((lsn.parse().ok()?, micros.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The schema a scan of the table's current snapshot reads with: that
 /// snapshot's (Iceberg readers resolve columns in it). A schema change
 /// shipped with no change after it makes the current schema newer.

@@ -40,7 +40,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, TableIdent};
 use iceberg_datafusion::IcebergStaticTableProvider;
-use lake::table::{PROP_PRIMARY_KEY, PROP_RELATIONS, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
+use lake::table::{PROP_PRIMARY_KEY, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
 
 pub use error::QueryError;
 use futures::StreamExt;
@@ -316,19 +316,7 @@ fn shape(table: &Table) -> TableShape {
         .get(PROP_PRIMARY_KEY)
         .map(|k| k.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
-    let relations = table
-        .metadata()
-        .properties()
-        .get(PROP_RELATIONS)
-        .map(|r| {
-            r.split(',')
-                .filter_map(|start| {
-                    let (lsn, micros) = start.split_once('@')?;
-                    Some((lsn.parse().ok()?, micros.parse().ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let relations = lake::table::relations(table);
     let fields = schema
         .as_struct()
         .fields()

@@ -80,14 +80,10 @@ impl TableShape {
     /// The newest checkpoint a state at `bound` can start from: at or
     /// before a literal bound, keyed as the state is then.
     fn checkpoint_for(&self, bound: &Bound) -> Option<&CheckpointShape> {
-        let key = match bound.literal() {
-            None if !matches!(bound, Bound::Now) => return None,
-            None => self.versions.last(),
-            Some(Point::Lsn(lsn)) => self.versions.iter().rev().find(|v| v.lsn <= lsn),
-            Some(Point::Micros(at)) => self.versions.iter().rev().find(|v| v.at <= at),
+        if bound.literal().is_none() && !matches!(bound, Bound::Now) {
+            return None;
         }
-        .or(self.versions.first())
-        .map(|v| &v.key_ids)?;
+        let key = &self.version_at(bound)?.key_ids;
         self.checkpoints.iter().rev().find(|c| {
             &c.key == key
                 && match bound.literal() {
@@ -96,6 +92,18 @@ impl TableShape {
                     Some(Point::Micros(at)) => c.at <= at,
                 }
         })
+    }
+
+    /// The schema version in force at a literal bound (the newest for any
+    /// other), or before the oldest recorded the oldest; None if the table
+    /// records none.
+    fn version_at(&self, bound: &Bound) -> Option<&ColumnsSince> {
+        match bound.literal() {
+            None => self.versions.last(),
+            Some(Point::Lsn(lsn)) => self.versions.iter().rev().find(|v| v.lsn <= lsn),
+            Some(Point::Micros(at)) => self.versions.iter().rev().find(|v| v.at <= at),
+        }
+        .or(self.versions.first())
     }
 
     /// The columns the state has at `bound` — (select expression over
@@ -107,14 +115,7 @@ impl TableShape {
             let columns = self.columns.iter().map(|c| (format!("\"__c\".{}", quote(c)), c.clone())).collect();
             (columns, self.primary_key.clone())
         };
-        let entry = match bound.literal() {
-            _ if self.versions.is_empty() => return current(),
-            None => self.versions.last(),
-            Some(Point::Lsn(lsn)) => self.versions.iter().rev().find(|v| v.lsn <= lsn),
-            Some(Point::Micros(at)) => self.versions.iter().rev().find(|v| v.at <= at),
-        };
-        // Before the oldest version recorded: the oldest.
-        let Some(entry) = entry.or(self.versions.first()) else { return current() };
+        let Some(entry) = self.version_at(bound) else { return current() };
         let columns = entry
             .columns
             .iter()
