@@ -335,6 +335,32 @@ async fn a_crash_at_each_maintenance_step_loses_nothing() {
     // The current state starts from it.
     let plan = sql(&c, &format!("EXPLAIN SELECT * FROM {t}.acc")).await;
     assert!(json!(plan).to_string().contains(&format!("acc$checkpoint@{lsn}")), "{plan:?}");
+    // Hostile arguments are refused, each with its reason, and touch nothing.
+    let everything = || {
+        let mut all = files(&data.join("warehouse"), "");
+        all.sort();
+        all
+    };
+    let untouched = everything();
+    let data_dir = data.to_str().unwrap();
+    for (tenant, extra, why) in [
+        ("../crashy", None, "is not a tenant id"),
+        ("crashy/../x", None, "is not a tenant id"),
+        ("crashy", Some("--lake-checkpoint-changes=-5"), "is not a positive number of changes"),
+        ("crashy", Some("--lake-checkpoint-changes=0"), "is not a positive number of changes"),
+        ("crashy", Some("--lake-checkpoint-changes=99999999999999999999999"), "is not a positive number of changes"),
+        ("crashy", Some("--lake-snapshot-retention=-1s"), "invalid duration"),
+        ("crashy", Some("--lake-orphan-age=soon"), "invalid duration"),
+    ] {
+        let mut args = vec!["--data-dir", data_dir];
+        args.extend(extra);
+        let refused = maintain_with(tenant, &args, None).expect_err(tenant);
+        assert!(refused.contains(why), "{tenant} {extra:?}: {refused}");
+    }
+    // A tenant id that names no lake: nothing to do.
+    assert_eq!(maintain(&data, "nobody", &[], None).unwrap(), Vec::<Value>::new());
+    assert_eq!(everything(), untouched, "a refused run changed the warehouse");
+
     // The shipper goes on after all of it.
     c.exec(t, "INSERT INTO acc (id, owner, balance) VALUES (999999, 'after', 1)").await;
     assert_exactly_the_log(&c, &server, t).await;
