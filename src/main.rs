@@ -33,9 +33,8 @@ enum Command {
     QueryService(Overrides),
     /// List the tenants of a running server: tier, size, last access, lake lag.
     Tenants {
-        /// The server [default: http://<--listen>].
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -44,9 +43,8 @@ enum Command {
         /// The tenant.
         #[arg(long)]
         tenant: String,
-        /// The server [default: http://<--listen>].
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -62,9 +60,8 @@ enum Command {
         /// Make a branch: this new tenant at that instant, the original untouched.
         #[arg(long)]
         into: Option<String>,
-        /// The server [default: http://<--listen>].
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -76,9 +73,8 @@ enum Command {
         /// The instant: a timestamp ("2026-11-28 07:00:00+00", RFC 3339).
         #[arg(long)]
         at: String,
-        /// The server [default: http://<--listen>].
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -98,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         command: LakeCommand,
     },
+    /// API keys (kept hashed in the data directory; the server sees changes at once).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Run one SQL query over the lake and print the answer as a table.
     Sql {
         /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
@@ -105,6 +106,68 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make an API key and print it (once: only its hash is kept).
+    Create {
+        /// The tenants it reaches: ids, patterns with * (acme-*), or * for all; repeat or separate with commas.
+        #[arg(long = "tenant", required = true, value_delimiter = ',')]
+        tenants: Vec<String>,
+        /// read, write or admin.
+        #[arg(long)]
+        scope: String,
+        /// A name to recognise it by in `token list`.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// The API keys: id, name, scope, tenants, made, revoked.
+    List {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Revoke an API key by its id (tlk_<id> or <id>); a running server refuses it from the next request.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+/// How a command reaches a running server.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server [default: http://<--listen>].
+    #[arg(long)]
+    url: Option<String>,
+    /// A token with the scope the command needs (an API key or a JWT).
+    #[arg(long, env = "TIDELAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// A running server and the token to show it.
+pub struct Server {
+    pub url: String,
+    token: Option<String>,
+}
+
+impl Server {
+    fn of(args: ServerArgs, overrides: Overrides) -> Server {
+        Server { url: server_url(args.url, overrides), token: args.token }
+    }
+
+    /// An HTTP client that shows the token, if one is given.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a valid header value")?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -169,18 +232,20 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Tenants { url, overrides } => runtime.block_on(tenants_table(&server_url(url, overrides))),
-        Command::Backup { tenant, url, overrides } => runtime.block_on(backup_now(&server_url(url, overrides), &tenant)),
-        Command::Restore { tenant, to, into, url, overrides } => {
-            runtime.block_on(restore::restore(&server_url(url, overrides), &tenant, &to, into.as_deref()))
+        Command::Tenants { server, overrides } => runtime.block_on(tenants_table(&Server::of(server, overrides))),
+        Command::Backup { tenant, server, overrides } => runtime.block_on(backup_now(&Server::of(server, overrides), &tenant)),
+        Command::Restore { tenant, to, into, server, overrides } => {
+            runtime.block_on(restore::restore(&Server::of(server, overrides), &tenant, &to, into.as_deref()))
         }
-        Command::Bookmark { tenant, at, url, overrides } => {
-            runtime.block_on(restore::bookmark(&server_url(url, overrides), &tenant, &at))
+        Command::Bookmark { tenant, at, server, overrides } => {
+            runtime.block_on(restore::bookmark(&Server::of(server, overrides), &tenant, &at))
         }
+        Command::Token { command } => tokens(command),
     }
 }
 
 async fn serve(settings: Settings) -> Result<()> {
+    let auth = authenticator(&settings).await?;
     let tenants = Tenants::new(settings.oltp).context("open the data directory")?;
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -208,11 +273,11 @@ async fn serve(settings: Settings) -> Result<()> {
     let maintenance = shipper.is_some().then(|| tokio::spawn(maintainer.clone().run(stop.clone())));
     let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
     let queries = query_service::QueryService::new(warehouse.clone(), settings.query);
-    let wire = start_wire(settings.pg_listen, &queries).await?;
+    let wire = start_wire(settings.pg_listen, &queries, &auth).await?;
     let app = oltp_do::api::router(tenants.clone())
         .nest("/catalog", catalog::rest::router(warehouse))
         .merge(query_service::http::router(queries));
-    serve_until_signal(listener, app).await?;
+    serve_until_signal(listener, secured(app, auth, settings.auth.browser)).await?;
     if let Some(wire) = wire {
         wire.abort();
     }
@@ -279,6 +344,7 @@ async fn serve_alone(
     path: &str,
     app: impl FnOnce(Arc<Warehouse>) -> (axum::Router, Option<Arc<query_service::QueryService>>),
 ) -> Result<()> {
+    let auth = authenticator(&settings).await?;
     let warehouse = Warehouse::open(settings.catalog)
         .await
         .context("open the Iceberg catalog")?;
@@ -288,10 +354,10 @@ async fn serve_alone(
     println!("tidelake {what} listening on http://{}{path}", listener.local_addr()?);
     let (router, queries) = app(warehouse);
     let wire = match queries {
-        Some(queries) => start_wire(settings.pg_listen, &queries).await?,
+        Some(queries) => start_wire(settings.pg_listen, &queries, &auth).await?,
         None => None,
     };
-    let served = serve_until_signal(listener, router).await;
+    let served = serve_until_signal(listener, secured(router, auth, settings.auth.browser)).await;
     if let Some(wire) = wire {
         wire.abort();
     }
@@ -303,6 +369,7 @@ async fn serve_alone(
 async fn start_wire(
     address: Option<std::net::SocketAddr>,
     queries: &Arc<query_service::QueryService>,
+    auth: &Arc<auth::Auth>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(address) = address else { return Ok(None) };
     let listener = TcpListener::bind(address).await.with_context(|| {
@@ -310,7 +377,92 @@ async fn start_wire(
     })?;
     println!("tidelake postgres wire listening on {}", listener.local_addr()?);
     let queries = queries.clone();
-    Ok(Some(tokio::spawn(query_service::wire::serve(listener, queries, std::future::pending()))))
+    let serve = query_service::wire::serve(listener, queries, auth.clone(), None, std::future::pending());
+    Ok(Some(tokio::spawn(serve)))
+}
+
+/// The server's authenticator, once it is clear that a server without auth
+/// serves loopback only (or is told loudly otherwise).
+async fn authenticator(settings: &Settings) -> Result<Arc<auth::Auth>> {
+    let auth = auth::Auth::new(&settings.oltp.data_dir, settings.auth.jwt.clone()).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    if auth.is_enabled() {
+        auth.start().await;
+        tracing::info!("auth is on: every request needs a token (docs/auth.md)");
+        return Ok(auth);
+    }
+    let exposed: Vec<String> = [Some(settings.listen), settings.pg_listen]
+        .into_iter()
+        .flatten()
+        .filter(|a| !a.ip().is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    if exposed.is_empty() {
+        tracing::info!("auth is off: serving loopback only (docs/auth.md turns it on)");
+    } else if settings.auth.insecure_no_auth {
+        eprintln!(
+            "WARNING: auth is off and tidelake listens on {}: anyone who reaches it reads, changes and restores every tenant (--insecure-no-auth)",
+            exposed.join(", ")
+        );
+    } else {
+        anyhow::bail!(
+            "refusing to listen on {} without auth: anyone who reached it could read and change every tenant. \
+             Turn auth on (--jwks-url, --jwt-secret or `tidelake token create`; see docs/auth.md), listen on 127.0.0.1, \
+             or pass --insecure-no-auth",
+            exposed.join(", ")
+        );
+    }
+    Ok(auth)
+}
+
+/// Every route behind browser safety and authentication.
+fn secured(app: axum::Router, auth: Arc<auth::Auth>, browser: auth::http::Browser) -> axum::Router {
+    app.layer(axum::middleware::from_fn_with_state(auth, auth::http::authenticate))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(browser), auth::http::guard))
+}
+
+/// `tidelake token create | list | revoke`.
+fn tokens(command: TokenCommand) -> Result<()> {
+    let store = |overrides: Overrides| -> Result<auth::KeyStore> {
+        Ok(auth::KeyStore::open(&Settings::load(overrides)?.oltp.data_dir))
+    };
+    match command {
+        TokenCommand::Create { tenants, scope, name, overrides } => {
+            let scope = auth::Scope::parse(&scope)
+                .ok_or_else(|| anyhow::anyhow!("--scope {scope:?}: expected read, write or admin"))?;
+            let reach = auth::Reach::of(tenants).map_err(|e| anyhow::anyhow!("--tenant {e}"))?;
+            let store = store(overrides)?;
+            let made = store.create(scope, reach, name).with_context(|| format!("write {}", store.path().display()))?;
+            eprintln!(
+                "API key {} ({} on {}); it is shown once, keep it secret:",
+                made.stored.user(),
+                made.stored.scope,
+                made.stored.tenants
+            );
+            println!("{}", made.key);
+        }
+        TokenCommand::List { overrides } => {
+            let store = store(overrides)?;
+            let keys = store.list().with_context(|| format!("read {}", store.path().display()))?;
+            let mut rows = vec![["ID", "NAME", "SCOPE", "TENANTS", "CREATED (UTC)", "REVOKED (UTC)"].map(String::from).to_vec()];
+            for k in keys {
+                rows.push(vec![
+                    k.user(),
+                    k.name.clone().unwrap_or_default(),
+                    k.scope.to_string(),
+                    k.tenants.to_string(),
+                    utc_text(k.created_ms),
+                    k.revoked_ms.map_or_else(String::new, utc_text),
+                ]);
+            }
+            print_table(&rows);
+        }
+        TokenCommand::Revoke { id, overrides } => {
+            let store = store(overrides)?;
+            anyhow::ensure!(store.revoke(&id)?, "no API key {id} in {}", store.path().display());
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn run_sql(settings: Settings, query: &str) -> Result<()> {
@@ -390,9 +542,12 @@ fn server_url(url: Option<String>, overrides: Overrides) -> String {
 }
 
 /// `tidelake backup`: `POST /t/{tenant}/backups`.
-async fn backup_now(url: &str, tenant: &str) -> Result<()> {
-    let response = reqwest::Client::new()
+async fn backup_now(server: &Server, tenant: &str) -> Result<()> {
+    let url = server.url.as_str();
+    let response = server
+        .client()?
         .post(format!("{}/t/{tenant}/backups", url.trim_end_matches('/')))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
@@ -406,13 +561,20 @@ async fn backup_now(url: &str, tenant: &str) -> Result<()> {
 }
 
 /// `tidelake tenants`: the server's `health`, as a table.
-async fn tenants_table(url: &str) -> Result<()> {
-    let health: serde_json::Value = reqwest::get(format!("{}/health", url.trim_end_matches('/')))
+async fn tenants_table(server: &Server) -> Result<()> {
+    let url = server.url.as_str();
+    let response = server
+        .client()?
+        .get(format!("{}/health", url.trim_end_matches('/')))
+        .send()
         .await
-        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?
-        .json()
-        .await
-        .context("read the server's health")?;
+        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        anyhow::bail!("the server refused ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
+    }
+    let health: serde_json::Value = response.json().await.context("read the server's health")?;
     let mut rows = vec![["TENANT", "TIER", "LOCAL", "ARCHIVE", "LAST ACCESS (UTC)", "LAKE"].map(String::from).to_vec()];
     for t in health["tenants"].as_array().into_iter().flatten() {
         let bytes = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), human_bytes);
@@ -431,12 +593,17 @@ async fn tenants_table(url: &str) -> Result<()> {
             lake,
         ]);
     }
+    print_table(&rows);
+    Ok(())
+}
+
+/// Rows as aligned columns, the first the header.
+fn print_table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
-    Ok(())
 }
 
 fn human_bytes(bytes: u64) -> String {

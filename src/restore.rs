@@ -10,12 +10,14 @@ fn unreachable(url: &str) -> String {
     format!("reach the server at {url} (is `tidelake serve` running? --url names another)")
 }
 
-pub async fn restore(url: &str, tenant: &str, to: &str, into: Option<&str>) -> Result<()> {
+pub async fn restore(server: &crate::Server, tenant: &str, to: &str, into: Option<&str>) -> Result<()> {
+    let url = server.url.as_str();
     let mut body = json!({ "to": to });
     if let Some(into) = into {
         body["into"] = json!(into);
     }
-    let mut response = reqwest::Client::new()
+    let mut response = server
+        .client()?
         .post(format!("{}/t/{tenant}/restore", url.trim_end_matches('/')))
         .header("accept", "application/x-ndjson")
         .json(&body)
@@ -80,8 +82,10 @@ pub async fn restore(url: &str, tenant: &str, to: &str, into: Option<&str>) -> R
     Ok(())
 }
 
-pub async fn bookmark(url: &str, tenant: &str, at: &str) -> Result<()> {
-    let response = reqwest::Client::new()
+pub async fn bookmark(server: &crate::Server, tenant: &str, at: &str) -> Result<()> {
+    let url = server.url.as_str();
+    let response = server
+        .client()?
         .get(format!("{}/t/{tenant}/bookmark", url.trim_end_matches('/')))
         .query(&[("at", at)])
         .send()

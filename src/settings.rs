@@ -36,6 +36,23 @@ pub struct FileConfig {
     pub archive: ArchiveSection,
     #[serde(default)]
     pub query: QuerySection,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// Who may call the server (docs/auth.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub jwks_url: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub tenant_claim: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub insecure_no_auth: Option<bool>,
 }
 
 /// The lake query service's limits (docs/query.md).
@@ -288,6 +305,33 @@ pub struct Overrides {
     /// Refuse (`result_too_large`) a lake query's answer larger than this, as encoded (e.g. 256MiB) [default: 64MiB].
     #[arg(long, env = "TIDELAKE_QUERY_MAX_RESULT_BYTES")]
     pub query_max_result_bytes: Option<String>,
+    /// Accept JWTs signed by the keys of this JWKS (RS256, ES256), e.g. https://auth.example.com/.well-known/jwks.json.
+    #[arg(long, env = "TIDELAKE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Accept HS256 JWTs signed with this shared secret (at least 32 bytes).
+    #[arg(long, env = "TIDELAKE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// A JWT's `iss` must be this.
+    #[arg(long, env = "TIDELAKE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// A JWT's `aud` must include this.
+    #[arg(long, env = "TIDELAKE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// A database per user: a JWT reaches the one tenant named by this claim (e.g. sub), encoded as docs/auth.md says.
+    #[arg(long, env = "TIDELAKE_TENANT_CLAIM")]
+    pub tenant_claim: Option<String>,
+    /// Fetch the JWKS again this often [default: 5m].
+    #[arg(long, env = "TIDELAKE_JWKS_REFRESH")]
+    pub jwks_refresh: Option<String>,
+    /// Origins whose web pages may call the server, comma-separated, or * [default: the server's own pages only].
+    #[arg(long, env = "TIDELAKE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Host names the server answers besides IP addresses, localhost and the base domain, comma-separated.
+    #[arg(long, env = "TIDELAKE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Serve without auth on addresses other than loopback: anyone who reaches the port is an administrator.
+    #[arg(long, env = "TIDELAKE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 pub struct Settings {
@@ -300,6 +344,14 @@ pub struct Settings {
     pub lake: Option<ShipperConfig>,
     pub maintenance: MaintenanceConfig,
     pub query: query_service::Limits,
+    pub auth: AuthSettings,
+}
+
+/// How callers prove who they are, and which pages and hosts are served.
+pub struct AuthSettings {
+    pub jwt: auth::JwtConfig,
+    pub browser: auth::http::Browser,
+    pub insecure_no_auth: bool,
 }
 
 impl Settings {
@@ -528,7 +580,26 @@ impl Settings {
             query.max_result_bytes = parse_bytes(&text).map_err(|e| anyhow::anyhow!("query.max_result_bytes: {e}"))?;
             anyhow::ensure!(query.max_result_bytes > 0, "query.max_result_bytes must be at least 1");
         }
-        Ok(Self { listen, pg_listen, oltp, catalog, lake, maintenance, query })
+        let u = file.auth;
+        let jwt = auth::JwtConfig {
+            jwks_url: overrides.jwks_url.or(u.jwks_url),
+            hs256_secret: overrides.jwt_secret.or(u.jwt_secret),
+            issuer: overrides.jwt_issuer.or(u.issuer),
+            audience: overrides.jwt_audience.or(u.audience),
+            tenant_claim: overrides.tenant_claim.or(u.tenant_claim),
+            jwks_refresh: match overrides.jwks_refresh.or(u.jwks_refresh) {
+                Some(text) => positive_duration("auth.jwks_refresh", &text)?,
+                None => std::time::Duration::from_secs(300),
+            },
+        };
+        let browser = auth::http::Browser {
+            allowed_origins: overrides.allowed_origins.or(u.allowed_origins).unwrap_or_default(),
+            allowed_hosts: overrides.allowed_hosts.or(u.allowed_hosts).unwrap_or_default(),
+            base_domain: oltp.base_domain.clone(),
+        };
+        let insecure_no_auth = overrides.insecure_no_auth || u.insecure_no_auth.unwrap_or(false);
+        let auth = AuthSettings { jwt, browser, insecure_no_auth };
+        Ok(Self { listen, pg_listen, oltp, catalog, lake, maintenance, query, auth })
     }
 }
 

@@ -24,6 +24,21 @@ pub enum CatalogError {
     Unsupported(String),
     #[error("{0}")]
     Internal(String),
+    /// No valid token.
+    #[error("{0}")]
+    NotAuthorized(String),
+    /// A token that does not allow this, or a write only the shipper makes.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl From<auth::Denied> for CatalogError {
+    fn from(denied: auth::Denied) -> Self {
+        match denied {
+            auth::Denied::Unauthenticated(why) => Self::NotAuthorized(why),
+            auth::Denied::Forbidden(why) => Self::Forbidden(why),
+        }
+    }
 }
 
 impl From<iceberg::Error> for CatalogError {
@@ -58,6 +73,8 @@ impl CatalogError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequestException"),
             Self::Unsupported(_) => (StatusCode::NOT_ACCEPTABLE, "UnsupportedOperationException"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailureException"),
+            Self::NotAuthorized(_) => (StatusCode::UNAUTHORIZED, "NotAuthorizedException"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "ForbiddenException"),
         }
     }
 }
@@ -69,6 +86,13 @@ impl IntoResponse for CatalogError {
             tracing::error!(error = %self, "catalog request failed");
         }
         let body = json!({"error": {"message": self.to_string(), "type": kind, "code": status.as_u16()}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"tidelake\", error=\"invalid_token\""),
+            );
+        }
+        response
     }
 }

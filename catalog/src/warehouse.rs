@@ -456,7 +456,23 @@ impl Warehouse {
 
     /// Storage properties handed to REST clients so they can read and write
     /// the warehouse themselves.
+    /// What clients are told of the storage (the REST catalog's config
+    /// and table loads): where it is, never a credential. Clients reading
+    /// an object store bring their own credentials.
     pub fn client_config(&self) -> HashMap<String, String> {
-        self.config.storage.clone()
+        self.config
+            .storage
+            .iter()
+            .filter(|(key, _)| !is_credential(key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
+}
+
+/// Whether a storage property is a credential (kept from clients).
+fn is_credential(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "access-key", "session-token", "token", "password", "credential", "sas"]
+        .iter()
+        .any(|word| key.contains(word))
 }

@@ -41,6 +41,9 @@ impl DbError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// No valid token (401) or one that does not allow this (403).
+    #[error("{0}")]
+    Denied(#[from] auth::Denied),
     #[error("invalid tenant id {0:?}: expected [a-z0-9][a-z0-9-]{{0,62}}")]
     InvalidTenant(String),
     #[error("tenant id {0:?} is reserved")]

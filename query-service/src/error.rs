@@ -16,6 +16,9 @@ pub enum QueryError {
     /// The query is not valid SQL, or not one the service runs.
     #[error("{0}")]
     Sql(String),
+    /// A tenant the caller's token does not reach.
+    #[error("{0}")]
+    Forbidden(String),
     /// A table or tenant that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -49,6 +52,7 @@ impl QueryError {
         match self {
             Self::Sql(_) => "invalid_sql",
             Self::NotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
             Self::Query(_) => "query_failed",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::Timeout(_) => "query_timeout",
@@ -66,6 +70,7 @@ impl QueryError {
                 StatusCode::BAD_REQUEST
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             // As the OLTP API answers a statement timeout (SQLSTATE 57014).
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             // The pool is shared by every running query: another query may
@@ -83,6 +88,7 @@ impl QueryError {
         match self {
             Self::Sql(_) => "42601",
             Self::NotFound(_) => "42P01",
+            Self::Forbidden(_) => "42501",
             Self::Query(_) => "42000",
             Self::InvalidArgument(_) => "22023",
             Self::Timeout(_) => "57014",

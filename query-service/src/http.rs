@@ -1,11 +1,14 @@
 //! `POST /sql`: `{"sql": "…"}` → the answer as JSON (default), Arrow IPC
 //! stream (`Accept: application/vnd.apache.arrow.stream`) or CSV
 //! (`Accept: text/csv`); `GET /diff`, `/growth`, `/activity`: the table
-//! functions as JSON. Every answer is bounded by the query timeout and the
-//! answer caps (`encode`).
+//! functions as JSON. Each reads only the tenants the caller's token
+//! reaches. Every answer is bounded by the query timeout and the answer
+//! caps (`encode`).
 
 use std::sync::Arc;
 
+use auth::Principal;
+use auth::http::Caller;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -43,9 +46,9 @@ async fn dashboard() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], page).into_response()
 }
 
-/// `GET /tables`: every lake table, by tenant.
-async fn tables(State(service): State<Arc<QueryService>>) -> Response {
-    match service.tables().await {
+/// `GET /tables`: every lake table the caller may read, by tenant.
+async fn tables(State(service): State<Arc<QueryService>>, Caller(who): Caller) -> Response {
+    match service.tables(&who).await {
         Ok(tables) => {
             let tables: Vec<Value> = tables.into_iter().map(|(tenant, table)| json!({"tenant": tenant, "table": table})).collect();
             axum::Json(json!({ "tables": tables })).into_response()
@@ -70,16 +73,16 @@ fn one_day() -> String {
 type SeriesQuery = Result<Query<SeriesRequest>, axum::extract::rejection::QueryRejection>;
 
 /// `GET /growth?table=<table or tenant.table>&start=…&end=…&interval=1 day`.
-async fn growth(State(service): State<Arc<QueryService>>, query: SeriesQuery) -> Response {
-    series(&service, "growth", query).await
+async fn growth(State(service): State<Arc<QueryService>>, Caller(who): Caller, query: SeriesQuery) -> Response {
+    series(&service, "growth", query, &who).await
 }
 
 /// `GET /activity?table=…&start=…&end=…&interval=…`.
-async fn activity(State(service): State<Arc<QueryService>>, query: SeriesQuery) -> Response {
-    series(&service, "activity", query).await
+async fn activity(State(service): State<Arc<QueryService>>, Caller(who): Caller, query: SeriesQuery) -> Response {
+    series(&service, "activity", query, &who).await
 }
 
-async fn series(service: &QueryService, function: &str, query: SeriesQuery) -> Response {
+async fn series(service: &QueryService, function: &str, query: SeriesQuery, who: &Principal) -> Response {
     let Ok(Query(r)) = query else {
         let message = "expected ?table=<table or tenant.table>&start=<timestamp>&end=<timestamp>&interval=<e.g. 1 day>";
         return QueryError::Sql(message.into()).into_response();
@@ -91,7 +94,7 @@ async fn series(service: &QueryService, function: &str, query: SeriesQuery) -> R
         literal(&r.end),
         literal(&r.interval)
     );
-    answer(service, &sql, Encoding::Json).await
+    answer(service, &sql, Encoding::Json, who).await
 }
 
 fn literal(text: &str) -> String {
@@ -109,6 +112,7 @@ struct DiffRequest {
 /// `table_diff` as JSON, by key.
 async fn diff(
     State(service): State<Arc<QueryService>>,
+    Caller(who): Caller,
     query: Result<Query<DiffRequest>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(request)) = query else {
@@ -124,10 +128,10 @@ async fn diff(
         (Err(err), _) | (_, Err(err)) => return err.into_response(),
     };
     let sql = format!("SELECT * FROM table_diff({}, {from}, {to})", literal(&request.table));
-    answer(&service, &sql, Encoding::Json).await
+    answer(&service, &sql, Encoding::Json, &who).await
 }
 
-async fn sql(State(service): State<Arc<QueryService>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sql(State(service): State<Arc<QueryService>>, Caller(who): Caller, headers: HeaderMap, body: Bytes) -> Response {
     let request: SqlRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -136,12 +140,12 @@ async fn sql(State(service): State<Arc<QueryService>>, headers: HeaderMap, body:
         }
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    answer(&service, &request.sql, Encoding::from_accept(accept)).await
+    answer(&service, &request.sql, Encoding::from_accept(accept), &who).await
 }
 
 /// Run `sql` and answer with it encoded, or with why not.
-async fn answer(service: &QueryService, sql: &str, encoding: Encoding) -> Response {
-    let encoded = match service.start(sql).await {
+async fn answer(service: &QueryService, sql: &str, encoding: Encoding, who: &Principal) -> Response {
+    let encoded = match service.start(sql, who).await {
         Ok(stream) => encode(stream, encoding, service.limits()).await,
         Err(err) => Err(err),
     };

@@ -25,6 +25,7 @@ pub mod wire;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use auth::Principal;
 use catalog::Warehouse;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -145,17 +146,19 @@ impl QueryService {
         Deadline::start(self.limits.timeout)
     }
 
-    /// Plan and start one query over the lake: its rows until its deadline.
-    pub async fn start(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+    /// Plan and start one query over the lake, reading the tenants `who`
+    /// may read: its rows until its deadline.
+    pub async fn start(&self, sql: &str, who: &Principal) -> Result<SendableRecordBatchStream, QueryError> {
         let deadline = self.deadline();
-        let stream = deadline.run(async { self.prepare(rewrite::parse(sql)?).await?.run(None).await }).await?;
+        let stream = deadline.run(async { self.prepare(rewrite::parse(sql)?, who).await?.run(None).await }).await?;
         Ok(deadline.bound(stream))
     }
 
-    /// Run one query over the lake to its end (for `tidelake sql`); the
-    /// answer's rows and its size in memory are capped as over HTTP.
+    /// Run one query over the lake to its end (for `tidelake sql`, which
+    /// reads the warehouse itself: every tenant); the answer's rows and its
+    /// size in memory are capped as over HTTP.
     pub async fn sql(&self, sql: &str) -> Result<Answer, QueryError> {
-        let mut stream = self.start(sql).await?;
+        let mut stream = self.start(sql, &Principal::open()).await?;
         let mut answer = Answer { schema: stream.schema(), batches: Vec::new() };
         let (mut budget, mut bytes) = (ResultBudget::new(&self.limits), 0);
         while let Some(batch) = stream.next().await {
@@ -169,9 +172,10 @@ impl QueryService {
     }
 
     /// Plan one query (as `rewrite::parse` accepts it) over the lake as the
-    /// catalog has it now. Placeholders (`$1`…) stay in the plan until
-    /// [`Prepared::run`] gets their values.
-    pub async fn prepare(&self, mut statement: Statement) -> Result<Prepared, QueryError> {
+    /// catalog has it now, as `who` may read it: `all_tenants` is the
+    /// tenants it reaches, and naming another is refused. Placeholders
+    /// (`$1`…) stay in the plan until [`Prepared::run`] gets their values.
+    pub async fn prepare(&self, mut statement: Statement, who: &Principal) -> Result<Prepared, QueryError> {
         rewrite::check_versions(&mut statement)?;
         // Refusals that need no table (too many buckets) come before any is loaded.
         let needs = rewrite::needs(&mut statement, self.limits.max_buckets)?;
@@ -189,8 +193,14 @@ impl QueryService {
         ctx.register_catalog(CATALOG, catalog.clone());
         let mut loaded = Loaded::default();
         let mut checkpoint_tables = HashMap::new();
+        for (tenant, _) in &needs.tables {
+            if !who.may_read(tenant) {
+                return Err(QueryError::Forbidden(format!("this token does not reach tenant {tenant:?}")));
+            }
+        }
         for table in &needs.all_tenants {
-            let tenants = self.tenants_with(table).await?;
+            let mut tenants = self.tenants_with(table).await?;
+            tenants.retain(|tenant| who.may_read(tenant));
             for tenant in &tenants {
                 self.register(&catalog, &mut loaded, &mut checkpoint_tables, tenant, table).await?;
             }
@@ -266,11 +276,14 @@ impl QueryService {
         Ok(true)
     }
 
-    /// Every lake table as (tenant, table), sorted.
-    pub async fn tables(&self) -> Result<Vec<(String, String)>, QueryError> {
+    /// Every lake table `who` may read as (tenant, table), sorted.
+    pub async fn tables(&self, who: &Principal) -> Result<Vec<(String, String)>, QueryError> {
         let catalog = self.warehouse.catalog();
         let mut tables = Vec::new();
         for namespace in catalog.list_namespaces(None).await? {
+            if !who.may_read(&namespace.join(".")) {
+                continue;
+            }
             for ident in catalog.list_tables(&namespace).await? {
                 if lake::checkpoint::is_checkpoint_table(ident.name()) {
                     continue;

@@ -25,9 +25,14 @@ use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use datafusion_postgres::arrow_pg::encoder::{Encoder as RowFields, encode_value};
 use datafusion_postgres::pgwire;
-use futures::{Sink, StreamExt, stream};
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::StartupHandler;
+use futures::{Sink, SinkExt, StreamExt, stream};
+use auth::{Auth, Principal, StoredKey};
+use pgwire::api::auth::sasl::scram::{ScramServerAuth, ScramServerAuthWaitingForClientFinal};
+use pgwire::api::auth::{self as auth_api, DefaultServerParameterProvider, Password, StartupHandler};
+use pgwire::api::{METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
+use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::startup::Authentication;
+use pgwire::tokio::TlsAcceptor;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -47,9 +52,16 @@ use tokio::net::TcpListener;
 use crate::error::QueryError;
 use crate::{QueryService, rewrite};
 
-/// Accept Postgres connections on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, service: Arc<QueryService>, shutdown: impl Future<Output = ()>) {
-    let handlers = Arc::new(Handlers { backend: Arc::new(Backend { service }) });
+/// Accept Postgres connections on `listener` until `shutdown` resolves;
+/// each authenticates with `auth` (see [`TokenStartup`]).
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<QueryService>,
+    auth: Arc<Auth>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let handlers = Arc::new(Handlers { backend: Arc::new(Backend { service }), auth });
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -62,9 +74,9 @@ pub async fn serve(listener: TcpListener, service: Arc<QueryService>, shutdown: 
                 }
             },
         };
-        let handlers = handlers.clone();
+        let (handlers, tls) = (handlers.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%peer, error = %e, "Postgres connection ended");
             }
         });
@@ -73,6 +85,7 @@ pub async fn serve(listener: TcpListener, service: Arc<QueryService>, shutdown: 
 
 struct Handlers {
     backend: Arc<Backend>,
+    auth: Arc<Auth>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -85,15 +98,117 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(NoPassword)
+        Arc::new(TokenStartup { auth: self.auth.clone(), phase: tokio::sync::Mutex::new(Phase::Start) })
     }
 }
 
-/// Connections are not authenticated: the front listens on loopback unless
-/// configured otherwise (docs/query.md).
-struct NoPassword;
+/// One connection's authentication. The password is a token: with the
+/// user name of an API key (`tlk_<id>`) it is checked by SCRAM-SHA-256
+/// against the key's salted password, so the key never crosses the wire;
+/// with any other user name the password is sent as is (use TLS) and may
+/// be an API key or a JWT. Without auth, no password is asked for. The
+/// caller becomes the session's [`Principal`]: its queries read the
+/// tenants it reaches.
+struct TokenStartup {
+    auth: Arc<Auth>,
+    phase: tokio::sync::Mutex<Phase>,
+}
 
-impl NoopStartupHandler for NoPassword {}
+enum Phase {
+    Start,
+    Password,
+    ScramFirst(StoredKey),
+    ScramFinal(StoredKey, Box<ScramServerAuthWaitingForClientFinal>),
+}
+
+fn refused(user: &str, why: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        "28P01".into(),
+        format!("password authentication failed for user \"{user}\": {why}"),
+    )))
+}
+
+#[async_trait]
+impl StartupHandler for TokenStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut phase = self.phase.lock().await;
+        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+        match (message, &*phase) {
+            (PgWireFrontendMessage::Startup(startup), Phase::Start) => {
+                auth_api::protocol_negotiation(client, &startup).await?;
+                auth_api::save_startup_parameters_to_metadata(client, &startup);
+                let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+                client.set_pid_and_secret_key(pid, secret);
+                if !self.auth.is_enabled() {
+                    client.session_extensions().insert(Principal::open());
+                    return auth_api::finish_authentication(client, &DefaultServerParameterProvider::default()).await;
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+                *phase = match self.auth.key_of_user(&user) {
+                    Some(key) => {
+                        client.send(PgWireBackendMessage::Authentication(Authentication::SASL(vec!["SCRAM-SHA-256".into()]))).await?;
+                        Phase::ScramFirst(key)
+                    }
+                    None => {
+                        client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                        Phase::Password
+                    }
+                };
+                Ok(())
+            }
+            (PgWireFrontendMessage::PasswordMessageFamily(message), Phase::Password) => {
+                let password = message.into_password()?.password;
+                let principal = self.auth.token(&password).await.map_err(|denied| refused(&user, &denied.to_string()))?;
+                client.session_extensions().insert(principal);
+                *phase = Phase::Start;
+                auth_api::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+            }
+            (PgWireFrontendMessage::PasswordMessageFamily(message), Phase::ScramFirst(key)) => {
+                let initial = message.into_sasl_initial_response()?;
+                if initial.auth_method != "SCRAM-SHA-256" {
+                    return Err(refused(&user, &format!("{} is not offered: use SCRAM-SHA-256", initial.auth_method)));
+                }
+                let data = initial.data.ok_or_else(|| refused(&user, "empty SCRAM message"))?;
+                let expected = key_password(key).ok_or_else(|| refused(&user, "the key's SCRAM secret is damaged"))?;
+                let (server_first, waiting) = ScramServerAuth::new().on_client_first_message(&data, expected)?;
+                client.send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(server_first.into()))).await?;
+                *phase = Phase::ScramFinal(key.clone(), Box::new(waiting));
+                Ok(())
+            }
+            (PgWireFrontendMessage::PasswordMessageFamily(message), Phase::ScramFinal(key, waiting)) => {
+                let response = message.into_sasl_response()?;
+                let server_final = waiting
+                    .on_client_final_message(&response.data)
+                    .map_err(|_| refused(&user, "the password is not this key"))?;
+                client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(server_final.into()))).await?;
+                client.session_extensions().insert(key.principal());
+                *phase = Phase::Start;
+                auth_api::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+            }
+            _ => Err(refused(&user, "unexpected message during authentication")),
+        }
+    }
+}
+
+/// The SCRAM secret pgwire checks a key's proof against.
+fn key_password(key: &StoredKey) -> Option<Password> {
+    let (salt, salted) = key.scram_secret()?;
+    Some(Password::new(Some(salt), salted))
+}
+
+/// The caller a connection authenticated as.
+fn caller(client: &impl ClientInfo) -> PgWireResult<Principal> {
+    client.session_extensions().get::<Principal>().map(|p| (*p).clone()).ok_or_else(|| {
+        PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), "28000".into(), "not authenticated".into())))
+    })
+}
 
 struct Backend {
     service: Arc<QueryService>,
@@ -246,9 +361,10 @@ impl Backend {
         parameters: Option<&Portal<WireStatement>>,
         format: &Format,
         options: Arc<FormatOptions>,
+        who: &Principal,
     ) -> Result<Response, PgWireError> {
         let deadline = self.service.deadline();
-        let prepared = deadline.run(self.service.prepare(statement.clone())).await.map_err(wire_error)?;
+        let prepared = deadline.run(self.service.prepare(statement.clone(), who)).await.map_err(wire_error)?;
         let values = match parameters {
             Some(portal) if portal.parameter_len() > 0 => {
                 let types = prepared.parameter_types().map_err(wire_error)?;
@@ -280,6 +396,7 @@ impl Backend {
         statement: &WireStatement,
         format: &Format,
         options: Arc<FormatOptions>,
+        who: &Principal,
     ) -> Result<(Vec<Type>, Vec<FieldInfo>), PgWireError> {
         match statement {
             WireStatement::Empty => Ok((vec![], vec![])),
@@ -287,7 +404,7 @@ impl Backend {
             WireStatement::Session(_) => Ok((vec![], vec![])),
             WireStatement::Query(statement) => {
                 let deadline = self.service.deadline();
-                let prepared = deadline.run(self.service.prepare((**statement).clone())).await.map_err(wire_error)?;
+                let prepared = deadline.run(self.service.prepare((**statement).clone(), who)).await.map_err(wire_error)?;
                 let parameters = prepared
                     .parameter_types()
                     .map_err(wire_error)?
@@ -322,7 +439,7 @@ impl SimpleQueryHandler for Backend {
                 Ok(WireStatement::Session(session)) => run_session(&session, client, &Format::UnifiedText),
                 Ok(WireStatement::Query(statement)) => {
                     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                    match self.query(&statement, None, &Format::UnifiedText, options).await {
+                    match self.query(&statement, None, &Format::UnifiedText, options, &caller(client)?).await {
                         Ok(response) => Ok(response),
                         Err(PgWireError::UserError(info)) => {
                             responses.push(Response::Error(info));
@@ -399,7 +516,7 @@ impl ExtendedQueryHandler for Backend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let (inferred, fields) = self.describe(&target.statement, &Format::UnifiedBinary, options).await?;
+        let (inferred, fields) = self.describe(&target.statement, &Format::UnifiedBinary, options, &caller(client)?).await?;
         // The client's own types win where it gave them.
         let count = inferred.len().max(target.parameter_types.len());
         let parameters = (0..count)
@@ -428,7 +545,7 @@ impl ExtendedQueryHandler for Backend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let (_, fields) = self.describe(&portal.statement.statement, &portal.result_column_format, options).await?;
+        let (_, fields) = self.describe(&portal.statement.statement, &portal.result_column_format, options, &caller(client)?).await?;
         Ok(DescribePortalResponse::new(fields))
     }
 
@@ -448,7 +565,7 @@ impl ExtendedQueryHandler for Backend {
                 // Planned again at each execution, so a prepared statement
                 // always reads the lake as it is now.
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                self.query(statement, Some(portal), &portal.result_column_format, options).await
+                self.query(statement, Some(portal), &portal.result_column_format, options, &caller(client)?).await
             }
         }
     }

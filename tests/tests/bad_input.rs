@@ -93,7 +93,7 @@ async fn dropped_connections_do_not_disturb_the_server() {
     // Half a request, then hang up.
     {
         let mut s = TcpStream::connect(&addr).unwrap();
-        s.write_all(b"POST /t/drop/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"sql\":")
+        s.write_all(b"POST /t/drop/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"sql\":")
             .unwrap();
     }
     // A whole request whose client leaves before the answer: the statement
@@ -103,7 +103,7 @@ async fn dropped_connections_do_not_disturb_the_server() {
         let mut s = TcpStream::connect(&addr).unwrap();
         write!(
             s,
-            "POST /t/drop/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            "POST /t/drop/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
             body.len(),
             body
         )

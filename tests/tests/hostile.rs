@@ -481,7 +481,7 @@ async fn per_connection_and_per_tenant_work_is_bounded() {
 
     let (status, body) = c.post("/t/w/backups", &json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let resp = c.http.post(c.url("/t/w/backups")).send().await.unwrap();
+    let resp = c.http.post(c.url("/t/w/backups")).json(&json!({})).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().get("retry-after").is_some());
     let (_, list) = c.get("/t/w/backups").await;

@@ -3,6 +3,7 @@
 //! whole suite (DESIGN.md §6).
 
 mod api;
+mod auth;
 mod capture;
 mod catalog;
 mod bad_input;

@@ -240,7 +240,7 @@ async fn all_tenants_and_the_fronts() {
     assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "invalid_sql".into()), "{b}");
     let (s, b) = c.post("/sql", &json!({"sql": "SELECT nope FROM acme.items"})).await;
     assert_eq!(error(s, &b), (StatusCode::BAD_REQUEST, "query_failed".into()), "{b}");
-    let resp = c.http.post(c.url("/sql")).body("{not json").send().await.unwrap();
+    let resp = c.http.post(c.url("/sql")).header("content-type", "application/json").body("{not json").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // One query from the shell.

@@ -103,7 +103,16 @@ async fn the_readme_api_tour_works_as_written() {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-s" => {}
-                "-d" => body = args.next().cloned(),
+                // As curl sends them: `-d` as a form, `--json` as JSON.
+                "-d" => {
+                    body = args.next().cloned();
+                    headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+                }
+                "--json" => {
+                    body = args.next().cloned();
+                    headers.push(("content-type".into(), "application/json".into()));
+                    headers.push(("accept".into(), "application/json".into()));
+                }
                 "-H" => {
                     let (k, v) = args.next().unwrap().split_once(':').unwrap();
                     headers.push((k.trim().to_owned(), v.trim().to_owned()));

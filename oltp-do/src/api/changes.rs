@@ -9,7 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::extract::{JsonBody, Tenant};
+use super::extract::{AdminTenant, JsonBody, Tenant};
 use crate::error::{Error, Result};
 use crate::protocol::{AckRequest, ChangesQuery, checked_lsn};
 
@@ -46,9 +46,10 @@ pub async fn changes(
     Ok(Json(body))
 }
 
+/// Trims what every consumer has taken: an operator's call (`admin`).
 pub async fn acknowledge(
     State(tenants): State<AppState>,
-    Tenant(tenant): Tenant,
+    AdminTenant(tenant, _): AdminTenant,
     JsonBody(req): JsonBody<AckRequest>,
 ) -> Result<Json<Value>> {
     if req.consumer.is_empty() || req.consumer.len() > 128 {

@@ -38,6 +38,8 @@ pub fn status_for(err: &Error) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         Error::BlockedTenant(_) => StatusCode::FORBIDDEN,
+        Error::Denied(auth::Denied::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
+        Error::Denied(auth::Denied::Forbidden(_)) => StatusCode::FORBIDDEN,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Database(db) => status_for_sqlstate(&db.code),
         Error::Engine(_) | Error::ArchiveCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -53,6 +55,7 @@ pub fn status_for(err: &Error) -> StatusCode {
 pub fn error_body(err: &Error) -> Value {
     let code = match err {
         Error::InvalidTenant(_) => "invalid_tenant",
+        Error::Denied(denied) => denied.code(),
         Error::BlockedTenant(_) => "tenant_blocked",
         Error::MissingTenant => "missing_tenant",
         Error::BadRequest { code, .. } => code,
@@ -73,6 +76,10 @@ pub fn error_body(err: &Error) -> Value {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        if let Error::Denied(denied) = self {
+            // The status, the body and the WWW-Authenticate challenge.
+            return denied.into_response();
+        }
         if matches!(self, Error::Engine(_) | Error::ArchiveCorrupt(_)) {
             tracing::error!(error = %self, "request failed on the server side");
         }

@@ -8,6 +8,8 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::HOST;
 use axum::http::request::Parts;
+use auth::http::caller;
+use auth::{Principal, Scope};
 use serde::de::DeserializeOwned;
 
 use super::routing::{TENANT_HEADER, resolve};
@@ -15,8 +17,22 @@ use crate::error::Error;
 use crate::tenant_id::TenantId;
 use crate::tenants::Tenants;
 
-/// The tenant a request is for (required).
+/// The tenant a request is for (required), which the caller may read.
 pub struct Tenant(pub TenantId);
+
+/// The tenant of a request whose SQL runs read-only unless the caller may
+/// write in it.
+pub struct SqlTenant {
+    pub tenant: TenantId,
+    pub may_write: bool,
+}
+
+/// The tenant of a request that changes it without SQL (cancel): `write`.
+pub struct WriteTenant(pub TenantId);
+
+/// The tenant of an operator's request (restore, backups, bookmarks,
+/// acknowledgements): `admin` on it.
+pub struct AdminTenant(pub TenantId, pub Principal);
 
 /// The tenant a request is for, if it names one (server-wide routes).
 pub struct MaybeTenant(pub Option<TenantId>);
@@ -51,19 +67,52 @@ impl FromRequestParts<Arc<Tenants>> for MaybeTenant {
     }
 }
 
+/// The tenant a request names and its caller, who may do what `scope`
+/// allows there.
+async fn allowed(parts: &mut Parts, state: &Arc<Tenants>, scope: Scope) -> Result<(TenantId, Principal), Error> {
+    let MaybeTenant(tenant) = MaybeTenant::from_request_parts(parts, state).await?;
+    let tenant = tenant.ok_or(Error::MissingTenant)?;
+    let principal = caller(parts)?;
+    principal.may(scope, tenant.as_str())?;
+    Ok((tenant, principal))
+}
+
 impl FromRequestParts<Arc<Tenants>> for Tenant {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<Tenants>,
-    ) -> Result<Self, Self::Rejection> {
-        let MaybeTenant(tenant) = MaybeTenant::from_request_parts(parts, state).await?;
-        tenant.map(Tenant).ok_or(Error::MissingTenant)
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
+        allowed(parts, state, Scope::Read).await.map(|(tenant, _)| Tenant(tenant))
     }
 }
 
-/// A JSON body, whatever its content type, within the body-size limit.
+impl FromRequestParts<Arc<Tenants>> for SqlTenant {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
+        let (tenant, principal) = allowed(parts, state, Scope::Read).await?;
+        let may_write = principal.may(Scope::Write, tenant.as_str()).is_ok();
+        Ok(SqlTenant { tenant, may_write })
+    }
+}
+
+impl FromRequestParts<Arc<Tenants>> for WriteTenant {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
+        allowed(parts, state, Scope::Write).await.map(|(tenant, _)| WriteTenant(tenant))
+    }
+}
+
+impl FromRequestParts<Arc<Tenants>> for AdminTenant {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
+        allowed(parts, state, Scope::Admin).await.map(|(tenant, principal)| AdminTenant(tenant, principal))
+    }
+}
+
+/// A JSON body within the body-size limit (its content type is checked
+/// before routing, by `auth::http::guard`).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<Arc<Tenants>> for JsonBody<T> {

@@ -29,7 +29,8 @@ use crate::actor::Work;
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement, requested_timeout};
 use crate::tenants::Tenants;
-use extract::{JsonBody, MaybeTenant, Tenant};
+use auth::http::Caller;
+use extract::{AdminTenant, JsonBody, MaybeTenant, SqlTenant, Tenant, WriteTenant};
 
 type AppState = Arc<Tenants>;
 
@@ -91,10 +92,19 @@ async fn ping(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json<V
     Json(json!({ "ok": true, "tenant": tenant.as_str(), "engine": engine, "exists": exists }))
 }
 
-/// Tenant health (with a tenant) or server health with every tenant's state.
-async fn health(State(tenants): State<AppState>, MaybeTenant(tenant): MaybeTenant) -> Json<Value> {
+/// Tenant health (with a tenant: `read` on it) or server health with
+/// every tenant's state (`admin` over all).
+async fn health(
+    State(tenants): State<AppState>,
+    MaybeTenant(tenant): MaybeTenant,
+    Caller(caller): Caller,
+) -> Result<Json<Value>> {
+    match &tenant {
+        Some(tenant) => caller.may(auth::Scope::Read, tenant.as_str())?,
+        None => caller.may_administer()?,
+    }
     let runtime = runtime_state(&tenants);
-    match tenant {
+    Ok(match tenant {
         Some(tenant) => {
             let mut status = tenants.status(Some(&tenant)).pop();
             // An open, idle tenant reports its change log as it is now;
@@ -120,17 +130,17 @@ async fn health(State(tenants): State<AppState>, MaybeTenant(tenant): MaybeTenan
                 "tenants": list,
             }))
         }
-    }
+    })
 }
 
 /// `GET /t/{tenant}/backups`: the tenant's base backups, oldest first.
-async fn list_backups(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
+async fn list_backups(State(tenants): State<AppState>, AdminTenant(tenant, _): AdminTenant) -> Result<Json<Value>> {
     let backups = tenants.backups(&tenant).await?;
     Ok(Json(json!({ "tenant": tenant.as_str(), "tier": tenants.tier(&tenant), "backups": backups })))
 }
 
 /// `POST /t/{tenant}/backups`: take a base backup now.
-async fn take_backup(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
+async fn take_backup(State(tenants): State<AppState>, AdminTenant(tenant, _): AdminTenant) -> Result<Json<Value>> {
     tenants.must_exist(&tenant)?;
     let manifest = tenants.backup_on_request(&tenant).await?;
     Ok(Json(json!({ "tenant": tenant.as_str(), "backup": manifest })))
@@ -187,7 +197,7 @@ async fn schema(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Resu
 
 async fn query(
     State(tenants): State<AppState>,
-    Tenant(tenant): Tenant,
+    SqlTenant { tenant, may_write }: SqlTenant,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response> {
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
@@ -198,19 +208,19 @@ async fn query(
         },
         row_mode: req.row_mode,
     };
-    let result = tenants.run_with(&tenant, work, timeout).await?.into_query()?;
+    let result = tenants.run_sql(&tenant, work, timeout, may_write).await?.into_query()?;
     Ok(Json(result).into_response())
 }
 
 /// `POST /t/{tenant}/cancel`: stop the statement the tenant runs now.
-async fn cancel(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json<Value> {
+async fn cancel(State(tenants): State<AppState>, WriteTenant(tenant): WriteTenant) -> Json<Value> {
     let cancelled = tenants.cancel(&tenant);
     Json(json!({ "tenant": tenant.as_str(), "cancelled": cancelled }))
 }
 
 async fn batch(
     State(tenants): State<AppState>,
-    Tenant(tenant): Tenant,
+    SqlTenant { tenant, may_write }: SqlTenant,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response> {
     if req.isolation_level.is_some() || req.read_only {
@@ -220,22 +230,23 @@ async fn batch(
         ));
     }
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let result = tenants.run_with(&tenant, Work::Batch(req), timeout).await?.into_batch()?;
+    let result = tenants.run_sql(&tenant, Work::Batch(req), timeout, may_write).await?.into_batch()?;
     Ok(Json(result).into_response())
 }
 
 async fn transaction(
     State(tenants): State<AppState>,
-    Tenant(tenant): Tenant,
+    SqlTenant { tenant, may_write }: SqlTenant,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response> {
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let result = tenants.run_with(&tenant, Work::Transaction(req), timeout).await?.into_batch()?;
+    let result = tenants.run_sql(&tenant, Work::Transaction(req), timeout, may_write).await?.into_batch()?;
     Ok(Json(result).into_response())
 }
 
-/// Prometheus text exposition.
-async fn metrics(State(tenants): State<AppState>) -> Response {
+/// Prometheus text exposition (`admin` over all tenants).
+async fn metrics(State(tenants): State<AppState>, Caller(caller): Caller) -> Result<Response> {
+    caller.may_administer()?;
     let m = &tenants.metrics;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -254,5 +265,5 @@ async fn metrics(State(tenants): State<AppState>) -> Response {
     metric("tidelake_request_errors_total", "counter", "Requests on tenant databases that returned an error.", m.request_errors.load(Ordering::Relaxed));
     metric("tidelake_engine_ready", "gauge", "1 once the engine runtime is preloaded.", u64::from(runtime_state(&tenants) == "ready"));
     tenants.report_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

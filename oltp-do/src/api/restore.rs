@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::error_body;
-use super::extract::{JsonBody, Tenant};
+use super::extract::{AdminTenant, JsonBody};
 use super::routing::resolve;
 use crate::error::{Error, Result};
 use crate::tenants::{Progress, Target, parse_instant};
@@ -40,17 +40,20 @@ pub struct BookmarkQuery {
 /// `POST /t/{tenant}/restore` `{"to": …, "into": …}`.
 pub async fn restore(
     State(tenants): State<AppState>,
-    Tenant(tenant): Tenant,
+    AdminTenant(tenant, caller): AdminTenant,
     headers: HeaderMap,
     JsonBody(req): JsonBody<RestoreRequest>,
 ) -> Result<Response> {
     tenants.must_exist(&tenant)?;
     let target = Target::parse(&req.to)?;
     let into = match req.into.as_deref() {
-        Some(name) => Some(
-            resolve(tenants.config(), Some(name), None, None)?
-                .ok_or_else(|| Error::bad_request("invalid_request", "into names no tenant"))?,
-        ),
+        Some(name) => {
+            let into = resolve(tenants.config(), Some(name), None, None)?
+                .ok_or_else(|| Error::bad_request("invalid_request", "into names no tenant"))?;
+            // A branch is a new tenant: the caller must administer it too.
+            caller.may(auth::Scope::Admin, into.as_str())?;
+            Some(into)
+        }
         None => None,
     };
     let streaming = headers
@@ -99,7 +102,7 @@ fn async_stream(
 /// instant, which `restore` accepts.
 pub async fn bookmark(
     State(tenants): State<AppState>,
-    Tenant(tenant): Tenant,
+    AdminTenant(tenant, _): AdminTenant,
     query: std::result::Result<Query<BookmarkQuery>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;

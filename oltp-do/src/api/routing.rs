@@ -1,6 +1,7 @@
 //! Which tenant a request is for: the `/t/{tenant}/…` path, the
-//! `X-Tenant-Id` header, or a `{tenant}.{base_domain}` host name, in that
-//! order. Everything is validated before any work is done.
+//! `X-Tenant-Id` header, or a `{tenant}.{base_domain}` host name; a host
+//! that names a tenant refuses a path or header naming another. Everything
+//! is validated before any work is done.
 
 use crate::config::OltpConfig;
 use crate::error::{Error, Result};
@@ -15,18 +16,30 @@ pub fn resolve(
     header: Option<&str>,
     host: Option<&str>,
 ) -> Result<Option<TenantId>> {
-    let tenant = match (path, header) {
+    let named = match (path, header) {
         (Some(path), Some(header)) if path != header => {
             return Err(Error::bad_request(
                 "conflicting_tenant",
                 format!("the path names tenant {path:?} but X-Tenant-Id names {header:?}"),
             ));
         }
-        (Some(raw), _) | (None, Some(raw)) => Some(TenantId::parse(raw)?),
-        (None, None) => match host.and_then(|h| subdomain(config, h)) {
-            Some(raw) => Some(TenantId::parse(raw)?),
-            None => None,
-        },
+        (Some(raw), _) | (None, Some(raw)) => Some(raw),
+        (None, None) => None,
+    };
+    // A host that names a tenant is that tenant's: nothing else in the
+    // request may name another.
+    let by_host = host.and_then(|h| subdomain(config, h));
+    if let (Some(named), Some(by_host)) = (named, by_host)
+        && named != by_host
+    {
+        return Err(Error::bad_request(
+            "conflicting_tenant",
+            format!("the host names tenant {by_host:?} but the request names {named:?}"),
+        ));
+    }
+    let tenant = match named.or(by_host) {
+        Some(raw) => Some(TenantId::parse(raw)?),
+        None => None,
     };
     if let Some(tenant) = &tenant
         && config.blocked_names.iter().any(|b| b == tenant.as_str())
@@ -63,8 +76,9 @@ mod tests {
     #[test]
     fn path_then_header_then_subdomain() {
         let c = config();
-        assert_eq!(id(resolve(&c, Some("a"), None, Some("b.db.example.com"))), Some("a".into()));
-        assert_eq!(id(resolve(&c, None, Some("h"), Some("b.db.example.com"))), Some("h".into()));
+        assert_eq!(id(resolve(&c, Some("a"), None, Some("db.example.com"))), Some("a".into()));
+        assert_eq!(id(resolve(&c, None, Some("h"), Some("127.0.0.1"))), Some("h".into()));
+        assert_eq!(id(resolve(&c, Some("b"), Some("b"), Some("b.db.example.com"))), Some("b".into()));
         assert_eq!(id(resolve(&c, None, None, Some("b.db.example.com:7432"))), Some("b".into()));
         assert_eq!(id(resolve(&c, None, None, Some("db.example.com"))), None);
         assert_eq!(id(resolve(&c, None, None, Some("127.0.0.1:7432"))), None);
@@ -87,5 +101,8 @@ mod tests {
             Err(Error::BlockedTenant(_))
         ));
         assert!(matches!(resolve(&c, Some("admin"), None, None), Err(Error::BlockedTenant(_))));
+        // A tenant's host with another tenant's path or header.
+        assert!(matches!(resolve(&c, Some("a"), None, Some("b.db.example.com")), Err(Error::BadRequest { .. })));
+        assert!(matches!(resolve(&c, None, Some("victim"), Some("acme.db.example.com")), Err(Error::BadRequest { .. })));
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::error::error_body;
-use super::extract::Tenant;
+use super::extract::SqlTenant;
 use crate::actor::Work;
 use crate::protocol::{ChangeFilter, ClientMessage, Statement, checked_lsn, requested_timeout};
 use crate::tenant_id::TenantId;
@@ -34,17 +34,19 @@ const MAX_SUBSCRIPTIONS: usize = 64;
 /// Close code for a client that does not keep up (RFC 6455 "policy violation").
 const CLOSE_TOO_SLOW: u16 = 1008;
 
+/// `read` on the tenant subscribes and queries; its queries run
+/// read-only unless the caller may write there.
 pub async fn ws(
     State(tenants): State<Arc<Tenants>>,
-    Tenant(tenant): Tenant,
+    SqlTenant { tenant, may_write }: SqlTenant,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade
         .max_message_size(tenants.config().max_body_bytes)
-        .on_upgrade(move |socket| session(tenants, tenant, socket))
+        .on_upgrade(move |socket| session(tenants, tenant, may_write, socket))
 }
 
-async fn session(tenants: Arc<Tenants>, tenant: TenantId, socket: WebSocket) {
+async fn session(tenants: Arc<Tenants>, tenant: TenantId, may_write: bool, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Value>(OUTGOING_QUEUE);
     let send_timeout = tenants.config().ws_send_timeout;
@@ -120,7 +122,7 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, socket: WebSocket) {
                         stmt: Statement { sql, params },
                         row_mode,
                     };
-                    let reply = match tenants.run_with(&tenant, work, timeout).await.and_then(|o| o.into_query()) {
+                    let reply = match tenants.run_sql(&tenant, work, timeout, may_write).await.and_then(|o| o.into_query()) {
                         Ok(result) => json!({"type": "result", "id": id, "result": result}),
                         Err(err) => json!({"type": "error", "id": id, "error": error_body(&err)["error"]}),
                     };

@@ -10,7 +10,7 @@ use pglite_oxide::{ExecProtocolOptions, HostHandle, Pglite};
 use serde_json::{Value, json};
 
 use super::settings::EngineSettings;
-use super::watchdog::{Limits, Stopped, Watch, Watchdog};
+use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
 use std::sync::Arc;
 use super::wire::{self, Outcome, TxStatus};
 use crate::sql_split::{only_comments, split};
@@ -658,8 +658,8 @@ impl TenantDb {
     /// Run one autocommit statement; a statement that leaves a transaction
     /// open is rolled back and refused, so no request leaks state into the next.
     fn autocommit(&mut self, stmt: &Statement, row_mode: RowMode) -> Result<QueryResult> {
-        if let Some(quota) = self.limits.over_quota {
-            return self.read_only(stmt, row_mode, quota);
+        if let Some(why) = self.limits.read_only {
+            return self.read_only(stmt, row_mode, why);
         }
         let mut outcome = self.run(stmt, row_mode, false)?;
         if outcome.status != TxStatus::Idle {
@@ -681,15 +681,15 @@ impl TenantDb {
             .ok_or_else(|| Error::from(DbError::new("42601", "no statement was executed")))
     }
 
-    /// Over the disk quota: the request's statements run in one read-only
-    /// transaction (reads go on), which tenant SQL cannot make read-write
-    /// (a snapshot is taken before it runs), and whose writes fail as a
-    /// full disk does.
-    fn read_only(&mut self, stmt: &Statement, row_mode: RowMode, quota: (u64, u64)) -> Result<QueryResult> {
+    /// Over the disk quota, or for a caller who may only read: the
+    /// request's statements run in one read-only transaction, which tenant
+    /// SQL cannot make read-write (a snapshot is taken before it runs) nor
+    /// end (transaction control is refused).
+    fn read_only(&mut self, stmt: &Statement, row_mode: RowMode, why: ReadOnly) -> Result<QueryResult> {
         check_sql(&stmt.sql)?;
         let pieces = if stmt.params.is_empty() { split(&stmt.sql) } else { vec![stmt.sql.as_str()] };
         if pieces.iter().any(|p| transaction_control(p).is_some()) {
-            return Err(Error::from(quota_error(quota)));
+            return Err(Error::from(read_only_refusal(why)));
         }
         self.trusted("BEGIN READ ONLY; SELECT")?;
         let mut last = None;
@@ -698,7 +698,12 @@ impl TenantDb {
             let outcome = self.statement(piece, params, row_mode)?;
             if let Some(err) = outcome.error {
                 self.rollback()?;
-                return Err(Error::from(read_only_error(err, quota)));
+                return Err(Error::from(read_only_error(err, why)));
+            }
+            if outcome.status != TxStatus::InTransaction {
+                // Defence in depth: something ended the read-only transaction.
+                self.rollback()?;
+                return Err(Error::from(read_only_refusal(why)));
             }
             last = outcome.results.into_iter().last();
         }
@@ -757,10 +762,10 @@ impl TenantDb {
             begin.push_str(" ISOLATION LEVEL ");
             begin.push_str(level.sql());
         }
-        if req.read_only || self.limits.over_quota.is_some() {
+        if req.read_only || self.limits.read_only.is_some() {
             begin.push_str(" READ ONLY");
         }
-        if self.limits.over_quota.is_some() {
+        if self.limits.read_only.is_some() {
             // A snapshot: from here on the transaction cannot be made read-write.
             begin.push_str("; SELECT");
         }
@@ -782,8 +787,8 @@ impl TenantDb {
             };
             if let Some(err) = outcome.error {
                 self.rollback()?;
-                let err = match self.limits.over_quota {
-                    Some(quota) => read_only_error(err, quota),
+                let err = match self.limits.read_only {
+                    Some(why) => read_only_error(err, why),
                     None => err,
                 };
                 return Err(Error::from(err.at_statement(index)));
@@ -856,11 +861,26 @@ fn quota_error((used, quota): (u64, u64)) -> DbError {
     err
 }
 
-/// In a read-only transaction kept for the disk quota, a refused write
-/// (SQLSTATE 25006) is the quota's refusal.
-fn read_only_error(err: DbError, quota: (u64, u64)) -> DbError {
+/// Why a request that may only read was refused.
+fn read_only_refusal(why: ReadOnly) -> DbError {
+    match why {
+        ReadOnly::Quota(used, quota) => quota_error((used, quota)),
+        ReadOnly::Scope => {
+            let mut err = DbError::new(
+                "42501",
+                "this token has the read scope on this tenant: writes, DDL and transaction control need the write scope",
+            );
+            err.hint = Some("use a token with the write scope".into());
+            err
+        }
+    }
+}
+
+/// In a read-only transaction kept for the disk quota or the caller's
+/// scope, a refused write (SQLSTATE 25006) is that refusal.
+fn read_only_error(err: DbError, why: ReadOnly) -> DbError {
     if err.code == "25006" {
-        DbError { detail: Some(err.message), ..quota_error(quota) }
+        DbError { detail: Some(err.message), ..read_only_refusal(why) }
     } else {
         err
     }

@@ -15,4 +15,4 @@ pub use replay::{ReplaySource, qualified, rows_at_head};
 pub use database::{PackedBase, Session, TenantDb};
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;
-pub use watchdog::{Limits, Stopped, TERMINATE_GRACE, Watch, Watchdog};
+pub use watchdog::{Limits, ReadOnly, Stopped, TERMINATE_GRACE, Watch, Watchdog};

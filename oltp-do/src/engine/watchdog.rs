@@ -29,9 +29,19 @@ pub struct Limits {
     /// Bytes of protocol output (rows as PostgreSQL sends them).
     pub max_result_bytes: u64,
     pub max_result_rows: u64,
-    /// The tenant is over its disk quota (bytes used, quota): its SQL runs
-    /// in read-only transactions, and writes fail with SQLSTATE 53100.
-    pub over_quota: Option<(u64, u64)>,
+    /// Why the request's SQL runs in read-only transactions, if it does.
+    pub read_only: Option<ReadOnly>,
+}
+
+/// Why a request's SQL may only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    /// The tenant is over its disk quota (bytes used, quota): writes fail
+    /// with SQLSTATE 53100.
+    Quota(u64, u64),
+    /// The caller's token has the `read` scope on the tenant: writes fail
+    /// with SQLSTATE 42501 (HTTP 403).
+    Scope,
 }
 
 impl Limits {
@@ -41,7 +51,7 @@ impl Limits {
         statement_timeout: Duration::from_secs(600),
         max_result_bytes: u64::MAX,
         max_result_rows: u64::MAX,
-        over_quota: None,
+        read_only: None,
     };
 }
 

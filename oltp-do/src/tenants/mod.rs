@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::actor::{ActorHandle, Attempt, CLOSED_HEAD_FILE, Output, Work};
 use crate::archive::{self, Manifest, Store};
 use crate::config::OltpConfig;
-use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats};
+use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, ReadOnly};
 use crate::feed::{Commits, Feed};
 use crate::error::{Error, Result};
 use crate::protocol::EngineState;
@@ -226,8 +226,17 @@ impl Tenants {
     /// `run`, with the statement timeout lowered to `timeout` if that is
     /// lower than the tenant's.
     pub async fn run_with(&self, tenant: &TenantId, work: Work, timeout: Option<Duration>) -> Result<Output> {
+        self.run_sql(tenant, work, timeout, true).await
+    }
+
+    /// `run_with` for a client's SQL: unless the caller `may_write`, its
+    /// statements run in read-only transactions.
+    pub async fn run_sql(&self, tenant: &TenantId, work: Work, timeout: Option<Duration>, may_write: bool) -> Result<Output> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let limits = self.limits_for(tenant, &work, timeout);
+        let mut limits = self.limits_for(tenant, &work, timeout);
+        if !may_write {
+            limits.read_only = limits.read_only.or(Some(ReadOnly::Scope));
+        }
         // Only a client's SQL makes schema changes, and so base backups.
         let client_sql = matches!(work, Work::Query { .. } | Work::Batch(_) | Work::Transaction(_));
         let work = Arc::new(work);
@@ -272,7 +281,12 @@ impl Tenants {
             statement_timeout: timeout.map_or(tenant_timeout, |t| t.min(tenant_timeout)),
             max_result_bytes: if client_sql { self.config.max_result_bytes } else { u64::MAX },
             max_result_rows: if client_sql { self.config.max_result_rows } else { u64::MAX },
-            over_quota: if client_sql { self.over_quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant).copied() } else { None },
+            read_only: if client_sql {
+                let over = self.over_quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant).copied();
+                over.map(|(used, quota)| ReadOnly::Quota(used, quota))
+            } else {
+                None
+            },
         }
     }
 

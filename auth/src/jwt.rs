@@ -1,0 +1,265 @@
+//! JSON Web Tokens as identity providers (oauth.do, WorkOS, Auth0, Clerk…)
+//! issue them: RS256 or ES256 signed by a key of the provider's JWKS, or
+//! HS256 with a shared secret; `exp` always checked, `iss` and `aud` when
+//! configured.
+//!
+//! The JWKS is fetched at start, refreshed in the background, and fetched
+//! again for a token signed by a key it does not know, at most once every
+//! 30 seconds (a provider rotating keys publishes the new one first).
+//!
+//! What a token allows comes from its claims: the scope from `scope`
+//! (space-separated, OAuth 2.0) or `scp` / `scopes` / `permissions`
+//! (arrays), the highest of `read`, `write`, `admin`; the tenants from the
+//! configured tenant claim (a database per user, see [`crate::claim`]) or
+//! else from `tenants` (ids and patterns).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde_json::Value;
+
+use crate::principal::{Denied, Principal, Reach, Scope, Via};
+
+/// The soonest an unknown key id makes us fetch the JWKS again.
+pub const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    pub jwks_url: Option<String>,
+    pub hs256_secret: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// A database per user: the tenant is this claim's value, encoded.
+    pub tenant_claim: Option<String>,
+    /// How often the JWKS is fetched again in the background.
+    pub jwks_refresh: Duration,
+}
+
+impl JwtConfig {
+    pub fn is_configured(&self) -> bool {
+        self.jwks_url.is_some() || self.hs256_secret.is_some()
+    }
+}
+
+pub struct JwtVerifier {
+    config: JwtConfig,
+    secret: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+}
+
+struct Jwks {
+    url: String,
+    http: reqwest::Client,
+    keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// When the JWKS was last fetched (also serialises the fetches).
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl JwtVerifier {
+    pub fn new(config: JwtConfig) -> Result<JwtVerifier, String> {
+        let secret = match &config.hs256_secret {
+            Some(s) if s.len() < 32 => {
+                return Err("the HS256 secret must be at least 32 bytes (generate one with `openssl rand -base64 48`)".into());
+            }
+            Some(s) => Some(DecodingKey::from_secret(s.as_bytes()).map_err(|e| format!("the HS256 secret: {e}"))?),
+            None => None,
+        };
+        let jwks = match &config.jwks_url {
+            Some(url) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!("the JWKS URL {url:?} is not an http(s) URL"));
+                }
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| format!("an HTTP client for the JWKS: {e}"))?;
+                Some(Jwks { url: url.clone(), http, keys: RwLock::default(), fetched: tokio::sync::Mutex::new(None) })
+            }
+            None => None,
+        };
+        Ok(JwtVerifier { config, secret, jwks })
+    }
+
+    /// Fetch the JWKS now and keep refreshing it until the process ends.
+    pub async fn start(self: &Arc<Self>) {
+        let Some(jwks) = &self.jwks else { return };
+        if let Err(e) = jwks.fetch().await {
+            tracing::warn!(url = %jwks.url, error = %e, "could not fetch the JWKS; tokens are refused until it is fetched");
+        }
+        let verifier = Arc::clone(self);
+        let every = self.config.jwks_refresh.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let jwks = verifier.jwks.as_ref().expect("checked above");
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = jwks.fetch().await {
+                    tracing::warn!(url = %jwks.url, error = %e, "could not refresh the JWKS; keeping the keys fetched before");
+                }
+            }
+        });
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Principal, Denied> {
+        let invalid = |why: String| Denied::Unauthenticated(why);
+        let header = decode_header(token).map_err(|e| invalid(format!("malformed token: {e}")))?;
+        let key = match header.alg {
+            Algorithm::HS256 => match &self.secret {
+                Some(secret) => secret.clone(),
+                None => return Err(invalid("HS256 tokens are not accepted here (no shared secret is configured)".into())),
+            },
+            Algorithm::RS256 | Algorithm::ES256 => match &self.jwks {
+                Some(jwks) => jwks.key(header.kid.as_deref(), header.alg).await?,
+                None => return Err(invalid(format!("{:?} tokens are not accepted here (no JWKS URL is configured)", header.alg))),
+            },
+            other => return Err(invalid(format!("tokens signed with {other:?} are not accepted (RS256, ES256 or HS256)"))),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 30;
+        let mut required = vec!["exp"];
+        if let Some(issuer) = &self.config.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &self.config.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let claims = decode::<Value>(token, &key, &validation).map_err(|e| invalid(rejection(&e)))?.claims;
+        self.principal(&claims)
+    }
+
+    fn principal(&self, claims: &Value) -> Result<Principal, Denied> {
+        let scope = scope_of(claims).ok_or_else(|| {
+            Denied::Forbidden("the token carries no tidelake scope: its scope claim has none of read, write, admin".into())
+        })?;
+        let reach = match &self.config.tenant_claim {
+            Some(claim) => match claims.get(claim) {
+                Some(Value::String(value)) if !value.is_empty() => Reach::of([crate::claim::tenant_of(value)])
+                    .map_err(Denied::Forbidden)?,
+                _ => return Err(Denied::Forbidden(format!("the token has no {claim:?} claim to name its tenant"))),
+            },
+            None => match claims.get("tenants") {
+                Some(Value::String(one)) => Reach::of([one.clone()]).map_err(Denied::Forbidden)?,
+                Some(Value::Array(list)) => {
+                    let entries: Option<Vec<String>> = list.iter().map(|v| v.as_str().map(str::to_owned)).collect();
+                    let entries = entries.ok_or_else(|| Denied::Forbidden("the tenants claim must hold strings".into()))?;
+                    Reach::of(entries).map_err(Denied::Forbidden)?
+                }
+                _ => Reach::none(),
+            },
+        };
+        let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+        Ok(Principal { subject, scope, reach, via: Via::Jwt })
+    }
+}
+
+/// The highest tidelake scope among the token's scopes.
+fn scope_of(claims: &Value) -> Option<Scope> {
+    let mut scopes: Vec<&str> = Vec::new();
+    if let Some(text) = claims.get("scope").and_then(Value::as_str) {
+        scopes.extend(text.split_whitespace());
+    }
+    for name in ["scp", "scopes", "permissions", "scope"] {
+        if let Some(list) = claims.get(name).and_then(Value::as_array) {
+            scopes.extend(list.iter().filter_map(Value::as_str));
+        }
+    }
+    scopes.into_iter().filter_map(Scope::parse).max()
+}
+
+fn rejection(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim:?} claim"),
+        _ => format!("invalid token: {e}"),
+    }
+}
+
+impl Jwks {
+    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, Denied> {
+        if let Some(found) = self.lookup(kid, alg)? {
+            return Ok(found);
+        }
+        {
+            let fetched = self.fetched.lock().await;
+            let due = fetched.is_none_or(|at| at.elapsed() >= UNKNOWN_KEY_REFETCH);
+            drop(fetched);
+            if due && let Err(e) = self.fetch().await {
+                tracing::warn!(url = %self.url, error = %e, "could not fetch the JWKS for an unknown key id");
+            }
+        }
+        self.lookup(kid, alg)?.ok_or_else(|| {
+            Denied::Unauthenticated(format!(
+                "the token is signed by a key the identity provider's JWKS does not hold (kid {:?})",
+                kid.unwrap_or("")
+            ))
+        })
+    }
+
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<DecodingKey>, Denied> {
+        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = match kid {
+            Some(kid) => keys.get(kid),
+            // Without a kid, only a JWKS of one key is unambiguous.
+            None if keys.len() == 1 => keys.values().next(),
+            None => return Err(Denied::Unauthenticated("the token names no key (kid) and the JWKS holds several".into())),
+        };
+        match found {
+            Some((key, key_alg)) if *key_alg == alg => Ok(Some(key.clone())),
+            Some((_, key_alg)) => Err(Denied::Unauthenticated(format!(
+                "the token says {alg:?} but its key is for {key_alg:?}"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn fetch(&self) -> Result<(), String> {
+        let mut fetched = self.fetched.lock().await;
+        let set: JwkSet = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+                (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                    if ec.curve == EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                // Keys for other algorithms (or for encryption) are not ours to use.
+                _ => continue,
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    keys.insert(kid, (key, alg));
+                }
+                Err(e) => tracing::warn!(kid, error = %e, "skipping a JWKS key that does not parse"),
+            }
+        }
+        tracing::debug!(url = %self.url, keys = keys.len(), "fetched the JWKS");
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        *fetched = Some(Instant::now());
+        Ok(())
+    }
+}
