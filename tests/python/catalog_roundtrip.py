@@ -4,13 +4,15 @@ Usage: catalog_roundtrip.py CATALOG_URL
 Prints one JSON object with what PyIceberg saw; the Rust test asserts on it.
 """
 import json
+import os
 import sys
 
 import pyarrow as pa
 from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.exceptions import NamespaceNotEmptyError, NoSuchNamespaceError, NoSuchTableError
 
-catalog = RestCatalog("tidelake", uri=sys.argv[1])
+# A reader brings its own storage credentials (the catalog vends none).
+catalog = RestCatalog("tidelake", uri=sys.argv[1], **json.loads(os.environ.get("TIDELAKE_CATALOG_PROPERTIES", "{}")))
 seen = {}
 
 catalog.create_namespace("acme", {"owner": "ops"})

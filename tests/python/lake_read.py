@@ -9,6 +9,7 @@ read with the snapshot's own schema, with --snapshot-rows), oldest first.
 import datetime
 import decimal
 import json
+import os
 import sys
 import uuid
 
@@ -42,7 +43,7 @@ def main():
     args = sys.argv[2:]
     snapshot_rows = "--snapshot-rows" in args
     args = [a for a in args if a != "--snapshot-rows"]
-    catalog = load_catalog("tidelake", type="rest", uri=url)
+    catalog = load_catalog("tidelake", type="rest", uri=url, **json.loads(os.environ.get("TIDELAKE_CATALOG_PROPERTIES", "{}")))
     namespaces = args or [ns[0] for ns in catalog.list_namespaces()]
     out = {"namespaces": sorted(ns[0] for ns in catalog.list_namespaces()), "tables": {}}
     for ns in namespaces:

@@ -397,6 +397,12 @@ impl Ws {
 /// environment (`$TIDELAKE_PYTHON`, set up by `scripts/test`) and parse the
 /// JSON it prints last.
 pub fn run_python(script: &str, args: &[&str]) -> Value {
+    run_python_with(script, args, &[])
+}
+
+/// `run_python` with extra environment variables (e.g. a reader's own
+/// storage credentials, `LocalS3::reader_env`).
+pub fn run_python_with(script: &str, args: &[&str], env: &[(String, String)]) -> Value {
     let python = python_path();
     assert!(
         Path::new(&python).exists(),
@@ -406,6 +412,7 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
     let out = Command::new(&python)
         .arg(&path)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -471,6 +478,14 @@ impl LocalS3 {
         );
         std::fs::write(&config, text).expect("write config file");
         config
+    }
+
+    /// What a reader brings to the catalog's tables on a server of these
+    /// test buckets: its own credentials (the catalog vends none), for the
+    /// test scripts. Harmless where the warehouse is on local disk.
+    pub fn reader_env() -> Vec<(String, String)> {
+        let properties = json!({"s3.access-key-id": "test", "s3.secret-access-key": "test"});
+        vec![("TIDELAKE_CATALOG_PROPERTIES".to_owned(), properties.to_string())]
     }
 
     /// Keys of the objects in `bucket`.

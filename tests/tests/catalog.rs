@@ -110,7 +110,8 @@ async fn the_warehouse_can_live_on_s3() {
     let config = s3.config_file(dir.path(), "lake", "");
     let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]).await;
     let url = format!("{}/catalog", server.base);
-    let seen = tokio::task::spawn_blocking(move || run_python("catalog_roundtrip.py", &[&url]))
+    let env = tidelake_tests::LocalS3::reader_env();
+    let seen = tokio::task::spawn_blocking(move || tidelake_tests::run_python_with("catalog_roundtrip.py", &[&url], &env))
         .await
         .unwrap();
     assert_eq!(
