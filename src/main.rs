@@ -273,7 +273,7 @@ async fn serve(settings: Settings) -> Result<()> {
     let maintenance = shipper.is_some().then(|| tokio::spawn(maintainer.clone().run(stop.clone())));
     let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
     let queries = query_service::QueryService::new(warehouse.clone(), settings.query);
-    let wire = start_wire(settings.pg_listen, &queries, &auth).await?;
+    let wire = start_wire(settings.pg_listen, settings.pg_tls.as_ref(), &queries, &auth).await?;
     let app = oltp_do::api::router(tenants.clone())
         .nest("/catalog", catalog::rest::router(warehouse))
         .merge(query_service::http::router(queries));
@@ -354,7 +354,7 @@ async fn serve_alone(
     println!("tidelake {what} listening on http://{}{path}", listener.local_addr()?);
     let (router, queries) = app(warehouse);
     let wire = match queries {
-        Some(queries) => start_wire(settings.pg_listen, &queries, &auth).await?,
+        Some(queries) => start_wire(settings.pg_listen, settings.pg_tls.as_ref(), &queries, &auth).await?,
         None => None,
     };
     let served = serve_until_signal(listener, secured(router, auth, settings.auth.browser)).await;
@@ -368,16 +368,26 @@ async fn serve_alone(
 /// address goes to stdout after the HTTP one.
 async fn start_wire(
     address: Option<std::net::SocketAddr>,
+    tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
     queries: &Arc<query_service::QueryService>,
     auth: &Arc<auth::Auth>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(address) = address else { return Ok(None) };
+    let tls = match tls {
+        Some((cert, key)) => {
+            let read = |path: &std::path::PathBuf| std::fs::read(path).with_context(|| format!("read {}", path.display()));
+            let acceptor = query_service::wire::tls_acceptor(&read(cert)?, &read(key)?)
+                .map_err(|e| anyhow::anyhow!("the Postgres wire front's TLS: {e}"))?;
+            Some(acceptor)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!("listen for Postgres connections on {address} (choose another with --pg-listen, or `off`)")
     })?;
     println!("tidelake postgres wire listening on {}", listener.local_addr()?);
     let queries = queries.clone();
-    let serve = query_service::wire::serve(listener, queries, auth.clone(), None, std::future::pending());
+    let serve = query_service::wire::serve(listener, queries, auth.clone(), tls, std::future::pending());
     Ok(Some(tokio::spawn(serve)))
 }
 

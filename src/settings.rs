@@ -132,6 +132,8 @@ pub struct CaptureSection {
 pub struct ServerSection {
     pub listen: Option<String>,
     pub pg_listen: Option<String>,
+    pub pg_tls_cert: Option<PathBuf>,
+    pub pg_tls_key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -191,6 +193,12 @@ pub struct Overrides {
     /// Address to serve lake queries over the Postgres wire protocol on, or `off` [default: 127.0.0.1:7433].
     #[arg(long, env = "TIDELAKE_PG_LISTEN")]
     pub pg_listen: Option<String>,
+    /// PEM certificate chain of the Postgres wire front's TLS (with --pg-tls-key); clients ask with sslmode=require.
+    #[arg(long, env = "TIDELAKE_PG_TLS_CERT")]
+    pub pg_tls_cert: Option<PathBuf>,
+    /// PEM private key of --pg-tls-cert.
+    #[arg(long, env = "TIDELAKE_PG_TLS_KEY")]
+    pub pg_tls_key: Option<PathBuf>,
     /// Hibernate a tenant after this long without requests (e.g. 30s, 5m) [default: 5m].
     #[arg(long, env = "TIDELAKE_HIBERNATE_AFTER")]
     pub hibernate_after: Option<String>,
@@ -338,6 +346,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// None: no Postgres wire front.
     pub pg_listen: Option<SocketAddr>,
+    /// The wire front's TLS certificate chain and key files.
+    pub pg_tls: Option<(PathBuf, PathBuf)>,
     pub oltp: OltpConfig,
     pub catalog: CatalogConfig,
     /// None: the lake shipper is off.
@@ -599,7 +609,12 @@ impl Settings {
         };
         let insecure_no_auth = overrides.insecure_no_auth || u.insecure_no_auth.unwrap_or(false);
         let auth = AuthSettings { jwt, browser, insecure_no_auth };
-        Ok(Self { listen, pg_listen, oltp, catalog, lake, maintenance, query, auth })
+        let pg_tls = match (overrides.pg_tls_cert.or(file.server.pg_tls_cert), overrides.pg_tls_key.or(file.server.pg_tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("the wire front's TLS needs both pg_tls_cert and pg_tls_key"),
+        };
+        Ok(Self { listen, pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth })
     }
 }
 

@@ -53,7 +53,8 @@ use crate::error::QueryError;
 use crate::{QueryService, rewrite};
 
 /// Accept Postgres connections on `listener` until `shutdown` resolves;
-/// each authenticates with `auth` (see [`TokenStartup`]).
+/// each authenticates with `auth` (see [`TokenStartup`]), over TLS when
+/// `tls` is given and the client asks for it.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<QueryService>,
@@ -61,7 +62,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let handlers = Arc::new(Handlers { backend: Arc::new(Backend { service }), auth });
+    let handlers = Arc::new(Handlers { backend: Arc::new(Backend { service }), auth, tls: tls.is_some() });
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -86,6 +87,31 @@ pub async fn serve(
 struct Handlers {
     backend: Arc<Backend>,
     auth: Arc<Auth>,
+    /// TLS is offered: a password sent as is must come over it.
+    tls: bool,
+}
+
+/// The TLS side of the wire front, from PEM text: the certificate chain
+/// and its private key.
+pub fn tls_acceptor(certificate_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(certificate_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("the certificate file holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the private key: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the certificate and its key: {e}"))?;
+    // PostgreSQL 17's clients name the protocol (direct TLS negotiation).
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -98,19 +124,21 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(TokenStartup { auth: self.auth.clone(), phase: tokio::sync::Mutex::new(Phase::Start) })
+        Arc::new(TokenStartup { auth: self.auth.clone(), tls: self.tls, phase: tokio::sync::Mutex::new(Phase::Start) })
     }
 }
 
 /// One connection's authentication. The password is a token: with the
 /// user name of an API key (`tlk_<id>`) it is checked by SCRAM-SHA-256
 /// against the key's salted password, so the key never crosses the wire;
-/// with any other user name the password is sent as is (use TLS) and may
-/// be an API key or a JWT. Without auth, no password is asked for. The
+/// with any other user name the password is sent as is and may be an API
+/// key or a JWT — over TLS only, when TLS is offered. Without auth, no
+/// password is asked for. The
 /// caller becomes the session's [`Principal`]: its queries read the
 /// tenants it reaches.
 struct TokenStartup {
     auth: Arc<Auth>,
+    tls: bool,
     phase: tokio::sync::Mutex<Phase>,
 }
 
@@ -155,6 +183,16 @@ impl StartupHandler for TokenStartup {
                     Some(key) => {
                         client.send(PgWireBackendMessage::Authentication(Authentication::SASL(vec!["SCRAM-SHA-256".into()]))).await?;
                         Phase::ScramFirst(key)
+                    }
+                    None if self.tls && !client.is_secure() => {
+                        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                            "FATAL".into(),
+                            "28000".into(),
+                            format!(
+                                "user \"{user}\" signs in with a token as the password, which this server takes over TLS only: \
+                                 connect with sslmode=require, or sign in with SCRAM as an API key's id (tlk_…)"
+                            ),
+                        ))));
                     }
                     None => {
                         client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;

@@ -524,3 +524,34 @@ async fn a_browser_page_cannot_drive_the_server() {
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("without auth") && message.contains("--insecure-no-auth"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wire_front_speaks_tls_and_takes_token_passwords_only_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "*", "read");
+    let user = key.split('_').take(2).collect::<Vec<_>>().join("_");
+    let tls = tests_dir().join("fixtures/tls");
+    let (cert, private) = (tls.join("server.crt"), tls.join("server.key"));
+    let server = Server::start(&data, &["--pg-tls-cert", cert.to_str().unwrap(), "--pg-tls-key", private.to_str().unwrap()]).await;
+    let pg = server.pg.clone().unwrap();
+    let (host, port) = pg.rsplit_once(':').unwrap();
+    let psql = |user: &str, sslmode: &str| {
+        Command::new("psql")
+            .arg(format!("host={host} port={port} user={user} dbname=lake sslmode={sslmode}"))
+            .args(["-At", "-c", "SELECT 40 + 2"])
+            .env("PGPASSWORD", &key)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql (Debian's postgresql-client)")
+    };
+    for (who, sslmode) in [(user.as_str(), "require"), (user.as_str(), "disable"), ("analyst", "require")] {
+        let out = psql(who, sslmode);
+        assert!(out.status.success(), "{who} with sslmode={sslmode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    }
+    // A token sent as is never crosses the network in clear.
+    let out = psql("analyst", "disable");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over TLS only"), "{}", String::from_utf8_lossy(&out.stderr));
+}
