@@ -555,3 +555,39 @@ async fn the_wire_front_speaks_tls_and_takes_token_passwords_only_over_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("over TLS only"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_signs_in_with_a_token_and_shows_what_it_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = create_key(&data, "*", "admin");
+    let reader = create_key(&data, "acme", "read");
+    let server = Server::start(&data, &[]).await;
+    let c = server.client();
+    for (tenant, rows) in [("acme", 3), ("beta", 5)] {
+        for sql in ["CREATE TABLE items (id int PRIMARY KEY)".to_owned(), format!("INSERT INTO items SELECT generate_series(1, {rows})")] {
+            let (status, _, body) = call(&c, "POST", &format!("/t/{tenant}/query"), Some(&json!({"sql": sql})), Some(&admin)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let shipped = eventually(Duration::from_secs(60), || async {
+            let (_, _, h) = call(&c, "GET", &format!("/t/{tenant}/health"), None, Some(&admin)).await;
+            h["tenant"]["lake"]["lagLsn"] == 0 && h["tenant"]["lake"]["shippedLsn"].as_u64().is_some_and(|l| l > 0)
+        })
+        .await;
+        assert!(shipped, "{tenant} never shipped");
+    }
+    let base = server.base.clone();
+    let sql = "SELECT tenant, count(*) AS n FROM all_tenants.items GROUP BY tenant ORDER BY tenant";
+    let shown = tokio::task::spawn_blocking(move || run_python("dashboard_signin.py", &[&base, &reader, sql])).await.unwrap();
+    assert_eq!(shown["before"], "needed", "{shown}");
+    assert_eq!(shown["formShown"], true, "{shown}");
+    assert_eq!(shown["tables"], json!(["items"]), "{shown}");
+    assert_eq!(shown["charts"], "ready", "{shown}");
+    assert_eq!(shown["tenantsInGrowth"], json!(["acme"]), "only the token's tenant is drawn: {shown}");
+    assert_eq!(shown["tenantsState"], "unavailable", "the tenant list needs admin over all: {shown}");
+    assert_eq!(shown["sql"], json!([["tenant", "n"], ["acme", "3"]]), "{shown}");
+    assert_eq!(shown["sessionStorage"], true, "{shown}");
+    assert_eq!(shown["localStorage"], 0, "the token is kept for the browser session only: {shown}");
+    assert_eq!(shown["signOutShown"], true, "{shown}");
+    assert_eq!(shown["afterSignOut"], "needed", "{shown}");
+}
