@@ -10,6 +10,7 @@ use serde_json::json;
 use tidelake_tests::{Client, Server};
 use tokio_postgres::NoTls;
 
+mod auth;
 mod capture;
 mod lake;
 mod lake_age;
@@ -197,6 +198,12 @@ fn rss_kib(pid: u32) -> Result<u64> {
 async fn main() -> Result<()> {
     let mut argv = std::env::args().skip(1).peekable();
     match argv.peek().map(String::as_str) {
+        Some("auth") => {
+            argv.next();
+            let mut f = flags(argv, &["--out", "--iterations"], "oltp-bench auth [--iterations N] [--out FILE]")?;
+            let iterations = f.remove("--iterations").map(|v| v.parse()).transpose()?.unwrap_or(5000);
+            auth::run(f.remove("--out").map(PathBuf::from), iterations).await
+        }
         Some("capture") => {
             argv.next();
             let mut f = flags(argv, &["--out"], "oltp-bench capture [--out FILE]")?;

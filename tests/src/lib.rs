@@ -3,6 +3,7 @@
 //!
 //! Shared by the end-to-end tests (`tests/`) and the benchmarks (`bench/`).
 
+pub mod jwt;
 pub mod native;
 
 use std::io::{BufRead, BufReader};

@@ -7,21 +7,17 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tidelake_tests::jwt::{Jwks, Signer, now};
 use tidelake_tests::{Client, Server, binary, eventually, run_python, tests_dir};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "a shared secret of the tests, at least 32 bytes long";
 const AUDIENCE: &str = "tidelake-tests";
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
+const ISSUER: &str = "https://issuer.test";
 
 /// An HS256 token: `scope`, `tenants`, valid for an hour unless `claims` say otherwise.
 fn hs256(scope: &str, tenants: &[&str], claims: Value, secret: &str) -> String {
@@ -244,67 +240,6 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// An identity provider's JWKS, served on 127.0.0.1; `keys` is what it publishes now.
-struct Jwks {
-    url: String,
-    keys: Arc<Mutex<Value>>,
-}
-
-impl Jwks {
-    async fn start() -> Jwks {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
-        let keys = Arc::new(Mutex::new(json!({"keys": []})));
-        let published = keys.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else { return };
-                let body = published.lock().unwrap().to_string();
-                tokio::spawn(async move {
-                    let mut request = [0u8; 4096];
-                    let _ = socket.read(&mut request).await;
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
-                });
-            }
-        });
-        Jwks { url, keys }
-    }
-
-    fn publish(&self, keys: &[&Signer]) {
-        *self.keys.lock().unwrap() = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
-    }
-}
-
-/// A signing key of the identity provider (tests/fixtures/jwt).
-struct Signer {
-    kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Value,
-}
-
-impl Signer {
-    fn load(file: &str, kid: &str, alg: Algorithm) -> Signer {
-        let pem = std::fs::read(tests_dir().join("fixtures/jwt").join(file)).unwrap();
-        let key = if alg == Algorithm::ES256 { EncodingKey::from_ec_pem(&pem) } else { EncodingKey::from_rsa_pem(&pem) }.unwrap();
-        let mut jwk = serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
-        jwk["kid"] = json!(kid);
-        jwk["use"] = json!("sig");
-        Signer { kid: kid.into(), alg, key, jwk }
-    }
-
-    fn token(&self, sub: &str, scope: &str) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        let claims = json!({"sub": sub, "scope": scope, "iss": "https://issuer.test", "aud": AUDIENCE, "exp": now() + 600, "iat": now()});
-        encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_per_user_with_keys_rotated_by_the_identity_provider() {
     let k1 = Signer::load("rsa-1.pem", "k1", Algorithm::RS256);
@@ -321,8 +256,8 @@ async fn a_database_per_user_with_keys_rotated_by_the_identity_provider() {
     let c = server.client();
 
     // Each user writes their own database, named from their `sub`.
-    let alice = k1.token("auth0|alice", "read write");
-    let bob = e1.token("bob", "write");
+    let alice = k1.token("auth0|alice", "read write", ISSUER, AUDIENCE);
+    let bob = e1.token("bob", "write", ISSUER, AUDIENCE);
     let alice_db = "u-mf2xi2bqprqwy2ldmu"; // "auth0|alice" in lowercase base32, docs/auth.md
     for (token, tenant, name) in [(&alice, alice_db, "alice"), (&bob, "bob", "bob")] {
         for sql in ["CREATE TABLE notes (id int PRIMARY KEY, body text)".to_owned(), format!("INSERT INTO notes VALUES (1, '{name}')")] {
@@ -339,7 +274,7 @@ async fn a_database_per_user_with_keys_rotated_by_the_identity_provider() {
 
     // A key the provider has not published yet: refused (the JWKS was
     // fetched moments ago, so it is not fetched again for it) ...
-    let by_k2 = k2.token("auth0|alice", "read");
+    let by_k2 = k2.token("auth0|alice", "read", ISSUER, AUDIENCE);
     let (status, _, body) = call(&c, "GET", &format!("/t/{alice_db}/ping"), None, Some(&by_k2)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // ... then published: taken by the next refresh.
@@ -355,11 +290,9 @@ async fn a_database_per_user_with_keys_rotated_by_the_identity_provider() {
     assert_eq!(ping(by_k2.clone()).await, StatusCode::OK);
 
     // A token of another issuer, or with no tidelake scope.
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("k2".into());
-    let foreign = encode(&header, &json!({"sub": "bob", "scope": "write", "iss": "https://evil.test", "aud": AUDIENCE, "exp": now() + 600}), &k2.key).unwrap();
+    let foreign = k2.sign(&json!({"sub": "bob", "scope": "write", "iss": "https://evil.test", "aud": AUDIENCE, "exp": now() + 600}));
     assert_eq!(call(&c, "GET", "/t/bob/ping", None, Some(&foreign)).await.0, StatusCode::UNAUTHORIZED);
-    let unscoped = k2.token("bob", "openid profile");
+    let unscoped = k2.token("bob", "openid profile", ISSUER, AUDIENCE);
     assert_eq!(call(&c, "GET", "/t/bob/ping", None, Some(&unscoped)).await.0, StatusCode::FORBIDDEN);
 }
 
