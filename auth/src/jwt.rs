@@ -7,6 +7,10 @@
 //! again for a token signed by a key it does not know, at most once every
 //! 30 seconds (a provider rotating keys publishes the new one first).
 //!
+//! A token verified once is remembered (by its SHA-256) until it expires
+//! or the JWKS is fetched again, so a client reusing its token pays the
+//! signature check once.
+//!
 //! What a token allows comes from its claims: the scope from `scope`
 //! (space-separated, OAuth 2.0) or `scp` / `scopes` / `permissions`
 //! (arrays), the highest of `read`, `write`, `admin`; the tenants from the
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::principal::{Denied, Principal, Reach, Scope, Via};
 
@@ -48,6 +53,37 @@ pub struct JwtVerifier {
     config: JwtConfig,
     secret: Option<DecodingKey>,
     jwks: Option<Jwks>,
+    verified: Arc<Verified>,
+}
+
+/// Tokens verified, by their SHA-256: the caller and until when (seconds
+/// since the epoch) the token stays valid.
+#[derive(Default)]
+struct Verified(std::sync::Mutex<HashMap<[u8; 32], (Principal, u64)>>);
+
+/// Most tokens remembered; past it the memory starts over.
+const VERIFIED_CAPACITY: usize = 10_000;
+
+/// Leeway on `exp`, in seconds (clock skew).
+const LEEWAY: u64 = 30;
+
+impl Verified {
+    fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(digest).filter(|(_, until)| jsonwebtoken::get_current_timestamp() < *until).map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], principal: Principal, until: u64) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= VERIFIED_CAPACITY {
+            map.clear();
+        }
+        map.insert(digest, (principal, until));
+    }
+
+    fn forget(&self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
 }
 
 struct Jwks {
@@ -56,6 +92,9 @@ struct Jwks {
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// When the JWKS was last fetched (also serialises the fetches).
     fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// Forgotten whenever the keys are fetched: a retired key's tokens
+    /// stop working with it.
+    verified: Arc<Verified>,
 }
 
 impl JwtVerifier {
@@ -67,6 +106,7 @@ impl JwtVerifier {
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes()).map_err(|e| format!("the HS256 secret: {e}"))?),
             None => None,
         };
+        let verified = Arc::new(Verified::default());
         let jwks = match &config.jwks_url {
             Some(url) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -76,11 +116,17 @@ impl JwtVerifier {
                     .timeout(Duration::from_secs(10))
                     .build()
                     .map_err(|e| format!("an HTTP client for the JWKS: {e}"))?;
-                Some(Jwks { url: url.clone(), http, keys: RwLock::default(), fetched: tokio::sync::Mutex::new(None) })
+                Some(Jwks {
+                    url: url.clone(),
+                    http,
+                    keys: RwLock::default(),
+                    fetched: tokio::sync::Mutex::new(None),
+                    verified: verified.clone(),
+                })
             }
             None => None,
         };
-        Ok(JwtVerifier { config, secret, jwks })
+        Ok(JwtVerifier { config, secret, jwks, verified })
     }
 
     /// Fetch the JWKS now and keep refreshing it until the process ends.
@@ -103,6 +149,10 @@ impl JwtVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Principal, Denied> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.verified.get(&digest) {
+            return Ok(principal);
+        }
         let invalid = |why: String| Denied::Unauthenticated(why);
         let header = decode_header(token).map_err(|e| invalid(format!("malformed token: {e}")))?;
         let key = match header.alg {
@@ -117,7 +167,7 @@ impl JwtVerifier {
             other => return Err(invalid(format!("tokens signed with {other:?} are not accepted (RS256, ES256 or HS256)"))),
         };
         let mut validation = Validation::new(header.alg);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY;
         let mut required = vec!["exp"];
         if let Some(issuer) = &self.config.issuer {
             validation.set_issuer(&[issuer]);
@@ -132,7 +182,11 @@ impl JwtVerifier {
         }
         validation.set_required_spec_claims(&required);
         let claims = decode::<Value>(token, &key, &validation).map_err(|e| invalid(rejection(&e)))?.claims;
-        self.principal(&claims)
+        let principal = self.principal(&claims)?;
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+            self.verified.put(digest, principal.clone(), exp.saturating_add(LEEWAY));
+        }
+        Ok(principal)
     }
 
     fn principal(&self, claims: &Value) -> Result<Principal, Denied> {
@@ -259,7 +313,57 @@ impl Jwks {
         }
         tracing::debug!(url = %self.url, keys = keys.len(), "fetched the JWKS");
         *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        self.verified.forget();
         *fetched = Some(Instant::now());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &str = "a secret of the unit tests, 32 bytes or more";
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(JwtConfig {
+            hs256_secret: Some(SECRET.into()),
+            audience: Some("tidelake".into()),
+            tenant_claim: Some("sub".into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn token(claims: Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn claims_name_the_scope_and_the_tenant_and_a_verified_token_is_remembered_until_it_expires() {
+        let v = verifier();
+        let now = jsonwebtoken::get_current_timestamp();
+        let good = token(json!({"sub": "auth0|alice", "scp": ["read", "write"], "aud": "tidelake", "exp": now + 60}));
+        let p = v.verify(&good).await.unwrap();
+        assert_eq!((p.scope, p.reach.entries().to_vec()), (Scope::Write, vec!["u-mf2xi2bqprqwy2ldmu".to_owned()]));
+        assert_eq!(v.verify(&good).await.unwrap(), p, "the remembered answer is the same");
+        assert_eq!(v.verified.0.lock().unwrap().len(), 1);
+
+        for (claims, why) in [
+            (json!({"sub": "a", "scope": "read", "aud": "tidelake", "exp": now - 120}), "expired"),
+            (json!({"sub": "a", "scope": "read", "aud": "other", "exp": now + 60}), "audience"),
+            (json!({"sub": "a", "scope": "read", "exp": now + 60}), "aud"),
+        ] {
+            assert!(matches!(v.verify(&token(claims)).await, Err(Denied::Unauthenticated(_))), "{why}");
+        }
+        let unscoped = token(json!({"sub": "a", "scope": "openid", "aud": "tidelake", "exp": now + 60}));
+        assert!(matches!(v.verify(&unscoped).await, Err(Denied::Forbidden(_))));
+        // A remembered token past its expiry is checked again, and refused.
+        v.verified.put(Sha256::digest(good.as_bytes()).into(), p, now - 1);
+        let expired_memory = v.verified.get(&Sha256::digest(good.as_bytes()).into());
+        assert!(expired_memory.is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! What authentication costs a request: the same statements over HTTP on a
 //! server without auth, and on one with auth on — an API key, and an RS256
-//! JWT whose JWKS key is cached — in interleaved rounds so drift spreads
-//! over all three; and the verification alone, in process.
+//! JWT whose JWKS key is cached — interleaved request by request so drift
+//! weighs on all three alike; and the verification alone, in process.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,7 +16,6 @@ use crate::{Report, Summary, ms, summarize};
 
 const AUDIENCE: &str = "tidelake-bench";
 const ISSUER: &str = "https://issuer.bench";
-const ROUNDS: usize = 5;
 
 /// The statements timed: the cheapest one (where auth weighs most) and a
 /// primary-key lookup.
@@ -33,14 +32,17 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     let key = create_key(&secured_dir)?;
     let jwt = jwt_for_the_bench_tenant(&signer);
 
+    // Two servers without auth: the difference between them is the noise
+    // floor of comparing one server with another.
     let open = Server::start(&work.path().join("open"), &[]).await;
+    let open_too = Server::start(&work.path().join("open-too"), &[]).await;
     let secured = Server::start(
         &secured_dir,
         &["--jwks-url", &jwks.url, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE],
     )
     .await;
-    let (open_c, secured_c) = (open.client(), secured.client());
-    for c in [&open_c, &secured_c] {
+    let (open_c, open_too_c, secured_c) = (open.client(), open_too.client(), secured.client());
+    for c in [&open_c, &open_too_c, &secured_c] {
         for sql in [
             "CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL)",
             "INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g",
@@ -49,22 +51,21 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
         }
     }
 
-    report.line(format!("## Auth's cost per request, {iterations} sequential requests × {ROUNDS} interleaved rounds (ms)\n"));
-    report.line("| statement | no auth p50 | p99 | API key p50 | p99 | Δ p50 | RS256 JWT p50 | p99 | Δ p50 |".into());
-    report.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    report.line(format!("## Auth's cost per request, {iterations} sequential requests each, interleaved request by request (ms)\n"));
+    report.line("| statement | no auth p50 | p99 | no auth, 2nd server p50 | Δ p50 (noise floor) | API key p50 | p99 | Δ p50 | RS256 JWT p50 | p99 | Δ p50 |".into());
+    report.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
     for (op, (name, _)) in OPS.iter().enumerate() {
-        let (mut none, mut by_key, mut by_jwt) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            none.extend(time(&open_c, op, iterations / ROUNDS, None).await?);
-            by_key.extend(time(&secured_c, op, iterations / ROUNDS, Some(&key)).await?);
-            by_jwt.extend(time(&secured_c, op, iterations / ROUNDS, Some(&jwt)).await?);
-        }
-        let (none, by_key, by_jwt) = (summarize(none), summarize(by_key), summarize(by_jwt));
+        let variants: [(&Client, Option<&str>); 4] =
+            [(&open_c, None), (&open_too_c, None), (&secured_c, Some(&key)), (&secured_c, Some(&jwt))];
+        let [none, none_too, by_key, by_jwt] = interleaved(op, iterations, &variants).await?;
+        let (none, none_too, by_key, by_jwt) = (summarize(none), summarize(none_too), summarize(by_key), summarize(by_jwt));
         let delta = |s: &Summary| format!("{:+.1} %", (s.p50.as_secs_f64() / none.p50.as_secs_f64() - 1.0) * 100.0);
         report.line(format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ms(none.p50),
             ms(none.p99),
+            ms(none_too.p50),
+            delta(&none_too),
             ms(by_key.p50),
             ms(by_key.p99),
             delta(&by_key),
@@ -73,7 +74,7 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
             delta(&by_jwt),
         ));
     }
-    drop((open, secured));
+    drop((open, open_too, secured));
 
     // The verification alone: what `authenticate` takes per token.
     let auth = auth::Auth::new(
@@ -91,12 +92,22 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     report.line("\n## Verification alone, in process (µs per token)\n".into());
     report.line("| token | p50 | p99 |".into());
     report.line("|---|---:|---:|".into());
-    for (name, token) in [("API key (SHA-256, key file stat)", &key), ("RS256 JWT (JWKS key cached)", &jwt)] {
-        let header = format!("Bearer {token}");
-        let mut samples = Vec::with_capacity(10_000);
-        for _ in 0..10_000 {
+    let fresh = |i: usize| {
+        let now = tidelake_tests::jwt::now();
+        signer.sign(&json!({"sub": format!("user-{i}"), "scope": "read", "tenants": ["bench"], "iss": ISSUER, "aud": AUDIENCE, "exp": now + 3600}))
+    };
+    let first_sight: Vec<String> = (0..2000).map(fresh).collect();
+    for (name, tokens) in [
+        ("API key (SHA-256, key file stat)", vec![key.clone()]),
+        ("RS256 JWT, seen before (verified once, remembered)", vec![jwt.clone()]),
+        ("RS256 JWT, first sight (signature checked)", first_sight),
+    ] {
+        let headers: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+        let mut samples = Vec::with_capacity(headers.len().max(2000));
+        for i in 0..headers.len().max(2000) {
+            let header = &headers[i % headers.len()];
             let t = Instant::now();
-            auth.authenticate(Some(&header)).await.map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            auth.authenticate(Some(header)).await.map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             samples.push(t.elapsed());
         }
         let s = summarize(samples);
@@ -141,18 +152,23 @@ async fn query(c: &Client, token: Option<&str>, sql: &str, params: Value, fallba
     Ok(())
 }
 
-/// `n` requests of statement `op` after a tenth as many to warm up.
-async fn time(c: &Client, op: usize, n: usize, token: Option<&str>) -> Result<Vec<Duration>> {
+/// `n` requests of statement `op` on each variant (a server and a token),
+/// after a tenth as many to warm up: request by request in turn, the turn
+/// rotating, so that whatever else the machine does weighs on all alike.
+async fn interleaved<const V: usize>(op: usize, n: usize, variants: &[(&Client, Option<&str>); V]) -> Result<[Vec<Duration>; V]> {
     let sql = OPS[op].1;
     let params = |i: usize| if op == 0 { json!([]) } else { json!([(i % 10000) + 1]) };
-    for i in 0..n / 10 {
-        query(c, token, sql, params(i), None).await?;
-    }
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        query(c, token, sql, params(i), None).await?;
-        samples.push(t.elapsed());
+    let mut samples: [Vec<Duration>; V] = std::array::from_fn(|_| Vec::with_capacity(n));
+    for i in 0..n + n / 10 {
+        for turn in 0..V {
+            let which = (i + turn) % V;
+            let (c, token) = variants[which];
+            let t = Instant::now();
+            query(c, token, sql, params(i), None).await?;
+            if i >= n / 10 {
+                samples[which].push(t.elapsed());
+            }
+        }
     }
     Ok(samples)
 }
