@@ -107,6 +107,10 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
         ("GET", "/t/acme/changes?since=0".into(), None, Need::Read),
         ("POST", "/sql".into(), Some(json!({"sql": "SELECT count(*) AS n FROM acme.items"})), Need::Read),
         ("GET", format!("/diff?table=acme.items&from=0&to={head}"), None, Need::Read),
+        ("GET", format!("/growth?table=acme.items&start=2026-11-01%2000:00:00%2B00&end={at}&interval=1%20day"), None, Need::Read),
+        ("GET", format!("/activity?table=acme.items&start=2026-11-01%2000:00:00%2B00&end={at}&interval=1%20day"), None, Need::Read),
+        ("GET", "/catalog/v1/namespaces/acme".into(), None, Need::Read),
+        ("HEAD", "/catalog/v1/namespaces/acme/tables/items".into(), None, Need::Read),
         ("GET", "/catalog/v1/namespaces/acme/tables".into(), None, Need::Read),
         ("GET", "/catalog/v1/namespaces/acme/tables/items".into(), None, Need::Read),
         ("POST", "/t/acme/query".into(), Some(insert.clone()), Need::Write),
@@ -154,6 +158,23 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
         let (got, _, answer) = call(&c, method, path, body.as_ref(), Some(&token)).await;
         assert_eq!(got, StatusCode::FORBIDDEN, "missing scope: {method} {path}: {answer}");
     }
+
+    // The WebSocket: refused at the handshake without a token, taken with one.
+    let ws_url = format!("{}/t/acme/ws", server.base.replacen("http://", "ws://", 1));
+    let handshake = |token: Option<String>| {
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+        if let Some(token) = token {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    for (token, status) in [(None, StatusCode::UNAUTHORIZED), (Some(hs256("read", &["beta"], json!({}), SECRET)), StatusCode::FORBIDDEN)] {
+        match handshake(token).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), status),
+            other => panic!("a WebSocket with {status} expected: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(handshake(Some(hs256("read", &["acme"], json!({}), SECRET))).await.is_ok(), "a read token subscribes");
 
     // Nothing was changed by any refused request.
     let (_, _, rows) = call(&c, "POST", "/t/acme/query", Some(&json!({"sql": "SELECT id FROM items ORDER BY id"})), admin).await;
