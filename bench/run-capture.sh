@@ -5,8 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-require_cargo
-cargo build --locked -p tidelake -p tidelake-bench
-mkdir -p bench/out
-"$CARGO_TARGET_DIR/debug/oltp-bench" capture --out bench/out/capture.md
-echo "(machine: $(nproc) cores)" | tee -a bench/out/capture.md
+run_bench capture

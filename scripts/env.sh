@@ -84,3 +84,15 @@ run_bench_beside_postgres() {
     "$CARGO_TARGET_DIR/debug/oltp-bench" "$name" --pg-bin "$pg_bin" --out "bench/out/$name.md"
     echo "(PostgreSQL: $("$pg_bin/postgres" --version); machine: $(nproc) cores)" | tee -a "bench/out/$name.md"
 }
+
+# Run the benchmark `oltp-bench NAME ARGS…` (no competitor to install):
+# build, run, write bench/out/NAME.md (and stdout) with the machine's cores.
+run_bench() {
+    local name=$1
+    shift
+    require_cargo
+    cargo build --locked -p tidelake -p tidelake-bench
+    mkdir -p bench/out
+    "$CARGO_TARGET_DIR/debug/oltp-bench" "$name" --out "bench/out/$name.md" "$@"
+    echo "(machine: $(nproc) cores)" | tee -a "bench/out/$name.md"
+}

@@ -60,6 +60,22 @@ async fn call(c: &Client, method: &str, path: &str, body: Option<&Value>, token:
     (status, challenge, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Each tenant gets `items (id int PRIMARY KEY)` holding ids 1 to n, in the lake.
+async fn items_in_the_lake(c: &Client, admin: &str, tenants: &[(&str, u32)]) {
+    for (tenant, rows) in tenants {
+        for sql in ["CREATE TABLE items (id int PRIMARY KEY)".to_owned(), format!("INSERT INTO items SELECT generate_series(1, {rows})")] {
+            let (status, _, body) = call(c, "POST", &format!("/t/{tenant}/query"), Some(&json!({"sql": sql})), Some(admin)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let shipped = eventually(Duration::from_secs(60), || async {
+            let (_, _, h) = call(c, "GET", &format!("/t/{tenant}/health"), None, Some(admin)).await;
+            h["tenant"]["lake"]["lagLsn"] == 0 && h["tenant"]["lake"]["shippedLsn"].as_u64().is_some_and(|l| l > 0)
+        })
+        .await;
+        assert!(shipped, "{tenant} never shipped");
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Need {
     Read,
@@ -343,20 +359,7 @@ async fn the_wire_front_and_pyiceberg_take_tokens() {
     std::fs::write(&config, "[catalog.storage]\n\"s3.secret-access-key\" = \"do-not-share\"\n\"s3.region\" = \"us-east-1\"\n").unwrap();
     let server = Server::start(&data, &["--config", config.to_str().unwrap()]).await;
     let c = server.client();
-    for tenant in ["acme", "beta"] {
-        for sql in ["CREATE TABLE items (id int PRIMARY KEY)", "INSERT INTO items VALUES (1), (2)"] {
-            let (status, _, body) = call(&c, "POST", &format!("/t/{tenant}/query"), Some(&json!({"sql": sql})), Some(&admin)).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-    }
-    for tenant in ["acme", "beta"] {
-        let shipped = eventually(Duration::from_secs(60), || async {
-            let (_, _, h) = call(&c, "GET", &format!("/t/{tenant}/health"), None, Some(&admin)).await;
-            h["tenant"]["lake"]["lagLsn"] == 0 && h["tenant"]["lake"]["shippedLsn"].as_u64().is_some_and(|l| l > 0)
-        })
-        .await;
-        assert!(shipped, "{tenant} never shipped");
-    }
+    items_in_the_lake(&c, &admin, &[("acme", 2), ("beta", 2)]).await;
 
     let (status, _, config) = call(&c, "GET", "/catalog/v1/config", None, Some(&reader)).await;
     assert_eq!(status, StatusCode::OK);
@@ -518,18 +521,7 @@ async fn the_dashboard_signs_in_with_a_token_and_shows_what_it_may_read() {
     let reader = create_key(&data, "acme", "read");
     let server = Server::start(&data, &[]).await;
     let c = server.client();
-    for (tenant, rows) in [("acme", 3), ("beta", 5)] {
-        for sql in ["CREATE TABLE items (id int PRIMARY KEY)".to_owned(), format!("INSERT INTO items SELECT generate_series(1, {rows})")] {
-            let (status, _, body) = call(&c, "POST", &format!("/t/{tenant}/query"), Some(&json!({"sql": sql})), Some(&admin)).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-        let shipped = eventually(Duration::from_secs(60), || async {
-            let (_, _, h) = call(&c, "GET", &format!("/t/{tenant}/health"), None, Some(&admin)).await;
-            h["tenant"]["lake"]["lagLsn"] == 0 && h["tenant"]["lake"]["shippedLsn"].as_u64().is_some_and(|l| l > 0)
-        })
-        .await;
-        assert!(shipped, "{tenant} never shipped");
-    }
+    items_in_the_lake(&c, &admin, &[("acme", 3), ("beta", 5)]).await;
     let base = server.base.clone();
     let sql = "SELECT tenant, count(*) AS n FROM all_tenants.items GROUP BY tenant ORDER BY tenant";
     let shown = tokio::task::spawn_blocking(move || run_python("dashboard_signin.py", &[&base, &reader, sql])).await.unwrap();
