@@ -13,6 +13,19 @@ require_cargo() {
     fi
 }
 
+# The core crate (model/) builds for the edge, wasm32-unknown-unknown: the
+# tests check that it does, with the target added through rustup where missing.
+require_wasm_target() {
+    if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+        return
+    fi
+    if ! command -v rustup >/dev/null 2>&1; then
+        echo "the tests check model/ for wasm32-unknown-unknown: install that Rust target first" >&2
+        exit 1
+    fi
+    rustup target add wasm32-unknown-unknown
+}
+
 # The Python environment of the tests (PyIceberg as an independent reader).
 TIDELAKE_VENV="${TIDELAKE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tidelake/venv}"
 export TIDELAKE_PYTHON="$TIDELAKE_VENV/bin/python"

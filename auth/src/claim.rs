@@ -37,14 +37,6 @@ pub fn tenant_of(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn valid_tenant_id(id: &str) -> bool {
-        let b = id.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-    }
-
     #[test]
     fn every_claim_names_a_valid_tenant_and_no_two_the_same() {
         let values = [
@@ -57,7 +49,7 @@ mod tests {
         let mut seen = std::collections::HashMap::new();
         for value in &values {
             let tenant = tenant_of(value);
-            assert!(valid_tenant_id(&tenant), "{value:?} → {tenant:?}");
+            assert!(model::TenantId::is_valid(&tenant), "{value:?} → {tenant:?}");
             if let Some(other) = seen.insert(tenant.clone(), value.clone()) {
                 panic!("{value:?} and {other:?} both → {tenant}");
             }

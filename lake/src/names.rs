@@ -112,11 +112,7 @@ pub fn query_name(name: &str) -> Result<String> {
 /// `[a-z0-9][a-z0-9-]{0,62}` where they enter the server; the lake checks
 /// again, since the namespace becomes a directory of the warehouse.
 pub fn namespace(tenant: &str) -> Result<NamespaceIdent> {
-    let bytes = tenant.as_bytes();
-    let valid = matches!(bytes.first(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes.len() <= MAX_IDENTIFIER_BYTES
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if !valid {
+    if !model::TenantId::is_valid(tenant) {
         return Err(LakeError::Name(format!("{tenant:?} is not a tenant id ([a-z0-9][a-z0-9-]{{0,62}})")));
     }
     Ok(NamespaceIdent::new(tenant.to_owned()))

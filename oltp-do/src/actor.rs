@@ -17,7 +17,7 @@ use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, LsnAt, PackedBa
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
-use crate::tenant_id::TenantId;
+use model::TenantId;
 
 /// A unit of work for a tenant database.
 #[derive(Debug)]

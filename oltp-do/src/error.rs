@@ -39,6 +39,12 @@ impl DbError {
     }
 }
 
+impl From<model::InvalidTenantId> for Error {
+    fn from(invalid: model::InvalidTenantId) -> Self {
+        Error::InvalidTenant(invalid.0)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No valid token (401) or one that does not allow this (403).

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::engine::{LogStats, PackedBase};
-use crate::tenant_id::TenantId;
+use model::TenantId;
 
 /// How many recent changes are kept in memory for subscribers.
 pub const RECENT_CAP: usize = 4096;

@@ -17,12 +17,10 @@ pub mod feed;
 pub mod files;
 pub mod maintenance;
 pub mod protocol;
-pub mod sql_split;
-pub mod tenant_id;
 pub mod tenants;
 pub mod values;
 
 pub use config::OltpConfig;
 pub use error::{DbError, Error, Result};
-pub use tenant_id::TenantId;
+pub use model::TenantId;
 pub use tenants::Tenants;

@@ -11,7 +11,7 @@ use crate::config::OltpConfig;
 use crate::engine::{Session, TenantDb};
 use crate::error::{Error, Result};
 use crate::protocol::QueryResult;
-use crate::tenant_id::TenantId;
+use model::TenantId;
 
 /// Run `sql` (a script) in `tenant`'s database as its owner, with capture
 /// on as the server runs it. The database must be on local disk and not

@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use lake::table::ColumnsSince;
+use model::sql::quote_ident;
 
 use crate::dialect::LakeDialect;
 use crate::error::QueryError;
@@ -112,7 +113,7 @@ impl TableShape {
     /// current columns.
     fn columns_at(&self, bound: &Bound) -> (Vec<(String, String)>, Vec<String>) {
         let current = || {
-            let columns = self.columns.iter().map(|c| (format!("\"__c\".{}", quote(c)), c.clone())).collect();
+            let columns = self.columns.iter().map(|c| (format!("\"__c\".{}", quote_ident(c)), c.clone())).collect();
             (columns, self.primary_key.clone())
         };
         let Some(entry) = self.version_at(bound) else { return current() };
@@ -120,7 +121,7 @@ impl TableShape {
             .columns
             .iter()
             .map(|c| {
-                let field = c.field.as_ref().map_or_else(|| "NULL".to_owned(), |f| format!("\"__c\".{}", quote(f)));
+                let field = c.field.as_ref().map_or_else(|| "NULL".to_owned(), |f| format!("\"__c\".{}", quote_ident(f)));
                 // Under its type then: a field promoted since (an `int` now
                 // `bigint`), or the NULL of a column no data holds yet.
                 let cast = (c.field.is_none() || c.type_now != c.type_then).then(|| sql_type(&c.type_then)).flatten();
@@ -424,13 +425,8 @@ fn parse_query(sql: &str) -> Result<Box<Query>, QueryError> {
         .map_err(|e| QueryError::Internal(format!("rewritten query does not parse ({e}): {sql}")))
 }
 
-/// A double-quoted SQL identifier.
-pub fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 fn qualified(tenant: &str, table: &str) -> String {
-    format!("{}.{}", quote(tenant), quote(table))
+    format!("{}.{}", quote_ident(tenant), quote_ident(table))
 }
 
 enum Bound {
@@ -512,16 +508,7 @@ fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
     let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(text), .. }) = e else {
         return Ok(None);
     };
-    let mut t = text.trim().replace('T', " ");
-    if let Some(stripped) = t.strip_suffix('Z') {
-        t = format!("{stripped}+00");
-    }
-    if !t.contains(' ') {
-        t.push_str(" 00:00:00");
-    }
-    let micros = lake::mapping::timestamp_micros(&t)
-        .ok()
-        .flatten()
+    let micros = model::parse_instant(text)
         .ok_or_else(|| QueryError::Sql(format!("'{text}': not a timestamp (expected e.g. '2026-11-27 10:00:00+00')")))?;
     Ok(Some(micros))
 }
@@ -557,7 +544,7 @@ fn state_sql(
                 .ok_or_else(|| QueryError::Internal(format!("{tenant}.{table}: key column {k} is not a column")))
         })
         .collect::<Result<_, _>>()?;
-    let columns: Vec<String> = columns.iter().map(|(expr, name)| format!("{expr} AS {}", quote(name))).collect();
+    let columns: Vec<String> = columns.iter().map(|(expr, name)| format!("{expr} AS {}", quote_ident(name))).collect();
     let within = bound.changes();
     // From the newest checkpoint the bound allows, and the changes after it.
     let changes = match shape.checkpoint_for(bound) {
@@ -566,7 +553,7 @@ fn state_sql(
             if let Some(read) = checkpoints_read {
                 read.borrow_mut().insert((tenant.to_owned(), table.to_owned(), cp.lsn), cp.snapshot_id);
             }
-            let from_changes: Vec<String> = shape.fields.iter().map(|(_, name, _)| quote(name)).collect();
+            let from_changes: Vec<String> = shape.fields.iter().map(|(_, name, _)| quote_ident(name)).collect();
             let from_checkpoint: Vec<String> = shape
                 .fields
                 .iter()
@@ -576,11 +563,11 @@ fn state_sql(
                         None => expr,
                     };
                     let expr = match cp.fields.get(id) {
-                        Some((then, ty_then)) if ty_then == ty => quote(then),
-                        Some((then, _)) => cast(quote(then)),
+                        Some((then, ty_then)) if ty_then == ty => quote_ident(then),
+                        Some((then, _)) => cast(quote_ident(then)),
                         None => cast("NULL".to_owned()),
                     };
-                    format!("{expr} AS {}", quote(name))
+                    format!("{expr} AS {}", quote_ident(name))
                 })
                 .collect();
             format!(
@@ -899,10 +886,10 @@ fn diff_sql(call: &DiffCall, shape: &TableShape, loaded: &Loaded) -> Result<Stri
     }
     let names = |columns: Vec<(String, String)>| columns.into_iter().map(|(_, name)| name).collect::<Vec<_>>();
     let (before_columns, after_columns) = (names(before_columns), names(after_columns));
-    let side = |alias: &str, c: &str| format!("\"{alias}\".{}", quote(c));
+    let side = |alias: &str, c: &str| format!("\"{alias}\".{}", quote_ident(c));
     let first_key = &key[0];
     let keys: Vec<String> =
-        key.iter().map(|k| format!("coalesce({}, {}) AS {}", side("__before", k), side("__after", k), quote(k))).collect();
+        key.iter().map(|k| format!("coalesce({}, {}) AS {}", side("__before", k), side("__after", k), quote_ident(k))).collect();
     let joined: Vec<String> = key.iter().map(|k| format!("{} = {}", side("__before", k), side("__after", k))).collect();
     let row = |alias: &str, columns: &[String]| {
         let fields: Vec<String> = columns.iter().map(|c| format!("'{}', {}", c.replace('\'', "''"), side(alias, c))).collect();

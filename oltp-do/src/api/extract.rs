@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::routing::{TENANT_HEADER, resolve};
 use crate::error::Error;
-use crate::tenant_id::TenantId;
+use model::TenantId;
 use crate::tenants::Tenants;
 
 /// The tenant a request is for (required), which the caller may read.

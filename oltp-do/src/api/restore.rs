@@ -20,7 +20,7 @@ use super::error::error_body;
 use super::extract::{AdminTenant, JsonBody};
 use super::routing::resolve;
 use crate::error::{Error, Result};
-use crate::tenants::{Progress, Target, parse_instant};
+use crate::tenants::{Progress, Target};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,7 +107,7 @@ pub async fn bookmark(
 ) -> Result<Json<Value>> {
     let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
     let at = q.at.ok_or_else(|| Error::bad_request("invalid_request", "give the instant as ?at=<timestamp>"))?;
-    let at_us = parse_instant(&at).ok_or_else(|| {
+    let at_us = model::parse_instant(&at).ok_or_else(|| {
         Error::bad_request("invalid_instant", format!("{at:?} is not a timestamp such as 2026-11-28T07:00:00Z"))
     })?;
     tenants.must_exist(&tenant)?;

@@ -5,7 +5,7 @@
 
 use crate::config::OltpConfig;
 use crate::error::{Error, Result};
-use crate::tenant_id::TenantId;
+use model::TenantId;
 
 pub const TENANT_HEADER: &str = "x-tenant-id";
 

@@ -25,7 +25,7 @@ use super::error::error_body;
 use super::extract::SqlTenant;
 use crate::actor::Work;
 use crate::protocol::{ChangeFilter, ClientMessage, Statement, checked_lsn, requested_timeout};
-use crate::tenant_id::TenantId;
+use model::TenantId;
 use crate::tenants::Tenants;
 
 const PAGE: u64 = 500;

@@ -13,7 +13,7 @@ use super::settings::EngineSettings;
 use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
 use std::sync::Arc;
 use super::wire::{self, Outcome, TxStatus};
-use crate::sql_split::{only_comments, split};
+use model::sql::{only_comments, split};
 use crate::error::{DbError, Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
 use crate::values::json_to_param;
@@ -260,7 +260,7 @@ impl TenantDb {
         self.host
             .write_i32("AuthenticatedUserId", BOOTSTRAP_SUPERUSER)
             .map_err(|e| Error::Engine(format!("set the session user: {e:#}")))?;
-        let owner = crate::sql_split::quote_ident(&self.owner_name);
+        let owner = model::sql::quote_ident(&self.owner_name);
         self.trusted(&format!("SET SESSION AUTHORIZATION {owner}; SET search_path = pg_catalog, pg_temp"))?;
         self.session = Session::Owner;
         Ok(())

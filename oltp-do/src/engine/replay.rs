@@ -74,7 +74,7 @@ struct Run {
     bytes: usize,
 }
 
-use crate::sql_split::quote_ident as quote;
+use model::sql::quote_ident as quote;
 
 impl TenantDb {
     /// Run one trusted statement of ours; a PostgreSQL error is returned as such.

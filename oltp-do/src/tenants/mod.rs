@@ -14,7 +14,7 @@
 
 pub mod restore;
 
-pub use restore::{Bookmark, History, Progress, RestoreReport, Target, parse_instant};
+pub use restore::{Bookmark, History, Progress, RestoreReport, Target};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, ReadOnly};
 use crate::feed::{Commits, Feed};
 use crate::error::{Error, Result};
 use crate::protocol::EngineState;
-use crate::tenant_id::TenantId;
+use model::TenantId;
 
 pub struct Tenants {
     config: Arc<OltpConfig>,

@@ -28,7 +28,7 @@ use crate::actor::{CLOSED_HEAD_FILE, Work};
 use crate::archive::{self, Manifest};
 use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
-use crate::tenant_id::TenantId;
+use model::TenantId;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -57,9 +57,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// `lsn:<n>`, a bare number (an LSN), or a timestamp: RFC 3339
-    /// (`2026-11-28T07:00:00Z`), or `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]`
-    /// (UTC when no offset is given).
+    /// `lsn:<n>`, a bare number (an LSN), or an instant as
+    /// [`model::parse_instant`] reads it.
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
         let lsn = text.strip_prefix("lsn:").unwrap_or(text);
@@ -67,32 +66,13 @@ impl Target {
             crate::protocol::checked_lsn("the bookmark", n).map_err(|m| Error::bad_request("invalid_instant", m))?;
             return Ok(Self::Lsn(n));
         }
-        parse_instant(text).map(Self::Time).ok_or_else(|| {
+        model::parse_instant(text).map(Self::Time).ok_or_else(|| {
             Error::bad_request(
                 "invalid_instant",
                 format!("{text:?} is neither a bookmark (lsn:<n>) nor a timestamp such as 2026-11-28T07:00:00Z"),
             )
         })
     }
-}
-
-/// A timestamp as µs since the epoch.
-pub fn parse_instant(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_micros());
-    }
-    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
-        if let Ok(t) = chrono::DateTime::parse_from_str(text, format) {
-            return Some(t.timestamp_micros());
-        }
-    }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp_micros());
-        }
-    }
-    None
 }
 
 /// µs since the epoch as a timestamptz literal.
@@ -811,7 +791,7 @@ fn schema_change_between(version: &Value, base: &Manifest, lsn: u64, at_us: Opti
 
 /// When a schema version committed, in µs since the epoch.
 fn commit_us(version: &Value) -> Option<i64> {
-    version["commitTs"].as_str().and_then(parse_instant)
+    version["commitTs"].as_str().and_then(model::parse_instant)
 }
 
 fn write_head(root: &Path, head: u64) -> Result<()> {

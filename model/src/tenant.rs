@@ -1,8 +1,6 @@
-//! The validated tenant identifier every other part of the crate takes.
+//! The validated tenant identifier every part of tidelake takes.
 
 use std::fmt;
-
-use crate::error::Error;
 
 /// Longest tenant id accepted (the first character plus 62 more).
 pub const MAX_TENANT_ID_LEN: usize = 63;
@@ -15,12 +13,23 @@ pub const MAX_TENANT_ID_LEN: usize = 63;
 pub struct TenantId(String);
 
 impl TenantId {
-    pub fn parse(raw: &str) -> Result<Self, Error> {
-        if is_valid(raw) {
+    pub fn parse(raw: &str) -> Result<Self, InvalidTenantId> {
+        if Self::is_valid(raw) {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(Error::InvalidTenant(raw.chars().take(80).collect()))
+            Err(InvalidTenantId(raw.chars().take(80).collect()))
         }
+    }
+
+    /// Whether `raw` is a tenant id.
+    pub fn is_valid(raw: &str) -> bool {
+        let bytes = raw.as_bytes();
+        let Some(first) = bytes.first() else {
+            return false;
+        };
+        bytes.len() <= MAX_TENANT_ID_LEN
+            && (first.is_ascii_lowercase() || first.is_ascii_digit())
+            && bytes[1..].iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
     }
 
     pub fn as_str(&self) -> &str {
@@ -28,17 +37,10 @@ impl TenantId {
     }
 }
 
-fn is_valid(raw: &str) -> bool {
-    let bytes = raw.as_bytes();
-    let Some(first) = bytes.first() else {
-        return false;
-    };
-    bytes.len() <= MAX_TENANT_ID_LEN
-        && (first.is_ascii_lowercase() || first.is_ascii_digit())
-        && bytes[1..]
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
+/// A name that is not a tenant id (its first 80 characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tenant id {0:?}: expected [a-z0-9][a-z0-9-]{{0,62}}")]
+pub struct InvalidTenantId(pub String);
 
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

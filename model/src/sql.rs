@@ -2,7 +2,8 @@
 //! psql does: quotes, quoted identifiers, dollar quotes, comments and
 //! SQL-standard function bodies (`BEGIN ATOMIC … END`) are respected.
 //!
-//! Pure text handling (no PostgreSQL needed), so it is shared by every front.
+//! Pure text handling (no PostgreSQL needed), shared by every front and the
+//! query service.
 
 /// The statements of `script`, trimmed, without empty ones and without their
 /// terminating semicolons. Comments stay with the statement they precede.

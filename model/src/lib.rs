@@ -1,0 +1,14 @@
+//! `model`: the vocabulary every part of tidelake shares — the server's
+//! crates and the edge tier alike. No I/O and no async runtime: it builds
+//! for `wasm32-unknown-unknown` (`scripts/test` checks that it does).
+//!
+//! - [`TenantId`]: the one grammar of a tenant's name.
+//! - [`parse_instant`]: the one reading of an instant.
+//! - [`sql`]: statement splitting and identifier quoting, pure text.
+
+mod instant;
+pub mod sql;
+mod tenant;
+
+pub use instant::parse_instant;
+pub use tenant::{InvalidTenantId, MAX_TENANT_ID_LEN, TenantId};
