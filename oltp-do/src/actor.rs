@@ -138,7 +138,7 @@ pub enum Attempt {
 /// Written in the tenant's directory on a clean close: the newest change
 /// LSN then. Absent while the database is open (or after a crash), so a log
 /// consumer knows which closed tenants it can skip without opening them.
-pub const CLOSED_HEAD_FILE: &str = "closed-head-lsn";
+pub use crate::layout::CLOSED_HEAD_FILE;
 
 const LOADING: u8 = 0;
 const LOADED: u8 = 1;
@@ -354,7 +354,7 @@ fn actor_main(
         let ready = started.elapsed();
         // A cold tenant is promoted before its actor starts; never make a
         // fresh database where an archived one belongs.
-        if crate::tenants::cold_marker(&root).exists() {
+        if crate::layout::cold_marker(&root).exists() {
             return Err(Error::Engine(format!("tenant {} is archived (cold) and was not restored", handle.tenant)));
         }
         runtime.ensure_tenant_root(&root)?;

@@ -261,9 +261,7 @@ fn append_dir<W: io::Write>(tar: &mut tar::Builder<W>, dir: &Path, prefix: &Path
 /// Unpack a verified archive into `into` (which must not exist): into a
 /// hidden sibling first, renamed into place when complete.
 pub fn unpack(bytes: &[u8], into: &Path) -> Result<()> {
-    let parent = into.parent().unwrap_or(Path::new("."));
-    let name = into.file_name().and_then(|n| n.to_str()).unwrap_or("tenant");
-    let staging = parent.join(format!(".unpacking-{name}"));
+    let staging = crate::layout::unpacking(into);
     let failed = |e: io::Error| Error::Engine(format!("unpack into {}: {e}", staging.display()));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(failed)?;

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod feed;
 pub mod files;
+pub mod layout;
 pub mod maintenance;
 pub mod protocol;
 pub mod tenants;

@@ -34,5 +34,5 @@ pub fn run_as_owner(config: &OltpConfig, tenant: &TenantId, sql: &str) -> Result
 
 /// The head recorded at the last clean close may no longer be the head.
 fn remove_closed_head(root: &Path) {
-    let _ = std::fs::remove_file(root.join(crate::actor::CLOSED_HEAD_FILE));
+    let _ = std::fs::remove_file(root.join(crate::layout::CLOSED_HEAD_FILE));
 }

@@ -33,7 +33,6 @@ pub struct EngineRuntime {
 impl EngineRuntime {
     /// Start preparing in the background and return at once.
     pub fn start(config: &OltpConfig) -> Arc<Self> {
-        template::clean_staging(&config.tenants_dir());
         pglite_oxide::set_memory_limit(config.tenant_memory);
         let runtime = Arc::new(Self {
             phase: Mutex::new(Phase::Preparing),

@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 const TEMPLATE_VERSION: &str = "tidelake-template-10 capture-9 pglite-oxide-0.5.1";
 const MARKER: &str = ".tidelake-template";
 const LOCK_FILE: &str = ".pglite-oxide.lock";
-const CREATING_PREFIX: &str = ".creating-";
 
 /// Make sure a current template exists at `dir`, building it if needed.
 pub fn prepare(dir: &Path, settings: &EngineSettings) -> Result<()> {
@@ -47,9 +46,7 @@ pub fn instantiate(template: &Path, root: &Path) -> Result<()> {
     if root.exists() {
         return Ok(());
     }
-    let parent = root.parent().unwrap_or(Path::new("."));
-    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("tenant");
-    let staging = parent.join(format!("{CREATING_PREFIX}{name}"));
+    let staging = crate::layout::creating(root);
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(|e| io_error("remove", &staging, e))?;
     }
@@ -57,19 +54,6 @@ pub fn instantiate(template: &Path, root: &Path) -> Result<()> {
     let _ = fs::remove_file(staging.join(MARKER));
     fs::rename(&staging, root).map_err(|e| io_error("create tenant", root, e))?;
     Ok(())
-}
-
-/// Remove half-made tenants left by a crash during `instantiate`.
-pub fn clean_staging(tenants_dir: &Path) {
-    for entry in fs::read_dir(tenants_dir).into_iter().flatten().flatten() {
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(CREATING_PREFIX))
-        {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::actor::{ActorHandle, Attempt, CLOSED_HEAD_FILE, Output, Work};
+use crate::layout;
 use crate::archive::{self, Manifest, Store};
 use crate::config::OltpConfig;
 use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, ReadOnly};
@@ -71,12 +72,6 @@ struct BackupMark {
     at: SystemTime,
 }
 
-/// The marker a cold tenant leaves on local disk.
-pub fn cold_marker(root: &Path) -> PathBuf {
-    root.with_extension("cold")
-}
-
-const COLD_SUFFIX: &str = ".cold";
 
 /// How long a tenant's schema must stay unchanged before the base backup
 /// that follows a schema change (so a migration of many statements is
@@ -184,7 +179,7 @@ impl Tenants {
             Error::Engine(format!("create {}: {e}", config.tenants_dir().display()))
         })?;
         let store = Store::open(&config.archive)?;
-        restore::recover_interrupted(&config.tenants_dir());
+        layout::recover(&config.tenants_dir());
         let runtime = EngineRuntime::start(&config);
         Ok(Arc::new(Self {
             config: Arc::new(config),
@@ -379,7 +374,7 @@ impl Tenants {
                         continue;
                     }
                     Some(actor) => Wait::Closing(actor.clone()),
-                    None if inner.moving.contains(tenant) || cold_marker(&self.root(tenant)).exists() => Wait::Settle,
+                    None if inner.moving.contains(tenant) || layout::cold_marker(&self.root(tenant)).exists() => Wait::Settle,
                     None if self.make_room(&mut inner) => {
                         let actor = self.spawn_locked(&mut inner, tenant)?;
                         actor.begin_request();
@@ -461,7 +456,7 @@ impl Tenants {
         let lock = self.move_lock(tenant);
         let _moving = lock.lock().await;
         let root = self.root(tenant);
-        let marker = cold_marker(&root);
+        let marker = layout::cold_marker(&root);
         if !marker.exists() {
             return Ok(());
         }
@@ -498,7 +493,7 @@ impl Tenants {
         let root = self.root(tenant);
         if open {
             Tier::Hot
-        } else if !root.exists() && cold_marker(&root).exists() {
+        } else if !root.exists() && layout::cold_marker(&root).exists() {
             Tier::Cold
         } else {
             Tier::Warm
@@ -515,13 +510,12 @@ impl Tenants {
         let Some(head) = self.begin_disk_move(tenant, &root) else { return Ok(false) };
         let result = async {
             let manifest = self.pack_and_store(tenant, &root, head, "cold").await?;
-            let marker = cold_marker(&root);
-            let staging = marker.with_extension("cold-writing");
+            let marker = layout::cold_marker(&root);
+            let staging = layout::cold_marker_writing(&root);
             let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
             std::fs::write(&staging, json).map_err(|e| io_error("write", &staging, e))?;
             std::fs::rename(&staging, &marker).map_err(|e| io_error("install", &marker, e))?;
-            let parent = root.parent().unwrap_or(Path::new("."));
-            let removing = parent.join(format!(".removing-{tenant}"));
+            let removing = layout::removing(&root);
             std::fs::rename(&root, &removing).map_err(|e| io_error("move away", &root, e))?;
             std::fs::remove_dir_all(&removing).map_err(|e| io_error("remove", &removing, e))?;
             self.metrics.demotions.fetch_add(1, Ordering::Relaxed);
@@ -542,7 +536,7 @@ impl Tenants {
         if inner.actors.get(tenant).is_some_and(|a| !a.is_closed()) || inner.shutting_down || !root.exists() {
             return None;
         }
-        let head = head_of_closed(root)?;
+        let head = layout::closed_head(root)?;
         inner.moving.insert(tenant.clone());
         Some(head)
     }
@@ -598,7 +592,7 @@ impl Tenants {
                 closing.closed().await;
             }
             match self.tier(tenant) {
-                Tier::Cold => return read_marker(&cold_marker(&root)),
+                Tier::Cold => return read_marker(&layout::cold_marker(&root)),
                 Tier::Hot => {
                     if let Some(done) = self.run_quietly(tenant, Work::Backup { root: root.clone() }).await {
                         let base = done?.into_backup()?;
@@ -638,7 +632,7 @@ impl Tenants {
     async fn prune_backups(&self, tenant: &TenantId) -> Result<()> {
         let all = self.store.backups(tenant.as_str()).await?;
         let cutoff = archive::now_ms().saturating_sub(self.config.backup_retention.as_millis() as u64);
-        let keep_cold = read_marker(&cold_marker(&self.root(tenant))).ok().map(|m| m.key);
+        let keep_cold = read_marker(&layout::cold_marker(&self.root(tenant))).ok().map(|m| m.key);
         let old: Vec<&Manifest> = all.iter().filter(|m| m.taken_at_ms < cutoff).collect();
         // The newest one before the window keeps the window's start restorable.
         for manifest in old.iter().rev().skip(1) {
@@ -839,7 +833,7 @@ impl Tenants {
             .filter_map(|e| {
                 let name = e.file_name();
                 let name = name.to_str()?;
-                TenantId::parse(name.strip_suffix(COLD_SUFFIX).unwrap_or(name)).ok()
+                TenantId::parse(layout::cold_tenant(name).unwrap_or(name)).ok()
             })
             .collect();
         names.sort();
@@ -855,9 +849,9 @@ impl Tenants {
         }
         let root = self.root(tenant);
         if !root.exists() {
-            return read_marker(&cold_marker(&root)).ok().map(|m| m.lsn);
+            return read_marker(&layout::cold_marker(&root)).ok().map(|m| m.lsn);
         }
-        head_of_closed(&root)
+        layout::closed_head(&root)
     }
 
     /// Every schema version recorded in the tenant's change log, oldest first.
@@ -1109,7 +1103,7 @@ impl Tenants {
             Some(actor) => (actor.engine_state(), true),
             None => {
                 let root = self.root(tenant);
-                (EngineState::Hibernated, root.exists() || cold_marker(&root).exists())
+                (EngineState::Hibernated, root.exists() || layout::cold_marker(&root).exists())
             }
         }
     }
@@ -1173,7 +1167,7 @@ impl Tenants {
                     .copied()
                     .or_else(|| root.metadata().and_then(|m| m.modified()).ok());
                 let on_disk = root.exists();
-                let cold = (!on_disk && actor.is_none()).then(|| read_marker(&cold_marker(&root)).ok()).flatten();
+                let cold = (!on_disk && actor.is_none()).then(|| read_marker(&layout::cold_marker(&root)).ok()).flatten();
                 let tier = match (actor.is_some_and(|a| !a.is_closed()), &cold) {
                     (true, _) => Tier::Hot,
                     (false, Some(_)) => Tier::Cold,
@@ -1213,11 +1207,6 @@ impl Tenants {
     }
 }
 
-/// The head a database directory recorded at its clean close (None: open,
-/// or not closed cleanly).
-fn head_of_closed(root: &Path) -> Option<u64> {
-    std::fs::read_to_string(root.join(CLOSED_HEAD_FILE)).ok()?.trim().parse().ok()
-}
 
 /// Pack a closed database directory, off the async threads.
 async fn pack_dir(dir: &Path) -> Result<archive::Packed> {

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Tenants, Tier, cold_marker, head_of_closed, io_error, pack_dir, unpack_into};
+use super::{Tenants, Tier, io_error, pack_dir, unpack_into};
+use crate::layout::{self, cold_marker};
 use crate::actor::{CLOSED_HEAD_FILE, Work};
 use crate::archive::{self, Manifest};
 use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
@@ -321,7 +322,7 @@ impl Tenants {
 
         // Build the restored database beside the tenants.
         let dest = into.unwrap_or(tenant);
-        let staging_dir = self.config.tenants_dir().join(format!(".restoring-{dest}"));
+        let staging_dir = layout::restoring(&self.root(dest));
         if staging_dir.exists() {
             std::fs::remove_dir_all(&staging_dir).map_err(|e| io_error("remove", &staging_dir, e))?;
         }
@@ -634,8 +635,7 @@ impl Tenants {
             .map_err(|e| Error::Engine(format!("restore task: {e}")))??;
 
             // Swap: the old directory moves aside, the staged one in.
-            let parent = root.parent().unwrap_or(Path::new("."));
-            let replaced = parent.join(format!(".replaced-{tenant}"));
+            let replaced = layout::replaced(&root);
             if replaced.exists() {
                 std::fs::remove_dir_all(&replaced).map_err(|e| io_error("remove", &replaced, e))?;
             }
@@ -694,7 +694,7 @@ impl Tenants {
                 inner.actors.remove(tenant);
             }
         }
-        head_of_closed(root).ok_or_else(|| {
+        layout::closed_head(root).ok_or_else(|| {
             self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).moving.remove(tenant);
             Error::Engine(format!("tenant {tenant} did not close cleanly; nothing was restored"))
         })
@@ -742,27 +742,6 @@ fn diff_tables(versions: &[Value], target: u64) -> HashMap<String, Vec<String>> 
             (!key.is_empty()).then(|| (name(v), key))
         })
         .collect()
-}
-
-/// At start: undo what a restore interrupted by a crash left half done. A
-/// tenant moved aside for a restore that had not yet moved its new state
-/// in comes back; staging directories are removed (nothing was replaced).
-pub(super) fn recover_interrupted(tenants_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(tenants_dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if name.starts_with(".restoring-") {
-            let _ = std::fs::remove_dir_all(&path);
-        } else if let Some(tenant) = name.strip_prefix(".replaced-") {
-            let root = tenants_dir.join(tenant);
-            let outcome = if root.exists() { std::fs::remove_dir_all(&path) } else { std::fs::rename(&path, &root) };
-            match outcome {
-                Ok(()) => tracing::warn!(tenant, "finished a restore interrupted by a crash"),
-                Err(err) => tracing::error!(tenant, error = %err, "could not recover from an interrupted restore"),
-            }
-        }
-    }
 }
 
 /// The base backup a restore to `lsn` (the bookmark of the instant
