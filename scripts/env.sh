@@ -85,21 +85,8 @@ require_postgres_server() {
     pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 }
 
-# Run the benchmark `oltp-bench NAME` beside native PostgreSQL (installed
-# where missing): build, run, write bench/out/NAME.md (and stdout) with the
-# PostgreSQL version and the machine's cores at the end.
-run_bench_beside_postgres() {
-    local name=$1
-    require_cargo
-    require_postgres_server
-    cargo build --locked -p tidelake -p tidelake-bench
-    mkdir -p bench/out
-    "$CARGO_TARGET_DIR/debug/oltp-bench" "$name" --pg-bin "$pg_bin" --out "bench/out/$name.md"
-    echo "(PostgreSQL: $("$pg_bin/postgres" --version); machine: $(nproc) cores)" | tee -a "bench/out/$name.md"
-}
-
-# Run the benchmark `oltp-bench NAME ARGS…` (no competitor to install):
-# build, run, write bench/out/NAME.md (and stdout) with the machine's cores.
+# Run the benchmark `oltp-bench NAME ARGS…`: build, run, write
+# bench/out/NAME.md (and stdout) with the machine's cores at the end.
 run_bench() {
     local name=$1
     shift
@@ -108,4 +95,12 @@ run_bench() {
     mkdir -p bench/out
     "$CARGO_TARGET_DIR/debug/oltp-bench" "$name" --out "bench/out/$name.md" "$@"
     echo "(machine: $(nproc) cores)" | tee -a "bench/out/$name.md"
+}
+
+# `run_bench NAME` beside native PostgreSQL (installed where missing), with
+# its version at the end.
+run_bench_beside_postgres() {
+    require_postgres_server
+    run_bench "$1" --pg-bin "$pg_bin"
+    echo "(PostgreSQL: $("$pg_bin/postgres" --version))" | tee -a "bench/out/$1.md"
 }
