@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use arrow_array::{Array, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
+use data_encoding::HEXLOWER;
 use catalog::Warehouse;
 use futures::TryStreamExt;
 use iceberg::expr::Reference;
@@ -192,18 +193,14 @@ fn value(array: &dyn Array, formatter: &ArrayFormatter<'_>, row: usize) -> Value
         DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => json!(array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => json!(array.as_string::<i64>().value(row)),
-        DataType::Binary => json!(format!("\\x{}", hex(array.as_binary::<i32>().value(row)))),
-        DataType::LargeBinary => json!(format!("\\x{}", hex(array.as_binary::<i64>().value(row)))),
+        DataType::Binary => json!(format!("\\x{}", HEXLOWER.encode(array.as_binary::<i32>().value(row)))),
+        DataType::LargeBinary => json!(format!("\\x{}", HEXLOWER.encode(array.as_binary::<i64>().value(row)))),
         DataType::FixedSizeBinary(16) => {
-            let h = hex(array.as_fixed_size_binary().value(row));
+            let h = HEXLOWER.encode(array.as_fixed_size_binary().value(row));
             json!(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
         }
         _ => json!(formatter.value(row).to_string()),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
+use data_encoding::HEXLOWER;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -151,7 +152,7 @@ impl Store {
             }
             Err(e) => return Err(self.failed("read", &manifest.key, e)),
         };
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = HEXLOWER.encode(&Sha256::digest(&bytes));
         if bytes.len() as u64 != manifest.bytes || sha256 != manifest.sha256 {
             return Err(Error::ArchiveCorrupt(format!(
                 "archive {} of tenant {} is corrupt ({} bytes with SHA-256 {sha256}; its manifest says {} bytes, {}): refused, nothing was opened",
@@ -228,7 +229,7 @@ pub fn pack(dir: &Path) -> Result<Packed> {
         tar.finish().map_err(failed)?;
     }
     let bytes = encoder.finish().map_err(failed)?;
-    let sha256 = hex(&Sha256::digest(&bytes));
+    let sha256 = HEXLOWER.encode(&Sha256::digest(&bytes));
     Ok(Packed { bytes, raw_bytes, sha256 })
 }
 
@@ -281,10 +282,6 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
