@@ -39,6 +39,14 @@ impl DbError {
     }
 }
 
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for DbError {}
+
 impl From<model::InvalidTenantId> for Error {
     fn from(invalid: model::InvalidTenantId) -> Self {
         Error::InvalidTenant(invalid.0)
@@ -67,6 +75,10 @@ pub enum Error {
     /// Our side failed: the engine could not be opened or crashed.
     #[error("engine error: {0}")]
     Engine(String),
+    /// A statement of ours (capture, the change log, housekeeping) failed;
+    /// the engine's error is the cause.
+    #[error("{what}: {source}")]
+    Ours { what: String, source: Box<DbError> },
     /// What was asked for existed once and is gone (trimmed changes).
     #[error("{0}")]
     Gone(String),

@@ -103,11 +103,7 @@ impl TenantDb {
 
     /// Run a trusted script of ours; any error is an engine error.
     fn script(&mut self, sql: &str) -> Result<()> {
-        let outcome = self.round_trip(&wire::simple_query(sql), RowMode::Array)?;
-        match outcome.error {
-            Some(err) => Err(Error::Engine(format!("capture setup failed: {}", err.message))),
-            None => Ok(()),
-        }
+        self.round_trip(&wire::simple_query(sql), RowMode::Array)?.or_ours("capture setup").map(drop)
     }
 
     /// Record schema versions for changed tables and rewrite their triggers.
@@ -116,24 +112,19 @@ impl TenantDb {
             &wire::extended_query(super::database::SYNC_SCHEMA_SQL, &[]),
             RowMode::Array,
         )?;
-        match outcome.error {
-            // Inside a failed transaction nothing can run; the rollback that
-            // must follow undoes the DDL too.
-            Some(_) if outcome.status == TxStatus::Failed => Ok(()),
-            Some(err) => Err(Error::Engine(format!("schema capture failed: {}", err.message))),
-            None => {
-                let recorded = outcome.results.last().and_then(|r| r.rows.first()).and_then(|row| row[0].as_i64().or_else(|| row[0].as_str()?.parse().ok()));
-                self.schema_recorded |= recorded.is_some_and(|n| n > 0);
-                Ok(())
-            }
+        // Inside a failed transaction nothing can run; the rollback that
+        // must follow undoes the DDL too.
+        if outcome.error.is_some() && outcome.status == TxStatus::Failed {
+            return Ok(());
         }
+        let outcome = outcome.or_ours("schema capture")?;
+        let recorded = outcome.results.last().and_then(|r| r.rows.first()).and_then(|row| row[0].as_i64().or_else(|| row[0].as_str()?.parse().ok()));
+        self.schema_recorded |= recorded.is_some_and(|n| n > 0);
+        Ok(())
     }
 
     fn one_row(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
-        let outcome = self.statement(sql, params, RowMode::Object)?;
-        if let Some(err) = outcome.error {
-            return Err(Error::Engine(format!("change log query failed: {}", err.message)));
-        }
+        let outcome = self.statement(sql, params, RowMode::Object)?.or_ours("change log query")?;
         Ok(outcome.results.into_iter().last().and_then(|r| r.rows.into_iter().next()))
     }
 
@@ -155,10 +146,7 @@ impl TenantDb {
 
     /// Just the changes after `since` (no stats).
     pub fn read_changes(&mut self, since: u64, limit: u64) -> Result<Vec<Value>> {
-        let outcome = self.statement(CHANGES_SQL, &[json!(since), json!(limit)], RowMode::Object)?;
-        if let Some(err) = outcome.error {
-            return Err(Error::Engine(format!("change log read failed: {}", err.message)));
-        }
+        let outcome = self.statement(CHANGES_SQL, &[json!(since), json!(limit)], RowMode::Object)?.or_ours("change log read")?;
         Ok(outcome
             .results
             .into_iter()
@@ -215,14 +203,8 @@ impl TenantDb {
         let acked = self.log_stats()?.acked_lsn;
         let bound = self.retention_bound(before.tail_lsn, acked, retention)?;
         if bound > before.tail_lsn {
-            let outcome = self.statement(
-                "DELETE FROM tidelake.changes WHERE lsn < $1",
-                &[json!(bound)],
-                RowMode::Array,
-            )?;
-            if let Some(err) = outcome.error {
-                return Err(Error::Engine(format!("trim failed: {}", err.message)));
-            }
+            self.statement("DELETE FROM tidelake.changes WHERE lsn < $1", &[json!(bound)], RowMode::Array)?
+                .or_ours("change log trim")?;
         }
         self.log_stats()
     }
@@ -273,10 +255,7 @@ impl TenantDb {
         if !self.capture_enabled() {
             return Ok(Vec::new());
         }
-        let outcome = self.statement(SCHEMA_HISTORY_SQL, &[], RowMode::Object)?;
-        if let Some(err) = outcome.error {
-            return Err(Error::Engine(format!("schema history read failed: {}", err.message)));
-        }
+        let outcome = self.statement(SCHEMA_HISTORY_SQL, &[], RowMode::Object)?.or_ours("schema history read")?;
         Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
     }
 }

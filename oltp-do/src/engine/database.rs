@@ -304,10 +304,7 @@ impl TenantDb {
             db.trusted("SET search_path = pg_catalog, pg_temp")?;
             outcome
         })?;
-        match outcome.error {
-            Some(err) => Err(Error::from(err)),
-            None => Ok(outcome.results),
-        }
+        Ok(outcome.or_client_error()?.results)
     }
 
     /// A round trip of the server's own (a sync, a reset, a rollback, a
@@ -323,18 +320,12 @@ impl TenantDb {
     /// A trusted script of ours (no parameters); any error is an engine error.
     pub(super) fn trusted(&mut self, sql: &str) -> Result<()> {
         let outcome = self.own_round_trip(&wire::simple_query(sql), RowMode::Array)?;
-        match outcome.error {
-            Some(err) => Err(Error::Engine(format!("{}: {}", sql.lines().next().unwrap_or(sql), err.message))),
-            None => Ok(()),
-        }
+        outcome.or_ours(sql.lines().next().unwrap_or(sql)).map(drop)
     }
 
     /// The first row of a trusted query of ours.
     fn trusted_row(&mut self, sql: &str) -> Result<Value> {
-        let outcome = self.own_round_trip(&wire::extended_query(sql, &[]), RowMode::Object)?;
-        if let Some(err) = outcome.error {
-            return Err(Error::Engine(format!("{sql}: {}", err.message)));
-        }
+        let outcome = self.own_round_trip(&wire::extended_query(sql, &[]), RowMode::Object)?.or_ours(sql)?;
         Ok(outcome.results.into_iter().last().and_then(|r| r.rows.into_iter().next()).unwrap_or(Value::Null))
     }
 
@@ -717,11 +708,7 @@ impl TenantDb {
         if self.stopped {
             return Ok(());
         }
-        let outcome = self.own_round_trip(&wire::simple_query("ROLLBACK"), RowMode::Array)?;
-        match outcome.error {
-            Some(err) => Err(Error::Engine(format!("rollback failed: {}", err.message))),
-            None => Ok(()),
-        }
+        self.own_round_trip(&wire::simple_query("ROLLBACK"), RowMode::Array)?.or_ours("rollback").map(drop)
     }
 
     pub fn query(&mut self, stmt: &Statement, row_mode: RowMode) -> Result<QueryResult> {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::error::DbError;
+use crate::error::{DbError, Error, Result};
 use crate::protocol::{Field, QueryResult, RowMode};
 use crate::values::{row_object, text_to_json};
 
@@ -97,6 +97,25 @@ pub struct Outcome {
     /// A capture trigger said its transaction wrote changes (the transaction
     /// may still have rolled back: this only says "look").
     pub notified: bool,
+}
+
+impl Outcome {
+    /// The outcome of a client's statement, or its error as theirs.
+    pub fn or_client_error(self) -> Result<Outcome> {
+        match self.error {
+            Some(err) => Err(Error::from(err)),
+            None => Ok(self),
+        }
+    }
+
+    /// The outcome of a statement of ours, or its error as ours: `what`
+    /// failed, the engine's error its cause.
+    pub fn or_ours(self, what: &str) -> Result<Outcome> {
+        match self.error {
+            Some(err) => Err(Error::Ours { what: what.to_owned(), source: Box::new(err) }),
+            None => Ok(self),
+        }
+    }
 }
 
 /// The notice a capture trigger raises once per writing transaction.
