@@ -52,17 +52,7 @@ use serde_json::Value;
 use crate::error::{LakeError, Result};
 use crate::table::{self, PROP_TENANT};
 
-/// The suffix of a checkpoint table's name.
-pub const CHECKPOINT_SUFFIX: &str = "$checkpoint";
-/// Checkpoint table property: the changelog table it checkpoints.
-pub const PROP_CHECKPOINT_OF: &str = "tidelake.checkpoint-of";
-pub const SUMMARY_CHECKPOINT_LSN: &str = "tidelake.checkpoint-lsn";
-pub const SUMMARY_CHECKPOINT_AT: &str = "tidelake.checkpoint-at";
-pub const SUMMARY_CHECKPOINT_ROWS: &str = "tidelake.checkpoint-rows";
-/// The key's field ids the checkpoint's state is keyed by.
-pub const SUMMARY_CHECKPOINT_KEY: &str = "tidelake.checkpoint-key";
-/// The changelog's record count when the checkpoint was taken.
-pub const SUMMARY_CHECKPOINT_RECORDS: &str = "tidelake.checkpoint-changelog-records";
+pub use crate::spec::{CHECKPOINT_SUFFIX, PROP_CHECKPOINT_OF, SUMMARY_CHECKPOINT_LSN, SUMMARY_CHECKPOINT_AT, SUMMARY_CHECKPOINT_ROWS, SUMMARY_CHECKPOINT_KEY, SUMMARY_CHECKPOINT_RECORDS};
 
 /// One checkpoint: a snapshot of the checkpoint table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

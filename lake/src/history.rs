@@ -137,7 +137,7 @@ fn changes_of(batch: &RecordBatch, schema: &str, table: &str, names: &NamesThen,
     let options = FormatOptions::default();
     let mut sources = Vec::new();
     for (i, field) in fields.fields().iter().enumerate() {
-        if ["_op", "_lsn", "_xid", "_commit_ts"].contains(&field.name().as_str()) {
+        if crate::spec::CHANGELOG_COLUMNS.contains(&field.name().as_str()) {
             continue;
         }
         let array = batch.column(i);

@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod names;
 pub mod shipper;
 pub mod source;
+pub mod spec;
 pub mod table;
 
 pub use config::{MaintenanceConfig, Partitioning, ShipperConfig};

@@ -63,8 +63,7 @@ use crate::config::MaintenanceConfig;
 use crate::error::{LakeError, Result};
 use crate::table::{self, PROP_LSN_TO, PROP_TENANT, SUMMARY_LSN_TO, SUMMARY_TENANT};
 
-/// Snapshot summary key of maintenance commits: what the commit did.
-pub const SUMMARY_MAINTENANCE: &str = "tidelake.maintenance";
+pub use crate::spec::SUMMARY_MAINTENANCE;
 
 /// Attempts at a replace commit while the shipper keeps appending.
 const MAX_REPLACE_ATTEMPTS: u32 = 10;

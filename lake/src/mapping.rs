@@ -45,12 +45,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{LakeError, Result};
+use crate::spec::{CHANGELOG_COLUMNS, COMMIT_TS, LSN, OP, XID};
 
-/// Field ids proposed for the changelog columns of a new table.
-pub const OP_FIELD_ID: i32 = 10001;
-pub const LSN_FIELD_ID: i32 = 10002;
-pub const XID_FIELD_ID: i32 = 10003;
-pub const COMMIT_TS_FIELD_ID: i32 = 10004;
+pub use crate::spec::{CHANGELOG_FIELD_IDS, COMMIT_TS_FIELD_ID, LSN_FIELD_ID, OP_FIELD_ID, XID_FIELD_ID};
 
 /// A column of a schema version, as the change log records it.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,8 +98,6 @@ fn numeric_precision(type_name: &str) -> Option<(u32, u32)> {
     Some((precision, scale))
 }
 
-/// Field ids of `_op`, `_lsn`, `_xid`, `_commit_ts`, in that order.
-pub const CHANGELOG_FIELD_IDS: [i32; 4] = [OP_FIELD_ID, LSN_FIELD_ID, XID_FIELD_ID, COMMIT_TS_FIELD_ID];
 
 /// The changelog table's schema for one schema version of a source table,
 /// with the Iceberg field id of each column and of the changelog columns.
@@ -141,15 +136,10 @@ pub fn changelog_schema_keeping(
     fields.extend(retired);
     let [op, lsn, xid, commit_ts] = changelog_ids;
     fields.extend([
-        NestedField::required(op, "_op", Type::Primitive(PrimitiveType::String)).into(),
-        NestedField::required(lsn, "_lsn", Type::Primitive(PrimitiveType::Long)).into(),
-        NestedField::required(xid, "_xid", Type::Primitive(PrimitiveType::Long)).into(),
-        NestedField::required(
-            commit_ts,
-            "_commit_ts",
-            Type::Primitive(PrimitiveType::Timestamptz),
-        )
-        .into(),
+        NestedField::required(op, OP, Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::required(lsn, LSN, Type::Primitive(PrimitiveType::Long)).into(),
+        NestedField::required(xid, XID, Type::Primitive(PrimitiveType::Long)).into(),
+        NestedField::required(commit_ts, COMMIT_TS, Type::Primitive(PrimitiveType::Timestamptz)).into(),
     ]);
     Ok(Schema::builder().with_fields(fields).build()?)
 }
@@ -169,7 +159,7 @@ pub fn record_batch(schema: &Schema, changes: &[&Value]) -> Result<RecordBatch> 
         .map(|f| Column::new(f.data_type(), changes.len()))
         .collect::<Result<Vec<_>>>()?;
     let position = |name: &str| fields.iter().position(|f| f.name() == name);
-    let meta = [position("_op"), position("_lsn"), position("_xid"), position("_commit_ts")];
+    let meta = CHANGELOG_COLUMNS.map(position);
     let source: Vec<(usize, &str)> = fields
         .iter()
         .enumerate()

@@ -37,8 +37,7 @@ use crate::names::{self, SourceTable};
 use crate::source::{ChangeSource, SourceError};
 use crate::table::{ChangelogTable, SchemaVersion};
 
-/// Namespace property: every change up to this LSN is in the namespace's tables.
-pub const PROP_SHIPPED_LSN: &str = "tidelake.shipped-lsn";
+pub use crate::spec::PROP_SHIPPED_LSN;
 
 /// One Prometheus counter, with its help and type lines.
 pub(crate) fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {

@@ -38,38 +38,7 @@ use crate::error::{LakeError, Result};
 use crate::mapping::{self, COMMIT_TS_FIELD_ID, SourceColumn};
 use crate::names::SourceTable;
 
-pub const PROP_TENANT: &str = "tidelake.tenant";
-/// `schema.table`, for people: either part may contain a dot.
-pub const PROP_SOURCE: &str = "tidelake.source";
-/// The source table's schema and name, exactly (written since the safe
-/// lake names; older tables have only `tidelake.source`).
-pub const PROP_SOURCE_SCHEMA: &str = "tidelake.source-schema";
-pub const PROP_SOURCE_TABLE: &str = "tidelake.source-table";
-pub const PROP_TABLE_OID: &str = "tidelake.table-oid";
-pub const PROP_SCHEMA_VERSION: &str = "tidelake.schema-version";
-pub const PROP_FIELD_IDS: &str = "tidelake.field-ids";
-pub const PROP_PRIMARY_KEY: &str = "tidelake.primary-key";
-/// Every relation (a table created, dropped and created again under the
-/// same name is a new one) that shipped into the table, oldest first:
-/// `<first LSN>@<commit time in µs>`, comma-separated. Readers of the state
-/// ignore changes of a relation before the one current at their instant.
-pub const PROP_RELATIONS: &str = "tidelake.relations";
-/// The columns of every schema version shipped, oldest first, as JSON:
-/// `[{"version", "lsn", "at", "columns": [[name, field id, Iceberg type], …],
-/// "key": [field id, …]}]` (`lsn`: the first LSN the version applies to;
-/// `at`: its commit time in µs). Readers answer `AS OF` an instant with
-/// the columns of the version in force then, read from their fields.
-pub const PROP_COLUMNS: &str = "tidelake.columns";
-/// Table property: every change of the source table up to this LSN is in
-/// the table (moved by each append, in its commit).
-pub const PROP_LSN_TO: &str = "tidelake.lsn-to";
-/// Earlier metadata files a changelog table keeps (older ones are removed
-/// by the commit that drops them from the metadata log).
-pub const PREVIOUS_METADATA_FILES: usize = 10;
-pub const SUMMARY_TENANT: &str = "tidelake.tenant";
-pub const SUMMARY_LSN_FROM: &str = "tidelake.lsn-from";
-pub const SUMMARY_LSN_TO: &str = "tidelake.lsn-to";
-pub const SUMMARY_CHANGES: &str = "tidelake.changes";
+pub use crate::spec::{PROP_TENANT, PROP_SOURCE, PROP_SOURCE_SCHEMA, PROP_SOURCE_TABLE, PROP_TABLE_OID, PROP_SCHEMA_VERSION, PROP_FIELD_IDS, PROP_PRIMARY_KEY, PROP_RELATIONS, PROP_COLUMNS, PROP_LSN_TO, PREVIOUS_METADATA_FILES, SUMMARY_TENANT, SUMMARY_LSN_FROM, SUMMARY_LSN_TO, SUMMARY_CHANGES};
 
 /// Attempts at a data commit that keeps conflicting with other writers.
 const MAX_COMMIT_ATTEMPTS: u32 = 20;
@@ -615,7 +584,7 @@ impl ChangelogTable {
             ids.push(id);
         }
         let mut changelog_ids = [0; 4];
-        for (slot, name) in changelog_ids.iter_mut().zip(["_op", "_lsn", "_xid", "_commit_ts"]) {
+        for (slot, name) in changelog_ids.iter_mut().zip(crate::spec::CHANGELOG_COLUMNS) {
             *slot = current
                 .field_by_name(name)
                 .map(|f| f.id)

@@ -41,16 +41,13 @@ use datafusion::sql::sqlparser::ast::Statement;
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, TableIdent};
 use iceberg_datafusion::IcebergStaticTableProvider;
-use lake::table::{PROP_PRIMARY_KEY, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
+use lake::spec::{CHANGELOG_COLUMNS, PROP_PRIMARY_KEY, SUMMARY_CHANGES, SUMMARY_LSN_FROM, SUMMARY_LSN_TO};
 
 pub use error::QueryError;
 use futures::StreamExt;
 pub use limits::{Deadline, Limits};
 use limits::ResultBudget;
 use rewrite::{CheckpointShape, Loaded, TableShape};
-
-/// The changelog columns every changelog table ends with.
-const CHANGELOG_COLUMNS: [&str; 4] = ["_op", "_lsn", "_xid", "_commit_ts"];
 
 /// The catalog name queries resolve `<tenant>.<table>` in.
 const CATALOG: &str = "lake";
