@@ -196,8 +196,7 @@ impl QueryService {
             }
         }
         for table in &needs.all_tenants {
-            let mut tenants = self.tenants_with(table).await?;
-            tenants.retain(|tenant| who.may_read(tenant));
+            let tenants = self.tenants_with(table, who).await?;
             for tenant in &tenants {
                 self.register(&catalog, &mut loaded, &mut checkpoint_tables, tenant, table).await?;
             }
@@ -292,11 +291,14 @@ impl QueryService {
         Ok(tables)
     }
 
-    /// Every tenant with a lake table of this name.
-    async fn tenants_with(&self, name: &str) -> Result<Vec<String>, QueryError> {
+    /// Every tenant `who` may read with a lake table of this name.
+    async fn tenants_with(&self, name: &str, who: &Principal) -> Result<Vec<String>, QueryError> {
         let catalog = self.warehouse.catalog();
         let mut tenants = Vec::new();
         for namespace in catalog.list_namespaces(None).await? {
+            if !who.may_read(&namespace.join(".")) {
+                continue;
+            }
             let ident = TableIdent::new(namespace.clone(), name.to_owned());
             if catalog.table_exists(&ident).await? {
                 tenants.push(namespace.join("."));
