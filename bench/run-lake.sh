@@ -6,9 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-require_cargo
 require_python_deps
-cargo build --locked -p tidelake -p tidelake-bench
-mkdir -p bench/out
-"$CARGO_TARGET_DIR/debug/oltp-bench" lake --python "$TIDELAKE_PYTHON" --out bench/out/lake.md
-echo "(machine: $(nproc) cores)" | tee -a bench/out/lake.md
+run_bench lake --python "$TIDELAKE_PYTHON"
