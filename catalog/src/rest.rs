@@ -424,6 +424,6 @@ async fn commit_table(
         }
     }
     let ident = TableIdent::new(namespace(&ns)?, table);
-    let (location, metadata) = w.commit(&ident, req.requirements, req.updates).await?;
-    Ok(Json(json!({ "metadata-location": location, "metadata": metadata })))
+    let table = w.commit(&ident, req.requirements, req.updates).await?;
+    Ok(Json(json!({ "metadata-location": table.metadata_location(), "metadata": table.metadata() })))
 }

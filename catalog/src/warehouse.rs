@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{
-    Catalog, CatalogBuilder, MetadataLocation, Namespace, NamespaceIdent, TableCreation, TableIdent, TableRequirement,
-    TableUpdate,
+    Catalog, CatalogBuilder, MetadataLocation, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
+    TableRequirement, TableUpdate,
 };
 use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
@@ -62,6 +62,12 @@ fn list_dir(dir: &std::path::Path, found: &mut Vec<ListedFile>) -> Result<(), Ca
     Ok(())
 }
 
+/// The warehouse as an iceberg-rust [`Catalog`] for transactions: reads go
+/// to the SQL catalog, commits to [`Warehouse::commit`]; creating, dropping
+/// and renaming are refused (the warehouse's own methods do them).
+#[derive(Debug, Clone, Copy)]
+pub struct Transactions<'a>(&'a Warehouse);
+
 pub struct Warehouse {
     config: CatalogConfig,
     root: Root,
@@ -69,6 +75,16 @@ pub struct Warehouse {
     /// Our own connection to the same catalog tables, for the
     /// compare-and-swap of a REST commit.
     pool: AnyPool,
+    /// The runtime the catalog's tables run their I/O on (the one it was
+    /// opened in), for the tables our commits return.
+    runtime: iceberg::Runtime,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the configuration: it holds the object store's credentials.
+        f.debug_struct("Warehouse").field("name", &self.config.name).field("warehouse", &self.config.warehouse).finish()
+    }
 }
 
 impl Warehouse {
@@ -91,7 +107,9 @@ impl Warehouse {
         props.insert("warehouse".into(), config.warehouse.clone());
         let bind = if config.uri.starts_with("postgres") { "DollarNumeric" } else { "QMark" };
         props.insert("sql_bind_style".into(), bind.into());
+        let runtime = iceberg::Runtime::try_current()?;
         let catalog = SqlCatalogBuilder::default()
+            .with_runtime(runtime.clone())
             .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
             .load(config.name.clone(), props)
             .await?;
@@ -101,18 +119,27 @@ impl Warehouse {
             .connect(&config.uri)
             .await
             .map_err(|e| CatalogError::Internal(format!("connect catalog {}: {e}", config.uri)))?;
-        Ok(Arc::new(Self { config, root, catalog, pool }))
+        Ok(Arc::new(Self { config, root, catalog, pool, runtime }))
     }
 
     pub fn config(&self) -> &CatalogConfig {
         &self.config
     }
 
-    /// The catalog, for reads and for iceberg-rust transactions. Create
-    /// namespaces and tables through [`Warehouse::create_namespace`] and
-    /// [`Warehouse::create_table`], which keep them inside the warehouse.
+    /// The catalog, for reads. Create namespaces and tables through
+    /// [`Warehouse::create_namespace`] and [`Warehouse::create_table`],
+    /// which keep them inside the warehouse, and commit iceberg-rust
+    /// transactions through [`Warehouse::transactions`].
     pub fn catalog(&self) -> &SqlCatalog {
         &self.catalog
+    }
+
+    /// The catalog an iceberg-rust [`iceberg::transaction::Transaction`]
+    /// commits through: its commits take [`Warehouse::commit`]'s path, so a
+    /// commit that loses a race leaves no metadata file behind and one
+    /// that drops files from the metadata log removes them.
+    pub fn transactions(&self) -> Transactions<'_> {
+        Transactions(self)
     }
 
     /// The warehouse root, for checking locations.
@@ -242,12 +269,13 @@ impl Warehouse {
     /// Apply a REST commit: check every requirement against the current
     /// metadata, apply the updates, write the new metadata file and swap the
     /// table's pointer only if nobody committed in between (409 otherwise).
+    /// Returns the table as committed.
     pub async fn commit(
         &self,
         ident: &TableIdent,
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
-    ) -> Result<(String, TableMetadata), CatalogError> {
+    ) -> Result<Table, CatalogError> {
         let table: Table = self.catalog.load_table(ident).await?;
         for requirement in &requirements {
             requirement
@@ -304,49 +332,13 @@ impl Warehouse {
                 }
             }
         }
-        Ok((location, metadata))
-    }
-
-    /// [`Warehouse::commit`] for a writer holding the table: the table as
-    /// committed.
-    pub async fn commit_table(
-        &self,
-        table: &Table,
-        requirements: Vec<TableRequirement>,
-        updates: Vec<TableUpdate>,
-    ) -> Result<Table, CatalogError> {
-        let (location, metadata) = self.commit(table.identifier(), requirements, updates).await?;
         Ok(Table::builder()
-            .identifier(table.identifier().clone())
+            .identifier(ident.clone())
             .metadata(metadata)
             .metadata_location(location)
             .file_io(table.file_io().clone())
+            .runtime(self.runtime.clone())
             .build()?)
-    }
-
-    /// After a commit made through the catalog directly (iceberg-rust's own
-    /// transactions): remove the metadata files `before` logged that
-    /// `after` no longer does, if the table asks for it. A file another
-    /// writer's commit dropped meanwhile is left to the lake's orphan sweep.
-    pub async fn remove_unlogged_metadata(&self, before: &Table, after: &Table) {
-        let metadata = after.metadata();
-        if metadata.properties().get(PROP_DELETE_AFTER_COMMIT).is_none_or(|v| v != "true") {
-            return;
-        }
-        let kept: std::collections::HashSet<&str> = metadata
-            .metadata_log()
-            .iter()
-            .map(|l| l.metadata_file.as_str())
-            .chain(after.metadata_location())
-            .collect();
-        let logged = before.metadata().metadata_log().iter().map(|l| l.metadata_file.as_str());
-        for file in logged.chain(before.metadata_location()) {
-            if !kept.contains(file)
-                && let Err(e) = after.file_io().delete(file).await
-            {
-                tracing::warn!(table = %after.identifier(), file, "catalog: old metadata file not removed: {e}");
-            }
-        }
     }
 
     /// Remove namespace properties (the SQL catalog's update only sets them).
@@ -475,4 +467,90 @@ fn is_credential(key: &str) -> bool {
     ["secret", "access-key", "session-token", "token", "password", "credential", "sas"]
         .iter()
         .any(|word| key.contains(word))
+}
+
+fn refused(what: &str) -> iceberg::Error {
+    iceberg::Error::new(
+        iceberg::ErrorKind::FeatureUnsupported,
+        format!("{what} goes through the warehouse's own method, not a transaction"),
+    )
+}
+
+#[async_trait::async_trait]
+impl Catalog for Transactions<'_> {
+    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> iceberg::Result<Vec<NamespaceIdent>> {
+        self.0.catalog.list_namespaces(parent).await
+    }
+
+    async fn create_namespace(
+        &self,
+        _: &NamespaceIdent,
+        _: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        Err(refused("creating a namespace"))
+    }
+
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        self.0.catalog.get_namespace(namespace).await
+    }
+
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+        self.0.catalog.namespace_exists(namespace).await
+    }
+
+    async fn update_namespace(&self, _: &NamespaceIdent, _: HashMap<String, String>) -> iceberg::Result<()> {
+        Err(refused("updating a namespace"))
+    }
+
+    async fn drop_namespace(&self, _: &NamespaceIdent) -> iceberg::Result<()> {
+        Err(refused("dropping a namespace"))
+    }
+
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        self.0.catalog.list_tables(namespace).await
+    }
+
+    async fn create_table(&self, _: &NamespaceIdent, _: TableCreation) -> iceberg::Result<Table> {
+        Err(refused("creating a table"))
+    }
+
+    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+        self.0.catalog.load_table(table).await
+    }
+
+    async fn drop_table(&self, _: &TableIdent) -> iceberg::Result<()> {
+        Err(refused("dropping a table"))
+    }
+
+    async fn purge_table(&self, _: &TableIdent) -> iceberg::Result<()> {
+        Err(refused("purging a table"))
+    }
+
+    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+        self.0.catalog.table_exists(table).await
+    }
+
+    async fn rename_table(&self, _: &TableIdent, _: &TableIdent) -> iceberg::Result<()> {
+        Err(refused("renaming a table"))
+    }
+
+    async fn register_table(&self, _: &TableIdent, _: String) -> iceberg::Result<Table> {
+        Err(refused("registering a table"))
+    }
+
+    async fn update_table(&self, mut commit: TableCommit) -> iceberg::Result<Table> {
+        let ident = commit.identifier().clone();
+        self.0
+            .commit(&ident, commit.take_requirements(), commit.take_updates())
+            .await
+            .map_err(|e| match e {
+                // Transaction::commit reloads the table and tries again.
+                CatalogError::CommitFailed(why) => {
+                    iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, why).with_retryable(true)
+                }
+                CatalogError::NoSuchTable(why) => iceberg::Error::new(iceberg::ErrorKind::TableNotFound, why),
+                CatalogError::BadRequest(why) => iceberg::Error::new(iceberg::ErrorKind::DataInvalid, why),
+                other => iceberg::Error::new(iceberg::ErrorKind::Unexpected, other.to_string()),
+            })
+    }
 }

@@ -390,7 +390,7 @@ async fn conform_schema(warehouse: &Warehouse, cp: Table, changelog: &Table) -> 
         TableUpdate::AddSchema { schema: (*reading).clone() },
         TableUpdate::SetCurrentSchema { schema_id: -1 },
     ];
-    match warehouse.commit_table(&cp, requirements, updates).await {
+    match warehouse.commit(cp.identifier(), requirements, updates).await {
         Ok(table) => Ok(table),
         Err(CatalogError::CommitFailed(_)) => Ok(warehouse.catalog().load_table(cp.identifier()).await?),
         Err(e) => Err(e.into()),

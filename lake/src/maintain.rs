@@ -331,8 +331,7 @@ async fn ensure_properties(warehouse: &Warehouse, table: Table) -> Result<Table>
         update = update.set(k, v);
     }
     let tx = update.apply(tx)?;
-    let updated = tx.commit(warehouse.catalog()).await?;
-    warehouse.remove_unlogged_metadata(&table, &updated).await;
+    let updated = tx.commit(&warehouse.transactions()).await?;
     tracing::debug!(table = %ident, "lake maintenance: metadata bounded");
     Ok(updated)
 }
@@ -577,12 +576,11 @@ async fn compact(
             .build();
         let (requirements, updates) = new_main(meta, Some(head.snapshot_id()), snapshot);
         match warehouse.commit(current.identifier(), requirements, updates).await {
-            Ok(_) => {
+            Ok(updated) => {
                 crash_point("compaction-committed");
                 report.compacted_files = rewritten.len() as u64;
                 report.written_files = written.len() as u64;
                 report.merged_manifests = true;
-                let updated = warehouse.catalog().load_table(current.identifier()).await?;
                 tracing::info!(
                     table = %report.table, rewritten = rewritten.len(), written = written.len(),
                     manifests_before = head_manifests.len(), "lake maintenance: compacted"
@@ -638,13 +636,12 @@ async fn expire(
     }
     let tx = Transaction::new(&table);
     let tx = tx.expire_snapshots().expire_older_than_ms(cutoff).retain_last(1).apply(tx)?;
-    let updated = match tx.commit(warehouse.catalog()).await {
+    let updated = match tx.commit(&warehouse.transactions()).await {
         Ok(updated) => updated,
         // The shipper committed meanwhile: expiry waits for the next run.
         Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => return Ok((table, Vec::new())),
         Err(e) => return Err(e.into()),
     };
-    warehouse.remove_unlogged_metadata(&table, &updated).await;
     crash_point("expiry-committed");
     let after: HashSet<i64> = updated.metadata().snapshots().map(|s| s.snapshot_id()).collect();
     let expired: Vec<Arc<Snapshot>> =
@@ -921,6 +918,57 @@ mod tests {
         let last = warehouse.catalog().load_table(&ident).await.unwrap();
         assert_eq!(rows(&last).await.len(), 32);
         assert_eq!(table::shipped_through(&last), 32);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writers committing to one table at once lose races to each other
+    /// and retry: every change lands once, and a commit that lost leaves
+    /// no metadata file behind, so the metadata directory holds exactly the
+    /// current file and the logged ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_commits_leave_no_metadata_file_behind() {
+        let dir = tempfile_dir();
+        let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
+        let ns = crate::names::namespace("acme").unwrap();
+        warehouse
+            .create_namespace(&ns, HashMap::from([(PROP_TENANT.to_owned(), "acme".to_owned())]))
+            .await
+            .unwrap();
+        let source = SourceTable::new("public", "ev");
+        let v = version();
+        ChangelogTable::open(&warehouse, &ns, "acme", &source, &v, Partitioning::Day).await.unwrap();
+        let writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let (warehouse, ns, source, v) = (warehouse.clone(), ns.clone(), source.clone(), v.clone());
+                tokio::spawn(async move {
+                    let mut table =
+                        ChangelogTable::open(&warehouse, &ns, "acme", &source, &v, Partitioning::Day).await.unwrap();
+                    let conflicts = AtomicU64::new(0);
+                    for i in 0..12u64 {
+                        let lsn = 1 + w * 100 + i;
+                        let c = change(lsn);
+                        table.append(&warehouse, "acme", &v, &[&c], lsn, lsn, &conflicts).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let ident = TableIdent::new(ns, source.lake_name().unwrap());
+        let table = warehouse.catalog().load_table(&ident).await.unwrap();
+        assert_eq!(rows(&table).await.len(), 36, "every append once");
+        let name = |p: &str| p.rsplit('/').next().unwrap().to_owned();
+        let mut kept: Vec<String> = table.metadata().metadata_log().iter().map(|l| name(&l.metadata_file)).collect();
+        kept.push(name(table.metadata_location().unwrap()));
+        kept.sort();
+        let mut on_disk: Vec<String> = walk(&dir.join("warehouse/acme/ev/metadata"))
+            .into_iter()
+            .filter(|p| p.ends_with(".metadata.json"))
+            .map(|p| name(&p))
+            .collect();
+        on_disk.sort();
+        assert_eq!(on_disk, kept, "metadata files on disk are the logged ones");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

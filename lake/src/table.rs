@@ -470,9 +470,8 @@ impl ChangelogTable {
                 .set_snapshot_properties(summary.clone())
                 .apply(tx)?;
             let tx = tx.update_table_properties().set(PROP_LSN_TO.to_owned(), lsn_to.to_string()).apply(tx)?;
-            match tx.commit(warehouse.catalog()).await {
+            match tx.commit(&warehouse.transactions()).await {
                 Ok(table) => {
-                    warehouse.remove_unlogged_metadata(&self.table, &table).await;
                     self.table = table;
                     break;
                 }
