@@ -10,6 +10,7 @@ use lake::{ChangePage, ChangeSource, Shipper, SourceError};
 use oltp_do::tenants::restore::BoxFuture;
 use oltp_do::tenants::{History, Reporter};
 use oltp_do::{Error, TenantId, Tenants};
+use model::{Change, SchemaVersion};
 use serde_json::{Map, Value};
 
 /// The consumer name the lake acknowledges changes under.
@@ -63,8 +64,13 @@ impl ChangeSource for TenantsSource {
         }
     }
 
-    async fn schema_versions(&self, name: &str) -> Result<Vec<Value>, SourceError> {
-        self.0.schema_versions_quietly(&tenant(name)?).await.map_err(failed)
+    async fn schema_versions(&self, name: &str) -> Result<Vec<SchemaVersion>, SourceError> {
+        let versions = self.0.schema_versions_quietly(&tenant(name)?).await.map_err(failed)?;
+        versions
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| SourceError::Failed(format!("a schema version of tenant {name}: {e}")))
     }
 
     async fn acknowledge(&self, name: &str, lsn: u64) -> Result<(), SourceError> {
@@ -107,7 +113,7 @@ fn lake_error(err: lake::LakeError) -> Error {
 }
 
 impl History for LakeHistory {
-    fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, oltp_do::Result<Vec<Value>>> {
+    fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, oltp_do::Result<Vec<Change>>> {
         Box::pin(async move { lake::history::changes(&self.warehouse, tenant.as_str(), after, upto).await.map_err(lake_error) })
     }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use catalog::{CatalogConfig, Warehouse};
 use iceberg::{Catalog, TableIdent};
+use model::{Change, Op, Row};
 use serde_json::{Value, json};
 
 use ::lake::maintain::{self, MaintenanceStats};
@@ -100,8 +101,8 @@ async fn commits(report: &mut Report, commits_on: u64) -> Result<()> {
         let mut stretch = (Instant::now(), 0u64);
         for n in 1..=total {
             let at = BASE_MICROS + n as i64 * 1_000_000;
-            let change = json!({"op": "insert", "lsn": n, "xid": n, "commitTs": timestamp_text(at),
-                                "new": {"id": n, "v": n}});
+            let change: Change = serde_json::from_value(json!({"op": "insert", "lsn": n, "xid": n,
+                "commitTs": timestamp_text(at), "table": "day", "new": {"id": n, "v": n}}))?;
             table.append(&warehouse, "day", &v, &[&change], n, n, &conflicts).await?;
             commit_times.push(Instant::now());
             if on && n % MAINTAIN_EVERY == 0 {
@@ -156,13 +157,24 @@ fn human(bytes: u64) -> String {
 
 /// The changes of the synthetic history `from..to`: KEYS inserts, then
 /// rounds updating every key; change n sets key n % KEYS + 1 to n / KEYS.
-fn history(from: u64, to: u64) -> Vec<Value> {
+fn history(from: u64, to: u64) -> Vec<Change> {
     (from..to)
         .map(|n| {
             let lsn = n + 1;
-            json!({"op": if n < KEYS { "insert" } else { "update" }, "lsn": lsn, "xid": lsn,
-                   "commitTs": timestamp_text(BASE_MICROS + lsn as i64 * 10_000),
-                   "new": {"id": n % KEYS + 1, "qty": n / KEYS}})
+            let mut row = Row::new();
+            row.insert("id".into(), json!(n % KEYS + 1));
+            row.insert("qty".into(), json!(n / KEYS));
+            Change {
+                lsn,
+                xid: lsn,
+                commit_ts: Some(timestamp_text(BASE_MICROS + lsn as i64 * 10_000)),
+                schema_version: 1,
+                op: if n < KEYS { Op::Insert } else { Op::Update },
+                schema: "public".into(),
+                table: "deep".into(),
+                new: Some(row),
+                old: None,
+            }
         })
         .collect()
 }
@@ -185,7 +197,7 @@ async fn depths(report: &mut Report, python: &str, max_changes: u64) -> Result<(
     while written < max_changes {
         let to = (written + batch).min(max_changes);
         let changes = history(written, to);
-        let refs: Vec<&Value> = changes.iter().collect();
+        let refs: Vec<&Change> = changes.iter().collect();
         plain.append(&warehouse, "deep", &plain_version, &refs, written + 1, to, &conflicts).await?;
         ckpt.append(&warehouse, "deep", &ckpt_version, &refs, written + 1, to, &conflicts).await?;
         // The maintenance policy's checkpoints, as the history grows.

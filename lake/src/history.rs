@@ -20,10 +20,12 @@ use iceberg::expr::Reference;
 use iceberg::spec::Datum;
 use iceberg::Catalog;
 use iceberg::table::Table;
-use serde_json::{Map, Value, json};
+use model::{Change, Op, Row, format_instant};
+use serde_json::{Value, json};
 
 use crate::error::{LakeError, Result};
 use crate::names::{self, SourceTable};
+use crate::spec::{COMMIT_TS, LSN, OP, XID};
 use crate::shipper::PROP_SHIPPED_LSN;
 use crate::table::{columns_history, recorded_source};
 
@@ -61,9 +63,10 @@ pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str) -> Result<u64> {
 }
 
 /// Every change of the tenant with an LSN in `(after, upto]`, in LSN order,
-/// as change-log objects: `lsn`, `op`, `schema`, `table`, and `new` (insert,
-/// update) or `old` (delete).
-pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64) -> Result<Vec<Value>> {
+/// as the change log had them, except that an update carries no old row
+/// (the lake keeps new rows only) and a delete's old row holds only the
+/// columns the lake has.
+pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
     for table in tables(warehouse, tenant).await? {
         // The source table as the lake recorded it; a table the lake did
@@ -84,7 +87,7 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
             changes_of(&batch, &schema, &name, &names, &mut changes)?;
         }
     }
-    changes.sort_by_key(|c| c["lsn"].as_u64().unwrap_or(0));
+    changes.sort_by_key(|c| c.lsn);
     Ok(changes)
 }
 
@@ -111,29 +114,37 @@ pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<O
     Ok(Some(newest))
 }
 
-/// From each schema version's first LSN on (oldest first): the table's
-/// columns then, as (field name now → column name then). Empty for a table
-/// that records no versions (its fields are its columns).
-type NamesThen = Vec<(u64, HashMap<String, String>)>;
+/// From each schema version's first LSN on (oldest first): the version
+/// and the table's columns then, as (field name now → column name then).
+/// Empty for a table that records no versions (its fields are its columns).
+type NamesThen = Vec<(u64, i64, HashMap<String, String>)>;
 
 fn names_then(table: &Table) -> NamesThen {
     columns_history(table)
         .into_iter()
-        .map(|since| (since.lsn, since.columns.into_iter().filter_map(|c| Some((c.field?, c.name))).collect()))
+        .map(|since| {
+            let names = since.columns.into_iter().filter_map(|c| Some((c.field?, c.name))).collect();
+            (since.lsn, since.version, names)
+        })
         .collect()
 }
 
 /// Append the changes in one batch of a changelog table, each row's values
 /// under the names its columns had at its LSN (a column dropped or renamed
 /// since is replayed into the table as it was then).
-fn changes_of(batch: &RecordBatch, schema: &str, table: &str, names: &NamesThen, out: &mut Vec<Value>) -> Result<()> {
+fn changes_of(batch: &RecordBatch, schema: &str, table: &str, names: &NamesThen, out: &mut Vec<Change>) -> Result<()> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMicrosecondType};
     let fields = batch.schema();
     let column = |name: &str| fields.index_of(name).ok().map(|i| batch.column(i).clone());
-    let (Some(op), Some(lsn)) = (column("_op"), column("_lsn")) else {
-        return Err(LakeError::Mapping(format!("changelog table of {schema}.{table} lacks _op or _lsn")));
+    let (Some(op), Some(lsn), Some(xid), Some(commit_ts)) = (column(OP), column(LSN), column(XID), column(COMMIT_TS)) else {
+        return Err(LakeError::Mapping(format!("changelog table of {schema}.{table} lacks a changelog column")));
     };
-    let op = op.as_any().downcast_ref::<arrow_array::StringArray>().ok_or_else(|| LakeError::Mapping("_op is not a string column".into()))?;
-    let lsn = lsn.as_any().downcast_ref::<arrow_array::Int64Array>().ok_or_else(|| LakeError::Mapping("_lsn is not a long column".into()))?;
+    let wrong = |name: &str| LakeError::Mapping(format!("{name} of {schema}.{table} has another type than the lake writes"));
+    let op = op.as_string_opt::<i32>().ok_or_else(|| wrong(OP))?;
+    let lsn = lsn.as_primitive_opt::<Int64Type>().ok_or_else(|| wrong(LSN))?;
+    let xid = xid.as_primitive_opt::<Int64Type>().ok_or_else(|| wrong(XID))?;
+    let commit_ts = commit_ts.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| wrong(COMMIT_TS))?;
     let options = FormatOptions::default();
     let mut sources = Vec::new();
     for (i, field) in fields.fields().iter().enumerate() {
@@ -145,19 +156,25 @@ fn changes_of(batch: &RecordBatch, schema: &str, table: &str, names: &NamesThen,
         sources.push((field.name().clone(), array.clone(), formatter));
     }
     for row in 0..batch.num_rows() {
-        let op_text = op.value(row);
-        let mut change = Map::new();
-        change.insert("lsn".into(), json!(lsn.value(row)));
-        change.insert("op".into(), json!(op_text));
-        change.insert("schema".into(), json!(schema));
-        change.insert("table".into(), json!(table));
-        if op_text != "truncate" && op_text != "drop" {
-            let at = lsn.value(row) as u64;
-            let then = names.iter().rev().find(|(from, _)| *from <= at).or(names.first()).map(|(_, n)| n);
-            let mut values = Map::new();
+        let op: Op = op.value(row).parse().map_err(|e| LakeError::Mapping(format!("{schema}.{table}: {e}")))?;
+        let at = lsn.value(row) as u64;
+        let then = names.iter().rev().find(|(from, ..)| *from <= at).or(names.first());
+        let mut change = Change {
+            lsn: at,
+            xid: xid.value(row) as u64,
+            commit_ts: (!commit_ts.is_null(row)).then(|| format_instant(commit_ts.value(row))).flatten(),
+            schema_version: then.map_or(0, |(_, version, _)| *version),
+            op,
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            new: None,
+            old: None,
+        };
+        if !matches!(op, Op::Truncate | Op::Drop) {
+            let mut values = Row::new();
             for (name, array, formatter) in &sources {
                 let name = match then {
-                    Some(then) => match then.get(name) {
+                    Some((.., then)) => match then.get(name) {
                         Some(name) => name,
                         None => continue,
                     },
@@ -167,10 +184,13 @@ fn changes_of(batch: &RecordBatch, schema: &str, table: &str, names: &NamesThen,
                     values.insert(name.clone(), value(array.as_ref(), formatter, row));
                 }
             }
-            let slot = if op_text == "delete" { "old" } else { "new" };
-            change.insert(slot.into(), Value::Object(values));
+            if op == Op::Delete {
+                change.old = Some(values);
+            } else {
+                change.new = Some(values);
+            }
         }
-        out.push(Value::Object(change));
+        out.push(change);
     }
     Ok(())
 }
@@ -229,17 +249,23 @@ mod tests {
         let row = json!({"id": 7, "price": "19.90", "raw": "\\xdead00", "day": "2026-02-03",
                          "at": "2026-02-03 02:05:06.789+00", "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
                          "meta": {"a": [1, "two"]}, "ok": true, "score": "NaN", "t": "23:59:59.5"});
-        let changes = [
+        let changes: Vec<Change> = [
             json!({"lsn": 11, "xid": 1, "commitTs": "2026-02-03 02:05:07+00", "op": "insert", "new": row, "old": null}),
-            json!({"lsn": 12, "xid": 2, "commitTs": "2026-02-03 02:05:08+00", "op": "delete", "new": null, "old": {"id": 7}}),
+            json!({"lsn": 12, "xid": 2, "commitTs": "2026-02-03 02:05:08.25+00", "op": "delete", "new": null, "old": {"id": 7}}),
             json!({"lsn": 13, "xid": 3, "commitTs": "2026-02-03 02:05:09+00", "op": "truncate", "new": null, "old": null}),
-        ];
+        ]
+        .into_iter()
+        .map(|mut c| {
+            c["table"] = json!("items");
+            serde_json::from_value(c).unwrap()
+        })
+        .collect();
         let batch = record_batch(&schema, &changes.iter().collect::<Vec<_>>()).unwrap();
         let mut back = Vec::new();
         changes_of(&batch, "public", "items", &Vec::new(), &mut back).unwrap();
         assert_eq!(back.len(), 3);
-        let new = &back[0]["new"];
-        assert_eq!((back[0]["lsn"].as_u64(), back[0]["op"].as_str(), back[0]["table"].as_str()), (Some(11), Some("insert"), Some("items")));
+        let new = back[0].new.as_ref().unwrap();
+        assert_eq!((back[0].lsn, back[0].op, back[0].table.as_str()), (11, Op::Insert, "items"));
         assert_eq!(new["id"], 7);
         assert_eq!(new["price"], "19.90");
         assert_eq!(new["raw"], "\\xdead00");
@@ -251,8 +277,10 @@ mod tests {
         let at = new["at"].as_str().unwrap();
         assert!(at.starts_with("2026-02-03T02:05:06.789") && (at.ends_with('Z') || at.ends_with("+00:00")), "{at}");
         assert_eq!(new["t"], "23:59:59.500");
-        assert_eq!(back[1]["old"], json!({"id": 7}));
-        assert!(back[1].get("new").is_none());
-        assert_eq!(back[2], json!({"lsn": 13, "op": "truncate", "schema": "public", "table": "items"}));
+        // The change's own columns come back as the change log had them.
+        assert_eq!(back[1].old, Some(json!({"id": 7}).as_object().unwrap().clone()));
+        assert_eq!((back[1].new.as_ref(), back[1].xid), (None, 2));
+        assert_eq!(back[1].commit_ts.as_deref(), Some("2026-02-03 02:05:08.25+00"));
+        assert_eq!((back[2].op, back[2].new.as_ref(), back[2].old.as_ref()), (Op::Truncate, None, None));
     }
 }

@@ -801,7 +801,7 @@ pub(crate) fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
     use crate::config::Partitioning;
@@ -818,9 +818,10 @@ mod tests {
         .unwrap()
     }
 
-    fn change(lsn: u64) -> Value {
-        json!({"op": "insert", "lsn": lsn, "xid": lsn, "commitTs": "2026-01-01 00:00:01+00",
-               "new": {"id": lsn, "v": format!("row {lsn}")}})
+    fn change(lsn: u64) -> model::Change {
+        serde_json::from_value(json!({"op": "insert", "lsn": lsn, "xid": lsn, "commitTs": "2026-01-01 00:00:01+00",
+               "table": "ev", "new": {"id": lsn, "v": format!("row {lsn}")}}))
+        .unwrap()
     }
 
     /// Every row of the table's current snapshot: (_lsn, id, v), sorted.

@@ -41,7 +41,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
-use serde::Deserialize;
+use model::Change;
 use serde_json::Value;
 
 use crate::error::{LakeError, Result};
@@ -49,17 +49,7 @@ use crate::spec::{CHANGELOG_COLUMNS, COMMIT_TS, LSN, OP, XID};
 
 pub use crate::spec::{CHANGELOG_FIELD_IDS, COMMIT_TS_FIELD_ID, LSN_FIELD_ID, OP_FIELD_ID, XID_FIELD_ID};
 
-/// A column of a schema version, as the change log records it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceColumn {
-    pub name: String,
-    /// PostgreSQL's `format_type`, e.g. `numeric(12,2)`.
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub type_oid: i32,
-    pub attnum: i32,
-}
+pub use model::SourceColumn;
 
 /// The Iceberg type a PostgreSQL column is stored as.
 pub fn iceberg_type(type_oid: i32, type_name: &str) -> PrimitiveType {
@@ -151,7 +141,7 @@ pub fn changelog_schema_keeping(
 /// One pass over each change's entries: rows list their columns in table
 /// order, as the schema does, so a column is usually found at the next
 /// position without a lookup.
-pub fn record_batch(schema: &Schema, changes: &[&Value]) -> Result<RecordBatch> {
+pub fn record_batch(schema: &Schema, changes: &[&Change]) -> Result<RecordBatch> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(schema)?);
     let fields = arrow.fields();
     let mut columns = fields
@@ -174,36 +164,22 @@ pub fn record_batch(schema: &Schema, changes: &[&Value]) -> Result<RecordBatch> 
             .map_err(|e| LakeError::Mapping(format!("column {}: {e}", fields[i].name())))
     };
     for change in changes {
-        let Some(entries) = change.as_object() else {
-            return Err(LakeError::Mapping(format!("a change is not an object: {change}")));
-        };
         filled.fill(false);
-        let (mut op, mut new, mut old) = (None, None, None);
-        for (key, value) in entries {
-            let slot = match key.as_str() {
-                "op" => {
-                    op = value.as_str();
-                    meta[0]
-                }
-                "lsn" => meta[1],
-                "xid" => meta[2],
-                "commitTs" => meta[3],
-                "new" => {
-                    new = Some(value);
-                    None
-                }
-                "old" => {
-                    old = Some(value);
-                    None
-                }
-                _ => None,
-            };
-            if let Some(i) = slot {
-                put(&mut columns, &mut filled, i, value)?;
+        let values = [
+            Meta::Text(Some(change.op.as_str())),
+            Meta::Long(change.lsn as i64),
+            Meta::Long(change.xid as i64),
+            Meta::Text(change.commit_ts.as_deref()),
+        ];
+        for (slot, value) in meta.iter().zip(values) {
+            if let Some(i) = *slot {
+                filled[i] = true;
+                columns[i]
+                    .append_meta(value)
+                    .map_err(|e| LakeError::Mapping(format!("column {}: {e}", fields[i].name())))?;
             }
         }
-        let row = if op == Some("delete") { old } else { new };
-        if let Some(Value::Object(row)) = row {
+        if let Some(row) = change.row() {
             let mut next = 0;
             for (name, value) in row {
                 let found = if source.get(next).is_some_and(|(_, n)| n == name) {
@@ -225,6 +201,13 @@ pub fn record_batch(schema: &Schema, changes: &[&Value]) -> Result<RecordBatch> 
     }
     let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
     Ok(RecordBatch::try_new(arrow, arrays)?)
+}
+
+/// A change's own value for one of the changelog columns.
+#[derive(Clone, Copy)]
+enum Meta<'a> {
+    Long(i64),
+    Text(Option<&'a str>),
 }
 
 /// One Arrow column being built from change-log values.
@@ -303,6 +286,20 @@ impl Column {
                 None => b.append_null(),
             },
             Self::Uuid(b) => b.append_value(uuid_bytes(text()?)?).map_err(|e| e.to_string())?,
+        }
+        Ok(())
+    }
+
+    fn append_meta(&mut self, value: Meta<'_>) -> std::result::Result<(), String> {
+        match (self, value) {
+            (Self::Long(b), Meta::Long(n)) => b.append_value(n),
+            (column, Meta::Text(None)) => column.append_null(),
+            (Self::Str(b), Meta::Text(Some(text))) => b.append_value(text),
+            (Self::Timestamp(b), Meta::Text(Some(text))) => match timestamp_micros(text)? {
+                Some(micros) => b.append_value(micros),
+                None => b.append_null(),
+            },
+            _ => return Err("not a changelog column's type".to_owned()),
         }
         Ok(())
     }
@@ -608,6 +605,12 @@ mod tests {
         assert_eq!(iceberg_type(1700, "numeric(0,0)"), PrimitiveType::String);
     }
 
+    /// A change of table `t` from its feed JSON (without the table).
+    fn change(mut json: Value) -> Change {
+        json["table"] = json!("t");
+        serde_json::from_value(json).unwrap()
+    }
+
     #[test]
     fn changes_become_changelog_rows() {
         let columns: Vec<SourceColumn> = serde_json::from_value(json!([
@@ -627,6 +630,7 @@ mod tests {
             json!({"lsn": 9, "xid": 742, "commitTs": "2026-02-03 02:05:08+00", "op": "truncate",
                    "new": null, "old": null}),
         ];
+        let changes: Vec<Change> = changes.into_iter().map(change).collect();
         let batch = record_batch(&schema, &changes.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.num_rows(), 3);
         let id = batch.column_by_name("id").unwrap().as_primitive::<Int32Type>();
@@ -649,8 +653,8 @@ mod tests {
             {"name": "n", "type": "numeric(4,1)", "typeOid": 1700, "attnum": 1}]))
         .unwrap();
         let schema = changelog_schema(&columns, &[1], CHANGELOG_FIELD_IDS).unwrap();
-        let change = json!({"lsn": 1, "xid": 1, "commitTs": "2026-01-01 00:00:00+00", "op": "insert",
-                            "new": {"n": "1.25"}, "old": null});
+        let change = change(json!({"lsn": 1, "xid": 1, "commitTs": "2026-01-01 00:00:00+00", "op": "insert",
+                                   "new": {"n": "1.25"}, "old": null}));
         let err = record_batch(&schema, &[&change]).unwrap_err();
         assert!(err.to_string().contains("column n"), "{err}");
     }

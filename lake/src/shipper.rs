@@ -36,6 +36,7 @@ use crate::error::{LakeError, Result};
 use crate::names::{self, SourceTable};
 use crate::source::{ChangeSource, SourceError};
 use crate::table::{ChangelogTable, SchemaVersion};
+use model::Change;
 
 pub use crate::spec::PROP_SHIPPED_LSN;
 
@@ -287,7 +288,7 @@ impl<S: ChangeSource> Shipper<S> {
             }
             return Ok(Shipped::Done);
         };
-        let (first, last) = (lsn(first)?, lsn(last)?);
+        let (first, last) = (first.lsn, last.lsn);
         // Adaptive commits: a small batch (all there is) waits for more
         // changes while its oldest has waited less than the most lag allowed.
         let small = (page.changes.len() as u64) < self.config.min_commit_changes && last >= page.head_lsn;
@@ -305,24 +306,23 @@ impl<S: ChangeSource> Shipper<S> {
         }
 
         // Changes per changelog table, in order; within a table, runs of one
-        // schema version. Each change's keys are read once, here.
-        let mut tables: Vec<(SourceTable, String, Vec<Keyed>)> = Vec::new();
+        // schema version.
+        let mut tables: Vec<(SourceTable, String, Vec<&Change>)> = Vec::new();
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
         for change in &page.changes {
-            let keyed = Keyed::of(change)?;
-            let i = match index.get(&(keyed.schema, keyed.table)) {
+            let i = match index.get(&(change.schema.as_str(), change.table.as_str())) {
                 Some(i) => *i,
                 None => {
-                    let source = SourceTable::new(keyed.schema, keyed.table);
+                    let source = SourceTable::new(&change.schema, &change.table);
                     let name = source.lake_name()?;
                     tables.push((source, name, Vec::new()));
-                    index.insert((keyed.schema, keyed.table), tables.len() - 1);
+                    index.insert((&change.schema, &change.table), tables.len() - 1);
                     tables.len() - 1
                 }
             };
-            tables[i].2.push(keyed);
+            tables[i].2.push(change);
         }
-        let missing = tables.iter().flat_map(|(_, _, c)| c).any(|c| !lake.versions.contains_key(&c.version));
+        let missing = tables.iter().flat_map(|(_, _, c)| c).any(|c| !lake.versions.contains_key(&c.schema_version));
         let read = started.elapsed();
         if missing {
             lake.versions = self.load_versions(tenant).await?;
@@ -331,9 +331,9 @@ impl<S: ChangeSource> Shipper<S> {
         let versions = started.elapsed() - read;
         let lake = &mut *lake;
         for (source, name, changes) in tables {
-            let version_of = |c: &Keyed| -> Result<&SchemaVersion> {
-                lake.versions.get(&c.version).ok_or_else(|| {
-                    LakeError::Mapping(format!("change {} has unknown schema version {}", c.lsn, c.version))
+            let version_of = |c: &Change| -> Result<&SchemaVersion> {
+                lake.versions.get(&c.schema_version).ok_or_else(|| {
+                    LakeError::Mapping(format!("change {} has unknown schema version {}", c.lsn, c.schema_version))
                 })
             };
             let table = match lake.tables.entry(name.clone()) {
@@ -353,9 +353,9 @@ impl<S: ChangeSource> Shipper<S> {
                 }
             };
             let already = table.lsn_to();
-            let fresh: Vec<Keyed> = changes.into_iter().filter(|c| c.lsn > already).collect();
+            let fresh: Vec<&Change> = changes.into_iter().filter(|c| c.lsn > already).collect();
             let mut from = first.max(already.saturating_add(1));
-            let runs: Vec<&[Keyed]> = fresh.chunk_by(|a, b| a.version == b.version).collect();
+            let runs: Vec<&[&Change]> = fresh.chunk_by(|a, b| a.schema_version == b.schema_version).collect();
             for (i, run) in runs.iter().enumerate() {
                 let (Some(run_first), Some(run_last)) = (run.first(), run.last()) else { continue };
                 // The last run covers the whole page: no change of this table is missing up to `last`.
@@ -365,9 +365,8 @@ impl<S: ChangeSource> Shipper<S> {
                 for between in versions_of(&lake.versions, &name, table.version(), version.version) {
                     table.evolve(&self.warehouse, &between).await?;
                 }
-                let rows: Vec<&Value> = run.iter().map(|c| c.change).collect();
                 let files = table
-                    .append(&self.warehouse, tenant, version, &rows, from, to, &self.stats.conflicts)
+                    .append(&self.warehouse, tenant, version, run, from, to, &self.stats.conflicts)
                     .await?;
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats.files.fetch_add(files as u64, Ordering::Relaxed);
@@ -455,14 +454,7 @@ impl<S: ChangeSource> Shipper<S> {
     }
 
     async fn load_versions(&self, tenant: &str) -> Result<HashMap<i64, SchemaVersion>> {
-        self.source
-            .schema_versions(tenant)
-            .await?
-            .into_iter()
-            .map(serde_json::from_value::<SchemaVersion>)
-            .map(|v| v.map(|v| (v.version, v)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| LakeError::Mapping(format!("schema version of tenant {tenant}: {e}")))
+        Ok(self.source.schema_versions(tenant).await?.into_iter().map(|v| (v.version, v)).collect())
     }
 
     /// The tenant's lake state, loading (or creating) its namespace on first use.
@@ -649,40 +641,6 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// A change with the keys the shipper groups by, read once.
-struct Keyed<'a> {
-    change: &'a Value,
-    lsn: u64,
-    version: i64,
-    schema: &'a str,
-    table: &'a str,
-}
-
-impl<'a> Keyed<'a> {
-    fn of(change: &'a Value) -> Result<Self> {
-        let mut keyed = Keyed { change, lsn: 0, version: -1, schema: "public", table: "" };
-        for (key, value) in change.as_object().into_iter().flatten() {
-            match key.as_str() {
-                "lsn" => keyed.lsn = value.as_u64().unwrap_or(0),
-                "schemaVersion" => keyed.version = value.as_i64().unwrap_or(-1),
-                "schema" => keyed.schema = value.as_str().unwrap_or("public"),
-                "table" => keyed.table = value.as_str().unwrap_or_default(),
-                _ => {}
-            }
-        }
-        if keyed.lsn == 0 || keyed.table.is_empty() {
-            return Err(LakeError::Mapping(format!("change without an LSN or table: {change}")));
-        }
-        Ok(keyed)
-    }
-}
-
-fn lsn(change: &Value) -> Result<u64> {
-    change["lsn"]
-        .as_u64()
-        .ok_or_else(|| LakeError::Mapping(format!("change without an LSN: {change}")))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU32;
@@ -697,9 +655,10 @@ mod tests {
         reads: AtomicU32,
     }
 
-    fn change(data: &str) -> Value {
-        json!({"lsn": 1, "xid": 7, "commitTs": "2026-01-01 00:00:00+00", "op": "insert", "schema": "public",
-               "table": "files", "schemaVersion": 1, "new": {"id": 1, "data": data}, "old": null})
+    fn change(data: &str) -> Change {
+        serde_json::from_value(json!({"lsn": 1, "xid": 7, "commitTs": "2026-01-01 00:00:00+00", "op": "insert",
+            "schema": "public", "table": "files", "schemaVersion": 1, "new": {"id": 1, "data": data}, "old": null}))
+        .unwrap()
     }
 
     impl ChangeSource for FlakySource {
@@ -725,11 +684,12 @@ mod tests {
             Ok(crate::ChangePage { changes, head_lsn: 1, schema_epoch: 0 })
         }
 
-        async fn schema_versions(&self, _: &str) -> std::result::Result<Vec<Value>, SourceError> {
-            Ok(vec![json!({"version": 1, "tableOid": 100, "schema": "public", "table": "files", "lsn": 1,
+        async fn schema_versions(&self, _: &str) -> std::result::Result<Vec<SchemaVersion>, SourceError> {
+            Ok(vec![serde_json::from_value(json!({"version": 1, "tableOid": 100, "schema": "public", "table": "files", "lsn": 1,
                 "commitTs": "2026-01-01 00:00:00+00", "primaryKey": ["id"], "columns": [
                     {"name": "id", "type": "integer", "typeOid": 23, "attnum": 1},
-                    {"name": "data", "type": "bytea", "typeOid": 17, "attnum": 2}]})])
+                    {"name": "data", "type": "bytea", "typeOid": 17, "attnum": 2}]}))
+            .unwrap()])
         }
 
         async fn acknowledge(&self, _: &str, _: u64) -> std::result::Result<(), SourceError> {

@@ -4,13 +4,13 @@
 
 use std::future::Future;
 
-use serde_json::Value;
+use model::{Change, SchemaVersion};
 
 /// A page of a tenant's change log.
 #[derive(Debug, Default)]
 pub struct ChangePage {
-    /// Changes in LSN order, as `GET /t/{tenant}/changes` returns them.
-    pub changes: Vec<Value>,
+    /// Changes in LSN order.
+    pub changes: Vec<Change>,
     /// The newest LSN in the log when the page was read.
     pub head_lsn: u64,
     /// Moves whenever the tenant's schema history does (read before the
@@ -43,9 +43,8 @@ pub trait ChangeSource: Send + Sync + 'static {
     fn read(&self, tenant: &str, since: u64, limit: u64)
     -> impl Future<Output = Result<ChangePage, SourceError>> + Send;
 
-    /// Every schema version the tenant's change log recorded, oldest first
-    /// (the objects of `GET /t/{tenant}/schema`'s `versions`).
-    fn schema_versions(&self, tenant: &str) -> impl Future<Output = Result<Vec<Value>, SourceError>> + Send;
+    /// Every schema version the tenant's change log recorded, oldest first.
+    fn schema_versions(&self, tenant: &str) -> impl Future<Output = Result<Vec<SchemaVersion>, SourceError>> + Send;
 
     /// Every change up to `lsn` is durably in the lake: the log may be trimmed.
     fn acknowledge(&self, tenant: &str, lsn: u64) -> impl Future<Output = Result<(), SourceError>> + Send;

@@ -30,12 +30,11 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::Partitioning;
 use crate::error::{LakeError, Result};
-use crate::mapping::{self, COMMIT_TS_FIELD_ID, SourceColumn};
+use crate::mapping::{self, COMMIT_TS_FIELD_ID};
 use crate::names::SourceTable;
 
 pub use crate::spec::{PROP_TENANT, PROP_SOURCE, PROP_SOURCE_SCHEMA, PROP_SOURCE_TABLE, PROP_TABLE_OID, PROP_SCHEMA_VERSION, PROP_FIELD_IDS, PROP_PRIMARY_KEY, PROP_RELATIONS, PROP_COLUMNS, PROP_LSN_TO, PREVIOUS_METADATA_FILES, SUMMARY_TENANT, SUMMARY_LSN_FROM, SUMMARY_LSN_TO, SUMMARY_CHANGES};
@@ -43,65 +42,40 @@ pub use crate::spec::{PROP_TENANT, PROP_SOURCE, PROP_SOURCE_SCHEMA, PROP_SOURCE_
 /// Attempts at a data commit that keeps conflicting with other writers.
 const MAX_COMMIT_ATTEMPTS: u32 = 20;
 
-/// A schema version of a source table, as the change log records it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SchemaVersion {
-    pub version: i64,
-    pub table_oid: i64,
-    pub schema: String,
-    pub table: String,
-    pub columns: Vec<SourceColumn>,
-    #[serde(default)]
-    pub primary_key: Vec<String>,
-    #[serde(default)]
-    pub dropped: bool,
-    /// The first LSN the version applies to.
-    #[serde(default)]
-    pub lsn: u64,
-    /// When the version was committed (`YYYY-MM-DD HH:MM:SS.ffffff+00`).
-    #[serde(default)]
-    pub commit_ts: Option<String>,
+pub use model::SchemaVersion;
+use model::Change;
+
+/// `<first LSN>@<commit time in µs>`: where a relation starts.
+fn relation_start(version: &SchemaVersion) -> String {
+    format!("{}@{}", version.lsn, version.commit_micros())
 }
 
-impl SchemaVersion {
-    /// `<first LSN>@<commit time in µs>`: where a relation starts.
-    fn relation_start(&self) -> String {
-        format!("{}@{}", self.lsn, self.commit_micros())
-    }
-
-    fn commit_micros(&self) -> i64 {
-        self.commit_ts
-            .as_deref()
-            .and_then(|t| mapping::timestamp_micros(t).ok().flatten())
-            .unwrap_or(0)
-    }
-
-    /// This version's entry of [`PROP_COLUMNS`], its columns in the fields
-    /// `field_ids` (attnum → field id) gives them.
-    fn columns_entry(&self, field_ids: &BTreeMap<i32, i32>) -> Value {
-        let columns: Vec<Value> = self
-            .columns
-            .iter()
-            .filter_map(|c| {
-                let id = field_ids.get(&c.attnum)?;
-                Some(json!([c.name, id, mapping::iceberg_type(c.type_oid, &c.type_name).to_string()]))
-            })
-            .collect();
-        let key: Vec<Value> = self
-            .primary_key
-            .iter()
-            .filter_map(|k| self.columns.iter().find(|c| &c.name == k).and_then(|c| field_ids.get(&c.attnum)))
-            .map(|id| json!(id))
-            .collect();
-        json!({"version": self.version, "lsn": self.lsn, "at": self.commit_micros(), "columns": columns, "key": key})
-    }
+/// `version`'s entry of [`PROP_COLUMNS`], its columns in the fields
+/// `field_ids` (attnum → field id) gives them.
+fn columns_entry(version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> Value {
+    let columns: Vec<Value> = version
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let id = field_ids.get(&c.attnum)?;
+            Some(json!([c.name, id, mapping::iceberg_type(c.type_oid, &c.type_name).to_string()]))
+        })
+        .collect();
+    let key: Vec<Value> = version
+        .primary_key
+        .iter()
+        .filter_map(|k| version.columns.iter().find(|c| &c.name == k).and_then(|c| field_ids.get(&c.attnum)))
+        .map(|id| json!(id))
+        .collect();
+    json!({"version": version.version, "lsn": version.lsn, "at": version.commit_micros(), "columns": columns, "key": key})
 }
 
 /// The columns a table had from one schema version on, as [`PROP_COLUMNS`]
 /// records them, each with the field that holds it now.
 #[derive(Debug, Clone)]
 pub struct ColumnsSince {
+    /// The schema version (as the change log numbers them).
+    pub version: i64,
     /// The version's first LSN and its commit time (µs since the epoch).
     pub lsn: u64,
     pub at: i64,
@@ -179,7 +153,10 @@ pub fn columns_history(table: &Table) -> Vec<ColumnsSince> {
             let key_ids: Vec<i64> = entry["key"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
             let key = key_ids.iter().filter_map(|id| names.get(id).cloned()).collect();
             let key_ids = key_ids.iter().map(|id| *id as i32).collect();
-            ColumnsSince { lsn: entry["lsn"].as_u64().unwrap_or(0), at: entry["at"].as_i64().unwrap_or(0), columns, key, key_ids }
+            ColumnsSince {
+                version: entry["version"].as_i64().unwrap_or(0),
+                lsn: entry["lsn"].as_u64().unwrap_or(0),
+                at: entry["at"].as_i64().unwrap_or(0), columns, key, key_ids }
         })
         .collect()
 }
@@ -280,9 +257,9 @@ impl ChangelogTable {
             .build();
         let attnums: BTreeMap<i32, i32> = first.columns.iter().map(|c| c.attnum).zip(field_ids).collect();
         let mut properties = relation_properties(first, &attnums);
-        properties.insert(PROP_COLUMNS.into(), columns_with(None, first.columns_entry(&attnums)));
+        properties.insert(PROP_COLUMNS.into(), columns_with(None, columns_entry(first, &attnums)));
         properties.extend(source_properties(source));
-        properties.insert(PROP_RELATIONS.into(), first.relation_start());
+        properties.insert(PROP_RELATIONS.into(), relation_start(first));
         properties.insert(PROP_TENANT.into(), tenant.into());
         properties.insert("write.parquet.compression-codec".into(), "zstd".into());
         // The shipper retries conflicts itself (and counts them).
@@ -374,7 +351,7 @@ impl ChangelogTable {
         }
         let ident = self.table.identifier().clone();
         let mut properties = relation_properties(first, &actual);
-        properties.insert(PROP_COLUMNS.into(), columns_with(None, first.columns_entry(&actual)));
+        properties.insert(PROP_COLUMNS.into(), columns_with(None, columns_entry(first, &actual)));
         let updates = vec![TableUpdate::SetProperties { updates: properties }];
         warehouse.commit(&ident, Vec::new(), updates).await?;
         self.reload(warehouse.catalog().load_table(&ident).await?)
@@ -404,7 +381,7 @@ impl ChangelogTable {
         warehouse: &Warehouse,
         tenant: &str,
         version: &SchemaVersion,
-        changes: &[&Value],
+        changes: &[&Change],
         lsn_from: u64,
         lsn_to: u64,
         conflicts: &AtomicU64,
@@ -417,7 +394,7 @@ impl ChangelogTable {
         let transform = spec.fields().first().map(|f| f.transform).unwrap_or(Transform::Day);
 
         // One data file per partition (day or hour of the commit time).
-        let mut partitions: BTreeMap<i32, Vec<&Value>> = BTreeMap::new();
+        let mut partitions: BTreeMap<i32, Vec<&Change>> = BTreeMap::new();
         for change in changes {
             partitions.entry(partition_value(change, transform)?).or_default().push(change);
         }
@@ -532,13 +509,13 @@ impl ChangelogTable {
     fn evolved_properties(&self, version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> HashMap<String, String> {
         let mut properties = relation_properties(version, field_ids);
         let existing = self.table.metadata().properties().get(PROP_COLUMNS);
-        properties.insert(PROP_COLUMNS.to_owned(), columns_with(existing, version.columns_entry(field_ids)));
+        properties.insert(PROP_COLUMNS.to_owned(), columns_with(existing, columns_entry(version, field_ids)));
         if version.table_oid != self.table_oid {
             let mut relations = self.table.metadata().properties().get(PROP_RELATIONS).cloned().unwrap_or_default();
             if !relations.is_empty() {
                 relations.push(',');
             }
-            relations.push_str(&version.relation_start());
+            relations.push_str(&relation_start(version));
             properties.insert(PROP_RELATIONS.to_owned(), relations);
         }
         properties
@@ -728,10 +705,11 @@ pub fn bounded_metadata() -> HashMap<String, String> {
 }
 
 /// The partition value of a change: days or hours since the epoch of its commit time.
-fn partition_value(change: &Value, transform: Transform) -> Result<i32> {
-    let text = change["commitTs"]
-        .as_str()
-        .ok_or_else(|| LakeError::Mapping(format!("change {} has no commit time", change["lsn"])))?;
+fn partition_value(change: &Change, transform: Transform) -> Result<i32> {
+    let text = change
+        .commit_ts
+        .as_deref()
+        .ok_or_else(|| LakeError::Mapping(format!("change {} has no commit time", change.lsn)))?;
     let micros = mapping::timestamp_micros(text)
         .map_err(LakeError::Mapping)?
         .ok_or_else(|| LakeError::Mapping(format!("commit time {text:?} is not finite")))?;
@@ -807,11 +785,13 @@ mod tests {
         let v2 = version(2, serde_json::json!([id, b]), 2);
         let conflicts = AtomicU64::new(0);
         let mut table = ChangelogTable::open(&warehouse, &ns, "acme", &source, &v1, Partitioning::Day).await.unwrap();
-        let first = serde_json::json!({"op": "insert", "lsn": 1, "xid": 1, "commitTs": "2026-01-01 00:00:01+00",
-                                       "new": {"id": 1, "a": "a of 1", "b": "b of 1"}});
+        let first: Change = serde_json::from_value(serde_json::json!({"op": "insert", "lsn": 1, "xid": 1,
+            "commitTs": "2026-01-01 00:00:01+00", "table": "t", "new": {"id": 1, "a": "a of 1", "b": "b of 1"}}))
+        .unwrap();
         table.append(&warehouse, "acme", &v1, &[&first], 1, 1, &conflicts).await.unwrap();
-        let second = serde_json::json!({"op": "insert", "lsn": 2, "xid": 2, "commitTs": "2026-01-01 00:00:02+00",
-                                        "new": {"id": 2, "b": "b of 2"}});
+        let second: Change = serde_json::from_value(serde_json::json!({"op": "insert", "lsn": 2, "xid": 2,
+            "commitTs": "2026-01-01 00:00:02+00", "table": "t", "new": {"id": 2, "b": "b of 2"}}))
+        .unwrap();
         table.append(&warehouse, "acme", &v2, &[&second], 2, 2, &conflicts).await.unwrap();
 
         let loaded = warehouse.catalog().load_table(table.table.identifier()).await.unwrap();
@@ -943,7 +923,10 @@ mod tests {
 
     #[test]
     fn partitions_are_days_or_hours_of_the_commit_time() {
-        let change = serde_json::json!({"lsn": 1, "commitTs": "2026-02-03 02:05:06+00"});
+        let change: Change = serde_json::from_value(
+            serde_json::json!({"lsn": 1, "op": "insert", "table": "t", "commitTs": "2026-02-03 02:05:06+00"}),
+        )
+        .unwrap();
         assert_eq!(partition_value(&change, Transform::Day).unwrap(), 20487);
         assert_eq!(partition_value(&change, Transform::Hour).unwrap(), 20487 * 24 + 2);
     }

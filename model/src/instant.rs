@@ -37,6 +37,23 @@ pub fn parse_instant(text: &str) -> Option<i64> {
     Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
 }
 
+/// An instant (µs since the epoch) as PostgreSQL prints a `timestamptz` in
+/// UTC: `2026-11-28 07:00:00.123456+00`, trailing zeros of the fraction
+/// left out (and the fraction, when it is zero). [`parse_instant`] reads it
+/// back. None outside the range a date can hold.
+pub fn format_instant(micros: i64) -> Option<String> {
+    let at = DateTime::from_timestamp_micros(micros)?;
+    let mut text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+    let fraction = micros.rem_euclid(1_000_000);
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    text.push_str("+00");
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +79,11 @@ mod tests {
         assert_eq!(parse_instant("2026-11-28 07:00:00.123456+00"), Some(at + 123_456));
         assert_eq!(parse_instant("2026-11-28T07:00:00.5Z"), Some(at + 500_000));
         assert_eq!(parse_instant("2026-11-28"), Some(at - 7 * 3_600_000_000));
+        for micros in [at, at + 123_456, at + 500_000, -1, 0] {
+            assert_eq!(parse_instant(&format_instant(micros).unwrap()), Some(micros));
+        }
+        assert_eq!(format_instant(at + 120_000).unwrap(), "2026-11-28 07:00:00.12+00");
+        assert_eq!(format_instant(at).unwrap(), "2026-11-28 07:00:00+00");
         for bad in ["", "yesterday", "2026-13-01", "2026-11-28 25:00:00", "lsn:5", "12345", "2026-11-28 07:00:00+99"] {
             assert_eq!(parse_instant(bad), None, "{bad}");
         }

@@ -5,10 +5,14 @@
 //! - [`TenantId`]: the one grammar of a tenant's name.
 //! - [`parse_instant`]: the one reading of an instant.
 //! - [`sql`]: statement splitting and identifier quoting, pure text.
+//! - [`Change`] and [`SchemaVersion`]: a committed change and the table
+//!   shape it was written under, typed from where they leave the engine.
 
+mod change;
 mod instant;
 pub mod sql;
 mod tenant;
 
-pub use instant::parse_instant;
+pub use change::{Change, Lsn, Op, Row, SchemaVersion, SourceColumn};
+pub use instant::{format_instant, parse_instant};
 pub use tenant::{InvalidTenantId, MAX_TENANT_ID_LEN, TenantId};

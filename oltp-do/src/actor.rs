@@ -586,7 +586,7 @@ fn feed_new_changes(db: &mut TenantDb, feed: &Feed) -> Result<()> {
     let since = feed.head();
     let changes = db.read_changes(since, BATCH)?;
     if (changes.len() as u64) < BATCH {
-        let head = changes.last().map_or(since, |c| c["lsn"].as_u64().unwrap_or(since));
+        let head = changes.last().map_or(since, |c| c.lsn);
         feed.publish_changes(changes, head);
     } else {
         // A large commit: subscribers page through it from the database.

@@ -79,6 +79,10 @@ pub enum Error {
     /// the engine's error is the cause.
     #[error("{what}: {source}")]
     Ours { what: String, source: Box<DbError> },
+    /// The change log answered a row that is not a change (at this LSN, 0
+    /// if it has none).
+    #[error("the change log's row at LSN {lsn} is not a change: {source}")]
+    NotAChange { lsn: u64, source: serde_json::Error },
     /// What was asked for existed once and is gone (trimmed changes).
     #[error("{0}")]
     Gone(String),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::engine::{LogStats, PackedBase};
-use model::TenantId;
+use model::{Change, TenantId};
 
 /// How many recent changes are kept in memory for subscribers.
 pub const RECENT_CAP: usize = 4096;
@@ -26,7 +26,7 @@ pub struct Feed {
     /// Newest LSN known; exact while anyone waits (see `Waiting`).
     head: watch::Sender<u64>,
     /// Contiguous run of the newest changes, in LSN order.
-    recent: Mutex<VecDeque<Value>>,
+    recent: Mutex<VecDeque<Change>>,
     /// Last stats read from the database (for `health`).
     stats: Mutex<LogStats>,
     waiting: AtomicUsize,
@@ -76,9 +76,6 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn lsn_of(change: &Value) -> u64 {
-    change["lsn"].as_u64().unwrap_or(0)
-}
 
 impl Feed {
     /// A transaction that wrote changes has committed (costs a set insert).
@@ -110,11 +107,11 @@ impl Feed {
 
     /// Publish newly committed changes (following the current head, in
     /// order) and the new head.
-    pub fn publish_changes(&self, changes: Vec<Value>, head: u64) {
+    pub fn publish_changes(&self, changes: Vec<Change>, head: u64) {
         {
             let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for change in changes {
-                let contiguous = recent.back().is_none_or(|last| lsn_of(last).checked_add(1) == Some(lsn_of(&change)));
+                let contiguous = recent.back().is_none_or(|last| last.lsn.checked_add(1) == Some(change.lsn));
                 if !contiguous {
                     recent.clear();
                 }
@@ -129,10 +126,10 @@ impl Feed {
 
     /// Up to `limit` changes after `cursor` from memory, if memory holds the
     /// one right after it.
-    pub fn recent_after(&self, cursor: u64, limit: usize) -> Option<Vec<Value>> {
+    pub fn recent_after(&self, cursor: u64, limit: usize) -> Option<Vec<Change>> {
         let recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = lsn_of(recent.front()?);
-        let last = lsn_of(recent.back()?);
+        let first = recent.front()?.lsn;
+        let last = recent.back()?.lsn;
         // (In this order: a cursor at u64::MAX is past any change.)
         if cursor >= last || cursor + 1 < first {
             return None;
@@ -177,7 +174,7 @@ impl Feed {
     /// Changes after `since` answered from memory while the database is
     /// closed, so reading a log does not wake it: `Some` with the changes
     /// (empty when `since` is the head), None if memory does not hold them.
-    pub fn closed_changes_after(&self, since: u64, limit: usize) -> Option<(Vec<Value>, u64)> {
+    pub fn closed_changes_after(&self, since: u64, limit: usize) -> Option<(Vec<Change>, u64)> {
         let head = (*self.closed_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?;
         if since >= head {
             return Some((Vec::new(), head));

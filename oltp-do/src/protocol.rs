@@ -2,6 +2,7 @@
 //! dependency so a wasm32 build of the edge tier can reuse them.
 
 use serde::{Deserialize, Serialize};
+use model::Change;
 use serde_json::Value;
 
 /// How result rows are shaped: `{"col": value}` or `[value, …]`.
@@ -209,15 +210,14 @@ pub struct ChangeFilter {
 
 impl ChangeFilter {
     /// The change as this subscription should see it, or `None` to skip it.
-    pub fn apply(&self, change: &Value) -> Option<Value> {
+    pub fn apply(&self, change: &Change) -> Option<Change> {
         if let Some(ops) = &self.ops
-            && !ops.iter().any(|op| change["op"] == op.as_str())
+            && !ops.iter().any(|op| change.op.as_str() == op.as_str())
         {
             return None;
         }
         if let Some(tables) = &self.tables {
-            let table = change["table"].as_str().unwrap_or_default();
-            let schema = change["schema"].as_str().unwrap_or_default();
+            let (schema, table) = (change.schema.as_str(), change.table.as_str());
             let matches = tables.iter().any(|t| match t.split_once('.') {
                 Some((s, n)) => s == schema && n == table,
                 None => t == table,
@@ -228,10 +228,8 @@ impl ChangeFilter {
         }
         let mut change = change.clone();
         if let Some(columns) = &self.columns {
-            for side in ["new", "old"] {
-                if let Some(row) = change.get_mut(side).and_then(Value::as_object_mut) {
-                    row.retain(|k, _| columns.iter().any(|c| c == k));
-                }
+            for row in [&mut change.new, &mut change.old].into_iter().flatten() {
+                row.retain(|k, _| columns.iter().any(|c| c == k));
             }
         }
         Some(change)

@@ -1018,6 +1018,7 @@ mod tests {
     #[test]
     fn states_start_from_the_checkpoint_their_bound_allows() {
         let version = |lsn: u64, at: i64, key: i32| ColumnsSince {
+            version: 1,
             lsn,
             at,
             columns: vec![lake::table::ColumnThen {

@@ -42,7 +42,9 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::Denied(auth::Denied::Forbidden(_)) => StatusCode::FORBIDDEN,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Database(db) => status_for_sqlstate(&db.code),
-        Error::Engine(_) | Error::Ours { .. } | Error::ArchiveCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Engine(_) | Error::Ours { .. } | Error::NotAChange { .. } | Error::ArchiveCorrupt(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -61,7 +63,7 @@ pub fn error_body(err: &Error) -> Value {
         Error::BadRequest { code, .. } => code,
         Error::PayloadTooLarge { .. } => "payload_too_large",
         Error::Database(db) => return json!({ "error": db }),
-        Error::Engine(_) | Error::Ours { .. } => "engine_error",
+        Error::Engine(_) | Error::Ours { .. } | Error::NotAChange { .. } => "engine_error",
         Error::Gone(_) => "changes_trimmed",
         Error::Busy(_) => "tenant_busy",
         Error::Unavailable(_) => "unavailable",
@@ -80,7 +82,7 @@ impl IntoResponse for Error {
             // The status, the body and the WWW-Authenticate challenge.
             return denied.into_response();
         }
-        if matches!(self, Error::Engine(_) | Error::Ours { .. } | Error::ArchiveCorrupt(_)) {
+        if matches!(self, Error::Engine(_) | Error::Ours { .. } | Error::NotAChange { .. } | Error::ArchiveCorrupt(_)) {
             tracing::error!(error = %self, "request failed on the server side");
         }
         let mut response = (status_for(&self), Json(error_body(&self))).into_response();

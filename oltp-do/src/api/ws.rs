@@ -229,7 +229,7 @@ async fn subscription(
             }
         }
         if let Some(last) = changes.last() {
-            cursor = last["lsn"].as_u64().unwrap_or(cursor);
+            cursor = last.lsn;
         }
         if (changes.len() as u64) < PAGE {
             feed.wait_past(cursor).await;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use model::Change;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -21,7 +22,7 @@ const INSTALL_SQL: &str = include_str!("capture.sql");
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePage {
-    pub changes: Vec<Value>,
+    pub changes: Vec<Change>,
     /// Pass as `since` to continue after this page.
     pub next_lsn: u64,
     pub head_lsn: u64,
@@ -131,10 +132,7 @@ impl TenantDb {
     /// Up to `limit` changes after `since`, in LSN order.
     pub fn changes(&mut self, since: u64, limit: u64) -> Result<ChangePage> {
         let changes = self.read_changes(since, limit)?;
-        let next_lsn = changes
-            .last()
-            .and_then(|c| c["lsn"].as_u64())
-            .unwrap_or(since);
+        let next_lsn = changes.last().map_or(since, |c| c.lsn);
         let stats = self.log_stats()?;
         Ok(ChangePage {
             changes,
@@ -144,15 +142,17 @@ impl TenantDb {
         })
     }
 
-    /// Just the changes after `since` (no stats).
-    pub fn read_changes(&mut self, since: u64, limit: u64) -> Result<Vec<Value>> {
+    /// Just the changes after `since` (no stats). Here a change leaves the
+    /// engine: from here on it is typed.
+    pub fn read_changes(&mut self, since: u64, limit: u64) -> Result<Vec<Change>> {
         let outcome = self.statement(CHANGES_SQL, &[json!(since), json!(limit)], RowMode::Object)?.or_ours("change log read")?;
-        Ok(outcome
-            .results
-            .into_iter()
-            .last()
-            .map(|r| r.rows)
-            .unwrap_or_default())
+        let rows = outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default();
+        rows.into_iter()
+            .map(|row| {
+                let lsn = row["lsn"].as_u64().unwrap_or(0);
+                serde_json::from_value(row).map_err(|source| Error::NotAChange { lsn, source })
+            })
+            .collect()
     }
 
     /// The newest LSN (0: none yet): one index probe.

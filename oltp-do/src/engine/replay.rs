@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use model::{Change, Op, Row};
 use serde_json::{Map, Value, json};
 
 use super::database::TenantDb;
@@ -95,7 +96,7 @@ impl TenantDb {
     /// with its column renames, for changes read from the lake under later names.
     pub fn replay(
         &mut self,
-        pages: &mut dyn FnMut() -> Option<Result<Vec<Value>>>,
+        pages: &mut dyn FnMut() -> Option<Result<Vec<Change>>>,
         source: ReplaySource,
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
@@ -121,7 +122,7 @@ impl TenantDb {
 
     fn replay_in_transaction(
         &mut self,
-        pages: &mut dyn FnMut() -> Option<Result<Vec<Value>>>,
+        pages: &mut dyn FnMut() -> Option<Result<Vec<Change>>>,
         source: ReplaySource,
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
@@ -132,8 +133,8 @@ impl TenantDb {
         while let Some(page) = pages() {
             let page = page?;
             for change in &page {
-                let lsn = change["lsn"].as_u64().unwrap_or(0);
-                let (schema, table) = (change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
+                let lsn = change.lsn;
+                let (schema, table) = (change.schema.as_str(), change.table.as_str());
                 let renamed = renames.get(&format!("{schema}.{table}"));
                 let key = match renamed {
                     Some((s, t, _)) => (s.clone(), t.clone()),
@@ -151,21 +152,21 @@ impl TenantDb {
                     tables.insert(key.clone(), info);
                 }
                 let info = &tables[&key];
-                let fix = |row: &Value| -> Value { restore_row(row, source, info, renamed.map(|r| &r.2)) };
+                let fix = |row: Option<&Row>| -> Value { restore_row(row, source, info, renamed.map(|r| &r.2)) };
                 run.changes += 1;
-                run.bytes += json_size(&change["new"]) + json_size(&change["old"]);
-                match change["op"].as_str() {
-                    Some("insert") => {
-                        let new = fix(&change["new"]);
+                run.bytes += row_size(change.new.as_ref()) + row_size(change.old.as_ref());
+                match change.op {
+                    Op::Insert => {
+                        let new = fix(change.new.as_ref());
                         if info.primary_key.is_empty() {
                             run.inserts.push(new);
                         } else {
                             run.put(&info.primary_key, None, Some(new), false);
                         }
                     }
-                    Some("update") => {
-                        let new = fix(&change["new"]);
-                        let old = change.get("old").filter(|o| o.is_object()).map(|o| fix(o));
+                    Op::Update => {
+                        let new = fix(change.new.as_ref());
+                        let old = change.old.as_ref().map(|o| fix(Some(o)));
                         if info.primary_key.is_empty() {
                             let Some(old) = old else {
                                 return Err(Error::bad_request(
@@ -183,8 +184,8 @@ impl TenantDb {
                             run.put(&info.primary_key, old, Some(new), true);
                         }
                     }
-                    Some("delete") => {
-                        let old = fix(&change["old"]);
+                    Op::Delete => {
+                        let old = fix(change.old.as_ref());
                         if info.primary_key.is_empty() {
                             done += self.flush(&mut run, &tables, source)?;
                             self.delete_row(info, &old)?;
@@ -192,12 +193,17 @@ impl TenantDb {
                             run.put(&info.primary_key, Some(old), None, false);
                         }
                     }
-                    Some("truncate") => {
+                    Op::Truncate => {
                         done += self.flush(&mut run, &tables, source)?;
                         let name = info.name.clone();
                         self.simple(&format!("TRUNCATE {name} CASCADE"))?;
                     }
-                    other => return Err(Error::Engine(format!("LSN {lsn}: unknown operation {other:?}"))),
+                    Op::Drop => {
+                        return Err(Error::Engine(format!(
+                            "LSN {lsn}: {} was dropped, and replay does not cross schema changes",
+                            info.name
+                        )));
+                    }
                 }
             }
         }
@@ -454,7 +460,7 @@ impl TenantDb {
                     let info = self.table_named(name.clone())?;
                     for entry in entries.as_array_mut().into_iter().flatten() {
                         for part in ["key", "head"] {
-                            entry[part] = restore_row(&entry[part], ReplaySource::Lake, &info, None);
+                            entry[part] = restore_row(entry[part].as_object(), ReplaySource::Lake, &info, None);
                         }
                     }
                 }
@@ -558,18 +564,18 @@ impl Run {
 /// null where the key ends empty. Every table of `tables` is in the result
 /// (untouched: an empty list) but those the changes truncate, whose rows
 /// cannot be told by key.
-pub fn rows_at_head(changes: &[Value], tables: &HashMap<String, Vec<String>>) -> Value {
+pub fn rows_at_head(changes: &[Change], tables: &HashMap<String, Vec<String>>) -> Value {
     let mut runs: HashMap<&str, Run> = tables.keys().map(|t| (t.as_str(), Run::default())).collect();
     for change in changes {
-        let table = qualified(change["schema"].as_str().unwrap_or("public"), change["table"].as_str().unwrap_or(""));
+        let table = qualified(&change.schema, &change.table);
         let (Some(primary_key), Some(run)) = (tables.get(&table), runs.get_mut(table.as_str())) else { continue };
-        let row = |field: &str| change.get(field).filter(|r| r.is_object()).cloned();
-        match change["op"].as_str() {
-            Some("insert") => run.put(primary_key, None, row("new"), false),
-            Some("update") => run.put(primary_key, row("old"), row("new"), true),
-            Some("delete") => run.put(primary_key, row("old"), None, false),
-            // Truncated: logged whole.
-            _ => {
+        let row = |row: &Option<Row>| row.clone().map(Value::Object);
+        match change.op {
+            Op::Insert => run.put(primary_key, None, row(&change.new), false),
+            Op::Update => run.put(primary_key, row(&change.old), row(&change.new), true),
+            Op::Delete => run.put(primary_key, row(&change.old), None, false),
+            // Truncated or dropped: logged whole.
+            Op::Truncate | Op::Drop => {
                 runs.remove(table.as_str());
             }
         }
@@ -619,6 +625,11 @@ fn update_statement(info: &Table) -> String {
 }
 
 /// About how many bytes `value` takes as JSON text (not serialized).
+/// About how many bytes a row of a change takes as JSON.
+fn row_size(row: Option<&Row>) -> usize {
+    row.map_or(4, |entries| 2 + entries.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>())
+}
+
 fn json_size(value: &Value) -> usize {
     match value {
         Value::Null | Value::Bool(_) => 5,
@@ -631,10 +642,10 @@ fn json_size(value: &Value) -> usize {
 
 /// A row as `json_populate_record` takes it: columns renamed to their
 /// names here, and (from the lake) JSON and array values parsed back from text.
-fn restore_row(row: &Value, source: ReplaySource, info: &Table, renames: Option<&HashMap<String, String>>) -> Value {
-    let Value::Object(entries) = row else { return row.clone() };
+fn restore_row(row: Option<&Row>, source: ReplaySource, info: &Table, renames: Option<&HashMap<String, String>>) -> Value {
+    let Some(entries) = row else { return Value::Null };
     if source == ReplaySource::Log && renames.is_none() {
-        return row.clone();
+        return Value::Object(entries.clone());
     }
     let mut out = Map::with_capacity(entries.len());
     for (name, value) in entries {

@@ -931,7 +931,7 @@ impl Tenants {
         if !self.is_open(tenant)
             && let Some((changes, head)) = feed.closed_changes_after(since, limit as usize)
         {
-            let next_lsn = changes.last().and_then(|c| c["lsn"].as_u64()).unwrap_or(since);
+            let next_lsn = changes.last().map_or(since, |c| c.lsn);
             let tail_lsn = feed.stats().tail_lsn;
             return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn });
         }

@@ -29,16 +29,16 @@ use crate::actor::{CLOSED_HEAD_FILE, Work};
 use crate::archive::{self, Manifest};
 use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
-use model::TenantId;
+use model::{Change, TenantId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A tenant's history beyond its change log: the lake. The server
 /// implements it over the Iceberg tables the shipper writes.
 pub trait History: Send + Sync {
-    /// Every change with an LSN in `(after, upto]`, in LSN order, shaped as
-    /// the change log's (`lsn`, `op`, `schema`, `table`, `new`, `old`).
-    fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, Result<Vec<Value>>>;
+    /// Every change with an LSN in `(after, upto]`, in LSN order (updates
+    /// without their old rows: the lake keeps new rows only).
+    fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, Result<Vec<Change>>>;
     /// The newest LSN committed at or before `at_us` (µs since the epoch);
     /// None if the history holds nothing of the tenant.
     fn lsn_at<'a>(&'a self, tenant: &'a TenantId, at_us: i64) -> BoxFuture<'a, Result<Option<u64>>>;
@@ -340,7 +340,7 @@ impl Tenants {
         let branch = into.is_some();
         let replay_progress = |done: usize| progress(Progress::Replaying { done: done as u64, total, source: source_name });
         let dir = staging_dir.clone();
-        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Vec<Value>>>(2);
+        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Vec<Change>>>(2);
         let replaying = run_blocking_with_progress(replay_progress, move |report| {
             runtime.wait_ready()?;
             let mut db = TenantDb::open(&dir, runtime.settings(), Session::Owner)?;
@@ -451,7 +451,7 @@ impl Tenants {
         source: ReplaySource,
         after: u64,
         upto: u64,
-        pages: tokio::sync::mpsc::Sender<Result<Vec<Value>>>,
+        pages: tokio::sync::mpsc::Sender<Result<Vec<Change>>>,
     ) -> u64 {
         let mut reading = Duration::ZERO;
         let mut next = after + 1;
@@ -471,7 +471,7 @@ impl Tenants {
             };
             reading += started.elapsed();
             let page = page.and_then(|changes| {
-                let exact = changes.len() as u64 == wanted && changes.iter().zip(next..).all(|(c, lsn)| c["lsn"].as_u64() == Some(lsn));
+                let exact = changes.len() as u64 == wanted && changes.iter().zip(next..).all(|(c, lsn)| c.lsn == lsn);
                 if exact {
                     return Ok(changes);
                 }
@@ -482,7 +482,7 @@ impl Tenants {
                         ReplaySource::Lake => "in the lake",
                     },
                     changes.len(),
-                    changes.first().map_or("none".to_owned(), |c| c["lsn"].to_string())
+                    changes.first().map_or("none".to_owned(), |c| c.lsn.to_string())
                 )))
             });
             let failed = page.is_err();
@@ -600,7 +600,7 @@ impl Tenants {
             // database logs only how it differs from where that left the rows.
             let runtime = self.runtime.clone();
             let live = root.clone();
-            let (versions, from_log) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Vec<Value>>)> {
+            let (versions, from_log) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Vec<Change>>)> {
                 let mut db = TenantDb::open(&live, runtime.settings(), Session::Owner)?;
                 let read = changes_since(&mut db, target, head);
                 db.close()?;
@@ -704,7 +704,7 @@ impl Tenants {
 /// From the closed database a restore replaces: its schema versions, and
 /// its changes in `(target, head]` if its log holds them all (and they are
 /// few enough to diff against).
-fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<Value>, Option<Vec<Value>>)> {
+fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<Value>, Option<Vec<Change>>)> {
     let versions = db.stored_schema_versions()?;
     let stats = db.log_stats()?;
     let held = head == target || (stats.tail_lsn > 0 && stats.tail_lsn <= target + 1 && stats.head_lsn >= head);
