@@ -79,8 +79,8 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
         let lsn = Reference::new("_lsn");
         let filter = lsn
             .clone()
-            .greater_than(Datum::long(after as i64))
-            .and(lsn.less_than_or_equal_to(Datum::long(upto as i64)));
+            .greater_than(Datum::long(i64::try_from(after).unwrap_or(i64::MAX)))
+            .and(lsn.less_than_or_equal_to(Datum::long(i64::try_from(upto).unwrap_or(i64::MAX))));
         let names = names_then(&table);
         let mut batches = table.scan().with_filter(filter).build()?.to_arrow().await?;
         while let Some(batch) = batches.try_next().await? {

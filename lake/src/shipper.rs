@@ -748,4 +748,168 @@ mod tests {
         assert!(table.metadata().current_snapshot().is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Where an in-memory change log fails.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// The nth read of a page fails (after earlier pages were committed).
+        Read(u32),
+        /// Reading the schema versions fails the nth time.
+        Versions(u32),
+        /// Every acknowledgement fails (the lake has the changes; the log
+        /// does not learn it).
+        Acknowledge,
+    }
+
+    /// A tenant's change log in memory: two tables, the first gaining a
+    /// column half way (a schema version no change of the second is under).
+    struct MemorySource {
+        changes: Vec<Change>,
+        versions: Vec<SchemaVersion>,
+        fault: Fault,
+        reads: AtomicU32,
+        version_reads: AtomicU32,
+        acked: AtomicU64,
+    }
+
+    impl MemorySource {
+        fn new(fault: Fault) -> Self {
+            let column = |name: &str, type_name: &str, type_oid: i32, attnum: i32| {
+                json!({"name": name, "type": type_name, "typeOid": type_oid, "attnum": attnum})
+            };
+            let version = |version: i64, oid: i64, table: &str, columns: Value, lsn: u64| -> SchemaVersion {
+                serde_json::from_value(json!({"version": version, "tableOid": oid, "schema": "public", "table": table,
+                    "columns": columns, "primaryKey": ["id"], "lsn": lsn, "commitTs": "2026-01-01 00:00:00+00"}))
+                .unwrap()
+            };
+            let id = column("id", "integer", 23, 1);
+            let versions = vec![
+                version(1, 100, "a", json!([id, column("v", "text", 25, 2)]), 1),
+                version(2, 200, "b", json!([id, column("n", "bigint", 20, 2)]), 1),
+                version(3, 100, "a", json!([id, column("v", "text", 25, 2), column("w", "integer", 23, 3)]), 31),
+            ];
+            let changes = (1..=60u64)
+                .map(|lsn| {
+                    let (table, version, new) = match lsn % 3 {
+                        0 => ("b", 2, json!({"id": lsn, "n": lsn * 1000})),
+                        _ if lsn > 30 => ("a", 3, json!({"id": lsn % 7, "v": format!("v{lsn}"), "w": lsn})),
+                        _ => ("a", 1, json!({"id": lsn % 7, "v": format!("v{lsn}")})),
+                    };
+                    let op = if lsn % 3 != 0 && lsn > 7 { "update" } else { "insert" };
+                    serde_json::from_value(json!({"lsn": lsn, "xid": lsn, "commitTs": "2026-01-01 00:00:01+00",
+                        "schemaVersion": version, "op": op, "schema": "public", "table": table, "new": new}))
+                    .unwrap()
+                })
+                .collect();
+            Self {
+                changes,
+                versions,
+                fault,
+                reads: AtomicU32::new(0),
+                version_reads: AtomicU32::new(0),
+                acked: AtomicU64::new(0),
+            }
+        }
+    }
+
+    impl ChangeSource for MemorySource {
+        fn take_committed(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        async fn wait_committed(&self) {
+            std::future::pending::<()>().await
+        }
+
+        fn tenants(&self) -> Vec<(String, Option<u64>)> {
+            Vec::new()
+        }
+
+        async fn read(&self, _: &str, since: u64, limit: u64) -> std::result::Result<crate::ChangePage, SourceError> {
+            let read = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.fault == Fault::Read(read) {
+                return Err(SourceError::Failed(format!("read {read} failed")));
+            }
+            let changes = self.changes.iter().filter(|c| c.lsn > since).take(limit as usize).cloned().collect();
+            Ok(crate::ChangePage { changes, head_lsn: 60, schema_epoch: 1 })
+        }
+
+        async fn schema_versions(&self, _: &str) -> std::result::Result<Vec<SchemaVersion>, SourceError> {
+            let read = self.version_reads.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.fault == Fault::Versions(read) {
+                return Err(SourceError::Failed(format!("schema read {read} failed")));
+            }
+            Ok(self.versions.clone())
+        }
+
+        async fn acknowledge(&self, _: &str, lsn: u64) -> std::result::Result<(), SourceError> {
+            if self.fault == Fault::Acknowledge {
+                return Err(SourceError::Failed("acknowledgement failed".into()));
+            }
+            self.acked.fetch_max(lsn, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    /// Whatever step of shipping fails — a page read, the schema history,
+    /// the acknowledgement, or the shipper stopping after its tables
+    /// committed but before the namespace recorded it — every change is in
+    /// the lake exactly once, with its values, once shipping goes on.
+    #[tokio::test]
+    async fn every_change_lands_once_whatever_step_fails() {
+        let faults = [Fault::None, Fault::Read(2), Fault::Read(4), Fault::Versions(1), Fault::Versions(2), Fault::Acknowledge];
+        for (run, fault) in faults.into_iter().enumerate() {
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let dir = std::env::temp_dir().join(format!("tidelake-shipper-once-{}-{nanos}", std::process::id()));
+            let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
+            let source = Arc::new(MemorySource::new(fault));
+            let expected = source.changes.clone();
+            // Pages of 8 changes, each committed at once.
+            let config = ShipperConfig { max_lag: Duration::ZERO, batch_size: 8, ..ShipperConfig::default() };
+            let round = || BTreeSet::from(["acme".to_owned()]);
+            let mut failures = 0;
+            {
+                let shipper = Shipper::new(source.clone(), warehouse.clone(), config.clone());
+                // Three pages, then the shipper stops as if killed after its
+                // table commits but before the namespace moved: the
+                // namespace is put back to where it was before the third.
+                for _ in 0..3 {
+                    let (_, failed) = shipper.ship_round(round()).await;
+                    failures += failed.len();
+                }
+            }
+            let ns = names::namespace("acme").unwrap();
+            let shipped: u64 = warehouse.catalog().get_namespace(&ns).await.unwrap().properties()[PROP_SHIPPED_LSN]
+                .parse()
+                .unwrap();
+            let rolled_back = shipped.saturating_sub(8);
+            let props = HashMap::from([(PROP_SHIPPED_LSN.to_owned(), rolled_back.to_string())]);
+            warehouse.catalog().update_namespace(&ns, props).await.unwrap();
+            // A new shipper goes on from the namespace's LSN.
+            let shipper = Shipper::new(source.clone(), warehouse.clone(), config.clone());
+            for _ in 0..20 {
+                let (more, failed) = shipper.ship_round(round()).await;
+                failures += failed.len();
+                if more.is_empty() && failed.is_empty() && shipper.tenant_status("acme").unwrap()["shippedLsn"] == 60 {
+                    break;
+                }
+            }
+            let status = shipper.tenant_status("acme").unwrap();
+            assert_eq!(status["shippedLsn"], 60, "run {run} ({fault:?}): {status}");
+            assert_eq!(failures > 0, !matches!(fault, Fault::None | Fault::Acknowledge), "run {run} ({fault:?})");
+            let acked = source.acked.load(Ordering::Relaxed);
+            assert_eq!(acked, if fault == Fault::Acknowledge { 0 } else { 60 }, "run {run} ({fault:?})");
+
+            let back = crate::history::changes(&warehouse, "acme", 0, u64::MAX).await.unwrap();
+            let lsns: Vec<u64> = back.iter().map(|c| c.lsn).collect();
+            assert_eq!(lsns, (1..=60).collect::<Vec<_>>(), "run {run} ({fault:?}): each change once");
+            for (got, want) in back.iter().zip(&expected) {
+                assert_eq!((got.op, &got.table, got.xid), (want.op, &want.table, want.xid), "LSN {}", want.lsn);
+                assert_eq!(got.new, want.new, "run {run} ({fault:?}), LSN {}", want.lsn);
+                assert_eq!(got.schema_version, want.schema_version, "LSN {}", want.lsn);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
