@@ -660,3 +660,78 @@ fn restore_row(row: Option<&Row>, source: ReplaySource, info: &Table, renames: O
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn change(lsn: u64, op: &str, old: Value, new: Value) -> Change {
+        serde_json::from_value(json!({"lsn": lsn, "op": op, "table": "t", "old": old, "new": new})).unwrap()
+    }
+
+    /// A run keeps one entry per key touched, in the order first touched:
+    /// the row the key ends with (None: removed) and whether it held a row
+    /// before the run — which decides delete-then-insert against update.
+    #[test]
+    fn a_run_reduces_each_key_to_its_last_row() {
+        let key = ["id".to_owned()];
+        let row = |id: i64, v: &str| json!({"id": id, "v": v});
+        let mut run = Run::default();
+        run.put(&key, None, Some(row(1, "a")), false); // inserted…
+        run.put(&key, Some(row(1, "a")), Some(row(1, "b")), true); // …then updated: still new
+        run.put(&key, Some(row(2, "x")), None, false); // a row the run did not make, deleted
+        run.put(&key, Some(row(3, "m")), Some(row(4, "m")), true); // key 3 moves to 4
+        run.put(&key, None, Some(row(5, "n")), false); // inserted and deleted again
+        run.put(&key, Some(row(5, "n")), None, false);
+        // Two rows trading keys in one statement (a deferrable key).
+        run.put(&key, Some(row(6, "p")), Some(row(7, "p")), true);
+        run.put(&key, Some(row(7, "q")), Some(row(6, "q")), true);
+        let found: Vec<(Value, Option<Value>, bool)> =
+            run.rows.iter().map(|t| (t.key.clone(), t.row.clone(), t.existed)).collect();
+        assert_eq!(
+            found,
+            vec![
+                (json!({"id": 1}), Some(row(1, "b")), false),
+                (json!({"id": 2}), None, true),
+                (json!({"id": 3}), None, true),
+                (json!({"id": 4}), Some(row(4, "m")), false),
+                // Nothing before, nothing after: the run leaves it alone.
+                (json!({"id": 5}), None, false),
+                (json!({"id": 6}), Some(row(6, "q")), true),
+                (json!({"id": 7}), Some(row(7, "p")), true),
+            ]
+        );
+    }
+
+    /// What a restore in place diffs against: each key's row at the head
+    /// per table with a key, none for a table a truncate made unknowable,
+    /// and tables the changes do not name left out.
+    #[test]
+    fn rows_at_head_follow_each_key_and_give_up_on_truncated_tables() {
+        let tables = HashMap::from([
+            (qualified("public", "t"), vec!["id".to_owned()]),
+            (qualified("public", "gone"), vec!["id".to_owned()]),
+        ]);
+        let mut changes = vec![
+            change(1, "insert", Value::Null, json!({"id": 1, "v": "a"})),
+            change(2, "update", json!({"id": 1, "v": "a"}), json!({"id": 1, "v": "b"})),
+            change(3, "delete", json!({"id": 2, "v": "z"}), Value::Null),
+            change(4, "insert", Value::Null, json!({"id": 9})),
+        ];
+        changes[3].table = "gone".into();
+        changes.push(change(5, "truncate", Value::Null, Value::Null));
+        changes[4].table = "gone".into();
+        changes.push(change(6, "insert", Value::Null, json!({"id": 1})));
+        changes[5].table = "untracked".into();
+        let heads = rows_at_head(&changes, &tables);
+        assert_eq!(
+            heads,
+            json!({qualified("public", "t"): [
+                {"key": {"id": 1}, "head": {"id": 1, "v": "b"}},
+                {"key": {"id": 2}, "head": null},
+            ]})
+        );
+    }
+}
