@@ -616,14 +616,9 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
+/// `512 B`, `1.5 KiB`, `20.0 GiB`.
 fn human_bytes(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut n, mut i) = (bytes as f64, 0);
-    while n >= 1024.0 && i < units.len() - 1 {
-        n /= 1024.0;
-        i += 1;
-    }
-    if i == 0 { format!("{bytes} B") } else { format!("{n:.1} {}", units[i]) }
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.

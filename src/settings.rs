@@ -629,29 +629,17 @@ fn optional_duration(key: &str, text: &str) -> Result<Option<std::time::Duration
     if text == "off" { Ok(None) } else { duration(key, text).map(Some) }
 }
 
-/// `20GB`, `512MiB`, `1048576`: bytes (decimal and binary units).
+/// `20GB`, `512MiB`, `1.5 GiB`, `1048576`: bytes, decimal (`kB`, `MB`, `GB`,
+/// `TB`) and binary (`KiB`, `MiB`, `GiB`, `TiB`) units, any case, as
+/// bytesize reads them.
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("expected a size like 20GB, got {text:?}"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-    };
-    let bytes = number * scale as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+    let size: bytesize::ByteSize = text.parse().map_err(|e| format!("expected a size like 20GB or 512MiB, got {text:?}: {e}"))?;
+    // bytesize saturates: the largest value means "too large".
+    if size.as_u64() == u64::MAX {
         return Err(format!("size {text:?} is out of range"));
     }
-    Ok(bytes as u64)
+    Ok(size.as_u64())
 }
 
 /// A duration that must not be zero.
@@ -663,4 +651,27 @@ fn positive_duration(key: &str, text: &str) -> Result<std::time::Duration> {
 
 fn duration(key: &str, text: &str) -> Result<std::time::Duration> {
     parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_in_decimal_and_binary_units() {
+        for (text, bytes) in [
+            ("1048576", 1_048_576),
+            ("20GB", 20_000_000_000),
+            ("20gb", 20_000_000_000),
+            ("512MiB", 512 << 20),
+            ("1.5 GiB", 3 << 29),
+            ("64kB", 64_000),
+            (" 2TiB ", 2 << 40),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "lots", "5 parsecs", "-1GB", "99999999999999999999EiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }
