@@ -43,7 +43,7 @@ use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{Catalog, ErrorKind, TableIdent, TableRequirement, TableUpdate};
+use iceberg::{Catalog, ErrorKind, TableRequirement, TableUpdate};
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -54,64 +54,7 @@ use crate::table::{self, PROP_TENANT};
 
 pub use crate::spec::{CHECKPOINT_SUFFIX, PROP_CHECKPOINT_OF, SUMMARY_CHECKPOINT_LSN, SUMMARY_CHECKPOINT_AT, SUMMARY_CHECKPOINT_ROWS, SUMMARY_CHECKPOINT_KEY, SUMMARY_CHECKPOINT_RECORDS};
 
-/// One checkpoint: a snapshot of the checkpoint table.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Checkpoint {
-    /// Every change of the table up to this LSN is in it.
-    pub lsn: u64,
-    /// The commit time of the newest change it holds (µs since the epoch).
-    pub at: i64,
-    pub rows: u64,
-    /// The key (field ids) its state is keyed by.
-    pub key: Vec<i32>,
-    /// The changelog's records when it was taken.
-    pub records: u64,
-    pub snapshot_id: i64,
-}
-
-/// Whether a lake table name is a checkpoint table's.
-pub fn is_checkpoint_table(name: &str) -> bool {
-    name.ends_with(CHECKPOINT_SUFFIX)
-}
-
-pub fn checkpoint_ident(changelog: &TableIdent) -> TableIdent {
-    TableIdent::new(changelog.namespace().clone(), format!("{}{CHECKPOINT_SUFFIX}", changelog.name()))
-}
-
-/// The checkpoints of a checkpoint table, oldest first.
-pub fn checkpoints(table: &Table) -> Vec<Checkpoint> {
-    let mut found: Vec<Checkpoint> = table
-        .metadata()
-        .snapshots()
-        .filter_map(|s| {
-            let props = &s.summary().additional_properties;
-            let number = |key: &str| props.get(key).and_then(|v| v.parse::<i64>().ok());
-            Some(Checkpoint {
-                lsn: number(SUMMARY_CHECKPOINT_LSN)? as u64,
-                at: number(SUMMARY_CHECKPOINT_AT)?,
-                rows: number(SUMMARY_CHECKPOINT_ROWS).unwrap_or(0) as u64,
-                key: props
-                    .get(SUMMARY_CHECKPOINT_KEY)
-                    .map(|k| k.split(',').filter_map(|id| id.parse().ok()).collect())
-                    .unwrap_or_default(),
-                records: number(SUMMARY_CHECKPOINT_RECORDS).unwrap_or(0) as u64,
-                snapshot_id: s.snapshot_id(),
-            })
-        })
-        .collect();
-    found.sort_by_key(|c| c.lsn);
-    found
-}
-
-/// The checkpoint table of a changelog table, if it has one.
-pub async fn load(warehouse: &Warehouse, changelog: &TableIdent) -> Result<Option<Table>> {
-    match warehouse.catalog().load_table(&checkpoint_ident(changelog)).await {
-        Ok(table) => Ok(Some(table)),
-        Err(e) if matches!(e.kind(), ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
+pub use crate::spec::{Checkpoint, checkpoint_ident, checkpoints, is_checkpoint_table, load};
 
 /// Take a checkpoint of `changelog` if it is due (see the module docs).
 /// `records` is the changelog's live record count.

@@ -1,8 +1,10 @@
 //! The lake's table format, in one place: the changelog columns and their
-//! field ids, and the `tidelake.*` properties and snapshot summary keys
-//! that make an Iceberg table a tenant's history (docs/lake.md). Readers
-//! (the query service, outside tools) need nothing else of the lake crate
-//! to read a table; the older paths (`table::PROP_…`) re-export these.
+//! field ids, the `tidelake.*` properties and snapshot summary keys that
+//! make an Iceberg table a tenant's history (docs/lake.md), the lake-name
+//! encoding, and the functions that read them back (a table's relations,
+//! its columns at each schema version, its checkpoints). Readers — the
+//! query service — need nothing else of the lake crate; the writers' own
+//! modules re-export what they share with it.
 
 // The changelog columns every changelog table ends with, and their field ids.
 
@@ -83,3 +85,168 @@ pub const SUMMARY_CHECKPOINT_RECORDS: &str = "tidelake.checkpoint-changelog-reco
 
 /// Snapshot summary key of maintenance commits: what the commit did.
 pub const SUMMARY_MAINTENANCE: &str = "tidelake.maintenance";
+
+// Lake names: one encoding for every writer and reader.
+pub use crate::names::{namespace, query_name};
+
+// Reading the format back.
+
+use std::collections::HashMap;
+
+use catalog::Warehouse;
+use iceberg::table::Table;
+use iceberg::{Catalog, ErrorKind, TableIdent};
+use serde_json::Value;
+
+use crate::error::Result;
+
+/// The columns a table had from one schema version on, as [`PROP_COLUMNS`]
+/// records them, each with the field that holds it now.
+#[derive(Debug, Clone)]
+pub struct ColumnsSince {
+    /// The schema version (as the change log numbers them).
+    pub version: i64,
+    /// The version's first LSN and its commit time (µs since the epoch).
+    pub lsn: u64,
+    pub at: i64,
+    pub columns: Vec<ColumnThen>,
+    /// The primary key's columns (names then), and their field ids.
+    pub key: Vec<String>,
+    pub key_ids: Vec<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnThen {
+    /// The column's name then.
+    pub name: String,
+    /// The name of the field holding it in [`reading_schema`]; None if that
+    /// schema has no such field (a column added since the latest data,
+    /// which no row holds yet).
+    pub field: Option<String>,
+    /// Its Iceberg type then, and the field's now (they differ where the
+    /// field was promoted since).
+    pub type_then: String,
+    pub type_now: String,
+}
+
+/// Where each relation of the table's name starts, oldest first, as
+/// [`PROP_RELATIONS`] records them: (first LSN, commit time in µs).
+pub fn relations(table: &Table) -> Vec<(u64, i64)> {
+    let Some(text) = table.metadata().properties().get(PROP_RELATIONS) else { return Vec::new() };
+    text.split(',')
+        .filter_map(|start| {
+            let (lsn, micros) = start.split_once('@')?;
+            Some((lsn.parse().ok()?, micros.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The schema a scan of the table's current snapshot reads with: that
+/// snapshot's (Iceberg readers resolve columns in it). A schema change
+/// shipped with no change after it makes the current schema newer.
+pub fn reading_schema(table: &Table) -> iceberg::spec::SchemaRef {
+    let metadata = table.metadata();
+    metadata
+        .current_snapshot()
+        .and_then(|s| s.schema(metadata).ok())
+        .unwrap_or_else(|| metadata.current_schema().clone())
+}
+
+/// Every schema version's columns (oldest first) of a changelog table,
+/// with the fields of [`reading_schema`] that hold them; empty for a table
+/// that records none. A column whose field no schema of the table has any
+/// more (one shipped before fields were kept) is left out.
+pub fn columns_history(table: &Table) -> Vec<ColumnsSince> {
+    let current = table.metadata().current_schema();
+    let reading = reading_schema(table);
+    let Some(text) = table.metadata().properties().get(PROP_COLUMNS) else { return Vec::new() };
+    let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(text) else { return Vec::new() };
+    entries
+        .iter()
+        .map(|entry| {
+            let mut names = HashMap::new();
+            let mut columns = Vec::new();
+            for column in entry["columns"].as_array().into_iter().flatten() {
+                let (Some(name), Some(id), Some(then)) = (column[0].as_str(), column[1].as_i64(), column[2].as_str()) else {
+                    continue;
+                };
+                let Some(newest) = current.field_by_id(id as i32) else { continue };
+                let read = reading.field_by_id(id as i32);
+                names.insert(id, name.to_owned());
+                columns.push(ColumnThen {
+                    name: name.to_owned(),
+                    field: read.map(|f| f.name.clone()),
+                    type_then: then.to_owned(),
+                    type_now: read.unwrap_or(newest).field_type.to_string(),
+                });
+            }
+            let key_ids: Vec<i64> = entry["key"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+            let key = key_ids.iter().filter_map(|id| names.get(id).cloned()).collect();
+            let key_ids = key_ids.iter().map(|id| *id as i32).collect();
+            ColumnsSince {
+                version: entry["version"].as_i64().unwrap_or(0),
+                lsn: entry["lsn"].as_u64().unwrap_or(0),
+                at: entry["at"].as_i64().unwrap_or(0), columns, key, key_ids }
+        })
+        .collect()
+}
+
+/// One checkpoint: a snapshot of the checkpoint table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// Every change of the table up to this LSN is in it.
+    pub lsn: u64,
+    /// The commit time of the newest change it holds (µs since the epoch).
+    pub at: i64,
+    pub rows: u64,
+    /// The key (field ids) its state is keyed by.
+    pub key: Vec<i32>,
+    /// The changelog's records when it was taken.
+    pub records: u64,
+    pub snapshot_id: i64,
+}
+
+/// Whether a lake table name is a checkpoint table's.
+pub fn is_checkpoint_table(name: &str) -> bool {
+    name.ends_with(CHECKPOINT_SUFFIX)
+}
+
+pub fn checkpoint_ident(changelog: &TableIdent) -> TableIdent {
+    TableIdent::new(changelog.namespace().clone(), format!("{}{CHECKPOINT_SUFFIX}", changelog.name()))
+}
+
+/// The checkpoints of a checkpoint table, oldest first.
+pub fn checkpoints(table: &Table) -> Vec<Checkpoint> {
+    let mut found: Vec<Checkpoint> = table
+        .metadata()
+        .snapshots()
+        .filter_map(|s| {
+            let props = &s.summary().additional_properties;
+            let number = |key: &str| props.get(key).and_then(|v| v.parse::<i64>().ok());
+            Some(Checkpoint {
+                lsn: number(SUMMARY_CHECKPOINT_LSN)? as u64,
+                at: number(SUMMARY_CHECKPOINT_AT)?,
+                rows: number(SUMMARY_CHECKPOINT_ROWS).unwrap_or(0) as u64,
+                key: props
+                    .get(SUMMARY_CHECKPOINT_KEY)
+                    .map(|k| k.split(',').filter_map(|id| id.parse().ok()).collect())
+                    .unwrap_or_default(),
+                records: number(SUMMARY_CHECKPOINT_RECORDS).unwrap_or(0) as u64,
+                snapshot_id: s.snapshot_id(),
+            })
+        })
+        .collect();
+    found.sort_by_key(|c| c.lsn);
+    found
+}
+
+/// The checkpoint table of a changelog table, if it has one.
+pub async fn load(warehouse: &Warehouse, changelog: &TableIdent) -> Result<Option<Table>> {
+    match warehouse.catalog().load_table(&checkpoint_ident(changelog)).await {
+        Ok(table) => Ok(Some(table)),
+        Err(e) if matches!(e.kind(), ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+

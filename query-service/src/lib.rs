@@ -240,7 +240,7 @@ impl QueryService {
         }
         // `name` is a lake name already (`rewrite` maps what the query wrote);
         // a tenant that is no tenant id has no namespace.
-        let Ok(namespace) = lake::names::namespace(tenant) else { return Ok(false) };
+        let Ok(namespace) = lake::spec::namespace(tenant) else { return Ok(false) };
         let ident = TableIdent::new(namespace, name.to_owned());
         let table = match self.warehouse.catalog().load_table(&ident).await {
             Ok(table) => table,
@@ -264,7 +264,7 @@ impl QueryService {
         schema.register_table(format!("{name}$changes"), Arc::new(changes))?;
         schema.register_table(format!("{name}$snapshots"), Arc::new(snapshots_table(&table)?))?;
         let mut shape = shape(&table);
-        if let Some(checkpoints) = lake::checkpoint::load(&self.warehouse, &ident).await? {
+        if let Some(checkpoints) = lake::spec::load(&self.warehouse, &ident).await? {
             shape.checkpoints = checkpoint_shapes(&checkpoints);
             checkpoint_tables.insert(key.clone(), checkpoints);
         }
@@ -281,7 +281,7 @@ impl QueryService {
                 continue;
             }
             for ident in catalog.list_tables(&namespace).await? {
-                if lake::checkpoint::is_checkpoint_table(ident.name()) {
+                if lake::spec::is_checkpoint_table(ident.name()) {
                     continue;
                 }
                 tables.push((namespace.join("."), ident.name().to_owned()));
@@ -310,8 +310,8 @@ impl QueryService {
 }
 
 fn shape(table: &Table) -> TableShape {
-    let schema = lake::table::reading_schema(table);
-    let versions = lake::table::columns_history(table);
+    let schema = lake::spec::reading_schema(table);
+    let versions = lake::spec::columns_history(table);
     let columns = match versions.last() {
         Some(newest) => newest.columns.iter().map(|c| c.name.clone()).collect(),
         None => schema
@@ -328,7 +328,7 @@ fn shape(table: &Table) -> TableShape {
         .get(PROP_PRIMARY_KEY)
         .map(|k| k.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
-    let relations = lake::table::relations(table);
+    let relations = lake::spec::relations(table);
     let fields = schema
         .as_struct()
         .fields()
@@ -340,7 +340,7 @@ fn shape(table: &Table) -> TableShape {
 
 /// The checkpoints of a checkpoint table, each with the fields of its snapshot's schema.
 fn checkpoint_shapes(table: &Table) -> Vec<CheckpointShape> {
-    lake::checkpoint::checkpoints(table)
+    lake::spec::checkpoints(table)
         .into_iter()
         .filter_map(|c| {
             let snapshot = table.metadata().snapshot_by_id(c.snapshot_id)?;

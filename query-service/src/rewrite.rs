@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::arrow::datatypes::IntervalMonthDayNano;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use lake::table::ColumnsSince;
+use lake::spec::ColumnsSince;
 use model::sql::quote_ident;
 
 use crate::dialect::LakeDialect;
@@ -65,7 +65,7 @@ pub struct TableShape {
     pub checkpoints: Vec<CheckpointShape>,
 }
 
-/// A state checkpoint a state read may start from (`lake::checkpoint`).
+/// A state checkpoint a state read may start from (`lake::spec::checkpoints`).
 #[derive(Debug, Clone)]
 pub struct CheckpointShape {
     pub lsn: u64,
@@ -250,11 +250,11 @@ fn reference(name: &ObjectName) -> Option<Reference> {
     Some(Reference { tenant, table: lake_table(table), kind })
 }
 
-/// The lake table a table name in a query means (`lake::names::query_name`:
+/// The lake table a table name in a query means (`lake::spec::query_name`:
 /// a lake name, or a table of the `public` schema, encoded). A name no
 /// source table can have stays as written, and is not found.
 fn lake_table(name: String) -> String {
-    lake::names::query_name(&name).unwrap_or(name)
+    lake::spec::query_name(&name).unwrap_or(name)
 }
 
 /// The lake tables a query reads; errors for version clauses on anything
@@ -979,7 +979,7 @@ mod tests {
         assert!(rewritten("SELECT * FROM growth('acme.items', now() - INTERVAL '1 day', now(), '1 hour')").is_ok());
     }
 
-    /// Every way a query names a table goes through `lake::names`.
+    /// Every way a query names a table goes through `lake::spec::query_name`.
     #[test]
     fn table_names_are_read_as_lake_names() {
         let lake_tables = |sql: &str| {
@@ -1021,7 +1021,7 @@ mod tests {
             version: 1,
             lsn,
             at,
-            columns: vec![lake::table::ColumnThen {
+            columns: vec![lake::spec::ColumnThen {
                 name: "id".into(),
                 field: Some("id".into()),
                 type_then: "int".into(),
