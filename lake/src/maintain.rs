@@ -848,13 +848,7 @@ mod tests {
     /// shipper appended again meets the conflict and keeps the append.
     #[tokio::test]
     async fn compaction_and_expiry_keep_every_row_and_bound_the_files() {
-        let dir = tempfile_dir();
-        let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
-        let ns = crate::names::namespace("acme").unwrap();
-        warehouse
-            .create_namespace(&ns, HashMap::from([(PROP_TENANT.to_owned(), "acme".to_owned())]))
-            .await
-            .unwrap();
+        let (dir, warehouse, ns) = acme_warehouse().await;
         let source = SourceTable::new("public", "ev");
         let v = version();
         let mut table = ChangelogTable::open(&warehouse, &ns, "acme", &source, &v, Partitioning::Day).await.unwrap();
@@ -928,13 +922,7 @@ mod tests {
     /// current file and the logged ones.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_commits_leave_no_metadata_file_behind() {
-        let dir = tempfile_dir();
-        let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
-        let ns = crate::names::namespace("acme").unwrap();
-        warehouse
-            .create_namespace(&ns, HashMap::from([(PROP_TENANT.to_owned(), "acme".to_owned())]))
-            .await
-            .unwrap();
+        let (dir, warehouse, ns) = acme_warehouse().await;
         let source = SourceTable::new("public", "ev");
         let v = version();
         ChangelogTable::open(&warehouse, &ns, "acme", &source, &v, Partitioning::Day).await.unwrap();
@@ -971,6 +959,18 @@ mod tests {
         on_disk.sort();
         assert_eq!(on_disk, kept, "metadata files on disk are the logged ones");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh warehouse with tenant acme's namespace, in its directory.
+    async fn acme_warehouse() -> (std::path::PathBuf, Arc<Warehouse>, iceberg::NamespaceIdent) {
+        let dir = tempfile_dir();
+        let warehouse = Warehouse::open(catalog::CatalogConfig::in_data_dir(&dir)).await.unwrap();
+        let ns = crate::names::namespace("acme").unwrap();
+        warehouse
+            .create_namespace(&ns, HashMap::from([(PROP_TENANT.to_owned(), "acme".to_owned())]))
+            .await
+            .unwrap();
+        (dir, warehouse, ns)
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
