@@ -81,8 +81,8 @@ pub enum Error {
     Ours { what: String, source: Box<DbError> },
     /// The change log answered a row that is not a change (at this LSN, 0
     /// if it has none).
-    #[error("the change log's row at LSN {lsn} is not a change: {source}")]
-    NotAChange { lsn: u64, source: serde_json::Error },
+    #[error("the change log's row at LSN {lsn} is not a change: {why}")]
+    NotAChange { lsn: u64, why: String },
     /// What was asked for existed once and is gone (trimmed changes).
     #[error("{0}")]
     Gone(String),

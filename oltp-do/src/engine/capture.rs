@@ -150,7 +150,11 @@ impl TenantDb {
         rows.into_iter()
             .map(|row| {
                 let lsn = row["lsn"].as_u64().unwrap_or(0);
-                serde_json::from_value(row).map_err(|source| Error::NotAChange { lsn, source })
+                match row {
+                    Value::Object(object) => Change::try_from(object),
+                    other => Err(format!("a row that is not an object: {other}")),
+                }
+                .map_err(|why| Error::NotAChange { lsn, why })
             })
             .collect()
     }
