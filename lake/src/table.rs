@@ -209,8 +209,8 @@ impl ChangelogTable {
         if props.get(PROP_SOURCE_SCHEMA) != Some(&source.schema) || props.get(PROP_SOURCE_TABLE) != Some(&source.table) {
             let ident = this.table.identifier().clone();
             let updates = vec![TableUpdate::SetProperties { updates: source_properties(source) }];
-            warehouse.commit(&ident, Vec::new(), updates).await?;
-            this.reload(warehouse.catalog().load_table(&ident).await?)?;
+            let committed = warehouse.commit(&ident, Vec::new(), updates).await?;
+            this.reload(committed)?;
         }
         Ok(this)
     }
@@ -264,8 +264,8 @@ impl ChangelogTable {
         let mut properties = relation_properties(first, &actual);
         properties.insert(PROP_COLUMNS.into(), columns_with(None, columns_entry(first, &actual)));
         let updates = vec![TableUpdate::SetProperties { updates: properties }];
-        warehouse.commit(&ident, Vec::new(), updates).await?;
-        self.reload(warehouse.catalog().load_table(&ident).await?)
+        let committed = warehouse.commit(&ident, Vec::new(), updates).await?;
+        self.reload(committed)
     }
 
     pub fn lsn_to(&self) -> u64 {
@@ -400,9 +400,7 @@ impl ChangelogTable {
             ];
             let ident = self.table.identifier().clone();
             match warehouse.commit(&ident, requirements, updates).await {
-                Ok(_) => {
-                    return self.reload(warehouse.catalog().load_table(&ident).await?);
-                }
+                Ok(committed) => return self.reload(committed),
                 Err(CatalogError::CommitFailed(_)) => {
                     // Someone else changed the table meanwhile: evolve from theirs.
                     self.reload(warehouse.catalog().load_table(&ident).await?)?;
