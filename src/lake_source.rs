@@ -2,7 +2,7 @@
 //! source the shipper reads through, and the shipper's lag in `health` and
 //! `/metrics`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use catalog::Warehouse;
 use lake::maintain::Maintainer;
@@ -16,7 +16,15 @@ use serde_json::{Map, Value};
 /// The consumer name the lake acknowledges changes under.
 const CONSUMER: &str = "lake";
 
-pub struct TenantsSource(pub Arc<Tenants>);
+/// The tenants, as the shipper they own reads them (weakly, so the shipper
+/// does not keep them alive).
+pub struct TenantsSource(pub Weak<Tenants>);
+
+impl TenantsSource {
+    fn tenants(&self) -> Result<Arc<Tenants>, SourceError> {
+        self.0.upgrade().ok_or_else(|| SourceError::Failed("the server is shutting down".into()))
+    }
+}
 
 fn tenant(name: &str) -> Result<TenantId, SourceError> {
     TenantId::parse(name).map_err(|e| SourceError::Failed(e.to_string()))
@@ -28,19 +36,24 @@ fn failed(err: Error) -> SourceError {
 
 impl ChangeSource for TenantsSource {
     fn take_committed(&self) -> Vec<String> {
-        self.0.commits().take().into_iter().map(|t| t.to_string()).collect()
+        let Some(tenants) = self.0.upgrade() else { return Vec::new() };
+        tenants.commits().take().into_iter().map(|t| t.to_string()).collect()
     }
 
     async fn wait_committed(&self) {
-        self.0.commits().wait().await
+        match self.0.upgrade() {
+            Some(tenants) => tenants.commits().wait().await,
+            None => std::future::pending().await,
+        }
     }
 
     fn tenants(&self) -> Vec<(String, Option<u64>)> {
-        self.0
+        let Some(tenants) = self.0.upgrade() else { return Vec::new() };
+        tenants
             .tenant_ids()
             .into_iter()
             .map(|t| {
-                let head = self.0.closed_head(&t);
+                let head = tenants.closed_head(&t);
                 (t.to_string(), head)
             })
             .collect()
@@ -48,16 +61,17 @@ impl ChangeSource for TenantsSource {
 
     async fn read(&self, name: &str, since: u64, limit: u64) -> Result<ChangePage, SourceError> {
         let t = tenant(name)?;
+        let tenants = self.tenants()?;
         // Read before the changes: a schema change after it shows next time.
-        let schema_epoch = self.0.feed(&t).schema_epoch();
-        match self.0.read_changes_quietly(&t, since, limit).await {
+        let schema_epoch = tenants.feed(&t).schema_epoch();
+        match tenants.read_changes_quietly(&t, since, limit).await {
             Ok(page) => Ok(ChangePage {
                 changes: page.changes,
                 head_lsn: page.head_lsn,
                 schema_epoch,
             }),
             Err(Error::Gone(_)) => {
-                let stats = self.0.log_stats(&t).await.map_err(failed)?;
+                let stats = tenants.log_stats(&t).await.map_err(failed)?;
                 Err(SourceError::Trimmed { tail: stats.tail_lsn })
             }
             Err(err) => Err(failed(err)),
@@ -65,7 +79,7 @@ impl ChangeSource for TenantsSource {
     }
 
     async fn schema_versions(&self, name: &str) -> Result<Vec<SchemaVersion>, SourceError> {
-        let versions = self.0.schema_versions_quietly(&tenant(name)?).await.map_err(failed)?;
+        let versions = self.tenants()?.schema_versions_quietly(&tenant(name)?).await.map_err(failed)?;
         versions
             .into_iter()
             .map(serde_json::from_value)
@@ -74,7 +88,7 @@ impl ChangeSource for TenantsSource {
     }
 
     async fn acknowledge(&self, name: &str, lsn: u64) -> Result<(), SourceError> {
-        self.0.acknowledge_quietly(&tenant(name)?, CONSUMER, lsn).await.map_err(failed)
+        self.tenants()?.acknowledge_quietly(&tenant(name)?, CONSUMER, lsn).await.map_err(failed)
     }
 }
 

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use catalog::Warehouse;
 use oltp_do::Tenants;
+use oltp_do::tenants::{Reporter, Services};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -246,30 +247,38 @@ fn main() -> Result<()> {
 
 async fn serve(settings: Settings) -> Result<()> {
     let auth = authenticator(&settings).await?;
-    let tenants = Tenants::new(settings.oltp).context("open the data directory")?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     // The first line on stdout says where we listen (port 0 picks one).
     println!("tidelake listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %tenants.config().data_dir.display(), "serving");
+    tracing::info!(%addr, data_dir = %settings.oltp.data_dir.display(), "serving");
 
     let warehouse = Warehouse::open(settings.catalog)
         .await
         .context("open the Iceberg catalog")?;
+    let maintainer = lake::maintain::Maintainer::new(warehouse.clone(), settings.maintenance);
+    // The shipper reads the tenants; the tenants report its lag and restore
+    // from what it shipped.
+    let mut shipper = None;
+    let tenants = Tenants::with_services(settings.oltp, |tenants| {
+        shipper = settings.lake.map(|config| {
+            let source = Arc::new(lake_source::TenantsSource(tenants));
+            lake::Shipper::new(source, warehouse.clone(), config)
+        });
+        let reporters = shipper.iter().map(|shipper| {
+            Arc::new(lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() }) as Arc<dyn Reporter>
+        });
+        Services {
+            history: Some(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() })),
+            reporters: reporters.collect(),
+        }
+    })
+    .context("open the data directory")?;
     let reaper = tokio::spawn(tenants.clone().run_reaper());
     let tiering = tokio::spawn(tenants.clone().run_tiering());
     let (stop_shipper, stop) = tokio::sync::watch::channel(false);
-    let maintainer = lake::maintain::Maintainer::new(warehouse.clone(), settings.maintenance);
-    let shipper = settings.lake.map(|config| {
-        let source = Arc::new(lake_source::TenantsSource(tenants.clone()));
-        let shipper = lake::Shipper::new(source, warehouse.clone(), config);
-        let reporter = lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() };
-        tenants.add_reporter(Arc::new(reporter));
-        shipper
-    });
-    tenants.set_history(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() }));
     let maintenance = shipper.is_some().then(|| tokio::spawn(maintainer.clone().run(stop.clone())));
     let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
     let queries = query_service::QueryService::new(warehouse.clone(), settings.query);

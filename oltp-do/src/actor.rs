@@ -10,110 +10,234 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::{ChangePage, EngineRuntime, Limits, LogStats, LsnAt, PackedBase, Session, TenantDb, Watch};
+use crate::engine::{EngineRuntime, Limits, Session, TenantDb, Watch};
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
-use crate::protocol::{BatchRequest, BatchResult, EngineState, QueryResult, RowMode, Statement};
+use crate::protocol::EngineState;
 use model::TenantId;
 
-/// A unit of work for a tenant database.
-#[derive(Debug)]
-pub enum Work {
-    Query { stmt: Statement, row_mode: RowMode },
-    Batch(BatchRequest),
-    Transaction(BatchRequest),
-    Schema,
-    Changes { since: u64, limit: u64 },
-    Stats,
-    Acknowledge { consumer: String, lsn: u64, retention: Duration },
+/// Something a tenant's actor runs on its database, and the answer it gives:
+/// each operation is a type in [`work`], so a caller gets its own reply type
+/// back and a new operation is one type and one `run`.
+pub trait Work: Send + Sync + 'static {
+    type Reply: Send + 'static;
+    /// A client's SQL: its answers are capped, it may be made read-only,
+    /// and it is what makes schema changes (so base backups to store).
+    const CLIENT_SQL: bool = false;
+
+    fn run(&self, db: &mut TenantDb) -> Result<Self::Reply>;
+
+    /// What the tenant's feed learns from a successful answer.
+    fn inform(_reply: &Self::Reply, _feed: &Feed) {}
+}
+
+/// The operations an actor runs.
+pub mod work {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::Work;
+    use crate::engine::{ChangePage, LogStats, PackedBase, TenantDb};
+    use crate::error::Result;
+    use crate::feed::Feed;
+    use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
+
+    /// One statement of a client's.
+    #[derive(Debug)]
+    pub struct Query {
+        pub stmt: Statement,
+        pub row_mode: RowMode,
+    }
+
+    impl Work for Query {
+        type Reply = QueryResult;
+        const CLIENT_SQL: bool = true;
+        fn run(&self, db: &mut TenantDb) -> Result<QueryResult> {
+            db.query(&self.stmt, self.row_mode)
+        }
+    }
+
+    /// A client's statements, each in its own transaction.
+    #[derive(Debug)]
+    pub struct Batch(pub BatchRequest);
+
+    impl Work for Batch {
+        type Reply = BatchResult;
+        const CLIENT_SQL: bool = true;
+        fn run(&self, db: &mut TenantDb) -> Result<BatchResult> {
+            db.batch(&self.0)
+        }
+    }
+
+    /// A client's statements in one transaction.
+    #[derive(Debug)]
+    pub struct Transaction(pub BatchRequest);
+
+    impl Work for Transaction {
+        type Reply = BatchResult;
+        const CLIENT_SQL: bool = true;
+        fn run(&self, db: &mut TenantDb) -> Result<BatchResult> {
+            db.transaction(&self.0)
+        }
+    }
+
+    /// The tables and the schema versions the change log recorded.
+    #[derive(Debug)]
+    pub struct Schema;
+
+    impl Work for Schema {
+        type Reply = Value;
+        fn run(&self, db: &mut TenantDb) -> Result<Value> {
+            db.schema()
+        }
+    }
+
+    /// A page of changes after `since`.
+    #[derive(Debug)]
+    pub struct Changes {
+        pub since: u64,
+        pub limit: u64,
+    }
+
+    impl Work for Changes {
+        type Reply = ChangePage;
+        fn run(&self, db: &mut TenantDb) -> Result<ChangePage> {
+            db.changes(self.since, self.limit)
+        }
+        fn inform(page: &ChangePage, feed: &Feed) {
+            feed.publish_head(page.head_lsn);
+        }
+    }
+
+    /// The change log's extent and size.
+    #[derive(Debug)]
+    pub struct Stats;
+
+    impl Work for Stats {
+        type Reply = LogStats;
+        fn run(&self, db: &mut TenantDb) -> Result<LogStats> {
+            db.log_stats()
+        }
+        fn inform(stats: &LogStats, feed: &Feed) {
+            feed.set_stats(*stats);
+        }
+    }
+
+    /// A consumer took every change up to `lsn`: trim what no one needs.
+    #[derive(Debug)]
+    pub struct Acknowledge {
+        pub consumer: String,
+        pub lsn: u64,
+        pub retention: Duration,
+    }
+
+    impl Work for Acknowledge {
+        type Reply = LogStats;
+        fn run(&self, db: &mut TenantDb) -> Result<LogStats> {
+            db.acknowledge(&self.consumer, self.lsn, self.retention)
+        }
+        fn inform(stats: &LogStats, feed: &Feed) {
+            feed.set_stats(*stats);
+        }
+    }
+
     /// Checkpoint and pack the database directory (a base backup) while
     /// nothing else runs on it.
-    Backup { root: PathBuf },
+    #[derive(Debug)]
+    pub struct Backup {
+        pub root: PathBuf,
+    }
+
+    impl Work for Backup {
+        type Reply = PackedBase;
+        fn run(&self, db: &mut TenantDb) -> Result<PackedBase> {
+            db.pack_base(&self.root)
+        }
+    }
+
     /// The newest LSN committed at or before an instant (`YYYY-MM-DD
     /// HH:MM:SS.ffffff+00`), as far as the change log still tells.
-    LsnAt { at: String },
+    #[derive(Debug)]
+    pub struct LsnAt {
+        pub at: String,
+    }
+
+    impl Work for LsnAt {
+        type Reply = crate::engine::LsnAt;
+        fn run(&self, db: &mut TenantDb) -> Result<crate::engine::LsnAt> {
+            db.lsn_at(&self.at)
+        }
+    }
+
     /// Pack the base backup a schema change made due, now (before a
     /// restore lists the backups); answers the log's stats.
-    SettleBase,
+    #[derive(Debug)]
+    pub struct SettleBase;
+
+    impl Work for SettleBase {
+        type Reply = LogStats;
+        fn run(&self, db: &mut TenantDb) -> Result<LogStats> {
+            db.pack_due_base();
+            db.log_stats()
+        }
+        fn inform(stats: &LogStats, feed: &Feed) {
+            feed.set_stats(*stats);
+        }
+    }
 }
 
-#[derive(Debug)]
-pub enum Output {
-    Query(QueryResult),
-    Batch(BatchResult),
-    Schema(Value),
-    Changes(ChangePage),
-    Stats(LogStats),
-    Backup(PackedBase),
-    LsnAt(LsnAt),
+/// Work on its way through the actor, its type erased: run once, then
+/// answered (after the feed has learnt what the work changed).
+trait Job: Send {
+    fn run(&mut self, db: &mut TenantDb, feed: &Feed);
+    fn answer(self: Box<Self>);
+    fn fail(self: Box<Self>, err: Error);
+    /// The actor was closing: the caller runs it on the next one.
+    fn not_run(self: Box<Self>);
 }
 
-impl Output {
-    fn unexpected(self, wanted: &str) -> Error {
-        Error::Engine(format!("expected {wanted} from the engine, got {self:?}"))
+struct Pending<W: Work> {
+    work: Arc<W>,
+    outcome: Option<Result<W::Reply>>,
+    reply: oneshot::Sender<Reply<W::Reply>>,
+}
+
+impl<W: Work> Job for Pending<W> {
+    fn run(&mut self, db: &mut TenantDb, feed: &Feed) {
+        let outcome = self.work.run(db);
+        if let Ok(reply) = &outcome {
+            W::inform(reply, feed);
+        }
+        self.outcome = Some(outcome);
     }
 
-    pub fn into_query(self) -> Result<QueryResult> {
-        match self {
-            Self::Query(result) => Ok(result),
-            other => Err(other.unexpected("a query result")),
-        }
+    fn answer(self: Box<Self>) {
+        let outcome = self
+            .outcome
+            .unwrap_or_else(|| Err(Error::Engine("the work was answered before it ran".into())));
+        let _ = self.reply.send(Reply::Done(outcome));
     }
 
-    pub fn into_batch(self) -> Result<BatchResult> {
-        match self {
-            Self::Batch(result) => Ok(result),
-            other => Err(other.unexpected("batch results")),
-        }
+    fn fail(self: Box<Self>, err: Error) {
+        let _ = self.reply.send(Reply::Done(Err(err)));
     }
 
-    pub fn into_schema(self) -> Result<Value> {
-        match self {
-            Self::Schema(schema) => Ok(schema),
-            other => Err(other.unexpected("a schema")),
-        }
-    }
-
-    pub fn into_changes(self) -> Result<ChangePage> {
-        match self {
-            Self::Changes(page) => Ok(page),
-            other => Err(other.unexpected("a page of changes")),
-        }
-    }
-
-    pub fn into_stats(self) -> Result<LogStats> {
-        match self {
-            Self::Stats(stats) => Ok(stats),
-            other => Err(other.unexpected("change log stats")),
-        }
-    }
-
-    pub fn into_lsn_at(self) -> Result<LsnAt> {
-        match self {
-            Self::LsnAt(found) => Ok(found),
-            other => Err(other.unexpected("an LSN")),
-        }
-    }
-
-    pub fn into_backup(self) -> Result<PackedBase> {
-        match self {
-            Self::Backup(base) => Ok(base),
-            other => Err(other.unexpected("a packed backup")),
-        }
+    fn not_run(self: Box<Self>) {
+        let _ = self.reply.send(Reply::NotRun);
     }
 }
 
 enum Command {
     Run {
-        work: Arc<Work>,
+        job: Box<dyn Job>,
         /// Not started by then: refused without running.
         deadline: Instant,
         /// What each of its statements may take.
         limits: Limits,
-        reply: oneshot::Sender<Reply>,
     },
     Close,
 }
@@ -123,15 +247,15 @@ enum Command {
 /// the memory back; the next request reopens the tenant.
 const RECYCLE_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
-enum Reply {
-    Done(Result<Output>),
+enum Reply<T> {
+    Done(Result<T>),
     /// The actor was closing and did not run the work: run it on the next one.
     NotRun,
 }
 
 /// What a caller learns from one attempt.
-pub enum Attempt {
-    Done(Result<Output>),
+pub enum Attempt<T> {
+    Done(Result<T>),
     NotRun,
 }
 
@@ -310,13 +434,12 @@ impl ActorHandle {
     /// Send work to the actor and wait for its result. Work not started by
     /// `deadline` is refused; work that has started always runs to its end,
     /// so the caller learns the real outcome.
-    pub async fn call(&self, work: Arc<Work>, deadline: Instant, limits: Limits) -> Attempt {
+    pub async fn call<W: Work>(&self, work: Arc<W>, deadline: Instant, limits: Limits) -> Attempt<W::Reply> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Run {
-            work,
+            job: Box::new(Pending { work, outcome: None, reply }),
             deadline,
             limits,
-            reply,
         };
         match tokio::time::timeout_at(deadline.into(), self.tx.send(cmd)).await {
             Err(_) => return Attempt::Done(Err(self.busy())),
@@ -386,8 +509,8 @@ fn actor_main(
             handle.state.store(CLOSING, Ordering::SeqCst);
             rx.close();
             while let Some(cmd) = rx.blocking_recv() {
-                if let Command::Run { reply, .. } = cmd {
-                    let _ = reply.send(Reply::Done(Err(Error::Engine(err.to_string()))));
+                if let Command::Run { job, .. } = cmd {
+                    job.fail(Error::Engine(err.to_string()));
                 }
             }
             return;
@@ -431,42 +554,35 @@ fn actor_main(
             }
         };
         let Command::Run {
-            work,
+            mut job,
             deadline,
             limits,
-            reply,
         } = cmd
         else {
             break;
         };
         if Instant::now() > deadline {
-            let _ = reply.send(Reply::Done(Err(handle.busy())));
+            job.fail(handle.busy());
             continue;
         }
         if handle.refuse_queued.load(Ordering::SeqCst) {
-            let _ = reply.send(Reply::Done(Err(Error::Unavailable("the server is shutting down".into()))));
+            job.fail(Error::Unavailable("the server is shutting down".into()));
             continue;
         }
         let ran = catch_unwind(AssertUnwindSafe(|| {
             db.set_limits(limits);
-            let result = execute(&mut db, &work);
+            job.run(&mut db, feed);
             db.set_limits(Limits::HOUSEKEEPING);
             if db.is_stopped() {
-                return result;
+                return;
             }
             // The work's outcome stands whatever happens here.
             if let Err(err) = db.reset_session() {
                 tracing::error!(tenant = %handle.tenant, error = %err, "could not reset the session");
             }
-            result
         }));
         match ran {
-            Ok(result) => {
-                match &result {
-                    Ok(Output::Stats(stats)) => feed.set_stats(*stats),
-                    Ok(Output::Changes(page)) => feed.publish_head(page.head_lsn),
-                    _ => {}
-                }
+            Ok(()) => {
                 if db.take_schema_recorded() {
                     feed.schema_changed();
                 }
@@ -482,7 +598,7 @@ fn actor_main(
                     }
                     feed.committed();
                 }
-                let _ = reply.send(Reply::Done(result));
+                job.answer();
                 if db.is_stopped() {
                     tracing::warn!(tenant = %handle.tenant, "tenant engine stopped; it reopens with the next request");
                     healthy = false;
@@ -495,9 +611,7 @@ fn actor_main(
             }
             Err(_) => {
                 tracing::error!(tenant = %handle.tenant, "tenant engine panicked; restarting it");
-                let _ = reply.send(Reply::Done(Err(Error::Engine(
-                    "the tenant engine failed while running the request".to_owned(),
-                ))));
+                job.fail(Error::Engine("the tenant engine failed while running the request".to_owned()));
                 healthy = false;
                 break;
             }
@@ -508,8 +622,8 @@ fn actor_main(
     handle.state.store(CLOSING, Ordering::SeqCst);
     rx.close();
     while let Ok(cmd) = rx.try_recv() {
-        if let Command::Run { reply, .. } = cmd {
-            let _ = reply.send(Reply::NotRun);
+        if let Command::Run { job, .. } = cmd {
+            job.not_run();
         }
     }
     if healthy {
@@ -594,26 +708,4 @@ fn feed_new_changes(db: &mut TenantDb, feed: &Feed) -> Result<()> {
         feed.publish_head(head);
     }
     Ok(())
-}
-
-fn execute(db: &mut TenantDb, work: &Work) -> Result<Output> {
-    match work {
-        Work::Query { stmt, row_mode } => db.query(stmt, *row_mode).map(Output::Query),
-        Work::Batch(req) => db.batch(req).map(Output::Batch),
-        Work::Transaction(req) => db.transaction(req).map(Output::Batch),
-        Work::Schema => db.schema().map(Output::Schema),
-        Work::Changes { since, limit } => db.changes(*since, *limit).map(Output::Changes),
-        Work::Stats => db.log_stats().map(Output::Stats),
-        Work::SettleBase => {
-            db.pack_due_base();
-            db.log_stats().map(Output::Stats)
-        }
-        Work::Acknowledge {
-            consumer,
-            lsn,
-            retention,
-        } => db.acknowledge(consumer, *lsn, *retention).map(Output::Stats),
-        Work::Backup { root } => db.pack_base(root).map(Output::Backup),
-        Work::LsnAt { at } => db.lsn_at(at).map(Output::LsnAt),
-    }
 }

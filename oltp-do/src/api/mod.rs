@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::actor::Work;
+use crate::actor::work;
 use crate::error::{Error, Result};
 use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement, requested_timeout};
 use crate::tenants::Tenants;
@@ -190,7 +190,7 @@ async fn config(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Json
 
 async fn schema(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<Value>> {
     tenants.must_exist(&tenant)?;
-    let mut schema = tenants.run(&tenant, Work::Schema).await?.into_schema()?;
+    let mut schema = tenants.run(&tenant, work::Schema).await?;
     schema["tenant"] = json!(tenant.as_str());
     Ok(Json(schema))
 }
@@ -201,14 +201,14 @@ async fn query(
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response> {
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let work = Work::Query {
+    let work = work::Query {
         stmt: Statement {
             sql: req.sql,
             params: req.params,
         },
         row_mode: req.row_mode,
     };
-    let result = tenants.run_sql(&tenant, work, timeout, may_write).await?.into_query()?;
+    let result = tenants.run_sql(&tenant, work, timeout, may_write).await?;
     Ok(Json(result).into_response())
 }
 
@@ -230,7 +230,7 @@ async fn batch(
         ));
     }
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let result = tenants.run_sql(&tenant, Work::Batch(req), timeout, may_write).await?.into_batch()?;
+    let result = tenants.run_sql(&tenant, work::Batch(req), timeout, may_write).await?;
     Ok(Json(result).into_response())
 }
 
@@ -240,7 +240,7 @@ async fn transaction(
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Response> {
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let result = tenants.run_sql(&tenant, Work::Transaction(req), timeout, may_write).await?.into_batch()?;
+    let result = tenants.run_sql(&tenant, work::Transaction(req), timeout, may_write).await?;
     Ok(Json(result).into_response())
 }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::error::error_body;
 use super::extract::SqlTenant;
-use crate::actor::Work;
+use crate::actor::work;
 use crate::protocol::{ChangeFilter, ClientMessage, Statement, checked_lsn, requested_timeout};
 use model::TenantId;
 use crate::tenants::Tenants;
@@ -118,11 +118,11 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, may_write: bool, socke
                 };
                 let (tenants, tenant, out) = (tenants.clone(), tenant.clone(), out.clone());
                 tokio::spawn(async move {
-                    let work = Work::Query {
+                    let work = work::Query {
                         stmt: Statement { sql, params },
                         row_mode,
                     };
-                    let reply = match tenants.run_sql(&tenant, work, timeout, may_write).await.and_then(|o| o.into_query()) {
+                    let reply = match tenants.run_sql(&tenant, work, timeout, may_write).await {
                         Ok(result) => json!({"type": "result", "id": id, "result": result}),
                         Err(err) => json!({"type": "error", "id": id, "error": error_body(&err)["error"]}),
                     };

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Tenants, Tier, io_error, pack_dir, unpack_into};
+use super::storage::{io_error, pack_dir, unpack_into};
+use super::{Tenants, Tier};
 use crate::layout::{self, cold_marker};
-use crate::actor::{CLOSED_HEAD_FILE, Work};
+use crate::actor::{CLOSED_HEAD_FILE, work};
 use crate::archive::{self, Manifest};
 use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
@@ -182,13 +183,8 @@ const PAGE: u64 = 10_000;
 const LAKE_PAGE: u64 = 50_000;
 
 impl Tenants {
-    /// Give restores and bookmarks the tenants' history beyond their change logs.
-    pub fn set_history(&self, history: Arc<dyn History>) {
-        *self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(history);
-    }
-
     fn history(&self) -> Option<Arc<dyn History>> {
-        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.history.clone()
     }
 
     fn exists(&self, tenant: &TenantId) -> bool {
@@ -217,7 +213,7 @@ impl Tenants {
                 format!("{} is in the future", instant_text(at_us)),
             ));
         }
-        let found = self.run(tenant, Work::LsnAt { at: instant_text(at_us) }).await?.into_lsn_at()?;
+        let found = self.run(tenant, work::LsnAt { at: instant_text(at_us) }).await?;
         let (lsn, source) = if found.covered {
             (found.lsn, "log")
         } else {
@@ -284,7 +280,7 @@ impl Tenants {
         };
         // The base backup after a schema change the client just made is
         // packed (if the tenant is open) and stored first.
-        if let Some(settled) = self.run_quietly(tenant, Work::SettleBase).await {
+        if let Some(settled) = self.run_quietly(tenant, work::SettleBase).await {
             settled?;
         } else if let Some(closing) = self.closing_actor(tenant) {
             // Closing packs it: wait for that.
