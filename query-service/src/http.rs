@@ -125,7 +125,7 @@ async fn diff(
     };
     let (from, to) = match (bound(&request.from), bound(&request.to)) {
         (Ok(from), Ok(to)) => (from, to),
-        (Err(err), _) | (_, Err(err)) => return err.into_response(),
+        (Err(err), _) | (_, Err(err)) => return QueryError::from(err).into_response(),
     };
     let sql = format!("SELECT * FROM table_diff({}, {from}, {to})", literal(&request.table));
     answer(&service, &sql, Encoding::Json, &who).await

@@ -173,9 +173,9 @@ impl QueryService {
     /// tenants it reaches, and naming another is refused. Placeholders
     /// (`$1`…) stay in the plan until [`Prepared::run`] gets their values.
     pub async fn prepare(&self, mut statement: Statement, who: &Principal) -> Result<Prepared, QueryError> {
-        rewrite::check_versions(&mut statement)?;
         // Refusals that need no table (too many buckets) come before any is loaded.
-        let needs = rewrite::needs(&mut statement, self.limits.max_buckets)?;
+        let analysis = rewrite::analyse(&mut statement, self.limits.max_buckets)?;
+        let needs = &analysis.needs;
 
         let ctx = SessionContext::new_with_config_rt(
             SessionConfig::new()
@@ -209,7 +209,7 @@ impl QueryService {
                 )));
             }
         }
-        rewrite::rewrite(&mut statement, &loaded)?;
+        rewrite::rewrite(&mut statement, &analysis, &loaded)?;
         // The checkpoints the rewritten query starts its states from.
         for ((tenant, name, lsn), snapshot) in loaded.checkpoints_read.take() {
             let Some(table) = checkpoint_tables.get(&(tenant.clone(), name.clone())) else { continue };

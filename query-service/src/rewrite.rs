@@ -257,172 +257,255 @@ fn lake_table(name: String) -> String {
     lake::spec::query_name(&name).unwrap_or(name)
 }
 
-/// The lake tables a query reads; errors for version clauses on anything
-/// else, and for a `growth` or `activity` with literal bounds and more than
-/// `max_buckets` buckets.
-pub fn needs(statement: &mut Statement, max_buckets: u64) -> Result<Needs, QueryError> {
-    struct Collect(Needs, Option<QueryError>, u64);
-    impl VisitorMut for Collect {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-            let TableFactor::Table { name, version, args, .. } = factor else {
-                return ControlFlow::Continue(());
-            };
-            if let Some(args) = args {
-                match TableFn::of(name, args) {
-                    Some(Ok(TableFn::Diff(call))) => {
-                        self.0.tables.insert((call.tenant, call.table));
-                    }
-                    Some(Ok(TableFn::Series(call))) => {
-                        if let Err(err) = call.check(self.2) {
-                            self.1 = Some(err);
-                            return ControlFlow::Break(());
-                        }
-                        match call.tenant {
-                            Some(tenant) => {
-                                self.0.tables.insert((tenant, call.table));
-                            }
-                            None => {
-                                self.0.all_tenants.insert(call.table);
-                            }
-                        }
-                    }
-                    Some(Err(err)) => {
-                        self.1 = Some(err);
-                        return ControlFlow::Break(());
-                    }
-                    None => {}
-                }
-                return ControlFlow::Continue(());
-            }
-            match reference(name) {
-                Some(r) if r.tenant == ALL_TENANTS => {
-                    if r.kind != Kind::State {
-                        self.1 = Some(QueryError::Sql(format!(
-                            "{ALL_TENANTS} has only tables' states; read \"{}$…\" per tenant",
-                            r.table
-                        )));
-                        return ControlFlow::Break(());
-                    }
-                    self.0.all_tenants.insert(r.table);
-                }
-                // Registered by the rewrite that reads it.
-                Some(r) if r.kind == Kind::Checkpoint && version.is_none() => {}
-                Some(r) => {
-                    self.0.tables.insert((r.tenant, r.table));
-                }
-                None if version.is_some() => {
-                    self.1 = Some(QueryError::Sql(format!(
-                        "AS OF applies to lake tables (<tenant>.<table>, \"<table>$changes\", \"<table>$snapshots\"), not to {name}"
-                    )));
-                    return ControlFlow::Break(());
-                }
-                None => {}
-            }
-            ControlFlow::Continue(())
+/// Why a query's lake references cannot be rewritten: each a refusal the
+/// client can act on, turned into a [`QueryError`] (its HTTP status and
+/// SQLSTATE) in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("unsupported version clause {0}: use FOR SYSTEM_TIME AS OF, TIMESTAMP AS OF or VERSION AS OF")]
+    UnsupportedVersionClause(String),
+    #[error("AS OF applies to lake tables (<tenant>.<table>, \"<table>$changes\", \"<table>$snapshots\"), not to {0}")]
+    NotALakeTable(String),
+    #[error("{ALL_TENANTS} has only tables' states; read \"{0}$…\" per tenant")]
+    AllTenantsStateOnly(String),
+    #[error("{tenant}.\"{table}$checkpoint@…\": a checkpoint is one instant already; AS OF does not apply")]
+    CheckpointAsOf { tenant: String, table: String },
+    #[error("'{0}': not a timestamp (expected e.g. '2026-11-27 10:00:00+00')")]
+    NotATimestamp(String),
+    #[error("'{0}' is not an LSN (a whole number from 0 to {max})", max = i64::MAX)]
+    NotAnLsn(String),
+    #[error("{0}: arguments are positional")]
+    NotPositional(String),
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    #[error(
+        "{tenant}.{table} has no primary key, so its state cannot be rebuilt from the changelog; \
+         read {tenant}.\"{table}$changes\" instead"
+    )]
+    NoPrimaryKey { tenant: String, table: String },
+    #[error(
+        "{tenant}.{table}: the primary key changed between the two instants ({before} then, {after} after): rows cannot be matched"
+    )]
+    KeyChanged { tenant: String, table: String, before: String, after: String },
+    #[error("no lake table {tenant}.{table} (is the tenant's table shipped yet?)")]
+    NoTable { tenant: String, table: String },
+    #[error("no tenant has a lake table named {0}")]
+    NoTenantHas(String),
+    /// A limit of `growth` and `activity` (an interval, an instant range, the bucket cap).
+    #[error(transparent)]
+    Limit(QueryError),
+    #[error("{tenant}.{table}: key column {column} is not a column")]
+    KeyNotAColumn { tenant: String, table: String, column: String },
+    #[error("rewritten query does not parse ({cause}): {sql}")]
+    Unparsable { sql: String, cause: datafusion::sql::sqlparser::parser::ParserError },
+}
+
+impl From<RewriteError> for QueryError {
+    fn from(err: RewriteError) -> Self {
+        match err {
+            RewriteError::Limit(err) => err,
+            RewriteError::NotAnLsn(_) => Self::InvalidArgument(err.to_string()),
+            RewriteError::NoTable { .. } | RewriteError::NoTenantHas(_) => Self::NotFound(err.to_string()),
+            RewriteError::KeyNotAColumn { .. } | RewriteError::Unparsable { .. } => Self::Internal(err.to_string()),
+            _ => Self::Sql(err.to_string()),
         }
-    }
-    let mut collect = Collect(Needs::default(), None, max_buckets);
-    let _ = statement.visit(&mut collect);
-    match collect.1 {
-        Some(err) => Err(err),
-        None => Ok(collect.0),
     }
 }
 
-/// Replace every lake reference by its query.
-pub fn rewrite(statement: &mut Statement, loaded: &Loaded) -> Result<(), QueryError> {
-    struct Rewrite<'a>(&'a Loaded, Option<QueryError>);
-    impl VisitorMut for Rewrite<'_> {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-            let TableFactor::Table { name, alias, version, args, .. } = factor else {
-                return ControlFlow::Continue(());
-            };
-            if let Some(call_args) = args {
-                let Some(call) = TableFn::of(name, call_args) else { return ControlFlow::Continue(()) };
-                let function = normalized(&name.0[0]).unwrap_or_default();
-                let sql = call.and_then(|call| call.sql(self.0));
-                match sql.and_then(|sql| parse_query(&sql)) {
-                    Ok(query) => {
-                        let alias = alias.clone().or_else(|| {
-                            Some(TableAlias { explicit: true, name: Ident::new(function), columns: Vec::new() })
-                        });
-                        *factor = TableFactor::Derived { lateral: false, subquery: query, alias, sample: None };
-                    }
-                    Err(err) => {
-                        self.1 = Some(err);
-                        return ControlFlow::Break(());
-                    }
-                }
-                return ControlFlow::Continue(());
+/// What one table factor of the query is, read once by [`analyse`].
+enum Site {
+    /// Not rewritten: a CTE, a raw changelog or snapshot table read without
+    /// a bound (registered as it is), or a table function of DataFusion's.
+    Keep,
+    /// A lake table with its bound.
+    Lake { reference: Reference, bound: Bound },
+    /// One of the lake's table functions.
+    Function { call: TableFn, name: String },
+}
+
+/// A query's lake references as [`analyse`] read them: what to load, and
+/// for each table factor (in visiting order) what it becomes.
+pub struct Analysis {
+    pub needs: Needs,
+    sites: Vec<Site>,
+}
+
+/// Read every table factor of the query once: the lake tables it needs
+/// loaded, each reference's bound, each table function's arguments; and
+/// the refusals that need no table (version clauses the lake cannot honour,
+/// `AS OF` on what is not a lake table, `growth` or `activity` with literal
+/// bounds and more than `max_buckets` buckets).
+pub fn analyse(statement: &mut Statement, max_buckets: u64) -> Result<Analysis, RewriteError> {
+    struct Analyse {
+        analysis: Analysis,
+        max_buckets: u64,
+        error: Option<RewriteError>,
+    }
+    impl Analyse {
+        fn site(&mut self, factor: &TableFactor) -> Result<Site, RewriteError> {
+            let TableFactor::Table { name, version, args, .. } = factor else { unreachable!("only tables are sites") };
+            if let Some(TableVersion::Function(e)) = version {
+                return Err(RewriteError::UnsupportedVersionClause(e.to_string()));
             }
-            let Some(r) = reference(name) else { return ControlFlow::Continue(()) };
-            // The changelog and snapshot tables the rewrite itself emits.
-            if version.is_none() && r.kind != Kind::State && r.tenant != ALL_TENANTS {
-                return ControlFlow::Continue(());
+            let needs = &mut self.analysis.needs;
+            if let Some(args) = args {
+                return Ok(match TableFn::of(name, args).transpose()? {
+                    Some(call) => {
+                        match &call {
+                            TableFn::Diff(diff) => {
+                                needs.tables.insert((diff.tenant.clone(), diff.table.clone()));
+                            }
+                            TableFn::Series(series) => {
+                                series.check(self.max_buckets)?;
+                                match &series.tenant {
+                                    Some(tenant) => needs.tables.insert((tenant.clone(), series.table.clone())),
+                                    None => needs.all_tenants.insert(series.table.clone()),
+                                };
+                            }
+                        }
+                        Site::Function { call, name: normalized(&name.0[0]).unwrap_or_default() }
+                    }
+                    None => Site::Keep,
+                });
             }
-            let bound = match Bound::of(version.as_ref()) {
-                Ok(bound) => bound,
-                Err(err) => {
-                    self.1 = Some(err);
-                    return ControlFlow::Break(());
+            let Some(reference) = reference(name) else {
+                return match version {
+                    Some(_) => Err(RewriteError::NotALakeTable(name.to_string())),
+                    None => Ok(Site::Keep),
+                };
+            };
+            if reference.tenant == ALL_TENANTS {
+                if reference.kind != Kind::State {
+                    return Err(RewriteError::AllTenantsStateOnly(reference.table));
                 }
-            };
-            let sql = match r.kind {
-                _ if r.tenant == ALL_TENANTS => all_tenants_sql(self.0, &r.table, &bound),
-                Kind::State => match self.0.tables.get(&(r.tenant.clone(), r.table.clone())) {
-                    Some(shape) => state_sql(&r.tenant, &r.table, shape, &bound, None, Some(&self.0.checkpoints_read)),
-                    None => Err(no_table(&r.tenant, &r.table)),
-                },
-                Kind::Changes => Ok(format!(
-                    "SELECT * FROM {} WHERE {}",
-                    qualified(&r.tenant, &format!("{}$changes", r.table)),
-                    bound.changes()
-                )),
-                Kind::Snapshots => Ok(format!(
-                    "SELECT * FROM {} WHERE {}",
-                    qualified(&r.tenant, &format!("{}$snapshots", r.table)),
-                    bound.snapshots()
-                )),
-                Kind::Checkpoint => Err(QueryError::Sql(format!(
-                    "{}.\"{}$checkpoint@…\": a checkpoint is one instant already; AS OF does not apply",
-                    r.tenant, r.table
-                ))),
-            };
-            let query = match sql.and_then(|sql| parse_query(&sql)) {
-                Ok(query) => query,
-                Err(err) => {
-                    self.1 = Some(err);
-                    return ControlFlow::Break(());
+                needs.all_tenants.insert(reference.table.clone());
+            } else if reference.kind == Kind::Checkpoint {
+                // Registered by the rewrite that reads it.
+                return match version {
+                    Some(_) => Err(RewriteError::CheckpointAsOf { tenant: reference.tenant, table: reference.table }),
+                    None => Ok(Site::Keep),
+                };
+            } else {
+                needs.tables.insert((reference.tenant.clone(), reference.table.clone()));
+                // Read as registered: the raw changelog and snapshot tables.
+                if version.is_none() && reference.kind != Kind::State {
+                    return Ok(Site::Keep);
                 }
-            };
-            let alias = alias.clone().unwrap_or_else(|| TableAlias {
-                explicit: true,
-                name: Ident::with_quote('"', r.table.clone()),
-                columns: Vec::new(),
-            });
-            *factor = TableFactor::Derived { lateral: false, subquery: query, alias: Some(alias), sample: None };
-            ControlFlow::Continue(())
+            }
+            Ok(Site::Lake { bound: Bound::of(version.as_ref())?, reference })
         }
     }
-    let mut rewrite = Rewrite(loaded, None);
-    let _ = statement.visit(&mut rewrite);
-    match rewrite.1 {
+    impl VisitorMut for Analyse {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if !matches!(factor, TableFactor::Table { .. }) {
+                return ControlFlow::Continue(());
+            }
+            match self.site(factor) {
+                Ok(site) => {
+                    self.analysis.sites.push(site);
+                    ControlFlow::Continue(())
+                }
+                Err(err) => {
+                    self.error = Some(err);
+                    ControlFlow::Break(())
+                }
+            }
+        }
+    }
+    let mut visit = Analyse { analysis: Analysis { needs: Needs::default(), sites: Vec::new() }, max_buckets, error: None };
+    let _ = statement.visit(&mut visit);
+    match visit.error {
+        Some(err) => Err(err),
+        None => Ok(visit.analysis),
+    }
+}
+
+/// Replace every lake reference and table function by its query, as
+/// `analysis` read them. A factor is replaced once its own children have
+/// been visited, so the queries put in are not visited again.
+pub fn rewrite(statement: &mut Statement, analysis: &Analysis, loaded: &Loaded) -> Result<(), RewriteError> {
+    struct Rewrite<'a> {
+        sites: std::slice::Iter<'a, Site>,
+        open: Vec<&'a Site>,
+        loaded: &'a Loaded,
+        error: Option<RewriteError>,
+    }
+    impl Rewrite<'_> {
+        fn replace(&self, site: &Site, factor: &mut TableFactor) -> Result<(), RewriteError> {
+            let TableFactor::Table { alias, .. } = factor else { unreachable!("only tables are sites") };
+            let (sql, default_alias) = match site {
+                Site::Keep => return Ok(()),
+                Site::Function { call, name } => (call.sql(self.loaded)?, Ident::new(name)),
+                Site::Lake { reference: r, bound } => {
+                    let sql = match r.kind {
+                        _ if r.tenant == ALL_TENANTS => all_tenants_sql(self.loaded, &r.table, bound)?,
+                        Kind::State => {
+                            let shape = self.loaded.tables.get(&(r.tenant.clone(), r.table.clone()));
+                            let shape = shape.ok_or_else(|| no_table(&r.tenant, &r.table))?;
+                            state_sql(&r.tenant, &r.table, shape, bound, None, Some(&self.loaded.checkpoints_read))?
+                        }
+                        Kind::Changes => format!(
+                            "SELECT * FROM {} WHERE {}",
+                            qualified(&r.tenant, &format!("{}$changes", r.table)),
+                            bound.changes()
+                        ),
+                        Kind::Snapshots => format!(
+                            "SELECT * FROM {} WHERE {}",
+                            qualified(&r.tenant, &format!("{}$snapshots", r.table)),
+                            bound.snapshots()
+                        ),
+                        Kind::Checkpoint => unreachable!("a checkpoint is never a lake site"),
+                    };
+                    (sql, Ident::with_quote('"', r.table.clone()))
+                }
+            };
+            let subquery = parse_query(&sql)?;
+            let alias = alias.clone().unwrap_or(TableAlias { explicit: true, name: default_alias, columns: Vec::new() });
+            *factor = TableFactor::Derived { lateral: false, subquery, alias: Some(alias), sample: None };
+            Ok(())
+        }
+    }
+    impl<'a> VisitorMut for Rewrite<'a> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if matches!(factor, TableFactor::Table { .. }) {
+                let site = self.sites.next().expect("the statement analysed");
+                self.open.push(site);
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if !matches!(factor, TableFactor::Table { .. }) {
+                return ControlFlow::Continue(());
+            }
+            let site = self.open.pop().expect("visited before");
+            match self.replace(site, factor) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(err) => {
+                    self.error = Some(err);
+                    ControlFlow::Break(())
+                }
+            }
+        }
+    }
+    let mut visit = Rewrite { sites: analysis.sites.iter(), open: Vec::new(), loaded, error: None };
+    let _ = statement.visit(&mut visit);
+    match visit.error {
         Some(err) => Err(err),
         None => Ok(()),
     }
 }
 
-fn no_table(tenant: &str, table: &str) -> QueryError {
-    QueryError::NotFound(format!("no lake table {tenant}.{table} (is the tenant's table shipped yet?)"))
+fn no_table(tenant: &str, table: &str) -> RewriteError {
+    RewriteError::NoTable { tenant: tenant.to_owned(), table: table.to_owned() }
 }
 
-fn parse_query(sql: &str) -> Result<Box<Query>, QueryError> {
+fn parse_query(sql: &str) -> Result<Box<Query>, RewriteError> {
     Parser::new(&LakeDialect::default())
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_query())
-        .map_err(|e| QueryError::Internal(format!("rewritten query does not parse ({e}): {sql}")))
+        .map_err(|cause| RewriteError::Unparsable { sql: sql.to_owned(), cause })
 }
 
 fn qualified(tenant: &str, table: &str) -> String {
@@ -437,13 +520,12 @@ enum Bound {
 }
 
 impl Bound {
-    fn of(version: Option<&TableVersion>) -> Result<Self, QueryError> {
+    fn of(version: Option<&TableVersion>) -> Result<Self, RewriteError> {
         Ok(match version {
             None => Self::Now,
             Some(TableVersion::ForSystemTimeAsOf(e) | TableVersion::TimestampAsOf(e)) => Self::Instant(instant(e)?),
             Some(TableVersion::VersionAsOf(e)) => Self::Lsn(e.to_string()),
-            // `AT(...)`/`BEFORE(...)`: rejected by `check_versions` first.
-            Some(TableVersion::Function(e)) => Self::Instant(instant(e)?),
+            Some(TableVersion::Function(e)) => return Err(RewriteError::UnsupportedVersionClause(e.to_string())),
         })
     }
 
@@ -496,7 +578,7 @@ impl Bound {
 /// a string literal is read here — `YYYY-MM-DD[ HH:MM:SS[.ffffff]][±HH[:MM]]`,
 /// `T` and `Z` accepted, UTC without an offset — any other expression is
 /// converted by DataFusion.
-fn instant(e: &Expr) -> Result<String, QueryError> {
+fn instant(e: &Expr) -> Result<String, RewriteError> {
     match literal_micros(e)? {
         Some(micros) => Ok(format!("to_timestamp_micros({micros})")),
         None => Ok(format!("to_timestamp_micros({e})")),
@@ -504,12 +586,11 @@ fn instant(e: &Expr) -> Result<String, QueryError> {
 }
 
 /// A string literal instant in microseconds since the epoch (None: not a literal).
-fn literal_micros(e: &Expr) -> Result<Option<i64>, QueryError> {
+fn literal_micros(e: &Expr) -> Result<Option<i64>, RewriteError> {
     let Expr::Value(ValueWithSpan { value: Value::SingleQuotedString(text), .. }) = e else {
         return Ok(None);
     };
-    let micros = model::parse_instant(text)
-        .ok_or_else(|| QueryError::Sql(format!("'{text}': not a timestamp (expected e.g. '2026-11-27 10:00:00+00')")))?;
+    let micros = model::parse_instant(text).ok_or_else(|| RewriteError::NotATimestamp(text.clone()))?;
     Ok(Some(micros))
 }
 
@@ -524,13 +605,10 @@ fn state_sql(
     bound: &Bound,
     tenant_column: Option<&str>,
     checkpoints_read: Option<&CheckpointsRead>,
-) -> Result<String, QueryError> {
+) -> Result<String, RewriteError> {
     let (columns, key) = shape.columns_at(bound);
     if key.is_empty() {
-        return Err(QueryError::Sql(format!(
-            "{tenant}.{table} has no primary key, so its state cannot be rebuilt from the changelog; \
-             read {tenant}.\"{table}$changes\" instead"
-        )));
+        return Err(RewriteError::NoPrimaryKey { tenant: tenant.to_owned(), table: table.to_owned() });
     }
     let changes = qualified(tenant, &format!("{table}$changes"));
     // The key's fields, by the names the columns have at the bound.
@@ -541,7 +619,11 @@ fn state_sql(
                 .iter()
                 .find(|(_, name)| name == k)
                 .map(|(expr, _)| expr.replacen("\"__c\".", "", 1))
-                .ok_or_else(|| QueryError::Internal(format!("{tenant}.{table}: key column {k} is not a column")))
+                .ok_or_else(|| RewriteError::KeyNotAColumn {
+                    tenant: tenant.to_owned(),
+                    table: table.to_owned(),
+                    column: k.clone(),
+                })
         })
         .collect::<Result<_, _>>()?;
     let columns: Vec<String> = columns.iter().map(|(expr, name)| format!("{expr} AS {}", quote_ident(name))).collect();
@@ -595,10 +677,12 @@ fn state_sql(
     ))
 }
 
-fn all_tenants_sql(loaded: &Loaded, table: &str, bound: &Bound) -> Result<String, QueryError> {
-    let tenants = loaded.all_tenants.get(table).filter(|t| !t.is_empty()).ok_or_else(|| {
-        QueryError::NotFound(format!("no tenant has a lake table named {table}"))
-    })?;
+fn all_tenants_sql(loaded: &Loaded, table: &str, bound: &Bound) -> Result<String, RewriteError> {
+    let tenants = loaded
+        .all_tenants
+        .get(table)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| RewriteError::NoTenantHas(table.to_owned()))?;
     let parts = tenants
         .iter()
         .map(|tenant| {
@@ -612,29 +696,6 @@ fn all_tenants_sql(loaded: &Loaded, table: &str, bound: &Bound) -> Result<String
     Ok(parts.join(" UNION ALL BY NAME "))
 }
 
-/// Refuse version clauses the lake cannot honour (`AT(...)`, `BEFORE(...)`).
-pub fn check_versions(statement: &mut Statement) -> Result<(), QueryError> {
-    let mut bad = None;
-    struct Check<'a>(&'a mut Option<String>);
-    impl VisitorMut for Check<'_> {
-        type Break = ();
-        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-            if let TableFactor::Table { version: Some(TableVersion::Function(e)), .. } = factor {
-                *self.0 = Some(e.to_string());
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let _ = statement.visit(&mut Check(&mut bad));
-    match bad {
-        Some(clause) => Err(QueryError::Sql(format!(
-            "unsupported version clause {clause}: use FOR SYSTEM_TIME AS OF, TIMESTAMP AS OF or VERSION AS OF"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// The lake's table functions.
 enum TableFn {
     Diff(DiffCall),
@@ -643,14 +704,14 @@ enum TableFn {
 
 impl TableFn {
     /// None if `name(args)` is not one of them.
-    fn of(name: &ObjectName, args: &TableFunctionArgs) -> Option<Result<Self, QueryError>> {
+    fn of(name: &ObjectName, args: &TableFunctionArgs) -> Option<Result<Self, RewriteError>> {
         let [part] = name.0.as_slice() else { return None };
-        let exprs = || -> Result<Vec<&Expr>, QueryError> {
+        let exprs = || -> Result<Vec<&Expr>, RewriteError> {
             args.args
                 .iter()
                 .map(|a| match a {
                     FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-                    _ => Err(QueryError::Sql(format!("{name}: arguments are positional"))),
+                    _ => Err(RewriteError::NotPositional(name.to_string())),
                 })
                 .collect()
         };
@@ -662,7 +723,7 @@ impl TableFn {
         }
     }
 
-    fn sql(&self, loaded: &Loaded) -> Result<String, QueryError> {
+    fn sql(&self, loaded: &Loaded) -> Result<String, RewriteError> {
         match self {
             Self::Diff(call) => {
                 let shape = loaded.tables.get(&(call.tenant.clone(), call.table.clone()));
@@ -715,12 +776,11 @@ struct SeriesCall {
 }
 
 impl SeriesCall {
-    fn parse(series: Series, exprs: &[&Expr]) -> Result<Self, QueryError> {
+    fn parse(series: Series, exprs: &[&Expr]) -> Result<Self, RewriteError> {
         let usage = || {
-            QueryError::Sql(
-                "usage: growth|activity('<table>' or '<tenant>.<table>', <start>, <end>, '<interval>'), e.g. \
-                 growth('orders', '2026-11-01', '2026-11-30', '1 day')"
-                    .into(),
+            RewriteError::Usage(
+                "growth|activity('<table>' or '<tenant>.<table>', <start>, <end>, '<interval>'), e.g. \
+                 growth('orders', '2026-11-01', '2026-11-30', '1 day')",
             )
         };
         let [target, start, end, interval] = exprs else { return Err(usage()) };
@@ -732,7 +792,7 @@ impl SeriesCall {
         };
         let (literal_start, literal_end) = (literal_micros(start)?, literal_micros(end)?);
         for micros in [literal_start, literal_end].into_iter().flatten() {
-            buckets::instant(series.name(), micros)?;
+            buckets::instant(series.name(), micros).map_err(RewriteError::Limit)?;
         }
         Ok(Self {
             series,
@@ -740,7 +800,7 @@ impl SeriesCall {
             table,
             start: instant(start)?,
             end: instant(end)?,
-            step: buckets::interval(series.name(), interval)?,
+            step: buckets::interval(series.name(), interval).map_err(RewriteError::Limit)?,
             interval: interval.replace('\'', "''"),
             literal_start,
             literal_end,
@@ -749,20 +809,20 @@ impl SeriesCall {
 
     /// Refuse more than `cap` buckets when the bounds are literals (when
     /// they are expressions, [`buckets::FUNCTION`] does as it runs).
-    fn check(&self, cap: u64) -> Result<(), QueryError> {
+    fn check(&self, cap: u64) -> Result<(), RewriteError> {
         if let (Some(start), Some(end)) = (self.literal_start, self.literal_end) {
-            buckets::check(self.series.name(), start, end, self.step, cap)?;
+            buckets::check(self.series.name(), start, end, self.step, cap).map_err(RewriteError::Limit)?;
         }
         Ok(())
     }
 
-    fn sql(&self, loaded: &Loaded) -> Result<String, QueryError> {
+    fn sql(&self, loaded: &Loaded) -> Result<String, RewriteError> {
         let tenants = match &self.tenant {
             Some(tenant) => vec![tenant.clone()],
             None => loaded.all_tenants.get(&self.table).cloned().unwrap_or_default(),
         };
         if tenants.is_empty() {
-            return Err(QueryError::NotFound(format!("no tenant has a lake table named {}", self.table)));
+            return Err(RewriteError::NoTenantHas(self.table.clone()));
         }
         let parts = tenants
             .iter()
@@ -839,12 +899,12 @@ struct DiffCall {
 }
 
 impl DiffCall {
-    fn parse(exprs: &[&Expr]) -> Result<Self, QueryError> {
-        let usage = || QueryError::Sql("usage: table_diff('<tenant>.<table>', <from>, <to>) with timestamps or LSNs".into());
+    fn parse(exprs: &[&Expr]) -> Result<Self, RewriteError> {
+        let usage = || RewriteError::Usage("table_diff('<tenant>.<table>', <from>, <to>) with timestamps or LSNs");
         let [table, from, to] = exprs else { return Err(usage()) };
         let name = string_arg(table).ok_or_else(usage)?;
         let (tenant, table) = name.split_once('.').ok_or_else(usage)?;
-        let bound = |e: &Expr| -> Result<Bound, QueryError> {
+        let bound = |e: &Expr| -> Result<Bound, RewriteError> {
             match e {
                 Expr::Value(ValueWithSpan { value: Value::Number(n, _), .. }) => Ok(Bound::Lsn(lsn(n)?)),
                 other => Ok(Bound::Instant(instant(other)?)),
@@ -855,20 +915,17 @@ impl DiffCall {
 }
 
 /// An LSN as a client wrote it: a whole number the changelog's `_lsn` can hold.
-pub fn lsn(text: &str) -> Result<String, QueryError> {
+pub fn lsn(text: &str) -> Result<String, RewriteError> {
     match text.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n.to_string()),
-        _ => Err(QueryError::InvalidArgument(format!(
-            "'{text}' is not an LSN (a whole number from 0 to {})",
-            i64::MAX
-        ))),
+        _ => Err(RewriteError::NotAnLsn(text.to_owned())),
     }
 }
 
 /// Rows added, removed and changed between the two states, by primary key:
 /// `change`, the key columns, and `before` / `after` (each row's values as
 /// a struct; NULL on the side where the row does not exist).
-fn diff_sql(call: &DiffCall, shape: &TableShape, loaded: &Loaded) -> Result<String, QueryError> {
+fn diff_sql(call: &DiffCall, shape: &TableShape, loaded: &Loaded) -> Result<String, RewriteError> {
     let before = state_sql(&call.tenant, &call.table, shape, &call.from, None, Some(&loaded.checkpoints_read))?;
     let after = state_sql(&call.tenant, &call.table, shape, &call.to, None, Some(&loaded.checkpoints_read))?;
     // Each side has the columns of its instant; rows are matched by the
@@ -876,13 +933,12 @@ fn diff_sql(call: &DiffCall, shape: &TableShape, loaded: &Loaded) -> Result<Stri
     let (before_columns, before_key) = shape.columns_at(&call.from);
     let (after_columns, key) = shape.columns_at(&call.to);
     if before_key != key {
-        return Err(QueryError::Sql(format!(
-            "{}.{}: the primary key changed between the two instants ({} then, {} after): rows cannot be matched",
-            call.tenant,
-            call.table,
-            before_key.join(", "),
-            key.join(", ")
-        )));
+        return Err(RewriteError::KeyChanged {
+            tenant: call.tenant.clone(),
+            table: call.table.clone(),
+            before: before_key.join(", "),
+            after: key.join(", "),
+        });
     }
     let names = |columns: Vec<(String, String)>| columns.into_iter().map(|(_, name)| name).collect::<Vec<_>>();
     let (before_columns, after_columns) = (names(before_columns), names(after_columns));
@@ -938,22 +994,98 @@ mod tests {
 
     fn rewritten(sql: &str) -> Result<String, QueryError> {
         let mut statement = parse(sql)?;
-        check_versions(&mut statement)?;
-        needs(&mut statement, 100)?;
-        rewrite(&mut statement, &loaded())?;
+        let analysis = analyse(&mut statement, 100)?;
+        rewrite(&mut statement, &analysis, &loaded())?;
         Ok(statement.to_string())
     }
 
+    /// What a query must become: fragments its rewritten SQL holds (and
+    /// ones it must not), or the error code it is refused with.
+    enum Expect {
+        Holds(Vec<String>, &'static [&'static str]),
+        Refused(&'static str),
+    }
+
+    /// µs of 2026-01-01 00:00:00 UTC.
+    const JAN_1_2026: i64 = 20454 * 86_400_000_000;
+
+    /// The `AS OF` rewrite, case by case: each query as a client writes it,
+    /// and what it must become.
     #[test]
-    fn every_version_clause_is_applied_or_refused() {
-        let sql = rewritten("SELECT * FROM acme.items VERSION AS OF 7 JOIN acme.items FOR SYSTEM_TIME AS OF '2026-01-01' AS b ON true").unwrap();
-        assert!(sql.contains("\"_lsn\" <= (7)"), "{sql}");
-        assert!(sql.contains(&format!("to_timestamp_micros({})", 20454i64 * 86_400_000_000)), "{sql}");
-        assert!(!sql.contains("AS OF"), "{sql}");
-        assert!(rewritten("WITH x AS (SELECT 1) SELECT * FROM x TIMESTAMP AS OF '2026-01-01'").is_err());
-        assert!(rewritten("SELECT * FROM acme.items AT(TIMESTAMP => '2026-01-01')").is_err());
-        assert!(rewritten("SELECT * FROM acme.items TIMESTAMP AS OF 'yesterday'").is_err());
-        assert!(rewritten("DROP TABLE acme.items").is_err());
+    fn as_of_rewrites() {
+        use Expect::*;
+        let holds = |has: &[&str], lacks: &'static [&'static str]| Holds(has.iter().map(|s| s.to_string()).collect(), lacks);
+        let jan_1 = format!("to_timestamp_micros({JAN_1_2026})");
+        let jan_1_noon_cet = format!("to_timestamp_micros({})", JAN_1_2026 + 11 * 3_600_000_000);
+        let cases: Vec<(&str, Expect)> = vec![
+            // Each version clause keeps what it names.
+            ("SELECT * FROM acme.items VERSION AS OF 7", holds(&["\"_lsn\" <= (7)", "AS \"items\""], &["AS OF"])),
+            ("SELECT * FROM acme.items FOR SYSTEM_TIME AS OF '2026-01-01'", holds(&[&jan_1, "\"_commit_ts\" <= "], &["AS OF"])),
+            ("SELECT * FROM acme.items TIMESTAMP AS OF '2026-01-01T00:00:00Z'", holds(&[&jan_1], &["AS OF"])),
+            ("SELECT * FROM acme.items TIMESTAMP AS OF '2026-01-01 12:00:00+01'", holds(&[&jan_1_noon_cet], &[])),
+            // An expression bound is left to DataFusion, in microseconds.
+            (
+                "SELECT * FROM acme.items FOR SYSTEM_TIME AS OF now() - INTERVAL '1 hour'",
+                holds(&["to_timestamp_micros(now() - INTERVAL '1 hour')"], &["AS OF"]),
+            ),
+            // Two references, two bounds, each its own alias.
+            (
+                "SELECT * FROM acme.items VERSION AS OF 7 JOIN acme.items FOR SYSTEM_TIME AS OF '2026-01-01' AS b ON true",
+                holds(&["\"_lsn\" <= (7)", &jan_1, "AS b"], &["AS OF"]),
+            ),
+            // A reference in a subquery, a CTE or a predicate is rewritten too.
+            ("SELECT * FROM (SELECT id FROM acme.items VERSION AS OF 3) AS s", holds(&["\"_lsn\" <= (3)"], &["AS OF"])),
+            ("WITH x AS (SELECT * FROM acme.items VERSION AS OF 3) SELECT * FROM x", holds(&["\"_lsn\" <= (3)"], &["AS OF"])),
+            (
+                "SELECT * FROM acme.items WHERE id IN (SELECT id FROM acme.items VERSION AS OF 5)",
+                holds(&["\"_lsn\" <= (5)"], &["AS OF"]),
+            ),
+            // The changelog and the snapshots within a bound; raw without one.
+            ("SELECT * FROM acme.\"items$changes\" VERSION AS OF 9", holds(&["\"items$changes\" WHERE \"_lsn\" <= (9)"], &[])),
+            ("SELECT * FROM acme.\"items$changes\"", holds(&["FROM acme.\"items$changes\""], &["WHERE"])),
+            ("SELECT * FROM acme.\"items$snapshots\" VERSION AS OF 9", holds(&["\"lsn_to\" <= (9)"], &[])),
+            // A state without a bound: the latest change per key, deletes
+            // dropped, nothing before the latest truncate or drop.
+            ("SELECT * FROM acme.items", holds(&["max(\"_lsn\")", "<> 'delete'", "IN ('truncate', 'drop')"], &[])),
+            // The relation current at the bound: an earlier table of the same name is cut off.
+            ("SELECT * FROM acme.items VERSION AS OF 50", holds(&["WHEN (50) >= 40 THEN 39"], &[])),
+            // Refusals.
+            ("WITH x AS (SELECT 1) SELECT * FROM x TIMESTAMP AS OF '2026-01-01'", Refused("invalid_sql")),
+            ("SELECT * FROM acme.items AT(TIMESTAMP => '2026-01-01')", Refused("invalid_sql")),
+            ("SELECT * FROM acme.items TIMESTAMP AS OF 'yesterday'", Refused("invalid_sql")),
+            ("SELECT * FROM acme.\"items$checkpoint@10\" VERSION AS OF 3", Refused("invalid_sql")),
+            ("SELECT * FROM all_tenants.\"items$changes\"", Refused("invalid_sql")),
+            ("SELECT * FROM acme.nothing VERSION AS OF 3", Refused("not_found")),
+            ("SELECT * FROM all_tenants.items", Refused("not_found")),
+            ("DROP TABLE acme.items", Refused("invalid_sql")),
+            ("SELECT 1; SELECT 2", Refused("invalid_sql")),
+            // table_diff: two states joined; LSNs must fit the changelog.
+            ("SELECT * FROM table_diff('acme.items', 1, '2026-01-01')", holds(&["FULL JOIN", "AS table_diff"], &[])),
+            ("SELECT * FROM table_diff('acme.items', 1)", Refused("invalid_sql")),
+            ("SELECT * FROM table_diff('items', 1, 2)", Refused("invalid_sql")),
+            ("SELECT * FROM table_diff('acme.items', 1, 99999999999999999999)", Refused("invalid_argument")),
+            ("SELECT * FROM table_diff('acme.items', 1, 'soon')", Refused("invalid_sql")),
+        ];
+        for (sql, expect) in cases {
+            match (rewritten(sql), expect) {
+                (Ok(out), Holds(has, lacks)) => {
+                    for fragment in has {
+                        assert!(out.contains(&fragment), "{sql}\n  should hold {fragment}\n  became {out}");
+                    }
+                    for fragment in lacks {
+                        assert!(!out.contains(fragment), "{sql}\n  should not hold {fragment}\n  became {out}");
+                    }
+                    // What the rewrite emits parses and is final: a second pass changes nothing.
+                    let mut again = parse(&out).unwrap_or_else(|e| panic!("{sql}: rewritten query does not parse: {e}"));
+                    let analysis = analyse(&mut again, 100).unwrap();
+                    rewrite(&mut again, &analysis, &loaded()).unwrap();
+                    assert_eq!(again.to_string(), out, "{sql}: a second rewrite changed it");
+                }
+                (Err(err), Refused(code)) => assert_eq!(err.code(), code, "{sql}: {err}"),
+                (Ok(out), Refused(code)) => panic!("{sql}: expected {code}, became {out}"),
+                (Err(err), Holds(..)) => panic!("{sql}: refused: {err}"),
+            }
+        }
     }
 
     #[test]
@@ -961,6 +1093,9 @@ mod tests {
         let err = rewritten("SELECT * FROM growth('acme.items', '2000-01-01', '2200-01-01', '1 second')").unwrap_err();
         assert_eq!(err.code(), "too_many_buckets", "{err}");
         assert!(err.to_string().contains("limit of 100 (--max-buckets)"), "{err}");
+        // Refused by the analysis alone: nothing is loaded for it.
+        let mut statement = parse("SELECT * FROM growth('items', '2000-01-01', '2200-01-01', '1 second')").unwrap();
+        assert!(matches!(analyse(&mut statement, 100), Err(RewriteError::Limit(QueryError::TooManyBuckets { .. }))));
         let sql = rewritten("SELECT * FROM activity('acme.items', '2026-01-01', '2026-01-05', '1 day')").unwrap();
         assert!(sql.contains("tidelake_buckets("), "{sql}");
         for (start, end, interval) in [
@@ -984,7 +1119,7 @@ mod tests {
     fn table_names_are_read_as_lake_names() {
         let lake_tables = |sql: &str| {
             let mut statement = parse(sql).unwrap();
-            let needs = needs(&mut statement, 100).unwrap();
+            let needs = analyse(&mut statement, 100).unwrap().needs;
             let mut names: Vec<String> = needs.tables.into_iter().map(|(_, t)| t).collect();
             names.extend(needs.all_tenants);
             names
@@ -1001,15 +1136,6 @@ mod tests {
             lake_tables("SELECT * FROM growth('a b', '2026-01-01', '2026-01-02', '1 day')"),
             ["a-20b"]
         );
-    }
-
-    #[test]
-    fn table_diff_becomes_a_join_of_two_states() {
-        let sql = rewritten("SELECT * FROM table_diff('acme.items', 1, '2026-01-01')").unwrap();
-        assert!(sql.contains("FULL JOIN"), "{sql}");
-        assert!(rewritten("SELECT * FROM table_diff('acme.items', 1)").is_err());
-        let err = rewritten("SELECT * FROM table_diff('acme.items', 1, 99999999999999999999)").unwrap_err();
-        assert_eq!(err.code(), "invalid_argument", "{err}");
     }
 
     /// A state read starts from the newest checkpoint at or before a literal
