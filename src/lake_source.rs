@@ -22,16 +22,16 @@ pub struct TenantsSource(pub Weak<Tenants>);
 
 impl TenantsSource {
     fn tenants(&self) -> Result<Arc<Tenants>, SourceError> {
-        self.0.upgrade().ok_or_else(|| SourceError::Failed("the server is shutting down".into()))
+        self.0.upgrade().ok_or_else(|| SourceError::failed("the server is shutting down"))
     }
 }
 
 fn tenant(name: &str) -> Result<TenantId, SourceError> {
-    TenantId::parse(name).map_err(|e| SourceError::Failed(e.to_string()))
+    TenantId::parse(name).map_err(SourceError::failed)
 }
 
 fn failed(err: Error) -> SourceError {
-    SourceError::Failed(err.to_string())
+    SourceError::failed(err)
 }
 
 impl ChangeSource for TenantsSource {
@@ -84,7 +84,7 @@ impl ChangeSource for TenantsSource {
             .into_iter()
             .map(serde_json::from_value)
             .collect::<Result<_, _>>()
-            .map_err(|e| SourceError::Failed(format!("a schema version of tenant {name}: {e}")))
+            .map_err(|e| SourceError::failed(format!("a schema version of tenant {name}: {e}")))
     }
 
     async fn acknowledge(&self, name: &str, lsn: u64) -> Result<(), SourceError> {

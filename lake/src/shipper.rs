@@ -829,7 +829,7 @@ mod tests {
         async fn read(&self, _: &str, since: u64, limit: u64) -> std::result::Result<crate::ChangePage, SourceError> {
             let read = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
             if self.fault == Fault::Read(read) {
-                return Err(SourceError::Failed(format!("read {read} failed")));
+                return Err(SourceError::failed(format!("read {read} failed")));
             }
             let changes = self.changes.iter().filter(|c| c.lsn > since).take(limit as usize).cloned().collect();
             Ok(crate::ChangePage { changes, head_lsn: 60, schema_epoch: 1 })
@@ -838,14 +838,14 @@ mod tests {
         async fn schema_versions(&self, _: &str) -> std::result::Result<Vec<SchemaVersion>, SourceError> {
             let read = self.version_reads.fetch_add(1, Ordering::Relaxed) + 1;
             if self.fault == Fault::Versions(read) {
-                return Err(SourceError::Failed(format!("schema read {read} failed")));
+                return Err(SourceError::failed(format!("schema read {read} failed")));
             }
             Ok(self.versions.clone())
         }
 
         async fn acknowledge(&self, _: &str, lsn: u64) -> std::result::Result<(), SourceError> {
             if self.fault == Fault::Acknowledge {
-                return Err(SourceError::Failed("acknowledgement failed".into()));
+                return Err(SourceError::failed("acknowledgement failed"));
             }
             self.acked.fetch_max(lsn, Ordering::Relaxed);
             Ok(())

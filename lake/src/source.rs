@@ -24,8 +24,15 @@ pub enum SourceError {
     /// The changes asked for were trimmed from the log; `tail` is the oldest kept.
     #[error("changes were trimmed from the change log; the oldest kept is LSN {tail}")]
     Trimmed { tail: u64 },
+    /// The source could not answer; the cause is the source's own error.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl SourceError {
+    pub fn failed(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Failed(cause.into())
+    }
 }
 
 pub trait ChangeSource: Send + Sync + 'static {

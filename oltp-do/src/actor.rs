@@ -314,6 +314,7 @@ impl ActorHandle {
             refuse_queued: std::sync::atomic::AtomicBool::new(false),
         });
         let shared = handle.clone();
+        let dir = root.clone();
         std::thread::Builder::new()
             .name(format!("tenant-{tenant}"))
             .stack_size(8 * 1024 * 1024)
@@ -322,7 +323,7 @@ impl ActorHandle {
                 shared.state.store(CLOSED, Ordering::SeqCst);
                 let _ = closed_tx.send(true);
             })
-            .map_err(|e| Error::Engine(format!("spawn tenant thread: {e}")))?;
+            .map_err(|e| Error::io("start the thread of the tenant at", &dir, e))?;
         Ok(handle)
     }
 
@@ -485,7 +486,7 @@ fn actor_main(
         match std::fs::remove_file(root.join(CLOSED_HEAD_FILE)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Engine(format!("remove {CLOSED_HEAD_FILE}: {e}"))),
+            Err(e) => return Err(Error::io("remove", &root.join(CLOSED_HEAD_FILE), e)),
         }
         let created = started.elapsed();
         let mut db = TenantDb::open(&root, runtime.settings(), Session::Tenant)?;

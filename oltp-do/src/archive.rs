@@ -78,9 +78,9 @@ impl Manifest {
 
 impl Store {
     pub fn open(config: &ArchiveConfig) -> Result<Self> {
-        let failed = |e: opendal::Error| Error::Engine(format!("archive storage {}: {e}", config.location));
+        let failed = |source| Error::Storage { what: format!("archive storage {}", config.location), source };
         let op = if let Some(path) = config.location.strip_prefix("file://") {
-            std::fs::create_dir_all(path).map_err(|e| Error::Engine(format!("create {path}: {e}")))?;
+            std::fs::create_dir_all(path).map_err(|e| Error::io("create", Path::new(path), e))?;
             opendal::Operator::new(opendal::services::Fs::default().root(path)).map_err(failed)?.finish()
         } else if let Some(rest) = config.location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -112,8 +112,8 @@ impl Store {
         &self.location
     }
 
-    fn failed(&self, what: &str, key: &str, e: opendal::Error) -> Error {
-        Error::Engine(format!("{what} {key} in {}: {e}", self.location))
+    fn failed(&self, what: &str, key: &str, source: opendal::Error) -> Error {
+        Error::Storage { what: format!("{what} {key} in {}", self.location), source }
     }
 
     /// Store a packed archive and its manifest (the manifest last: an
@@ -218,7 +218,7 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// Pack a directory: tar, then zstd with its content checksum.
 pub fn pack(dir: &Path) -> Result<Packed> {
-    let failed = |e: io::Error| Error::Engine(format!("pack {}: {e}", dir.display()));
+    let failed = |e: io::Error| Error::io("pack", dir, e);
     let mut encoder = zstd::stream::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(failed)?;
     encoder.include_checksum(true).map_err(failed)?;
     let raw_bytes;
@@ -263,7 +263,7 @@ fn append_dir<W: io::Write>(tar: &mut tar::Builder<W>, dir: &Path, prefix: &Path
 /// hidden sibling first, renamed into place when complete.
 pub fn unpack(bytes: &[u8], into: &Path) -> Result<()> {
     let staging = crate::layout::unpacking(into);
-    let failed = |e: io::Error| Error::Engine(format!("unpack into {}: {e}", staging.display()));
+    let failed = |e: io::Error| Error::io("unpack into", &staging, e);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(failed)?;
     }
@@ -274,7 +274,7 @@ pub fn unpack(bytes: &[u8], into: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&staging);
         Error::ArchiveCorrupt(format!("cannot unpack the archive for {}: {e}", into.display()))
     })?;
-    std::fs::rename(&staging, into).map_err(|e| Error::Engine(format!("install {}: {e}", into.display())))?;
+    std::fs::rename(&staging, into).map_err(|e| Error::io("install", into, e))?;
     Ok(())
 }
 

@@ -75,6 +75,42 @@ pub enum Error {
     /// Our side failed: the engine could not be opened or crashed.
     #[error("engine error: {0}")]
     Engine(String),
+    /// PGlite failed: opening a database, a call into the engine, closing it.
+    #[error("engine error: {what}: {source:#}")]
+    Pglite {
+        what: String,
+        #[source]
+        source: anyhow::Error,
+    },
+    /// A file of ours could not be read, written or moved.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Work of ours run off the async threads died (it panicked).
+    #[error("the {what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A record of ours that does not parse (a marker, an engine's answer).
+    #[error("{what}: {source}")]
+    Malformed {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The archive store failed.
+    #[error("{what}: {source}")]
+    Storage {
+        what: String,
+        #[source]
+        source: opendal::Error,
+    },
     /// A statement of ours (capture, the change log, housekeeping) failed;
     /// the engine's error is the cause.
     #[error("{what}: {source}")]
@@ -111,6 +147,34 @@ pub enum Error {
 }
 
 impl Error {
+    /// Of ours: the server failed, not the client (HTTP 500).
+    pub fn is_ours(&self) -> bool {
+        matches!(
+            self,
+            Self::Engine(_)
+                | Self::Pglite { .. }
+                | Self::Io { .. }
+                | Self::Task { .. }
+                | Self::Malformed { .. }
+                | Self::Storage { .. }
+                | Self::Ours { .. }
+                | Self::NotAChange { .. }
+        )
+    }
+
+    pub fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io { what, path: path.to_path_buf(), source }
+    }
+
+    pub fn pglite(what: impl Into<String>) -> impl FnOnce(anyhow::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Pglite { what, source }
+    }
+
+    pub fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| Self::Task { what, source }
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,

@@ -24,7 +24,7 @@ pub fn run_as_owner(config: &OltpConfig, tenant: &TenantId, sql: &str) -> Result
             root.display()
         )));
     }
-    Pglite::preload().map_err(|e| Error::Engine(format!("preload PGlite runtime: {e:#}")))?;
+    Pglite::preload().map_err(Error::pglite("preload the PGlite runtime"))?;
     let mut db = TenantDb::open(&root, &config.engine, Session::Owner)?;
     let results = db.owner_script(sql);
     db.close()?;

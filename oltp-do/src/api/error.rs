@@ -42,9 +42,15 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::Denied(auth::Denied::Forbidden(_)) => StatusCode::FORBIDDEN,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Database(db) => status_for_sqlstate(&db.code),
-        Error::Engine(_) | Error::Ours { .. } | Error::NotAChange { .. } | Error::ArchiveCorrupt(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        Error::Engine(_)
+        | Error::Pglite { .. }
+        | Error::Io { .. }
+        | Error::Task { .. }
+        | Error::Malformed { .. }
+        | Error::Storage { .. }
+        | Error::Ours { .. }
+        | Error::NotAChange { .. }
+        | Error::ArchiveCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -63,7 +69,14 @@ pub fn error_body(err: &Error) -> Value {
         Error::BadRequest { code, .. } => code,
         Error::PayloadTooLarge { .. } => "payload_too_large",
         Error::Database(db) => return json!({ "error": db }),
-        Error::Engine(_) | Error::Ours { .. } | Error::NotAChange { .. } => "engine_error",
+        Error::Engine(_)
+        | Error::Pglite { .. }
+        | Error::Io { .. }
+        | Error::Task { .. }
+        | Error::Malformed { .. }
+        | Error::Storage { .. }
+        | Error::Ours { .. }
+        | Error::NotAChange { .. } => "engine_error",
         Error::Gone(_) => "changes_trimmed",
         Error::Busy(_) => "tenant_busy",
         Error::Unavailable(_) => "unavailable",
@@ -82,7 +95,7 @@ impl IntoResponse for Error {
             // The status, the body and the WWW-Authenticate challenge.
             return denied.into_response();
         }
-        if matches!(self, Error::Engine(_) | Error::Ours { .. } | Error::NotAChange { .. } | Error::ArchiveCorrupt(_)) {
+        if self.is_ours() || matches!(self, Error::ArchiveCorrupt(_)) {
             tracing::error!(error = %self, "request failed on the server side");
         }
         let mut response = (status_for(&self), Json(error_body(&self))).into_response();

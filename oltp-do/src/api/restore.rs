@@ -73,7 +73,7 @@ pub async fn restore(
     drop(tx);
     if !streaming {
         while rx.recv().await.is_some() {}
-        let report = task.await.map_err(|e| Error::Engine(format!("restore task: {e}")))??;
+        let report = task.await.map_err(Error::task("restore"))??;
         return Ok(Json(json!(report)).into_response());
     }
     let lines = async_stream(rx, task);
@@ -92,7 +92,7 @@ fn async_stream(
         let outcome = match task?.await {
             Ok(Ok(report)) => json!({ "done": report }),
             Ok(Err(err)) => error_body(&err),
-            Err(e) => error_body(&Error::Engine(format!("restore task: {e}"))),
+            Err(e) => error_body(&Error::task("restore")(e)),
         };
         Some((Ok(format!("{outcome}\n")), (rx, None)))
     })

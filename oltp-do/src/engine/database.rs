@@ -95,7 +95,7 @@ impl TenantDb {
             .path(root)
             .postgres_configs(settings.gucs())
             .open()
-            .map_err(|e| Error::Engine(format!("open {}: {e:#}", root.display())))?;
+            .map_err(Error::pglite(format!("open {}", root.display())))?;
         let host = pg.host_handle();
         // The role switch rests on this static: if it is not where this
         // build says, tenant SQL could not be kept from the superuser.
@@ -249,7 +249,7 @@ impl TenantDb {
         self.trusted(&format!("SET SESSION AUTHORIZATION {TENANT_ROLE}; RESET search_path"))?;
         self.host
             .write_i32("AuthenticatedUserId", self.tenant_role)
-            .map_err(|e| Error::Engine(format!("set the session user: {e:#}")))?;
+            .map_err(Error::pglite("set the session user"))?;
         self.session = Session::Tenant;
         Ok(())
     }
@@ -259,7 +259,7 @@ impl TenantDb {
     fn become_owner(&mut self) -> Result<()> {
         self.host
             .write_i32("AuthenticatedUserId", BOOTSTRAP_SUPERUSER)
-            .map_err(|e| Error::Engine(format!("set the session user: {e:#}")))?;
+            .map_err(Error::pglite("set the session user"))?;
         let owner = model::sql::quote_ident(&self.owner_name);
         self.trusted(&format!("SET SESSION AUTHORIZATION {owner}; SET search_path = pg_catalog, pg_temp"))?;
         self.session = Session::Owner;
@@ -334,7 +334,7 @@ impl TenantDb {
     pub fn close(mut self) -> Result<()> {
         self.pg
             .close()
-            .map_err(|e| Error::Engine(format!("close: {e:#}")))
+            .map_err(Error::pglite("close"))
     }
 
     /// Send protocol messages and fold the answer, within the statement
@@ -366,7 +366,7 @@ impl TenantDb {
                 ..err
             }));
         }
-        let data = result.map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let data = result.map_err(Error::pglite("run a round trip"))?;
         let mut outcome = wire::collect(&data, row_mode);
         drop(data);
         self.committed_changes |= outcome.notified;

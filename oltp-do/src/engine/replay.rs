@@ -481,7 +481,7 @@ impl TenantDb {
                             RowMode::Object,
                         )?;
                         let text = rows.first().and_then(|r| r["rows"].as_str()).unwrap_or("[]");
-                        let rows: Value = serde_json::from_str(text).map_err(|e| Error::Engine(format!("diff of {name}: {e}")))?;
+                        let rows: Value = serde_json::from_str(text).map_err(|source| Error::Malformed { what: format!("diff of {name}"), source })?;
                         Ok((name, rows))
                     })
                     .collect::<Result<serde_json::Map<String, Value>>>()
@@ -515,7 +515,7 @@ impl TenantDb {
             RowMode::Object,
         )?;
         let text = rows.first().and_then(|r| r["versions"].as_str()).unwrap_or("[]");
-        serde_json::from_str(text).map_err(|e| Error::Engine(format!("schema versions: {e}")))
+        serde_json::from_str(text).map_err(|source| Error::Malformed { what: "schema versions".into(), source })
     }
 }
 

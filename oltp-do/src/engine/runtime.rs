@@ -49,7 +49,7 @@ impl EngineRuntime {
             .spawn(move || {
                 let started = Instant::now();
                 let outcome = Pglite::preload()
-                    .map_err(|e| Error::Engine(format!("preload PGlite runtime: {e:#}")))
+                    .map_err(Error::pglite("preload the PGlite runtime"))
                     .and_then(|()| template::prepare(&preparing.template_dir, &preparing.settings));
                 let phase = match outcome {
                     Ok(()) => {

@@ -27,17 +27,17 @@ pub fn prepare(dir: &Path, settings: &EngineSettings) -> Result<()> {
         return Ok(());
     }
     if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| io_error("remove stale template", dir, e))?;
+        fs::remove_dir_all(dir).map_err(|e| Error::io("remove stale template", dir, e))?;
     }
     let building = dir.with_extension("building");
     if building.exists() {
-        fs::remove_dir_all(&building).map_err(|e| io_error("remove", &building, e))?;
+        fs::remove_dir_all(&building).map_err(|e| Error::io("remove", &building, e))?;
     }
     let db = TenantDb::open(&building, settings, Session::Owner)?;
     db.close()?;
     fs::write(building.join(MARKER), TEMPLATE_VERSION)
-        .map_err(|e| io_error("write", &building, e))?;
-    fs::rename(&building, dir).map_err(|e| io_error("install template", dir, e))?;
+        .map_err(|e| Error::io("write", &building, e))?;
+    fs::rename(&building, dir).map_err(|e| Error::io("install template", dir, e))?;
     Ok(())
 }
 
@@ -48,11 +48,11 @@ pub fn instantiate(template: &Path, root: &Path) -> Result<()> {
     }
     let staging = crate::layout::creating(root);
     if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| io_error("remove", &staging, e))?;
+        fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
     }
-    copy_tree(template, &staging).map_err(|e| io_error("copy template to", &staging, e))?;
+    copy_tree(template, &staging).map_err(|e| Error::io("copy template to", &staging, e))?;
     let _ = fs::remove_file(staging.join(MARKER));
-    fs::rename(&staging, root).map_err(|e| io_error("create tenant", root, e))?;
+    fs::rename(&staging, root).map_err(|e| Error::io("create tenant", root, e))?;
     Ok(())
 }
 
@@ -79,9 +79,6 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
-    Error::Engine(format!("{what} {}: {err}", path.display()))
-}
 
 /// Spare tenant roots copied from the template ahead of need, so creating a
 /// tenant is a rename rather than a copy (a copy writes ~10 MB, which the

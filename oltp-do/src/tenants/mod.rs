@@ -192,9 +192,7 @@ impl Tenants {
     /// engine runtime; `services` is given the tenants (weakly: they own
     /// what it returns) to build what reads them.
     pub fn with_services(config: OltpConfig, services: impl FnOnce(Weak<Self>) -> Services) -> Result<Arc<Self>> {
-        std::fs::create_dir_all(config.tenants_dir()).map_err(|e| {
-            Error::Engine(format!("create {}: {e}", config.tenants_dir().display()))
-        })?;
+        std::fs::create_dir_all(config.tenants_dir()).map_err(|e| Error::io("create", &config.tenants_dir(), e))?;
         let store = Store::open(&config.archive)?;
         layout::recover(&config.tenants_dir());
         let runtime = EngineRuntime::start(&config);

@@ -89,7 +89,7 @@ impl Tenants {
             // Interrupted between unpacking and removing the marker (or
             // between writing it and removing the directory): the directory
             // is the tenant, as current as the archive or newer.
-            std::fs::remove_file(&marker).map_err(|e| io_error("remove", &marker, e))?;
+            std::fs::remove_file(&marker).map_err(|e| Error::io("remove", &marker, e))?;
             return Ok(());
         }
         let started = Instant::now();
@@ -97,7 +97,7 @@ impl Tenants {
         let bytes = self.store.fetch(&manifest).await?;
         let fetched = started.elapsed();
         unpack_into(bytes, &root).await?;
-        std::fs::remove_file(&marker).map_err(|e| io_error("remove", &marker, e))?;
+        std::fs::remove_file(&marker).map_err(|e| Error::io("remove", &marker, e))?;
         self.metrics.promotions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             tenant = %tenant,
@@ -138,11 +138,11 @@ impl Tenants {
             let marker = layout::cold_marker(&root);
             let staging = layout::cold_marker_writing(&root);
             let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-            std::fs::write(&staging, json).map_err(|e| io_error("write", &staging, e))?;
-            std::fs::rename(&staging, &marker).map_err(|e| io_error("install", &marker, e))?;
+            std::fs::write(&staging, json).map_err(|e| Error::io("write", &staging, e))?;
+            std::fs::rename(&staging, &marker).map_err(|e| Error::io("install", &marker, e))?;
             let removing = layout::removing(&root);
-            std::fs::rename(&root, &removing).map_err(|e| io_error("move away", &root, e))?;
-            std::fs::remove_dir_all(&removing).map_err(|e| io_error("remove", &removing, e))?;
+            std::fs::rename(&root, &removing).map_err(|e| Error::io("move away", &root, e))?;
+            std::fs::remove_dir_all(&removing).map_err(|e| Error::io("remove", &removing, e))?;
             self.metrics.demotions.fetch_add(1, Ordering::Relaxed);
             tracing::info!(tenant = %tenant, archive_bytes = manifest.bytes, lsn = head, "tenant went cold");
             Ok(true)
@@ -309,7 +309,7 @@ pub(super) async fn pack_dir(dir: &Path) -> Result<archive::Packed> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || archive::pack(&dir))
         .await
-        .map_err(|e| Error::Engine(format!("pack task: {e}")))?
+        .map_err(Error::task("pack"))?
 }
 
 /// Unpack a verified archive into `into`, off the async threads.
@@ -317,15 +317,12 @@ pub(super) async fn unpack_into(bytes: Vec<u8>, into: &Path) -> Result<()> {
     let into = into.to_path_buf();
     tokio::task::spawn_blocking(move || archive::unpack(&bytes, &into))
         .await
-        .map_err(|e| Error::Engine(format!("unpack task: {e}")))?
+        .map_err(Error::task("unpack"))?
 }
 
 pub(super) fn read_marker(marker: &Path) -> Result<Manifest> {
-    let bytes = std::fs::read(marker).map_err(|e| io_error("read", marker, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Engine(format!("cold marker {}: {e}", marker.display())))
+    let bytes = std::fs::read(marker).map_err(|e| Error::io("read", marker, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Malformed { what: format!("cold marker {}", marker.display()), source })
 }
 
-pub(super) fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Engine(format!("{what} {}: {e}", path.display()))
-}
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::storage::{io_error, pack_dir, unpack_into};
+use super::storage::{pack_dir, unpack_into};
 use super::{Tenants, Tier};
 use crate::layout::{self, cold_marker};
 use crate::actor::{CLOSED_HEAD_FILE, work};
@@ -320,7 +320,7 @@ impl Tenants {
         let dest = into.unwrap_or(tenant);
         let staging_dir = layout::restoring(&self.root(dest));
         if staging_dir.exists() {
-            std::fs::remove_dir_all(&staging_dir).map_err(|e| io_error("remove", &staging_dir, e))?;
+            std::fs::remove_dir_all(&staging_dir).map_err(|e| Error::io("remove", &staging_dir, e))?;
         }
         let mut staging = Staging(Some(staging_dir.clone()));
         progress(Progress::Fetching { backup: base.key.clone(), lsn: base.lsn, bytes: base.bytes });
@@ -529,7 +529,7 @@ impl Tenants {
         let dir = staging.0.clone().expect("staging directory");
         let packed = pack_dir(&dir).await?;
         let root = self.root(into);
-        std::fs::rename(&dir, &root).map_err(|e| io_error("install", &root, e))?;
+        std::fs::rename(&dir, &root).map_err(|e| Error::io("install", &root, e))?;
         staging.0 = None;
         self.feed(into).set_closed_head(Some(head));
         self.commits.mark(into);
@@ -603,7 +603,7 @@ impl Tenants {
                 read
             })
             .await
-            .map_err(|e| Error::Engine(format!("restore task: {e}")))??;
+            .map_err(Error::task("restore"))??;
             let undone = match (from_log, &history) {
                 (Some(changes), _) => Some((changes, ReplaySource::Log)),
                 (None, Some(history)) if head - target <= DIFF_LIMIT => match history.changes(tenant, target, head).await {
@@ -628,17 +628,17 @@ impl Tenants {
                 Ok(head)
             })
             .await
-            .map_err(|e| Error::Engine(format!("restore task: {e}")))??;
+            .map_err(Error::task("restore"))??;
 
             // Swap: the old directory moves aside, the staged one in.
             let replaced = layout::replaced(&root);
             if replaced.exists() {
-                std::fs::remove_dir_all(&replaced).map_err(|e| io_error("remove", &replaced, e))?;
+                std::fs::remove_dir_all(&replaced).map_err(|e| Error::io("remove", &replaced, e))?;
             }
-            std::fs::rename(&root, &replaced).map_err(|e| io_error("move aside", &root, e))?;
+            std::fs::rename(&root, &replaced).map_err(|e| Error::io("move aside", &root, e))?;
             if let Err(e) = std::fs::rename(&dir, &root) {
                 let _ = std::fs::rename(&replaced, &root);
-                return Err(io_error("install", &root, e));
+                return Err(Error::io("install", &root, e));
             }
             staging.0 = None;
             let _ = std::fs::remove_dir_all(&replaced);
@@ -771,7 +771,7 @@ fn commit_us(version: &Value) -> Option<i64> {
 
 fn write_head(root: &Path, head: u64) -> Result<()> {
     let file = root.join(CLOSED_HEAD_FILE);
-    std::fs::write(&file, head.to_string()).map_err(|e| io_error("write", &file, e))
+    std::fs::write(&file, head.to_string()).map_err(|e| Error::io("write", &file, e))
 }
 
 fn outside_window(tenant: &TenantId, target: &Bookmark, oldest: Option<&Manifest>) -> Error {
@@ -818,7 +818,7 @@ async fn run_blocking_with_progress<T: Send + 'static>(
     while let Some(done) = rx.recv().await {
         progress(done);
     }
-    task.await.map_err(|e| Error::Engine(format!("restore task: {e}")))?
+    task.await.map_err(Error::task("restore"))?
 }
 
 #[cfg(test)]
