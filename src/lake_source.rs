@@ -107,11 +107,6 @@ impl Reporter for LakeReporter {
         }
         fields
     }
-
-    fn metrics(&self, out: &mut String) {
-        self.shipper.write_metrics(out);
-        self.maintainer.write_metrics(out);
-    }
 }
 
 /// The lake as the tenants' history beyond their change logs, for restores

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use catalog::Warehouse;
 use oltp_do::Tenants;
 use oltp_do::tenants::{Reporter, Services};
+use prometheus_client::collector::Collector;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -270,9 +271,15 @@ async fn serve(settings: Settings) -> Result<()> {
         let reporters = shipper.iter().map(|shipper| {
             Arc::new(lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() }) as Arc<dyn Reporter>
         });
+        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+        if let Some(shipper) = &shipper {
+            collectors.push(Box::new(lake::metrics::ShipperMetrics(shipper.clone())));
+            collectors.push(Box::new(lake::metrics::MaintainerMetrics(maintainer.clone())));
+        }
         Services {
             history: Some(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() })),
             reporters: reporters.collect(),
+            collectors,
         }
     })
     .context("open the data directory")?;

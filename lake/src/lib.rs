@@ -14,6 +14,7 @@ pub mod error;
 pub mod history;
 pub mod maintain;
 pub mod mapping;
+pub mod metrics;
 pub mod names;
 pub mod shipper;
 pub mod source;

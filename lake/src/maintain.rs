@@ -209,16 +209,18 @@ impl Maintainer {
             .collect()
     }
 
-    pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// Maintenance's counters and each table's figures, for `/metrics`.
+    pub(crate) fn encode_metrics(&self, encoder: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
         let s = &self.stats;
-        let mut counter = |name: &str, help: &str, value: u64| crate::shipper::write_counter(out, name, help, value);
-        counter("tidelake_lake_maintenance_runs_total", "Tables maintained (compaction, expiry, orphans).", s.runs.load(Ordering::Relaxed));
-        counter("tidelake_lake_compacted_files_total", "Small data files rewritten by compaction.", s.compacted_files.load(Ordering::Relaxed));
-        counter("tidelake_lake_expired_snapshots_total", "Snapshots expired.", s.expired_snapshots.load(Ordering::Relaxed));
-        counter("tidelake_lake_removed_files_total", "Files removed: of expired snapshots, and orphans.", s.removed_files.load(Ordering::Relaxed));
-        counter("tidelake_lake_maintenance_conflicts_total", "Maintenance commits retried after the shipper committed first.", s.conflicts.load(Ordering::Relaxed));
-        counter("tidelake_lake_maintenance_errors_total", "Failed maintenance runs of a table (retried on the next run).", s.errors.load(Ordering::Relaxed));
+        let mut counter = |name: &str, help: &str, value: &AtomicU64| {
+            crate::metrics::counter(encoder, name, help, value.load(Ordering::Relaxed))
+        };
+        counter("tidelake_lake_maintenance_runs", "Tables maintained (compaction, expiry, orphans).", &s.runs)?;
+        counter("tidelake_lake_compacted_files", "Small data files rewritten by compaction.", &s.compacted_files)?;
+        counter("tidelake_lake_expired_snapshots", "Snapshots expired.", &s.expired_snapshots)?;
+        counter("tidelake_lake_removed_files", "Files removed: of expired snapshots, and orphans.", &s.removed_files)?;
+        counter("tidelake_lake_maintenance_conflicts", "Maintenance commits retried after the shipper committed first.", &s.conflicts)?;
+        counter("tidelake_lake_maintenance_errors", "Failed maintenance runs of a table (retried on the next run).", &s.errors)?;
         let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         let gauges: [(&str, &str, fn(&TableStats) -> u64); 6] = [
             ("tidelake_lake_table_data_files", "Live data files of a lake table.", |t| t.data_files),
@@ -229,17 +231,13 @@ impl Maintainer {
             ("tidelake_lake_table_metadata_dir_bytes", "Bytes under a lake table's metadata directory.", |t| t.metadata_dir_bytes),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help} (as of its latest maintenance)\n# TYPE {name} gauge");
-            for ((tenant, table), stats) in tables.iter() {
-                let _ = writeln!(out, "{name}{{tenant=\"{}\",table=\"{}\"}} {}", label(tenant), label(table), value(stats));
-            }
+            let values = tables
+                .iter()
+                .map(|((tenant, table), stats)| ([("tenant", tenant.as_str()), ("table", table.as_str())], value(stats) as i64));
+            crate::metrics::gauges(encoder, name, &format!("{help} (as of its latest maintenance)"), values)?;
         }
+        Ok(())
     }
-}
-
-/// A Prometheus label value, escaped.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// A fault-injection point for the crash tests: the process aborts here

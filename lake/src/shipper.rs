@@ -20,7 +20,6 @@
 //! retried with backoff until it ships again. Nothing stops shipping for good.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,17 +32,14 @@ use tokio::task::JoinSet;
 
 use crate::config::ShipperConfig;
 use crate::error::{LakeError, Result};
+use crate::metrics;
 use crate::names::{self, SourceTable};
+use prometheus_client::encoding::DescriptorEncoder;
 use crate::source::{ChangeSource, SourceError};
 use crate::table::{ChangelogTable, SchemaVersion};
 use model::Change;
 
 pub use crate::spec::PROP_SHIPPED_LSN;
-
-/// One Prometheus counter, with its help and type lines.
-pub(crate) fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-}
 
 /// Longest wait before retrying a tenant whose shipping failed.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -594,34 +590,50 @@ impl<S: ChangeSource> Shipper<S> {
     }
 
     /// Prometheus text lines for the shipper.
-    pub fn write_metrics(&self, out: &mut String) {
+    /// The shipper's counters and each tenant's lag, for `/metrics`.
+    pub(crate) fn encode_metrics(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let s = &self.stats;
-        let mut counter = |name: &str, help: &str, value: u64| write_counter(out, name, help, value);
-        counter("tidelake_lake_changes_shipped_total", "Changes committed to Iceberg tables.", s.changes.load(Ordering::Relaxed));
-        counter("tidelake_lake_commits_total", "Iceberg data commits.", s.commits.load(Ordering::Relaxed));
-        counter("tidelake_lake_files_total", "Parquet data files committed.", s.files.load(Ordering::Relaxed));
-        counter("tidelake_lake_commit_conflicts_total", "Iceberg commits retried after another writer committed first.", s.conflicts.load(Ordering::Relaxed));
-        counter("tidelake_lake_errors_total", "Failed shipping attempts (retried).", s.errors.load(Ordering::Relaxed));
-        counter("tidelake_lake_panics_total", "Shipping attempts that panicked (retried; a bug).", s.panics.load(Ordering::Relaxed));
-        counter("tidelake_lake_deferred_batches_total", "Small batches held back to make a larger commit (lake.max_lag).", s.deferred.load(Ordering::Relaxed));
-        counter("tidelake_lake_lost_changes_total", "Changes trimmed from a change log before they were shipped.", s.lost.load(Ordering::Relaxed));
+        let mut counter = |name: &str, help: &str, value: &AtomicU64| metrics::counter(encoder, name, help, value.load(Ordering::Relaxed));
+        counter("tidelake_lake_changes_shipped", "Changes committed to Iceberg tables.", &s.changes)?;
+        counter("tidelake_lake_commits", "Iceberg data commits.", &s.commits)?;
+        counter("tidelake_lake_files", "Parquet data files committed.", &s.files)?;
+        counter("tidelake_lake_commit_conflicts", "Iceberg commits retried after another writer committed first.", &s.conflicts)?;
+        counter("tidelake_lake_errors", "Failed shipping attempts (retried).", &s.errors)?;
+        counter("tidelake_lake_panics", "Shipping attempts that panicked (retried; a bug).", &s.panics)?;
+        counter("tidelake_lake_deferred_batches", "Small batches held back to make a larger commit (lake.max_lag).", &s.deferred)?;
+        counter("tidelake_lake_lost_changes", "Changes trimmed from a change log before they were shipped.", &s.lost)?;
         let lag = lock(&self.lag);
         let mut tenants: Vec<(&String, &Lag)> = lag.iter().collect();
         tenants.sort_by_key(|(t, _)| *t);
         let failing = tenants.iter().filter(|(_, l)| l.error.is_some()).count();
-        let _ = writeln!(out, "# HELP tidelake_lake_failing_tenants Tenants whose latest shipping attempt failed (retried with backoff).\n# TYPE tidelake_lake_failing_tenants gauge\ntidelake_lake_failing_tenants {failing}");
-        let _ = writeln!(out, "# HELP tidelake_lake_failures Failed shipping attempts of a tenant since its last success.\n# TYPE tidelake_lake_failures gauge");
-        for (tenant, l) in &tenants {
-            let _ = writeln!(out, "tidelake_lake_failures{{tenant=\"{tenant}\"}} {}", l.failures);
+        fn labels(tenant: &str) -> [(&'static str, &str); 1] {
+            [("tenant", tenant)]
         }
-        let _ = writeln!(out, "# HELP tidelake_lake_lag_lsn Changes in a tenant's log not yet in the lake.\n# TYPE tidelake_lake_lag_lsn gauge");
-        for (tenant, l) in &tenants {
-            let _ = writeln!(out, "tidelake_lake_lag_lsn{{tenant=\"{tenant}\"}} {}", l.head_lsn.saturating_sub(l.shipped_lsn));
-        }
-        let _ = writeln!(out, "# HELP tidelake_lake_lag_seconds How long a tenant's oldest unshipped change has waited.\n# TYPE tidelake_lake_lag_seconds gauge");
-        for (tenant, l) in &tenants {
-            let _ = writeln!(out, "tidelake_lake_lag_seconds{{tenant=\"{tenant}\"}} {:.3}", l.seconds());
-        }
+        let per_tenant = |value: fn(&Lag) -> i64| tenants.iter().map(move |(t, l)| (labels(t), value(l)));
+        metrics::gauge(
+            encoder,
+            "tidelake_lake_failing_tenants",
+            "Tenants whose latest shipping attempt failed (retried with backoff).",
+            failing as i64,
+        )?;
+        metrics::gauges(
+            encoder,
+            "tidelake_lake_failures",
+            "Failed shipping attempts of a tenant since its last success.",
+            per_tenant(|l| l.failures as i64),
+        )?;
+        metrics::gauges(
+            encoder,
+            "tidelake_lake_lag_lsn",
+            "Changes in a tenant's log not yet in the lake.",
+            per_tenant(|l| l.head_lsn.saturating_sub(l.shipped_lsn) as i64),
+        )?;
+        metrics::gauges(
+            encoder,
+            "tidelake_lake_lag_seconds",
+            "How long a tenant's oldest unshipped change has waited.",
+            tenants.iter().map(|(t, l)| (labels(t), l.seconds())),
+        )
     }
 }
 

@@ -293,8 +293,14 @@ async fn schema_config_and_health_describe_the_tenant() {
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["ok"], true, "{path}");
     }
-    let metrics = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let response = c.http.get(c.url("/metrics")).send().await.unwrap();
+    let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/openmetrics-text; version=1.0.0"), "{kind}");
+    let metrics = response.text().await.unwrap();
     assert!(metrics.contains("tidelake_tenants_open 1"), "{metrics}");
+    assert!(metrics.contains("# TYPE tidelake_requests counter\n"), "{metrics}");
+    assert!(metrics.lines().any(|l| l.strip_prefix("tidelake_requests_total ").is_some_and(|n| n.parse::<u64>().unwrap() >= 1)), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 }
 
 #[tokio::test]

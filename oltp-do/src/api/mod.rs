@@ -12,9 +12,7 @@ mod ws;
 pub use error::{error_body, status_for};
 pub use routing::resolve as resolve_tenant;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -247,23 +245,6 @@ async fn transaction(
 /// Prometheus text exposition (`admin` over all tenants).
 async fn metrics(State(tenants): State<AppState>, Caller(caller): Caller) -> Result<Response> {
     caller.may_administer()?;
-    let m = &tenants.metrics;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    };
-    metric("tidelake_tenants_open", "gauge", "Tenant databases open in memory.", tenants.open_count() as u64);
-    metric("tidelake_tenants_max_open", "gauge", "Cap on open tenant databases.", tenants.config().max_open_tenants as u64);
-    metric("tidelake_tenant_wakes_total", "counter", "Tenant databases opened (created or woken).", m.wakes.load(Ordering::Relaxed));
-    metric("tidelake_tenant_hibernations_total", "counter", "Idle tenant databases hibernated.", m.hibernations.load(Ordering::Relaxed));
-    metric("tidelake_tenant_demotions_total", "counter", "Hibernated tenants archived to object storage and removed from local disk (cold).", m.demotions.load(Ordering::Relaxed));
-    metric("tidelake_tenant_promotions_total", "counter", "Cold tenants brought back from object storage.", m.promotions.load(Ordering::Relaxed));
-    metric("tidelake_base_backups_total", "counter", "Base backups stored.", m.backups.load(Ordering::Relaxed));
-    metric("tidelake_tiering_errors_total", "counter", "Failed backups and demotions (retried by the next round).", m.tiering_errors.load(Ordering::Relaxed));
-    metric("tidelake_tenant_evictions_total", "counter", "Tenant databases closed to stay under the open cap.", m.evictions.load(Ordering::Relaxed));
-    metric("tidelake_requests_total", "counter", "Requests run on tenant databases.", m.requests.load(Ordering::Relaxed));
-    metric("tidelake_request_errors_total", "counter", "Requests on tenant databases that returned an error.", m.request_errors.load(Ordering::Relaxed));
-    metric("tidelake_engine_ready", "gauge", "1 once the engine runtime is preloaded.", u64::from(runtime_state(&tenants) == "ready"));
-    tenants.report_metrics(&mut out);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    let out = tenants.encode_metrics();
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
 }

@@ -54,6 +54,8 @@ pub struct Tenants {
     commits: Arc<Commits>,
     reporters: Vec<Arc<dyn Reporter>>,
     pub metrics: Metrics,
+    /// What `/metrics` shows: the tenants' own, and the services'.
+    registry: prometheus_client::registry::Registry,
     store: Store,
     /// Per tenant: held while it moves between tiers or is packed from disk.
     moves: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
@@ -90,13 +92,10 @@ pub enum Tier {
 }
 
 /// A part of the server that consumes tenants' change logs (the lake
-/// shipper) and adds its own fields to each tenant's status and its own
-/// lines to `/metrics`.
+/// shipper) and adds its own fields to each tenant's status.
 pub trait Reporter: Send + Sync {
     /// Fields added to the tenant's status (in `health`).
     fn tenant_status(&self, tenant: &TenantId) -> serde_json::Map<String, serde_json::Value>;
-    /// Prometheus text lines appended to `/metrics`.
-    fn metrics(&self, out: &mut String);
 }
 
 #[derive(Default)]
@@ -180,6 +179,8 @@ impl Drop for Lease {
 pub struct Services {
     pub history: Option<Arc<dyn History>>,
     pub reporters: Vec<Arc<dyn Reporter>>,
+    /// Their metrics, collected on each scrape of `/metrics`.
+    pub collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
 }
 
 impl Tenants {
@@ -197,7 +198,12 @@ impl Tenants {
         layout::recover(&config.tenants_dir());
         let runtime = EngineRuntime::start(&config);
         Ok(Arc::new_cyclic(|tenants| {
-            let Services { history, reporters } = services(tenants.clone());
+            let Services { history, reporters, collectors } = services(tenants.clone());
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(status::TenantsMetrics(tenants.clone())));
+            for collector in collectors {
+                registry.register_collector(collector);
+            }
             Self {
             config: Arc::new(config),
             runtime,
@@ -205,6 +211,7 @@ impl Tenants {
             inner: Mutex::new(Inner::default()),
             commits: Arc::default(),
             reporters,
+            registry,
             metrics: Metrics::default(),
             store,
             moves: Mutex::default(),

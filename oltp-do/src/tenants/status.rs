@@ -1,7 +1,15 @@
 //! What `health`, `tidelake tenants` and `/metrics` say about tenants.
 
 use std::path::Path;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::storage::read_marker;
 use super::{TenantStatus, Tenants, Tier};
@@ -9,11 +17,58 @@ use crate::layout::{self, CLOSED_HEAD_FILE};
 use crate::protocol::EngineState;
 use model::TenantId;
 
-impl Tenants {
-    pub fn report_metrics(&self, out: &mut String) {
-        for reporter in self.reporters.iter() {
-            reporter.metrics(out);
+/// The tenants' counters and gauges, read on each scrape of `/metrics`.
+pub(super) struct TenantsMetrics(pub(super) Weak<Tenants>);
+
+impl std::fmt::Debug for TenantsMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantsMetrics")
+    }
+}
+
+impl Collector for TenantsMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(tenants) = self.0.upgrade() else { return Ok(()) };
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+        };
+        gauge("tidelake_tenants_open", "Tenant databases open in memory.", tenants.open_count() as i64)?;
+        gauge("tidelake_tenants_max_open", "Cap on open tenant databases.", tenants.config.max_open_tenants as i64)?;
+        let ready = matches!(tenants.runtime.readiness(), Ok(Some(_)));
+        gauge("tidelake_engine_ready", "1 once the engine runtime is preloaded.", i64::from(ready))?;
+        let m = &tenants.metrics;
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            ("tidelake_tenant_wakes", "Tenant databases opened (created or woken).", &m.wakes),
+            ("tidelake_tenant_hibernations", "Idle tenant databases hibernated.", &m.hibernations),
+            (
+                "tidelake_tenant_demotions",
+                "Hibernated tenants archived to object storage and removed from local disk (cold).",
+                &m.demotions,
+            ),
+            ("tidelake_tenant_promotions", "Cold tenants brought back from object storage.", &m.promotions),
+            ("tidelake_base_backups", "Base backups stored.", &m.backups),
+            ("tidelake_tiering_errors", "Failed backups and demotions (retried by the next round).", &m.tiering_errors),
+            ("tidelake_tenant_evictions", "Tenant databases closed to stay under the open cap.", &m.evictions),
+            ("tidelake_requests", "Requests run on tenant databases.", &m.requests),
+            ("tidelake_request_errors", "Requests on tenant databases that returned an error.", &m.request_errors),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
+        Ok(())
+    }
+}
+
+impl Tenants {
+    /// Every metric of the server in the OpenMetrics text format: the
+    /// tenants', and those of the services given at construction.
+    pub fn encode_metrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %err, "could not encode the metrics");
+        }
+        out
     }
 
     /// Bytes a tenant directory takes on disk. A closed one is measured
