@@ -7,7 +7,10 @@
 //! - [`sql`]: statement splitting and identifier quoting, pure text.
 //! - [`Change`] and [`SchemaVersion`]: a committed change and the table
 //!   shape it was written under, typed from where they leave the engine.
+//! - [`api`]: the HTTP and WebSocket API's requests and answers, and a
+//!   PostgreSQL error as a client sees it.
 
+pub mod api;
 mod change;
 mod instant;
 pub mod sql;

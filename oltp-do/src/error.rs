@@ -1,51 +1,7 @@
 //! The crate's one error type. HTTP status and JSON shape are decided in
 //! `api::error`, nowhere else.
 
-use serde::Serialize;
-
-/// A PostgreSQL error as the client sees it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct DbError {
-    /// SQLSTATE.
-    pub code: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<String>,
-    /// In a batch or transaction: the index of the statement that failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement_index: Option<usize>,
-}
-
-impl DbError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: code.to_owned(),
-            message: message.into(),
-            detail: None,
-            hint: None,
-            position: None,
-            statement_index: None,
-        }
-    }
-
-    pub fn at_statement(mut self, index: usize) -> Self {
-        self.statement_index = Some(index);
-        self
-    }
-}
-
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (SQLSTATE {})", self.message, self.code)
-    }
-}
-
-impl std::error::Error for DbError {}
+pub use model::api::DbError;
 
 impl From<model::InvalidTenantId> for Error {
     fn from(invalid: model::InvalidTenantId) -> Self {
