@@ -156,6 +156,10 @@ pub struct SourceColumn {
     pub type_name: String,
     pub type_oid: i32,
     pub attnum: i32,
+    /// Whether the column takes NULL (absent in versions recorded before
+    /// the change log noted it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nullable: Option<bool>,
 }
 
 /// A table's shape from one LSN on, as the change log records it (the

@@ -96,6 +96,17 @@ pub mod work {
         }
     }
 
+    /// The schema versions the change log recorded, oldest first.
+    #[derive(Debug)]
+    pub struct SchemaHistory;
+
+    impl Work for SchemaHistory {
+        type Reply = Vec<model::SchemaVersion>;
+        fn run(&self, db: &mut TenantDb) -> Result<Vec<model::SchemaVersion>> {
+            db.schema_history()
+        }
+    }
+
     /// A page of changes after `since`.
     #[derive(Debug)]
     pub struct Changes {

@@ -10,11 +10,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::engine::{LogStats, PackedBase};
-use model::{Change, TenantId};
+use model::{Change, SchemaVersion, TenantId};
 
 /// How many recent changes are kept in memory for subscribers.
 pub const RECENT_CAP: usize = 4096;
@@ -34,7 +33,7 @@ pub struct Feed {
     /// changes after the lowest acknowledgement were kept in `recent`).
     closed_head: Mutex<Option<u64>>,
     /// The schema history at the clean close, kept with unacknowledged changes.
-    closed_schema: Mutex<Option<Vec<Value>>>,
+    closed_schema: Mutex<Option<Vec<SchemaVersion>>>,
     /// Acknowledgements received while the database was closed, applied
     /// when it next opens.
     pending_acks: Mutex<Vec<(String, u64, std::time::Duration)>>,
@@ -161,12 +160,12 @@ impl Feed {
         }
     }
 
-    pub fn keep_closed_schema(&self, versions: Vec<Value>) {
+    pub fn keep_closed_schema(&self, versions: Vec<SchemaVersion>) {
         *self.closed_schema.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(versions);
     }
 
     /// The schema history kept at the last clean close, while still closed.
-    pub fn closed_schema(&self) -> Option<Vec<Value>> {
+    pub fn closed_schema(&self) -> Option<Vec<SchemaVersion>> {
         self.closed_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()?;
         self.closed_schema.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use model::Change;
+use model::{Change, SchemaVersion};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -255,11 +255,17 @@ impl TenantDb {
     }
 
     /// Every recorded schema version, oldest first.
-    pub fn schema_history(&mut self) -> Result<Vec<Value>> {
+    pub fn schema_history(&mut self) -> Result<Vec<SchemaVersion>> {
         if !self.capture_enabled() {
             return Ok(Vec::new());
         }
         let outcome = self.statement(SCHEMA_HISTORY_SQL, &[], RowMode::Object)?.or_ours("schema history read")?;
-        Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
+        let rows = outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default();
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_value(row)
+                    .map_err(|source| Error::Malformed { what: "a schema version of the change log".into(), source })
+            })
+            .collect()
     }
 }

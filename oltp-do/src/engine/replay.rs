@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use model::{Change, Op, Row};
+use model::{Change, Op, Row, SchemaVersion};
 use serde_json::{Map, Value, json};
 
 use super::database::TenantDb;
@@ -417,10 +417,10 @@ impl TenantDb {
     /// Where each table's newest schema version (`latest`, as the lake names
     /// its changes) is found here, keyed `schema.table`: its name here and
     /// its columns renamed since, by attnum. Only tables named differently.
-    pub fn renames_for(&mut self, latest: &[Value]) -> Result<HashMap<String, (String, String, HashMap<String, String>)>> {
+    pub fn renames_for(&mut self, latest: &[SchemaVersion]) -> Result<HashMap<String, (String, String, HashMap<String, String>)>> {
         let mut renames = HashMap::new();
         for version in latest {
-            let Some(oid) = version["tableOid"].as_u64() else { continue };
+            let oid = version.table_oid;
             let rows = self.exec(
                 "SELECT n.nspname AS schema, c.relname AS table,                  (SELECT json_object_agg(a.attnum::text, a.attname) FROM pg_attribute a                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text AS columns                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid",
                 &[json!(oid)],
@@ -430,16 +430,15 @@ impl TenantDb {
             let here_columns: HashMap<String, String> =
                 here["columns"].as_str().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
             let mut columns = HashMap::new();
-            for column in version["columns"].as_array().into_iter().flatten() {
-                let (Some(name), Some(attnum)) = (column["name"].as_str(), column["attnum"].as_i64()) else { continue };
-                if let Some(then) = here_columns.get(&attnum.to_string())
-                    && then != name
+            for column in &version.columns {
+                if let Some(then) = here_columns.get(&column.attnum.to_string())
+                    && *then != column.name
                 {
-                    columns.insert(name.to_owned(), then.clone());
+                    columns.insert(column.name.clone(), then.clone());
                 }
             }
             let (schema, table) = (here["schema"].as_str().unwrap_or_default(), here["table"].as_str().unwrap_or_default());
-            let (latest_schema, latest_table) = (version["schema"].as_str().unwrap_or_default(), version["table"].as_str().unwrap_or_default());
+            let (latest_schema, latest_table) = (version.schema.as_str(), version.table.as_str());
             if !columns.is_empty() || schema != latest_schema || table != latest_table {
                 renames.insert(format!("{latest_schema}.{latest_table}"), (schema.to_owned(), table.to_owned(), columns));
             }

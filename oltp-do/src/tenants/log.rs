@@ -9,21 +9,21 @@ use super::registry::Use;
 use crate::actor::work;
 use crate::engine::{ChangePage, LogStats};
 use crate::error::{Error, Result};
-use model::TenantId;
+use model::{SchemaVersion, TenantId};
 
 impl Tenants {
     /// Every schema version recorded in the tenant's change log, oldest first.
     /// A closed tenant answers from what it kept when it closed, if anything.
-    pub async fn schema_versions(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>> {
+    pub async fn schema_versions(&self, tenant: &TenantId) -> Result<Vec<SchemaVersion>> {
         self.schema_versions_as(tenant, Use::Request).await
     }
 
     /// `schema_versions` for housekeeping (the lake's shipper): see [`Use`].
-    pub async fn schema_versions_quietly(&self, tenant: &TenantId) -> Result<Vec<serde_json::Value>> {
+    pub async fn schema_versions_quietly(&self, tenant: &TenantId) -> Result<Vec<SchemaVersion>> {
         self.schema_versions_as(tenant, Use::Housekeeping).await
     }
 
-    pub(super) async fn schema_versions_as(&self, tenant: &TenantId, from: Use) -> Result<Vec<serde_json::Value>> {
+    pub(super) async fn schema_versions_as(&self, tenant: &TenantId, from: Use) -> Result<Vec<SchemaVersion>> {
         if let Some(closing) = self.closing_actor(tenant) {
             closing.closed().await;
         }
@@ -32,8 +32,7 @@ impl Tenants {
         {
             return Ok(versions);
         }
-        let schema = self.run_as(tenant, from, || work::Schema).await?;
-        Ok(schema["versions"].as_array().cloned().unwrap_or_default())
+        self.run_as(tenant, from, || work::SchemaHistory).await
     }
 
     /// Changes after `since`; with `wait`, an empty answer is held back

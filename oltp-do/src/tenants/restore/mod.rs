@@ -30,7 +30,7 @@ use crate::actor::{CLOSED_HEAD_FILE, work};
 use crate::archive::{self, Manifest};
 use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
-use model::{Change, TenantId};
+use model::{Change, SchemaVersion, TenantId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -301,9 +301,9 @@ impl Tenants {
                 "schema_changed_in_window",
                 format!(
                     "table {}.{} changed its schema at LSN {}, between the nearest base backup (LSN {}) and the instant (LSN {}): replay does not cross schema changes; restore to an instant before it, or after a base backup taken since",
-                    change["schema"].as_str().unwrap_or("?"),
-                    change["table"].as_str().unwrap_or("?"),
-                    change["lsn"],
+                    change.schema,
+                    change.table,
+                    change.lsn,
                     base.lsn,
                     target.lsn
                 ),
@@ -745,7 +745,7 @@ fn diff_tables(versions: &[Value], target: u64) -> HashMap<String, Vec<String>> 
 /// the LSN that holds no schema change made after the instant. (A schema
 /// change commits without an LSN of its own: the base backup packed right
 /// after it has the LSN of the change before it.)
-fn choose_base<'a>(backups: &'a [Manifest], versions: &[Value], lsn: u64, at_us: Option<i64>) -> Option<&'a Manifest> {
+fn choose_base<'a>(backups: &'a [Manifest], versions: &[SchemaVersion], lsn: u64, at_us: Option<i64>) -> Option<&'a Manifest> {
     backups.iter().rev().filter(|m| m.lsn <= lsn).find(|m| match at_us {
         Some(at) => !versions.iter().any(|v| commit_us(v).is_some_and(|ts| ts > at && ts <= m.state_at_us())),
         None => true,
@@ -756,17 +756,17 @@ fn choose_base<'a>(backups: &'a [Manifest], versions: &[Value], lsn: u64, at_us:
 /// table after `base` was taken and at or before the target (the LSN
 /// `lsn`, or the instant `at_us`): a replay from that base would cross it.
 /// A version without a known commit time is placed by its LSN alone.
-fn schema_change_between(version: &Value, base: &Manifest, lsn: u64, at_us: Option<i64>) -> bool {
-    let first_lsn = version["lsn"].as_u64().unwrap_or(0);
+fn schema_change_between(version: &SchemaVersion, base: &Manifest, lsn: u64, at_us: Option<i64>) -> bool {
+    let first_lsn = version.lsn;
     match commit_us(version) {
         Some(ts) => ts > base.state_at_us() && at_us.map_or(first_lsn <= lsn, |at| ts <= at),
         None => first_lsn > base.lsn && first_lsn <= lsn,
     }
 }
 
-/// When a schema version committed, in µs since the epoch.
-fn commit_us(version: &Value) -> Option<i64> {
-    version["commitTs"].as_str().and_then(model::parse_instant)
+/// When a schema version committed, in µs since the epoch (None: not known).
+fn commit_us(version: &SchemaVersion) -> Option<i64> {
+    version.commit_ts.as_deref().and_then(model::parse_instant)
 }
 
 fn write_head(root: &Path, head: u64) -> Result<()> {
@@ -792,14 +792,12 @@ fn outside_window(tenant: &TenantId, target: &Bookmark, oldest: Option<&Manifest
 /// For each table's newest schema version: its oid, name and columns by
 /// attnum, so changes read from the lake (under the newest names) find the
 /// restored tables (under the names they had then).
-fn latest_names(versions: &[Value]) -> Vec<Value> {
-    let mut latest: HashMap<u64, &Value> = HashMap::new();
+fn latest_names(versions: &[SchemaVersion]) -> Vec<SchemaVersion> {
+    let mut latest: HashMap<i64, &SchemaVersion> = HashMap::new();
     for v in versions {
-        if let Some(oid) = v["tableOid"].as_u64() {
-            latest.insert(oid, v);
-        }
+        latest.insert(v.table_oid, v);
     }
-    latest.into_values().filter(|v| v["dropped"] != Value::Bool(true)).cloned().collect()
+    latest.into_values().filter(|v| !v.dropped).cloned().collect()
 }
 
 /// Run blocking work on a thread of its own, forwarding the counts it
