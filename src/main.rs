@@ -3,19 +3,16 @@
 
 mod lake_source;
 mod restore;
+mod server;
 mod settings;
 
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use catalog::Warehouse;
-use oltp_do::Tenants;
-use oltp_do::tenants::{Reporter, Services};
-use prometheus_client::collector::Collector;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use server::Role;
 use settings::{Overrides, Settings};
 
 #[derive(Parser)]
@@ -206,21 +203,9 @@ fn main() -> Result<()> {
         .build()
         .context("start the async runtime")?;
     match cli.command {
-        Command::Serve(overrides) => runtime.block_on(serve(Settings::load(overrides)?)),
-        Command::Catalog(overrides) => runtime.block_on(serve_alone(
-            Settings::load(overrides)?,
-            "catalog",
-            "/catalog",
-            |warehouse| (axum::Router::new().nest("/catalog", catalog::rest::router(warehouse)), None),
-        )),
-        Command::QueryService(overrides) => {
-            let settings = Settings::load(overrides)?;
-            let limits = settings.query.clone();
-            runtime.block_on(serve_alone(settings, "query service", "/sql", move |warehouse| {
-                let queries = query_service::QueryService::new(warehouse, limits);
-                (query_service::http::router(queries.clone()), Some(queries))
-            }))
-        }
+        Command::Serve(overrides) => runtime.block_on(server::run(Settings::load(overrides)?, Role::All)),
+        Command::Catalog(overrides) => runtime.block_on(server::run(Settings::load(overrides)?, Role::Catalog)),
+        Command::QueryService(overrides) => runtime.block_on(server::run(Settings::load(overrides)?, Role::QueryService)),
         Command::Sql { query, overrides } => runtime.block_on(run_sql(Settings::load(overrides)?, &query)),
         Command::Lake { command: LakeCommand::Maintain { tenant, json, overrides } } => {
             runtime.block_on(maintain_lake(Settings::load(overrides)?, tenant.as_deref(), json))
@@ -244,206 +229,6 @@ fn main() -> Result<()> {
         }
         Command::Token { command } => tokens(command),
     }
-}
-
-async fn serve(settings: Settings) -> Result<()> {
-    let auth = authenticator(&settings).await?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listen on {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    // The first line on stdout says where we listen (port 0 picks one).
-    println!("tidelake listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %settings.oltp.data_dir.display(), "serving");
-
-    let warehouse = Warehouse::open(settings.catalog)
-        .await
-        .context("open the Iceberg catalog")?;
-    let maintainer = lake::maintain::Maintainer::new(warehouse.clone(), settings.maintenance);
-    // The shipper reads the tenants; the tenants report its lag and restore
-    // from what it shipped.
-    let mut shipper = None;
-    let tenants = Tenants::with_services(settings.oltp, |tenants| {
-        shipper = settings.lake.map(|config| {
-            let source = Arc::new(lake_source::TenantsSource(tenants));
-            lake::Shipper::new(source, warehouse.clone(), config)
-        });
-        let reporters = shipper.iter().map(|shipper| {
-            Arc::new(lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() }) as Arc<dyn Reporter>
-        });
-        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-        if let Some(shipper) = &shipper {
-            collectors.push(Box::new(lake::metrics::ShipperMetrics(shipper.clone())));
-            collectors.push(Box::new(lake::metrics::MaintainerMetrics(maintainer.clone())));
-        }
-        Services {
-            history: Some(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() })),
-            reporters: reporters.collect(),
-            collectors,
-        }
-    })
-    .context("open the data directory")?;
-    let reaper = tokio::spawn(tenants.clone().run_reaper());
-    let tiering = tokio::spawn(tenants.clone().run_tiering());
-    let (stop_shipper, stop) = tokio::sync::watch::channel(false);
-    let maintenance = shipper.is_some().then(|| tokio::spawn(maintainer.clone().run(stop.clone())));
-    let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
-    let queries = query_service::QueryService::new(warehouse.clone(), settings.query);
-    let wire = start_wire(settings.pg_listen, settings.pg_tls.as_ref(), &queries, &auth).await?;
-    let app = oltp_do::api::router(tenants.clone())
-        .nest("/catalog", catalog::rest::router(warehouse))
-        .merge(query_service::http::router(queries));
-    serve_until_signal(listener, secured(app, auth, settings.auth.browser)).await?;
-    if let Some(wire) = wire {
-        wire.abort();
-    }
-
-    let _ = stop_shipper.send(true);
-    if let Some(maintenance) = maintenance {
-        // A run in progress stops where it is: the next start finishes it.
-        maintenance.abort();
-    }
-    if let Some(shipper) = shipper {
-        tracing::info!("shutting down: shipping pending changes to the lake");
-        if tokio::time::timeout(SHIPPER_STOP_TIMEOUT, shipper).await.is_err() {
-            tracing::warn!("the lake shipper did not finish in time; it resumes on the next start");
-        }
-    }
-    tracing::info!("shutting down: closing open tenant databases");
-    reaper.abort();
-    tiering.abort();
-    Arc::clone(&tenants).shutdown(TENANT_CLOSE_PATIENCE).await;
-    tracing::info!("all tenant databases closed");
-    Ok(())
-}
-
-/// How long a stopping server waits for open connections (requests in
-/// flight, WebSockets, long polls) before it closes them.
-const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long a stopping server lets tenants finish queued work before it
-/// cancels what they run.
-const TENANT_CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Serve HTTP until SIGTERM or Ctrl-C, then let open connections finish for
-/// at most `HTTP_DRAIN`: a WebSocket or a long poll never holds a shutdown.
-async fn serve_until_signal(listener: TcpListener, app: axum::Router) -> Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    tokio::select! {
-        served = server => served.context("serve HTTP"),
-        () = async {
-            stopped(stop_rx).await;
-            tokio::time::sleep(HTTP_DRAIN).await;
-        } => {
-            tracing::warn!("connections still open {HTTP_DRAIN:?} after the stop signal are closed");
-            Ok(())
-        }
-    }
-}
-
-/// How long a stopping server waits for the lake to take pending changes.
-const SHIPPER_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Serve one part alone over the lake: `what` names it on stdout, `path`
-/// completes the address printed.
-async fn serve_alone(
-    settings: Settings,
-    what: &str,
-    path: &str,
-    app: impl FnOnce(Arc<Warehouse>) -> (axum::Router, Option<Arc<query_service::QueryService>>),
-) -> Result<()> {
-    let auth = authenticator(&settings).await?;
-    let warehouse = Warehouse::open(settings.catalog)
-        .await
-        .context("open the Iceberg catalog")?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listen on {}", settings.listen))?;
-    println!("tidelake {what} listening on http://{}{path}", listener.local_addr()?);
-    let (router, queries) = app(warehouse);
-    let wire = match queries {
-        Some(queries) => start_wire(settings.pg_listen, settings.pg_tls.as_ref(), &queries, &auth).await?,
-        None => None,
-    };
-    let served = serve_until_signal(listener, secured(router, auth, settings.auth.browser)).await;
-    if let Some(wire) = wire {
-        wire.abort();
-    }
-    served
-}
-
-/// Serve lake queries over the Postgres wire protocol, if configured; the
-/// address goes to stdout after the HTTP one.
-async fn start_wire(
-    address: Option<std::net::SocketAddr>,
-    tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
-    queries: &Arc<query_service::QueryService>,
-    auth: &Arc<auth::Auth>,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(address) = address else { return Ok(None) };
-    let tls = match tls {
-        Some((cert, key)) => {
-            let read = |path: &std::path::PathBuf| std::fs::read(path).with_context(|| format!("read {}", path.display()));
-            let acceptor = query_service::wire::tls_acceptor(&read(cert)?, &read(key)?)
-                .map_err(|e| anyhow::anyhow!("the Postgres wire front's TLS: {e}"))?;
-            Some(acceptor)
-        }
-        None => None,
-    };
-    let listener = TcpListener::bind(address).await.with_context(|| {
-        format!("listen for Postgres connections on {address} (choose another with --pg-listen, or `off`)")
-    })?;
-    println!("tidelake postgres wire listening on {}", listener.local_addr()?);
-    let queries = queries.clone();
-    let serve = query_service::wire::serve(listener, queries, auth.clone(), tls, std::future::pending());
-    Ok(Some(tokio::spawn(serve)))
-}
-
-/// The server's authenticator, once it is clear that a server without auth
-/// serves loopback only (or is told loudly otherwise).
-async fn authenticator(settings: &Settings) -> Result<Arc<auth::Auth>> {
-    let auth = auth::Auth::new(&settings.oltp.data_dir, settings.auth.jwt.clone()).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
-    if auth.is_enabled() {
-        auth.start().await;
-        tracing::info!("auth is on: every request needs a token (docs/auth.md)");
-        return Ok(auth);
-    }
-    let exposed: Vec<String> = [Some(settings.listen), settings.pg_listen]
-        .into_iter()
-        .flatten()
-        .filter(|a| !a.ip().is_loopback())
-        .map(|a| a.to_string())
-        .collect();
-    if exposed.is_empty() {
-        tracing::info!("auth is off: serving loopback only (docs/auth.md turns it on)");
-    } else if settings.auth.insecure_no_auth {
-        eprintln!(
-            "WARNING: auth is off and tidelake listens on {}: anyone who reaches it reads, changes and restores every tenant (--insecure-no-auth)",
-            exposed.join(", ")
-        );
-    } else {
-        anyhow::bail!(
-            "refusing to listen on {} without auth: anyone who reached it could read and change every tenant. \
-             Turn auth on (--jwks-url, --jwt-secret or `tidelake token create`; see docs/auth.md), listen on 127.0.0.1, \
-             or pass --insecure-no-auth",
-            exposed.join(", ")
-        );
-    }
-    Ok(auth)
-}
-
-/// Every route behind browser safety and authentication.
-fn secured(app: axum::Router, auth: Arc<auth::Auth>, browser: auth::http::Browser) -> axum::Router {
-    app.layer(axum::middleware::from_fn_with_state(auth, auth::http::authenticate))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(browser), auth::http::guard))
 }
 
 /// `tidelake token create | list | revoke`.
@@ -641,22 +426,4 @@ fn human_bytes(bytes: u64) -> String {
 fn utc_text(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

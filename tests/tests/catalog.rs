@@ -154,3 +154,37 @@ async fn tidelake_catalog_serves_the_catalog_alone() {
     assert_eq!(ping_status, StatusCode::NOT_FOUND);
     assert!(dir.path().join("catalog.db").is_file());
 }
+
+/// `tidelake query-service` serves lake SQL alone: the same server as
+/// `serve`, without the tenants or the catalog.
+#[tokio::test]
+async fn tidelake_query_service_serves_lake_sql_alone() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(tidelake_tests::binary())
+        .args(["query-service", "--listen", "127.0.0.1:0", "--pg-listen", "off", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches("/sql").to_owned();
+    let c = tidelake_tests::Client::new(&url);
+    let (status, body) = c.post("/sql", &json!({"sql": "SELECT 40 + 2 AS answer"})).await;
+    let (missing_status, missing) = c.post("/sql", &json!({"sql": "SELECT * FROM acme.items VERSION AS OF 1"})).await;
+    // No tenant routes and no catalog here.
+    let (ping_status, _) = c.get("/t/a/ping").await;
+    let (catalog_status, _) = c.get("/catalog/v1/config").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("tidelake query service listening on http://"), "{first}");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([{"answer": 42}]));
+    assert_eq!(missing_status, StatusCode::NOT_FOUND, "{missing}");
+    assert_eq!(missing["error"]["code"], "not_found");
+    assert_eq!(ping_status, StatusCode::NOT_FOUND);
+    assert_eq!(catalog_status, StatusCode::NOT_FOUND);
+}
