@@ -721,9 +721,12 @@ mod tests {
         let config = ShipperConfig { max_lag: Duration::ZERO, ..ShipperConfig::default() };
         let shipper = Shipper::new(source, warehouse.clone(), config);
         let round = || BTreeSet::from(["acme".to_owned()]);
+        // /metrics as a scrape sees it: the shipper's collector on a registry.
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(crate::metrics::ShipperMetrics(shipper.clone())));
         let metrics = || {
             let mut out = String::new();
-            shipper.write_metrics(&mut out);
+            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
             out
         };
 
