@@ -31,13 +31,14 @@ const RUN_LIMIT: usize = 50_000;
 /// in one statement when rows are large).
 const RUN_BYTES: usize = 16 << 20;
 
-/// Where replayed changes come from: the tenant's own change log (old and
-/// new rows, values exactly as captured), or the lake (new rows only for
-/// updates; JSON and array values come back as their text).
+/// What the replayed changes carry of an update: the row it replaced as
+/// well as the new one (a tenant's change log), or the new row only (the
+/// lake). Values are faithful either way; without old rows, whether a key
+/// held a row before a run is inferred (see `flush`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplaySource {
-    Log,
-    Lake,
+pub enum Images {
+    OldAndNew,
+    NewOnly,
 }
 
 /// A table as replay writes it.
@@ -46,8 +47,6 @@ struct Table {
     name: String,
     /// Columns an INSERT may name (not generated), quoted, comma-separated.
     insert_columns: String,
-    /// Columns whose values are JSON or arrays (restored from text for the lake).
-    json_columns: Vec<String>,
     primary_key: Vec<String>,
     /// `t.k = r.k` for every primary-key column, joined by AND.
     key_match: String,
@@ -97,7 +96,7 @@ impl TenantDb {
     pub fn replay(
         &mut self,
         pages: &mut dyn FnMut() -> Option<Result<Vec<Change>>>,
-        source: ReplaySource,
+        images: Images,
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
@@ -108,7 +107,7 @@ impl TenantDb {
         self.simple("SET session_replication_role = replica")?;
         let replayed = self.as_tenant(|db| {
             db.simple("BEGIN")?;
-            match db.replay_in_transaction(pages, source, renames, progress) {
+            match db.replay_in_transaction(pages, images, renames, progress) {
                 Ok(()) => db.simple("COMMIT"),
                 Err(err) => {
                     let _ = db.simple("ROLLBACK");
@@ -123,7 +122,7 @@ impl TenantDb {
     fn replay_in_transaction(
         &mut self,
         pages: &mut dyn FnMut() -> Option<Result<Vec<Change>>>,
-        source: ReplaySource,
+        images: Images,
         renames: &HashMap<String, (String, String, HashMap<String, String>)>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
@@ -141,7 +140,7 @@ impl TenantDb {
                     None => (schema.to_owned(), table.to_owned()),
                 };
                 if run.table.as_ref() != Some(&key) || run.changes >= RUN_LIMIT || run.bytes >= RUN_BYTES {
-                    done += self.flush(&mut run, &tables, source)?;
+                    done += self.flush(&mut run, &tables, images)?;
                     progress(done);
                     run.table = Some(key.clone());
                 }
@@ -152,7 +151,7 @@ impl TenantDb {
                     tables.insert(key.clone(), info);
                 }
                 let info = &tables[&key];
-                let fix = |row: Option<&Row>| -> Value { restore_row(row, source, info, renamed.map(|r| &r.2)) };
+                let fix = |row: Option<&Row>| -> Value { restore_row(row, renamed.map(|r| &r.2)) };
                 run.changes += 1;
                 run.bytes += row_size(change.new.as_ref()) + row_size(change.old.as_ref());
                 match change.op {
@@ -172,12 +171,12 @@ impl TenantDb {
                                 return Err(Error::bad_request(
                                     "replay_needs_old_row",
                                     format!(
-                                        "LSN {lsn} updates {}, which has no primary key, and the lake keeps only new rows of updates: restore to an instant the change log still holds, or give the table a primary key",
+                                        "LSN {lsn} updates {}, which has no primary key, and the changes replayed (the lake's) keep only the new rows of updates: restore to an instant the change log still holds, or give the table a primary key",
                                         info.name
                                     ),
                                 ));
                             };
-                            done += self.flush(&mut run, &tables, source)?;
+                            done += self.flush(&mut run, &tables, images)?;
                             self.delete_row(info, &old)?;
                             self.insert_rows(info, vec![new])?;
                         } else {
@@ -187,14 +186,14 @@ impl TenantDb {
                     Op::Delete => {
                         let old = fix(change.old.as_ref());
                         if info.primary_key.is_empty() {
-                            done += self.flush(&mut run, &tables, source)?;
+                            done += self.flush(&mut run, &tables, images)?;
                             self.delete_row(info, &old)?;
                         } else {
                             run.put(&info.primary_key, Some(old), None, false);
                         }
                     }
                     Op::Truncate => {
-                        done += self.flush(&mut run, &tables, source)?;
+                        done += self.flush(&mut run, &tables, images)?;
                         let name = info.name.clone();
                         self.simple(&format!("TRUNCATE {name} CASCADE"))?;
                     }
@@ -207,7 +206,7 @@ impl TenantDb {
                 }
             }
         }
-        done += self.flush(&mut run, &tables, source)?;
+        done += self.flush(&mut run, &tables, images)?;
         self.exec("SELECT tidelake.advance_sequences()", &[], RowMode::Array)?;
         progress(done);
         Ok(())
@@ -215,21 +214,21 @@ impl TenantDb {
 
     /// Apply what a run holds. Returns how many changes it held.
     ///
-    /// From the log, whether a key held a row before the run is known (old
-    /// rows say so). The lake keeps new rows only, so there it is inferred:
+    /// With old rows (the log's), whether a key held a row before the run is
+    /// known. Without them (the lake keeps new rows only) it is inferred:
     /// an insert's key held nothing, an update's key held its row. Rows that
     /// traded keys in a chain within one statement under a `DEFERRABLE`
     /// key (logged as updates of the keys they moved into), and key changes
     /// captured before capture version 5 (logged as updates), break that
-    /// inference; so from the lake every key is applied as the lake's own
+    /// inference; so without old rows every key is applied as the lake's own
     /// state has it — the key's last row, or none — whatever it held: an
     /// update that finds no row inserts it, an insert that finds one
     /// replaces it, a delete removes whatever the key holds.
-    fn flush(&mut self, run: &mut Run, tables: &HashMap<(String, String), Table>, source: ReplaySource) -> Result<usize> {
+    fn flush(&mut self, run: &mut Run, tables: &HashMap<(String, String), Table>, images: Images) -> Result<usize> {
         let held = std::mem::take(&mut run.changes);
         run.bytes = 0;
         let Some(info) = run.table.as_ref().and_then(|k| tables.get(k)) else { return Ok(held) };
-        let lake = source == ReplaySource::Lake;
+        let inferred = images == Images::NewOnly;
         if !run.rows.is_empty() {
             let touched = std::mem::take(&mut run.rows);
             run.keys.clear();
@@ -244,7 +243,7 @@ impl TenantDb {
                         }
                         inserted.push(row);
                     }
-                    (None, existed) if existed || lake => gone.push(t.key),
+                    (None, existed) if existed || inferred => gone.push(t.key),
                     (None, _) => {}
                 }
             }
@@ -258,7 +257,7 @@ impl TenantDb {
                 let found = self.exec(&sql, std::slice::from_ref(&rows), RowMode::Array)?;
                 let found = found.first().and_then(|r| r[0].as_u64()).unwrap_or(0) as usize;
                 if found < count {
-                    if !lake {
+                    if !inferred {
                         return Err(Error::Engine(format!(
                             "replaying {}: {} updated keys hold no row in the base backup",
                             info.name,
@@ -268,7 +267,7 @@ impl TenantDb {
                     self.insert_missing(info, rows)?;
                 }
             }
-            if !lake || inserted.is_empty() {
+            if !inferred || inserted.is_empty() {
                 self.insert_rows(info, inserted)?;
             } else if info.deferrable_key {
                 self.upsert_rows(info, Value::String(Value::Array(inserted).to_string()))?;
@@ -360,9 +359,8 @@ impl TenantDb {
     /// A table by its quoted, qualified name.
     fn table_named(&mut self, name: String) -> Result<Table> {
         let columns = self.exec(
-            "SELECT a.attname AS name, (t.typcategory = 'A' OR a.atttypid IN (114, 3802)) AS json, \
-             a.attgenerated <> '' AS generated, a.attidentity = 'a' AS always \
-             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+            "SELECT a.attname AS name, a.attgenerated <> '' AS generated, a.attidentity = 'a' AS always \
+             FROM pg_attribute a \
              WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[json!(name)],
             RowMode::Object,
@@ -407,7 +405,6 @@ impl TenantDb {
                 .map(|c| quote(&name_of(c)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            json_columns: columns.iter().filter(|c| truthy(&c["json"])).map(name_of).collect(),
             identity_always,
             primary_key,
             name,
@@ -451,22 +448,7 @@ impl TenantDb {
     /// `diff` (see `rows_at_head`) log only how they differ from the rows
     /// the replaced database ended with; every other table is logged whole.
     /// Returns the new head.
-    pub fn rebase(&mut self, lsn_floor: u64, versions: &[Value], diff: Option<(Value, ReplaySource)>) -> Result<u64> {
-        let diff = match diff {
-            Some((Value::Object(mut tables), ReplaySource::Lake)) => {
-                // Rows from the lake: JSON and arrays back from their text.
-                for (name, entries) in tables.iter_mut() {
-                    let info = self.table_named(name.clone())?;
-                    for entry in entries.as_array_mut().into_iter().flatten() {
-                        for part in ["key", "head"] {
-                            entry[part] = restore_row(entry[part].as_object(), ReplaySource::Lake, &info, None);
-                        }
-                    }
-                }
-                Some(Value::Object(tables))
-            }
-            other => other.map(|(diff, _)| diff),
-        };
+    pub fn rebase(&mut self, lsn_floor: u64, versions: &[Value], diff: Option<Value>) -> Result<u64> {
         // What differs, computed in the tenant's session (see `diff_rows`).
         let diff = match diff {
             Some(Value::Object(tables)) => Some(Value::Object(self.as_tenant(|db| {
@@ -640,24 +622,12 @@ fn json_size(value: &Value) -> usize {
 }
 
 /// A row as `json_populate_record` takes it: columns renamed to their
-/// names here, and (from the lake) JSON and array values parsed back from text.
-fn restore_row(row: Option<&Row>, source: ReplaySource, info: &Table, renames: Option<&HashMap<String, String>>) -> Value {
+/// names here.
+fn restore_row(row: Option<&Row>, renames: Option<&HashMap<String, String>>) -> Value {
     let Some(entries) = row else { return Value::Null };
-    if source == ReplaySource::Log && renames.is_none() {
-        return Value::Object(entries.clone());
-    }
-    let mut out = Map::with_capacity(entries.len());
-    for (name, value) in entries {
-        let name = renames.and_then(|r| r.get(name)).unwrap_or(name);
-        let value = match value {
-            Value::String(text) if source == ReplaySource::Lake && info.json_columns.contains(name) => {
-                serde_json::from_str(text).unwrap_or_else(|_| value.clone())
-            }
-            _ => value.clone(),
-        };
-        out.insert(name.clone(), value);
-    }
-    Value::Object(out)
+    let Some(renames) = renames else { return Value::Object(entries.clone()) };
+    let renamed = entries.iter().map(|(name, value)| (renames.get(name).unwrap_or(name).clone(), value.clone()));
+    Value::Object(renamed.collect())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! and tables whose differences cannot be told by key), so the lake's
 //! history reads: the old timeline up to the restore, then the restored state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -28,7 +28,7 @@ use super::{Tenants, Tier};
 use crate::layout::{self, cold_marker};
 use crate::actor::{CLOSED_HEAD_FILE, work};
 use crate::archive::{self, Manifest};
-use crate::engine::{ReplaySource, Session, TenantDb, qualified, rows_at_head};
+use crate::engine::{Images, Session, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
 use model::{Change, SchemaVersion, TenantId};
 
@@ -177,10 +177,72 @@ const DIFF_LIMIT: u64 = 200_000;
 /// How long an in-place restore waits for the lake to hold every change it
 /// is about to replace.
 const LAKE_WAIT: Duration = Duration::from_secs(60);
-/// Changes read from the change log per page.
-const PAGE: u64 = 10_000;
-/// LSNs read from the lake per page (one scan of the tenant's tables each).
-const LAKE_PAGE: u64 = 50_000;
+/// Where a restore reads the changes it replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The tenant's change log, while it still holds them.
+    Log,
+    /// The lake, for what the log no longer holds.
+    Lake,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Log => "log",
+            Source::Lake => "lake",
+        }
+    }
+
+    /// The log keeps the row an update replaced; the lake only the new one.
+    fn images(self) -> Images {
+        match self {
+            Source::Log => Images::OldAndNew,
+            Source::Lake => Images::NewOnly,
+        }
+    }
+
+    /// Changes read per page: the log's from its table, the lake's LSNs in
+    /// one scan of the tenant's tables each.
+    fn page(self) -> u64 {
+        match self {
+            Source::Log => 10_000,
+            Source::Lake => 50_000,
+        }
+    }
+}
+
+/// The columns whose values the lake keeps as their text — JSON and arrays
+/// are Iceberg strings — by table, under the newest names (the lake's).
+/// Changes read from the lake get their values back as captured, so replay
+/// and the undo diff take the same values from either source.
+struct LakeText(HashMap<(String, String), HashSet<String>>);
+
+impl LakeText {
+    fn of(latest: &[SchemaVersion]) -> Self {
+        let columns = latest.iter().map(|v| {
+            let text = v.columns.iter().filter(|c| matches!(c.type_oid, 114 | 3802) || c.type_name.ends_with("[]"));
+            ((v.schema.clone(), v.table.clone()), text.map(|c| c.name.clone()).collect())
+        });
+        LakeText(columns.collect())
+    }
+
+    fn restore(&self, changes: &mut [Change]) {
+        for change in changes {
+            let Some(columns) = self.0.get(&(change.schema.clone(), change.table.clone())) else { continue };
+            for row in [change.new.as_mut(), change.old.as_mut()].into_iter().flatten() {
+                for (name, value) in row.iter_mut() {
+                    if let Value::String(text) = value
+                        && columns.contains(name)
+                        && let Ok(parsed) = serde_json::from_str(text)
+                    {
+                        *value = parsed;
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl Tenants {
     fn history(&self) -> Option<Arc<dyn History>> {
@@ -315,6 +377,7 @@ impl Tenants {
         let total = target.lsn - base.lsn;
         let source = self.replay_source(tenant, base.lsn, target.lsn).await?;
         let lake_names = latest_names(&versions);
+        let lake_text = Arc::new(LakeText::of(&lake_names));
 
         // Build the restored database beside the tenants.
         let dest = into.unwrap_or(tenant);
@@ -327,10 +390,7 @@ impl Tenants {
         let bytes = self.store.fetch(&base).await?;
         unpack_into(bytes, &staging_dir).await?;
         let _ = std::fs::remove_file(staging_dir.join(CLOSED_HEAD_FILE));
-        let source_name = match source {
-            ReplaySource::Log => "log",
-            ReplaySource::Lake => "lake",
-        };
+        let source_name = source.name();
         progress(Progress::Replaying { done: 0, total, source: source_name });
         let runtime = self.runtime.clone();
         let branch = into.is_some();
@@ -341,8 +401,8 @@ impl Tenants {
             runtime.wait_ready()?;
             let mut db = TenantDb::open(&dir, runtime.settings(), Session::Owner)?;
             let renames = match source {
-                ReplaySource::Lake => db.renames_for(&lake_names)?,
-                ReplaySource::Log => HashMap::new(),
+                Source::Lake => db.renames_for(&lake_names)?,
+                Source::Log => HashMap::new(),
             };
             let replaying = Instant::now();
             let mut waited = Duration::ZERO;
@@ -352,7 +412,7 @@ impl Tenants {
                 waited += asked.elapsed();
                 page
             };
-            let replayed = db.replay(&mut pages, source, &renames, &mut |done| report(done));
+            let replayed = db.replay(&mut pages, source.images(), &renames, &mut |done| report(done));
             let replay_ms = replaying.elapsed().saturating_sub(waited).as_millis() as u64;
             // A branch starts its own log now; a restore in place does once
             // the head of what it replaces is known.
@@ -362,7 +422,7 @@ impl Tenants {
             closed?;
             Ok((head, replay_ms))
         });
-        let reading = self.send_changes(tenant, source, base.lsn, target.lsn, pages_tx);
+        let reading = self.send_changes(tenant, source, &lake_text, base.lsn, target.lsn, pages_tx);
         let (replayed, read_ms) = tokio::join!(replaying, reading);
         let (head_after, replay_ms) = replayed?;
 
@@ -387,7 +447,7 @@ impl Tenants {
             self.install_branch(into, &mut staging, head).await?;
             report(None, head)
         } else {
-            let (undo, head) = self.install_in_place(tenant, target.lsn, &mut staging, progress).await?;
+            let (undo, head) = self.install_in_place(tenant, target.lsn, &mut staging, &lake_text, progress).await?;
             report(Some(undo), head)
         };
         done.took_ms = started.elapsed().as_millis() as u64;
@@ -416,13 +476,13 @@ impl Tenants {
 
     /// Where the changes in `(after, upto]` are read from: the change log
     /// if it still holds them all, else the lake (once it holds them).
-    async fn replay_source(&self, tenant: &TenantId, after: u64, upto: u64) -> Result<ReplaySource> {
+    async fn replay_source(&self, tenant: &TenantId, after: u64, upto: u64) -> Result<Source> {
         if upto == after {
-            return Ok(ReplaySource::Log);
+            return Ok(Source::Log);
         }
         let stats = self.log_stats(tenant).await?;
         if stats.tail_lsn > 0 && stats.tail_lsn <= after + 1 && stats.head_lsn >= upto {
-            return Ok(ReplaySource::Log);
+            return Ok(Source::Log);
         }
         let history = self.history().ok_or_else(|| {
             Error::bad_request(
@@ -435,7 +495,7 @@ impl Tenants {
             )
         })?;
         self.wait_for_history(&history, tenant, upto).await?;
-        Ok(ReplaySource::Lake)
+        Ok(Source::Lake)
     }
 
     /// Read the changes in `(after, upto]` from `source` page by page into
@@ -444,7 +504,8 @@ impl Tenants {
     async fn send_changes(
         &self,
         tenant: &TenantId,
-        source: ReplaySource,
+        source: Source,
+        lake_text: &LakeText,
         after: u64,
         upto: u64,
         pages: tokio::sync::mpsc::Sender<Result<Vec<Change>>>,
@@ -452,16 +513,15 @@ impl Tenants {
         let mut reading = Duration::ZERO;
         let mut next = after + 1;
         while next <= upto {
-            let wanted = match source {
-                ReplaySource::Log => PAGE,
-                ReplaySource::Lake => LAKE_PAGE,
-            }
-            .min(upto + 1 - next);
+            let wanted = source.page().min(upto + 1 - next);
             let started = Instant::now();
             let page = match source {
-                ReplaySource::Log => self.read_changes(tenant, next - 1, wanted).await.map(|p| p.changes),
-                ReplaySource::Lake => match self.history() {
-                    Some(history) => history.changes(tenant, next - 1, next - 1 + wanted).await,
+                Source::Log => self.read_changes(tenant, next - 1, wanted).await.map(|p| p.changes),
+                Source::Lake => match self.history() {
+                    Some(history) => history.changes(tenant, next - 1, next - 1 + wanted).await.map(|mut changes| {
+                        lake_text.restore(&mut changes);
+                        changes
+                    }),
                     None => Err(Error::Engine("the lake went away mid-restore".into())),
                 },
             };
@@ -474,8 +534,8 @@ impl Tenants {
                 Err(Error::Engine(format!(
                     "tenant {tenant}: expected the {wanted} changes from LSN {next} {}, found {} starting at {}",
                     match source {
-                        ReplaySource::Log => "in the change log",
-                        ReplaySource::Lake => "in the lake",
+                        Source::Log => "in the change log",
+                        Source::Lake => "in the lake",
                     },
                     changes.len(),
                     changes.first().map_or("none".to_owned(), |c| c.lsn.to_string())
@@ -546,6 +606,7 @@ impl Tenants {
         tenant: &TenantId,
         target: u64,
         staging: &mut Staging,
+        lake_text: &LakeText,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(u64, u64)> {
         let history = self.history();
@@ -605,9 +666,12 @@ impl Tenants {
             .await
             .map_err(Error::task("restore"))??;
             let undone = match (from_log, &history) {
-                (Some(changes), _) => Some((changes, ReplaySource::Log)),
+                (Some(changes), _) => Some(changes),
                 (None, Some(history)) if head - target <= DIFF_LIMIT => match history.changes(tenant, target, head).await {
-                    Ok(changes) if changes.len() as u64 == head - target => Some((changes, ReplaySource::Lake)),
+                    Ok(mut changes) if changes.len() as u64 == head - target => {
+                        lake_text.restore(&mut changes);
+                        Some(changes)
+                    }
                     Ok(_) => None,
                     Err(err) => {
                         tracing::warn!(tenant = %tenant, error = %err, "could not read the changes a restore undoes; logging the restored tables whole");
@@ -616,7 +680,7 @@ impl Tenants {
                 },
                 (None, _) => None,
             };
-            let diff = undone.map(|(changes, source)| (rows_at_head(&changes, &diff_tables(&versions, target)), source));
+            let diff = undone.map(|changes| rows_at_head(&changes, &diff_tables(&versions, target)));
             let runtime = self.runtime.clone();
             let staged = dir.clone();
             let new_head = tokio::task::spawn_blocking(move || -> Result<u64> {
@@ -710,7 +774,7 @@ fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<Value
     let mut changes = Vec::with_capacity((head - target) as usize);
     while (changes.len() as u64) < head - target {
         let since = target + changes.len() as u64;
-        let page = db.read_changes(since, PAGE.min(head - since))?;
+        let page = db.read_changes(since, Source::Log.page().min(head - since))?;
         if page.is_empty() {
             return Ok((versions, None));
         }
@@ -777,7 +841,7 @@ fn write_head(root: &Path, head: u64) -> Result<()> {
 fn outside_window(tenant: &TenantId, target: &Bookmark, oldest: Option<&Manifest>) -> Error {
     let message = match oldest {
         Some(m) => format!(
-            "LSN {} of tenant {tenant} is outside the retention window: its oldest base backup is at LSN {} (taken {}), and replay starts from a base backup (see --backup-retention)",
+            "LSN {} of tenant {tenant} is outside the retention window: its oldest base backup is at LSN {} (taken {}), and replay starts from a base backup (see --archive-backup-retention)",
             target.lsn,
             m.lsn,
             instant_text(m.taken_at_ms as i64 * 1000)
@@ -822,6 +886,34 @@ async fn run_blocking_with_progress<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lake's text of JSON and array columns becomes their values again;
+    /// text columns, whatever they hold, stay text.
+    #[test]
+    fn lake_text_becomes_values_by_column_type() {
+        let version: SchemaVersion = serde_json::from_value(serde_json::json!({
+            "version": 1, "tableOid": 1, "schema": "public", "table": "t",
+            "columns": [
+                {"name": "id", "type": "integer", "typeOid": 23, "attnum": 1},
+                {"name": "doc", "type": "jsonb", "typeOid": 3802, "attnum": 2},
+                {"name": "tags", "type": "text[]", "typeOid": 1009, "attnum": 3},
+                {"name": "note", "type": "text", "typeOid": 25, "attnum": 4}
+            ]
+        }))
+        .unwrap();
+        let mut changes: Vec<Change> = serde_json::from_value(serde_json::json!([
+            {"lsn": 1, "op": "insert", "table": "t",
+             "new": {"id": 1, "doc": "{\"a\": [1, 2]}", "tags": "[\"x\", \"y\"]", "note": "[1]"}},
+            {"lsn": 2, "op": "delete", "table": "t", "old": {"id": 1, "doc": "\"text in JSON\"", "tags": null, "note": "{}"}},
+            {"lsn": 3, "op": "insert", "schema": "other", "table": "t", "new": {"doc": "{}"}}
+        ]))
+        .unwrap();
+        LakeText::of(&[version]).restore(&mut changes);
+        let row = |c: &Change| serde_json::Value::Object(c.new.clone().or_else(|| c.old.clone()).unwrap());
+        assert_eq!(row(&changes[0]), serde_json::json!({"id": 1, "doc": {"a": [1, 2]}, "tags": ["x", "y"], "note": "[1]"}));
+        assert_eq!(row(&changes[1]), serde_json::json!({"id": 1, "doc": "text in JSON", "tags": null, "note": "{}"}));
+        assert_eq!(row(&changes[2]), serde_json::json!({"doc": "{}"}), "another schema's table is left alone");
+    }
 
     #[test]
     fn targets_are_bookmarks_lsns_or_timestamps() {
