@@ -239,14 +239,14 @@ async fn authenticator(settings: &Settings) -> Result<Arc<auth::Auth>> {
         tracing::info!("auth is off: serving loopback only (docs/auth.md turns it on)");
     } else if settings.auth.insecure_no_auth {
         eprintln!(
-            "WARNING: auth is off and tidelake listens on {}: anyone who reaches it reads, changes and restores every tenant (--insecure-no-auth)",
+            "WARNING: auth is off and tidelake listens on {}: anyone who reaches it reads, changes and restores every tenant (--auth-insecure-no-auth)",
             exposed.join(", ")
         );
     } else {
         anyhow::bail!(
             "refusing to listen on {} without auth: anyone who reached it could read and change every tenant. \
-             Turn auth on (--jwks-url, --jwt-secret or `tidelake token create`; see docs/auth.md), listen on 127.0.0.1, \
-             or pass --insecure-no-auth",
+             Turn auth on (--auth-jwks-url, --auth-jwt-secret or `tidelake token create`; see docs/auth.md), listen on 127.0.0.1, \
+             or pass --auth-insecure-no-auth",
             exposed.join(", ")
         );
     }

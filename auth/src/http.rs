@@ -146,7 +146,7 @@ pub async fn guard(State(browser): State<Arc<Browser>>, request: Request, next: 
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
-            format!("this server does not answer for host {host:?} (add it with --allowed-hosts)"),
+            format!("this server does not answer for host {host:?} (add it with --auth-allowed-hosts)"),
         );
     }
     let origin = match headers.get(header::ORIGIN) {
@@ -158,7 +158,7 @@ pub async fn guard(State(browser): State<Arc<Browser>>, request: Request, next: 
                 return refuse(
                     StatusCode::FORBIDDEN,
                     "origin_not_allowed",
-                    format!("pages of {origin:?} may not call this server (allow them with --allowed-origins)"),
+                    format!("pages of {origin:?} may not call this server (allow them with --auth-allowed-origins)"),
                 );
             }
         },

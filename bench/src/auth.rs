@@ -38,7 +38,7 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     let open_too = Server::start(&work.path().join("open-too"), &[]).await;
     let secured = Server::start(
         &secured_dir,
-        &["--jwks-url", &jwks.url, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE],
+        &["--auth-jwks-url", &jwks.url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE],
     )
     .await;
     let (open_c, open_too_c, secured_c) = (open.client(), open_too.client(), secured.client());

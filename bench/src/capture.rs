@@ -81,8 +81,8 @@ pub async fn run(out: Option<PathBuf>) -> Result<()> {
     let mut line = |s: String| report.line(s);
 
     // --- Throughput, capture on vs off ------------------------------------------
-    let on = Server::start(&work.path().join("on"), &["--capture", "true"]).await;
-    let off = Server::start(&work.path().join("off"), &["--capture", "false"]).await;
+    let on = Server::start(&work.path().join("on"), &["--capture-enabled=true"]).await;
+    let off = Server::start(&work.path().join("off"), &["--capture-enabled=false"]).await;
     let workloads: [(&str, &str); 2] = [
         ("one-row insert per request", "INSERT INTO t VALUES ($1, 'payload of a typical row', 0)"),
         ("one-row update per request", "UPDATE t SET n = n + 1 WHERE id = $1"),

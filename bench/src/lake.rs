@@ -63,7 +63,7 @@ async fn shipped_lsns(c: &Client) -> Vec<(String, u64)> {
 /// off; then time a server with the lake on until all are shipped.
 /// The server's CPU is counted beyond what an idle start costs.
 async fn ship_all(dir: &Path, tenants: &[String], per_tenant: usize) -> Result<Shipped> {
-    let mut loader = Server::start(dir, &["--lake", "false"]).await;
+    let mut loader = Server::start(dir, &["--lake-enabled=false"]).await;
     let c = loader.client();
     for t in tenants {
         c.exec(t, TABLE).await;

@@ -307,7 +307,7 @@ async fn oltp(args: Args) -> Result<()> {
     // Flush what earlier sections wrote, so its writeback does not throttle
     // the copies that create tenants here.
     flush_page_cache();
-    let server = Server::start(&work.path().join("ttfq"), &["--hibernate-after", "200ms"]).await;
+    let server = Server::start(&work.path().join("ttfq"), &["--tenants-hibernate-after", "200ms"]).await;
     let c = server.client();
     let k = 20;
     let mut new_tenant = Vec::new();
@@ -359,7 +359,7 @@ async fn oltp(args: Args) -> Result<()> {
     let n = args.tenants;
     let server = Server::start(
         &work.path().join("rss"),
-        &["--max-open-tenants", &(n + 10).to_string()],
+        &["--tenants-max-open", &(n + 10).to_string()],
     )
     .await;
     let c = server.client();

@@ -62,7 +62,8 @@ async fn tidelake_of(bin: Option<&std::path::Path>, dir: &std::path::Path, args:
     c.exec("bench", &seed_sql()).await;
     let size = c.rows("bench", "SELECT pg_total_relation_size('acct')::float8 / 1048576 AS mb", json!([])).await;
     let table_mb = size[0]["mb"].as_f64().unwrap_or(0.0);
-    let before = if args.contains(&"false") && args.contains(&"--capture") { 0 } else { c.head_lsn("bench").await };
+    let capture_off = args.contains(&"--capture-enabled=false");
+    let before = if capture_off { 0 } else { c.head_lsn("bench").await };
     let backups_before = backups(&c).await;
     let mut took = Vec::new();
     if one_transaction {
@@ -79,7 +80,7 @@ async fn tidelake_of(bin: Option<&std::path::Path>, dir: &std::path::Path, args:
             took.push(started.elapsed());
         }
     }
-    let logged = if before == 0 && args.contains(&"--capture") { 0 } else { c.head_lsn("bench").await - before };
+    let logged = if capture_off { 0 } else { c.head_lsn("bench").await - before };
     let backups = backups(&c).await - backups_before;
     Ok((Run { took, logged, backups, table_mb }, server))
 }
@@ -120,12 +121,12 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     let work = tempfile::tempdir()?;
     std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let mut report = Report::default();
-    let quiet = ["--backup-interval", "off", "--cold-after", "off", "--lake", "false"];
+    let quiet = ["--archive-backup-interval", "off", "--archive-cold-after", "off", "--lake-enabled=false"];
     let with = |extra: &[&'static str]| -> Vec<&'static str> { quiet.iter().copied().chain(extra.iter().copied()).collect() };
 
     let native = native(&pg_bin, &work.path().join("native")).await?;
-    let (bare, _) = tidelake(&work.path().join("bare"), &with(&["--capture", "false"]), false).await?;
-    let (logged, _) = tidelake(&work.path().join("logged"), &with(&["--schema-backups", "false"]), false).await?;
+    let (bare, _) = tidelake(&work.path().join("bare"), &with(&["--capture-enabled=false"]), false).await?;
+    let (logged, _) = tidelake(&work.path().join("logged"), &with(&["--archive-schema-backups=false"]), false).await?;
     let (full, server) = tidelake(&work.path().join("full"), &with(&[]), false).await?;
     let (one, _) = tidelake(&work.path().join("one"), &with(&[]), true).await?;
     // The release before value logging and schema backups, when given.

@@ -222,7 +222,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     report.line("|---|---|---|---|---|---|---|---|---|".into());
     for changes in CHANGES {
         let dir = work.path().join(format!("log-{changes}"));
-        let server = Server::start(&dir, &["--backup-interval", "off", "--cold-after", "off", "--lake", "false"]).await;
+        let server = Server::start(&dir, &["--archive-backup-interval", "off", "--archive-cold-after", "off", "--lake-enabled=false"]).await;
         let from_log = tidelake(&server.client(), "bench", changes, false, true).await?;
         ensure!(from_log.from == "log", "replayed from {}", from_log.from);
         drop(server);
@@ -230,7 +230,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
         let dir = work.path().join(format!("lake-{changes}"));
         let server = Server::start(
             &dir,
-            &["--backup-interval", "off", "--cold-after", "off", "--change-retention", "0s", "--lake-flush-interval", "200ms"],
+            &["--archive-backup-interval", "off", "--archive-cold-after", "off", "--capture-retention", "0s", "--lake-flush-interval", "200ms"],
         )
         .await;
         let from_lake = tidelake(&server.client(), "bench", changes, true, true).await?;
@@ -257,7 +257,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     report.line("|---|---|---|---|---|---|".into());
     let changes = 200_000;
     let dir = work.path().join("append");
-    let server = Server::start(&dir, &["--backup-interval", "off", "--cold-after", "off", "--lake", "false"]).await;
+    let server = Server::start(&dir, &["--archive-backup-interval", "off", "--archive-cold-after", "off", "--lake-enabled=false"]).await;
     let appended = tidelake(&server.client(), "bench", changes, false, false).await?;
     drop(server);
     let (native, _) = native(&pg_bin, &work.path().join("pg-append"), changes, false)?;
@@ -280,7 +280,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
     report.line("|---|---|---|---|".into());
     for changes in [100, 1_000, 10_000] {
         let dir = work.path().join(format!("undo-{changes}"));
-        let server = Server::start(&dir, &["--backup-interval", "off", "--cold-after", "off", "--lake-flush-interval", "200ms"]).await;
+        let server = Server::start(&dir, &["--archive-backup-interval", "off", "--archive-cold-after", "off", "--lake-flush-interval", "200ms"]).await;
         let (took, logged, shipped) = undo_in_place(&server.client(), "bench", changes).await?;
         drop(server);
         report.line(format!("| {changes} | {} | {logged} | {} |", secs(took), secs(shipped)));

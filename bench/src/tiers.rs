@@ -80,7 +80,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
         let dir = work.path().join(format!("cold-{mb}"));
         let server = Server::start(
             &dir,
-            &["--hibernate-after", "200ms", "--cold-after", "300ms", "--backup-interval", "off", "--lake", "false"],
+            &["--tenants-hibernate-after", "200ms", "--archive-cold-after", "300ms", "--archive-backup-interval", "off", "--lake-enabled=false"],
         )
         .await;
         let c = server.client();
@@ -101,7 +101,7 @@ pub async fn run(out: Option<PathBuf>, pg_bin: PathBuf) -> Result<()> {
 
         // Warm wakes: hibernated, on local disk.
         let dir = work.path().join(format!("warm-{mb}"));
-        let server = Server::start(&dir, &["--hibernate-after", "200ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"]).await;
+        let server = Server::start(&dir, &["--tenants-hibernate-after", "200ms", "--archive-cold-after", "off", "--archive-backup-interval", "off", "--lake-enabled=false"]).await;
         let c = server.client();
         fill(&c, &tenant, mb).await;
         if !eventually(Duration::from_secs(60), || async { tier(&c, &tenant).await == "warm" }).await {
@@ -143,7 +143,7 @@ const LISTINGS: usize = 21;
 async fn listing(report: &mut Report, work: &Path, pg_bin: &Path) -> Result<()> {
     let server = Server::start(
         &work.join("listing"),
-        &["--hibernate-after", "200ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"],
+        &["--tenants-hibernate-after", "200ms", "--archive-cold-after", "off", "--archive-backup-interval", "off", "--lake-enabled=false"],
     )
     .await;
     let c = server.client();

@@ -36,7 +36,7 @@ pub enum QueryError {
     MemoryExceeded(String),
     /// `growth` or `activity` asked for more buckets than the cap.
     #[error(
-        "{function} asks for {asked} buckets ({span}), more than the limit of {cap} (--max-buckets): \
+        "{function} asks for {asked} buckets ({span}), more than the limit of {cap} (--query-max-buckets): \
          use a longer interval or a shorter range"
     )]
     TooManyBuckets { function: &'static str, asked: String, span: String, cap: u64 },

@@ -1092,7 +1092,7 @@ mod tests {
     fn growth_and_activity_count_their_buckets_before_anything_loads() {
         let err = rewritten("SELECT * FROM growth('acme.items', '2000-01-01', '2200-01-01', '1 second')").unwrap_err();
         assert_eq!(err.code(), "too_many_buckets", "{err}");
-        assert!(err.to_string().contains("limit of 100 (--max-buckets)"), "{err}");
+        assert!(err.to_string().contains("limit of 100 (--query-max-buckets)"), "{err}");
         // Refused by the analysis alone: nothing is loaded for it.
         let mut statement = parse("SELECT * FROM growth('items', '2000-01-01', '2200-01-01', '1 second')").unwrap();
         assert!(matches!(analyse(&mut statement, 100), Err(RewriteError::Limit(QueryError::TooManyBuckets { .. }))));

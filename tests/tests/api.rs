@@ -163,7 +163,7 @@ async fn tenants_are_isolated_and_routed_by_path_header_and_subdomain() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        &["--base-domain", "db.example.test"],
+        &["--tenants-base-domain", "db.example.test"],
     )
     .await;
     let c = server.client();
@@ -236,7 +236,7 @@ async fn tenants_are_isolated_and_routed_by_path_header_and_subdomain() {
 #[tokio::test]
 async fn schema_config_and_health_describe_the_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--queue-timeout", "5s"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-queue-timeout", "5s"]).await;
     let c = server.client();
 
     c.exec(

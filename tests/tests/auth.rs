@@ -90,7 +90,7 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let admin_key = create_key(&data, "*", "admin");
-    let server = Server::start(&data, &["--jwt-secret", SECRET, "--jwt-audience", AUDIENCE]).await;
+    let server = Server::start(&data, &["--auth-jwt-secret", SECRET, "--auth-audience", AUDIENCE]).await;
     let c = server.client();
     let admin = Some(admin_key.as_str());
     for sql in ["CREATE TABLE items (id int PRIMARY KEY, name text)", "INSERT INTO items VALUES (1, 'one'), (2, 'two')"] {
@@ -287,7 +287,7 @@ async fn a_database_per_user_with_keys_rotated_by_the_identity_provider() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--jwks-url", &jwks.url, "--jwt-issuer", "https://issuer.test", "--jwt-audience", AUDIENCE, "--tenant-claim", "sub", "--jwks-refresh", "2s"],
+        &["--auth-jwks-url", &jwks.url, "--auth-issuer", "https://issuer.test", "--auth-audience", AUDIENCE, "--auth-tenant-claim", "sub", "--auth-jwks-refresh", "2s"],
     )
     .await;
     let c = server.client();
@@ -413,7 +413,7 @@ async fn the_wire_front_and_pyiceberg_take_tokens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_browser_page_cannot_drive_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--base-domain", "db.test", "--allowed-origins", "https://app.test"]).await;
+    let server = Server::start(dir.path(), &["--tenants-base-domain", "db.test", "--auth-allowed-origins", "https://app.test"]).await;
     let c = server.client();
     let http = &c.http;
 
@@ -479,7 +479,7 @@ async fn a_browser_page_cannot_drive_the_server() {
         .unwrap();
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
-    assert!(message.contains("without auth") && message.contains("--insecure-no-auth"), "{message}");
+    assert!(message.contains("without auth") && message.contains("--auth-insecure-no-auth"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

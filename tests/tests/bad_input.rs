@@ -25,7 +25,7 @@ async fn post_raw(c: &Client, path: &str, body: &'static str) -> (StatusCode, Va
 #[tokio::test]
 async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--max-body-bytes", "4096"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-max-body-bytes", "4096"]).await;
     let c = server.client();
     c.exec("bad", "CREATE TABLE kept (v int)").await;
     c.exec("bad", "INSERT INTO kept VALUES (1), (2), (3)").await;
@@ -128,7 +128,7 @@ async fn dropped_connections_do_not_disturb_the_server() {
 #[tokio::test]
 async fn work_queued_past_the_queue_timeout_is_refused_without_running() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--queue-timeout", "300ms"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-queue-timeout", "300ms"]).await;
     let c = server.client();
     // Opening a new tenant may itself take longer than the queue timeout
     // when the machine is busy: set-up retries until the tenant is open.

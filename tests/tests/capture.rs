@@ -393,7 +393,7 @@ async fn websocket_subscription_resumes_after_a_forced_disconnect() {
 #[tokio::test]
 async fn hibernated_tenant_subscriber_receives_the_next_change() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--hibernate-after", "300ms"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-hibernate-after", "300ms"]).await;
     let c = server.client();
     c.exec("hib", "CREATE TABLE t (id int)").await;
     let mut ws = Ws::connect(&server.base, "hib").await;
@@ -412,7 +412,7 @@ async fn hibernated_tenant_subscriber_receives_the_next_change() {
 #[tokio::test]
 async fn trimming_keeps_everything_after_the_lowest_acknowledged_lsn() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--change-retention", "0s"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--capture-retention", "0s"]).await;
     let c = server.client();
     c.exec("trim", "CREATE TABLE t (id int)").await;
     c.exec("trim", "INSERT INTO t SELECT generate_series(1, 10)").await;
@@ -452,7 +452,7 @@ async fn trimming_keeps_everything_after_the_lowest_acknowledged_lsn() {
 #[tokio::test]
 async fn retention_keeps_young_acknowledged_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--change-retention", "2s"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--capture-retention", "2s"]).await;
     let c = server.client();
     c.exec("ret", "CREATE TABLE t (id int)").await;
     c.exec("ret", "INSERT INTO t SELECT generate_series(1, 5)").await;
@@ -466,7 +466,7 @@ async fn retention_keeps_young_acknowledged_changes() {
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_disconnected_and_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--ws-send-timeout", "1s"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-ws-send-timeout", "1s"]).await;
     let c = server.client();
     c.exec("slowsub", "CREATE TABLE t (id int PRIMARY KEY, blob text)").await;
     // About 30 MB of changes: more than socket buffers hold.
@@ -507,7 +507,7 @@ async fn a_subscriber_that_stops_reading_is_disconnected_and_others_go_on() {
 #[tokio::test]
 async fn an_older_capture_install_is_upgraded_when_the_tenant_opens() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("data"), &["--hibernate-after", "300ms", "--lake", "false"]).await;
+    let mut server = Server::start(&dir.path().join("data"), &["--tenants-hibernate-after", "300ms", "--lake-enabled=false"]).await;
     let c = server.client();
     c.exec("old", "CREATE TABLE pair (id int PRIMARY KEY DEFERRABLE, v text); INSERT INTO pair SELECT g, 'p' || g FROM generate_series(1, 3) g").await;
     // What an older release left behind, made by the operator's owner

@@ -210,7 +210,7 @@ async fn random_requests_break_nothing() {
     let data = dir.path().join("data");
     let server = Server::start(
         &data,
-        &["--lake", "false", "--statement-timeout", "2s", "--max-result-rows", "1000", "--max-body-bytes", "1000000"],
+        &["--lake-enabled=false", "--tenants-statement-timeout", "2s", "--tenants-max-result-rows", "1000", "--tenants-max-body-bytes", "1000000"],
     )
     .await;
     let c = server.client();

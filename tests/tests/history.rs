@@ -56,7 +56,7 @@ async fn restore(c: &Client, tenant: &str, body: Value) -> (StatusCode, Value) {
 #[tokio::test]
 async fn schema_changes_that_change_values_are_in_the_history() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--backup-interval", "off"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--archive-backup-interval", "off"]).await;
     let c = server.client();
     c.exec("hist", "CREATE TABLE accounts (id int PRIMARY KEY, name text, amount numeric(20,10), note text)").await;
     c.exec(
@@ -168,7 +168,7 @@ async fn schema_changes_that_change_values_are_in_the_history() {
 #[tokio::test]
 async fn a_dropped_table_is_a_change_and_every_instant_after_one_restores() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--backup-interval", "off"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--archive-backup-interval", "off"]).await;
     let c = server.client();
 
     // A new tenant: a table, rows, then an update a moment later. The
@@ -232,7 +232,7 @@ async fn a_dropped_table_is_a_change_and_every_instant_after_one_restores() {
     // Without schema backups, a replay that would cross a schema change is refused.
     drop(server);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false", "--schema-backups", "false", "--backup-interval", "off"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false", "--archive-schema-backups=false", "--archive-backup-interval", "off"]).await;
     let c = server.client();
     c.exec("old", "CREATE TABLE t (id int PRIMARY KEY)").await;
     let (status, body) = c.post("/t/old/backups", &json!({})).await;

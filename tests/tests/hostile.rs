@@ -24,7 +24,7 @@ async fn refused(c: &Client, tenant: &str, sql: &str, status: StatusCode, code: 
 #[tokio::test]
 async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
     c.exec("acme", "CREATE TABLE todos (id serial PRIMARY KEY, title text NOT NULL)").await;
     c.exec("acme", "INSERT INTO todos (title) VALUES ('one'), ('two')").await;
@@ -146,7 +146,7 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
 #[tokio::test]
 async fn applications_keep_everything_they_use() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
     c.exec(
         "shop",
@@ -198,7 +198,7 @@ async fn applications_keep_everything_they_use() {
 #[tokio::test]
 async fn capture_follows_any_identifier_and_any_schema_change() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
     let long = "x".repeat(63);
     let create = format!(
@@ -264,7 +264,7 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
 #[tokio::test]
 async fn no_session_state_leaks_into_the_next_request() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
     let path = c.rows("s", "SHOW search_path", json!([])).await[0]["search_path"].clone();
     c.exec("s", "DO $$ BEGIN EXECUTE 'SET search_path = nowhere'; END $$").await;
@@ -287,7 +287,7 @@ async fn no_session_state_leaks_into_the_next_request() {
 #[tokio::test]
 async fn statements_are_bounded_in_time_and_the_tenant_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false", "--statement-timeout", "2s"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false", "--tenants-statement-timeout", "2s"]).await;
     let c = server.client();
     c.exec("slow", "CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept SELECT generate_series(1, 100)").await;
 
@@ -351,8 +351,8 @@ async fn answers_are_capped_and_memory_stays_bounded() {
     let server = Server::start(
         &dir.path().join("data"),
         &[
-            "--lake", "false", "--max-result-bytes", "4MiB", "--max-result-rows", "1000", "--statement-timeout", "60s",
-            "--tenant-memory", "512MiB",
+            "--lake-enabled=false", "--tenants-max-result-bytes", "4MiB", "--tenants-max-result-rows", "1000", "--tenants-statement-timeout", "60s",
+            "--tenants-memory", "512MiB",
         ],
     )
     .await;
@@ -395,7 +395,7 @@ fn rss_bytes(pid: u32) -> u64 {
 async fn reads_of_an_unknown_tenant_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &["--lake", "false"]).await;
+    let server = Server::start(&data, &["--lake-enabled=false"]).await;
     let c = server.client();
     for path in ["/t/ghost/schema", "/t/ghost/changes?since=0", "/t/ghost/bookmark?at=2026-01-01T00:00:00Z"] {
         let (status, body) = c.get(path).await;
@@ -423,7 +423,7 @@ async fn reads_of_an_unknown_tenant_create_nothing() {
 #[tokio::test]
 async fn numbers_out_of_range_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
     c.exec("n", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)").await;
     for path in [
@@ -457,7 +457,7 @@ async fn numbers_out_of_range_are_refused() {
 #[tokio::test]
 async fn per_connection_and_per_tenant_work_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false", "--ws-max-in-flight", "3"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false", "--tenants-ws-max-in-flight", "3"]).await;
     let c = server.client();
     c.exec("w", "SELECT 1").await;
     let mut ws = Ws::connect(&server.base, "w").await;
@@ -495,7 +495,7 @@ async fn a_tenant_over_its_disk_quota_can_read_but_not_write() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        &["--lake", "false", "--tenant-disk-quota", "16MB", "--backup-interval", "off", "--cold-after", "off"],
+        &["--lake-enabled=false", "--tenants-disk-quota", "16MB", "--archive-backup-interval", "off", "--archive-cold-after", "off"],
     )
     .await;
     let c = server.client();
@@ -536,7 +536,7 @@ async fn a_tenant_over_its_disk_quota_can_read_but_not_write() {
 #[tokio::test]
 async fn shutdown_completes_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("data"), &["--lake", "false"]).await;
+    let mut server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
     c.exec("z", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)").await;
     let mut ws = Ws::connect(&server.base, "z").await;
@@ -565,7 +565,7 @@ async fn shutdown_completes_in_bounded_time() {
 #[tokio::test]
 async fn the_open_tenant_cap_is_a_real_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake", "false", "--max-open-tenants", "3"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false", "--tenants-max-open", "3"]).await;
     let c = server.client();
     let watcher = {
         let c = c.clone();

@@ -569,7 +569,7 @@ async fn shipping_does_not_wake_hibernated_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(
         &dir.path().join("data"),
-        &["--hibernate-after", "150ms", "--lake-flush-interval", "1500ms"],
+        &["--tenants-hibernate-after", "150ms", "--lake-flush-interval", "1500ms"],
     )
     .await;
     let c = server.client();

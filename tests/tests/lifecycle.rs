@@ -1,5 +1,6 @@
 //! Tenant lifecycle: persistence across restarts and crashes, hibernation,
-//! eviction under the open-tenant cap, and tenants running in parallel.
+//! eviction under the open-tenant cap, tenants running in parallel, and the
+//! settings that shape them.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -103,7 +104,7 @@ async fn kill_9_mid_workload_loses_no_acknowledged_transaction() {
 #[tokio::test]
 async fn hibernated_tenant_wakes_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--hibernate-after", "300ms"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-hibernate-after", "300ms"]).await;
     let c = server.client();
     c.exec("sleepy", "CREATE TABLE t (v text)").await;
     c.exec("sleepy", "INSERT INTO t VALUES ('before sleep')").await;
@@ -131,7 +132,7 @@ async fn hibernated_tenant_wakes_with_its_data() {
 #[tokio::test]
 async fn least_recently_used_tenant_is_evicted_under_the_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--max-open-tenants", "2"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-max-open", "2"]).await;
     let c = server.client();
     for tenant in ["lru-1", "lru-2", "lru-3"] {
         c.exec(tenant, "CREATE TABLE t (name text)").await;
@@ -207,7 +208,7 @@ async fn a_slow_tenant_does_not_stall_the_others() {
 #[tokio::test]
 async fn many_clients_on_many_tenants_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--max-open-tenants", "6"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--tenants-max-open", "6"]).await;
     let c = server.client();
     let mut tasks = Vec::new();
     for client in 0..24 {
@@ -234,4 +235,46 @@ async fn many_clients_on_many_tenants_at_once() {
     }
     let (_, health) = c.get("/health").await;
     assert!(health["openTenants"].as_u64().unwrap() <= 6, "{health}");
+}
+
+/// One name per setting through the real binary: a flag beats the file
+/// (here under its earlier name, read with a warning), and a bad value is
+/// refused naming the flag or the variable it came from.
+#[tokio::test]
+async fn settings_are_merged_from_file_and_flags_and_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidelake.toml");
+    std::fs::write(&config, "[tenants]\nmax_open = 1\n").unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", config.to_str().unwrap(), "--max-open-tenants", "2"]).await;
+    let c = server.client();
+    for tenant in ["cap-1", "cap-2", "cap-3"] {
+        c.exec(tenant, "CREATE TABLE t (name text)").await;
+    }
+    assert!(eventually(Duration::from_secs(30), || async { c.engine_state("cap-1").await == "hibernated" }).await);
+    let (_, health) = c.get("/health").await;
+    assert_eq!(health["openTenants"], 2, "the flag's 2, not the file's 1: {health}");
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log.contains("--max-open-tenants is an old name") && log.contains("--tenants-max-open"), "{log}");
+    drop(server);
+
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(tidelake_tests::binary())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--pg-listen", "off", "--data-dir"])
+            .arg(dir.path().join("refused"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("TIDELAKE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&["--tenants-hibernate-after", "soon"], &[]);
+    assert!(stderr.contains("--tenants-hibernate-after") && stderr.contains("invalid duration \"soon\""), "{stderr}");
+    let stderr = refused(&[], &[("TIDELAKE_TENANTS_MAX_OPEN", "lots")]);
+    assert!(stderr.contains("TIDELAKE_TENANTS_MAX_OPEN"), "{stderr}");
+    let stderr = refused(&["--tenants-max-open", "0"], &[]);
+    assert!(stderr.contains("--tenants-max-open") && stderr.contains("at least 1"), "{stderr}");
 }

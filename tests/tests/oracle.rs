@@ -454,7 +454,7 @@ async fn history_equals_postgresql_at_every_instant() {
     let data = dir.path().join("native/data");
     pg.initdb(&data).unwrap();
     pg.start(&data).unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--backup-interval", "off"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--archive-backup-interval", "off"]).await;
     let c = server.client();
 
     let seeds: Vec<u64> = match std::env::var("TIDELAKE_ORACLE_SEED") {

@@ -490,7 +490,7 @@ fn human_bytes(bytes: u64) -> String {
 async fn the_dashboard_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let server =
-        Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--max-open-tenants", "2"]).await;
+        Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--tenants-max-open", "2"]).await;
     let c = server.client();
     c.exec("acme", "CREATE TABLE items (id int PRIMARY KEY, name text)").await;
     c.exec("beta", "CREATE TABLE items (id int PRIMARY KEY, name text)").await;
@@ -653,7 +653,7 @@ async fn every_lake_query_is_bounded_and_the_service_goes_on() {
     let limits = [
         "--query-timeout", "2s",
         "--query-memory", "64MB",
-        "--max-buckets", "100",
+        "--query-max-buckets", "100",
         "--query-max-result-rows", "10",
         "--query-max-result-bytes", "1MB",
     ];
@@ -707,7 +707,7 @@ async fn every_lake_query_is_bounded_and_the_service_goes_on() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "too_many_buckets", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("asks for 6311433601 buckets") && message.contains("limit of 100 (--max-buckets)"), "{message}");
+    assert!(message.contains("asks for 6311433601 buckets") && message.contains("limit of 100 (--query-max-buckets)"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(1), "refusing took {:?}", started.elapsed());
     let (_, code, message, _) = refused(&c, "SELECT * FROM activity('acme.items', '2026-01-01', '2026-02-01', '1 hour')", None).await;
     assert_eq!(code, "too_many_buckets", "{message}");

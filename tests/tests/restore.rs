@@ -38,7 +38,7 @@ async fn restore(c: &Client, tenant: &str, body: Value) -> (StatusCode, Value) {
 async fn lake_replay_server(dir: &tempfile::TempDir) -> Server {
     Server::start(
         &dir.path().join("data"),
-        &["--backup-interval", "off", "--lake-flush-interval", "100ms", "--change-retention", "0s"],
+        &["--archive-backup-interval", "off", "--lake-flush-interval", "100ms", "--capture-retention", "0s"],
     )
     .await
 }
@@ -94,8 +94,8 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
     let server = Server::start(
         &dir.path().join("data"),
         &[
-            "--hibernate-after", "300ms", "--cold-after", "1s", "--backup-interval", "off",
-            "--lake-flush-interval", "100ms", "--change-retention", "0s",
+            "--tenants-hibernate-after", "300ms", "--archive-cold-after", "1s", "--archive-backup-interval", "off",
+            "--lake-flush-interval", "100ms", "--capture-retention", "0s",
         ],
     )
     .await;
@@ -257,7 +257,7 @@ async fn restore_to_each_instant_as_a_branch_and_in_place_with_undo() {
 async fn restore_replays_from_the_change_log_while_it_holds_the_changes() {
     let dir = tempfile::tempdir().unwrap();
     // Periodic backups on (not due within the test): they also follow schema changes.
-    let server = Server::start(&dir.path().join("data"), &["--backup-interval", "1h", "--lake", "false"]).await;
+    let server = Server::start(&dir.path().join("data"), &["--archive-backup-interval", "1h", "--lake-enabled=false"]).await;
     let c = server.client();
     c.exec(
         "solo",
@@ -523,7 +523,7 @@ async fn key_changes_captured_as_updates_replay_from_the_lake_as_its_state() {
 async fn a_crash_mid_restore_leaves_the_tenant_whole() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = Server::start(&data, &["--backup-interval", "off", "--lake", "false"]).await;
+    let mut server = Server::start(&data, &["--archive-backup-interval", "off", "--lake-enabled=false"]).await;
     let c = server.client();
     c.exec("acme", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 50) g").await;
     let (status, body) = c.post("/t/acme/backups", &json!({})).await;

@@ -70,7 +70,7 @@ async fn a_cold_tenant_wakes_with_exactly_its_data() {
     let server = Server::start(
         &data,
         // Base backups only as tiers take them: a cold tenant's archive is its only one.
-        &["--hibernate-after", "300ms", "--cold-after", "1s", "--backup-interval", "off", "--schema-backups", "false", "--lake-flush-interval", "100ms"],
+        &["--tenants-hibernate-after", "300ms", "--archive-cold-after", "1s", "--archive-backup-interval", "off", "--archive-schema-backups=false", "--lake-flush-interval", "100ms"],
     )
     .await;
     let c = server.client();
@@ -135,7 +135,7 @@ async fn a_corrupt_archive_is_refused_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server =
-        Server::start(&data, &["--hibernate-after", "300ms", "--cold-after", "1s", "--backup-interval", "off"]).await;
+        Server::start(&data, &["--tenants-hibernate-after", "300ms", "--archive-cold-after", "1s", "--archive-backup-interval", "off"]).await;
     let c = server.client();
     fill(&c, "acme", 100).await;
     let before = contents(&c, "acme").await;
@@ -167,7 +167,7 @@ async fn the_disk_budget_sends_the_least_recently_used_cold() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server =
-        Server::start(&data, &["--hibernate-after", "300ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"]).await;
+        Server::start(&data, &["--tenants-hibernate-after", "300ms", "--archive-cold-after", "off", "--archive-backup-interval", "off", "--lake-enabled=false"]).await;
     let c = server.client();
     let mut states = Vec::new();
     for tenant in ["t-old", "t-mid", "t-new"] {
@@ -185,7 +185,7 @@ async fn the_disk_budget_sends_the_least_recently_used_cold() {
     // Room for all but the smallest half of one: exactly one must go.
     let budget = total - sizes.iter().min().unwrap() / 2;
     let budget = budget.to_string();
-    server = Server::start(&data, &["--cold-after", "off", "--backup-interval", "off", "--lake", "false", "--disk-budget", &budget]).await;
+    server = Server::start(&data, &["--archive-cold-after", "off", "--archive-backup-interval", "off", "--lake-enabled=false", "--archive-disk-budget", &budget]).await;
     let c = server.client();
     wait_tier(&c, "t-old", "cold").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -203,7 +203,7 @@ async fn the_disk_budget_sends_the_least_recently_used_cold() {
 async fn listed_sizes_follow_the_directory_across_wakes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &["--hibernate-after", "300ms", "--cold-after", "off", "--backup-interval", "off", "--lake", "false"]).await;
+    let server = Server::start(&data, &["--tenants-hibernate-after", "300ms", "--archive-cold-after", "off", "--archive-backup-interval", "off", "--lake-enabled=false"]).await;
     let c = server.client();
     let listed = |c: &Client| {
         let c = c.clone();
@@ -251,7 +251,7 @@ async fn base_backups_are_periodic_on_request_and_expire() {
     let server = Server::start(
         &data,
         // The periodic policy alone (schema changes wait for the schema to be quiet).
-        &["--cold-after", "off", "--backup-interval", "300ms", "--backup-retention", "3s", "--schema-backups", "false", "--lake", "false"],
+        &["--archive-cold-after", "off", "--archive-backup-interval", "300ms", "--archive-backup-retention", "3s", "--archive-schema-backups=false", "--lake-enabled=false"],
     )
     .await;
     let c = server.client();
@@ -330,13 +330,13 @@ async fn the_cold_tier_on_s3() {
         &[
             "--config",
             config.to_str().unwrap(),
-            "--archive",
+            "--archive-location",
             "s3://tiers/archive",
-            "--hibernate-after",
+            "--tenants-hibernate-after",
             "300ms",
-            "--cold-after",
+            "--archive-cold-after",
             "1s",
-            "--backup-interval",
+            "--archive-backup-interval",
             "off",
         ],
     )

@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(err.code(), "too_many_buckets");
         let message = err.to_string();
         assert!(message.contains(&format!("asks for {} buckets", (Y2200 - Y2000) / 1_000_000 + 1)), "{message}");
-        assert!(message.contains("limit of 10000 (--max-buckets)"), "{message}");
+        assert!(message.contains("limit of 10000 (--query-max-buckets)"), "{message}");
         assert!(message.contains("from 2000-01-01 00:00:00 to 2200-01-01 00:00:00 every 1 second"), "{message}");
         let err = check("activity", Y2000, Y2200, interval("activity", "1 month").unwrap(), 100).unwrap_err();
         assert!(err.to_string().contains("asks for about 2401 buckets"), "{err}");

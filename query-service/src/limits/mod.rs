@@ -36,7 +36,7 @@ pub struct Limits {
     pub memory: usize,
     /// Longest a query may take, planning to last row (`--query-timeout`).
     pub timeout: Duration,
-    /// Most instants one `growth` or `activity` series may have (`--max-buckets`).
+    /// Most instants one `growth` or `activity` series may have (`--query-max-buckets`).
     pub max_buckets: u64,
     /// Most rows in one HTTP answer (`--query-max-result-rows`).
     pub max_result_rows: u64,
