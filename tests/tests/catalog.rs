@@ -128,18 +128,8 @@ async fn the_warehouse_can_live_on_s3() {
 
 #[tokio::test]
 async fn tidelake_catalog_serves_the_catalog_alone() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(tidelake_tests::binary())
-        .args(["catalog", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let (mut child, first) = start_alone(&["catalog", "--listen", "127.0.0.1:0"], dir.path());
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
     let c = tidelake_tests::Client::new(&url);
     let (status, body) = c.post("/v1/namespaces", &json!({"namespace": ["solo"]})).await;
@@ -159,18 +149,8 @@ async fn tidelake_catalog_serves_the_catalog_alone() {
 /// `serve`, without the tenants or the catalog.
 #[tokio::test]
 async fn tidelake_query_service_serves_lake_sql_alone() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(tidelake_tests::binary())
-        .args(["query-service", "--listen", "127.0.0.1:0", "--pg-listen", "off", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let (mut child, first) = start_alone(&["query-service", "--listen", "127.0.0.1:0", "--pg-listen", "off"], dir.path());
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches("/sql").to_owned();
     let c = tidelake_tests::Client::new(&url);
     let (status, body) = c.post("/sql", &json!({"sql": "SELECT 40 + 2 AS answer"})).await;
@@ -187,4 +167,22 @@ async fn tidelake_query_service_serves_lake_sql_alone() {
     assert_eq!(missing["error"]["code"], "not_found");
     assert_eq!(ping_status, StatusCode::NOT_FOUND);
     assert_eq!(catalog_status, StatusCode::NOT_FOUND);
+}
+
+/// Start `tidelake <args> --data-dir <data_dir>`: the child, and the first
+/// line it prints (where it listens).
+fn start_alone(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(tidelake_tests::binary())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    (child, first)
 }
