@@ -11,7 +11,7 @@ mod watchdog;
 mod wire;
 
 pub use capture::{ChangePage, LogStats, LsnAt};
-pub use replay::{Images, qualified, rows_at_head};
+pub use replay::{Images, StoredVersion, qualified, rows_at_head};
 pub use database::{PackedBase, Session, TenantDb};
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use model::{Change, Op, Row, SchemaVersion};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::database::TenantDb;
@@ -448,7 +449,7 @@ impl TenantDb {
     /// `diff` (see `rows_at_head`) log only how they differ from the rows
     /// the replaced database ended with; every other table is logged whole.
     /// Returns the new head.
-    pub fn rebase(&mut self, lsn_floor: u64, versions: &[Value], diff: Option<Value>) -> Result<u64> {
+    pub fn rebase(&mut self, lsn_floor: u64, versions: &[StoredVersion], diff: Option<Value>) -> Result<u64> {
         // What differs, computed in the tenant's session (see `diff_rows`).
         let diff = match diff {
             Some(Value::Object(tables)) => Some(Value::Object(self.as_tenant(|db| {
@@ -473,7 +474,7 @@ impl TenantDb {
             "SELECT tidelake.rebase($1, $2::json, $3::json) AS head",
             &[
                 json!(lsn_floor),
-                Value::String(Value::Array(versions.to_vec()).to_string()),
+                Value::String(serde_json::to_string(versions).map_err(|source| Error::Malformed { what: "schema versions".into(), source })?),
                 diff.map_or(Value::Null, |d| Value::String(d.to_string())),
             ],
             RowMode::Object,
@@ -483,7 +484,7 @@ impl TenantDb {
 
     /// Every schema version as stored (all columns), oldest first: what a
     /// restore in place keeps, so version numbers are never reused.
-    pub fn stored_schema_versions(&mut self) -> Result<Vec<Value>> {
+    pub fn stored_schema_versions(&mut self) -> Result<Vec<StoredVersion>> {
         let rows = self.exec(
             // With each version's commit time: a restored database carries
             // the versions over, not the transactions they were committed in.
@@ -618,6 +619,39 @@ fn json_size(value: &Value) -> usize {
         Value::String(text) => text.len() + 2,
         Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
         Value::Object(entries) => 2 + entries.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>(),
+    }
+}
+
+/// A row of `tidelake.schema_versions` as stored, every column: what a
+/// restore in place carries over, so version numbers are never reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    pub version: i64,
+    pub lsn: u64,
+    pub xid: u64,
+    /// PostgreSQL writes an oid in JSON as a string.
+    #[serde(deserialize_with = "oid")]
+    pub table_oid: u32,
+    pub table_schema: String,
+    pub table_name: String,
+    /// The columns as capture records them, carried over as they are.
+    pub columns: Value,
+    pub primary_key: Vec<String>,
+    pub dropped: bool,
+    pub signature: String,
+    /// When the version was committed (`None`: its xid's commit time).
+    pub commit_ts: Option<String>,
+    /// Columns a later capture version adds, carried over too.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+fn oid<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    use serde::de::Error as _;
+    match Value::deserialize(d)? {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| D::Error::custom(format!("oid {n} out of range"))),
+        Value::String(text) => text.parse().map_err(|_| D::Error::custom(format!("oid {text:?} is not a number"))),
+        other => Err(D::Error::custom(format!("expected an oid, found {other}"))),
     }
 }
 

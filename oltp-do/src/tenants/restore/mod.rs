@@ -28,7 +28,7 @@ use super::{Tenants, Tier};
 use crate::layout::{self, cold_marker};
 use crate::actor::{CLOSED_HEAD_FILE, work};
 use crate::archive::{self, Manifest};
-use crate::engine::{Images, Session, TenantDb, qualified, rows_at_head};
+use crate::engine::{Images, Session, StoredVersion, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
 use model::{Change, SchemaVersion, TenantId};
 
@@ -657,7 +657,7 @@ impl Tenants {
             // database logs only how it differs from where that left the rows.
             let runtime = self.runtime.clone();
             let live = root.clone();
-            let (versions, from_log) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Vec<Change>>)> {
+            let (versions, from_log) = tokio::task::spawn_blocking(move || -> Result<(Vec<StoredVersion>, Option<Vec<Change>>)> {
                 let mut db = TenantDb::open(&live, runtime.settings(), Session::Owner)?;
                 let read = changes_since(&mut db, target, head);
                 db.close()?;
@@ -764,7 +764,7 @@ impl Tenants {
 /// From the closed database a restore replaces: its schema versions, and
 /// its changes in `(target, head]` if its log holds them all (and they are
 /// few enough to diff against).
-fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<Value>, Option<Vec<Change>>)> {
+fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<StoredVersion>, Option<Vec<Change>>)> {
     let versions = db.stored_schema_versions()?;
     let stats = db.log_stats()?;
     let held = head == target || (stats.tail_lsn > 0 && stats.tail_lsn <= target + 1 && stats.head_lsn >= head);
@@ -786,21 +786,17 @@ fn changes_since(db: &mut TenantDb, target: u64, head: u64) -> Result<(Vec<Value
 /// The tables whose differences a restore in place to `target` can log
 /// (`"schema"."table"` → primary key): those with a primary key whose
 /// schema did not change after the instant. The others are logged whole.
-fn diff_tables(versions: &[Value], target: u64) -> HashMap<String, Vec<String>> {
-    let name = |v: &Value| qualified(v["table_schema"].as_str().unwrap_or(""), v["table_name"].as_str().unwrap_or(""));
-    let changed_since: Vec<String> = versions.iter().filter(|v| v["lsn"].as_u64().unwrap_or(0) > target).map(name).collect();
-    // (The oid as its JSON text: PostgreSQL writes it as a string.)
-    let mut newest: HashMap<String, &Value> = HashMap::new();
+fn diff_tables(versions: &[StoredVersion], target: u64) -> HashMap<String, Vec<String>> {
+    let name = |v: &StoredVersion| qualified(&v.table_schema, &v.table_name);
+    let changed_since: Vec<String> = versions.iter().filter(|v| v.lsn > target).map(name).collect();
+    let mut newest: HashMap<u32, &StoredVersion> = HashMap::new();
     for v in versions {
-        newest.insert(v["table_oid"].to_string(), v);
+        newest.insert(v.table_oid, v);
     }
     newest
         .into_values()
-        .filter(|v| v["dropped"] != Value::Bool(true) && !changed_since.contains(&name(v)))
-        .filter_map(|v| {
-            let key: Vec<String> = v["primary_key"].as_array()?.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();
-            (!key.is_empty()).then(|| (name(v), key))
-        })
+        .filter(|v| !v.dropped && !changed_since.contains(&name(v)) && !v.primary_key.is_empty())
+        .map(|v| (name(v), v.primary_key.clone()))
         .collect()
 }
 
@@ -886,6 +882,31 @@ async fn run_blocking_with_progress<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stored schema versions are read as PostgreSQL writes them (an oid as
+    /// a string) and carried over whole, columns added later included; the
+    /// tables a restore diffs are those with a key and no schema change since.
+    #[test]
+    fn stored_versions_are_carried_over_whole_and_choose_the_diffed_tables() {
+        let stored = |version: i64, lsn: u64, oid: &str, table: &str, key: serde_json::Value| {
+            serde_json::json!({"version": version, "lsn": lsn, "xid": 7, "table_oid": oid, "table_schema": "public",
+                "table_name": table, "columns": [{"name": "id"}], "primary_key": key, "dropped": false,
+                "signature": "s", "commit_ts": null, "added_later": 1})
+        };
+        let rows = serde_json::json!([
+            stored(1, 10, "16384", "keyed", serde_json::json!(["id"])),
+            stored(2, 11, "16390", "keyless", serde_json::json!([])),
+            stored(3, 12, "16400", "altered", serde_json::json!(["id"])),
+            stored(4, 50, "16400", "altered", serde_json::json!(["id"])),
+        ]);
+        let versions: Vec<StoredVersion> = serde_json::from_value(rows).unwrap();
+        assert_eq!(versions[0].table_oid, 16384);
+        let written = serde_json::to_value(&versions[0]).unwrap();
+        assert_eq!(written["added_later"], 1);
+        assert_eq!(written["columns"], serde_json::json!([{"name": "id"}]));
+        let tables = diff_tables(&versions, 20);
+        assert_eq!(tables, HashMap::from([("\"public\".\"keyed\"".to_owned(), vec!["id".to_owned()])]));
+    }
 
     /// The lake's text of JSON and array columns becomes their values again;
     /// text columns, whatever they hold, stay text.
