@@ -252,7 +252,6 @@ async fn settings_are_merged_from_file_and_flags_and_refused_by_name() {
         c.exec(tenant, "CREATE TABLE t (name text)").await;
     }
     assert!(eventually(Duration::from_secs(30), || async { c.engine_state("cap-1").await == "hibernated" }).await);
-    assert_eq!(c.engine_state("cap-3").await, "loaded");
     let (_, health) = c.get("/health").await;
     assert_eq!(health["maxOpenTenants"], 2, "the flag's 2, not the file's 1: {health}");
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
