@@ -126,6 +126,9 @@ pub static SETTINGS: &[Setting] = &[
     setting("auth.insecure_no_auth", Bool, Some("insecure-no-auth"), "Serve without auth on addresses other than loopback: anyone who reaches the port is an administrator"),
 ];
 
+/// The one earlier flag that took no value (the others took one each).
+const OLD_SWITCH: &str = "insecure-no-auth";
+
 /// A setting's flag and environment variable, made once from its key.
 struct Names {
     flag: String,
@@ -562,8 +565,7 @@ impl clap::Args for Overrides {
             cmd = cmd.arg(arg);
             if let (Some(old), Some(id)) = (setting.old_flag, names.old_id.as_deref()) {
                 let old_arg = Arg::new(id).long(old).hide(true);
-                // The old switch took no value; the other old flags one each.
-                cmd = cmd.arg(if old == "insecure-no-auth" { old_arg.action(ArgAction::SetTrue) } else { old_arg });
+                cmd = cmd.arg(if old == OLD_SWITCH { old_arg.action(ArgAction::SetTrue) } else { old_arg });
             }
         }
         cmd
@@ -579,11 +581,11 @@ impl clap::FromArgMatches for Overrides {
         let mut overrides = Overrides { config: matches.get_one::<PathBuf>("config").cloned(), flags: Vec::new() };
         for (index, (setting, names)) in SETTINGS.iter().zip(NAMES.iter()).enumerate() {
             let new = matches.get_many::<String>(setting.key).map(|values| values.cloned().collect::<Vec<_>>().join(","));
-            let old = names.old_id.as_deref().and_then(|id| match matches.try_get_one::<bool>(id) {
-                Ok(Some(true)) => Some("true".to_owned()),
-                Ok(_) => None,
-                Err(_) => matches.get_one::<String>(id).cloned(),
-            });
+            let old = match (setting.old_flag, names.old_id.as_deref()) {
+                (Some(OLD_SWITCH), Some(id)) => matches.get_flag(id).then(|| "true".to_owned()),
+                (_, Some(id)) => matches.get_one::<String>(id).cloned(),
+                (_, None) => None,
+            };
             if let (Some(_), Some(old_flag)) = (&old, setting.old_flag) {
                 if new.is_some() {
                     tracing::warn!("--{old_flag} is ignored: --{} is given too (it is the new name of the setting)", names.flag);

@@ -216,20 +216,25 @@ impl Source {
 /// are Iceberg strings — by table, under the newest names (the lake's).
 /// Changes read from the lake get their values back as captured, so replay
 /// and the undo diff take the same values from either source.
-struct LakeText(HashMap<(String, String), HashSet<String>>);
+/// (Schema → table → columns; tables without such columns are left out.)
+struct LakeText(HashMap<String, HashMap<String, HashSet<String>>>);
 
 impl LakeText {
     fn of(latest: &[SchemaVersion]) -> Self {
-        let columns = latest.iter().map(|v| {
+        let mut tables: HashMap<String, HashMap<String, HashSet<String>>> = HashMap::new();
+        for v in latest {
             let text = v.columns.iter().filter(|c| matches!(c.type_oid, 114 | 3802) || c.type_name.ends_with("[]"));
-            ((v.schema.clone(), v.table.clone()), text.map(|c| c.name.clone()).collect())
-        });
-        LakeText(columns.collect())
+            let text: HashSet<String> = text.map(|c| c.name.clone()).collect();
+            if !text.is_empty() {
+                tables.entry(v.schema.clone()).or_default().insert(v.table.clone(), text);
+            }
+        }
+        LakeText(tables)
     }
 
     fn restore(&self, changes: &mut [Change]) {
         for change in changes {
-            let Some(columns) = self.0.get(&(change.schema.clone(), change.table.clone())) else { continue };
+            let Some(columns) = self.0.get(&change.schema).and_then(|tables| tables.get(&change.table)) else { continue };
             for row in [change.new.as_mut(), change.old.as_mut()].into_iter().flatten() {
                 for (name, value) in row.iter_mut() {
                     if let Value::String(text) = value
