@@ -121,7 +121,7 @@ async fn diff(
     };
     // Digits are an LSN, anything else an instant.
     let bound = |v: &str| {
-        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) { rewrite::lsn(v) } else { Ok(literal(v)) }
+        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) { rewrite::lsn(v).map(|n| n.to_string()) } else { Ok(literal(v)) }
     };
     let (from, to) = match (bound(&request.from), bound(&request.to)) {
         (Ok(from), Ok(to)) => (from, to),

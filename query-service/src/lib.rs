@@ -3,8 +3,8 @@
 //!
 //! A query is parsed with the lake's dialect, every lake table it names is
 //! loaded from the catalog (its changelog as an Iceberg scan, its snapshots
-//! as a small table), and every reference is rewritten into the query that
-//! computes it (`rewrite`) before DataFusion plans it. Each query sees the
+//! as a small table), and every reference is rewritten into the plan that
+//! computes it (`rewrite`, `rewrite::plan`) as DataFusion plans it. Each query sees the
 //! tables as the catalog has them when it starts.
 //!
 //! Every query is bounded (`limits`): its memory by one pool shared by the
@@ -22,21 +22,19 @@ pub mod limits;
 pub mod rewrite;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use auth::Principal;
 use catalog::Warehouse;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, TableIdent};
@@ -47,7 +45,7 @@ pub use error::QueryError;
 use futures::StreamExt;
 pub use limits::{Deadline, Limits};
 use limits::ResultBudget;
-use rewrite::{CheckpointShape, Loaded, TableShape};
+use rewrite::plan::{self, CheckpointShape, LakeTable, Loaded, TableShape};
 
 /// The catalog name queries resolve `<tenant>.<table>` in.
 const CATALOG: &str = "lake";
@@ -177,19 +175,8 @@ impl QueryService {
         let analysis = rewrite::analyse(&mut statement, self.limits.max_buckets)?;
         let needs = &analysis.needs;
 
-        let ctx = SessionContext::new_with_config_rt(
-            SessionConfig::new()
-                .with_default_catalog_and_schema(CATALOG, "public")
-                .with_information_schema(true)
-                // Instants without a zone are UTC, as in the tenant databases.
-                .set_str("datafusion.execution.time_zone", "+00:00"),
-            self.runtime.clone(),
-        );
-        limits::functions::register(&ctx, &self.limits)?;
-        let catalog = Arc::new(MemoryCatalogProvider::new());
-        ctx.register_catalog(CATALOG, catalog.clone());
+        let (ctx, catalog) = session(&self.limits, self.runtime.clone())?;
         let mut loaded = Loaded::default();
-        let mut checkpoint_tables = HashMap::new();
         for (tenant, _) in &needs.tables {
             if !who.may_read(tenant) {
                 return Err(QueryError::Forbidden(format!("this token does not reach tenant {tenant:?}")));
@@ -198,39 +185,27 @@ impl QueryService {
         for table in &needs.all_tenants {
             let tenants = self.tenants_with(table, who).await?;
             for tenant in &tenants {
-                self.register(&catalog, &mut loaded, &mut checkpoint_tables, tenant, table).await?;
+                self.register(&catalog, &mut loaded, tenant, table).await?;
             }
             loaded.all_tenants.insert(table.clone(), tenants);
         }
         for (tenant, table) in &needs.tables {
-            if !self.register(&catalog, &mut loaded, &mut checkpoint_tables, tenant, table).await? {
+            if !self.register(&catalog, &mut loaded, tenant, table).await? {
                 return Err(QueryError::NotFound(format!(
                     "no lake table {tenant}.{table} (is the tenant's table shipped yet?)"
                 )));
             }
         }
-        rewrite::rewrite(&mut statement, &analysis, &loaded)?;
-        // The checkpoints the rewritten query starts its states from.
-        for ((tenant, name, lsn), snapshot) in loaded.checkpoints_read.take() {
-            let Some(table) = checkpoint_tables.get(&(tenant.clone(), name.clone())) else { continue };
-            let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), snapshot).await?;
-            if let Some(schema) = catalog.schema(&tenant) {
-                schema.register_table(format!("{name}$checkpoint@{lsn}"), Arc::new(provider))?;
-            }
-        }
-
-        let plan = ctx.state().statement_to_plan(DFStatement::Statement(Box::new(statement))).await?;
+        let plan = plan::statement(&ctx, &catalog, statement, &analysis, &loaded).await?;
         Ok(Prepared { ctx, plan })
     }
 
-    /// Load one lake table and register its changelog and snapshots; its
-    /// checkpoint table, if it has one, goes to `checkpoint_tables`.
-    /// Returns false if it does not exist.
+    /// Load one lake table (with its checkpoint table, if it has one) and
+    /// register its changelog and snapshots. Returns false if it does not exist.
     async fn register(
         &self,
         catalog: &Arc<MemoryCatalogProvider>,
         loaded: &mut Loaded,
-        checkpoint_tables: &mut HashMap<(String, String), Table>,
         tenant: &str,
         name: &str,
     ) -> Result<bool, QueryError> {
@@ -261,14 +236,16 @@ impl QueryService {
             Some(id) => IcebergStaticTableProvider::try_new_from_table_snapshot(table.clone(), id).await?,
             None => IcebergStaticTableProvider::try_new_from_table(table.clone()).await?,
         };
-        schema.register_table(format!("{name}$changes"), Arc::new(changes))?;
-        schema.register_table(format!("{name}$snapshots"), Arc::new(snapshots_table(&table)?))?;
+        let (changes, snapshots): (Arc<dyn TableProvider>, Arc<dyn TableProvider>) =
+            (Arc::new(changes), Arc::new(snapshots_table(&table)?));
+        schema.register_table(format!("{name}$changes"), changes.clone())?;
+        schema.register_table(format!("{name}$snapshots"), snapshots.clone())?;
         let mut shape = shape(&table);
-        if let Some(checkpoints) = lake::spec::load(&self.warehouse, &ident).await? {
-            shape.checkpoints = checkpoint_shapes(&checkpoints);
-            checkpoint_tables.insert(key.clone(), checkpoints);
+        let checkpoints = lake::spec::load(&self.warehouse, &ident).await?;
+        if let Some(checkpoints) = &checkpoints {
+            shape.checkpoints = checkpoint_shapes(checkpoints);
         }
-        loaded.tables.insert(key, shape);
+        loaded.tables.insert(key, LakeTable { shape, changes, snapshots, checkpoints });
         Ok(true)
     }
 
@@ -309,6 +286,32 @@ impl QueryService {
     }
 }
 
+/// A query's session: its catalog (`lake`, empty), the checked functions,
+/// instants in UTC.
+pub(crate) fn session(
+    limits: &Limits,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<(SessionContext, Arc<MemoryCatalogProvider>), QueryError> {
+    let ctx = SessionContext::new_with_config_rt(
+        SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_information_schema(true)
+            // Instants without a zone are UTC, as in the tenant databases.
+            .set_str("datafusion.execution.time_zone", "+00:00"),
+        runtime,
+    );
+    limits::functions::register(&ctx, limits)?;
+    // DataFusion 53's rule fails on a struct field read from a join of two
+    // states with different columns (`SELECT after.tier FROM table_diff(…)`
+    // across an added column): "Schema contains qualified field name __c.id
+    // and unqualified field name id which would be ambiguous". It only
+    // moves field reads nearer the scan.
+    ctx.remove_optimizer_rule("push_down_leaf_projections");
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    ctx.register_catalog(CATALOG, catalog.clone());
+    Ok((ctx, catalog))
+}
+
 fn shape(table: &Table) -> TableShape {
     let schema = lake::spec::reading_schema(table);
     let versions = lake::spec::columns_history(table);
@@ -333,7 +336,7 @@ fn shape(table: &Table) -> TableShape {
         .as_struct()
         .fields()
         .iter()
-        .map(|f| (f.id, f.name.clone(), f.field_type.to_string()))
+        .map(|f| (f.id, f.name.clone()))
         .collect();
     TableShape { columns, primary_key, relations, versions, fields, checkpoints: Vec::new() }
 }
@@ -349,7 +352,7 @@ fn checkpoint_shapes(table: &Table) -> Vec<CheckpointShape> {
                 .as_struct()
                 .fields()
                 .iter()
-                .map(|f| (f.id, (f.name.clone(), f.field_type.to_string())))
+                .map(|f| (f.id, f.name.clone()))
                 .collect();
             Some(CheckpointShape { lsn: c.lsn, at: c.at, key: c.key, snapshot_id: c.snapshot_id, fields })
         })
