@@ -613,7 +613,8 @@ pub fn bounded_metadata() -> HashMap<String, String> {
     ])
 }
 
-/// The partition value of a change: days or hours since the epoch of its commit time.
+/// The partition value of a change: its commit time under the table's
+/// transform (days or hours since the epoch), as Iceberg computes it.
 fn partition_value(change: &Change, transform: Transform) -> Result<i32> {
     let text = change
         .commit_ts
@@ -622,12 +623,12 @@ fn partition_value(change: &Change, transform: Transform) -> Result<i32> {
     let micros = mapping::timestamp_micros(text)
         .map_err(LakeError::Mapping)?
         .ok_or_else(|| LakeError::Mapping(format!("commit time {text:?} is not finite")))?;
-    let unit: i64 = match transform {
-        Transform::Hour => 3_600_000_000,
-        _ => 86_400_000_000,
-    };
-    i32::try_from(micros.div_euclid(unit))
-        .map_err(|_| LakeError::Mapping(format!("commit time {text:?} is out of range")))
+    let value = iceberg::transform::create_transform_function(&transform)?
+        .transform_literal_result(&iceberg::spec::Datum::timestamptz_micros(micros))?;
+    match value.literal() {
+        iceberg::spec::PrimitiveLiteral::Int(n) => Ok(*n),
+        other => Err(LakeError::Mapping(format!("commit time {text:?} is partitioned as {other:?}, not a whole number"))),
+    }
 }
 
 #[cfg(test)]
@@ -838,5 +839,12 @@ mod tests {
         .unwrap();
         assert_eq!(partition_value(&change, Transform::Day).unwrap(), 20487);
         assert_eq!(partition_value(&change, Transform::Hour).unwrap(), 20487 * 24 + 2);
+        // Before the epoch: the day and hour it falls in, not towards zero.
+        let early: Change = serde_json::from_value(
+            serde_json::json!({"lsn": 2, "op": "insert", "table": "t", "commitTs": "1969-12-31 23:30:00+00"}),
+        )
+        .unwrap();
+        assert_eq!(partition_value(&early, Transform::Day).unwrap(), -1);
+        assert_eq!(partition_value(&early, Transform::Hour).unwrap(), -1);
     }
 }

@@ -258,7 +258,7 @@ pub fn analyse(statement: &mut Statement, max_buckets: u64) -> Result<Analysis, 
                 }
                 needs.all_tenants.insert(reference.table.clone());
             } else if reference.kind == Kind::Checkpoint {
-                // Registered by the rewrite that reads it.
+                // Read only by the state plans that start from it (not a table of the catalog).
                 return match version {
                     Some(_) => Err(RewriteError::CheckpointAsOf { tenant: reference.tenant, table: reference.table }),
                     None => Ok(Site::Keep),
