@@ -25,6 +25,7 @@ use datafusion::error::Result as DFResult;
 use datafusion::execution::SessionState;
 use datafusion::functions::core::expr_fn::{coalesce, greatest, named_struct};
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
+use datafusion::logical_expr::conditional_expressions::CaseBuilder;
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, binary_expr, cast, in_list, lit,
     scalar_subquery, when,
@@ -300,22 +301,18 @@ impl<'a> Planner<'a> {
     fn relation_cut(&self, bound: &Bound, relations: &[(u64, i64)]) -> DFResult<Expr> {
         let before = |lsn: u64| lit(lsn.saturating_sub(1) as i64);
         let Some(&(newest, _)) = relations.last() else { return Ok(lit(0i64)) };
-        let mut cases = Vec::new();
+        // The bound, and where a relation starts in the bound's terms.
+        let (value, start): (Expr, &dyn Fn(u64, i64) -> DFResult<Expr>) = match bound {
+            Bound::Now => return Ok(before(newest)),
+            Bound::Instant(arg) => (self.instant(arg)?, &|_, micros| self.instant(&Arg::Literal(micros))),
+            Bound::Lsn(arg) => (self.lsn(arg)?, &|lsn, _| Ok(lit(lsn as i64))),
+        };
+        let (mut reached, mut cuts) = (Vec::new(), Vec::new());
         for &(lsn, micros) in relations.iter().rev() {
-            let reached = match bound {
-                Bound::Now => return Ok(before(newest)),
-                Bound::Instant(arg) => self.instant(arg)?.gt_eq(self.instant(&Arg::Literal(micros))?),
-                Bound::Lsn(arg) => self.lsn(arg)?.gt_eq(lit(lsn as i64)),
-            };
-            cases.push((reached, before(lsn)));
+            reached.push(value.clone().gt_eq(start(lsn, micros)?));
+            cuts.push(before(lsn));
         }
-        let mut cases = cases.into_iter();
-        let (first, then) = cases.next().expect("one relation at least");
-        let mut case = when(first, then);
-        for (reached, then) in cases {
-            case = case.when(reached, then);
-        }
-        case.otherwise(lit(0i64))
+        CaseBuilder::new(None, reached, cuts, Some(Box::new(lit(0i64)))).end()
     }
 
     /// The state of one table within the bound: the latest change of each
@@ -344,7 +341,9 @@ impl<'a> Planner<'a> {
             .collect::<Result<Vec<_>, _>>()?;
         let changes = self.changes(tenant, table)?.build()?;
         let source = match (shape.checkpoint_for(bound), &lake.checkpoints) {
-            (Some(checkpoint), Some(checkpoints)) => self.from_checkpoint(tenant, table, changes, checkpoint, checkpoints).await?,
+            (Some(checkpoint), Some(checkpoints)) => {
+                from_checkpoint(tenant, table, shape, changes, checkpoint, checkpoints).await?
+            }
             _ => changes,
         };
         let within = self.within(bound, COMMIT_TS, LSN)?;
@@ -377,40 +376,6 @@ impl<'a> Planner<'a> {
             .filter(within.and(column(Some("__c"), OP).not_eq(lit("delete"))))?
             .project(select)?
             .build()?)
-    }
-
-    /// The checkpoint's rows, under the changelog's fields, followed by the
-    /// changes after it.
-    async fn from_checkpoint(
-        &self,
-        tenant: &str,
-        table: &str,
-        changes: LogicalPlan,
-        checkpoint: &CheckpointShape,
-        checkpoints: &Table,
-    ) -> Result<LogicalPlan, QueryError> {
-        let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(checkpoints.clone(), checkpoint.snapshot_id).await?;
-        let name = TableReference::partial(tenant, format!("{table}$checkpoint@{}", checkpoint.lsn));
-        let scan = LogicalPlanBuilder::scan(name, provider_as_source(Arc::new(provider)), None)?.build()?;
-        // The changelog's fields by id, each from the checkpoint's field of
-        // that id (under the changelog's type), or NULL.
-        let shape = &self.table(tenant, table)?.shape;
-        let mut from_checkpoint = Vec::new();
-        for field in changes.schema().fields() {
-            let target = field.data_type();
-            let id = shape.fields.iter().find(|(_, name)| name == field.name()).map(|(id, _)| id);
-            let value = match id.and_then(|id| checkpoint.fields.get(id)) {
-                Some(then) => match scan.schema().field_with_unqualified_name(then) {
-                    Ok(f) if f.data_type() == target => column(None, then),
-                    Ok(_) => cast(column(None, then), target.clone()),
-                    Err(_) => cast(lit(ScalarValue::Null), target.clone()),
-                },
-                None => cast(lit(ScalarValue::Null), target.clone()),
-            };
-            from_checkpoint.push(value.alias(field.name()));
-        }
-        let after = LogicalPlanBuilder::from(changes).filter(column(None, LSN).gt(lit(checkpoint.lsn as i64)))?.build()?;
-        Ok(LogicalPlanBuilder::from(scan).project(from_checkpoint)?.union(after)?.build()?)
     }
 
     /// The state of every tenant having the table, by column name, with a
@@ -596,6 +561,39 @@ impl<'a> Planner<'a> {
             .project(select)?
             .build()?)
     }
+}
+
+/// The checkpoint's rows, under the changelog's fields, followed by the
+/// changes after it.
+async fn from_checkpoint(
+    tenant: &str,
+    table: &str,
+    shape: &TableShape,
+    changes: LogicalPlan,
+    checkpoint: &CheckpointShape,
+    checkpoints: &Table,
+) -> Result<LogicalPlan, QueryError> {
+    let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(checkpoints.clone(), checkpoint.snapshot_id).await?;
+    let name = TableReference::partial(tenant, format!("{table}$checkpoint@{}", checkpoint.lsn));
+    let scan = LogicalPlanBuilder::scan(name, provider_as_source(Arc::new(provider)), None)?.build()?;
+    // The changelog's fields by id, each from the checkpoint's field of
+    // that id (under the changelog's type), or NULL.
+    let mut from_checkpoint = Vec::new();
+    for field in changes.schema().fields() {
+        let target = field.data_type();
+        let id = shape.fields.iter().find(|(_, name)| name == field.name()).map(|(id, _)| id);
+        let value = match id.and_then(|id| checkpoint.fields.get(id)) {
+            Some(then) => match scan.schema().field_with_unqualified_name(then) {
+                Ok(f) if f.data_type() == target => column(None, then),
+                Ok(_) => cast(column(None, then), target.clone()),
+                Err(_) => cast(lit(ScalarValue::Null), target.clone()),
+            },
+            None => cast(lit(ScalarValue::Null), target.clone()),
+        };
+        from_checkpoint.push(value.alias(field.name()));
+    }
+    let after = LogicalPlanBuilder::from(changes).filter(column(None, LSN).gt(lit(checkpoint.lsn as i64)))?.build()?;
+    Ok(LogicalPlanBuilder::from(scan).project(from_checkpoint)?.union(after)?.build()?)
 }
 
 /// Plan the analysed statement in `ctx` over the loaded tables: each lake
