@@ -11,22 +11,20 @@
 //! or the JWKS is fetched again, so a client reusing its token pays the
 //! signature check once.
 //!
-//! What a token allows comes from its claims: the scope from `scope`
-//! (space-separated, OAuth 2.0) or `scp` / `scopes` / `permissions`
-//! (arrays), the highest of `read`, `write`, `admin`; the tenants from the
-//! configured tenant claim (a database per user, see [`crate::claim`]) or
-//! else from `tenants` (ids and patterns).
+//! What a token must say and what it allows are [`crate::token`]'s rules,
+//! which the edge Worker shares.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::principal::{Denied, Principal, Reach, Scope, Via};
+use crate::principal::{Denied, Principal};
+use crate::token::{self, Rules};
 
 /// The soonest an unknown key id makes us fetch the JWKS again.
 pub const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(30);
@@ -47,11 +45,15 @@ impl JwtConfig {
     pub fn is_configured(&self) -> bool {
         self.jwks_url.is_some() || self.hs256_secret.is_some()
     }
+
+    pub fn rules(&self) -> Rules {
+        Rules { issuer: self.issuer.clone(), audience: self.audience.clone(), tenant_claim: self.tenant_claim.clone() }
+    }
 }
 
 pub struct JwtVerifier {
     config: JwtConfig,
-    secret: Option<DecodingKey>,
+    secret: Option<String>,
     jwks: Option<Jwks>,
     verified: Arc<Verified>,
 }
@@ -63,9 +65,6 @@ struct Verified(std::sync::Mutex<HashMap<[u8; 32], (Principal, u64)>>);
 
 /// Most tokens remembered; past it the memory starts over.
 const VERIFIED_CAPACITY: usize = 10_000;
-
-/// Leeway on `exp`, in seconds (clock skew).
-const LEEWAY: u64 = 30;
 
 impl Verified {
     fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
@@ -99,13 +98,10 @@ struct Jwks {
 
 impl JwtVerifier {
     pub fn new(config: JwtConfig) -> Result<JwtVerifier, String> {
-        let secret = match &config.hs256_secret {
-            Some(s) if s.len() < 32 => {
-                return Err("the HS256 secret must be at least 32 bytes (generate one with `openssl rand -base64 48`)".into());
-            }
-            Some(s) => Some(DecodingKey::from_secret(s.as_bytes()).map_err(|e| format!("the HS256 secret: {e}"))?),
-            None => None,
-        };
+        if let Some(secret) = &config.hs256_secret {
+            token::check_hs256_secret(secret)?;
+        }
+        let secret = config.hs256_secret.clone();
         let verified = Arc::new(Verified::default());
         let jwks = match &config.jwks_url {
             Some(url) => {
@@ -154,78 +150,34 @@ impl JwtVerifier {
             return Ok(principal);
         }
         let invalid = |why: String| Denied::Unauthenticated(why);
-        let header = decode_header(token).map_err(|e| invalid(format!("malformed token: {e}")))?;
-        let key = match header.alg {
-            Algorithm::HS256 => match &self.secret {
-                Some(secret) => secret.clone(),
+        let parts = token::parse(token)?;
+        match parts.alg.as_str() {
+            "HS256" => match &self.secret {
+                Some(secret) => parts.check_hs256(secret)?,
                 None => return Err(invalid("HS256 tokens are not accepted here (no shared secret is configured)".into())),
             },
-            Algorithm::RS256 | Algorithm::ES256 => match &self.jwks {
-                Some(jwks) => jwks.key(header.kid.as_deref(), header.alg).await?,
-                None => return Err(invalid(format!("{:?} tokens are not accepted here (no JWKS URL is configured)", header.alg))),
-            },
-            other => return Err(invalid(format!("tokens signed with {other:?} are not accepted (RS256, ES256 or HS256)"))),
-        };
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = LEEWAY;
-        let mut required = vec!["exp"];
-        if let Some(issuer) = &self.config.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        match &self.config.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
+            "RS256" | "ES256" => {
+                let alg = if parts.alg == "RS256" { Algorithm::RS256 } else { Algorithm::ES256 };
+                let Some(jwks) = &self.jwks else {
+                    return Err(invalid(format!("{} tokens are not accepted here (no JWKS URL is configured)", parts.alg)));
+                };
+                let key = jwks.key(parts.kid.as_deref(), alg).await?;
+                // The signature here; the claims by the rules the edge shares.
+                let mut validation = Validation::new(alg);
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.validate_aud = false;
+                validation.set_required_spec_claims::<&str>(&[]);
+                decode::<Value>(token, &key, &validation).map_err(|e| invalid(rejection(&e)))?;
             }
-            None => validation.validate_aud = false,
+            other => return Err(invalid(format!("tokens signed with {other} are not accepted (RS256, ES256 or HS256)"))),
         }
-        validation.set_required_spec_claims(&required);
-        let claims = decode::<Value>(token, &key, &validation).map_err(|e| invalid(rejection(&e)))?.claims;
-        let principal = self.principal(&claims)?;
-        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-            self.verified.put(digest, principal.clone(), exp.saturating_add(LEEWAY));
+        let principal = self.config.rules().principal(&parts.claims, jsonwebtoken::get_current_timestamp())?;
+        if let Some(until) = token::valid_until(&parts.claims) {
+            self.verified.put(digest, principal.clone(), until);
         }
         Ok(principal)
     }
-
-    fn principal(&self, claims: &Value) -> Result<Principal, Denied> {
-        let scope = scope_of(claims).ok_or_else(|| {
-            Denied::Forbidden("the token carries no tidelake scope: its scope claim has none of read, write, admin".into())
-        })?;
-        let reach = match &self.config.tenant_claim {
-            Some(claim) => match claims.get(claim) {
-                Some(Value::String(value)) if !value.is_empty() => Reach::of([crate::claim::tenant_of(value)])
-                    .map_err(Denied::Forbidden)?,
-                _ => return Err(Denied::Forbidden(format!("the token has no {claim:?} claim to name its tenant"))),
-            },
-            None => match claims.get("tenants") {
-                Some(Value::String(one)) => Reach::of([one.clone()]).map_err(Denied::Forbidden)?,
-                Some(Value::Array(list)) => {
-                    let entries: Option<Vec<String>> = list.iter().map(|v| v.as_str().map(str::to_owned)).collect();
-                    let entries = entries.ok_or_else(|| Denied::Forbidden("the tenants claim must hold strings".into()))?;
-                    Reach::of(entries).map_err(Denied::Forbidden)?
-                }
-                _ => Reach::none(),
-            },
-        };
-        let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
-        Ok(Principal { subject, scope, reach, via: Via::Jwt })
-    }
-}
-
-/// The highest tidelake scope among the token's scopes.
-fn scope_of(claims: &Value) -> Option<Scope> {
-    let mut scopes: Vec<&str> = Vec::new();
-    if let Some(text) = claims.get("scope").and_then(Value::as_str) {
-        scopes.extend(text.split_whitespace());
-    }
-    for name in ["scp", "scopes", "permissions", "scope"] {
-        if let Some(list) = claims.get(name).and_then(Value::as_array) {
-            scopes.extend(list.iter().filter_map(Value::as_str));
-        }
-    }
-    scopes.into_iter().filter_map(Scope::parse).max()
 }
 
 fn rejection(e: &jsonwebtoken::errors::Error) -> String {
@@ -281,7 +233,7 @@ impl Jwks {
 
     async fn fetch(&self) -> Result<(), String> {
         let mut fetched = self.fetched.lock().await;
-        let set: JwkSet = self
+        let set: Value = self
             .http
             .get(&self.url)
             .send()
@@ -292,19 +244,12 @@ impl Jwks {
             .await
             .map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else { continue };
-            let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
-                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
-                (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
-                    if ec.curve == EllipticCurve::P256 =>
-                {
-                    Algorithm::ES256
-                }
-                // Keys for other algorithms (or for encryption) are not ours to use.
-                _ => continue,
-            };
-            match DecodingKey::from_jwk(jwk) {
+        for (kid, alg, json) in token::usable_jwks(&set) {
+            let alg = if alg == "RS256" { Algorithm::RS256 } else { Algorithm::ES256 };
+            let key = serde_json::from_str::<Jwk>(&json).map_err(|e| e.to_string()).and_then(|jwk| {
+                DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())
+            });
+            match key {
                 Ok(key) => {
                     keys.insert(kid, (key, alg));
                 }
@@ -325,6 +270,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::principal::Scope;
 
     const SECRET: &str = "a secret of the unit tests, 32 bytes or more";
 

@@ -12,25 +12,39 @@
 //! every caller is [`Principal::open`]: the server then listens on
 //! loopback only.
 
+pub mod browser;
 pub mod claim;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod jwt;
 pub mod keys;
 mod principal;
+#[cfg(feature = "server")]
+mod store;
+pub mod token;
 
+#[cfg(feature = "server")]
 use std::path::Path;
+#[cfg(feature = "server")]
 use std::sync::Arc;
 
+pub use browser::Browser;
+#[cfg(feature = "server")]
 pub use jwt::JwtConfig;
-pub use keys::{KeyStore, StoredKey};
+pub use keys::StoredKey;
+#[cfg(feature = "server")]
+pub use keys::KeyStore;
 pub use principal::{Denied, Principal, Reach, Scope, Via};
 
 /// The server's authenticator.
+#[cfg(feature = "server")]
 pub struct Auth {
     keys: Option<KeyStore>,
     jwt: Option<Arc<jwt::JwtVerifier>>,
 }
 
+#[cfg(feature = "server")]
 impl Auth {
     /// No auth: every caller is an administrator (loopback only).
     pub fn off() -> Arc<Auth> {
@@ -62,14 +76,7 @@ impl Auth {
         if !self.is_enabled() {
             return Ok(Principal::open());
         }
-        let value = authorization.ok_or_else(Denied::missing)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Denied::Unauthenticated("expected Authorization: Bearer <token>".into()))?;
-        self.token(token).await
+        self.token(token::bearer(authorization)?).await
     }
 
     /// The caller a bare token (an API key or a JWT) is.

@@ -176,6 +176,17 @@ pub enum Denied {
 }
 
 impl Denied {
+    /// The `WWW-Authenticate` challenge that goes with the refusal.
+    pub fn challenge(&self) -> String {
+        let (error, why) = match self {
+            Denied::Unauthenticated(why) => ("invalid_token", why),
+            Denied::Forbidden(why) => ("insufficient_scope", why),
+        };
+        // A header's quoted-string: no quotes or backslashes, visible ASCII.
+        let why: String = why.chars().map(|c| if c == '"' || c == '\\' || !(' '..='~').contains(&c) { '\'' } else { c }).collect();
+        format!("Bearer realm=\"tidelake\", error=\"{error}\", error_description=\"{why}\"")
+    }
+
     pub fn missing() -> Denied {
         Denied::Unauthenticated("this needs a token: send Authorization: Bearer <token>".into())
     }

@@ -158,6 +158,66 @@ pub struct ChangesQuery {
     pub wait: u64,
 }
 
+/// One page of the change log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePage {
+    pub changes: Vec<Change>,
+    /// Pass as `since` to continue after this page.
+    pub next_lsn: u64,
+    pub head_lsn: u64,
+    /// Oldest LSN still in the log (0: empty).
+    pub tail_lsn: u64,
+}
+
+/// `GET changes`: the page size when none is asked for, and the bounds.
+pub const DEFAULT_CHANGES_LIMIT: u64 = 1000;
+pub const MAX_CHANGES_LIMIT: u64 = 10_000;
+pub const MAX_CHANGES_WAIT_MS: u64 = 60_000;
+
+impl ChangesQuery {
+    /// The page size asked for, checked against the bounds (with `since`
+    /// an LSN and `wait` within its own).
+    pub fn checked_limit(&self) -> Result<u64, String> {
+        checked_lsn("since", self.since)?;
+        let limit = self.limit.unwrap_or(DEFAULT_CHANGES_LIMIT);
+        if limit == 0 || limit > MAX_CHANGES_LIMIT {
+            return Err(format!("limit must be between 1 and {MAX_CHANGES_LIMIT}"));
+        }
+        if self.wait > MAX_CHANGES_WAIT_MS {
+            return Err(format!("wait must be at most {MAX_CHANGES_WAIT_MS} ms"));
+        }
+        Ok(limit)
+    }
+}
+
+/// A request body that is not the endpoint's JSON: its error code
+/// (`malformed_json` or `invalid_request`) and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Read a request body as the endpoint's JSON, as every front does.
+pub fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    if bytes.is_empty() {
+        return Err(BodyError {
+            code: "malformed_json",
+            message: "the request body is empty: expected a JSON object".to_owned(),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|err| {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                BodyError { code: "malformed_json", message: format!("malformed JSON: {err}") }
+            }
+            Category::Data => BodyError { code: "invalid_request", message: format!("invalid request: {err}") },
+        }
+    })
+}
+
 /// Body of `POST changes/ack`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +296,28 @@ impl ChangeFilter {
     }
 }
 
+/// HTTP status for a SQLSTATE: the client's mistakes are 4xx, ours 5xx.
+pub fn http_status_for_sqlstate(code: &str) -> u16 {
+    match code {
+        "57014" => 408, // statement timeout or cancel
+        // Least privilege: what the tenant role may not do.
+        "42501" => 403,
+        // The answer is over a cap: the client asked for too much at once.
+        "result_too_large" => 422,
+        // Protocol violation: over HTTP it can only come from the request,
+        // e.g. fewer params than the statement's placeholders.
+        "08P01" => 400,
+        // Disk full, or the tenant's disk quota reached.
+        "53100" => 507,
+        "53200" | "53300" | "57P01" | "57P02" | "57P03" => 503,
+        _ => match code.get(..2).unwrap_or(code) {
+            "23" | "40" => 409, // constraint violation, serialization failure
+            "08" | "58" | "XX" => 500,
+            _ => 400,
+        },
+    }
+}
+
 /// A PostgreSQL error as the client sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -269,6 +351,28 @@ impl DbError {
     pub fn at_statement(mut self, index: usize) -> Self {
         self.statement_index = Some(index);
         self
+    }
+
+    /// A write, DDL or transaction control refused because the caller's
+    /// token has only the read scope on the tenant.
+    pub fn read_scope() -> Self {
+        let mut err = DbError::new(
+            "42501",
+            "this token has the read scope on this tenant: writes, DDL and transaction control need the write scope",
+        );
+        err.hint = Some("use a token with the write scope".into());
+        err
+    }
+
+    /// In the read-only transaction a read-scoped caller's statements run
+    /// in, a refused write (SQLSTATE 25006) is [`DbError::read_scope`], with
+    /// PostgreSQL's message as its detail.
+    pub fn under_read_scope(self) -> Self {
+        if self.code == "25006" {
+            DbError { detail: Some(self.message), statement_index: self.statement_index, ..DbError::read_scope() }
+        } else {
+            self
+        }
     }
 }
 

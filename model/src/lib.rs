@@ -7,15 +7,21 @@
 //! - [`sql`]: statement splitting and identifier quoting, pure text.
 //! - [`Change`] and [`SchemaVersion`]: a committed change and the table
 //!   shape it was written under, typed from where they leave the engine.
+//! - [`wire`] and [`values`]: the PostgreSQL protocol spoken to an
+//!   embedded backend and its text values as JSON.
 //! - [`api`]: the HTTP and WebSocket API's requests and answers, and a
 //!   PostgreSQL error as a client sees it.
 
 pub mod api;
 mod change;
+mod engine;
 mod instant;
 pub mod sql;
 mod tenant;
+pub mod values;
+pub mod wire;
 
+pub use engine::EngineSettings;
 pub use change::{Change, Lsn, Op, Row, SchemaVersion, SourceColumn};
 pub use instant::{format_instant, parse_instant};
-pub use tenant::{InvalidTenantId, MAX_TENANT_ID_LEN, TenantId};
+pub use tenant::{DEFAULT_BLOCKED_NAMES, InvalidTenantId, MAX_TENANT_ID_LEN, RouteError, Routing, TenantId};

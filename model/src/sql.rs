@@ -3,7 +3,8 @@
 //! SQL-standard function bodies (`BEGIN ATOMIC … END`) are respected.
 //!
 //! Pure text handling (no PostgreSQL needed), shared by every front and the
-//! query service.
+//! query service; also what a statement is by its first words (transaction
+//! control, a possible schema change), for the server's engine and the edge's.
 
 /// The statements of `script`, trimmed, without empty ones and without their
 /// terminating semicolons. Comments stay with the statement they precede.
@@ -157,6 +158,89 @@ fn skip_dollar_quoted(bytes: &[u8], open: usize) -> usize {
         .windows(tag.len())
         .position(|w| w == tag)
         .map_or(bytes.len(), |p| body + p + tag.len())
+}
+
+// ---- what a statement is, by its text ----
+
+/// The transaction-control verb a statement starts with, if any (after
+/// leading white space and comments).
+pub fn transaction_control(sql: &str) -> Option<String> {
+    const CONTROL: [&str; 8] = [
+        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+    ];
+    let word = first_word(sql);
+    CONTROL.contains(&word.as_str()).then_some(word)
+}
+
+/// The first word of a statement, upper-cased, after leading white space
+/// and comments.
+pub fn first_word(sql: &str) -> String {
+    after_comments(sql)
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+/// Whether a statement may change the schema capture follows, judged by
+/// its first word (before it runs, so the capture sync can go in the same
+/// transaction). Queries, DML and session commands may not (`SELECT … INTO`
+/// may: it creates a table); everything else may — DDL, `DO`, `CALL`,
+/// `EXPLAIN ANALYZE` of anything. What a function called from a query does
+/// is seen afterwards, from the catalogs (the server's engine watches them).
+pub fn may_change_schema(sql: &str) -> bool {
+    const DATA_ONLY: [&str; 35] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE", "FETCH", "MOVE", "CLOSE",
+        "COPY", "SHOW", "SET", "RESET", "LISTEN", "NOTIFY", "UNLISTEN", "DISCARD", "DEALLOCATE",
+        "PREPARE", "EXECUTE", "DECLARE", "LOCK", "BEGIN", "START", "COMMIT", "END", "ROLLBACK",
+        "ABORT", "SAVEPOINT", "RELEASE", "CHECKPOINT", "TRUNCATE", "ANALYZE", "VACUUM",
+    ];
+    let word = first_word(sql);
+    if word == "SELECT" || word == "WITH" {
+        return mentions(sql, &["into"]);
+    }
+    !DATA_ONLY.contains(&word.as_str())
+}
+
+/// The statement from its first word on (leading comments skipped).
+pub fn after_comments(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, tail)| tail);
+        } else {
+            return rest;
+        }
+    }
+}
+
+
+/// `CREATE [GLOBAL | LOCAL] TEMP[ORARY] …`: catalog rows that live and die
+/// with the session.
+pub fn creates_temporary(sql: &str) -> bool {
+    let words: Vec<String> = after_comments(sql)
+        .split_whitespace()
+        .take(3)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let temp = |i: usize| words.get(i).is_some_and(|w| w == "TEMP" || w == "TEMPORARY");
+    let scope = words.get(1).is_some_and(|w| w == "GLOBAL" || w == "LOCAL");
+    words.first().is_some_and(|w| w == "CREATE") && (temp(1) || (scope && temp(2)))
+}
+
+
+/// Whether `sql` contains any of `words` (lower-case ASCII), ignoring case,
+/// without copying the statement (this runs after every statement).
+pub fn mentions(sql: &str, words: &[&str]) -> bool {
+    let bytes = sql.as_bytes();
+    words.iter().any(|word| {
+        bytes
+            .windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    })
 }
 
 #[cfg(test)]

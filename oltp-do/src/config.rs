@@ -152,10 +152,7 @@ pub struct TenantOverrides {
     pub disk_quota: Option<u64>,
 }
 
-pub const DEFAULT_BLOCKED_NAMES: &[&str] = &[
-    "www", "api", "admin", "app", "mail", "ftp", "static", "assets", "cdn", "status", "dashboard",
-    "catalog", "sql", "metrics", "health", "internal", "system", "root", "localhost",
-];
+pub use model::DEFAULT_BLOCKED_NAMES;
 
 /// Parse a duration as humantime reads one — `250ms`, `30s`, `5m`, `2h`,
 /// `7d`, `1h 30m` — or a bare number of seconds (`2`, `0.5`).

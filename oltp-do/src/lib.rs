@@ -19,7 +19,7 @@ pub mod layout;
 pub mod maintenance;
 pub mod protocol;
 pub mod tenants;
-pub mod values;
+pub use model::values;
 
 pub use config::OltpConfig;
 pub use error::{DbError, Error, Result};

@@ -13,9 +13,6 @@ use super::extract::{AdminTenant, JsonBody, Tenant};
 use crate::error::{Error, Result};
 use crate::protocol::{AckRequest, ChangesQuery, checked_lsn};
 
-pub const DEFAULT_LIMIT: u64 = 1000;
-pub const MAX_LIMIT: u64 = 10_000;
-pub const MAX_WAIT_MS: u64 = 60_000;
 
 pub async fn changes(
     State(tenants): State<AppState>,
@@ -23,20 +20,7 @@ pub async fn changes(
     query: Result<Query<ChangesQuery>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
-    checked_lsn("since", q.since).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(Error::bad_request(
-            "invalid_request",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    if q.wait > MAX_WAIT_MS {
-        return Err(Error::bad_request(
-            "invalid_request",
-            format!("wait must be at most {MAX_WAIT_MS} ms"),
-        ));
-    }
+    let limit = q.checked_limit().map_err(|m| Error::bad_request("invalid_request", m))?;
     tenants.must_exist(&tenant)?;
     let page = tenants
         .changes(&tenant, q.since, limit, Duration::from_millis(q.wait))

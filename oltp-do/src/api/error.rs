@@ -8,28 +8,9 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 
-/// HTTP status for a SQLSTATE: the client's mistakes are 4xx, ours 5xx.
+/// HTTP status for a SQLSTATE ([`model::api::http_status_for_sqlstate`]).
 pub fn status_for_sqlstate(code: &str) -> StatusCode {
-    match code {
-        "57014" => StatusCode::REQUEST_TIMEOUT, // statement timeout or cancel
-        // Least privilege: what the tenant role may not do.
-        "42501" => StatusCode::FORBIDDEN,
-        // The answer is over a cap: the client asked for too much at once.
-        "result_too_large" => StatusCode::UNPROCESSABLE_ENTITY,
-        // Protocol violation: over HTTP it can only come from the request,
-        // e.g. fewer params than the statement's placeholders.
-        "08P01" => StatusCode::BAD_REQUEST,
-        // Disk full, or the tenant's disk quota reached.
-        "53100" => StatusCode::INSUFFICIENT_STORAGE,
-        "53200" | "53300" | "57P01" | "57P02" | "57P03" => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        _ => match code.get(..2).unwrap_or(code) {
-            "23" | "40" => StatusCode::CONFLICT, // constraint violation, serialization failure
-            "08" | "58" | "XX" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        },
-    }
+    StatusCode::from_u16(model::api::http_status_for_sqlstate(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 pub fn status_for(err: &Error) -> StatusCode {

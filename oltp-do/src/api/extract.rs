@@ -128,22 +128,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<Tenants>> for JsonBody<T> {
                 Error::bad_request("invalid_body", rejection.body_text())
             }
         })?;
-        if bytes.is_empty() {
-            return Err(Error::bad_request(
-                "malformed_json",
-                "the request body is empty: expected a JSON object",
-            ));
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
-            use serde_json::error::Category;
-            match err.classify() {
-                Category::Syntax | Category::Eof | Category::Io => {
-                    Error::bad_request("malformed_json", format!("malformed JSON: {err}"))
-                }
-                Category::Data => {
-                    Error::bad_request("invalid_request", format!("invalid request: {err}"))
-                }
-            }
-        })
+        model::api::read_json(&bytes)
+            .map(JsonBody)
+            .map_err(|err| Error::bad_request(err.code, err.message))
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::database::TenantDb;
-use super::wire::{self, TxStatus};
+use super::wire::{self, OutcomeExt, TxStatus};
 use crate::error::{DbError, Error, Result};
 use crate::protocol::RowMode;
 
@@ -18,17 +18,7 @@ use crate::protocol::RowMode;
 const CAPTURE_VERSION: &str = "9";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
-/// One page of the change log.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChangePage {
-    pub changes: Vec<Change>,
-    /// Pass as `since` to continue after this page.
-    pub next_lsn: u64,
-    pub head_lsn: u64,
-    /// Oldest LSN still in the log (0: empty).
-    pub tail_lsn: u64,
-}
+pub use model::api::ChangePage;
 
 /// The change log's extent and size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::settings::EngineSettings;
 use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
 use std::sync::Arc;
-use super::wire::{self, Outcome, TxStatus};
-use model::sql::{only_comments, split};
+use super::wire::{self, Outcome, OutcomeExt, TxStatus};
+use model::sql::{creates_temporary, first_word, may_change_schema, mentions, only_comments, split, transaction_control};
 use crate::error::{DbError, Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
 use crate::values::json_to_param;
@@ -852,14 +852,7 @@ fn quota_error((used, quota): (u64, u64)) -> DbError {
 fn read_only_refusal(why: ReadOnly) -> DbError {
     match why {
         ReadOnly::Quota(used, quota) => quota_error((used, quota)),
-        ReadOnly::Scope => {
-            let mut err = DbError::new(
-                "42501",
-                "this token has the read scope on this tenant: writes, DDL and transaction control need the write scope",
-            );
-            err.hint = Some("use a token with the write scope".into());
-            err
-        }
+        ReadOnly::Scope => DbError::read_scope(),
     }
 }
 
@@ -942,74 +935,6 @@ fn check_sql(sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// The transaction-control verb a statement starts with, if any (after
-/// leading white space and comments).
-pub(super) fn transaction_control(sql: &str) -> Option<String> {
-    const CONTROL: [&str; 8] = [
-        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-    ];
-    let word = first_word(sql);
-    CONTROL.contains(&word.as_str()).then_some(word)
-}
-
-/// The first word of a statement, upper-cased, after leading white space
-/// and comments.
-fn first_word(sql: &str) -> String {
-    after_comments(sql)
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase()
-}
-
-/// Whether a statement may change the schema capture follows, judged by
-/// its first word (before it runs, so the capture sync can go in the same
-/// transaction). Queries, DML and session commands may not (`SELECT … INTO`
-/// may: it creates a table); everything else may — DDL, `DO`, `CALL`,
-/// `EXPLAIN ANALYZE` of anything. What a function called from a query does
-/// is seen afterwards, from the catalogs (`TenantDb::catalog_changed`).
-fn may_change_schema(sql: &str) -> bool {
-    const DATA_ONLY: [&str; 35] = [
-        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE", "FETCH", "MOVE", "CLOSE",
-        "COPY", "SHOW", "SET", "RESET", "LISTEN", "NOTIFY", "UNLISTEN", "DISCARD", "DEALLOCATE",
-        "PREPARE", "EXECUTE", "DECLARE", "LOCK", "BEGIN", "START", "COMMIT", "END", "ROLLBACK",
-        "ABORT", "SAVEPOINT", "RELEASE", "CHECKPOINT", "TRUNCATE", "ANALYZE", "VACUUM",
-    ];
-    let word = first_word(sql);
-    if word == "SELECT" || word == "WITH" {
-        return mentions(sql, &["into"]);
-    }
-    !DATA_ONLY.contains(&word.as_str())
-}
-
-/// The statement from its first word on (leading comments skipped).
-fn after_comments(sql: &str) -> &str {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(after) = rest.strip_prefix("--") {
-            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
-        } else if let Some(after) = rest.strip_prefix("/*") {
-            rest = after.split_once("*/").map_or("", |(_, tail)| tail);
-        } else {
-            return rest;
-        }
-    }
-}
-
-/// `CREATE [GLOBAL | LOCAL] TEMP[ORARY] …`: catalog rows that live and die
-/// with the session.
-fn creates_temporary(sql: &str) -> bool {
-    let words: Vec<String> = after_comments(sql)
-        .split_whitespace()
-        .take(3)
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
-    let temp = |i: usize| words.get(i).is_some_and(|w| w == "TEMP" || w == "TEMPORARY");
-    let scope = words.get(1).is_some_and(|w| w == "GLOBAL" || w == "LOCAL");
-    words.first().is_some_and(|w| w == "CREATE") && (temp(1) || (scope && temp(2)))
-}
-
 /// PostgreSQL refuses to drop or replace a capture trigger (it is marked
 /// internal) with the errors it gives for any internal trigger; say what
 /// the refusal is: a permission the tenant does not have.
@@ -1045,17 +970,6 @@ fn touches_session(command: &str, sql: &str) -> bool {
         command,
         "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS" | "DO" | "CALL"
     ) || mentions(sql, &["temp", "set_config", "advisory"])
-}
-
-/// Whether `sql` contains any of `words` (lower-case ASCII), ignoring case,
-/// without copying the statement (this runs after every statement).
-fn mentions(sql: &str, words: &[&str]) -> bool {
-    let bytes = sql.as_bytes();
-    words.iter().any(|word| {
-        bytes
-            .windows(word.len())
-            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
-    })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::database::TenantDb;
-use super::wire;
+use super::wire::{self, OutcomeExt};
 use crate::error::{Error, Result};
 use crate::protocol::RowMode;
 use crate::values::json_to_param;
