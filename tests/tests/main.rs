@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod capture;
 mod catalog;
+mod edge;
 mod bad_input;
 mod fuzz;
 mod history;

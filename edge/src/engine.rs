@@ -1,0 +1,386 @@
+//! The tenant's engine as the Durable Object drives it: PGlite through
+//! `js/engine.js`, spoken to in the PostgreSQL protocol (`model::wire`), with
+//! tenant SQL in the least-privileged role as on the server — the session is
+//! switched by writing the authenticated user where the template builder
+//! found and proved this PGlite build keeps it.
+
+use model::api::{BatchRequest, BatchResult, ChangePage, DbError, QueryResult, RowMode, Statement};
+use model::sql::{may_change_schema, split, transaction_control};
+use model::wire::{self, Outcome, TxStatus};
+use model::{Change, EngineSettings};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/js/engine.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = engineStart, catch)]
+    fn engine_start(key: &str, sql: &JsValue, settings: &str) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(js_name = engineState)]
+    fn engine_state(key: &str) -> String;
+    #[wasm_bindgen(js_name = engineExchange, catch)]
+    fn engine_exchange(key: &str, message: &[u8]) -> Result<Vec<u8>, JsValue>;
+    #[wasm_bindgen(js_name = enginePersist, catch)]
+    fn engine_persist(key: &str) -> Result<u32, JsValue>;
+    #[wasm_bindgen(js_name = engineReadI32, catch)]
+    fn engine_read_i32(key: &str, address: u32) -> Result<i32, JsValue>;
+    #[wasm_bindgen(js_name = engineWriteI32, catch)]
+    fn engine_write_i32(key: &str, address: u32, value: i32) -> Result<(), JsValue>;
+    #[wasm_bindgen(js_name = engineSizes, catch)]
+    fn engine_sizes(key: &str) -> Result<String, JsValue>;
+    #[wasm_bindgen(js_name = engineFacts)]
+    fn engine_facts() -> String;
+}
+
+/// The capture's schema sync, run behind any statement that may change the
+/// schema (as `oltp-do` does).
+const SYNC_SCHEMA_SQL: &str = "SELECT tidelake.sync_schema()";
+const CHANGES_SQL: &str = "SELECT * FROM tidelake.read_changes($1::bigint, $2::bigint)";
+const STATS_SQL: &str = "SELECT * FROM tidelake.log_stats()";
+
+/// What `js/template.mjs` found and proved of the PGlite build.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Facts {
+    authenticated_user_id_address: u32,
+    bootstrap_superuser: i32,
+    tenant_role: i32,
+    owner: String,
+}
+
+/// A failure on our side (the engine, its bridge): a 500.
+#[derive(Debug)]
+pub struct Ours(pub String);
+
+/// What a request to the engine ends in.
+#[derive(Debug)]
+pub enum Failure {
+    /// The client's SQL or data: PostgreSQL's error.
+    Db(DbError),
+    /// A request the API refuses before the engine sees it: code, message.
+    Bad(&'static str, String),
+    Ours(Ours),
+}
+
+impl From<DbError> for Failure {
+    fn from(err: DbError) -> Self {
+        Failure::Db(err)
+    }
+}
+
+impl From<Ours> for Failure {
+    fn from(err: Ours) -> Self {
+        Failure::Ours(err)
+    }
+}
+
+fn js_error(what: &str, err: JsValue) -> Ours {
+    let message = err
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| err.as_string())
+        .unwrap_or_else(|| format!("{err:?}"));
+    Ours(format!("{what}: {message}"))
+}
+
+/// `loaded`, `loading` or `hibernated`, without waking anything.
+pub fn state(key: &str) -> String {
+    engine_state(key)
+}
+
+/// Start the engine (from the template and what the object stores) unless
+/// it runs; resolves once it answers, in the tenant's session.
+pub async fn start(key: &str, sql: &JsValue) -> Result<Engine, Ours> {
+    let settings = EngineSettings { shared_buffers: "16MB".to_owned(), ..EngineSettings::default() };
+    let settings = json!({ "gucs": settings.gucs() }).to_string();
+    let first = engine_state(key) == "hibernated";
+    let promise = engine_start(key, sql, &settings).map_err(|e| js_error("start the engine", e))?;
+    wasm_bindgen_futures::JsFuture::from(promise).await.map_err(|e| js_error("start the engine", e))?;
+    let facts: Facts = serde_json::from_str(&engine_facts()).map_err(|e| Ours(format!("engine facts: {e}")))?;
+    let engine = Engine { key: key.to_owned(), facts };
+    if first {
+        engine.prepare()?;
+    }
+    Ok(engine)
+}
+
+pub struct Engine {
+    key: String,
+    facts: Facts,
+}
+
+impl Engine {
+    /// Right after the engine started: prove the session switch works here
+    /// (or refuse to run tenant SQL at all), then enter the tenant's session.
+    fn prepare(&self) -> Result<(), Ours> {
+        let found = engine_read_i32(&self.key, self.facts.authenticated_user_id_address)
+            .map_err(|e| js_error("read the session user", e))?;
+        if found != self.facts.bootstrap_superuser {
+            return Err(Ours(format!(
+                "this engine build does not keep the session user where expected ({found}): \
+                 refusing to run tenant SQL without least privilege"
+            )));
+        }
+        self.trusted("SET search_path = pg_catalog, pg_temp")?;
+        self.become_tenant()
+    }
+
+    fn become_tenant(&self) -> Result<(), Ours> {
+        self.trusted("SET SESSION AUTHORIZATION tenant; RESET search_path")?;
+        engine_write_i32(&self.key, self.facts.authenticated_user_id_address, self.facts.tenant_role)
+            .map_err(|e| js_error("set the session user", e))
+    }
+
+    fn become_owner(&self) -> Result<(), Ours> {
+        engine_write_i32(&self.key, self.facts.authenticated_user_id_address, self.facts.bootstrap_superuser)
+            .map_err(|e| js_error("set the session user", e))?;
+        let owner = model::sql::quote_ident(&self.facts.owner);
+        self.trusted(&format!("SET SESSION AUTHORIZATION {owner}; SET search_path = pg_catalog, pg_temp"))
+    }
+
+    /// Run `work` as the owner (the change log's reads), and back.
+    fn as_owner<T>(&self, work: impl FnOnce(&Self) -> Result<T, Failure>) -> Result<T, Failure> {
+        self.become_owner()?;
+        let result = work(self);
+        self.become_tenant()?;
+        result
+    }
+
+    /// Write what the engine changed to the object's storage (before the
+    /// answer leaves: the output gate holds it until this is durable).
+    pub fn persist(&self) -> Result<u32, Ours> {
+        engine_persist(&self.key).map_err(|e| js_error("store the tenant's pages", e))
+    }
+
+    /// The engine's memory and the bytes the object stores.
+    pub fn sizes(&self) -> Value {
+        engine_sizes(&self.key).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
+    }
+
+    fn exchange(&self, message: &[u8], row_mode: RowMode) -> Result<Outcome, Ours> {
+        let answer = engine_exchange(&self.key, message).map_err(|e| js_error("the engine failed", e))?;
+        Ok(wire::collect(&answer, row_mode))
+    }
+
+    fn trusted(&self, sql: &str) -> Result<(), Ours> {
+        let outcome = self.exchange(&wire::simple_query(sql), RowMode::Array)?;
+        match outcome.error {
+            Some(err) => Err(Ours(format!("{}: {err}", sql.lines().next().unwrap_or(sql)))),
+            None => Ok(()),
+        }
+    }
+
+    fn rollback(&self) -> Result<(), Ours> {
+        self.trusted("ROLLBACK")
+    }
+
+    /// One autocommit request statement: with parameters exactly one
+    /// statement; without, a script whose statements run in one implicit
+    /// transaction. A statement that may change the schema has the capture's
+    /// sync behind it in the same transaction.
+    ///
+    /// For a caller who may only read, the statements run in one read-only
+    /// transaction that tenant SQL cannot end (transaction control is
+    /// refused), as on the server.
+    fn autocommit(&self, stmt: &Statement, row_mode: RowMode, may_write: bool) -> Result<QueryResult, Failure> {
+        check_sql(&stmt.sql)?;
+        let pieces = if stmt.params.is_empty() { split(&stmt.sql) } else { vec![stmt.sql.as_str()] };
+        if let Some(word) = pieces.iter().find_map(|p| transaction_control(p)) {
+            if !may_write {
+                return Err(DbError::read_scope().into());
+            }
+            return Err(DbError::new(
+                "0A000",
+                format!("{word} in a query is not supported at the edge yet: send the statements to POST transaction"),
+            )
+            .into());
+        }
+        let params: Vec<Option<String>> = stmt.params.iter().map(model::values::json_to_param).collect();
+        let mut bytes = Vec::with_capacity(stmt.sql.len() + 96);
+        if !may_write {
+            // The snapshot taken at once: no statement can make it read-write.
+            wire::execute(&mut bytes, "BEGIN READ ONLY", &[]);
+            wire::execute(&mut bytes, "SELECT", &[]);
+        }
+        let mut syncs = Vec::new();
+        for piece in &pieces {
+            wire::execute(&mut bytes, piece, if stmt.params.is_empty() { &[] } else { &params });
+            if may_write && may_change_schema(piece) {
+                wire::execute(&mut bytes, SYNC_SCHEMA_SQL, &[]);
+                syncs.push(true);
+            } else {
+                syncs.push(false);
+            }
+        }
+        if !may_write {
+            wire::execute(&mut bytes, "COMMIT", &[]);
+        }
+        wire::sync(&mut bytes);
+        let outcome = self.exchange(&bytes, row_mode)?;
+        if outcome.status != TxStatus::Idle {
+            self.rollback()?;
+        }
+        if let Some(err) = outcome.error {
+            return Err(if may_write { err } else { err.under_read_scope() }.into());
+        }
+        // The last statement's result (BEGIN's, COMMIT's and the syncs' dropped).
+        let mut results = outcome.results.into_iter().skip(if may_write { 0 } else { 2 });
+        let mut last = None;
+        for sync in syncs {
+            last = results.next();
+            if sync {
+                results.next();
+            }
+        }
+        last.ok_or_else(|| DbError::new("42601", "no statement was executed").into())
+    }
+
+    pub fn query(&self, stmt: &Statement, row_mode: RowMode, may_write: bool) -> Result<QueryResult, Failure> {
+        self.autocommit(stmt, row_mode, may_write)
+    }
+
+    /// Statements in order, each committed on its own; stops at the first
+    /// failure, whose error carries its index (all before it are committed).
+    pub fn batch(&self, req: &BatchRequest, may_write: bool) -> Result<BatchResult, Failure> {
+        let mut results = Vec::with_capacity(req.statements.len());
+        for (index, stmt) in req.statements.iter().enumerate() {
+            match self.autocommit(stmt, req.row_mode, may_write) {
+                Ok(result) => results.push(result),
+                Err(Failure::Db(err)) => return Err(err.at_statement(index).into()),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(BatchResult { results })
+    }
+
+    /// All statements in one transaction: every one applied, or none; read
+    /// only for a caller who may only read.
+    pub fn transaction(&self, req: &BatchRequest, may_write: bool) -> Result<BatchResult, Failure> {
+        for (index, stmt) in req.statements.iter().enumerate() {
+            check_sql(&stmt.sql).map_err(|f| match f {
+                Failure::Db(err) => Failure::Db(err.at_statement(index)),
+                other => other,
+            })?;
+            if let Some(word) = transaction_control(&stmt.sql) {
+                if !may_write {
+                    return Err(DbError::read_scope().at_statement(index).into());
+                }
+                return Err(DbError::new(
+                    "25000",
+                    format!(
+                        "{word} is not allowed inside POST transaction: \
+                         the endpoint begins and commits the transaction itself"
+                    ),
+                )
+                .at_statement(index)
+                .into());
+            }
+        }
+        let mut begin = String::from("BEGIN");
+        if let Some(level) = req.isolation_level {
+            begin.push_str(" ISOLATION LEVEL ");
+            begin.push_str(level.sql());
+        }
+        if req.read_only || !may_write {
+            begin.push_str(" READ ONLY");
+        }
+        let mut bytes = Vec::new();
+        wire::execute(&mut bytes, &begin, &[]);
+        if !may_write {
+            // The snapshot taken at once: no statement can make it read-write.
+            wire::execute(&mut bytes, "SELECT", &[]);
+        }
+        // Where each statement's result is in the answer.
+        let mut syncs = Vec::with_capacity(req.statements.len());
+        for stmt in &req.statements {
+            let params: Vec<Option<String>> = stmt.params.iter().map(model::values::json_to_param).collect();
+            wire::execute(&mut bytes, &stmt.sql, &params);
+            let follow = may_write && may_change_schema(&stmt.sql);
+            if follow {
+                wire::execute(&mut bytes, SYNC_SCHEMA_SQL, &[]);
+            }
+            syncs.push(follow);
+        }
+        wire::execute(&mut bytes, "COMMIT", &[]);
+        wire::sync(&mut bytes);
+        let outcome = self.exchange(&bytes, req.row_mode)?;
+        let scoped = |err: DbError| if may_write { err } else { err.under_read_scope() };
+        let mut results = outcome.results.into_iter().skip(if may_write { 1 } else { 2 });
+        let mut kept = Vec::with_capacity(req.statements.len());
+        for (index, follow) in syncs.iter().enumerate() {
+            match results.next() {
+                Some(result) => kept.push(result),
+                None => {
+                    if outcome.status != TxStatus::Idle {
+                        self.rollback()?;
+                    }
+                    let err = outcome.error.unwrap_or_else(|| DbError::new("XX000", "the transaction ended early"));
+                    return Err(scoped(err).at_statement(index).into());
+                }
+            }
+            if *follow && results.next().is_none() {
+                if outcome.status != TxStatus::Idle {
+                    self.rollback()?;
+                }
+                let mut err = outcome.error.unwrap_or_else(|| DbError::new("XX000", "the transaction ended early"));
+                err.message = format!(
+                    "change capture could not follow this schema change, so the transaction was rolled back: {}",
+                    err.message
+                );
+                return Err(err.at_statement(index).into());
+            }
+        }
+        let commit = results.next();
+        if outcome.status != TxStatus::Idle {
+            self.rollback()?;
+        }
+        if let Some(err) = outcome.error {
+            return Err(scoped(err).into());
+        }
+        if commit.is_some_and(|c| c.command == "ROLLBACK") {
+            return Err(DbError::new("40000", "the transaction was rolled back at COMMIT").into());
+        }
+        Ok(BatchResult { results: kept })
+    }
+
+    /// Up to `limit` changes after `since`, in LSN order.
+    pub fn changes(&self, since: u64, limit: u64) -> Result<ChangePage, Failure> {
+        self.as_owner(|db| {
+            let rows = db.owner_rows(CHANGES_SQL, &[json!(since), json!(limit)])?;
+            let changes = rows
+                .into_iter()
+                .map(|row| match row {
+                    Value::Object(object) => Change::try_from(object).map_err(|why| Ours(format!("a change log row that is not a change: {why}"))),
+                    other => Err(Ours(format!("a change log row that is not an object: {other}"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let stats = db.owner_rows(STATS_SQL, &[])?.into_iter().next().unwrap_or(Value::Null);
+            let next_lsn = changes.last().map_or(since, |c| c.lsn);
+            Ok(ChangePage {
+                changes,
+                next_lsn,
+                head_lsn: stats["head"].as_u64().unwrap_or(0).max(next_lsn),
+                tail_lsn: stats["tail"].as_u64().unwrap_or(0),
+            })
+        })
+    }
+
+    fn owner_rows(&self, sql: &str, params: &[Value]) -> Result<Vec<Value>, Ours> {
+        let params: Vec<Option<String>> = params.iter().map(model::values::json_to_param).collect();
+        let outcome = self.exchange(&wire::extended_query(sql, &params), RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Ours(format!("change log read: {err}")));
+        }
+        Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
+    }
+}
+
+fn check_sql(sql: &str) -> Result<(), Failure> {
+    if sql.contains('\0') {
+        return Err(Failure::Bad("invalid_sql", "SQL must not contain a NUL byte".to_owned()));
+    }
+    if model::sql::only_comments(sql) {
+        return Err(DbError::new("42601", "empty query: no SQL statement given").into());
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The Worker: names the tenant of a request by the server's rules (path
+//! `/t/{tenant}/…`, the `X-Tenant-Id` header, or `{tenant}.{BASE_DOMAIN}`),
+//! refuses invalid and blocked names and checks the caller's token
+//! ([`crate::access`]) before any work, and hands the request to that tenant's
+//! Durable Object with the caller's scope there.
+
+use model::{DEFAULT_BLOCKED_NAMES, RouteError, Routing};
+use serde_json::json;
+use worker::*;
+
+use auth::Scope;
+
+use crate::access::EdgeAuth;
+use crate::http;
+use crate::object::{SCOPE_HEADER, TENANT_HEADER};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let url = req.url()?;
+    let (in_path, route) = crate::path::split(url.path());
+    let route = route.to_owned();
+    if in_path.is_none() && matches!(route.as_str(), "liveness" | "readiness") {
+        return http::json(&json!({ "ok": true, "runtime": "edge" }));
+    }
+    let auth = match EdgeAuth::from_env(&env) {
+        Ok(auth) => auth,
+        Err(message) => {
+            console_error!("auth is misconfigured: {message}");
+            return http::error(500, "auth_misconfigured", &format!("this Worker's auth is misconfigured: {message}"));
+        }
+    };
+    // Browser safety, as the server's guard: an Origin must be allowed, and
+    // a POST must say its body is JSON (no form can).
+    let host = req.headers().get("host")?;
+    let origin = req.headers().get("origin")?;
+    if let Some(origin) = &origin
+        && !auth.browser.origin_allowed(origin, host.as_deref())
+    {
+        return http::error(
+            403,
+            "origin_not_allowed",
+            &format!("pages of {origin:?} may not call this server (allow them with TIDELAKE_AUTH_ALLOWED_ORIGINS)"),
+        );
+    }
+    if let (Some(origin), Method::Options) = (&origin, req.method()) {
+        return http::preflight(origin);
+    }
+    if matches!(req.method(), Method::Post | Method::Put | Method::Patch) {
+        let content_type = req.headers().get("content-type")?.unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            let given = if content_type.is_empty() { "none".to_owned() } else { format!("{content_type:?}") };
+            return http::error(
+                415,
+                "unsupported_media_type",
+                &format!("{} requests take JSON: send Content-Type: application/json (this one has {given})", req.method()),
+            );
+        }
+    }
+    let answer = route_to_tenant(req, &env, &auth, in_path, &route, host.as_deref()).await?;
+    Ok(match origin {
+        Some(origin) => http::allow_origin(answer, &origin)?,
+        None => answer,
+    })
+}
+
+/// Check the caller, then hand the request to its tenant's object with the
+/// caller's scope there.
+async fn route_to_tenant(
+    mut req: Request,
+    env: &Env,
+    auth: &EdgeAuth,
+    in_path: Option<&str>,
+    route: &str,
+    host: Option<&str>,
+) -> Result<Response> {
+    let url = req.url()?;
+    let authorization = req.headers().get("authorization")?;
+    // A tenant's liveness is public, as on the server.
+    let caller = if authorization.is_none() && auth.is_enabled() && route == "liveness" {
+        None
+    } else {
+        match auth.authenticate(&url, authorization.as_deref()).await {
+            Ok(principal) => Some(principal),
+            Err(denied) => return http::denied(&denied),
+        }
+    };
+    let base_domain = env.var("BASE_DOMAIN").ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
+    let blocked: Vec<String> = match env.var("BLOCKED_NAMES") {
+        Ok(v) => v.to_string().split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        Err(_) => DEFAULT_BLOCKED_NAMES.iter().map(|s| s.to_string()).collect(),
+    };
+    let header = req.headers().get("x-tenant-id")?;
+    let routing = Routing { base_domain: base_domain.as_deref(), blocked_names: &blocked };
+    let tenant = match routing.resolve(in_path, header.as_deref(), host) {
+        Ok(Some(tenant)) => tenant,
+        Ok(None) => {
+            return http::error(
+                400,
+                "missing_tenant",
+                "no tenant given: use /t/{tenant}/…, the X-Tenant-Id header or a tenant subdomain",
+            );
+        }
+        Err(RouteError::Invalid(invalid)) => return http::error(400, "invalid_tenant", &invalid.to_string()),
+        Err(err @ RouteError::Blocked(_)) => return http::error(403, "tenant_blocked", &err.to_string()),
+        Err(RouteError::Conflicting(message)) => return http::error(400, "conflicting_tenant", &message),
+    };
+    let scope = match &caller {
+        Some(caller) => {
+            if let Err(denied) = caller.may(Scope::Read, tenant.as_str()) {
+                return http::denied(&denied);
+            }
+            [Scope::Admin, Scope::Write]
+                .into_iter()
+                .find(|scope| caller.may(*scope, tenant.as_str()).is_ok())
+                .unwrap_or(Scope::Read)
+        }
+        None => Scope::Read,
+    };
+    let stub = env.durable_object("TENANTS")?.id_from_name(tenant.as_str())?.get_stub()?;
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        headers.set(&name, &value)?;
+    }
+    // Set here whatever the client sent: the object trusts these two.
+    headers.set(TENANT_HEADER, tenant.as_str())?;
+    headers.set(SCOPE_HEADER, scope.as_str())?;
+    let mut init = RequestInit::new();
+    init.with_method(req.method()).with_headers(headers);
+    if !matches!(req.method(), Method::Get | Method::Head) {
+        let body = req.bytes().await?;
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    }
+    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let inner = Request::new_with_init(&format!("https://tenant/{route}{query}"), &init)?;
+    stub.fetch_with_request(inner).await
+}

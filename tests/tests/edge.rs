@@ -1,0 +1,400 @@
+//! The edge (edge/, wrangler.toml) under `wrangler dev --local`, offline:
+//! the Worker routes by the server's tenant rules, the tenant's Durable
+//! Object runs PGlite with tenant SQL in the least-privileged role and
+//! change capture, answers in the server's JSON, and every acknowledged
+//! commit survives the local runtime being killed and started again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tidelake_tests::jwt::{Jwks, Signer, now};
+
+struct Dev {
+    child: Child,
+    base: String,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Two `wrangler dev` at once contend for the runtime's own sockets: the
+/// edge's tests take turns.
+static ONE_DEV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Dev {
+    async fn start(state: &Path) -> Dev {
+        Dev::start_with(state, &[]).await
+    }
+
+    /// With these Worker variables (`wrangler dev --var NAME:VALUE`).
+    async fn start_with(state: &Path, vars: &[(&str, String)]) -> Dev {
+        let turn = ONE_DEV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let log = std::fs::File::create(state.with_extension("log")).unwrap();
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new(root.join("scripts/edge"))
+                .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+                .args(vars.iter().flat_map(|(name, value)| ["--var".to_owned(), format!("{name}:{value}")]))
+                .arg("--persist-to")
+                .arg(state)
+                .current_dir(&root)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+            0,
+        )
+        .spawn()
+        .expect("scripts/edge dev");
+        let dev = Dev { child, base: format!("http://127.0.0.1:{port}"), _one_at_a_time: turn };
+        let started = Instant::now();
+        loop {
+            if let Ok(resp) = reqwest::get(format!("{}/liveness", dev.base)).await
+                && resp.status().is_success()
+            {
+                return dev;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "wrangler dev did not start: {}",
+                std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Kill wrangler and workerd at once (no clean shutdown).
+    fn kill(self) {
+        drop(self);
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+/// Also when a test fails: no runtime outlives its test.
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn rows(answer: &Value) -> &Value {
+    &answer["rows"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let dev = Dev::start(&state).await;
+
+    // Routing: the server's tenant-id rules, before any work.
+    let (status, body) = dev.get("/t/Not_A_Tenant/ping").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_tenant")));
+    let (status, body) = dev.get("/t/admin/ping").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("tenant_blocked")));
+    let (status, body) = dev.get("/ping").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("missing_tenant")));
+
+    // Without auth configured the Worker serves loopback hosts only, as the
+    // server without auth listens on loopback only.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/t/acme/ping", dev.base))
+        .header("host", "db.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // `ping` answers at once, whatever the engine is doing.
+    let (status, body) = dev.get("/t/acme/ping").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["tenant"], "acme");
+    assert!(["loading", "loaded"].contains(&body["engine"].as_str().unwrap()), "{body}");
+
+    // Queries, parameters, row modes: the server's JSON.
+    let (status, body) = dev
+        .post("/t/acme/query", json!({"sql": "CREATE TABLE items (id int PRIMARY KEY, name text, tags text[], price numeric)"}))
+        .await;
+    assert_eq!((status, body["command"].as_str()), (200, Some("CREATE TABLE")), "{body}");
+    let (status, body) = dev
+        .post(
+            "/t/acme/query",
+            json!({"sql": "INSERT INTO items VALUES ($1, $2, $3, $4) RETURNING *", "params": [1, "apple", ["red", "fruit"], "1.50"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rowCount"], 1);
+    assert_eq!(rows(&body), &json!([{"id": 1, "name": "apple", "tags": ["red", "fruit"], "price": "1.50"}]));
+    assert_eq!(body["fields"][0], json!({"name": "id", "dataTypeID": 23}));
+    let (_, body) = dev
+        .post("/t/acme/query", json!({"sql": "SELECT id, name FROM items", "rowMode": "array"}))
+        .await;
+    assert_eq!(rows(&body), &json!([[1, "apple"]]));
+
+    // A batch stops at its first failure, naming it; what came before stays.
+    let (status, body) = dev
+        .post(
+            "/t/acme/batch",
+            json!({"statements": [
+                {"sql": "INSERT INTO items (id, name) VALUES (2, 'pear')"},
+                {"sql": "INSERT INTO items (id, name) VALUES (1, 'again')"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!((body["error"]["code"].as_str(), body["error"]["statementIndex"].as_u64()), (Some("23505"), Some(1)));
+
+    // A transaction is all or nothing.
+    let (status, body) = dev
+        .post(
+            "/t/acme/transaction",
+            json!({"statements": [
+                {"sql": "UPDATE items SET name = $1 WHERE id = 2", "params": ["pear2"]},
+                {"sql": "INSERT INTO items (id, name) VALUES (1, 'again')"},
+            ]}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["statementIndex"].as_u64()), (409, Some(1)), "{body}");
+    let (status, body) = dev
+        .post(
+            "/t/acme/transaction",
+            json!({"statements": [
+                {"sql": "UPDATE items SET name = $1 WHERE id = 2", "params": ["pear3"]},
+                {"sql": "DELETE FROM items WHERE id = 1"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][1]["rowCount"], 1);
+
+    // Errors as the server gives them.
+    let (status, body) = dev.post("/t/acme/query", json!({"sql": "SELECT * FROM nowhere"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("42P01")));
+    let resp = reqwest::Client::new()
+        .post(format!("{}/t/acme/query", dev.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "malformed_json");
+
+    // Tenant SQL cannot become the superuser nor touch the history.
+    for sql in ["SET SESSION AUTHORIZATION postgres", "RESET SESSION AUTHORIZATION; DELETE FROM tidelake.changes"] {
+        let (status, body) = dev.post("/t/acme/query", json!({"sql": sql})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("42501")), "{sql}: {body}");
+    }
+    let (_, body) = dev.post("/t/acme/query", json!({"sql": "SELECT session_user, current_user"})).await;
+    assert_eq!(rows(&body), &json!([{"session_user": "tenant", "current_user": "tenant"}]));
+
+    // Every committed change, in order; nothing of what was rolled back.
+    let (status, log) = dev.get("/t/acme/changes?since=0").await;
+    assert_eq!(status, 200, "{log}");
+    let ops: Vec<(String, i64)> = log["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["op"].as_str().unwrap().to_owned(), c["new"]["id"].as_i64().or(c["old"]["id"].as_i64()).unwrap()))
+        .collect();
+    let expected = [("insert", 1), ("insert", 2), ("update", 2), ("delete", 1)];
+    assert_eq!(ops, expected.map(|(op, id)| (op.to_owned(), id)));
+    assert_eq!(log["changes"][2]["new"]["name"], "pear3");
+    let (status, body) = dev.get("/t/acme/changes?limit=0").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
+
+    // The local runtime killed and started again: every acknowledged
+    // commit is there, and nothing else.
+    dev.kill();
+    let dev = Dev::start(&state).await;
+    let (status, body) = dev.post("/t/acme/query", json!({"sql": "SELECT id, name FROM items ORDER BY id"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rows(&body), &json!([{"id": 2, "name": "pear3"}]));
+    let (_, again) = dev.get("/t/acme/changes?since=0").await;
+    assert_eq!(again["changes"], log["changes"]);
+    // And it goes on from there.
+    let (status, _) = dev.post("/t/acme/query", json!({"sql": "INSERT INTO items (id, name) VALUES (3, 'plum')"})).await;
+    assert_eq!(status, 200);
+    let (_, body) = dev.get("/t/acme/changes?since=4").await;
+    assert_eq!(body["changes"][0]["lsn"], 5);
+    dev.kill();
+}
+
+/// One request with an optional bearer token and headers: (status,
+/// WWW-Authenticate, body).
+async fn call(
+    dev: &Dev,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", dev.base);
+    let mut request = match body {
+        Some(body) => client.post(url).json(&body),
+        None => client.get(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let text = resp.text().await.unwrap();
+    (status, challenge, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_takes_the_servers_tokens_and_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    // API keys made by the server's CLI; their file becomes the Worker's secret.
+    let data = dir.path().join("data");
+    let create = |tenants: &str, scope: &str| {
+        let out = Command::new(tidelake_tests::binary())
+            .args(["token", "create", "--tenant", tenants, "--scope", scope, "--data-dir"])
+            .arg(&data)
+            .env_remove("TIDELAKE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let writer = create("acme", "write");
+    let reader = create("acme", "read");
+    let keys = std::fs::read_to_string(data.join("auth/api-keys.json")).unwrap();
+    // An identity provider: RS256 and ES256 keys in a JWKS on 127.0.0.1, and
+    // a shared HS256 secret.
+    let jwks = Jwks::start().await;
+    let rsa = Signer::load("rsa-1.pem", "k1", Algorithm::RS256);
+    let ec = Signer::load("ec-1.pem", "e1", Algorithm::ES256);
+    jwks.publish(&[&rsa, &ec]);
+    let secret = "a shared secret of the edge test, 32 bytes or more";
+    let dev = Dev::start_with(
+        &dir.path().join("state"),
+        &[
+            ("TIDELAKE_API_KEYS", keys),
+            ("TIDELAKE_AUTH_JWKS_URL", jwks.url.clone()),
+            ("TIDELAKE_AUTH_JWT_SECRET", secret.to_owned()),
+            ("TIDELAKE_AUTH_AUDIENCE", "tidelake".to_owned()),
+            ("TIDELAKE_AUTH_ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
+        ],
+    )
+    .await;
+    let create_table = json!({"sql": "CREATE TABLE notes (id int PRIMARY KEY, body text)"});
+
+    // Without a token, or with a wrong one: 401 and a challenge, before the
+    // tenant's object wakes.
+    for token in [None, Some("tlk_000000000000_nope"), Some("not.a.jwt"), Some(&writer[..writer.len() - 1])] {
+        let (status, challenge, body) = call(&dev, "/t/acme/query", Some(create_table.clone()), token, &[]).await;
+        assert_eq!((status, code(&body)), (401, "unauthorized"), "{token:?}: {body}");
+        assert!(challenge.is_some_and(|c| c.starts_with("Bearer realm=\"tidelake\"")), "{token:?}");
+    }
+    // A tenant's liveness stays public, as on the server.
+    let (status, _, _) = call(&dev, "/t/acme/liveness", None, None, &[]).await;
+    assert_eq!(status, 200);
+
+    // A write key writes its tenant, and reaches no other.
+    let (status, _, body) = call(&dev, "/t/acme/query", Some(create_table.clone()), Some(&writer), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let insert = json!({"sql": "INSERT INTO notes VALUES (1, 'from the writer')"});
+    let (status, _, body) = call(&dev, "/t/acme/query", Some(insert), Some(&writer), &[]).await;
+    assert_eq!((status, body["rowCount"].as_u64()), (200, Some(1)), "{body}");
+    let (status, challenge, body) = call(&dev, "/t/other/query", Some(json!({"sql": "SELECT 1"})), Some(&writer), &[]).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    assert!(challenge.is_some_and(|c| c.contains("insufficient_scope")));
+
+    // A read key reads; its writes, DDL and transaction control are refused
+    // with the server's error, in every endpoint, and change nothing.
+    let (status, _, body) = call(&dev, "/t/acme/query", Some(json!({"sql": "SELECT body FROM notes"})), Some(&reader), &[]).await;
+    assert_eq!((status, rows(&body)), (200, &json!([{"body": "from the writer"}])), "{body}");
+    for (path, request) in [
+        ("/t/acme/query", json!({"sql": "INSERT INTO notes VALUES (2, 'from the reader')"})),
+        ("/t/acme/query", json!({"sql": "COMMIT; INSERT INTO notes VALUES (2, 'x')"})),
+        ("/t/acme/query", json!({"sql": "DROP TABLE notes"})),
+        ("/t/acme/batch", json!({"statements": [{"sql": "SELECT 1"}, {"sql": "DELETE FROM notes"}]})),
+        ("/t/acme/transaction", json!({"statements": [{"sql": "UPDATE notes SET body = 'changed'"}]})),
+    ] {
+        let (status, _, body) = call(&dev, path, Some(request.clone()), Some(&reader), &[]).await;
+        assert_eq!((status, code(&body)), (403, "42501"), "{path} {request}: {body}");
+    }
+    // Nor can it make its read-only transaction read-write.
+    let sneak = json!({"statements": [{"sql": "SET TRANSACTION READ WRITE"}, {"sql": "DELETE FROM notes"}]});
+    let (status, _, body) = call(&dev, "/t/acme/transaction", Some(sneak), Some(&reader), &[]).await;
+    assert!((400..500).contains(&status), "{body}");
+    assert_eq!(body["error"]["statementIndex"], 0, "{body}");
+    let (_, _, body) = call(&dev, "/t/acme/query", Some(json!({"sql": "SELECT id, body FROM notes"})), Some(&writer), &[]).await;
+    assert_eq!(rows(&body), &json!([{"id": 1, "body": "from the writer"}]));
+    // The change log is the reader's to read.
+    let (status, _, body) = call(&dev, "/t/acme/changes?since=0", None, Some(&reader), &[]).await;
+    assert_eq!((status, body["changes"].as_array().map(Vec::len)), (200, Some(1)), "{body}");
+
+    // JWTs: HS256 with the shared secret, RS256 and ES256 from the JWKS;
+    // scopes and tenants from the claims, audience and expiry checked.
+    let hs256 = |claims: Value| {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()).unwrap()).unwrap()
+    };
+    let claims = |scope: &str, tenants: &str, exp: u64| json!({"sub": "u1", "scope": scope, "tenants": [tenants], "aud": "tidelake", "exp": exp});
+    let later = now() + 600;
+    for (id, (token, status)) in (100..).zip([
+        (hs256(claims("write", "acme", later)), 200),
+        (rsa.sign(&claims("write", "ac*", later)), 200),
+        (ec.sign(&claims("admin", "*", later)), 200),
+        (hs256(claims("read", "acme", later)), 403),
+        (hs256(claims("write", "other", later)), 403),
+        (hs256(claims("write", "acme", now() - 120)), 401),
+        (hs256(json!({"sub": "u1", "scope": "write", "tenants": ["acme"], "aud": "someone-else", "exp": later})), 401),
+        (Signer::load("rsa-2.pem", "k1", Algorithm::RS256).sign(&claims("write", "acme", later)), 401),
+    ]) {
+        let request = json!({"sql": "INSERT INTO notes VALUES ($1, 'by token') RETURNING id", "params": [id]});
+        let (got, _, body) = call(&dev, "/t/acme/query", Some(request), Some(&token), &[]).await;
+        assert_eq!(got, status, "{token}: {body}");
+    }
+
+    // Browser safety: pages of other origins are refused, a form cannot post.
+    let origin = [("origin", "https://evil.example")];
+    let (status, _, body) = call(&dev, "/t/acme/query", Some(json!({"sql": "SELECT 1"})), Some(&writer), &origin).await;
+    assert_eq!((status, code(&body)), (403, "origin_not_allowed"), "{body}");
+    let allowed = [("origin", "https://app.example.com")];
+    let resp = reqwest::Client::new()
+        .post(format!("{}/t/acme/query", dev.base))
+        .bearer_auth(&writer)
+        .header("origin", "https://app.example.com")
+        .json(&json!({"sql": "SELECT 1 AS one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("https://app.example.com"));
+    assert_eq!(resp.json::<Value>().await.unwrap()["rows"], json!([{"one": 1}]));
+    let (status, _, _) = call(&dev, "/t/acme/query", None, None, &allowed).await;
+    assert_eq!(status, 401, "a GET of query is still the caller's");
+    let form = reqwest::Client::new()
+        .post(format!("{}/t/acme/query", dev.base))
+        .bearer_auth(&writer)
+        .header("content-type", "text/plain")
+        .body(r#"{"sql": "DELETE FROM notes"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 415);
+    dev.kill();
+}
