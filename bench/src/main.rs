@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod auth;
 mod capture;
+mod edge;
 mod lake;
 mod lake_age;
 mod migration;
@@ -203,6 +204,12 @@ async fn main() -> Result<()> {
             let mut f = flags(argv, &["--out", "--iterations"], "oltp-bench auth [--iterations N] [--out FILE]")?;
             let iterations = f.remove("--iterations").map(|v| v.parse()).transpose()?.unwrap_or(5000);
             auth::run(f.remove("--out").map(PathBuf::from), iterations).await
+        }
+        Some("edge") => {
+            argv.next();
+            let mut f = flags(argv, &["--out", "--iterations"], "oltp-bench edge [--iterations N] [--out FILE]")?;
+            let iterations = f.remove("--iterations").map(|v| v.parse()).transpose()?.unwrap_or(500);
+            edge::run(f.remove("--out").map(PathBuf::from), iterations).await
         }
         Some("capture") => {
             argv.next();

@@ -7,7 +7,7 @@
 use model::api::{BatchRequest, BatchResult, ChangePage, DbError, QueryResult, RowMode, Statement};
 use model::sql::{may_change_schema, split, transaction_control};
 use model::wire::{self, Outcome, TxStatus};
-use model::{Change, EngineSettings};
+use model::{Change, EngineSettings, SchemaVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -37,6 +37,10 @@ extern "C" {
 const SYNC_SCHEMA_SQL: &str = "SELECT tidelake.sync_schema()";
 const CHANGES_SQL: &str = "SELECT * FROM tidelake.read_changes($1::bigint, $2::bigint)";
 const STATS_SQL: &str = "SELECT * FROM tidelake.log_stats()";
+
+/// The engine's shared buffers at the edge (the server's default is larger;
+/// an object's isolate has less memory).
+pub const SHARED_BUFFERS: &str = "16MB";
 
 /// What `js/template.mjs` found and proved of the PGlite build.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,7 +95,7 @@ pub fn state(key: &str) -> String {
 /// Start the engine (from the template and what the object stores) unless
 /// it runs; resolves once it answers, in the tenant's session.
 pub async fn start(key: &str, sql: &JsValue) -> Result<Engine, Ours> {
-    let settings = EngineSettings { shared_buffers: "16MB".to_owned(), ..EngineSettings::default() };
+    let settings = EngineSettings { shared_buffers: SHARED_BUFFERS.to_owned(), ..EngineSettings::default() };
     let settings = json!({ "gucs": settings.gucs() }).to_string();
     let first = engine_state(key) == "hibernated";
     let promise = engine_start(key, sql, &settings).map_err(|e| js_error("start the engine", e))?;
@@ -341,6 +345,26 @@ impl Engine {
             return Err(DbError::new("40000", "the transaction was rolled back at COMMIT").into());
         }
         Ok(BatchResult { results: kept })
+    }
+
+    /// The tenant's tables and the schema versions its change log recorded,
+    /// as the server answers `schema`.
+    pub fn schema(&self) -> Result<Value, Failure> {
+        let outcome = self.exchange(&wire::extended_query(model::schema::SCHEMA_SQL, &[]), RowMode::Object)?;
+        if let Some(err) = outcome.error {
+            return Err(Ours(format!("schema read: {err}")).into());
+        }
+        let rows = outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default();
+        let versions = self.as_owner(|db| {
+            let rows = db.owner_rows(model::schema::SCHEMA_HISTORY_SQL, &[])?;
+            rows.into_iter()
+                .map(|row| {
+                    serde_json::from_value::<SchemaVersion>(row)
+                        .map_err(|e| Ours(format!("a schema version of the change log: {e}")).into())
+                })
+                .collect::<Result<Vec<_>, Failure>>()
+        })?;
+        Ok(model::schema::answer(rows, &versions))
     }
 
     /// Up to `limit` changes after `since`, in LSN order.

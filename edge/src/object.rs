@@ -1,6 +1,7 @@
 //! One tenant's Durable Object: its PGlite engine, its pages in the
 //! object's SQLite storage, and the per-tenant HTTP API (`ping`, `health`,
-//! `liveness`, `readiness`, `query`, `batch`, `transaction`, `changes`).
+//! `liveness`, `readiness`, `config`, `schema`, `query`, `batch`,
+//! `transaction`, `changes`).
 
 use auth::Scope;
 use model::api::{BatchRequest, ChangesQuery, QueryRequest, Statement};
@@ -20,11 +21,12 @@ pub const SCOPE_HEADER: &str = "x-tidelake-scope";
 #[durable_object]
 pub struct TenantObject {
     state: State,
+    env: Env,
 }
 
 impl DurableObject for TenantObject {
-    fn new(state: State, _env: Env) -> Self {
-        Self { state }
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -62,6 +64,26 @@ impl DurableObject for TenantObject {
                 }
                 http::json(&body)
             }
+            (Method::Get, "config") => {
+                let base_domain = self.env.var("BASE_DOMAIN").ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
+                http::json(&json!({
+                    "tenant": tenant,
+                    "engine": "pglite",
+                    "postgresVersion": "17.5",
+                    "runtime": "edge",
+                    "sharedBuffers": engine::SHARED_BUFFERS,
+                    "baseDomain": base_domain,
+                }))
+            }
+            (Method::Get, "schema") => {
+                self.run(|engine| {
+                    engine.schema().map(|mut schema| {
+                        schema["tenant"] = json!(tenant);
+                        schema
+                    })
+                })
+                .await
+            }
             (Method::Post, "query") => {
                 let request: QueryRequest = match read(&mut req).await? {
                     Ok(r) => r,
@@ -95,7 +117,7 @@ impl DurableObject for TenantObject {
                 };
                 self.run(|engine| engine.changes(query.since, limit).map(|page| json!(page))).await
             }
-            (_, "ping" | "liveness" | "readiness" | "health" | "query" | "batch" | "transaction" | "changes") => {
+            (_, "ping" | "liveness" | "readiness" | "health" | "config" | "schema" | "query" | "batch" | "transaction" | "changes") => {
                 http::error(405, "method_not_allowed", "method not allowed on this endpoint")
             }
             _ => http::error(404, "not_found", "no such endpoint"),

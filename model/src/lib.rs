@@ -10,12 +10,13 @@
 //! - [`wire`] and [`values`]: the PostgreSQL protocol spoken to an
 //!   embedded backend and its text values as JSON.
 //! - [`api`]: the HTTP and WebSocket API's requests and answers, and a
-//!   PostgreSQL error as a client sees it.
+//!   PostgreSQL error as a client sees it; [`schema`]: a tenant's schema.
 
 pub mod api;
 mod change;
 mod engine;
 mod instant;
+pub mod schema;
 pub mod sql;
 mod tenant;
 pub mod values;

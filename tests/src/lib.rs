@@ -3,6 +3,7 @@
 //!
 //! Shared by the end-to-end tests (`tests/`) and the benchmarks (`bench/`).
 
+pub mod edge;
 pub mod jwt;
 pub mod native;
 
@@ -311,6 +312,16 @@ async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A table of a `schema` answer as (name, type, nullable) per column.
+pub fn columns(table: &Value) -> Vec<(&str, &str, bool)> {
+    table["columns"]
+        .as_array()
+        .expect("a table's columns")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap(), c["nullable"].as_bool().unwrap()))
+        .collect()
 }
 
 /// Poll `check` until it returns true or `timeout` passes; returns whether it did.

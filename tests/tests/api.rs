@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tidelake_tests::Server;
+use tidelake_tests::{Server, columns};
 
 #[tokio::test]
 async fn query_returns_typed_rows_fields_and_command() {
@@ -251,12 +251,7 @@ async fn schema_config_and_health_describe_the_tenant() {
     assert_eq!(table["schema"], "public");
     assert_eq!(table["name"], "orders");
     assert_eq!(table["primaryKey"], json!(["id"]));
-    let columns: Vec<(&str, &str, bool)> = table["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap(), c["nullable"].as_bool().unwrap()))
-        .collect();
+    let columns = columns(table);
     assert_eq!(
         columns,
         [("id", "bigint", false), ("customer", "text", false), ("total", "numeric(12,2)", true)]

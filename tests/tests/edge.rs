@@ -4,71 +4,21 @@
 //! change capture, answers in the server's JSON, and every acknowledged
 //! commit survives the local runtime being killed and started again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use tidelake_tests::columns;
+use tidelake_tests::edge::EdgeDev;
 use tidelake_tests::jwt::{Jwks, Signer, now};
 
-struct Dev {
-    child: Child,
-    base: String,
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+/// The API's calls, as the tests below make them.
+trait Calls {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value);
+    async fn get(&self, path: &str) -> (u16, Value);
 }
 
-/// Two `wrangler dev` at once contend for the runtime's own sockets: the
-/// edge's tests take turns.
-static ONE_DEV: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-impl Dev {
-    async fn start(state: &Path) -> Dev {
-        Dev::start_with(state, &[]).await
-    }
-
-    /// With these Worker variables (`wrangler dev --var NAME:VALUE`).
-    async fn start_with(state: &Path, vars: &[(&str, String)]) -> Dev {
-        let turn = ONE_DEV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let log = std::fs::File::create(state.with_extension("log")).unwrap();
-        let child = std::os::unix::process::CommandExt::process_group(
-            Command::new(root.join("scripts/edge"))
-                .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-                .args(vars.iter().flat_map(|(name, value)| ["--var".to_owned(), format!("{name}:{value}")]))
-                .arg("--persist-to")
-                .arg(state)
-                .current_dir(&root)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log),
-            0,
-        )
-        .spawn()
-        .expect("scripts/edge dev");
-        let dev = Dev { child, base: format!("http://127.0.0.1:{port}"), _one_at_a_time: turn };
-        let started = Instant::now();
-        loop {
-            if let Ok(resp) = reqwest::get(format!("{}/liveness", dev.base)).await
-                && resp.status().is_success()
-            {
-                return dev;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "wrangler dev did not start: {}",
-                std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// Kill wrangler and workerd at once (no clean shutdown).
-    fn kill(self) {
-        drop(self);
-    }
-
+impl Calls for EdgeDev {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap())
@@ -80,15 +30,6 @@ impl Dev {
     }
 }
 
-/// Also when a test fails: no runtime outlives its test.
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
 fn rows(answer: &Value) -> &Value {
     &answer["rows"]
 }
@@ -97,7 +38,7 @@ fn rows(answer: &Value) -> &Value {
 async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let dev = Dev::start(&state).await;
+    let dev = EdgeDev::start(&state).await;
 
     // Routing: the server's tenant-id rules, before any work.
     let (status, body) = dev.get("/t/Not_A_Tenant/ping").await;
@@ -142,6 +83,23 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
         .post("/t/acme/query", json!({"sql": "SELECT id, name FROM items", "rowMode": "array"}))
         .await;
     assert_eq!(rows(&body), &json!([[1, "apple"]]));
+
+    // The schema and the versions the change log recorded, as the server
+    // answers them; a schema change moves the fingerprint.
+    let (status, before) = dev.get("/t/acme/schema").await;
+    assert_eq!((status, &before["tenant"]), (200, &json!("acme")), "{before}");
+    let table = &before["tables"][0];
+    assert_eq!((&table["schema"], &table["name"], &table["primaryKey"]), (&json!("public"), &json!("items"), &json!(["id"])));
+    let columns = columns(table);
+    assert_eq!(columns, [("id", "integer", false), ("name", "text", true), ("tags", "text[]", true), ("price", "numeric", true)]);
+    let versions = before["versions"].as_array().unwrap();
+    assert_eq!((versions.len(), &versions[0]["table"]), (1, &json!("items")), "{before}");
+    dev.post("/t/acme/query", json!({"sql": "ALTER TABLE items ADD COLUMN note text"})).await;
+    let (_, after) = dev.get("/t/acme/schema").await;
+    assert_ne!(before["fingerprint"], after["fingerprint"]);
+    assert_eq!((after["tables"][0]["columns"].as_array().unwrap().len(), after["versions"].as_array().unwrap().len()), (5, 2));
+    let (status, config) = dev.get("/t/acme/config").await;
+    assert_eq!((status, &config["tenant"], &config["runtime"]), (200, &json!("acme"), &json!("edge")), "{config}");
 
     // A batch stops at its first failure, naming it; what came before stays.
     let (status, body) = dev
@@ -218,12 +176,14 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // The local runtime killed and started again: every acknowledged
     // commit is there, and nothing else.
     dev.kill();
-    let dev = Dev::start(&state).await;
+    let dev = EdgeDev::start(&state).await;
     let (status, body) = dev.post("/t/acme/query", json!({"sql": "SELECT id, name FROM items ORDER BY id"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(rows(&body), &json!([{"id": 2, "name": "pear3"}]));
     let (_, again) = dev.get("/t/acme/changes?since=0").await;
     assert_eq!(again["changes"], log["changes"]);
+    let (_, schema) = dev.get("/t/acme/schema").await;
+    assert_eq!(schema, after, "the schema and its recorded versions survive too");
     // And it goes on from there.
     let (status, _) = dev.post("/t/acme/query", json!({"sql": "INSERT INTO items (id, name) VALUES (3, 'plum')"})).await;
     assert_eq!(status, 200);
@@ -235,7 +195,7 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
 /// One request with an optional bearer token and headers: (status,
 /// WWW-Authenticate, body).
 async fn call(
-    dev: &Dev,
+    dev: &EdgeDev,
     path: &str,
     body: Option<Value>,
     token: Option<&str>,
@@ -289,7 +249,7 @@ async fn edge_takes_the_servers_tokens_and_scopes() {
     let ec = Signer::load("ec-1.pem", "e1", Algorithm::ES256);
     jwks.publish(&[&rsa, &ec]);
     let secret = "a shared secret of the edge test, 32 bytes or more";
-    let dev = Dev::start_with(
+    let dev = EdgeDev::start_with(
         &dir.path().join("state"),
         &[
             ("TIDELAKE_API_KEYS", keys),

@@ -62,7 +62,6 @@ const LSN_AT_SQL: &str = "SELECT * FROM tidelake.lsn_at($1::timestamptz)";
 
 const COMMIT_TS_AT_SQL: &str = "SELECT tidelake.older_than($1::bigint, $2::float8) AS old";
 
-const SCHEMA_HISTORY_SQL: &str = "SELECT * FROM tidelake.schema_history()";
 
 impl TenantDb {
     /// In the owner's session, when the database opens: make sure the
@@ -249,7 +248,7 @@ impl TenantDb {
         if !self.capture_enabled() {
             return Ok(Vec::new());
         }
-        let outcome = self.statement(SCHEMA_HISTORY_SQL, &[], RowMode::Object)?.or_ours("schema history read")?;
+        let outcome = self.statement(model::schema::SCHEMA_HISTORY_SQL, &[], RowMode::Object)?.or_ours("schema history read")?;
         let rows = outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default();
         rows.into_iter()
             .map(|row| {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use pglite_oxide::{ExecProtocolOptions, HostHandle, Pglite};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::settings::EngineSettings;
 use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
@@ -811,20 +811,12 @@ impl TenantDb {
     /// the whole that changes whenever any of it does.
     pub fn schema(&mut self) -> Result<Value> {
         let stmt = Statement {
-            sql: SCHEMA_SQL.to_owned(),
+            sql: model::schema::SCHEMA_SQL.to_owned(),
             params: Vec::new(),
         };
         let result = self.autocommit(&stmt, RowMode::Object)?;
-        let tables = result
-            .rows
-            .into_iter()
-            .next()
-            .and_then(|row| row.get("tables").cloned())
-            .filter(|v| !v.is_null())
-            .unwrap_or_else(|| json!([]));
-        let fingerprint = format!("{:016x}", fnv1a(tables.to_string().as_bytes()));
         let versions = self.schema_history()?;
-        Ok(json!({ "fingerprint": fingerprint, "tables": tables, "versions": versions }))
+        Ok(model::schema::answer(result.rows, &versions))
     }
 }
 
@@ -972,37 +964,6 @@ fn touches_session(command: &str, sql: &str) -> bool {
     ) || mentions(sql, &["temp", "set_config", "advisory"])
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    })
-}
-
-/// Tables outside the system schemas, with columns in order and the
-/// primary key, as one JSON document.
-const SCHEMA_SQL: &str = r#"
-SELECT json_agg(t ORDER BY t.schema, t.name) AS tables FROM (
-  SELECT n.nspname AS schema, c.relname AS name,
-    (SELECT json_agg(json_build_object(
-        'name', a.attname,
-        'type', format_type(a.atttypid, a.atttypmod),
-        'typeOid', a.atttypid::int,
-        'nullable', NOT a.attnotnull,
-        'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum)
-       FROM pg_attribute a
-       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
-    COALESCE((SELECT json_agg(a.attname ORDER BY k.ord)
-       FROM pg_index i
-       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-      WHERE i.indrelid = c.oid AND i.indisprimary), '[]'::json) AS "primaryKey"
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p')
-    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake')
-    AND n.nspname NOT LIKE 'pg\_%'
-) t
-"#;
 
 #[cfg(test)]
 mod tests {
