@@ -7,6 +7,7 @@
 use model::api::{BatchRequest, BatchResult, ChangePage, DbError, QueryResult, RowMode, Statement};
 use model::sql::{may_change_schema, split, transaction_control};
 use model::wire::{self, Outcome, TxStatus};
+use model::log::LogStats;
 use model::{Change, EngineSettings, SchemaVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,7 +37,6 @@ extern "C" {
 /// schema (as `oltp-do` does).
 const SYNC_SCHEMA_SQL: &str = "SELECT tidelake.sync_schema()";
 const CHANGES_SQL: &str = "SELECT * FROM tidelake.read_changes($1::bigint, $2::bigint)";
-const STATS_SQL: &str = "SELECT * FROM tidelake.log_stats()";
 
 /// The engine's shared buffers at the edge (the server's default is larger;
 /// an object's isolate has less memory).
@@ -378,15 +378,16 @@ impl Engine {
                     other => Err(Ours(format!("a change log row that is not an object: {other}"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let stats = db.owner_rows(STATS_SQL, &[])?.into_iter().next().unwrap_or(Value::Null);
+            let stats = model::log::stats(&mut { db })?;
             let next_lsn = changes.last().map_or(since, |c| c.lsn);
-            Ok(ChangePage {
-                changes,
-                next_lsn,
-                head_lsn: stats["head"].as_u64().unwrap_or(0).max(next_lsn),
-                tail_lsn: stats["tail"].as_u64().unwrap_or(0),
-            })
+            Ok(ChangePage { changes, next_lsn, head_lsn: stats.head_lsn.max(next_lsn), tail_lsn: stats.tail_lsn })
         })
+    }
+
+    /// A consumer has taken every change up to `lsn`: recorded, and the log
+    /// trimmed as on the server (`model::log`).
+    pub fn acknowledge(&self, consumer: &str, lsn: u64) -> Result<LogStats, Failure> {
+        self.as_owner(|db| model::log::acknowledge(&mut { db }, consumer, lsn, model::log::DEFAULT_RETENTION))
     }
 
     fn owner_rows(&self, sql: &str, params: &[Value]) -> Result<Vec<Value>, Ours> {
@@ -396,6 +397,21 @@ impl Engine {
             return Err(Ours(format!("change log read: {err}")));
         }
         Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
+    }
+}
+
+/// The change log's bookkeeping (`model::log`), in the owner's session.
+impl model::log::LogSession for &Engine {
+    type Error = Failure;
+
+    fn owner_row(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>, Failure> {
+        Ok(self.owner_rows(sql, params)?.into_iter().next())
+    }
+
+    fn owner_statement(&mut self, sql: &str, params: &[Value]) -> Result<Result<(), DbError>, Failure> {
+        let params: Vec<Option<String>> = params.iter().map(model::values::json_to_param).collect();
+        let outcome = self.exchange(&wire::extended_query(sql, &params), RowMode::Array)?;
+        Ok(outcome.error.map_or(Ok(()), Err))
     }
 }
 

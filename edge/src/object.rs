@@ -1,10 +1,10 @@
 //! One tenant's Durable Object: its PGlite engine, its pages in the
 //! object's SQLite storage, and the per-tenant HTTP API (`ping`, `health`,
 //! `liveness`, `readiness`, `config`, `schema`, `query`, `batch`,
-//! `transaction`, `changes`).
+//! `transaction`, `changes`, `changes/ack`).
 
 use auth::Scope;
-use model::api::{BatchRequest, ChangesQuery, QueryRequest, Statement};
+use model::api::{AckRequest, BatchRequest, ChangesQuery, QueryRequest, Statement};
 use serde_json::json;
 use worker::*;
 
@@ -117,6 +117,29 @@ impl DurableObject for TenantObject {
                 };
                 self.run(|engine| engine.changes(query.since, limit).map(|page| json!(page))).await
             }
+            (Method::Post, "changes/ack") => {
+                if scope < Scope::Admin {
+                    return http::denied(&auth::Denied::Forbidden(format!(
+                        "this needs the admin scope on tenant {tenant:?}; this token has {scope}"
+                    )));
+                }
+                let request: AckRequest = match read(&mut req).await? {
+                    Ok(r) => r,
+                    Err(resp) => return Ok(resp),
+                };
+                if let Err(message) = model::log::check_consumer(&request.consumer)
+                    .and_then(|()| model::api::checked_lsn("lsn", request.lsn).map(drop))
+                {
+                    return http::error(400, "invalid_request", &message);
+                }
+                self.run(|engine| {
+                    engine.acknowledge(&request.consumer, request.lsn).map(|stats| {
+                        json!({ "tenant": tenant, "consumer": request.consumer, "changeLog": stats })
+                    })
+                })
+                .await
+            }
+            (_, "changes/ack") => http::error(405, "method_not_allowed", "method not allowed on this endpoint"),
             (_, "ping" | "liveness" | "readiness" | "health" | "config" | "schema" | "query" | "batch" | "transaction" | "changes") => {
                 http::error(405, "method_not_allowed", "method not allowed on this endpoint")
             }

@@ -16,6 +16,7 @@ pub mod api;
 mod change;
 mod engine;
 mod instant;
+pub mod log;
 pub mod schema;
 pub mod sql;
 mod tenant;

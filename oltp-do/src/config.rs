@@ -88,7 +88,7 @@ impl OltpConfig {
             spare_tenants: 2,
             tenant_queue_depth: 256,
             queue_timeout: Duration::from_secs(30),
-            change_retention: Duration::from_secs(3600),
+            change_retention: model::log::DEFAULT_RETENTION,
             ws_send_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             max_result_bytes: 16 * 1024 * 1024,

@@ -241,6 +241,7 @@ async fn edge_takes_the_servers_tokens_and_scopes() {
     };
     let writer = create("acme", "write");
     let reader = create("acme", "read");
+    let admin = create("acme", "admin");
     let keys = std::fs::read_to_string(data.join("auth/api-keys.json")).unwrap();
     // An identity provider: RS256 and ES256 keys in a JWKS on 127.0.0.1, and
     // a shared HS256 secret.
@@ -329,6 +330,25 @@ async fn edge_takes_the_servers_tokens_and_scopes() {
         let (got, _, body) = call(&dev, "/t/acme/query", Some(request), Some(&token), &[]).await;
         assert_eq!(got, status, "{token}: {body}");
     }
+
+    // Acknowledging the change log is an operator's call (admin), checked
+    // and applied as on the server.
+    let ack = |consumer: &str, lsn: u64| json!({"consumer": consumer, "lsn": lsn});
+    let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("lake", 1)), Some(&writer), &[]).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    let (_, _, page) = call(&dev, "/t/acme/changes?since=0", None, Some(&reader), &[]).await;
+    let head = page["headLsn"].as_u64().unwrap();
+    assert_eq!(head, 4, "{page}");
+    let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("", 1)), Some(&admin), &[]).await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("lake", head + 1)), Some(&admin), &[]).await;
+    assert_eq!((status / 100, code(&body)), (4, "22023"), "{body}");
+    let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("lake", head)), Some(&admin), &[]).await;
+    assert_eq!((status, &body["consumer"]), (200, &json!("lake")), "{body}");
+    let log = &body["changeLog"];
+    // Acknowledged up to the head; young changes stay (the server's default
+    // retention, an hour).
+    assert_eq!((log["ackedLsn"].as_u64(), log["headLsn"].as_u64(), log["tailLsn"].as_u64()), (Some(head), Some(head), Some(1)), "{body}");
 
     // Browser safety: pages of other origins are refused, a form cannot post.
     let origin = [("origin", "https://evil.example")];

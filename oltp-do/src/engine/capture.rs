@@ -20,20 +20,7 @@ const INSTALL_SQL: &str = include_str!("capture.sql");
 
 pub use model::api::ChangePage;
 
-/// The change log's extent and size.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogStats {
-    /// LSN of the newest change (0: none yet).
-    pub head_lsn: u64,
-    /// LSN of the oldest change still in the log (0: empty).
-    pub tail_lsn: u64,
-    /// Changes held (LSNs are gap-free, so head − tail + 1).
-    pub rows: u64,
-    pub bytes: u64,
-    /// Lowest LSN acknowledged by any consumer (0: none).
-    pub acked_lsn: u64,
-}
+pub use model::log::LogStats;
 
 const OPEN_PROBE_SQL: &str = r#"
 SELECT (SELECT value FROM tidelake.meta WHERE key = 'capture_version') AS version,
@@ -45,7 +32,6 @@ const CAPTURE_ON_SQL: &str = "SELECT tidelake.reinstall_all(); SELECT tidelake.s
 
 const CHANGES_SQL: &str = "SELECT * FROM tidelake.read_changes($1::bigint, $2::bigint)";
 
-const STATS_SQL: &str = "SELECT * FROM tidelake.log_stats()";
 
 /// What the change log tells of an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,7 +46,6 @@ pub struct LsnAt {
 
 const LSN_AT_SQL: &str = "SELECT * FROM tidelake.lsn_at($1::timestamptz)";
 
-const COMMIT_TS_AT_SQL: &str = "SELECT tidelake.older_than($1::bigint, $2::float8) AS old";
 
 
 impl TenantDb {
@@ -157,74 +142,14 @@ impl TenantDb {
     }
 
     pub fn log_stats(&mut self) -> Result<LogStats> {
-        let row = self.one_row(STATS_SQL, &[])?.unwrap_or(Value::Null);
-        let n = |k: &str| row[k].as_u64().unwrap_or(0);
-        let (head, tail) = (n("head"), n("tail"));
-        Ok(LogStats {
-            head_lsn: head,
-            tail_lsn: tail,
-            rows: if head == 0 { 0 } else { head - tail + 1 },
-            bytes: n("bytes"),
-            acked_lsn: n("acked"),
-        })
+        model::log::stats(self)
     }
 
     /// Record that `consumer` has durably taken every change up to `lsn`,
     /// then trim the log below the lowest acknowledged LSN, keeping changes
-    /// younger than `retention`. Returns the stats after trimming.
+    /// younger than `retention` (`model::log`). Returns the stats after trimming.
     pub fn acknowledge(&mut self, consumer: &str, lsn: u64, retention: Duration) -> Result<LogStats> {
-        self.as_owner(|db| db.acknowledge_as_owner(consumer, lsn, retention))
-    }
-
-    fn acknowledge_as_owner(&mut self, consumer: &str, lsn: u64, retention: Duration) -> Result<LogStats> {
-        let before = self.log_stats()?;
-        if lsn > before.head_lsn {
-            return Err(Error::from(DbError::new(
-                "22023",
-                format!("cannot acknowledge LSN {lsn}: the newest change is {}", before.head_lsn),
-            )));
-        }
-        let outcome = self.statement(
-            "INSERT INTO tidelake.consumers (name, acked_lsn) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET acked_lsn = greatest(consumers.acked_lsn, excluded.acked_lsn), acked_at = now()",
-            &[json!(consumer), json!(lsn)],
-            RowMode::Array,
-        )?;
-        if let Some(err) = outcome.error {
-            return Err(Error::from(err));
-        }
-        let acked = self.log_stats()?.acked_lsn;
-        let bound = self.retention_bound(before.tail_lsn, acked, retention)?;
-        if bound > before.tail_lsn {
-            self.statement("DELETE FROM tidelake.changes WHERE lsn < $1", &[json!(bound)], RowMode::Array)?
-                .or_ours("change log trim")?;
-        }
-        self.log_stats()
-    }
-
-    /// The lowest LSN to keep: `acked`, or lower where changes below it are
-    /// younger than `retention`. Commit times rise with LSN and LSNs have no
-    /// gaps, so a binary search over point lookups finds it.
-    fn retention_bound(&mut self, tail: u64, acked: u64, retention: Duration) -> Result<u64> {
-        if retention.is_zero() || acked <= tail {
-            return Ok(acked);
-        }
-        let secs = retention.as_secs_f64();
-        // Invariant: every LSN below `lo` is old enough; `hi` is not (or is `acked`).
-        let (mut lo, mut hi) = (tail, acked);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let old = self
-                .one_row(COMMIT_TS_AT_SQL, &[json!(mid), json!(secs)])?
-                .and_then(|r| r["old"].as_bool())
-                .unwrap_or(true);
-            if old {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
+        self.as_owner(|db| model::log::acknowledge(db, consumer, lsn, retention))
     }
 
     /// The newest LSN committed at or before `at` (a timestamptz literal).
@@ -256,5 +181,19 @@ impl TenantDb {
                     .map_err(|source| Error::Malformed { what: "a schema version of the change log".into(), source })
             })
             .collect()
+    }
+}
+
+/// The change log's bookkeeping (`model::log`) runs in the owner's session.
+impl model::log::LogSession for TenantDb {
+    type Error = Error;
+
+    fn owner_row(&mut self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
+        self.one_row(sql, params)
+    }
+
+    fn owner_statement(&mut self, sql: &str, params: &[Value]) -> Result<std::result::Result<(), DbError>> {
+        let outcome = self.statement(sql, params, RowMode::Array)?;
+        Ok(outcome.error.map_or(Ok(()), Err))
     }
 }
