@@ -56,6 +56,30 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Why a request of `method` with this `Content-Type` is refused, if it
+/// is: a POST, PUT or PATCH must say its body is JSON, which no form and no
+/// "simple" cross-origin request can.
+pub fn json_refusal(method: &str, content_type: Option<&str>) -> Option<String> {
+    if !matches!(method, "POST" | "PUT" | "PATCH") {
+        return None;
+    }
+    let content_type = content_type.unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        return None;
+    }
+    let given = if content_type.is_empty() { "none".to_owned() } else { format!("{content_type:?}") };
+    Some(format!("{method} requests take JSON: send Content-Type: application/json (this one has {given})"))
+}
+
+/// A CORS preflight's answer headers for an allowed origin (besides
+/// `Access-Control-Allow-Origin` and `Vary`).
+pub const PREFLIGHT_HEADERS: [(&str, &str); 3] = [
+    ("access-control-allow-methods", "GET, POST, DELETE, HEAD, OPTIONS"),
+    ("access-control-allow-headers", "authorization, content-type, accept, x-tenant-id"),
+    ("access-control-max-age", "600"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

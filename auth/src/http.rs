@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -103,18 +103,9 @@ pub async fn guard(State(browser): State<Arc<Browser>>, request: Request, next: 
     {
         return preflight(origin);
     }
-    let needs_json = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
-    if needs_json {
-        let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            let given = if content_type.is_empty() { "none".to_owned() } else { format!("{content_type:?}") };
-            return refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("{} requests take JSON: send Content-Type: application/json (this one has {given})", request.method()),
-            );
-        }
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if let Some(message) = crate::browser::json_refusal(request.method().as_str(), content_type) {
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message);
     }
     let mut response = next.run(request).await;
     if let Some(origin) = origin
@@ -133,12 +124,9 @@ fn preflight(origin: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
     }
-    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, HEAD, OPTIONS"));
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, accept, x-tenant-id"),
-    );
-    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    for (name, value) in crate::browser::PREFLIGHT_HEADERS {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     response
 }

@@ -19,6 +19,8 @@ use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use worker::{Env, Fetch, Url};
 
+use crate::vars::{comma_list, setting};
+
 #[wasm_bindgen(module = "/js/auth.js")]
 extern "C" {
     #[wasm_bindgen(js_name = verifySignature, catch)]
@@ -38,15 +40,6 @@ pub struct EdgeAuth {
     rules: Rules,
     insecure_no_auth: bool,
     pub browser: Browser,
-}
-
-/// A variable or secret, unset when empty.
-fn setting(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .map(|v| v.to_string())
-        .or_else(|_| env.secret(name).map(|v| v.to_string()))
-        .ok()
-        .filter(|v| !v.trim().is_empty())
 }
 
 impl EdgeAuth {
@@ -69,13 +62,8 @@ impl EdgeAuth {
             audience: setting(env, "TIDELAKE_AUTH_AUDIENCE"),
             tenant_claim: setting(env, "TIDELAKE_AUTH_TENANT_CLAIM"),
         };
-        let list = |name: &str| -> Vec<String> {
-            setting(env, name)
-                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default()
-        };
         let browser = Browser {
-            allowed_origins: list("TIDELAKE_AUTH_ALLOWED_ORIGINS"),
+            allowed_origins: setting(env, "TIDELAKE_AUTH_ALLOWED_ORIGINS").map(|v| comma_list(&v)).unwrap_or_default(),
             allowed_hosts: Vec::new(),
             base_domain: setting(env, "BASE_DOMAIN"),
         };

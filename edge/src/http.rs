@@ -52,9 +52,9 @@ pub fn preflight(origin: &str) -> Result<Response> {
     let mut response = Response::empty()?.with_status(204);
     let headers = response.headers_mut();
     headers.set("access-control-allow-origin", origin)?;
-    headers.set("access-control-allow-methods", "GET, POST, DELETE, HEAD, OPTIONS")?;
-    headers.set("access-control-allow-headers", "authorization, content-type, accept, x-tenant-id")?;
-    headers.set("access-control-max-age", "600")?;
+    for (name, value) in auth::browser::PREFLIGHT_HEADERS {
+        headers.set(name, value)?;
+    }
     headers.set("vary", "Origin")?;
     Ok(response)
 }

@@ -22,3 +22,5 @@ mod http;
 mod object;
 #[cfg(target_arch = "wasm32")]
 mod router;
+#[cfg(target_arch = "wasm32")]
+mod vars;

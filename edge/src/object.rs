@@ -65,7 +65,7 @@ impl DurableObject for TenantObject {
                 http::json(&body)
             }
             (Method::Get, "config") => {
-                let base_domain = self.env.var("BASE_DOMAIN").ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
+                let base_domain = crate::vars::setting(&self.env, "BASE_DOMAIN");
                 http::json(&json!({
                     "tenant": tenant,
                     "engine": "pglite",

@@ -13,6 +13,7 @@ use auth::Scope;
 use crate::access::EdgeAuth;
 use crate::http;
 use crate::object::{SCOPE_HEADER, TENANT_HEADER};
+use crate::vars::{comma_list, setting};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
@@ -45,17 +46,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if let (Some(origin), Method::Options) = (&origin, req.method()) {
         return http::preflight(origin);
     }
-    if matches!(req.method(), Method::Post | Method::Put | Method::Patch) {
-        let content_type = req.headers().get("content-type")?.unwrap_or_default();
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            let given = if content_type.is_empty() { "none".to_owned() } else { format!("{content_type:?}") };
-            return http::error(
-                415,
-                "unsupported_media_type",
-                &format!("{} requests take JSON: send Content-Type: application/json (this one has {given})", req.method()),
-            );
-        }
+    let content_type = req.headers().get("content-type")?;
+    if let Some(message) = auth::browser::json_refusal(req.method().as_ref(), content_type.as_deref()) {
+        return http::error(415, "unsupported_media_type", &message);
     }
     let answer = route_to_tenant(req, &env, &auth, in_path, &route, host.as_deref()).await?;
     Ok(match origin {
@@ -85,9 +78,9 @@ async fn route_to_tenant(
             Err(denied) => return http::denied(&denied),
         }
     };
-    let base_domain = env.var("BASE_DOMAIN").ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
+    let base_domain = setting(env, "BASE_DOMAIN");
     let blocked: Vec<String> = match env.var("BLOCKED_NAMES") {
-        Ok(v) => v.to_string().split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        Ok(v) => comma_list(&v.to_string()),
         Err(_) => DEFAULT_BLOCKED_NAMES.iter().map(|s| s.to_string()).collect(),
     };
     let header = req.headers().get("x-tenant-id")?;

@@ -341,6 +341,8 @@ async fn edge_takes_the_servers_tokens_and_scopes() {
     assert_eq!(head, 4, "{page}");
     let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("", 1)), Some(&admin), &[]).await;
     assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(json!({"consumer": "lake", "lsn": -1})), Some(&admin), &[]).await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
     let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("lake", head + 1)), Some(&admin), &[]).await;
     assert_eq!((status / 100, code(&body)), (4, "22023"), "{body}");
     let (status, _, body) = call(&dev, "/t/acme/changes/ack", Some(ack("lake", head)), Some(&admin), &[]).await;
@@ -365,6 +367,14 @@ async fn edge_takes_the_servers_tokens_and_scopes() {
         .unwrap();
     assert_eq!(resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("https://app.example.com"));
     assert_eq!(resp.json::<Value>().await.unwrap()["rows"], json!([{"one": 1}]));
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/t/acme/query", dev.base))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-headers"], "authorization, content-type, accept, x-tenant-id");
     let (status, _, _) = call(&dev, "/t/acme/query", None, None, &allowed).await;
     assert_eq!(status, 401, "a GET of query is still the caller's");
     let form = reqwest::Client::new()
