@@ -1,6 +1,7 @@
 //! The `tidelake` binary: wires the crates together and serves them on one
 //! address. No business logic lives here.
 
+mod edge_source;
 mod lake_source;
 mod restore;
 mod server;

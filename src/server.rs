@@ -13,6 +13,7 @@ use prometheus_client::collector::Collector;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::edge_source::{EdgeReporter, EdgeSettings, EdgeSource};
 use crate::lake_source;
 use crate::settings::Settings;
 
@@ -62,7 +63,7 @@ pub async fn run(settings: Settings, role: Role) -> Result<()> {
         .await
         .context("open the Iceberg catalog")?;
     let tenants = match role {
-        Role::All => Some(TenantsPart::start(settings.oltp, settings.lake, settings.maintenance, &warehouse)?),
+        Role::All => Some(TenantsPart::start(settings.oltp, settings.lake, settings.edge, settings.maintenance, &warehouse)?),
         _ => None,
     };
     let mut app = match &tenants {
@@ -97,16 +98,29 @@ struct TenantsPart {
     stop_lake: tokio::sync::watch::Sender<bool>,
     maintenance: Option<JoinHandle<()>>,
     shipper: Option<JoinHandle<()>>,
+    /// The shipper of the edge's tenants, if an edge is configured.
+    edge_shipper: Option<JoinHandle<()>>,
 }
 
 impl TenantsPart {
     fn start(
         oltp: oltp_do::OltpConfig,
         lake: Option<lake::ShipperConfig>,
+        edge: Option<EdgeSettings>,
         maintenance: lake::MaintenanceConfig,
         warehouse: &Arc<Warehouse>,
     ) -> Result<Self> {
         let maintainer = lake::maintain::Maintainer::new(warehouse.clone(), maintenance);
+        // The edge's tenants ship into the same lake by the same rules,
+        // into namespaces of their own origin.
+        let edge = match (edge, &lake) {
+            (Some(edge), Some(config)) => {
+                let source = Arc::new(EdgeSource::new(edge)?);
+                let config = lake::ShipperConfig { origin: lake::spec::EDGE_ORIGIN.to_owned(), ..config.clone() };
+                Some((source.clone(), lake::Shipper::new(source, warehouse.clone(), config)))
+            }
+            _ => None,
+        };
         // The shipper reads the tenants; the tenants report its lag and
         // restore from what it shipped.
         let mut shipper = None;
@@ -115,9 +129,15 @@ impl TenantsPart {
                 let source = Arc::new(lake_source::TenantsSource(tenants));
                 lake::Shipper::new(source, warehouse.clone(), config)
             });
-            let reporters = shipper.iter().map(|shipper| {
-                Arc::new(lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() }) as Arc<dyn Reporter>
-            });
+            let reporters = shipper
+                .iter()
+                .map(|shipper| {
+                    Arc::new(lake_source::LakeReporter { shipper: shipper.clone(), maintainer: maintainer.clone() })
+                        as Arc<dyn Reporter>
+                })
+                .chain(edge.iter().map(|(source, shipper)| {
+                    Arc::new(EdgeReporter { source: source.clone(), shipper: shipper.clone() }) as Arc<dyn Reporter>
+                }));
             let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
             if let Some(shipper) = &shipper {
                 collectors.push(Box::new(lake::metrics::ShipperMetrics(shipper.clone())));
@@ -134,8 +154,9 @@ impl TenantsPart {
         let tiering = tokio::spawn(tenants.clone().run_tiering());
         let (stop_lake, stop) = tokio::sync::watch::channel(false);
         let maintenance = shipper.is_some().then(|| tokio::spawn(maintainer.clone().run(stop.clone())));
+        let edge_shipper = edge.map(|(_, shipper)| tokio::spawn(shipper.run(stop.clone())));
         let shipper = shipper.map(|shipper| tokio::spawn(shipper.run(stop)));
-        Ok(Self { tenants, reaper, tiering, stop_lake, maintenance, shipper })
+        Ok(Self { tenants, reaper, tiering, stop_lake, maintenance, shipper, edge_shipper })
     }
 
     async fn stop(self) {
@@ -144,10 +165,15 @@ impl TenantsPart {
             // A run in progress stops where it is: the next start finishes it.
             maintenance.abort();
         }
-        if let Some(shipper) = self.shipper {
+        let shippers: Vec<JoinHandle<()>> = self.shipper.into_iter().chain(self.edge_shipper).collect();
+        if !shippers.is_empty() {
             tracing::info!("shutting down: shipping pending changes to the lake");
-            if tokio::time::timeout(SHIPPER_STOP_TIMEOUT, shipper).await.is_err() {
-                tracing::warn!("the lake shipper did not finish in time; it resumes on the next start");
+            // They ship at once, each a task of its own: one deadline for all.
+            let deadline = tokio::time::Instant::now() + SHIPPER_STOP_TIMEOUT;
+            for shipper in shippers {
+                if tokio::time::timeout_at(deadline, shipper).await.is_err() {
+                    tracing::warn!("the lake shipper did not finish in time; it resumes on the next start");
+                }
             }
         }
         tracing::info!("shutting down: closing open tenant databases");

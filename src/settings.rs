@@ -21,6 +21,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use lake::{MaintenanceConfig, ShipperConfig};
 use oltp_do::OltpConfig;
+
+use crate::edge_source::EdgeSettings;
 use oltp_do::config::parse_duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -115,6 +117,9 @@ pub static SETTINGS: &[Setting] = &[
     setting("archive.schema_backups", Bool, Some("schema-backups"), "Take a base backup after schema changes, before the data changes again, so every instant after one is restorable [default: true]"),
     setting("postgres.shared_buffers", Text, Some("shared-buffers"), "PostgreSQL shared_buffers per tenant [default: 4MB]"),
     setting("postgres.max_wal_size", Text, None, "WAL written between checkpoints; segments no longer needed are removed [default: 64MB]"),
+    setting("edge.url", Text, None, "Ship the history of the tenants of this tidelake edge Worker (https://…) into the lake too (docs/edge.md)"),
+    setting("edge.token", Text, None, "The token the lake shows the edge Worker: an API key with the admin scope over every tenant there"),
+    setting("edge.poll_interval", Text, None, "Read the edge's tenant directory for new changes this often [default: 1s]"),
     setting("auth.jwks_url", Text, Some("jwks-url"), "Accept JWTs signed by the keys of this JWKS (RS256, ES256), e.g. https://auth.example.com/.well-known/jwks.json"),
     setting("auth.jwt_secret", Text, Some("jwt-secret"), "Accept HS256 JWTs signed with this shared secret (at least 32 bytes)"),
     setting("auth.issuer", Text, Some("jwt-issuer"), "A JWT's `iss` must be this"),
@@ -189,6 +194,17 @@ pub struct Config {
     pub postgres: PostgresSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub edge: EdgeSection,
+}
+
+/// The edge Worker whose tenants' history the lake takes too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSection {
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub poll_interval: Option<Span>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,6 +635,8 @@ pub struct Settings {
     pub maintenance: MaintenanceConfig,
     pub query: query_service::Limits,
     pub auth: AuthSettings,
+    /// None: no edge's history is shipped.
+    pub edge: Option<EdgeSettings>,
 }
 
 /// How callers prove who they are, and which pages and hosts are served.
@@ -866,7 +884,27 @@ impl Settings {
             base_domain: oltp.base_domain.clone(),
         };
         let auth = AuthSettings { jwt, browser, insecure_no_auth: u.insecure_no_auth.unwrap_or(false) };
-        Ok(Self { listen, pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth })
+
+        let e = config.edge;
+        let edge = match e.url.filter(|url| !url.is_empty()) {
+            Some(url) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) || url.parse::<reqwest::Url>().is_err() {
+                    return Err(origins.invalid("edge.url", format!("{url:?} is not an http:// or https:// address")));
+                }
+                anyhow::ensure!(
+                    lake.is_some(),
+                    "{} ships the edge's history into the lake: it needs lake.enabled",
+                    origins.name("edge.url")
+                );
+                let poll_interval = match e.poll_interval {
+                    Some(span) => origins.positive("edge.poll_interval", span)?,
+                    None => Duration::from_secs(1),
+                };
+                Some(EdgeSettings { url, token: e.token, poll_interval })
+            }
+            None => None,
+        };
+        Ok(Self { listen, pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth, edge })
     }
 }
 
@@ -986,6 +1024,8 @@ mod tests {
             (Text, "lake.partition") => "hour",
             (Text, key) if key.contains("bytes") || key.contains("size") || key.contains("quota") || key.contains("memory") || key.contains("budget") => "70MiB",
             (Text, "lake.checkpoint_changes") => "5",
+            // Empty: no edge (the lake is off here; the edge's history needs it).
+            (Text, "edge.url") => "",
             (Text, _) => "x",
         };
         let mut args = Vec::new();
@@ -1060,6 +1100,27 @@ mod tests {
         assert!(e.contains("/nonexistent/tidelake.toml"), "{e}");
         let e = error(Settings::load_from(&flags(&["--capture-enabled=false", "--lake-enabled"]), env(&[])));
         assert!(e.contains("--lake-enabled") && e.contains("capture.enabled"), "{e}");
+    }
+
+    #[test]
+    fn an_edge_is_read_and_checked() {
+        let edge = Settings::load_from(
+            &flags(&["--edge-url", "https://tidelake.example.workers.dev", "--edge-poll-interval", "250ms"]),
+            env(&[("TIDELAKE_EDGE_TOKEN", "tlk_secret")]),
+        )
+        .unwrap()
+        .edge
+        .unwrap();
+        assert_eq!(edge.url, "https://tidelake.example.workers.dev");
+        assert_eq!(edge.token.as_deref(), Some("tlk_secret"));
+        assert_eq!(edge.poll_interval, Duration::from_millis(250));
+        assert_eq!(Settings::load_from(&Overrides::default(), env(&[])).unwrap().edge.map(|e| e.poll_interval), None);
+        let e = error(Settings::load_from(&flags(&["--edge-url", "tidelake.example.workers.dev"]), env(&[])));
+        assert!(e.contains("--edge-url") && e.contains("https://"), "{e}");
+        let e = error(Settings::load_from(&flags(&["--edge-url", "http://127.0.0.1:8787", "--lake-enabled=false"]), env(&[])));
+        assert!(e.contains("--edge-url") && e.contains("lake.enabled"), "{e}");
+        let e = error(Settings::load_from(&flags(&["--edge-url", "http://127.0.0.1:8787", "--edge-poll-interval", "0s"]), env(&[])));
+        assert!(e.contains("--edge-poll-interval"), "{e}");
     }
 
     #[test]

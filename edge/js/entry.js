@@ -19,3 +19,4 @@ export default {
   fetch: (request, env, ctx) => worker.fetch(request, env, ctx),
 };
 export const TenantObject = worker.TenantObject;
+export const TenantDirectory = worker.TenantDirectory;

@@ -37,6 +37,15 @@ extern "C" {
 /// schema (as `oltp-do` does).
 const SYNC_SCHEMA_SQL: &str = "SELECT tidelake.sync_schema()";
 const CHANGES_SQL: &str = "SELECT * FROM tidelake.read_changes($1::bigint, $2::bigint)";
+const POSITION_SQL: &str =
+    "SELECT tidelake.next_lsn() - 1 AS head, (SELECT coalesce(max(version), 0) FROM tidelake.schema_versions) AS version";
+
+/// Where a tenant's change log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    pub head_lsn: u64,
+    pub schema_version: i64,
+}
 
 /// The engine's shared buffers at the edge (the server's default is larger;
 /// an object's isolate has less memory).
@@ -63,6 +72,8 @@ pub enum Failure {
     Db(DbError),
     /// A request the API refuses before the engine sees it: code, message.
     Bad(&'static str, String),
+    /// Changes asked for were trimmed from the change log (410).
+    Gone(String),
     Ours(Ours),
 }
 
@@ -379,9 +390,24 @@ impl Engine {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let stats = model::log::stats(&mut { db })?;
+            if let Some(message) = model::log::trimmed_after(since, stats.tail_lsn) {
+                return Err(Failure::Gone(message));
+            }
             let next_lsn = changes.last().map_or(since, |c| c.lsn);
             Ok(ChangePage { changes, next_lsn, head_lsn: stats.head_lsn.max(next_lsn), tail_lsn: stats.tail_lsn })
         })
+    }
+
+    /// Where the change log stands: its newest LSN and the newest schema
+    /// version recorded (what the tenant directory is told, for the lake).
+    pub fn position(&self) -> Result<Position, Failure> {
+        let row = self.as_owner(|db| Ok(db.owner_rows(POSITION_SQL, &[])?.into_iter().next()))?.unwrap_or(Value::Null);
+        Ok(Position { head_lsn: row["head"].as_u64().unwrap_or(0), schema_version: row["version"].as_i64().unwrap_or(0) })
+    }
+
+    /// The change log's extent and size, and the lowest acknowledged LSN.
+    pub fn log_stats(&self) -> Result<LogStats, Failure> {
+        self.as_owner(|db| model::log::stats(&mut { db }))
     }
 
     /// A consumer has taken every change up to `lsn`: recorded, and the log

@@ -28,6 +28,7 @@ pub fn failure(failure: &Failure) -> Result<Response> {
     match failure {
         Failure::Db(err) => db_error(err),
         Failure::Bad(code, message) => error(400, code, message),
+        Failure::Gone(message) => error(410, "changes_trimmed", message),
         Failure::Ours(ours) => {
             worker::console_error!("request failed on the edge: {}", ours.0);
             error(500, "engine_error", &format!("engine error: {}", ours.0))

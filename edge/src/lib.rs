@@ -15,6 +15,8 @@ pub mod path;
 #[cfg(target_arch = "wasm32")]
 mod access;
 #[cfg(target_arch = "wasm32")]
+mod directory;
+#[cfg(target_arch = "wasm32")]
 mod engine;
 #[cfg(target_arch = "wasm32")]
 mod http;
@@ -22,5 +24,7 @@ mod http;
 mod object;
 #[cfg(target_arch = "wasm32")]
 mod router;
+#[cfg(target_arch = "wasm32")]
+mod socket;
 #[cfg(target_arch = "wasm32")]
 mod vars;

@@ -8,8 +8,10 @@ use model::api::{AckRequest, BatchRequest, ChangesQuery, QueryRequest, Statement
 use serde_json::json;
 use worker::*;
 
+use crate::directory;
 use crate::engine::{self, Engine, Failure};
 use crate::http;
+use crate::socket;
 
 /// Header the Worker names the tenant in (the object's name).
 pub const TENANT_HEADER: &str = "x-tidelake-tenant";
@@ -61,6 +63,11 @@ impl DurableObject for TenantObject {
                 let mut body = json!({ "ok": true, "tenant": tenant, "engine": engine::state(&key), "tier": "hot" });
                 if route == "health" {
                     body["storage"] = engine.sizes();
+                    // As the server's: where the change log stands.
+                    match engine.log_stats() {
+                        Ok(stats) => body["changeLog"] = json!(stats),
+                        Err(failure) => return http::failure(&failure),
+                    }
                 }
                 http::json(&body)
             }
@@ -90,21 +97,23 @@ impl DurableObject for TenantObject {
                     Err(resp) => return Ok(resp),
                 };
                 let stmt = Statement { sql: request.sql, params: request.params };
-                self.run(|engine| engine.query(&stmt, request.row_mode, may_write).map(|r| json!(r))).await
+                self.run_writing(&tenant, may_write, |engine| engine.query(&stmt, request.row_mode, may_write).map(|r| json!(r)))
+                    .await
             }
             (Method::Post, "batch") => {
                 let request: BatchRequest = match read(&mut req).await? {
                     Ok(r) => r,
                     Err(resp) => return Ok(resp),
                 };
-                self.run(|engine| engine.batch(&request, may_write).map(|r| json!(r))).await
+                self.run_writing(&tenant, may_write, |engine| engine.batch(&request, may_write).map(|r| json!(r))).await
             }
             (Method::Post, "transaction") => {
                 let request: BatchRequest = match read(&mut req).await? {
                     Ok(r) => r,
                     Err(resp) => return Ok(resp),
                 };
-                self.run(|engine| engine.transaction(&request, may_write).map(|r| json!(r))).await
+                self.run_writing(&tenant, may_write, |engine| engine.transaction(&request, may_write).map(|r| json!(r)))
+                    .await
             }
             (Method::Get, "changes") => {
                 let query: ChangesQuery = match serde_urlencoded(url.query().unwrap_or("")) {
@@ -139,12 +148,56 @@ impl DurableObject for TenantObject {
                 })
                 .await
             }
+            (Method::Get, "ws") => {
+                let upgrade = req.headers().get("upgrade")?;
+                if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+                    return http::error(426, "upgrade_required", "this endpoint speaks WebSocket: send an Upgrade request");
+                }
+                socket::accept(&self.state, &tenant, may_write)
+            }
             (_, "changes/ack") => http::error(405, "method_not_allowed", "method not allowed on this endpoint"),
-            (_, "ping" | "liveness" | "readiness" | "health" | "config" | "schema" | "query" | "batch" | "transaction" | "changes") => {
+            (_, "ping" | "liveness" | "readiness" | "health" | "config" | "schema" | "query" | "batch" | "transaction" | "changes" | "ws") => {
                 http::error(405, "method_not_allowed", "method not allowed on this endpoint")
             }
             _ => http::error(404, "not_found", "no such endpoint"),
         }
+    }
+
+    /// Tell the tenant directory where the change log stands (set by
+    /// [`directory::note`]).
+    async fn alarm(&self) -> Result<Response> {
+        directory::report(&self.state, &self.env).await?;
+        Response::ok("")
+    }
+
+    /// A message on a socket the runtime holds for the object (it may have
+    /// been evicted meanwhile: the socket's attachment has its state).
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let socket::Asked::Work(message) = socket::read(&ws, message) else { return Ok(()) };
+        let engine = match self.engine().await {
+            Ok(engine) => engine,
+            Err(failure) => {
+                socket::refuse(&ws, &message, &failure);
+                return Ok(());
+            }
+        };
+        let committed = socket::answer(&ws, &engine, message);
+        if let Err(err) = self.settle(&engine, &socket::tenant(&ws), committed).await {
+            console_error!("after a WebSocket message: {}", err.0);
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+        // Complete the closing handshake (1005/1006 are not sent).
+        let code = u16::try_from(code).ok().filter(|c| *c != 1005 && *c != 1006).unwrap_or(1000);
+        let _ = ws.close(Some(code), Some("closed"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, error: Error) -> Result<()> {
+        console_error!("a WebSocket failed: {error}");
+        Ok(())
     }
 }
 
@@ -165,18 +218,58 @@ impl TenantObject {
         &self,
         work: impl FnOnce(&Engine) -> std::result::Result<serde_json::Value, Failure>,
     ) -> Result<Response> {
+        self.run_writing("", false, work).await
+    }
+
+    /// `run` for work that may commit (a caller who may write): where the
+    /// change log then stands is noted for the tenant directory, and so for
+    /// the lake ([`crate::directory`]), whether the work succeeded or not (a
+    /// batch commits what came before its failure).
+    async fn run_writing(
+        &self,
+        tenant: &str,
+        may_write: bool,
+        work: impl FnOnce(&Engine) -> std::result::Result<serde_json::Value, Failure>,
+    ) -> Result<Response> {
         let engine = match self.engine().await {
             Ok(engine) => engine,
             Err(failure) => return http::failure(&failure),
         };
         let answer = work(&engine);
-        if let Err(err) = engine.persist() {
+        if let Err(err) = self.settle(&engine, tenant, may_write).await {
             return http::failure(&Failure::Ours(err));
         }
         match answer {
             Ok(body) => http::json(&body),
             Err(failure) => http::failure(&failure),
         }
+    }
+}
+
+impl TenantObject {
+    /// After work on the engine: store what it changed (before anything
+    /// leaves the object: the output gate holds answers and messages until
+    /// the stored pages are durable). After work that may have committed,
+    /// note where the change log stands for the tenant directory (and so
+    /// the lake), and bring every subscriber up to date.
+    async fn settle(&self, engine: &Engine, tenant: &str, may_have_committed: bool) -> std::result::Result<(), engine::Ours> {
+        let position = may_have_committed.then(|| engine.position());
+        engine.persist()?;
+        match position {
+            Some(Ok(position)) => {
+                directory::note(&self.state, tenant, position)
+                    .await
+                    .map_err(|e| engine::Ours(format!("note the change log's position: {e}")))?;
+            }
+            Some(Err(failure)) => console_error!("where the change log stands is unknown: {failure:?}"),
+            None => {}
+        }
+        if may_have_committed {
+            socket::publish(&self.state, engine);
+            // Reading for the subscribers may touch pages too.
+            engine.persist()?;
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ use worker::*;
 use auth::Scope;
 
 use crate::access::EdgeAuth;
+use crate::directory;
 use crate::http;
 use crate::object::{SCOPE_HEADER, TENANT_HEADER};
 use crate::vars::{comma_list, setting};
@@ -87,6 +88,16 @@ async fn route_to_tenant(
     let routing = Routing { base_domain: base_domain.as_deref(), blocked_names: &blocked };
     let tenant = match routing.resolve(in_path, header.as_deref(), host) {
         Ok(Some(tenant)) => tenant,
+        Ok(None) if route == "health" && req.method() == Method::Get => {
+            // The Worker's own health: its tenants and where their change
+            // logs stand (the server's lake shipper reads this).
+            if let Some(caller) = &caller
+                && let Err(denied) = caller.may_administer()
+            {
+                return http::denied(&denied);
+            }
+            return tenants_page(env, &url).await;
+        }
         Ok(None) => {
             return http::error(
                 400,
@@ -127,4 +138,36 @@ async fn route_to_tenant(
     let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
     let inner = Request::new_with_init(&format!("https://tenant/{route}{query}"), &init)?;
     stub.fetch_with_request(inner).await
+}
+
+/// `GET /health`: one page of the tenant directory (`?after=<tenant>`,
+/// `?limit=<n>`, at most [`directory::MAX_PAGE`]); `next` names the last
+/// tenant of a page when more follow.
+async fn tenants_page(env: &Env, url: &Url) -> Result<Response> {
+    let mut after = String::new();
+    let mut limit = directory::MAX_PAGE;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "after" => after = value.into_owned(),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=directory::MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    return http::error(
+                        400,
+                        "invalid_request",
+                        &format!("limit must be a number from 1 to {}", directory::MAX_PAGE),
+                    );
+                }
+            },
+            _ => {}
+        }
+    }
+    let mut answer = directory::list(env, &after, limit).await?;
+    if answer.status_code() != 200 {
+        return http::error(500, "directory_error", &format!("the tenant directory answered {}", answer.status_code()));
+    }
+    let mut body: serde_json::Value = answer.json().await?;
+    body["ok"] = json!(true);
+    body["runtime"] = json!("edge");
+    http::json(&body)
 }

@@ -38,6 +38,9 @@ pub struct ShipperConfig {
     /// change has waited `max_lag` (zero: every flush interval).
     pub max_lag: Duration,
     pub min_commit_changes: u64,
+    /// Where the tenants shipped live (`tidelake.origin` of their
+    /// namespaces): a shipper never ships into another origin's namespace.
+    pub origin: String,
 }
 
 impl Default for ShipperConfig {
@@ -49,6 +52,7 @@ impl Default for ShipperConfig {
             concurrency: 4,
             max_lag: Duration::from_secs(10),
             min_commit_changes: 1000,
+            origin: crate::spec::SERVER_ORIGIN.to_owned(),
         }
     }
 }

@@ -11,6 +11,10 @@ pub enum LakeError {
     /// A table whose files would land outside its tenant's part of the warehouse.
     #[error("{0}")]
     Location(String),
+    /// A tenant whose namespace another origin ships into (a server tenant
+    /// and an edge tenant of the same name).
+    #[error("{0}")]
+    Origin(String),
     /// A shipping task panicked (a bug: the tenant is retried like any failure).
     #[error("shipping panicked: {0}")]
     Panicked(String),

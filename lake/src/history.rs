@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::error::{LakeError, Result};
 use crate::names::{self, SourceTable};
-use crate::spec::{COMMIT_TS, LSN, OP, XID};
+use crate::spec::{COMMIT_TS, LSN, OP, PROP_ORIGIN, SERVER_ORIGIN, XID};
 use crate::shipper::PROP_SHIPPED_LSN;
 use crate::table::{columns_history, recorded_source};
 
@@ -34,10 +34,9 @@ use crate::table::{columns_history, recorded_source};
 /// unsafe name, and left there, holds the first part of its source's history.
 async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
     let catalog = warehouse.catalog();
-    let namespace = names::namespace(tenant)?;
-    if !catalog.namespace_exists(&namespace).await? {
+    let Some(namespace) = server_namespace(warehouse, tenant).await? else {
         return Ok(Vec::new());
-    }
+    };
     let mut tables = Vec::new();
     for ident in catalog.list_tables(&namespace).await? {
         if crate::checkpoint::is_checkpoint_table(ident.name()) {
@@ -53,13 +52,29 @@ async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
 
 /// Every change up to this LSN is in the tenant's tables (0: none, or no namespace).
 pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str) -> Result<u64> {
+    let Some(namespace) = server_namespace(warehouse, tenant).await? else {
+        return Ok(0);
+    };
+    let ns = warehouse.catalog().get_namespace(&namespace).await?;
+    Ok(ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// The namespace of a tenant of the server (None if the lake has none):
+/// a namespace another origin ships into (an edge tenant of the same name)
+/// is not this tenant's history, and a restore must not read it.
+async fn server_namespace(warehouse: &Warehouse, tenant: &str) -> Result<Option<iceberg::NamespaceIdent>> {
     let catalog = warehouse.catalog();
     let namespace = names::namespace(tenant)?;
     if !catalog.namespace_exists(&namespace).await? {
-        return Ok(0);
+        return Ok(None);
     }
     let ns = catalog.get_namespace(&namespace).await?;
-    Ok(ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0))
+    match ns.properties().get(PROP_ORIGIN).map_or(SERVER_ORIGIN, String::as_str) {
+        SERVER_ORIGIN => Ok(Some(namespace)),
+        origin => Err(LakeError::Origin(format!(
+            "the lake's history of tenant {tenant:?} is that of the tenant of {origin}, not of this server's tenant"
+        ))),
+    }
 }
 
 /// Every change of the tenant with an LSN in `(after, upto]`, in LSN order,
@@ -95,7 +110,7 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
 /// the epoch); None if the lake holds nothing of the tenant.
 pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<Option<u64>> {
     let tables = tables(warehouse, tenant).await?;
-    if tables.is_empty() && !warehouse.catalog().namespace_exists(&names::namespace(tenant)?).await? {
+    if tables.is_empty() && server_namespace(warehouse, tenant).await?.is_none() {
         return Ok(None);
     }
     let mut newest = 0u64;

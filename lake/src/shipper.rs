@@ -40,6 +40,7 @@ use crate::table::{ChangelogTable, SchemaVersion};
 use model::Change;
 
 pub use crate::spec::PROP_SHIPPED_LSN;
+use crate::spec::{PROP_ORIGIN, SERVER_ORIGIN};
 
 /// Longest wait before retrying a tenant whose shipping failed.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -461,9 +462,22 @@ impl<S: ChangeSource> Shipper<S> {
         let namespace = names::namespace(tenant)?;
         let catalog = self.warehouse.catalog();
         let shipped = match catalog.get_namespace(&namespace).await {
-            Ok(ns) => ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0),
+            Ok(ns) => {
+                let origin = ns.properties().get(PROP_ORIGIN).map_or(SERVER_ORIGIN, String::as_str);
+                if origin != self.config.origin {
+                    return Err(LakeError::Origin(format!(
+                        "the lake's history of tenant {tenant:?} is that of the tenant of {origin}, not of {}: \
+                         two tenants of one name cannot share a history (rename one)",
+                        self.config.origin
+                    )));
+                }
+                ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0)
+            }
             Err(e) if e.kind() == ErrorKind::NamespaceNotFound => {
-                let props = HashMap::from([("tidelake.tenant".to_owned(), tenant.to_owned())]);
+                let props = HashMap::from([
+                    ("tidelake.tenant".to_owned(), tenant.to_owned()),
+                    (PROP_ORIGIN.to_owned(), self.config.origin.clone()),
+                ]);
                 match self.warehouse.create_namespace(&namespace, props).await {
                     Ok(_) | Err(catalog::CatalogError::AlreadyExists(_)) => 0,
                     Err(e) => return Err(e.into()),

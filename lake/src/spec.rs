@@ -66,6 +66,15 @@ pub const SUMMARY_CHANGES: &str = "tidelake.changes";
 
 /// Namespace property: every change up to this LSN is in the namespace's tables.
 pub const PROP_SHIPPED_LSN: &str = "tidelake.shipped-lsn";
+/// Namespace property: where the tenant lives, whose change log alone ships
+/// into the namespace — [`SERVER_ORIGIN`] (also when absent: namespaces
+/// made before edges) or [`EDGE_ORIGIN`]. LSNs are a tenant's own: two
+/// logs must never mix.
+pub const PROP_ORIGIN: &str = "tidelake.origin";
+/// [`PROP_ORIGIN`] of the server's own tenants.
+pub const SERVER_ORIGIN: &str = "server";
+/// [`PROP_ORIGIN`] of the tenants of the edge (one edge Worker per lake).
+pub const EDGE_ORIGIN: &str = "edge";
 
 // Checkpoint tables.
 

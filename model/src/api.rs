@@ -159,7 +159,7 @@ pub struct ChangesQuery {
 }
 
 /// One page of the change log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePage {
     pub changes: Vec<Change>,
@@ -253,8 +253,18 @@ pub enum ClientMessage {
     Unsubscribe { id: String },
 }
 
+/// Subscriptions one WebSocket connection may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// Changes a subscription reads from the log at a time.
+pub const SUBSCRIPTION_PAGE: u64 = 500;
+
+/// A WebSocket protocol error (a message the protocol cannot take).
+pub fn protocol_error(id: Value, message: &str) -> Value {
+    serde_json::json!({"type": "error", "id": id, "error": {"code": "invalid_message", "message": message}})
+}
+
 /// Which changes a subscription receives; every filter left out matches all.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFilter {
     /// `table` (any schema) or `schema.table`.

@@ -49,6 +49,14 @@ pub trait LogSession {
     fn owner_statement(&mut self, sql: &str, params: &[Value]) -> Result<Result<(), DbError>, Self::Error>;
 }
 
+/// Why a page of changes after `since` cannot be read whole when the log's
+/// oldest change is `tail` (410 `changes_trimmed`), if it cannot.
+pub fn trimmed_after(since: u64, tail: u64) -> Option<String> {
+    (tail > since.saturating_add(1)).then(|| {
+        format!("changes after LSN {since} have been trimmed from the change log; the oldest kept is {tail}")
+    })
+}
+
 /// A consumer's name, checked: 1 to 128 characters.
 pub fn check_consumer(consumer: &str) -> Result<(), String> {
     if consumer.is_empty() || consumer.len() > MAX_CONSUMER_LEN {

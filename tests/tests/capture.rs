@@ -326,7 +326,14 @@ async fn long_poll_answers_when_a_change_commits() {
 async fn websocket_subscription_resumes_after_a_forced_disconnect() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]).await;
-    let c = server.client();
+    websocket_queries_and_subscriptions(&server.base, &server.client()).await;
+}
+
+/// The WebSocket protocol against a target (`tidelake serve` here, the edge
+/// in `edge.rs`): queries, a filtered subscription replayed from an LSN, a
+/// forced disconnect, resumption without a gap or a repeat, live changes,
+/// unsubscribing and protocol errors.
+pub(crate) async fn websocket_queries_and_subscriptions(base: &str, c: &tidelake_tests::Client) {
     c.exec("wsr", "CREATE TABLE t (id int PRIMARY KEY, v text, secret text)").await;
     c.exec("wsr", "CREATE TABLE other (id int)").await;
     for i in 1..=5 {
@@ -334,7 +341,7 @@ async fn websocket_subscription_resumes_after_a_forced_disconnect() {
     }
     c.exec("wsr", "INSERT INTO other VALUES (1)").await;
 
-    let mut ws = Ws::connect(&server.base, "wsr").await;
+    let mut ws = Ws::connect(base, "wsr").await;
     // Queries over the same socket.
     ws.send(json!({"type": "query", "id": 7, "sql": "SELECT count(*) AS n FROM t"})).await;
     let result = ws.expect("result", Duration::from_secs(10)).await;
@@ -361,7 +368,7 @@ async fn websocket_subscription_resumes_after_a_forced_disconnect() {
     c.exec("wsr", "DELETE FROM t WHERE id = 2").await;
     c.exec("wsr", "INSERT INTO t VALUES (6, 'v', 's')").await;
 
-    let mut ws = Ws::connect(&server.base, "wsr").await;
+    let mut ws = Ws::connect(base, "wsr").await;
     ws.send(json!({"type": "subscribe", "id": "s", "since": last, "tables": ["public.t"],
                    "ops": ["insert", "update"], "columns": ["id", "v"]})).await;
     ws.expect("subscribed", Duration::from_secs(10)).await;

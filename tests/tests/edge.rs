@@ -189,6 +189,12 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     assert_eq!(status, 200);
     let (_, body) = dev.get("/t/acme/changes?since=4").await;
     assert_eq!(body["changes"][0]["lsn"], 5);
+
+    // The WebSocket protocol, by the server's own test of it: queries, a
+    // filtered subscription replayed, resumed after a disconnect and live.
+    crate::capture::websocket_queries_and_subscriptions(&dev.base, &dev.client()).await;
+    let resp = reqwest::get(format!("{}/t/acme/ws", dev.base)).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 426, "a plain GET of ws");
     dev.kill();
 }
 
@@ -386,5 +392,234 @@ async fn edge_takes_the_servers_tokens_and_scopes() {
         .await
         .unwrap();
     assert_eq!(form.status().as_u16(), 415);
+    dev.kill();
+}
+
+/// The HTTP API of one target (`tidelake serve` or the edge), with a token
+/// where the target asks for one.
+struct Api {
+    base: String,
+    token: Option<String>,
+}
+
+impl Calls for Api {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut request = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+impl Api {
+    async fn ok(&self, tenant: &str, sql: &str, params: Value) -> Value {
+        let (status, body) = self.post(&format!("/t/{tenant}/query"), json!({"sql": sql, "params": params})).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body
+    }
+
+    /// The database's clock after everything committed so far.
+    async fn instant(&self, tenant: &str) -> String {
+        let body = self.ok(tenant, "SELECT clock_timestamp()::text AS now", json!([])).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        body["rows"][0]["now"].as_str().unwrap().to_owned()
+    }
+
+    /// Every change in the tenant's log, without what differs between two
+    /// runs of one workload (transaction ids, commit times).
+    async fn change_log(&self, tenant: &str) -> Vec<Value> {
+        let (status, page) = self.get(&format!("/t/{tenant}/changes?since=0&limit=10000")).await;
+        assert_eq!(status, 200, "{page}");
+        page["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| json!([c["lsn"], c["op"], c["schema"], c["table"], c["schemaVersion"], c["new"], c["old"]]))
+            .collect()
+    }
+}
+
+/// One workload, whatever runs it: the instants after its first and its
+/// last phase.
+async fn workload(api: &Api, tenant: &str, first: &[&str], second: &[&str]) -> (String, String) {
+    for sql in first {
+        api.ok(tenant, sql, json!([])).await;
+    }
+    let (status, body) = api
+        .post(
+            &format!("/t/{tenant}/transaction"),
+            json!({"statements": [
+                {"sql": "UPDATE items SET price = price * 2, tags = $1 WHERE id = 2", "params": [["sale", "x"]]},
+                {"sql": "DELETE FROM items WHERE id = 3"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let t1 = api.instant(tenant).await;
+    for sql in second {
+        api.ok(tenant, sql, json!([])).await;
+    }
+    let t2 = api.instant(tenant).await;
+    (t1, t2)
+}
+
+const FIRST: &[&str] = &[
+    "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(12,2), tags text[], at timestamptz)",
+    "INSERT INTO items VALUES (1, 'apple', 1.50, '{red}', '2026-01-02 03:04:05.123456+00'), \
+     (2, 'pear', 2.25, NULL, NULL), (3, 'plum', 99999999.99, '{}', 'infinity')",
+];
+const SECOND: &[&str] = &[
+    "ALTER TABLE items ADD COLUMN note text",
+    "INSERT INTO items (id, name, note) VALUES (4, 'fig', 'é ✓ \"quoted\"')",
+    "UPDATE items SET name = 'green apple' WHERE id = 1",
+    "CREATE TABLE kept_empty (id bigint PRIMARY KEY)",
+];
+
+/// Rows of a lake query, through the server's query service.
+async fn lake(server: &Api, sql: &str) -> Vec<Value> {
+    let (status, body) = server.post("/sql", json!({ "sql": sql })).await;
+    assert_eq!(status, 200, "{sql}: {body}");
+    body["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// The lake's state of `items` of a tenant: now, at `t1` and between them.
+async fn lake_answers(server: &Api, tenant: &str, t1: &str, t2: &str) -> Value {
+    let columns = "id, name, price::text AS price, tags, at::text AS at";
+    json!({
+        "now": lake(server, &format!("SELECT {columns}, note FROM {tenant}.items ORDER BY id")).await,
+        "t1": lake(server, &format!("SELECT {columns} FROM {tenant}.items FOR SYSTEM_TIME AS OF '{t1}' ORDER BY id")).await,
+        "diff": lake(server, &format!("SELECT id, change FROM table_diff('{tenant}.items', '{t1}', '{t2}') ORDER BY id")).await,
+        "empty": lake(server, &format!("SELECT count(*) AS n FROM {tenant}.kept_empty")).await,
+    })
+}
+
+/// The server's `health` says the lake holds the edge tenant through `head`.
+async fn edge_shipped(server: &Api, tenant: &str, head: u64) -> bool {
+    tidelake_tests::eventually(std::time::Duration::from_secs(90), || async {
+        let (_, health) = server.get("/health").await;
+        health["edge"]["tenants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["tenant"] == tenant && t["lake"]["shippedLsn"].as_u64() == Some(head) && t["lake"]["lagLsn"] == 0)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_tenants_history_lands_in_the_lake_as_a_server_tenants_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // The lake's key to the edge: admin over every tenant, made by the
+    // server's CLI; its key file becomes the Worker's secret.
+    let keys = dir.path().join("keys");
+    let out = Command::new(tidelake_tests::binary())
+        .args(["token", "create", "--tenant", "*", "--scope", "admin", "--data-dir"])
+        .arg(&keys)
+        .env_remove("TIDELAKE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key_file = std::fs::read_to_string(keys.join("auth/api-keys.json")).unwrap();
+    let state = dir.path().join("state");
+    let dev = EdgeDev::start_with(&state, &[("TIDELAKE_API_KEYS", key_file.clone())]).await;
+    let edge = Api { base: dev.base.clone(), token: Some(token.clone()) };
+
+    // The directory of the edge's tenants is the lake's business: admin only.
+    let (status, _) = Api { base: dev.base.clone(), token: None }.get("/health").await;
+    assert_eq!(status, 401);
+
+    let data = dir.path().join("data");
+    let args = [
+        "--edge-url", &dev.base, "--edge-token", &token, "--edge-poll-interval", "200ms",
+        "--lake-flush-interval", "100ms", "--archive-backup-interval", "off",
+    ];
+    let mut server = tidelake_tests::Server::start(&data, &args).await;
+    let mut local = Api { base: server.base.clone(), token: None };
+
+    // One workload on a tenant of the server and on one of the edge.
+    let (home_t1, home_t2) = workload(&local, "home", FIRST, SECOND).await;
+    let (acme_t1, acme_t2) = workload(&edge, "acme", FIRST, SECOND).await;
+
+    // The same change log.
+    let log = edge.change_log("acme").await;
+    assert_eq!(log, local.change_log("home").await);
+    let head = log.last().unwrap()[0].as_u64().unwrap();
+
+    // The edge tenant's history reaches the lake, and the lake answers for
+    // it what it answers for the server's tenant.
+    let shipped = edge_shipped(&local, "acme", head).await;
+    assert!(shipped, "the edge tenant never reached the lake: {}", local.get("/health").await.1["edge"]);
+    server.client().wait_shipped("home").await;
+    // A table created without rows reaches the lake with the schema (it may
+    // come a moment after the last change).
+    for tenant in ["acme", "home"] {
+        let created = tidelake_tests::eventually(std::time::Duration::from_secs(30), || async {
+            local.post("/sql", json!({ "sql": format!("SELECT count(*) AS n FROM {tenant}.kept_empty") })).await.0 == 200
+        })
+        .await;
+        assert!(created, "{tenant}.kept_empty never reached the lake");
+    }
+    let at_edge = lake_answers(&local, "acme", &acme_t1, &acme_t2).await;
+    assert_eq!(at_edge, lake_answers(&local, "home", &home_t1, &home_t2).await);
+    assert_eq!(at_edge["t1"].as_array().unwrap().len(), 2, "{at_edge}");
+    assert_eq!(at_edge["now"][2]["note"], "é ✓ \"quoted\"", "{at_edge}");
+    assert_eq!(at_edge["empty"], json!([{"n": 0}]));
+
+    // PyIceberg, an independent reader, finds every change exactly once.
+    let lsns_in_lake = |lake: &Value| -> Vec<u64> {
+        let mut all: Vec<u64> = lake["tables"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !name.ends_with("$checkpoint"))
+            .flat_map(|(_, t)| t["rows"].as_array().unwrap().iter().map(|r| r["_lsn"].as_u64().unwrap()))
+            .collect();
+        all.sort();
+        all
+    };
+    let read = crate::lake::read_lake(&server, &["acme"]).await;
+    assert_eq!(lsns_in_lake(&read), (1..=head).collect::<Vec<_>>());
+
+    // The server stopped; the edge goes on; the server's next start ships
+    // what it missed, and nothing twice.
+    server.stop();
+    edge.ok("acme", "INSERT INTO items (id, name) VALUES (5, 'kiwi'), (6, 'lime')", json!([])).await;
+    edge.ok("acme", "DELETE FROM items WHERE id = 4", json!([])).await;
+    server.restart().await;
+    local.base = server.base.clone();
+    let head = edge.change_log("acme").await.last().unwrap()[0].as_u64().unwrap();
+    assert!(edge_shipped(&local, "acme", head).await, "{}", local.get("/health").await.1["edge"]);
+    let read = crate::lake::read_lake(&server, &["acme"]).await;
+    assert_eq!(lsns_in_lake(&read), (1..=head).collect::<Vec<_>>());
+    let now = lake(&local, "SELECT id FROM acme.items ORDER BY id").await;
+    assert_eq!(now, json!([{"id": 1}, {"id": 2}, {"id": 5}, {"id": 6}]).as_array().unwrap().clone());
+
+    // The lake acknowledged what it took: the edge may trim its log.
+    let (_, health) = edge.get("/t/acme/health").await;
+    assert_eq!(health["changeLog"]["ackedLsn"], head, "{health}");
+
+    // A server tenant of the edge tenant's name does not mix its log into
+    // the edge tenant's history: it is refused, and says why.
+    local.ok("acme", "CREATE TABLE items (id int PRIMARY KEY)", json!([])).await;
+    local.ok("acme", "INSERT INTO items VALUES (100)", json!([])).await;
+    let refused = tidelake_tests::eventually(std::time::Duration::from_secs(30), || async {
+        let (_, health) = local.get("/t/acme/health").await;
+        health["tenant"]["lake"]["error"].as_str().is_some_and(|e| e.contains("edge"))
+    })
+    .await;
+    assert!(refused, "{}", local.get("/t/acme/health").await.1);
+    assert_eq!(lake(&local, "SELECT id FROM acme.items ORDER BY id").await, now);
     dev.kill();
 }

@@ -120,13 +120,17 @@ async fn health(
         }
         None => {
             let list = tenants.status(None);
-            Json(json!({
+            let mut body = json!({
                 "ok": true,
                 "runtime": runtime,
                 "openTenants": tenants.open_count(),
                 "maxOpenTenants": tenants.config().max_open_tenants,
                 "tenants": list,
-            }))
+            });
+            for (key, value) in tenants.server_reports() {
+                body[key] = value;
+            }
+            Json(body)
         }
     })
 }

@@ -28,9 +28,9 @@ use crate::protocol::{ChangeFilter, ClientMessage, Statement, checked_lsn, reque
 use model::TenantId;
 use crate::tenants::Tenants;
 
-const PAGE: u64 = 500;
+use model::api::{MAX_SUBSCRIPTIONS, SUBSCRIPTION_PAGE as PAGE, protocol_error};
+
 const OUTGOING_QUEUE: usize = 256;
-const MAX_SUBSCRIPTIONS: usize = 64;
 /// Close code for a client that does not keep up (RFC 6455 "policy violation").
 const CLOSE_TOO_SLOW: u16 = 1008;
 
@@ -165,10 +165,6 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, may_write: bool, socke
     for task in subscriptions.into_values() {
         task.abort();
     }
-}
-
-fn protocol_error(id: Value, message: &str) -> Value {
-    json!({"type": "error", "id": id, "error": {"code": "invalid_message", "message": message}})
 }
 
 async fn subscription(

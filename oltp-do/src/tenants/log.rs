@@ -83,11 +83,8 @@ impl Tenants {
             return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn });
         }
         let page = self.run_as(tenant, from, || work::Changes { since, limit }).await?;
-        if page.tail_lsn > since.saturating_add(1) {
-            return Err(Error::Gone(format!(
-                "changes after LSN {since} have been trimmed from the change log; the oldest kept is {}",
-                page.tail_lsn
-            )));
+        if let Some(message) = model::log::trimmed_after(since, page.tail_lsn) {
+            return Err(Error::Gone(message));
         }
         Ok(page)
     }

@@ -96,6 +96,11 @@ pub enum Tier {
 pub trait Reporter: Send + Sync {
     /// Fields added to the tenant's status (in `health`).
     fn tenant_status(&self, tenant: &TenantId) -> serde_json::Map<String, serde_json::Value>;
+
+    /// Fields added to the server's own `health` (not a tenant's).
+    fn server_status(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 }
 
 #[derive(Default)]

@@ -99,6 +99,11 @@ impl Tenants {
     }
 
     /// Status of one tenant, or of every tenant on disk or open.
+    /// What the reporters add to the server's own `health`.
+    pub fn server_reports(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.reporters.iter().flat_map(|r| r.server_status()).collect()
+    }
+
     pub fn status(&self, only: Option<&TenantId>) -> Vec<TenantStatus> {
         let mut names: Vec<TenantId> = match only {
             Some(tenant) => vec![tenant.clone()],
