@@ -329,6 +329,8 @@ export function persist(engine) {
   const { tracker, store } = engine;
   const FS = tracker.FS;
   let written = 0;
+  // Nothing touched (a read): nothing to store.
+  if (tracker.dirty.size === 0 && tracker.removed.size === 0) return written;
   const known = new Map(store.entries().map((e) => [e.path, e]));
   // A path removed since the last call, whether or not made again since:
   // what is there now lies over zeros, not over what was there before.

@@ -249,12 +249,16 @@ impl TenantObject {
 impl TenantObject {
     /// After work on the engine: store what it changed (before anything
     /// leaves the object: the output gate holds answers and messages until
-    /// the stored pages are durable). After work that may have committed,
-    /// note where the change log stands for the tenant directory (and so
-    /// the lake), and bring every subscriber up to date.
+    /// the stored pages are durable). After work that may have committed
+    /// (a writer's, that stored pages), note where the change log stands for
+    /// the tenant directory (and so the lake), and bring every subscriber up
+    /// to date.
     async fn settle(&self, engine: &Engine, tenant: &str, may_have_committed: bool) -> std::result::Result<(), engine::Ours> {
+        // A commit writes its WAL record at once: work that stored no page
+        // committed nothing (a read costs no more than this).
+        let written = engine.persist()?;
+        let may_have_committed = may_have_committed && written > 0;
         let position = may_have_committed.then(|| engine.position());
-        engine.persist()?;
         match position {
             Some(Ok(position)) => {
                 directory::note(&self.state, tenant, position)
@@ -266,7 +270,7 @@ impl TenantObject {
         }
         if may_have_committed {
             socket::publish(&self.state, engine);
-            // Reading for the subscribers may touch pages too.
+            // Reading the log may touch pages too.
             engine.persist()?;
         }
         Ok(())
