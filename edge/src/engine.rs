@@ -200,15 +200,11 @@ impl Engine {
     fn autocommit(&self, stmt: &Statement, row_mode: RowMode, may_write: bool) -> Result<QueryResult, Failure> {
         check_sql(&stmt.sql)?;
         let pieces = if stmt.params.is_empty() { split(&stmt.sql) } else { vec![stmt.sql.as_str()] };
-        if let Some(word) = pieces.iter().find_map(|p| transaction_control(p)) {
-            if !may_write {
-                return Err(DbError::read_scope().into());
-            }
-            return Err(DbError::new(
-                "0A000",
-                format!("{word} in a query is not supported at the edge yet: send the statements to POST transaction"),
-            )
-            .into());
+        // A writer's script may manage its own transactions (it then runs
+        // without the implicit one's atomicity, as on the server); a reader's
+        // may not end its read-only transaction.
+        if !may_write && pieces.iter().any(|p| transaction_control(p).is_some()) {
+            return Err(DbError::read_scope().into());
         }
         let params: Vec<Option<String>> = stmt.params.iter().map(model::values::json_to_param).collect();
         let mut bytes = Vec::with_capacity(stmt.sql.len() + 96);
@@ -232,11 +228,20 @@ impl Engine {
         }
         wire::sync(&mut bytes);
         let outcome = self.exchange(&bytes, row_mode)?;
-        if outcome.status != TxStatus::Idle {
+        let left_open = outcome.status != TxStatus::Idle;
+        if left_open {
             self.rollback()?;
         }
         if let Some(err) = outcome.error {
             return Err(if may_write { err } else { err.under_read_scope() }.into());
+        }
+        if left_open {
+            return Err(DbError::new(
+                "25000",
+                "the statement left a transaction open, so it was rolled back: \
+                 send multi-statement transactions to POST transaction",
+            )
+            .into());
         }
         // The last statement's result (BEGIN's, COMMIT's and the syncs' dropped).
         let mut results = outcome.results.into_iter().skip(if may_write { 0 } else { 2 });
@@ -251,12 +256,29 @@ impl Engine {
     }
 
     pub fn query(&self, stmt: &Statement, row_mode: RowMode, may_write: bool) -> Result<QueryResult, Failure> {
-        self.autocommit(stmt, row_mode, may_write)
+        let result = self.autocommit(stmt, row_mode, may_write);
+        self.reset_session()?;
+        result
+    }
+
+    /// Every request starts from a clean session, like a new connection
+    /// (as on the server): what one request SET, PREPAREd, opened or made
+    /// TEMP is gone for the next. The session user stays the tenant.
+    fn reset_session(&self) -> Result<(), Ours> {
+        self.trusted(
+            "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+        )
     }
 
     /// Statements in order, each committed on its own; stops at the first
     /// failure, whose error carries its index (all before it are committed).
     pub fn batch(&self, req: &BatchRequest, may_write: bool) -> Result<BatchResult, Failure> {
+        let result = self.batch_statements(req, may_write);
+        self.reset_session()?;
+        result
+    }
+
+    fn batch_statements(&self, req: &BatchRequest, may_write: bool) -> Result<BatchResult, Failure> {
         let mut results = Vec::with_capacity(req.statements.len());
         for (index, stmt) in req.statements.iter().enumerate() {
             match self.autocommit(stmt, req.row_mode, may_write) {
@@ -271,6 +293,12 @@ impl Engine {
     /// All statements in one transaction: every one applied, or none; read
     /// only for a caller who may only read.
     pub fn transaction(&self, req: &BatchRequest, may_write: bool) -> Result<BatchResult, Failure> {
+        let result = self.one_transaction(req, may_write);
+        self.reset_session()?;
+        result
+    }
+
+    fn one_transaction(&self, req: &BatchRequest, may_write: bool) -> Result<BatchResult, Failure> {
         for (index, stmt) in req.statements.iter().enumerate() {
             check_sql(&stmt.sql).map_err(|f| match f {
                 Failure::Db(err) => Failure::Db(err.at_statement(index)),

@@ -8,17 +8,20 @@ use tidelake_tests::{Server, columns};
 async fn query_returns_typed_rows_fields_and_command() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]).await;
-    let c = server.client();
+    typed_rows_fields_and_command(&server.client(), "acme").await;
+}
 
+/// Against a target (`tidelake serve` here, the edge in `edge.rs`).
+pub(crate) async fn typed_rows_fields_and_command(c: &tidelake_tests::Client, tenant: &str) {
     c.exec(
-        "acme",
+        tenant,
         "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), \
          tags text[], meta jsonb, active bool, big int8, at timestamptz)",
     )
     .await;
     let (status, body) = c
         .query(
-            "acme",
+            tenant,
             "INSERT INTO items VALUES ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, NULL, NULL, NULL, NULL, NULL, NULL)",
             json!([1, "widget", "19.99", ["a", "b c"], {"k": [1, 2]}, true,
                    9007199254740993i64, "2026-01-02 03:04:05+00", 2, "gadget"]),
@@ -29,7 +32,7 @@ async fn query_returns_typed_rows_fields_and_command() {
     assert_eq!(body["rowCount"], 2);
 
     let (status, body) = c
-        .query("acme", "SELECT * FROM items WHERE id = $1", json!([1]))
+        .query(tenant, "SELECT * FROM items WHERE id = $1", json!([1]))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["command"], "SELECT");
@@ -55,7 +58,7 @@ async fn query_returns_typed_rows_fields_and_command() {
     // rowMode array, NULLs kept as null.
     let (status, body) = c
         .post(
-            "/t/acme/query",
+            &format!("/t/{tenant}/query"),
             &json!({"sql": "SELECT id, price, tags FROM items ORDER BY id", "rowMode": "array"}),
         )
         .await;
@@ -67,13 +70,17 @@ async fn query_returns_typed_rows_fields_and_command() {
 async fn batch_and_transaction_semantics() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]).await;
-    let c = server.client();
-    c.exec("t1", "CREATE TABLE acct (id int PRIMARY KEY, balance int CHECK (balance >= 0))")
+    batches_and_transactions(&server.client(), "t1").await;
+}
+
+/// Against a target (`tidelake serve` here, the edge in `edge.rs`).
+pub(crate) async fn batches_and_transactions(c: &tidelake_tests::Client, tenant: &str) {
+    c.exec(tenant, "CREATE TABLE acct (id int PRIMARY KEY, balance int CHECK (balance >= 0))")
         .await;
 
     let (status, body) = c
         .post(
-            "/t/t1/batch",
+            &format!("/t/{tenant}/batch"),
             &json!({"statements": [
                 {"sql": "INSERT INTO acct VALUES (1, 100), (2, 50)"},
                 {"sql": "SELECT sum(balance) AS total FROM acct"},
@@ -88,7 +95,7 @@ async fn batch_and_transaction_semantics() {
     // the error names the failing statement.
     let (status, body) = c
         .post(
-            "/t/t1/transaction",
+            &format!("/t/{tenant}/transaction"),
             &json!({"statements": [
                 {"sql": "UPDATE acct SET balance = balance + $1 WHERE id = 1", "params": [80]},
                 {"sql": "UPDATE acct SET balance = balance - $1 WHERE id = 2", "params": [80]},
@@ -98,13 +105,13 @@ async fn batch_and_transaction_semantics() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "23514");
     assert_eq!(body["error"]["statementIndex"], 1);
-    let rows = c.rows("t1", "SELECT id, balance FROM acct ORDER BY id", json!([])).await;
+    let rows = c.rows(tenant, "SELECT id, balance FROM acct ORDER BY id", json!([])).await;
     assert_eq!(rows, vec![json!({"id": 1, "balance": 100}), json!({"id": 2, "balance": 50})]);
 
     // A good transfer commits both statements.
     let (status, body) = c
         .post(
-            "/t/t1/transaction",
+            &format!("/t/{tenant}/transaction"),
             &json!({"isolationLevel": "serializable", "statements": [
                 {"sql": "UPDATE acct SET balance = balance + 30 WHERE id = 1"},
                 {"sql": "UPDATE acct SET balance = balance - 30 WHERE id = 2 RETURNING balance"},
@@ -113,13 +120,13 @@ async fn batch_and_transaction_semantics() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"][1]["rows"][0]["balance"], 20);
-    let rows = c.rows("t1", "SELECT sum(balance) AS s FROM acct", json!([])).await;
+    let rows = c.rows(tenant, "SELECT sum(balance) AS s FROM acct", json!([])).await;
     assert_eq!(rows[0]["s"], 150);
 
     // Transaction control inside POST transaction is refused before anything runs.
     let (status, body) = c
         .post(
-            "/t/t1/transaction",
+            &format!("/t/{tenant}/transaction"),
             &json!({"statements": [
                 {"sql": "UPDATE acct SET balance = 0"},
                 {"sql": "COMMIT"},
@@ -128,13 +135,13 @@ async fn batch_and_transaction_semantics() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["statementIndex"], 1);
-    let rows = c.rows("t1", "SELECT sum(balance) AS s FROM acct", json!([])).await;
+    let rows = c.rows(tenant, "SELECT sum(balance) AS s FROM acct", json!([])).await;
     assert_eq!(rows[0]["s"], 150);
 
     // A batch stops at the first failure; what ran before it is committed.
     let (status, body) = c
         .post(
-            "/t/t1/batch",
+            &format!("/t/{tenant}/batch"),
             &json!({"statements": [
                 {"sql": "INSERT INTO acct VALUES (3, 1)"},
                 {"sql": "INSERT INTO acct VALUES (3, 1)"},
@@ -145,16 +152,16 @@ async fn batch_and_transaction_semantics() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "23505");
     assert_eq!(body["error"]["statementIndex"], 1);
-    let rows = c.rows("t1", "SELECT id FROM acct WHERE id > 2 ORDER BY id", json!([])).await;
+    let rows = c.rows(tenant, "SELECT id FROM acct WHERE id > 2 ORDER BY id", json!([])).await;
     assert_eq!(rows, vec![json!({"id": 3})]);
 
     // A query that leaves a transaction open is rolled back, not leaked.
     let (status, body) = c
-        .query("t1", "BEGIN; DELETE FROM acct", json!([]))
+        .query(tenant, "BEGIN; DELETE FROM acct", json!([]))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "25000");
-    let rows = c.rows("t1", "SELECT count(*) AS n FROM acct", json!([])).await;
+    let rows = c.rows(tenant, "SELECT count(*) AS n FROM acct", json!([])).await;
     assert_eq!(rows[0]["n"], 3);
 }
 
@@ -302,27 +309,31 @@ async fn schema_config_and_health_describe_the_tenant() {
 async fn each_request_starts_from_a_clean_session() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]).await;
-    let c = server.client();
-    c.exec("sess", "CREATE SCHEMA other; CREATE TABLE other.t (v int); INSERT INTO other.t VALUES (1)").await;
+    clean_sessions(&server.client(), "sess").await;
+}
+
+/// Against a target (`tidelake serve` here, the edge in `edge.rs`).
+pub(crate) async fn clean_sessions(c: &tidelake_tests::Client, tenant: &str) {
+    c.exec(tenant, "CREATE SCHEMA other; CREATE TABLE other.t (v int); INSERT INTO other.t VALUES (1)").await;
 
     // Within one request, session settings apply to the statements after them.
     let rows = c
-        .rows("sess", "SET search_path TO other; SELECT v FROM t", json!([]))
+        .rows(tenant, "SET search_path TO other; SELECT v FROM t", json!([]))
         .await;
     assert_eq!(rows, vec![json!({"v": 1})]);
     // The next request does not inherit them, nor temporary tables or prepared statements.
-    let rows = c.rows("sess", "SHOW search_path", json!([])).await;
+    let rows = c.rows(tenant, "SHOW search_path", json!([])).await;
     assert_eq!(rows[0]["search_path"], "public");
-    c.exec("sess", "CREATE TEMP TABLE scratch (x int); PREPARE p AS SELECT 1").await;
-    let (status, body) = c.query("sess", "SELECT * FROM scratch", json!([])).await;
+    c.exec(tenant, "CREATE TEMP TABLE scratch (x int); PREPARE p AS SELECT 1").await;
+    let (status, body) = c.query(tenant, "SELECT * FROM scratch", json!([])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "42P01");
-    let (status, body) = c.query("sess", "EXECUTE p", json!([])).await;
+    let (status, body) = c.query(tenant, "EXECUTE p", json!([])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "26000");
     // Capture still works after a reset.
-    c.exec("sess", "INSERT INTO other.t VALUES (2)").await;
-    let (_, page) = c.get("/t/sess/changes?since=0").await;
+    c.exec(tenant, "INSERT INTO other.t VALUES (2)").await;
+    let (_, page) = c.get(&format!("/t/{tenant}/changes?since=0")).await;
     let values: Vec<i64> = page["changes"].as_array().unwrap().iter().map(|ch| ch["new"]["v"].as_i64().unwrap()).collect();
     assert_eq!(values, [1, 2]);
 }

@@ -193,6 +193,10 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // The WebSocket protocol, by the server's own test of it: queries, a
     // filtered subscription replayed, resumed after a disconnect and live.
     crate::capture::websocket_queries_and_subscriptions(&dev.base, &dev.client()).await;
+    // And the server's API tests: one suite, two targets.
+    crate::api::typed_rows_fields_and_command(&dev.client(), "types").await;
+    crate::api::batches_and_transactions(&dev.client(), "t1").await;
+    crate::api::clean_sessions(&dev.client(), "sess").await;
     let resp = reqwest::get(format!("{}/t/acme/ws", dev.base)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 426, "a plain GET of ws");
     dev.kill();
