@@ -112,7 +112,7 @@ pub async fn start(key: &str, sql: &JsValue) -> Result<Engine, Ours> {
     let promise = engine_start(key, sql, &settings).map_err(|e| js_error("start the engine", e))?;
     wasm_bindgen_futures::JsFuture::from(promise).await.map_err(|e| js_error("start the engine", e))?;
     let facts: Facts = serde_json::from_str(&engine_facts()).map_err(|e| Ours(format!("engine facts: {e}")))?;
-    let engine = Engine { key: key.to_owned(), facts };
+    let engine = Engine { key: key.to_owned(), facts, touched: std::cell::Cell::new(false) };
     if first {
         engine.prepare()?;
     }
@@ -122,6 +122,15 @@ pub async fn start(key: &str, sql: &JsValue) -> Result<Engine, Ours> {
 pub struct Engine {
     key: String,
     facts: Facts,
+    /// This request ran a statement that may leave state in the session.
+    touched: std::cell::Cell<bool>,
+}
+
+thread_local! {
+    /// Per engine: whether the tenant has functions that may leave state in
+    /// the session (`model::sql::SESSION_CODE_SQL`); looked up again after
+    /// any statement that may change the catalogs.
+    static SESSION_CODE: std::cell::RefCell<std::collections::HashMap<String, bool>> = Default::default();
 }
 
 impl Engine {
@@ -228,6 +237,7 @@ impl Engine {
         }
         wire::sync(&mut bytes);
         let outcome = self.exchange(&bytes, row_mode)?;
+        self.note_statement(&stmt.sql, &outcome.results);
         let left_open = outcome.status != TxStatus::Idle;
         if left_open {
             self.rollback()?;
@@ -264,10 +274,37 @@ impl Engine {
     /// Every request starts from a clean session, like a new connection
     /// (as on the server): what one request SET, PREPAREd, opened or made
     /// TEMP is gone for the next. The session user stays the tenant.
+    /// Paid only after requests that may have left such state.
     fn reset_session(&self) -> Result<(), Ours> {
-        self.trusted(
-            "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
-        )
+        let hazard = match SESSION_CODE.with_borrow(|code| code.get(&self.key).copied()) {
+            Some(hazard) => hazard,
+            None => {
+                let row = self.as_owner(|db| Ok(db.owner_rows(model::sql::SESSION_CODE_SQL, &[])?.into_iter().next()));
+                let hazard = match row {
+                    Ok(row) => row.and_then(|r| r["hazard"].as_bool()).unwrap_or(true),
+                    Err(Failure::Ours(ours)) => return Err(ours),
+                    Err(_) => true,
+                };
+                SESSION_CODE.with_borrow_mut(|code| code.insert(self.key.clone(), hazard));
+                hazard
+            }
+        };
+        if !self.touched.replace(false) && !hazard {
+            return Ok(());
+        }
+        self.trusted(model::sql::RESET_SESSION_SQL)
+    }
+
+    /// Note what a statement may have left behind: state in the session,
+    /// or functions that may (a catalog change: looked up again).
+    fn note_statement(&self, sql: &str, results: &[QueryResult]) {
+        if results.iter().any(|r| model::sql::touches_session(&r.command, sql)) || model::sql::mentions(sql, &["temp"]) {
+            self.touched.set(true);
+        }
+        if split(sql).iter().any(|piece| may_change_schema(piece)) {
+            self.touched.set(true);
+            SESSION_CODE.with_borrow_mut(|code| code.remove(&self.key));
+        }
     }
 
     /// Statements in order, each committed on its own; stops at the first
@@ -347,6 +384,9 @@ impl Engine {
         wire::execute(&mut bytes, "COMMIT", &[]);
         wire::sync(&mut bytes);
         let outcome = self.exchange(&bytes, req.row_mode)?;
+        for stmt in &req.statements {
+            self.note_statement(&stmt.sql, &outcome.results);
+        }
         let scoped = |err: DbError| if may_write { err } else { err.under_read_scope() };
         let mut results = outcome.results.into_iter().skip(if may_write { 1 } else { 2 });
         let mut kept = Vec::with_capacity(req.statements.len());

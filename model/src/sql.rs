@@ -232,6 +232,29 @@ pub fn creates_temporary(sql: &str) -> bool {
 }
 
 
+/// Whether a statement (its command tag and its text) may leave state in
+/// the session beyond its transaction: then the session is reset after the
+/// request.
+pub fn touches_session(command: &str, sql: &str) -> bool {
+    matches!(
+        command,
+        "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS" | "DO" | "CALL"
+    ) || mentions(sql, &["temp", "set_config", "advisory"])
+}
+
+/// Whether the tenant has functions that may leave session state behind
+/// (their bodies set settings, prepare, declare, listen, lock, make
+/// temporary tables or run dynamic SQL): then every request is followed by
+/// a session reset, since any query may call one (column `hazard`).
+pub const SESSION_CODE_SQL: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake') \
+       AND p.prosrc ~* '\\m(set|reset|set_config|prepare|declare|listen|advisory|temp|temporary|execute|discard)\\M') AS hazard";
+
+/// What resets a session to a new connection's, less DISCARD PLANS (the
+/// plans of the capture triggers stay cached) and the session user.
+pub const RESET_SESSION_SQL: &str =
+    "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
 /// Whether `sql` contains any of `words` (lower-case ASCII), ignoring case,
 /// without copying the statement (this runs after every statement).
 pub fn mentions(sql: &str, words: &[&str]) -> bool {

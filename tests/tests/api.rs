@@ -336,4 +336,15 @@ pub(crate) async fn clean_sessions(c: &tidelake_tests::Client, tenant: &str) {
     let (_, page) = c.get(&format!("/t/{tenant}/changes?since=0")).await;
     let values: Vec<i64> = page["changes"].as_array().unwrap().iter().map(|ch| ch["new"]["v"].as_i64().unwrap()).collect();
     assert_eq!(values, [1, 2]);
+    // A function that changes a setting, called by a query that does not
+    // say so: the next request starts clean all the same.
+    c.exec(
+        tenant,
+        "CREATE FUNCTION elsewhere() RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_catalog.set_config('search_path', 'other', false); RETURN 1; END $$",
+    )
+    .await;
+    assert_eq!(c.rows(tenant, "SELECT elsewhere() AS one", json!([])).await, vec![json!({"one": 1})]);
+    let rows = c.rows(tenant, "SHOW search_path", json!([])).await;
+    assert_eq!(rows[0]["search_path"], "public");
 }

@@ -13,7 +13,7 @@ use super::settings::EngineSettings;
 use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
 use std::sync::Arc;
 use super::wire::{self, Outcome, OutcomeExt, TxStatus};
-use model::sql::{creates_temporary, first_word, may_change_schema, mentions, only_comments, split, transaction_control};
+use model::sql::{creates_temporary, first_word, may_change_schema, only_comments, split, touches_session, transaction_control};
 use crate::error::{DbError, Error, Result};
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
 use crate::values::json_to_param;
@@ -442,9 +442,7 @@ impl TenantDb {
         }
         // DISCARD ALL less DISCARD PLANS: the plans of the capture triggers
         // stay cached.
-        self.trusted(
-            "RESET ALL; DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
-        )
+        self.trusted(model::sql::RESET_SESSION_SQL)
     }
 
     /// Whether the tenant has functions that may leave session state behind
@@ -453,11 +451,7 @@ impl TenantDb {
     /// by a session reset, since any query may call one. Looked up when the
     /// database opens and after every change to the catalogs.
     fn check_session_code(&mut self) -> Result<()> {
-        let row = self.trusted_row(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'tidelake') \
-               AND p.prosrc ~* '\\m(set|reset|set_config|prepare|declare|listen|advisory|temp|temporary|execute|discard)\\M') AS hazard",
-        )?;
+        let row = self.trusted_row(model::sql::SESSION_CODE_SQL)?;
         self.code_may_touch_session = row["hazard"].as_bool().unwrap_or(true);
         Ok(())
     }
@@ -956,13 +950,6 @@ fn refuse_rolled_back_commit(sql: &str, outcome: &mut Outcome) {
     }
 }
 
-/// Whether a statement may leave state in the session beyond its transaction.
-fn touches_session(command: &str, sql: &str) -> bool {
-    matches!(
-        command,
-        "SET" | "RESET" | "PREPARE" | "DECLARE CURSOR" | "LISTEN" | "LOAD" | "SET CONSTRAINTS" | "DO" | "CALL"
-    ) || mentions(sql, &["temp", "set_config", "advisory"])
-}
 
 
 #[cfg(test)]
@@ -971,9 +958,9 @@ mod tests {
 
     #[test]
     fn mentions_ignores_case() {
-        assert!(super::mentions("SELECT x INTO t FROM s", &["into"]));
-        assert!(super::mentions("create TEMP table t ()", &["nope", "temp"]));
-        assert!(!super::mentions("SELECT 1", &["into", "create"]));
+        assert!(model::sql::mentions("SELECT x INTO t FROM s", &["into"]));
+        assert!(model::sql::mentions("create TEMP table t ()", &["nope", "temp"]));
+        assert!(!model::sql::mentions("SELECT 1", &["into", "create"]));
     }
 
     #[test]
