@@ -7,8 +7,9 @@
 //! Which tenants have new changes is read from the Worker's root `health`,
 //! its tenant directory (Durable Objects cannot be listed): each tenant's
 //! object reports its change log's head and schema version there shortly
-//! after it commits. The listing is polled; a tenant whose head or schema
-//! version moved since the last listing is due. The first listing after a
+//! after it commits. The listing is polled, after the first time only for
+//! tenants that reported since the last one (`changedSince`); a tenant whose
+//! head or schema version moved is due. The first listing after a
 //! start makes every listed tenant due once, so what the lake missed while
 //! the server was down ships then (from the LSN the lake records, as for
 //! local tenants).
@@ -47,6 +48,8 @@ pub struct EdgeSource {
     known: Mutex<HashMap<String, (u64, i64)>>,
     committed: Mutex<BTreeSet<String>>,
     last_poll: Mutex<Option<Instant>>,
+    /// The `asOf` of the first page of the last whole listing (0: none yet).
+    listed_as_of: Mutex<u64>,
     /// Why the last listing failed, if it did.
     poll_error: Mutex<Option<String>>,
 }
@@ -56,6 +59,9 @@ pub struct EdgeSource {
 struct Listing {
     tenants: Vec<Listed>,
     next: Option<String>,
+    /// The directory's clock when it answered: the next listing asks only
+    /// for tenants that reported since.
+    as_of: u64,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +94,7 @@ impl EdgeSource {
             known: Mutex::default(),
             committed: Mutex::default(),
             last_poll: Mutex::default(),
+            listed_as_of: Mutex::default(),
             poll_error: Mutex::default(),
         })
     }
@@ -118,13 +125,18 @@ impl EdgeSource {
         }
     }
 
-    /// Read the whole tenant directory; tenants that moved become due.
+    /// Read the tenant directory (after the first time, only the tenants
+    /// that reported since the last listing); tenants that moved become due.
     async fn poll(&self) {
         *lock(&self.last_poll) = Some(Instant::now());
+        let since = *lock(&self.listed_as_of);
         let mut listed = Vec::new();
         let mut after = String::new();
+        let mut as_of = None;
         loop {
-            let request = self.request(reqwest::Method::GET, "/health").query(&[("after", after.as_str())]);
+            let request = self
+                .request(reqwest::Method::GET, "/health")
+                .query(&[("after", after.as_str()), ("changedSince", &since.to_string())]);
             let page = match self.ok(request, "GET /health").await.and_then(|body| {
                 serde_json::from_value::<Listing>(body).map_err(|e| Failed(format!("the edge's tenant listing: {e}")))
             }) {
@@ -138,6 +150,7 @@ impl EdgeSource {
                     return;
                 }
             };
+            as_of.get_or_insert(page.as_of);
             listed.extend(page.tenants);
             match page.next {
                 Some(next) => after = next,
@@ -145,6 +158,9 @@ impl EdgeSource {
             }
         }
         *lock(&self.poll_error) = None;
+        if let Some(as_of) = as_of {
+            *lock(&self.listed_as_of) = as_of;
+        }
         let mut known = lock(&self.known);
         let mut committed = lock(&self.committed);
         for entry in listed {

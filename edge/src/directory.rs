@@ -129,11 +129,12 @@ fn stub(env: &Env) -> Result<Stub> {
     env.durable_object("DIRECTORY")?.id_from_name(NAME)?.get_stub()
 }
 
-/// One page of the directory, tenants named after `after`, for the
-/// Worker's root `health`.
-pub async fn list(env: &Env, after: &str, limit: usize) -> Result<Response> {
+/// One page of the directory, tenants named after `after` that reported at
+/// or after `changed_since` (ms since the epoch, the `asOf` of an earlier
+/// listing), for the Worker's root `health`.
+pub async fn list(env: &Env, after: &str, changed_since: u64, limit: usize) -> Result<Response> {
     let url = format!(
-        "https://directory/tenants?after={}&limit={limit}",
+        "https://directory/tenants?after={}&changedSince={changed_since}&limit={limit}",
         js_sys::encode_uri_component(after).as_string().unwrap_or_default()
     );
     stub(env)?.fetch_with_str(&url).await
@@ -195,19 +196,25 @@ impl DurableObject for TenantDirectory {
                 http::json(&json!({ "ok": true }))
             }
             (Method::Get, "/tenants") => {
+                // The directory's clock, read before the rows: a report in a
+                // later turn is stamped at this instant or after it.
+                let as_of = Date::now().as_millis();
                 let mut after = String::new();
+                let mut changed_since = 0u64;
                 let mut limit = MAX_PAGE;
                 for (key, value) in url.query_pairs() {
                     match key.as_ref() {
                         "after" => after = value.into_owned(),
+                        "changedSince" => changed_since = value.parse().unwrap_or(0),
                         "limit" => limit = value.parse().unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
                         _ => {}
                     }
                 }
                 let rows: Vec<Row> = sql
                     .exec(
-                        "SELECT name, head, version, reported_at FROM tenants WHERE name > ? ORDER BY name LIMIT ?",
-                        vec![after.into(), (limit as i64 + 1).into()],
+                        "SELECT name, head, version, reported_at FROM tenants WHERE name > ? AND reported_at >= ? \
+                         ORDER BY name LIMIT ?",
+                        vec![after.into(), (changed_since as i64).into(), (limit as i64 + 1).into()],
                     )?
                     .to_array()?;
                 let more = rows.len() > limit;
@@ -222,7 +229,7 @@ impl DurableObject for TenantDirectory {
                     })
                     .collect();
                 let next = more.then(|| entries.last().map(|e| e.tenant.clone())).flatten();
-                http::json(&json!({ "tenants": entries, "next": next }))
+                http::json(&json!({ "tenants": entries, "next": next, "asOf": as_of }))
             }
             _ => http::error(404, "not_found", "no such endpoint"),
         }

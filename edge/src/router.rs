@@ -141,14 +141,22 @@ async fn route_to_tenant(
 }
 
 /// `GET /health`: one page of the tenant directory (`?after=<tenant>`,
-/// `?limit=<n>`, at most [`directory::MAX_PAGE`]); `next` names the last
-/// tenant of a page when more follow.
+/// `?limit=<n>`, at most [`directory::MAX_PAGE`]; `?changedSince=<asOf>`:
+/// only tenants that reported at or after an earlier listing's `asOf`);
+/// `next` names the last tenant of a page when more follow.
 async fn tenants_page(env: &Env, url: &Url) -> Result<Response> {
     let mut after = String::new();
+    let mut changed_since = 0;
     let mut limit = directory::MAX_PAGE;
     for (key, value) in url.query_pairs() {
         match key.as_ref() {
             "after" => after = value.into_owned(),
+            "changedSince" => match value.parse::<u64>() {
+                Ok(ms) => changed_since = ms,
+                Err(_) => {
+                    return http::error(400, "invalid_request", "changedSince must be milliseconds since the epoch (an asOf)");
+                }
+            },
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=directory::MAX_PAGE).contains(&n) => limit = n,
                 _ => {
@@ -162,7 +170,7 @@ async fn tenants_page(env: &Env, url: &Url) -> Result<Response> {
             _ => {}
         }
     }
-    let mut answer = directory::list(env, &after, limit).await?;
+    let mut answer = directory::list(env, &after, changed_since, limit).await?;
     if answer.status_code() != 200 {
         return http::error(500, "directory_error", &format!("the tenant directory answered {}", answer.status_code()));
     }

@@ -575,6 +575,17 @@ async fn edge_tenants_history_lands_in_the_lake_as_a_server_tenants_does() {
         .await;
         assert!(created, "{tenant}.kept_empty never reached the lake");
     }
+    // The directory (its last report is in: the lake has the last schema):
+    // every tenant that wrote, with where its log stands; asked with an
+    // earlier listing's asOf, only those that reported since.
+    let (status, listing) = edge.get("/health").await;
+    assert_eq!(status, 200, "{listing}");
+    let acme = listing["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "acme").cloned();
+    assert_eq!(acme.map(|t| t["headLsn"].clone()), Some(json!(head)), "{listing}");
+    let (_, since) = edge.get(&format!("/health?changedSince={}", listing["asOf"])).await;
+    assert_eq!(since["tenants"], json!([]), "{since}");
+    let (status, _) = edge.get("/health?changedSince=yesterday").await;
+    assert_eq!(status, 400);
     let at_edge = lake_answers(&local, "acme", &acme_t1, &acme_t2).await;
     assert_eq!(at_edge, lake_answers(&local, "home", &home_t1, &home_t2).await);
     assert_eq!(at_edge["t1"].as_array().unwrap().len(), 2, "{at_edge}");
