@@ -4,7 +4,6 @@
 //! (`model::api::http_status_for_sqlstate`).
 
 use auth::Denied;
-use model::api::DbError;
 use serde::Serialize;
 use serde_json::json;
 use worker::{Headers, Response, Result};
@@ -19,21 +18,23 @@ pub fn error(status: u16, code: &str, message: &str) -> Result<Response> {
     Ok(Response::from_json(&json!({ "error": { "code": code, "message": message } }))?.with_status(status))
 }
 
-pub fn db_error(err: &DbError) -> Result<Response> {
-    let status = model::api::http_status_for_sqlstate(&err.code);
-    Ok(Response::from_json(&json!({ "error": err }))?.with_status(status))
+/// A failure's HTTP status and `error` object, as the server words them
+/// (over HTTP and in WebSocket `error` messages alike).
+pub fn failure_error(failure: &Failure) -> (u16, serde_json::Value) {
+    match failure {
+        Failure::Db(err) => (model::api::http_status_for_sqlstate(&err.code), json!(err)),
+        Failure::Bad(code, message) => (400, json!({ "code": code, "message": message })),
+        Failure::Gone(message) => (410, json!({ "code": "changes_trimmed", "message": message })),
+        Failure::Ours(ours) => {
+            worker::console_error!("request failed on the edge: {}", ours.0);
+            (500, json!({ "code": "engine_error", "message": format!("engine error: {}", ours.0) }))
+        }
+    }
 }
 
 pub fn failure(failure: &Failure) -> Result<Response> {
-    match failure {
-        Failure::Db(err) => db_error(err),
-        Failure::Bad(code, message) => error(400, code, message),
-        Failure::Gone(message) => error(410, "changes_trimmed", message),
-        Failure::Ours(ours) => {
-            worker::console_error!("request failed on the edge: {}", ours.0);
-            error(500, "engine_error", &format!("engine error: {}", ours.0))
-        }
-    }
+    let (status, error) = failure_error(failure);
+    Ok(Response::from_json(&json!({ "error": error }))?.with_status(status))
 }
 
 /// A refused caller: 401 without a valid token, 403 without the tenant or

@@ -53,12 +53,7 @@ fn send(ws: &WebSocket, message: &Value) {
 
 /// The error of a failure, as the server words it in a WebSocket message.
 fn error_of(failure: &Failure) -> Value {
-    match failure {
-        Failure::Db(err) => json!(err),
-        Failure::Bad(code, message) => json!({ "code": code, "message": message }),
-        Failure::Gone(message) => json!({ "code": "changes_trimmed", "message": message }),
-        Failure::Ours(ours) => json!({ "code": "engine_error", "message": format!("engine error: {}", ours.0) }),
-    }
+    crate::http::failure_error(failure).1
 }
 
 /// Accept the upgrade: the runtime holds the socket from here on.
