@@ -25,15 +25,25 @@ export const PAGE = 8192;
 
 // Entries: path (relative to the data directory) → kind `d` (directory), `f`
 // (file) or `x` (removed); a file's size; `base` 1 if its pages lie over the
-// template's file of that path, 0 if over zeros.
+// template's file of that path, 0 if over zeros. Archives: the tenant's
+// archives in R2 (each one's pointer: key, sizes, SHA-256), `current` 1 for
+// the one its data is in while it is warm or cold (the two tables above are
+// then empty), 0 for older ones, removed when the next archive is made.
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pg_entries (path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, base INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pg_pages (path TEXT NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (path, n));
+CREATE TABLE IF NOT EXISTS pg_archives (key TEXT PRIMARY KEY, pointer TEXT NOT NULL, current INTEGER NOT NULL);
 `;
+
+/** The tables above, made if missing (one statement at a time: a cursor
+ * runs its last statement only when read). */
+function ensureSchema(sql) {
+  for (const statement of SCHEMA.split(";")) if (statement.trim()) sql.exec(statement).toArray();
+}
 
 /** A data directory store over a Durable Object's `ctx.storage.sql`. */
 export function sqlStore(sql) {
-  sql.exec(SCHEMA);
+  ensureSchema(sql);
   return {
     entries: () => sql.exec("SELECT path, kind, size, base FROM pg_entries").toArray(),
     pages: (path) => sql.exec("SELECT n, data FROM pg_pages WHERE path = ? ORDER BY n", path).toArray(),
@@ -205,12 +215,15 @@ class Tracker {
 
 const engines = new Map();
 
-/** Start the object's engine if it is not running; resolves when it answers. */
-export function engineStart(key, sql, settings) {
+/**
+ * Start the object's engine if it is not running; resolves when it answers.
+ * A tenant whose data is in an archive (warm or cold) is brought back first.
+ */
+export function engineStart(key, storage, settings, bucket) {
   let engine = engines.get(key);
   if (!engine) {
     engine = { state: "loading", error: null };
-    engine.ready = boot(engine, sqlStore(sql), JSON.parse(settings)).then(
+    engine.ready = promote(engine, storage, bucket).then(() => boot(engine, sqlStore(storage.sql), JSON.parse(settings))).then(
       () => { engine.state = "loaded"; },
       (err) => { engines.delete(key); throw err; },
     );
@@ -242,10 +255,13 @@ export function engineWriteI32(key, address, value) {
   new Int32Array(running(key).pg.mod.HEAPU8.buffer)[address >>> 2] = value;
 }
 
-/** The engine's WebAssembly memory and what the object stores, in bytes. */
+/** The engine's WebAssembly memory and what the object stores, in bytes;
+ * where its data came from when it woke (`cache`, `r2`) and how long that took. */
 export function engineSizes(key) {
   const engine = running(key);
-  return JSON.stringify({ memoryBytes: engine.pg.mod.HEAPU8.length, storedBytes: engine.store.bytes() });
+  const sizes = { memoryBytes: engine.pg.mod.HEAPU8.length, storedBytes: engine.store.bytes() };
+  if (engine.promoted) Object.assign(sizes, engine.promoted);
+  return JSON.stringify(sizes);
 }
 
 /** Close the engine (its state is already stored). */
@@ -368,4 +384,252 @@ export function persist(engine) {
 /** What the template builder found and proved of this PGlite build (engine.json). */
 export function engineFacts() {
   return JSON.stringify(globalThis.__tidelakeEngine.facts);
+}
+
+// ---- tiers: the stored directory moved to R2 and back -----------------------
+//
+// An idle tenant's pages leave the object's storage: packed into one archive
+// (gzip of a little-endian u32 header length, a JSON header of the entries,
+// then each page as u32 entry index, u32 page number, u32 length and its
+// bytes), stored in R2 with its SHA-256 (R2 checks it on upload), a copy put
+// in this location's cache, and only then, in one storage transaction, the
+// pointer recorded and the pages removed. Waking reads the cache's copy, or
+// R2's, checks size and SHA-256 before anything is written, lays the pages
+// back, and only then clears the pointer: a crash at any step leaves the
+// pages or a pointer to a complete archive, never neither.
+
+const ARCHIVE_FORMAT = 1;
+/** Pages read from storage at a time while packing. */
+const PACK_BATCH = 256;
+
+function cacheUrl(archiveKey) {
+  return "https://archive.tidelake.invalid/" + archiveKey;
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function tierError(code, message) {
+  const err = new Error(`${code}: ${message}`);
+  err.code = code;
+  return err;
+}
+
+/** The archive the tenant's data is in (its pointer, as JSON), or "" while it is hot. */
+export function engineArchive(storage) {
+  ensureSchema(storage.sql);
+  const row = storage.sql.exec("SELECT pointer FROM pg_archives WHERE current = 1").toArray()[0];
+  return row ? row.pointer : "";
+}
+
+/** Whether this location's cache holds the archive (the tenant is warm). */
+export async function engineCached(archiveKey) {
+  try {
+    return (await caches.default.match(cacheUrl(archiveKey))) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Move the tenant's stored pages to an archive in R2 (`bucket`, key
+ * `archiveKey`), a copy in this location's cache for `warmSeconds`. The
+ * pointer (JSON), or "" if the tenant woke meanwhile (nothing moved).
+ */
+export async function engineDemote(key, storage, bucket, archiveKey, warmSeconds, meta) {
+  const sql = storage.sql;
+  ensureSchema(sql);
+  if (engines.get(key)?.state === "loading") return "";
+  // Its pages are stored after every request: the engine holds nothing more.
+  engines.delete(key);
+  const packed = await pack(sql);
+  const sha256 = await sha256Hex(packed.bytes);
+  const pointer = {
+    key: archiveKey,
+    format: ARCHIVE_FORMAT,
+    bytes: packed.bytes.length,
+    sha256,
+    pages: packed.pages,
+    rawBytes: packed.rawBytes,
+    archivedAtMs: Date.now(),
+    ...JSON.parse(meta),
+  };
+  await bucket.put(archiveKey, packed.bytes, {
+    sha256,
+    httpMetadata: { contentType: "application/gzip" },
+    customMetadata: { pointer: JSON.stringify(pointer) },
+  });
+  let cached = false;
+  try {
+    await caches.default.put(
+      cacheUrl(archiveKey),
+      new Response(packed.bytes, { headers: { "cache-control": `max-age=${warmSeconds}`, "content-type": "application/gzip" } }),
+    );
+    cached = true;
+  } catch {
+    // No cache here (a workers.dev host, or none at all): the tenant is cold.
+  }
+  // A request woke the engine during the upload: the tenant stays hot.
+  if (engines.has(key) || packed.pages !== countPages(sql)) {
+    await bucket.delete(archiveKey).catch(() => {});
+    return "";
+  }
+  const older = sql.exec("SELECT key FROM pg_archives").toArray().map((r) => r.key);
+  storage.transactionSync(() => {
+    sql.exec("INSERT OR REPLACE INTO pg_archives (key, pointer, current) VALUES (?, ?, 1)", archiveKey, JSON.stringify(pointer));
+    sql.exec("DELETE FROM pg_pages");
+    sql.exec("DELETE FROM pg_entries");
+  });
+  // Older archives are copies of older states: the newest one is the tenant.
+  for (const old of older) {
+    if (old === archiveKey) continue;
+    try {
+      await bucket.delete(old);
+      sql.exec("DELETE FROM pg_archives WHERE key = ?", old);
+    } catch {
+      // Removed with the next archive.
+    }
+  }
+  return JSON.stringify({ ...pointer, cached });
+}
+
+function countPages(sql) {
+  return sql.exec("SELECT count(*) AS n FROM pg_pages").one().n;
+}
+
+/** The stored pages as one gzip archive; its page count and raw bytes. */
+async function pack(sql) {
+  const entries = sql.exec("SELECT path, kind, size, base FROM pg_entries ORDER BY path").toArray();
+  const index = new Map(entries.map((e, i) => [e.path, i]));
+  const header = new TextEncoder().encode(
+    JSON.stringify({ format: ARCHIVE_FORMAT, entries: entries.map((e) => [e.path, e.kind, e.size, e.base]) }),
+  );
+  const gzip = new CompressionStream("gzip");
+  const out = new Response(gzip.readable).arrayBuffer();
+  const writer = gzip.writable.getWriter();
+  const length = new Uint8Array(4);
+  new DataView(length.buffer).setUint32(0, header.length, true);
+  await writer.write(length);
+  await writer.write(header);
+  let pages = 0;
+  let rawBytes = 0;
+  let after = ["", -1];
+  for (;;) {
+    const batch = sql
+      .exec("SELECT path, n, data FROM pg_pages WHERE (path, n) > (?, ?) ORDER BY path, n LIMIT ?", after[0], after[1], PACK_BATCH)
+      .toArray();
+    if (batch.length === 0) break;
+    for (const { path, n, data } of batch) {
+      const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+      const record = new Uint8Array(12 + bytes.length);
+      const view = new DataView(record.buffer);
+      view.setUint32(0, index.get(path) ?? 0xffffffff, true);
+      view.setUint32(4, n, true);
+      view.setUint32(8, bytes.length, true);
+      record.set(bytes, 12);
+      await writer.write(record);
+      pages++;
+      rawBytes += bytes.length;
+    }
+    const last = batch[batch.length - 1];
+    after = [last.path, last.n];
+  }
+  await writer.close();
+  return { bytes: new Uint8Array(await out), pages, rawBytes };
+}
+
+/** Bytes arriving in chunks, taken in exact lengths. */
+class Chunks {
+  constructor(reader) {
+    this.reader = reader;
+    this.parts = [];
+    this.length = 0;
+  }
+
+  /** Exactly `n` bytes, or null at the end of the stream (before any of them). */
+  async take(n) {
+    while (this.length < n) {
+      const { done, value } = await this.reader.read();
+      if (done) {
+        if (this.length === 0) return null;
+        throw tierError("archive_corrupt", "the archive ends inside a record");
+      }
+      this.parts.push(value);
+      this.length += value.length;
+    }
+    const out = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const part = this.parts[0];
+      const used = Math.min(part.length, n - at);
+      out.set(part.subarray(0, used), at);
+      at += used;
+      if (used === part.length) this.parts.shift();
+      else this.parts[0] = part.subarray(used);
+    }
+    this.length -= n;
+    return out;
+  }
+}
+
+/** If the tenant's data is in an archive, lay it back into the object's storage. */
+async function promote(engine, storage, bucket) {
+  const sql = storage.sql;
+  ensureSchema(sql);
+  const row = sql.exec("SELECT pointer FROM pg_archives WHERE current = 1").toArray()[0];
+  if (!row) return;
+  const pointer = JSON.parse(row.pointer);
+  const started = Date.now();
+  let bytes = null;
+  let from = "cache";
+  try {
+    const hit = await caches.default.match(cacheUrl(pointer.key));
+    if (hit) {
+      const candidate = new Uint8Array(await hit.arrayBuffer());
+      if (candidate.length === pointer.bytes && (await sha256Hex(candidate)) === pointer.sha256) bytes = candidate;
+    }
+  } catch {
+    // No cache here: R2.
+  }
+  if (!bytes) {
+    from = "r2";
+    if (!bucket) throw tierError("archive_unavailable", `the tenant's data is in archive ${pointer.key} and this Worker has no ARCHIVE bucket`);
+    const object = await bucket.get(pointer.key);
+    if (!object) throw tierError("archive_missing", `archive ${pointer.key} is not in the ARCHIVE bucket`);
+    bytes = new Uint8Array(await object.arrayBuffer());
+    if (bytes.length !== pointer.bytes || (await sha256Hex(bytes)) !== pointer.sha256) {
+      throw tierError("archive_corrupt", `archive ${pointer.key} does not match its SHA-256 (${bytes.length} bytes, ${pointer.bytes} expected)`);
+    }
+  }
+  // A wake that stopped half-way left pages of its own: start over.
+  sql.exec("DELETE FROM pg_pages");
+  sql.exec("DELETE FROM pg_entries");
+  const chunks = new Chunks(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip")).getReader());
+  const length = await chunks.take(4);
+  const header = JSON.parse(new TextDecoder().decode(await chunks.take(new DataView(length.buffer).getUint32(0, true))));
+  if (header.format !== ARCHIVE_FORMAT) throw tierError("archive_corrupt", `archive ${pointer.key} has format ${header.format}`);
+  for (const [path, kind, size, base] of header.entries) {
+    sql.exec("INSERT INTO pg_entries (path, kind, size, base) VALUES (?, ?, ?, ?)", path, kind, size, base);
+  }
+  let pages = 0;
+  let rawBytes = 0;
+  for (;;) {
+    const head = await chunks.take(12);
+    if (head === null) break;
+    const view = new DataView(head.buffer);
+    const entry = header.entries[view.getUint32(0, true)];
+    if (!entry) throw tierError("archive_corrupt", `archive ${pointer.key} names an entry it does not have`);
+    const data = await chunks.take(view.getUint32(8, true));
+    sql.exec("INSERT INTO pg_pages (path, n, data) VALUES (?, ?, ?)", entry[0], view.getUint32(4, true), data);
+    pages++;
+    rawBytes += data.length;
+  }
+  if (pages !== pointer.pages || rawBytes !== pointer.rawBytes) {
+    throw tierError("archive_corrupt", `archive ${pointer.key} holds ${pages} pages (${rawBytes} bytes), its pointer says ${pointer.pages} (${pointer.rawBytes})`);
+  }
+  // The data is back: the archive is now an older copy.
+  sql.exec("UPDATE pg_archives SET current = 0 WHERE key = ?", pointer.key);
+  engine.promoted = { wokeFrom: from, wakeMs: Date.now() - started, wokeArchive: pointer.key };
 }

@@ -92,10 +92,15 @@ pub async fn note(state: &State, tenant: &str, position: Position) -> Result<()>
             reported.schema_version.into(),
         ],
     )?;
-    if reported != position && state.storage().get_alarm().await?.is_none() {
-        state.storage().set_alarm(REPORT_DELAY_MS).await?;
+    if reported != position {
+        crate::tiers::alarm_by(state, Date::now().as_millis() as f64 + REPORT_DELAY_MS as f64).await?;
     }
     Ok(())
+}
+
+/// Where the change log stood at the tenant's last noted commit.
+pub fn position(sql: &SqlStorage) -> Result<Option<Position>> {
+    Ok(noted(sql)?.map(|n| n.current()))
 }
 
 /// The alarm: tell the directory where the tenant's change log stands. An

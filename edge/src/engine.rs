@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen(module = "/js/engine.js")]
 extern "C" {
     #[wasm_bindgen(js_name = engineStart, catch)]
-    fn engine_start(key: &str, sql: &JsValue, settings: &str) -> Result<js_sys::Promise, JsValue>;
+    fn engine_start(key: &str, storage: &JsValue, settings: &str, bucket: &JsValue) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(js_name = engineState)]
     fn engine_state(key: &str) -> String;
     #[wasm_bindgen(js_name = engineExchange, catch)]
@@ -74,6 +74,10 @@ pub enum Failure {
     Bad(&'static str, String),
     /// Changes asked for were trimmed from the change log (410).
     Gone(String),
+    /// The tenant's archive cannot be brought back (`archive_corrupt`,
+    /// `archive_missing`, `archive_unavailable`): a 500 naming it; the
+    /// tenant stays where it is.
+    Archive(String, String),
     Ours(Ours),
 }
 
@@ -103,14 +107,24 @@ pub fn state(key: &str) -> String {
     engine_state(key)
 }
 
-/// Start the engine (from the template and what the object stores) unless
-/// it runs; resolves once it answers, in the tenant's session.
-pub async fn start(key: &str, sql: &JsValue) -> Result<Engine, Ours> {
+/// Start the engine (from the template and what the object stores, brought
+/// back from its archive first if the tenant is warm or cold) unless it
+/// runs; resolves once it answers, in the tenant's session.
+pub async fn start(key: &str, storage: &JsValue, bucket: &JsValue) -> Result<Engine, Failure> {
     let settings = EngineSettings { shared_buffers: SHARED_BUFFERS.to_owned(), ..EngineSettings::default() };
     let settings = json!({ "gucs": settings.gucs() }).to_string();
     let first = engine_state(key) == "hibernated";
-    let promise = engine_start(key, sql, &settings).map_err(|e| js_error("start the engine", e))?;
-    wasm_bindgen_futures::JsFuture::from(promise).await.map_err(|e| js_error("start the engine", e))?;
+    let started = engine_start(key, storage, &settings, bucket).map_err(|e| js_error("start the engine", e))?;
+    if let Err(err) = wasm_bindgen_futures::JsFuture::from(started).await {
+        let code = js_sys::Reflect::get(&err, &"code".into()).ok().and_then(|c| c.as_string());
+        return Err(match code {
+            Some(code) if code.starts_with("archive_") => {
+                let message = js_error("bring the tenant back from its archive", err).0;
+                Failure::Archive(code, message)
+            }
+            _ => Failure::Ours(js_error("start the engine", err)),
+        });
+    }
     let facts: Facts = serde_json::from_str(&engine_facts()).map_err(|e| Ours(format!("engine facts: {e}")))?;
     let engine = Engine { key: key.to_owned(), facts, touched: std::cell::Cell::new(false) };
     if first {

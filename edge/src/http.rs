@@ -25,6 +25,10 @@ pub fn failure_error(failure: &Failure) -> (u16, serde_json::Value) {
         Failure::Db(err) => (model::api::http_status_for_sqlstate(&err.code), json!(err)),
         Failure::Bad(code, message) => (400, json!({ "code": code, "message": message })),
         Failure::Gone(message) => (410, json!({ "code": "changes_trimmed", "message": message })),
+        Failure::Archive(code, message) => {
+            worker::console_error!("a tenant's archive: {message}");
+            (500, json!({ "code": code, "message": message }))
+        }
         Failure::Ours(ours) => {
             worker::console_error!("request failed on the edge: {}", ours.0);
             (500, json!({ "code": "engine_error", "message": format!("engine error: {}", ours.0) }))

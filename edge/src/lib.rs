@@ -27,4 +27,6 @@ mod router;
 #[cfg(target_arch = "wasm32")]
 mod socket;
 #[cfg(target_arch = "wasm32")]
+mod tiers;
+#[cfg(target_arch = "wasm32")]
 mod vars;

@@ -12,6 +12,7 @@ use crate::directory;
 use crate::engine::{self, Engine, Failure};
 use crate::http;
 use crate::socket;
+use crate::tiers;
 
 /// Header the Worker names the tenant in (the object's name).
 pub const TENANT_HEADER: &str = "x-tidelake-tenant";
@@ -24,11 +25,12 @@ pub const SCOPE_HEADER: &str = "x-tidelake-scope";
 pub struct TenantObject {
     state: State,
     env: Env,
+    access: tiers::Access,
 }
 
 impl DurableObject for TenantObject {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self { state, env, access: tiers::Access::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -38,16 +40,25 @@ impl DurableObject for TenantObject {
         let url = req.url()?;
         let route = url.path().trim_start_matches('/').to_owned();
         let key = self.key();
+        // What needs the tenant's data keeps it hot (health and config do not).
+        if matches!(
+            route.as_str(),
+            "ping" | "readiness" | "schema" | "query" | "batch" | "transaction" | "changes" | "changes/ack" | "ws"
+        ) {
+            tiers::touch(&self.state, &self.env, &self.access, &tenant).await?;
+        }
         match (req.method(), route.as_str()) {
             (Method::Get, "ping") => {
                 let engine = engine::state(&key);
                 if engine == "hibernated" {
-                    // Eager but not in the way: the engine loads behind the answer.
-                    let sql = self.state.storage().sql();
+                    // Eager but not in the way: the engine loads (and the
+                    // tenant comes back from R2) behind the answer.
+                    let storage = tiers::storage(&self.state);
+                    let bucket = tiers::bucket(&self.env);
                     let key = key.clone();
                     wasm_bindgen_futures::spawn_local(async move {
-                        if let Err(err) = engine::start(&key, sql.as_ref()).await {
-                            console_error!("the engine did not start: {}", err.0);
+                        if let Err(failure) = engine::start(&key, &storage, &bucket).await {
+                            console_error!("the engine did not start: {failure:?}");
                         }
                     });
                 }
@@ -56,11 +67,27 @@ impl DurableObject for TenantObject {
             }
             (Method::Get, "liveness") => http::json(&json!({ "ok": true, "tenant": tenant })),
             (Method::Get, "readiness" | "health") => {
+                let mut body = json!({ "ok": true, "tenant": tenant });
+                let tier = match tiers::status(&self.state, &self.env, &self.access).await {
+                    Ok(tier) => tier,
+                    Err(err) => return http::failure(&Failure::Ours(engine::Ours(format!("the tenant's tier: {err}")))),
+                };
+                if let Some(fields) = tier.as_object() {
+                    body.as_object_mut().expect("an object").extend(fields.clone());
+                }
+                // Health never wakes a tenant that is warm or cold.
+                if route == "health" && tier["tier"] != "hot" {
+                    body["engine"] = json!(engine::state(&key));
+                    body["storage"] = json!({ "storedBytes": 0, "archiveBytes": tier["archive"]["bytes"] });
+                    return http::json(&body);
+                }
                 let engine = match self.engine().await {
                     Ok(engine) => engine,
                     Err(failure) => return http::failure(&failure),
                 };
-                let mut body = json!({ "ok": true, "tenant": tenant, "engine": engine::state(&key), "tier": "hot" });
+                body["engine"] = json!(engine::state(&key));
+                body["tier"] = json!("hot");
+                body.as_object_mut().expect("an object").remove("archive");
                 if route == "health" {
                     body["storage"] = engine.sizes();
                     // As the server's: where the change log stands.
@@ -167,6 +194,7 @@ impl DurableObject for TenantObject {
     /// [`directory::note`]).
     async fn alarm(&self) -> Result<Response> {
         directory::report(&self.state, &self.env).await?;
+        tiers::tick(&self.state, &self.env, &self.access, &self.key()).await?;
         Response::ok("")
     }
 
@@ -174,6 +202,7 @@ impl DurableObject for TenantObject {
     /// been evicted meanwhile: the socket's attachment has its state).
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         let socket::Asked::Work(message) = socket::read(&ws, message) else { return Ok(()) };
+        tiers::touch(&self.state, &self.env, &self.access, &socket::tenant(&ws)).await?;
         let engine = match self.engine().await {
             Ok(engine) => engine,
             Err(failure) => {
@@ -207,8 +236,7 @@ impl TenantObject {
     }
 
     async fn engine(&self) -> std::result::Result<Engine, Failure> {
-        let sql = self.state.storage().sql();
-        engine::start(&self.key(), sql.as_ref()).await.map_err(Failure::Ours)
+        engine::start(&self.key(), &tiers::storage(&self.state), &tiers::bucket(&self.env)).await
     }
 
     /// Run work on the engine, store what it changed, then answer: the

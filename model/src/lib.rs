@@ -3,7 +3,8 @@
 //! for `wasm32-unknown-unknown` (`scripts/test` checks that it does).
 //!
 //! - [`TenantId`]: the one grammar of a tenant's name.
-//! - [`parse_instant`]: the one reading of an instant.
+//! - [`parse_instant`]: the one reading of an instant; [`parse_duration`]:
+//!   of a duration.
 //! - [`sql`]: statement splitting and identifier quoting, pure text.
 //! - [`Change`] and [`SchemaVersion`]: a committed change and the table
 //!   shape it was written under, typed from where they leave the engine.
@@ -14,6 +15,7 @@
 
 pub mod api;
 mod change;
+mod duration;
 mod engine;
 mod instant;
 pub mod log;
@@ -23,6 +25,7 @@ mod tenant;
 pub mod values;
 pub mod wire;
 
+pub use duration::parse_duration;
 pub use engine::EngineSettings;
 pub use change::{Change, Lsn, Op, Row, SchemaVersion, SourceColumn};
 pub use instant::{format_instant, parse_instant};

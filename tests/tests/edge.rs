@@ -638,3 +638,109 @@ async fn edge_tenants_history_lands_in_the_lake_as_a_server_tenants_does() {
     assert_eq!(lake(&local, "SELECT id FROM acme.items ORDER BY id").await, now);
     dev.kill();
 }
+
+/// The tenant's `health` once its tier is `tier` (`None`: never within a minute).
+async fn once_tier(api: &Api, tenant: &str, tier: &str) -> Option<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let (status, health) = api.get(&format!("/t/{tenant}/health")).await;
+        assert_eq!(status, 200, "{health}");
+        if health["tier"] == tier {
+            return Some(health);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Everything a user would check of a tenant's data: the rows (as text,
+/// every column), the change log and the schema with its versions.
+async fn tenant_state(api: &Api, tenant: &str) -> Value {
+    let rows = api
+        .ok(tenant, "SELECT string_agg(f::text, '|' ORDER BY id) AS rows, count(*) AS n FROM frost.facts f", json!([]))
+        .await;
+    let (status, schema) = api.get(&format!("/t/{tenant}/schema")).await;
+    assert_eq!(status, 200, "{schema}");
+    json!({ "rows": rows["rows"], "log": api.change_log(tenant).await, "schema": schema })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_edge_tenants_go_to_r2_and_come_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let vars = [("COLD_AFTER", "4s".to_owned()), ("WARM_FOR", "8s".to_owned())];
+    let dev = EdgeDev::start_with(&state, &vars).await;
+    let api = Api { base: dev.base.clone(), token: None };
+    let tenant = "frost";
+    for sql in [
+        "CREATE SCHEMA frost",
+        "CREATE TABLE frost.facts (id int PRIMARY KEY, body text, doc jsonb, price numeric(12,2), at timestamptz, raw bytea)",
+        "INSERT INTO frost.facts SELECT g, repeat(md5(g::text), 8), jsonb_build_object('g', g, 'even', g % 2 = 0), \
+         g * 1.25, '2026-01-01'::timestamptz + g * interval '1 minute', sha256(g::text::bytea) FROM generate_series(1, 3000) g",
+        "UPDATE frost.facts SET body = 'changed' WHERE id % 7 = 0",
+        "DELETE FROM frost.facts WHERE id > 2900",
+    ] {
+        api.ok(tenant, sql, json!([])).await;
+    }
+    let before = tenant_state(&api, tenant).await;
+    assert_eq!(before["rows"][0]["n"], 2900);
+    let head = before["log"].as_array().unwrap().last().unwrap()[0].as_u64().unwrap();
+
+    // Idle: its pages leave the object for R2, a copy in the cache.
+    let warm = once_tier(&api, tenant, "warm").await.expect("the idle tenant goes warm");
+    assert_eq!(warm["engine"], "hibernated", "{warm}");
+    assert_eq!(warm["storage"]["storedBytes"], 0, "nothing left in the object: {warm}");
+    let archive = warm["archive"].clone();
+    assert_eq!(archive["headLsn"], head, "{warm}");
+    assert_eq!(archive["tenant"], tenant);
+    assert!(archive["bytes"].as_u64().unwrap() > 0 && archive["bytes"] == warm["storage"]["archiveBytes"], "{warm}");
+    assert!(archive["rawBytes"].as_u64().unwrap() > archive["bytes"].as_u64().unwrap(), "compressed: {archive}");
+    // The cache's copy expires: cold, in R2 only.
+    let cold = once_tier(&api, tenant, "cold").await.expect("the cache's copy expires");
+    assert_eq!(cold["archive"], archive);
+
+    // The runtime killed and started again: still cold, the pointer kept.
+    dev.kill();
+    let dev = EdgeDev::start_with(&state, &vars).await;
+    let api = Api { base: dev.base.clone(), token: None };
+    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
+    assert_eq!((&health["tier"], &health["archive"]), (&json!("cold"), &archive), "{health}");
+
+    // A damaged archive is refused, naming it; the tenant stays cold and
+    // comes back once the archive is intact again.
+    let blobs: Vec<_> = std::fs::read_dir(state.join("v3/r2/tidelake-archive/blobs"))
+        .expect("the local R2's blobs")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(blobs.len(), 1, "one archive in R2: {blobs:?}");
+    let intact = std::fs::read(&blobs[0]).unwrap();
+    let mut damaged = intact.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&blobs[0], &damaged).unwrap();
+    let (status, body) = api.post(&format!("/t/{tenant}/query"), json!({"sql": "SELECT 1"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("archive_corrupt")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(archive["key"].as_str().unwrap()), "{body}");
+    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
+    assert_eq!((&health["tier"], &health["archive"]), (&json!("cold"), &archive), "{health}");
+    std::fs::write(&blobs[0], &intact).unwrap();
+
+    // Back from R2: every row, the change log and the schema, exactly.
+    assert_eq!(tenant_state(&api, tenant).await, before);
+    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
+    assert_eq!((&health["tier"], &health["storage"]["wokeFrom"]), (&json!("hot"), &json!("r2")), "{health}");
+
+    // It goes on from there; idle again, it wakes from the cache's copy.
+    api.ok(tenant, "INSERT INTO frost.facts (id, body) VALUES (5000, 'after the wake')", json!([])).await;
+    let after = tenant_state(&api, tenant).await;
+    assert_eq!(after["log"].as_array().unwrap().len(), before["log"].as_array().unwrap().len() + 1);
+    let warm = once_tier(&api, tenant, "warm").await.expect("idle again");
+    assert_ne!(warm["archive"]["key"], archive["key"], "a new archive");
+    assert_eq!(warm["archive"]["headLsn"], head + 1);
+    assert_eq!(tenant_state(&api, tenant).await, after);
+    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
+    assert_eq!(health["storage"]["wokeFrom"], "cache", "{health}");
+    let blobs = std::fs::read_dir(state.join("v3/r2/tidelake-archive/blobs")).unwrap().count();
+    assert_eq!(blobs, 1, "the older archive is removed once a newer one holds the tenant");
+    dev.kill();
+}
