@@ -3,7 +3,10 @@
 //! edge tenant under `wrangler dev --local`, interleaved request by
 //! request), time to the first query of a new tenant and of a restarted
 //! one (the edge's durability path included: its pages read back from the
-//! object's SQLite and PostgreSQL's recovery), and memory per tenant.
+//! object's SQLite and PostgreSQL's recovery), memory per tenant, and the
+//! first query of an idle tenant whose pages went to R2 — woken from the
+//! location's cache (warm) and from R2 (cold) — beside a cold tenant of the
+//! server (its archive on the local file system).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use crate::{Report, ms, rss_kib, summarize};
 const TENANT: &str = "bench";
 const NEW_TENANTS: usize = 5;
 const RESTARTS: usize = 3;
+const WAKES: usize = 3;
 
 /// The statements timed: the cheapest one, a primary-key lookup, and a
 /// one-row update (a commit: captured, and at the edge its pages stored and
@@ -127,5 +131,77 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
         per_tenant(server_rss_before, server_rss_after),
         per_tenant(edge_rss_before, edge_rss_after)
     ));
+    drop(edge);
+    server.stop();
+    wakes(&mut report, work.path()).await?;
     report.save(out.as_deref())
+}
+
+/// A tenant's tier as its `health` says (the server nests it under `tenant`).
+async fn tier(c: &Client, tenant: &str) -> String {
+    let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+    health["tier"].as_str().or(health["tenant"]["tier"].as_str()).unwrap_or_default().to_owned()
+}
+
+/// The first query once the tenant is `wanted`, timed.
+async fn first_query(c: &Client, tenant: &str, wanted: &str) -> Result<Duration> {
+    let reached = tidelake_tests::eventually(Duration::from_secs(120), || async { tier(c, tenant).await == wanted }).await;
+    ensure!(reached, "{tenant} never became {wanted}");
+    timed(c, tenant, OPS[1].1, json!([42])).await
+}
+
+/// Idle tenants with 10 000 rows woken by a primary-key lookup: the edge's
+/// from the location's cache and from R2, the server's from its archive.
+async fn wakes(report: &mut Report, work: &std::path::Path) -> Result<()> {
+    let vars = [("COLD_AFTER", "1s".to_owned()), ("WARM_FOR", "3s".to_owned())];
+    let edge = EdgeDev::start_with(&work.join("edge-tiers"), &vars).await;
+    let server = Server::start(
+        &work.join("server-tiers"),
+        &["--tenants-hibernate-after", "200ms", "--archive-cold-after", "300ms", "--archive-backup-interval", "off", "--lake-enabled=false"],
+    )
+    .await;
+    let (edge_c, server_c) = (edge.client(), server.client());
+    for c in [&server_c, &edge_c] {
+        for sql in [
+            "CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL)",
+            "INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g",
+        ] {
+            query(c, TENANT, sql, json!([])).await?;
+        }
+    }
+    let (mut from_cache, mut from_r2, mut server_cold) = (Vec::new(), Vec::new(), Vec::new());
+    // Of each wake, the archive read, checked and laid back (the rest is
+    // the engine's start, as after a restart).
+    let (mut laid_cache, mut laid_r2) = (Vec::new(), Vec::new());
+    let laid = |health: &Value| Duration::from_millis(health["storage"]["wakeMs"].as_u64().unwrap_or(0));
+    let mut archive_bytes = 0;
+    for _ in 0..WAKES {
+        server_cold.push(first_query(&server_c, TENANT, "cold").await?);
+        // Used, then idle: warm (its archive in R2, a copy in the cache).
+        query(&edge_c, TENANT, "SELECT 1", json!([])).await?;
+        from_cache.push(first_query(&edge_c, TENANT, "warm").await?);
+        let (_, health) = edge_c.get(&format!("/t/{TENANT}/health")).await;
+        ensure!(health["storage"]["wokeFrom"] == "cache", "woke from the cache: {health}");
+        laid_cache.push(laid(&health));
+        // Idle again, until the cache's copy expires: cold.
+        from_r2.push(first_query(&edge_c, TENANT, "cold").await?);
+        let (_, health) = edge_c.get(&format!("/t/{TENANT}/health")).await;
+        ensure!(health["storage"]["wokeFrom"] == "r2", "woke from R2: {health}");
+        laid_r2.push(laid(&health));
+        archive_bytes = health["storage"]["wokeArchiveBytes"].as_u64().unwrap_or(archive_bytes);
+    }
+    let (cache, r2, server_cold) = (median(from_cache), median(from_r2), median(server_cold));
+    report.line(format!(
+        "\n## First query of an idle tenant with 10 000 rows (median of {WAKES}; the edge's archive {:.0} KiB)\n",
+        archive_bytes as f64 / 1024.0
+    ));
+    report.line("| server, cold (archive on local disk) | edge, warm (location's cache) | edge, cold (R2) | warm / server | cold / server |".into());
+    report.line("|---:|---:|---:|---:|---:|".into());
+    report.line(format!("| {} | {} | {} | {} | {} |", ms(server_cold), ms(cache), ms(r2), ratio(cache, server_cold), ratio(r2, server_cold)));
+    report.line(format!(
+        "\nOf the edge's wakes, reading the archive, checking it and laying its pages back took {} (cache) and {} (R2); the rest is the engine's start.",
+        ms(median(laid_cache)),
+        ms(median(laid_r2))
+    ));
+    Ok(())
 }

@@ -631,5 +631,5 @@ async function promote(engine, storage, bucket) {
   }
   // The data is back: the archive is now an older copy.
   sql.exec("UPDATE pg_archives SET current = 0 WHERE key = ?", pointer.key);
-  engine.promoted = { wokeFrom: from, wakeMs: Date.now() - started, wokeArchive: pointer.key };
+  engine.promoted = { wokeFrom: from, wakeMs: Date.now() - started, wokeArchive: pointer.key, wokeArchiveBytes: pointer.bytes };
 }
