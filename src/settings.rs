@@ -23,6 +23,7 @@ use lake::{MaintenanceConfig, ShipperConfig};
 use oltp_do::OltpConfig;
 
 use crate::edge_source::EdgeSettings;
+use model::parse_bytes;
 use oltp_do::config::parse_duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -434,19 +435,6 @@ impl<T: FromText> FromText for OrOff<T> {
 }
 
 deserialize_from_text!(Span, Size, Positive, OrOff<Span>, OrOff<Positive>);
-
-/// `20GB`, `512MiB`, `1.5 GiB`, `1048576`: bytes, decimal (`kB`, `MB`, `GB`,
-/// `TB`) and binary (`KiB`, `MiB`, `GiB`, `TiB`) units, any case, as
-/// bytesize reads them.
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let size: bytesize::ByteSize = text.parse().map_err(|e| format!("expected a size like 20GB or 512MiB, got {text:?}: {e}"))?;
-    // bytesize saturates: the largest value means "too large".
-    if size.as_u64() == u64::MAX {
-        return Err(format!("size {text:?} is out of range"));
-    }
-    Ok(size.as_u64())
-}
 
 /// A flag's or an environment variable's text as the value its kind reads:
 /// text the setting's type cannot read stays text, so that the error names

@@ -82,8 +82,10 @@ pub enum Failure {
 }
 
 impl From<DbError> for Failure {
+    /// PostgreSQL's error as the client gets it (a refusal to touch the
+    /// capture triggers said as the permission it is, as on the server).
     fn from(err: DbError) -> Self {
-        Failure::Db(err)
+        Failure::Db(err.protecting_capture())
     }
 }
 

@@ -132,12 +132,52 @@ async fn route_to_tenant(
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     if !matches!(req.method(), Method::Get | Method::Head) {
-        let body = req.bytes().await?;
+        let limit = match max_body_bytes(env) {
+            Ok(limit) => limit,
+            Err(message) => return http::error(500, "misconfigured", &message),
+        };
+        let body = match capped_body(&mut req, limit).await? {
+            Some(body) => body,
+            None => return http::error(413, "payload_too_large", &model::api::payload_too_large(limit)),
+        };
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
     let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
     let inner = Request::new_with_init(&format!("https://tenant/{route}{query}"), &init)?;
     stub.fetch_with_request(inner).await
+}
+
+/// `MAX_BODY_BYTES` (a size: `8MiB`, `65536`), the server's default unless set.
+fn max_body_bytes(env: &Env) -> std::result::Result<usize, String> {
+    match setting(env, "MAX_BODY_BYTES") {
+        None => Ok(model::api::DEFAULT_MAX_BODY_BYTES),
+        Some(text) => model::parse_bytes(&text)
+            .and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
+            .map_err(|e| format!("MAX_BODY_BYTES: {e}")),
+    }
+}
+
+/// The request's body, or `None` once it passes `limit` bytes: a declared
+/// length over it is refused before reading, and a body without one is
+/// read only as far as the limit.
+async fn capped_body(req: &mut Request, limit: usize) -> Result<Option<Vec<u8>>> {
+    use futures_util::StreamExt;
+    let declared = req.headers().get("content-length")?.and_then(|l| l.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    if declared == Some(0) {
+        return Ok(Some(Vec::new()));
+    }
+    let Ok(mut stream) = req.stream() else { return Ok(Some(Vec::new())) };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        if body.len() > limit {
+            return Ok(None);
+        }
+    }
+    Ok(Some(body))
 }
 
 /// `GET /health`: one page of the tenant directory (`?after=<tenant>`,

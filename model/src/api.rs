@@ -172,6 +172,15 @@ pub struct ChangePage {
 
 /// `GET changes`: the page size when none is asked for, and the bounds.
 pub const DEFAULT_CHANGES_LIMIT: u64 = 1000;
+
+/// The largest request body accepted unless configured otherwise (the
+/// server's `--tenants-max-body-bytes`, the edge's `MAX_BODY_BYTES`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a body over `limit` bytes is told (413 `payload_too_large`).
+pub fn payload_too_large(limit: usize) -> String {
+    format!("request body is larger than the limit of {limit} bytes")
+}
 pub const MAX_CHANGES_LIMIT: u64 = 10_000;
 pub const MAX_CHANGES_WAIT_MS: u64 = 60_000;
 
@@ -383,6 +392,23 @@ impl DbError {
         } else {
             self
         }
+    }
+}
+
+impl DbError {
+    /// PostgreSQL refuses to drop or replace a capture trigger (it is
+    /// marked internal) with the errors it gives for any internal trigger;
+    /// say what the refusal is: a permission the tenant does not have.
+    pub fn protecting_capture(mut self) -> Self {
+        if matches!(self.code.as_str(), "2BP01" | "42710") && self.message.contains("tidelake_capture") {
+            self.detail = Some(std::mem::take(&mut self.message));
+            self.code = "42501".to_owned();
+            self.hint = None;
+            self.message = "permission denied: the tidelake_capture triggers are the table's change capture, \
+                            which cannot be dropped, replaced or disabled"
+                .to_owned();
+        }
+        self
     }
 }
 

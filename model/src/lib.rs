@@ -3,8 +3,8 @@
 //! for `wasm32-unknown-unknown` (`scripts/test` checks that it does).
 //!
 //! - [`TenantId`]: the one grammar of a tenant's name.
-//! - [`parse_instant`]: the one reading of an instant; [`parse_duration`]:
-//!   of a duration.
+//! - [`parse_instant`]: the one reading of an instant; [`parse_duration`]
+//!   and [`parse_bytes`]: of a duration and a size.
 //! - [`sql`]: statement splitting and identifier quoting, pure text.
 //! - [`Change`] and [`SchemaVersion`]: a committed change and the table
 //!   shape it was written under, typed from where they leave the engine.
@@ -15,18 +15,18 @@
 
 pub mod api;
 mod change;
-mod duration;
 mod engine;
 mod instant;
 pub mod log;
 pub mod schema;
 pub mod sql;
 mod tenant;
+mod units;
 pub mod values;
 pub mod wire;
 
-pub use duration::parse_duration;
 pub use engine::EngineSettings;
 pub use change::{Change, Lsn, Op, Row, SchemaVersion, SourceColumn};
 pub use instant::{format_instant, parse_instant};
+pub use units::{parse_bytes, parse_duration};
 pub use tenant::{DEFAULT_BLOCKED_NAMES, InvalidTenantId, MAX_TENANT_ID_LEN, RouteError, Routing, TenantId};

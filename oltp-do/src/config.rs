@@ -82,7 +82,7 @@ impl OltpConfig {
             data_dir: data_dir.into(),
             hibernate_after: Duration::from_secs(300),
             max_open_tenants: 64,
-            max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes: model::api::DEFAULT_MAX_BODY_BYTES,
             base_domain: None,
             blocked_names: DEFAULT_BLOCKED_NAMES.iter().map(|s| s.to_string()).collect(),
             spare_tenants: 2,

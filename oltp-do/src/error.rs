@@ -22,7 +22,7 @@ pub enum Error {
     MissingTenant,
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    #[error("request body is larger than the limit of {limit} bytes")]
+    #[error("{}", model::api::payload_too_large(*.limit))]
     PayloadTooLarge { limit: usize },
     /// PostgreSQL rejected the statement: the client's SQL or data.
     /// (Boxed: it is the largest variant, and errors travel by value.)

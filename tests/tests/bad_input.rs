@@ -9,12 +9,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tidelake_tests::{Client, Server};
 
-async fn post_raw(c: &Client, path: &str, body: &'static str) -> (StatusCode, Value) {
+async fn post_raw(c: &Client, path: &str, body: &str) -> (StatusCode, Value) {
     let resp = c
         .http
         .post(c.url(path))
         .header("content-type", "application/json")
-        .body(body)
+        .body(body.to_owned())
         .send()
         .await
         .unwrap();
@@ -22,41 +22,75 @@ async fn post_raw(c: &Client, path: &str, body: &'static str) -> (StatusCode, Va
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// A POST whose body comes in chunks (no Content-Length): the status.
+fn chunked_post(base: &str, path: &str, body: &str) -> u16 {
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    // The answer may come before the whole body is taken.
+    let _ = stream.write_all(head.as_bytes());
+    for piece in body.as_bytes().chunks(1024) {
+        let _ = write!(stream, "{:x}\r\n", piece.len());
+        let _ = stream.write_all(piece);
+        let _ = stream.write_all(b"\r\n");
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 #[tokio::test]
 async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--tenants-max-body-bytes", "4096"]).await;
     let c = server.client();
-    c.exec("bad", "CREATE TABLE kept (v int)").await;
-    c.exec("bad", "INSERT INTO kept VALUES (1), (2), (3)").await;
+    malformed_requests_get_clear_errors(&c, "bad", 4096).await;
+    // A tenant that was only ever sent bad requests was never created.
+    let (_, ping) = c.get("/t/never-made/ping").await;
+    assert_eq!(ping["exists"], false);
+}
 
+/// The test above against any target (the server, the edge) whose body
+/// limit is `max_body` bytes.
+pub async fn malformed_requests_get_clear_errors(c: &Client, tenant: &str, max_body: usize) {
+    c.exec(tenant, "CREATE TABLE kept (v int)").await;
+    c.exec(tenant, "INSERT INTO kept VALUES (1), (2), (3)").await;
+
+    let query = format!("/t/{tenant}/query");
+    let batch = format!("/t/{tenant}/batch");
+    let nope = format!("/t/{tenant}/nope");
     let cases: &[(&str, &str, StatusCode, &str)] = &[
-        ("/t/bad/query", "{\"sql\": ", StatusCode::BAD_REQUEST, "malformed_json"),
-        ("/t/bad/query", "not json at all", StatusCode::BAD_REQUEST, "malformed_json"),
-        ("/t/bad/query", "", StatusCode::BAD_REQUEST, "malformed_json"),
-        ("/t/bad/query", "{\"sql\": 42}", StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/t/bad/query", "{\"sql\": \"SELECT 1\", \"params\": \"x\"}", StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/t/bad/query", "{\"sql\": \"SELECT 1\", \"rowMode\": \"table\"}", StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/t/bad/query", "{\"query\": \"SELECT 1\"}", StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/t/bad/batch", "{\"statements\": {}}", StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/t/bad/query", "{\"sql\": \"\"}", StatusCode::BAD_REQUEST, "42601"),
-        ("/t/bad/query", "{\"sql\": \"   \"}", StatusCode::BAD_REQUEST, "42601"),
-        ("/t/bad/query", "{\"sql\": \"-- only a comment\"}", StatusCode::BAD_REQUEST, "42601"),
-        ("/t/bad/query", "{\"sql\": \"SELEC 1\"}", StatusCode::BAD_REQUEST, "42601"),
-        ("/t/bad/query", "{\"sql\": \"SELECT * FROM missing\"}", StatusCode::BAD_REQUEST, "42P01"),
-        ("/t/bad/query", "{\"sql\": \"SELECT 1/0\"}", StatusCode::BAD_REQUEST, "22012"),
-        ("/t/bad/query", "{\"sql\": \"SELECT $1::int\", \"params\": [\"abc\"]}", StatusCode::BAD_REQUEST, "22P02"),
-        ("/t/bad/query", "{\"sql\": \"SELECT $1, $2\", \"params\": [1]}", StatusCode::BAD_REQUEST, "08P01"),
-        ("/t/bad/query", "{\"sql\": \"SELECT 1; SELECT $1\", \"params\": [1]}", StatusCode::BAD_REQUEST, "42601"),
-        ("/t/bad/query", "{\"sql\": \"SELECT 'a\\u0000b'\"}", StatusCode::BAD_REQUEST, "invalid_sql"),
+        (&query, "{\"sql\": ", StatusCode::BAD_REQUEST, "malformed_json"),
+        (&query, "not json at all", StatusCode::BAD_REQUEST, "malformed_json"),
+        (&query, "", StatusCode::BAD_REQUEST, "malformed_json"),
+        (&query, "{\"sql\": 42}", StatusCode::BAD_REQUEST, "invalid_request"),
+        (&query, "{\"sql\": \"SELECT 1\", \"params\": \"x\"}", StatusCode::BAD_REQUEST, "invalid_request"),
+        (&query, "{\"sql\": \"SELECT 1\", \"rowMode\": \"table\"}", StatusCode::BAD_REQUEST, "invalid_request"),
+        (&query, "{\"query\": \"SELECT 1\"}", StatusCode::BAD_REQUEST, "invalid_request"),
+        (&batch, "{\"statements\": {}}", StatusCode::BAD_REQUEST, "invalid_request"),
+        (&query, "{\"sql\": \"\"}", StatusCode::BAD_REQUEST, "42601"),
+        (&query, "{\"sql\": \"   \"}", StatusCode::BAD_REQUEST, "42601"),
+        (&query, "{\"sql\": \"-- only a comment\"}", StatusCode::BAD_REQUEST, "42601"),
+        (&query, "{\"sql\": \"SELEC 1\"}", StatusCode::BAD_REQUEST, "42601"),
+        (&query, "{\"sql\": \"SELECT * FROM missing\"}", StatusCode::BAD_REQUEST, "42P01"),
+        (&query, "{\"sql\": \"SELECT 1/0\"}", StatusCode::BAD_REQUEST, "22012"),
+        (&query, "{\"sql\": \"SELECT $1::int\", \"params\": [\"abc\"]}", StatusCode::BAD_REQUEST, "22P02"),
+        (&query, "{\"sql\": \"SELECT $1, $2\", \"params\": [1]}", StatusCode::BAD_REQUEST, "08P01"),
+        (&query, "{\"sql\": \"SELECT 1; SELECT $1\", \"params\": [1]}", StatusCode::BAD_REQUEST, "42601"),
+        (&query, "{\"sql\": \"SELECT 'a\\u0000b'\"}", StatusCode::BAD_REQUEST, "invalid_sql"),
         ("/t/Bad/query", "{\"sql\": \"SELECT 1\"}", StatusCode::BAD_REQUEST, "invalid_tenant"),
         ("/t/-x/query", "{\"sql\": \"SELECT 1\"}", StatusCode::BAD_REQUEST, "invalid_tenant"),
         ("/t/a_b/query", "{\"sql\": \"SELECT 1\"}", StatusCode::BAD_REQUEST, "invalid_tenant"),
         ("/t/api/query", "{\"sql\": \"SELECT 1\"}", StatusCode::FORBIDDEN, "tenant_blocked"),
-        ("/t/bad/nope", "{}", StatusCode::NOT_FOUND, "not_found"),
+        (&nope, "{}", StatusCode::NOT_FOUND, "not_found"),
     ];
     for (path, body, want_status, want_code) in cases {
-        let (status, resp) = post_raw(&c, path, body).await;
+        let (status, resp) = post_raw(c, path, body).await;
         assert_eq!(status, *want_status, "{path} {body:?}: {resp}");
         assert_eq!(resp["error"]["code"], *want_code, "{path} {body:?}: {resp}");
         assert!(resp["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{resp}");
@@ -65,21 +99,22 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
     // A too-long tenant id and a GET on a POST endpoint.
     let (status, resp) = c.get(&format!("/t/{}/ping", "a".repeat(64))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
-    let (status, resp) = c.get("/t/bad/query").await;
+    let (status, resp) = c.get(&query).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{resp}");
 
-    // Oversized bodies are refused with 413 before any work.
-    let big = json!({"sql": format!("SELECT '{}'", "x".repeat(5000))});
-    let (status, resp) = c.post("/t/bad/query", &big).await;
+    // Oversized bodies are refused with 413 before any work, whether they
+    // say their length or not.
+    let big = json!({"sql": format!("SELECT '{}'", "x".repeat(max_body + 1))});
+    let (status, resp) = c.post(&query, &big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{resp}");
     assert_eq!(resp["error"]["code"], "payload_too_large");
+    let (base, path, body) = (c.url(""), query.clone(), big.to_string());
+    let status = tokio::task::spawn_blocking(move || chunked_post(&base, &path, &body)).await.unwrap();
+    assert_eq!(status, 413, "a body without a length");
 
     // Nothing committed was lost and the tenant still serves.
-    let rows = c.rows("bad", "SELECT sum(v) AS s FROM kept", json!([])).await;
+    let rows = c.rows(tenant, "SELECT sum(v) AS s FROM kept", json!([])).await;
     assert_eq!(rows[0]["s"], 6);
-    // A tenant that was only ever sent bad requests was never created.
-    let (_, ping) = c.get("/t/never-made/ping").await;
-    assert_eq!(ping["exists"], false);
 }
 
 #[tokio::test]

@@ -38,7 +38,8 @@ fn rows(answer: &Value) -> &Value {
 async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let dev = EdgeDev::start(&state).await;
+    let vars = [("MAX_BODY_BYTES", "4096".to_owned())];
+    let dev = EdgeDev::start_with(&state, &vars).await;
 
     // Routing: the server's tenant-id rules, before any work.
     let (status, body) = dev.get("/t/Not_A_Tenant/ping").await;
@@ -176,7 +177,7 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // The local runtime killed and started again: every acknowledged
     // commit is there, and nothing else.
     dev.kill();
-    let dev = EdgeDev::start(&state).await;
+    let dev = EdgeDev::start_with(&state, &vars).await;
     let (status, body) = dev.post("/t/acme/query", json!({"sql": "SELECT id, name FROM items ORDER BY id"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(rows(&body), &json!([{"id": 2, "name": "pear3"}]));
@@ -197,6 +198,12 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     crate::api::typed_rows_fields_and_command(&dev.client(), "types").await;
     crate::api::batches_and_transactions(&dev.client(), "t1").await;
     crate::api::clean_sessions(&dev.client(), "sess").await;
+    // And the server's hostile-SQL tests: the history cannot be switched
+    // off, forged or erased, and capture follows any identifier.
+    crate::hostile::history_cannot_be_switched_off_forged_or_erased(&dev.client(), "hostile").await;
+    crate::hostile::capture_follows_any_identifier_and_schema_change(&dev.client(), "ids").await;
+    // And the server's bad-input test: clear errors, nothing lost.
+    crate::bad_input::malformed_requests_get_clear_errors(&dev.client(), "bad", 4096).await;
     let resp = reqwest::get(format!("{}/t/acme/ws", dev.base)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 426, "a plain GET of ws");
     dev.kill();

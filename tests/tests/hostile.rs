@@ -26,12 +26,17 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
-    c.exec("acme", "CREATE TABLE todos (id serial PRIMARY KEY, title text NOT NULL)").await;
-    c.exec("acme", "INSERT INTO todos (title) VALUES ('one'), ('two')").await;
-    let before = all_changes(&c, "acme").await;
+    history_cannot_be_switched_off_forged_or_erased(&c, "acme").await;
+}
+
+/// The test above against any target (the server, the edge).
+pub async fn history_cannot_be_switched_off_forged_or_erased(c: &Client, tenant: &str) {
+    c.exec(tenant, "CREATE TABLE todos (id serial PRIMARY KEY, title text NOT NULL)").await;
+    c.exec(tenant, "INSERT INTO todos (title) VALUES ('one'), ('two')").await;
+    let before = all_changes(c, tenant).await;
     assert_eq!(lsns(&before), [1, 2]);
     let capture_fn = c
-        .rows("acme", "SELECT 'tidelake.capture_' || 'todos'::regclass::oid AS f", json!([]))
+        .rows(tenant, "SELECT 'tidelake.capture_' || 'todos'::regclass::oid AS f", json!([]))
         .await[0]["f"]
         .as_str()
         .unwrap()
@@ -81,12 +86,12 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
         "SELECT pg_terminate_backend(pg_backend_pid())".to_owned(),
     ];
     for sql in &forbidden {
-        refused(&c, "acme", sql, StatusCode::FORBIDDEN, "42501").await;
+        refused(c, tenant, sql, StatusCode::FORBIDDEN, "42501").await;
     }
     // The same inside a transaction: the whole transaction is refused.
     let (status, body) = c
         .post(
-            "/t/acme/transaction",
+            &format!("/t/{tenant}/transaction"),
             &json!({"statements": [
                 {"sql": "INSERT INTO todos (title) VALUES ('in tx')"},
                 {"sql": "ALTER TABLE todos DISABLE TRIGGER tidelake_capture"},
@@ -96,15 +101,15 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
     assert_eq!((status, &body["error"]["code"], &body["error"]["statementIndex"]), (StatusCode::FORBIDDEN, &json!("42501"), &json!(1)), "{body}");
 
     // Nothing changed: the log, the rows, who the session is, the triggers.
-    assert_eq!(all_changes(&c, "acme").await, before);
-    assert_eq!(c.rows("acme", "SELECT count(*) AS n FROM todos", json!([])).await[0]["n"], 2);
+    assert_eq!(all_changes(c, tenant).await, before);
+    assert_eq!(c.rows(tenant, "SELECT count(*) AS n FROM todos", json!([])).await[0]["n"], 2);
     assert_eq!(
-        c.rows("acme", "SELECT current_user AS cu, session_user AS su, current_setting('is_superuser') AS s", json!([])).await[0],
+        c.rows(tenant, "SELECT current_user AS cu, session_user AS su, current_setting('is_superuser') AS s", json!([])).await[0],
         json!({"cu": "tenant", "su": "tenant", "s": "off"})
     );
     let triggers = c
         .rows(
-            "acme",
+            tenant,
             "SELECT tgname, tgenabled::text AS enabled FROM pg_trigger WHERE tgrelid = 'todos'::regclass ORDER BY tgname",
             json!([]),
         )
@@ -117,28 +122,28 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
 
     // A session cannot get back what it never had: RESET / DEFAULT keep it
     // the tenant's, for this request and the next.
-    c.exec("acme", "RESET SESSION AUTHORIZATION; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE").await;
-    assert_eq!(c.rows("acme", "SELECT current_user AS cu", json!([])).await[0]["cu"], "tenant");
+    c.exec(tenant, "RESET SESSION AUTHORIZATION; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE").await;
+    assert_eq!(c.rows(tenant, "SELECT current_user AS cu", json!([])).await[0]["cu"], "tenant");
 
     // A forged next LSN (the setting capture keeps it in) cannot reorder,
     // reuse or skip LSNs: the log goes on gap-free, in commit order; one
     // naming a taken LSN makes the write fail, nothing else.
     c.exec(
-        "acme",
+        tenant,
         "BEGIN; SELECT set_config('tidelake.next_lsn', '1', true); INSERT INTO todos (title) VALUES ('three');
          SELECT set_config('tidelake.next_lsn', '1000', true); INSERT INTO todos (title) VALUES ('four'); COMMIT",
     )
     .await;
-    refused(&c, "acme", "SET tidelake.next_lsn = '2'; UPDATE todos SET title = 'lost' WHERE id = 1", StatusCode::CONFLICT, "23505").await;
-    c.exec("acme", "SET tidelake.next_lsn = '999'; UPDATE todos SET title = 'ONE' WHERE id = 1").await;
-    let after = all_changes(&c, "acme").await;
+    refused(c, tenant, "SET tidelake.next_lsn = '2'; UPDATE todos SET title = 'lost' WHERE id = 1", StatusCode::CONFLICT, "23505").await;
+    c.exec(tenant, "SET tidelake.next_lsn = '999'; UPDATE todos SET title = 'ONE' WHERE id = 1").await;
+    let after = all_changes(c, tenant).await;
     assert_eq!(lsns(&after), [1, 2, 3, 4, 5]);
     assert_eq!(after[..2], before[..]);
     let tail: Vec<(&str, &Value)> = after[2..].iter().map(|ch| (ch["op"].as_str().unwrap(), &ch["new"]["title"])).collect();
     assert_eq!(tail, [("insert", &json!("three")), ("insert", &json!("four")), ("update", &json!("ONE"))]);
 
     // The tenant may read its own history.
-    let read = c.rows("acme", "SELECT count(*) AS n FROM tidelake.changes", json!([])).await;
+    let read = c.rows(tenant, "SELECT count(*) AS n FROM tidelake.changes", json!([])).await;
     assert_eq!(read[0]["n"], 5);
 }
 
@@ -200,16 +205,21 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--lake-enabled=false"]).await;
     let c = server.client();
+    capture_follows_any_identifier_and_schema_change(&c, "ids").await;
+}
+
+/// The test above against any target (the server, the edge).
+pub async fn capture_follows_any_identifier_and_schema_change(c: &Client, tenant: &str) {
     let long = "x".repeat(63);
     let create = format!(
         "CREATE TABLE \"we$ird'$$\" (\"a$body$b\" int PRIMARY KEY, \"q\"\"uote\" text, \"ünï😀\" text, \"$f$\" int, \"{long}\" text)"
     );
     // In autocommit, and the same inside a transaction.
-    c.exec("ids", &create).await;
-    c.exec("ids", "INSERT INTO \"we$ird'$$\" VALUES (1, 'q', 'ü', 2, 'long')").await;
+    c.exec(tenant, &create).await;
+    c.exec(tenant, "INSERT INTO \"we$ird'$$\" VALUES (1, 'q', 'ü', 2, 'long')").await;
     let (status, body) = c
         .post(
-            "/t/ids/transaction",
+            &format!("/t/{tenant}/transaction"),
             &json!({"statements": [
                 {"sql": "CREATE TABLE \"$body$\" (\"$fn$\" int)"},
                 {"sql": "INSERT INTO \"$body$\" VALUES (7)"}]}),
@@ -217,12 +227,12 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // DDL hidden in a function called from a query, in EXPLAIN ANALYZE, in DO.
-    c.exec("ids", "CREATE FUNCTION mk() RETURNS void LANGUAGE plpgsql AS $$ BEGIN CREATE TABLE made_in_fn (id int); INSERT INTO made_in_fn VALUES (1); END $$").await;
-    c.exec("ids", "SELECT mk()").await;
-    c.exec("ids", "INSERT INTO made_in_fn VALUES (2)").await;
-    c.exec("ids", "EXPLAIN ANALYZE CREATE TABLE explained AS SELECT 3 AS v").await;
-    c.exec("ids", "DO $$ BEGIN CREATE TABLE done_in_do (v int); INSERT INTO done_in_do VALUES (4); END $$").await;
-    let log = all_changes(&c, "ids").await;
+    c.exec(tenant, "CREATE FUNCTION mk() RETURNS void LANGUAGE plpgsql AS $$ BEGIN CREATE TABLE made_in_fn (id int); INSERT INTO made_in_fn VALUES (1); END $$").await;
+    c.exec(tenant, "SELECT mk()").await;
+    c.exec(tenant, "INSERT INTO made_in_fn VALUES (2)").await;
+    c.exec(tenant, "EXPLAIN ANALYZE CREATE TABLE explained AS SELECT 3 AS v").await;
+    c.exec(tenant, "DO $$ BEGIN CREATE TABLE done_in_do (v int); INSERT INTO done_in_do VALUES (4); END $$").await;
+    let log = all_changes(c, tenant).await;
     let seen: Vec<(&str, &Value)> = log.iter().map(|ch| (ch["table"].as_str().unwrap(), &ch["new"])).collect();
     assert_eq!(
         seen,
@@ -239,10 +249,10 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
     // `src`, `x`), in a table wide enough (over 50 columns) that its rows are
     // written through a subquery, through a schema change that logs every row.
     let filler: Vec<String> = (0..50).map(|i| format!("f{i} int DEFAULT {i}")).collect();
-    c.exec("ids", &format!("CREATE TABLE wide (r int PRIMARY KEY, tidelake_row text, src text, x text, {})", filler.join(", "))).await;
-    c.exec("ids", "INSERT INTO wide (r, tidelake_row, src, x) VALUES (1, 'a', 'b', 'c')").await;
-    c.exec("ids", "ALTER TABLE wide ADD COLUMN added text DEFAULT 'd'").await;
-    let wide: Vec<(String, Value)> = all_changes(&c, "ids")
+    c.exec(tenant, &format!("CREATE TABLE wide (r int PRIMARY KEY, tidelake_row text, src text, x text, {})", filler.join(", "))).await;
+    c.exec(tenant, "INSERT INTO wide (r, tidelake_row, src, x) VALUES (1, 'a', 'b', 'c')").await;
+    c.exec(tenant, "ALTER TABLE wide ADD COLUMN added text DEFAULT 'd'").await;
+    let wide: Vec<(String, Value)> = all_changes(c, tenant)
         .await
         .into_iter()
         .filter(|ch| ch["table"] == "wide")
@@ -256,7 +266,7 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
     assert_eq!(wide[0].1["tidelake_row"], "a");
 
     // The tenant kept serving all along, and reopens fine.
-    assert_eq!(c.rows("ids", "SELECT count(*) AS n FROM \"we$ird'$$\"", json!([])).await[0]["n"], 1);
+    assert_eq!(c.rows(tenant, "SELECT count(*) AS n FROM \"we$ird'$$\"", json!([])).await[0]["n"], 1);
 }
 
 /// State a request leaves in the session (settings, prepared statements,

@@ -503,9 +503,7 @@ impl TenantDb {
             self.take_sync_result(&mut outcome);
         }
         refuse_rolled_back_commit(sql, &mut outcome);
-        if let Some(err) = &mut outcome.error {
-            protect_capture_error(err);
-        }
+        outcome.error = outcome.error.take().map(DbError::protecting_capture);
         self.session_touched |= outcome.results.iter().any(|r| touches_session(&r.command, sql));
         let ok = outcome.error.is_none() && outcome.status != TxStatus::Failed;
         if ok && (follow || changed) {
@@ -919,20 +917,6 @@ fn check_sql(sql: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// PostgreSQL refuses to drop or replace a capture trigger (it is marked
-/// internal) with the errors it gives for any internal trigger; say what
-/// the refusal is: a permission the tenant does not have.
-fn protect_capture_error(err: &mut DbError) {
-    if matches!(err.code.as_str(), "2BP01" | "42710") && err.message.contains("tidelake_capture") {
-        err.detail = Some(std::mem::take(&mut err.message));
-        err.code = "42501".to_owned();
-        err.hint = None;
-        err.message = "permission denied: the tidelake_capture triggers are the table's change capture, \
-                       which cannot be dropped, replaced or disabled"
-            .to_owned();
-    }
 }
 
 /// A COMMIT that PostgreSQL answers with ROLLBACK (the transaction had

@@ -1,5 +1,5 @@
-//! The one reading of a duration, for the server's settings and the
-//! edge's variables alike.
+//! The one reading of a duration and of a size, for the server's settings
+//! and the edge's variables alike.
 
 use std::time::Duration;
 
@@ -13,9 +13,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e} (e.g. 250ms, 30s, 5m, 1h 30m)"))
 }
 
+/// `20GB`, `512MiB`, `1.5 GiB`, `1048576`: bytes, decimal (`kB`, `MB`, `GB`,
+/// `TB`) and binary (`KiB`, `MiB`, `GiB`, `TiB`) units, any case, as
+/// bytesize reads them.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let size: bytesize::ByteSize = text.parse().map_err(|e| format!("expected a size like 20GB or 512MiB, got {text:?}: {e}"))?;
+    // bytesize saturates: the largest value means "too large".
+    if size.as_u64() == u64::MAX {
+        return Err(format!("size {text:?} is out of range"));
+    }
+    Ok(size.as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_bytes("1kB").unwrap(), 1000);
+        assert_eq!(parse_bytes(" 4096 ").unwrap(), 4096);
+        assert!(parse_bytes("lots").is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {
