@@ -229,7 +229,7 @@ impl ChangeSource for EdgeSource {
             200 => {}
             410 => {
                 let health = self.ok(self.request(reqwest::Method::GET, &format!("/t/{tenant}/health")), "GET health").await?;
-                let tail = health["changeLog"]["tailLsn"].as_u64().unwrap_or(since.saturating_add(1));
+                let tail = health["tenant"]["changeLog"]["tailLsn"].as_u64().unwrap_or(since.saturating_add(1));
                 return Err(SourceError::Trimmed { tail });
             }
             status => {

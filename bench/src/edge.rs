@@ -137,10 +137,10 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     report.save(out.as_deref())
 }
 
-/// A tenant's tier as its `health` says (the server nests it under `tenant`).
+/// A tenant's tier as its `health` says.
 async fn tier(c: &Client, tenant: &str) -> String {
     let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
-    health["tier"].as_str().or(health["tenant"]["tier"].as_str()).unwrap_or_default().to_owned()
+    health["tenant"]["tier"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The first query once the tenant is `wanted`, timed.
@@ -173,7 +173,7 @@ async fn wakes(report: &mut Report, work: &std::path::Path) -> Result<()> {
     // Of each wake, the archive read, checked and laid back (the rest is
     // the engine's start, as after a restart).
     let (mut laid_cache, mut laid_r2) = (Vec::new(), Vec::new());
-    let laid = |health: &Value| Duration::from_millis(health["storage"]["wakeMs"].as_u64().unwrap_or(0));
+    let laid = |health: &Value| Duration::from_millis(health["tenant"]["wakeMs"].as_u64().unwrap_or(0));
     let mut archive_bytes = 0;
     for _ in 0..WAKES {
         server_cold.push(first_query(&server_c, TENANT, "cold").await?);
@@ -181,14 +181,14 @@ async fn wakes(report: &mut Report, work: &std::path::Path) -> Result<()> {
         query(&edge_c, TENANT, "SELECT 1", json!([])).await?;
         from_cache.push(first_query(&edge_c, TENANT, "warm").await?);
         let (_, health) = edge_c.get(&format!("/t/{TENANT}/health")).await;
-        ensure!(health["storage"]["wokeFrom"] == "cache", "woke from the cache: {health}");
+        ensure!(health["tenant"]["wokeFrom"] == "cache", "woke from the cache: {health}");
         laid_cache.push(laid(&health));
         // Idle again, until the cache's copy expires: cold.
         from_r2.push(first_query(&edge_c, TENANT, "cold").await?);
         let (_, health) = edge_c.get(&format!("/t/{TENANT}/health")).await;
-        ensure!(health["storage"]["wokeFrom"] == "r2", "woke from R2: {health}");
+        ensure!(health["tenant"]["wokeFrom"] == "r2", "woke from R2: {health}");
         laid_r2.push(laid(&health));
-        archive_bytes = health["storage"]["wokeArchiveBytes"].as_u64().unwrap_or(archive_bytes);
+        archive_bytes = health["tenant"]["wokeArchiveBytes"].as_u64().unwrap_or(archive_bytes);
     }
     let (cache, r2, server_cold) = (median(from_cache), median(from_r2), median(server_cold));
     report.line(format!(

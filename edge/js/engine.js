@@ -417,11 +417,19 @@ function tierError(code, message) {
   return err;
 }
 
-/** The archive the tenant's data is in (its pointer, as JSON), or "" while it is hot. */
-export function engineArchive(storage) {
-  ensureSchema(storage.sql);
-  const row = storage.sql.exec("SELECT pointer FROM pg_archives WHERE current = 1").toArray()[0];
-  return row ? row.pointer : "";
+/**
+ * What the object stores, without waking anything (JSON): whether the
+ * tenant exists (it has pages, or an archive holds them), the bytes of its
+ * pages, and the pointer of the archive its data is in while warm or cold.
+ */
+export function engineStored(storage) {
+  const sql = storage.sql;
+  ensureSchema(sql);
+  const row = sql.exec("SELECT pointer FROM pg_archives WHERE current = 1").toArray()[0];
+  const storedBytes = sql.exec("SELECT coalesce(sum(length(data)), 0) AS b FROM pg_pages").one().b;
+  const entries = sql.exec("SELECT count(*) AS n FROM pg_entries").one().n;
+  const archive = row ? JSON.parse(row.pointer) : null;
+  return JSON.stringify({ exists: entries > 0 || archive !== null, storedBytes, archive });
 }
 
 /** Whether this location's cache holds the archive (the tenant is warm). */

@@ -41,16 +41,18 @@ impl DurableObject for TenantObject {
         let route = url.path().trim_start_matches('/').to_owned();
         let key = self.key();
         // What needs the tenant's data keeps it hot (health and config do not).
-        if matches!(
-            route.as_str(),
-            "ping" | "readiness" | "schema" | "query" | "batch" | "transaction" | "changes" | "changes/ack" | "ws"
-        ) {
+        if matches!(route.as_str(), "ping" | "schema" | "query" | "batch" | "transaction" | "changes" | "changes/ack" | "ws") {
             tiers::touch(&self.state, &self.env, &self.access, &tenant).await?;
         }
         match (req.method(), route.as_str()) {
             (Method::Get, "ping") => {
-                let engine = engine::state(&key);
-                if engine == "hibernated" {
+                // Answers at once; never creates a tenant.
+                let stored = match tiers::stored(&self.state) {
+                    Ok(stored) => stored,
+                    Err(err) => return http::failure(&Failure::Ours(engine::Ours(format!("what the object stores: {err}")))),
+                };
+                let mut engine = engine::state(&key);
+                if engine == "hibernated" && stored.exists {
                     // Eager but not in the way: the engine loads (and the
                     // tenant comes back from R2) behind the answer.
                     let storage = tiers::storage(&self.state);
@@ -61,53 +63,31 @@ impl DurableObject for TenantObject {
                             console_error!("the engine did not start: {failure:?}");
                         }
                     });
+                    engine = "loading".to_owned();
                 }
-                let engine = if engine == "hibernated" { "loading".to_owned() } else { engine };
-                http::json(&json!({ "ok": true, "tenant": tenant, "engine": engine }))
+                http::json(&json!({ "ok": true, "tenant": tenant, "engine": engine, "exists": stored.exists }))
             }
             (Method::Get, "liveness") => http::json(&json!({ "ok": true, "tenant": tenant })),
-            (Method::Get, "readiness" | "health") => {
-                let mut body = json!({ "ok": true, "tenant": tenant });
-                let tier = match tiers::status(&self.state, &self.env, &self.access).await {
-                    Ok(tier) => tier,
-                    Err(err) => return http::failure(&Failure::Ours(engine::Ours(format!("the tenant's tier: {err}")))),
-                };
-                if let Some(fields) = tier.as_object() {
-                    body.as_object_mut().expect("an object").extend(fields.clone());
-                }
-                // Health never wakes a tenant that is warm or cold.
-                if route == "health" && tier["tier"] != "hot" {
-                    body["engine"] = json!(engine::state(&key));
-                    body["storage"] = json!({ "storedBytes": 0, "archiveBytes": tier["archive"]["bytes"] });
-                    return http::json(&body);
-                }
-                let engine = match self.engine().await {
-                    Ok(engine) => engine,
-                    Err(failure) => return http::failure(&failure),
-                };
-                body["engine"] = json!(engine::state(&key));
-                body["tier"] = json!("hot");
-                body.as_object_mut().expect("an object").remove("archive");
-                if route == "health" {
-                    body["storage"] = engine.sizes();
-                    // As the server's: where the change log stands.
-                    match engine.log_stats() {
-                        Ok(stats) => body["changeLog"] = json!(stats),
-                        Err(failure) => return http::failure(&failure),
-                    }
-                }
-                http::json(&body)
-            }
+            // The edge has no start-up to wait for: an object is ready.
+            (Method::Get, "readiness") => http::json(&json!({ "ok": true, "runtime": "ready" })),
+            (Method::Get, "health") => match self.health(&tenant).await {
+                Ok(status) => http::json(&json!({ "ok": true, "runtime": "ready", "tenant": status })),
+                Err(err) => http::failure(&Failure::Ours(engine::Ours(format!("the tenant's health: {err}")))),
+            },
             (Method::Get, "config") => {
                 let base_domain = crate::vars::setting(&self.env, "BASE_DOMAIN");
                 http::json(&json!({
                     "tenant": tenant,
                     "engine": "pglite",
                     "postgresVersion": "17.5",
-                    "runtime": "edge",
+                    "platform": "edge",
+                    "maxBodyBytes": crate::router::max_body_bytes(&self.env).ok(),
                     "sharedBuffers": engine::SHARED_BUFFERS,
                     "baseDomain": base_domain,
                 }))
+            }
+            (Method::Get, "schema" | "changes") | (Method::Post, "changes/ack") if !self.exists()? => {
+                http::error(404, "tenant_not_found", &format!("tenant {tenant} does not exist: its first query creates it"))
             }
             (Method::Get, "schema") => {
                 self.run(|engine| {
@@ -233,6 +213,40 @@ impl DurableObject for TenantObject {
 impl TenantObject {
     fn key(&self) -> String {
         self.state.id().to_string()
+    }
+
+    /// The tenant has data (reads of one that does not create nothing).
+    fn exists(&self) -> Result<bool> {
+        Ok(engine::state(&self.key()) != "hibernated" || tiers::stored(&self.state)?.exists)
+    }
+
+    /// The tenant as the server's `health` shows one, without waking it:
+    /// its engine, tier, the bytes the object stores (`diskBytes`), when it
+    /// was last used, and its change log if its engine runs.
+    async fn health(&self, tenant: &str) -> Result<serde_json::Value> {
+        let key = self.key();
+        let stored = tiers::stored(&self.state)?;
+        let mut status = json!({
+            "tenant": tenant,
+            "engine": engine::state(&key),
+            "exists": stored.exists,
+            "diskBytes": stored.stored_bytes,
+            "changeLog": null,
+        });
+        let tier = tiers::status(&self.state, &self.env, &self.access, &stored).await?;
+        let fields = status.as_object_mut().expect("an object");
+        fields.extend(tier.as_object().cloned().unwrap_or_default());
+        if engine::state(&key) == "loaded"
+            && let Ok(engine) = self.engine().await
+        {
+            fields.extend(engine.sizes().as_object().cloned().unwrap_or_default());
+            fields.remove("storedBytes");
+            match engine.log_stats() {
+                Ok(stats) => status["changeLog"] = json!(stats),
+                Err(failure) => console_error!("the change log's extent: {failure:?}"),
+            }
+        }
+        Ok(status)
     }
 
     async fn engine(&self) -> std::result::Result<Engine, Failure> {

@@ -22,7 +22,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let (in_path, route) = crate::path::split(url.path());
     let route = route.to_owned();
     if in_path.is_none() && matches!(route.as_str(), "liveness" | "readiness") {
-        return http::json(&json!({ "ok": true, "runtime": "edge" }));
+        return http::json(&json!({ "ok": true, "runtime": "ready", "platform": "edge" }));
     }
     let auth = match EdgeAuth::from_env(&env) {
         Ok(auth) => auth,
@@ -148,7 +148,7 @@ async fn route_to_tenant(
 }
 
 /// `MAX_BODY_BYTES` (a size: `8MiB`, `65536`), the server's default unless set.
-fn max_body_bytes(env: &Env) -> std::result::Result<usize, String> {
+pub fn max_body_bytes(env: &Env) -> std::result::Result<usize, String> {
     match setting(env, "MAX_BODY_BYTES") {
         None => Ok(model::api::DEFAULT_MAX_BODY_BYTES),
         Some(text) => model::parse_bytes(&text)
@@ -216,6 +216,7 @@ async fn tenants_page(env: &Env, url: &Url) -> Result<Response> {
     }
     let mut body: serde_json::Value = answer.json().await?;
     body["ok"] = json!(true);
-    body["runtime"] = json!("edge");
+    body["runtime"] = json!("ready");
+    body["platform"] = json!("edge");
     http::json(&body)
 }

@@ -34,8 +34,8 @@ const MAX_ACCESS_STALENESS_MS: f64 = 60_000.0;
 
 #[wasm_bindgen(module = "/js/engine.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = engineArchive, catch)]
-    fn engine_archive(storage: &JsValue) -> std::result::Result<String, JsValue>;
+    #[wasm_bindgen(js_name = engineStored, catch)]
+    fn engine_stored(storage: &JsValue) -> std::result::Result<String, JsValue>;
     #[wasm_bindgen(js_name = engineCached)]
     async fn engine_cached(archive_key: &str) -> JsValue;
     #[wasm_bindgen(js_name = engineDemote, catch)]
@@ -77,6 +77,22 @@ pub fn policy(env: &Env) -> std::result::Result<Policy, String> {
 /// The archive bucket's binding (undefined without one).
 pub fn bucket(env: &Env) -> JsValue {
     js_sys::Reflect::get(env, &JsValue::from_str(BUCKET)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// What the object stores, read without waking anything.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stored {
+    /// The tenant has pages, or an archive holds them.
+    pub exists: bool,
+    pub stored_bytes: u64,
+    /// The pointer of the archive its data is in while warm or cold.
+    pub archive: Option<Value>,
+}
+
+pub fn stored(state: &State) -> Result<Stored> {
+    let text = engine_stored(&storage(state)).map_err(|e| Error::RustError(js_message(e)))?;
+    serde_json::from_str(&text).map_err(|e| Error::RustError(format!("what the object stores: {e}")))
 }
 
 /// The object's storage as JavaScript sees it.
@@ -161,10 +177,10 @@ pub async fn tick(state: &State, env: &Env, access: &Access, key: &str) -> Resul
         }
     };
     let Some(after) = policy.cold_after else { return Ok(()) };
-    let storage = storage(state);
-    if !engine_archive(&storage).map_err(|e| Error::RustError(js_message(e)))?.is_empty() {
+    if stored(state)?.archive.is_some() {
         return Ok(());
     }
+    let storage = storage(state);
     let sql = state.storage().sql();
     let Some(row) = accessed(&sql)? else { return Ok(()) };
     let after_ms = after.as_millis() as f64;
@@ -189,25 +205,21 @@ pub async fn tick(state: &State, env: &Env, access: &Access, key: &str) -> Resul
 
 /// Where the tenant is, for `health`, without waking it: its tier, its
 /// archive's pointer while warm or cold, when it was last used, and the
-/// policy (or why tiers are off).
-pub async fn status(state: &State, env: &Env, access: &Access) -> Result<Value> {
-    let pointer = engine_archive(&storage(state)).map_err(|e| Error::RustError(js_message(e)))?;
+/// policy (or why tiers are off), as fields of the server's tenant status.
+pub async fn status(state: &State, env: &Env, access: &Access, stored: &Stored) -> Result<Value> {
     let sql = state.storage().sql();
-    let stored = accessed(&sql)?.map(|a| a.last_access).unwrap_or(0.0);
-    let last = stored.max(access.seen.get());
+    let last = accessed(&sql)?.map(|a| a.last_access).unwrap_or(0.0).max(access.seen.get());
     let mut body = json!({ "tier": "hot", "lastAccessMs": (last > 0.0).then_some(last as u64) });
     match policy(env) {
-        Ok(policy) => {
-            body["coldAfterMs"] = json!(policy.cold_after.map(|d| d.as_millis() as u64));
-        }
+        Ok(policy) => body["coldAfterMs"] = json!(policy.cold_after.map(|d| d.as_millis() as u64)),
         Err(message) => body["tierError"] = json!(message),
     }
-    if !pointer.is_empty() {
-        let pointer: Value = serde_json::from_str(&pointer).map_err(|e| Error::RustError(format!("a tenant's archive pointer: {e}")))?;
+    if let Some(pointer) = &stored.archive {
         let key = pointer["key"].as_str().unwrap_or_default().to_owned();
         let warm = engine_cached(&key).await.as_bool().unwrap_or(false);
         body["tier"] = json!(if warm { "warm" } else { "cold" });
-        body["archive"] = pointer;
+        body["archiveBytes"] = pointer["bytes"].clone();
+        body["archive"] = pointer.clone();
     }
     Ok(body)
 }

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tidelake_tests::{Server, columns};
+use tidelake_tests::{Client, Server, columns};
 
 #[tokio::test]
 async fn query_returns_typed_rows_fields_and_command() {
@@ -245,39 +245,12 @@ async fn schema_config_and_health_describe_the_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--tenants-queue-timeout", "5s"]).await;
     let c = server.client();
-
-    c.exec(
-        "shop",
-        "CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, total numeric(12,2) DEFAULT 0)",
-    )
-    .await;
-    let (status, before) = c.get("/t/shop/schema").await;
-    assert_eq!(status, StatusCode::OK, "{before}");
-    assert_eq!(before["tenant"], "shop");
-    let table = &before["tables"][0];
-    assert_eq!(table["schema"], "public");
-    assert_eq!(table["name"], "orders");
-    assert_eq!(table["primaryKey"], json!(["id"]));
-    let columns = columns(table);
-    assert_eq!(
-        columns,
-        [("id", "bigint", false), ("customer", "text", false), ("total", "numeric(12,2)", true)]
-    );
-
-    c.exec("shop", "ALTER TABLE orders ADD COLUMN note text").await;
-    let (_, after) = c.get("/t/shop/schema").await;
-    assert_ne!(before["fingerprint"], after["fingerprint"]);
-    assert_eq!(after["tables"][0]["columns"].as_array().unwrap().len(), 4);
+    schema_and_health_describe_the_tenant(&c, "shop").await;
 
     let (status, config) = c.get("/t/shop/config").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(config["queueTimeoutMs"], 5000);
     assert_eq!(config["sharedBuffers"], "4MB");
-
-    let (status, health) = c.get("/t/shop/health").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(health["tenant"]["engine"], "loaded");
-    assert!(health["tenant"]["diskBytes"].as_u64().unwrap() > 0);
 
     let (status, health) = c.get("/health").await;
     assert_eq!(status, StatusCode::OK);
@@ -290,7 +263,7 @@ async fn schema_config_and_health_describe_the_tenant() {
     assert_eq!(names, ["shop"]);
     assert_eq!(health["openTenants"], 1);
 
-    for path in ["/liveness", "/readiness", "/t/shop/liveness", "/t/shop/readiness"] {
+    for path in ["/liveness", "/readiness"] {
         let (status, body) = c.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["ok"], true, "{path}");
@@ -303,6 +276,54 @@ async fn schema_config_and_health_describe_the_tenant() {
     assert!(metrics.contains("# TYPE tidelake_requests counter\n"), "{metrics}");
     assert!(metrics.lines().any(|l| l.strip_prefix("tidelake_requests_total ").is_some_and(|n| n.parse::<u64>().unwrap() >= 1)), "{metrics}");
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+}
+
+/// A tenant's `schema` (its tables, their columns and primary keys, a
+/// fingerprint that moves with DDL), `config`, `health` (its engine, tier
+/// and size), liveness and readiness, on any target (the server, the edge).
+pub(crate) async fn schema_and_health_describe_the_tenant(c: &Client, tenant: &str) {
+    c.exec(
+        tenant,
+        "CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, total numeric(12,2) DEFAULT 0)",
+    )
+    .await;
+    let (status, before) = c.get(&format!("/t/{tenant}/schema")).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before["tenant"], tenant);
+    let table = &before["tables"][0];
+    assert_eq!(table["schema"], "public");
+    assert_eq!(table["name"], "orders");
+    assert_eq!(table["primaryKey"], json!(["id"]));
+    let columns = columns(table);
+    assert_eq!(
+        columns,
+        [("id", "bigint", false), ("customer", "text", false), ("total", "numeric(12,2)", true)]
+    );
+
+    c.exec(tenant, "ALTER TABLE orders ADD COLUMN note text").await;
+    let (_, after) = c.get(&format!("/t/{tenant}/schema")).await;
+    assert_ne!(before["fingerprint"], after["fingerprint"]);
+    assert_eq!(after["tables"][0]["columns"].as_array().unwrap().len(), 4);
+
+    let (status, config) = c.get(&format!("/t/{tenant}/config")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((&config["tenant"], &config["engine"], &config["postgresVersion"]), (&json!(tenant), &json!("pglite"), &json!("17.5")));
+    assert!(config["maxBodyBytes"].as_u64().unwrap() > 0, "{config}");
+
+    let (status, health) = c.get(&format!("/t/{tenant}/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((&health["ok"], &health["runtime"]), (&json!(true), &json!("ready")), "{health}");
+    let status = &health["tenant"];
+    assert_eq!((&status["tenant"], &status["engine"], &status["tier"], &status["exists"]), (&json!(tenant), &json!("loaded"), &json!("hot"), &json!(true)), "{health}");
+    assert!(status["diskBytes"].as_u64().unwrap() > 0, "{health}");
+    assert!(status["lastAccessMs"].as_u64().unwrap() > 0, "{health}");
+    assert!(status["changeLog"]["headLsn"].is_u64(), "{health}");
+
+    for path in [format!("/t/{tenant}/liveness"), format!("/t/{tenant}/readiness")] {
+        let (status, body) = c.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["ok"], true, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
 
 /// The test above against any target (the server, the edge) whose body
 /// limit is `max_body` bytes.
-pub async fn malformed_requests_get_clear_errors(c: &Client, tenant: &str, max_body: usize) {
+pub(crate) async fn malformed_requests_get_clear_errors(c: &Client, tenant: &str, max_body: usize) {
     c.exec(tenant, "CREATE TABLE kept (v int)").await;
     c.exec(tenant, "INSERT INTO kept VALUES (1), (2), (3)").await;
 

@@ -59,11 +59,9 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
-    // `ping` answers at once, whatever the engine is doing.
+    // `ping` answers at once, and creates no tenant.
     let (status, body) = dev.get("/t/acme/ping").await;
-    assert_eq!(status, 200);
-    assert_eq!(body["tenant"], "acme");
-    assert!(["loading", "loaded"].contains(&body["engine"].as_str().unwrap()), "{body}");
+    assert_eq!((status, &body["tenant"], &body["exists"], &body["engine"]), (200, &json!("acme"), &json!(false), &json!("hibernated")), "{body}");
 
     // Queries, parameters, row modes: the server's JSON.
     let (status, body) = dev
@@ -100,7 +98,8 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     assert_ne!(before["fingerprint"], after["fingerprint"]);
     assert_eq!((after["tables"][0]["columns"].as_array().unwrap().len(), after["versions"].as_array().unwrap().len()), (5, 2));
     let (status, config) = dev.get("/t/acme/config").await;
-    assert_eq!((status, &config["tenant"], &config["runtime"]), (200, &json!("acme"), &json!("edge")), "{config}");
+    assert_eq!((status, &config["tenant"], &config["platform"]), (200, &json!("acme"), &json!("edge")), "{config}");
+    assert_eq!(config["maxBodyBytes"], 4096, "{config}");
 
     // A batch stops at its first failure, naming it; what came before stays.
     let (status, body) = dev
@@ -178,6 +177,10 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // commit is there, and nothing else.
     dev.kill();
     let dev = EdgeDev::start_with(&state, &vars).await;
+    // `ping` answers at once, the engine loading behind it.
+    let (status, body) = dev.get("/t/acme/ping").await;
+    assert_eq!((status, &body["exists"]), (200, &json!(true)), "{body}");
+    assert!(["loading", "loaded"].contains(&body["engine"].as_str().unwrap()), "{body}");
     let (status, body) = dev.post("/t/acme/query", json!({"sql": "SELECT id, name FROM items ORDER BY id"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(rows(&body), &json!([{"id": 2, "name": "pear3"}]));
@@ -202,6 +205,10 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // off, forged or erased, and capture follows any identifier.
     crate::hostile::history_cannot_be_switched_off_forged_or_erased(&dev.client(), "hostile").await;
     crate::hostile::capture_follows_any_identifier_and_schema_change(&dev.client(), "ids").await;
+    // And the server's tests of schema and health, and of reads that
+    // create nothing.
+    crate::api::schema_and_health_describe_the_tenant(&dev.client(), "shop").await;
+    crate::hostile::unknown_tenants_are_read_without_being_made(&dev.client(), "ghost").await;
     // And the server's bad-input test: clear errors, nothing lost.
     crate::bad_input::malformed_requests_get_clear_errors(&dev.client(), "bad", 4096).await;
     let resp = reqwest::get(format!("{}/t/acme/ws", dev.base)).await.unwrap();
@@ -630,7 +637,7 @@ async fn edge_tenants_history_lands_in_the_lake_as_a_server_tenants_does() {
 
     // The lake acknowledged what it took: the edge may trim its log.
     let (_, health) = edge.get("/t/acme/health").await;
-    assert_eq!(health["changeLog"]["ackedLsn"], head, "{health}");
+    assert_eq!(health["tenant"]["changeLog"]["ackedLsn"], head, "{health}");
 
     // A server tenant of the edge tenant's name does not mix its log into
     // the edge tenant's history: it is refused, and says why.
@@ -652,8 +659,8 @@ async fn once_tier(api: &Api, tenant: &str, tier: &str) -> Option<Value> {
     while std::time::Instant::now() < deadline {
         let (status, health) = api.get(&format!("/t/{tenant}/health")).await;
         assert_eq!(status, 200, "{health}");
-        if health["tier"] == tier {
-            return Some(health);
+        if health["tenant"]["tier"] == tier {
+            return Some(health["tenant"].clone());
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -696,11 +703,11 @@ async fn idle_edge_tenants_go_to_r2_and_come_back_exactly() {
     // Idle: its pages leave the object for R2, a copy in the cache.
     let warm = once_tier(&api, tenant, "warm").await.expect("the idle tenant goes warm");
     assert_eq!(warm["engine"], "hibernated", "{warm}");
-    assert_eq!(warm["storage"]["storedBytes"], 0, "nothing left in the object: {warm}");
+    assert_eq!((&warm["diskBytes"], &warm["exists"]), (&json!(0), &json!(true)), "nothing left in the object: {warm}");
     let archive = warm["archive"].clone();
     assert_eq!(archive["headLsn"], head, "{warm}");
     assert_eq!(archive["tenant"], tenant);
-    assert!(archive["bytes"].as_u64().unwrap() > 0 && archive["bytes"] == warm["storage"]["archiveBytes"], "{warm}");
+    assert!(archive["bytes"].as_u64().unwrap() > 0 && archive["bytes"] == warm["archiveBytes"], "{warm}");
     assert!(archive["rawBytes"].as_u64().unwrap() > archive["bytes"].as_u64().unwrap(), "compressed: {archive}");
     // The cache's copy expires: cold, in R2 only.
     let cold = once_tier(&api, tenant, "cold").await.expect("the cache's copy expires");
@@ -710,7 +717,7 @@ async fn idle_edge_tenants_go_to_r2_and_come_back_exactly() {
     dev.kill();
     let dev = EdgeDev::start_with(&state, &vars).await;
     let api = Api { base: dev.base.clone(), token: None };
-    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
+    let health = api.get(&format!("/t/{tenant}/health")).await.1["tenant"].clone();
     assert_eq!((&health["tier"], &health["archive"]), (&json!("cold"), &archive), "{health}");
 
     // A damaged archive is refused, naming it; the tenant stays cold and
@@ -728,14 +735,14 @@ async fn idle_edge_tenants_go_to_r2_and_come_back_exactly() {
     let (status, body) = api.post(&format!("/t/{tenant}/query"), json!({"sql": "SELECT 1"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (500, Some("archive_corrupt")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains(archive["key"].as_str().unwrap()), "{body}");
-    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
+    let health = api.get(&format!("/t/{tenant}/health")).await.1["tenant"].clone();
     assert_eq!((&health["tier"], &health["archive"]), (&json!("cold"), &archive), "{health}");
     std::fs::write(&blobs[0], &intact).unwrap();
 
     // Back from R2: every row, the change log and the schema, exactly.
     assert_eq!(tenant_state(&api, tenant).await, before);
-    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
-    assert_eq!((&health["tier"], &health["storage"]["wokeFrom"]), (&json!("hot"), &json!("r2")), "{health}");
+    let health = api.get(&format!("/t/{tenant}/health")).await.1["tenant"].clone();
+    assert_eq!((&health["tier"], &health["wokeFrom"]), (&json!("hot"), &json!("r2")), "{health}");
 
     // It goes on from there; idle again, it wakes from the cache's copy.
     api.ok(tenant, "INSERT INTO frost.facts (id, body) VALUES (5000, 'after the wake')", json!([])).await;
@@ -745,8 +752,8 @@ async fn idle_edge_tenants_go_to_r2_and_come_back_exactly() {
     assert_ne!(warm["archive"]["key"], archive["key"], "a new archive");
     assert_eq!(warm["archive"]["headLsn"], head + 1);
     assert_eq!(tenant_state(&api, tenant).await, after);
-    let (_, health) = api.get(&format!("/t/{tenant}/health")).await;
-    assert_eq!(health["storage"]["wokeFrom"], "cache", "{health}");
+    let health = api.get(&format!("/t/{tenant}/health")).await.1["tenant"].clone();
+    assert_eq!(health["wokeFrom"], "cache", "{health}");
     let blobs = std::fs::read_dir(state.join("v3/r2/tidelake-archive/blobs")).unwrap().count();
     assert_eq!(blobs, 1, "the older archive is removed once a newer one holds the tenant");
     dev.kill();

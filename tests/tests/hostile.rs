@@ -30,7 +30,7 @@ async fn tenant_sql_cannot_switch_off_forge_or_erase_its_history() {
 }
 
 /// The test above against any target (the server, the edge).
-pub async fn history_cannot_be_switched_off_forged_or_erased(c: &Client, tenant: &str) {
+pub(crate) async fn history_cannot_be_switched_off_forged_or_erased(c: &Client, tenant: &str) {
     c.exec(tenant, "CREATE TABLE todos (id serial PRIMARY KEY, title text NOT NULL)").await;
     c.exec(tenant, "INSERT INTO todos (title) VALUES ('one'), ('two')").await;
     let before = all_changes(c, tenant).await;
@@ -209,7 +209,7 @@ async fn capture_follows_any_identifier_and_any_schema_change() {
 }
 
 /// The test above against any target (the server, the edge).
-pub async fn capture_follows_any_identifier_and_schema_change(c: &Client, tenant: &str) {
+pub(crate) async fn capture_follows_any_identifier_and_schema_change(c: &Client, tenant: &str) {
     let long = "x".repeat(63);
     let create = format!(
         "CREATE TABLE \"we$ird'$$\" (\"a$body$b\" int PRIMARY KEY, \"q\"\"uote\" text, \"ünï😀\" text, \"$f$\" int, \"{long}\" text)"
@@ -407,25 +407,38 @@ async fn reads_of_an_unknown_tenant_create_nothing() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &["--lake-enabled=false"]).await;
     let c = server.client();
-    for path in ["/t/ghost/schema", "/t/ghost/changes?since=0", "/t/ghost/bookmark?at=2026-01-01T00:00:00Z"] {
-        let (status, body) = c.get(path).await;
-        assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("tenant_not_found")), "{path}: {body}");
-    }
-    let (status, body) = c.post("/t/ghost/changes/ack", &json!({"consumer": "x", "lsn": 0})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = c.get("/t/ghost/bookmark?at=2026-01-01T00:00:00Z").await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("tenant_not_found")), "{body}");
     let (status, body) = c.post("/t/ghost/backups", &json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (_, ping) = c.get("/t/ghost/ping").await;
-    assert_eq!(ping["exists"], false);
-    let (_, health) = c.get("/t/ghost/health").await;
-    assert_eq!(health["tenant"]["exists"], false);
     let mut ws = Ws::connect(&server.base, "ghost").await;
     ws.send(json!({"type": "subscribe", "id": "s", "since": 0})).await;
     let msg = ws.recv(Duration::from_secs(10)).await.expect("an answer");
     assert_eq!((&msg["type"], &msg["error"]["code"]), (&json!("error"), &json!("tenant_not_found")), "{msg}");
     assert!(!data.join("tenants").join("ghost").exists(), "a read created the tenant");
-    c.exec("ghost", "SELECT 1").await;
+    unknown_tenants_are_read_without_being_made(&c, "ghost").await;
     assert!(data.join("tenants").join("ghost").exists());
+}
+
+/// Reads of a tenant that does not exist (schema, changes, an
+/// acknowledgement, ping, health) create nothing and say so, on any target
+/// (the server, the edge); its first query creates it.
+pub(crate) async fn unknown_tenants_are_read_without_being_made(c: &Client, tenant: &str) {
+    for path in [format!("/t/{tenant}/schema"), format!("/t/{tenant}/changes?since=0")] {
+        let (status, body) = c.get(&path).await;
+        assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("tenant_not_found")), "{path}: {body}");
+    }
+    let (status, body) = c.post(&format!("/t/{tenant}/changes/ack"), &json!({"consumer": "x", "lsn": 0})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    for _ in 0..2 {
+        let (_, ping) = c.get(&format!("/t/{tenant}/ping")).await;
+        assert_eq!(ping["exists"], false, "{ping}");
+        let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
+        assert_eq!(health["tenant"]["exists"], false, "{health}");
+    }
+    c.exec(tenant, "SELECT 1").await;
+    let (_, ping) = c.get(&format!("/t/{tenant}/ping")).await;
+    assert_eq!(ping["exists"], true, "{ping}");
 }
 
 /// Numbers out of range are refused with 400, never overflow or wedge a
