@@ -237,9 +237,99 @@ export function engineState(key) {
   return engines.get(key)?.state ?? "hibernated";
 }
 
-/** One round trip of protocol messages; the backend's raw answer. */
-export function engineExchange(key, message) {
-  return running(key).pg.execProtocolRawSync(message);
+/**
+ * One round trip of protocol messages; the backend's raw answer. With caps
+ * (`maxBytes`, `maxRows`; 0: none), an answer that passes `maxBytes` has
+ * its statement cancelled where it is — as a client's cancel would, the
+ * backend stops at its next interrupt check — and its remaining rows
+ * dropped as they come, so memory stays bounded; one with more rows than
+ * `maxRows` is refused at its end. `engineOver` then names the cap.
+ */
+export function engineExchange(key, message, maxBytes, maxRows) {
+  const engine = running(key);
+  engine.over = null;
+  if (!(maxBytes > 0) && !(maxRows > 0)) return engine.pg.execProtocolRawSync(message);
+  const mod = engine.pg.mod;
+  const flag = (address, value) => {
+    new Int32Array(mod.HEAPU8.buffer)[address >>> 2] = value;
+  };
+  const out = [];
+  let outLength = 0;
+  const head = new Uint8Array(5);
+  let headLength = 0;
+  let remaining = 0;
+  let keep = true;
+  let rows = 0;
+  let bytes = 0;
+  let tooManyRows = false;
+  const onRawData = (data) => {
+    bytes += data.length;
+    let at = 0;
+    while (at < data.length) {
+      if (remaining === 0) {
+        // A message's header: its type and length.
+        const n = Math.min(5 - headLength, data.length - at);
+        head.set(data.subarray(at, at + n), headLength);
+        headLength += n;
+        at += n;
+        if (headLength < 5) break;
+        headLength = 0;
+        const type = head[0];
+        remaining = new DataView(head.buffer).getUint32(1) - 4;
+        if (type === 68 /* DataRow */) rows++;
+        // Too many rows is known at the end, as on the server (the byte
+        // cap keeps memory bounded meanwhile); too many bytes stops it now.
+        if (maxRows > 0 && rows > maxRows) tooManyRows = true;
+        if (!engine.over && maxBytes > 0 && bytes > maxBytes) engine.over = { bytes: maxBytes };
+        if (engine.over && !engine.cancelled) {
+          engine.cancelled = true;
+          flag(mod._QueryCancelPending, 1);
+          flag(mod._InterruptPending, 1);
+        }
+        keep = !(engine.over && type === 68);
+        if (keep) {
+          out.push(head.slice());
+          outLength += 5;
+        }
+        continue;
+      }
+      const n = Math.min(remaining, data.length - at);
+      if (keep) {
+        out.push(data.slice(at, at + n));
+        outLength += n;
+      }
+      remaining -= n;
+      at += n;
+    }
+  };
+  engine.cancelled = false;
+  try {
+    // Runs at once (nothing to await without a sync to the file system).
+    engine.pg.execProtocolRawStream(message, { syncToFs: false, onRawData }).catch((err) => {
+      console.error("a capped round trip failed:", err);
+    });
+  } finally {
+    // A cancel the backend had no interrupt check left to take must not
+    // reach the next statement.
+    if (engine.cancelled) {
+      flag(mod._QueryCancelPending, 0);
+      flag(mod._InterruptPending, 0);
+    }
+  }
+  if (!engine.over && tooManyRows) engine.over = { rows: maxRows };
+  const answer = new Uint8Array(outLength);
+  let at = 0;
+  for (const part of out) {
+    answer.set(part, at);
+    at += part.length;
+  }
+  return answer;
+}
+
+/** The cap the last round trip passed (JSON `{"rows": n}` or `{"bytes": n}`), or "". */
+export function engineOver(key) {
+  const over = engines.get(key)?.over;
+  return over ? JSON.stringify(over) : "";
 }
 
 /** Write what changed since the last call to the object's storage; pages written. */

@@ -20,7 +20,9 @@ extern "C" {
     #[wasm_bindgen(js_name = engineState)]
     fn engine_state(key: &str) -> String;
     #[wasm_bindgen(js_name = engineExchange, catch)]
-    fn engine_exchange(key: &str, message: &[u8]) -> Result<Vec<u8>, JsValue>;
+    fn engine_exchange(key: &str, message: &[u8], max_bytes: f64, max_rows: f64) -> Result<Vec<u8>, JsValue>;
+    #[wasm_bindgen(js_name = engineOver)]
+    fn engine_over(key: &str) -> String;
     #[wasm_bindgen(js_name = enginePersist, catch)]
     fn engine_persist(key: &str) -> Result<u32, JsValue>;
     #[wasm_bindgen(js_name = engineReadI32, catch)]
@@ -46,6 +48,27 @@ pub struct Position {
     pub head_lsn: u64,
     pub schema_version: i64,
 }
+
+/// The caps on an answer to a client's SQL (the server's
+/// `maxResultBytes`, `maxResultRows`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_result_bytes: u64,
+    pub max_result_rows: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_result_bytes: model::api::DEFAULT_MAX_RESULT_BYTES,
+            max_result_rows: model::api::DEFAULT_MAX_RESULT_ROWS,
+        }
+    }
+}
+
+/// What one statement's temporary files may take at the edge (they are in
+/// memory): over it, the statement fails with 53400.
+pub const TEMP_FILE_LIMIT: &str = "64MB";
 
 /// The engine's shared buffers at the edge (the server's default is larger;
 /// an object's isolate has less memory).
@@ -112,8 +135,11 @@ pub fn state(key: &str) -> String {
 /// Start the engine (from the template and what the object stores, brought
 /// back from its archive first if the tenant is warm or cold) unless it
 /// runs; resolves once it answers, in the tenant's session.
-pub async fn start(key: &str, storage: &JsValue, bucket: &JsValue) -> Result<Engine, Failure> {
-    let settings = EngineSettings { shared_buffers: SHARED_BUFFERS.to_owned(), ..EngineSettings::default() };
+pub async fn start(key: &str, storage: &JsValue, bucket: &JsValue, limits: Limits) -> Result<Engine, Failure> {
+    let mut settings = EngineSettings { shared_buffers: SHARED_BUFFERS.to_owned(), ..EngineSettings::default() };
+    // Temporary files (sorts, hashes, materialized results that outgrow
+    // work_mem) live in the object's memory here, not on a disk.
+    settings.extra.insert("temp_file_limit".to_owned(), TEMP_FILE_LIMIT.to_owned());
     let settings = json!({ "gucs": settings.gucs() }).to_string();
     let first = engine_state(key) == "hibernated";
     let started = engine_start(key, storage, &settings, bucket).map_err(|e| js_error("start the engine", e))?;
@@ -128,7 +154,7 @@ pub async fn start(key: &str, storage: &JsValue, bucket: &JsValue) -> Result<Eng
         });
     }
     let facts: Facts = serde_json::from_str(&engine_facts()).map_err(|e| Ours(format!("engine facts: {e}")))?;
-    let engine = Engine { key: key.to_owned(), facts, touched: std::cell::Cell::new(false) };
+    let engine = Engine { key: key.to_owned(), facts, limits, touched: std::cell::Cell::new(false) };
     if first {
         engine.prepare()?;
     }
@@ -138,6 +164,7 @@ pub async fn start(key: &str, storage: &JsValue, bucket: &JsValue) -> Result<Eng
 pub struct Engine {
     key: String,
     facts: Facts,
+    limits: Limits,
     /// This request ran a statement that may leave state in the session.
     touched: std::cell::Cell<bool>,
 }
@@ -197,9 +224,36 @@ impl Engine {
         engine_sizes(&self.key).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
     }
 
+    /// One round trip of our own statements (no caps).
     fn exchange(&self, message: &[u8], row_mode: RowMode) -> Result<Outcome, Ours> {
-        let answer = engine_exchange(&self.key, message).map_err(|e| js_error("the engine failed", e))?;
+        let answer = engine_exchange(&self.key, message, 0.0, 0.0).map_err(|e| js_error("the engine failed", e))?;
         Ok(wire::collect(&answer, row_mode))
+    }
+
+    /// One round trip of a client's SQL, within the answer caps: an answer
+    /// over one fails with `result_too_large` (its statement cancelled, its
+    /// rows dropped), as on the server.
+    fn exchange_client(&self, message: &[u8], row_mode: RowMode) -> Result<Outcome, Ours> {
+        let Limits { max_result_bytes, max_result_rows } = self.limits;
+        let answer = engine_exchange(&self.key, message, max_result_bytes as f64, max_result_rows as f64)
+            .map_err(|e| js_error("the engine failed", e))?;
+        let mut outcome = wire::collect(&answer, row_mode);
+        let over = engine_over(&self.key);
+        if !over.is_empty() {
+            let over: Value = serde_json::from_str(&over).unwrap_or_default();
+            let refused = match over["rows"].as_u64() {
+                Some(rows) => DbError::result_too_large_rows(rows),
+                None => DbError::result_too_large_bytes(over["bytes"].as_u64().unwrap_or(max_result_bytes)),
+            };
+            // The cancel came after the end (rows of a write's RETURNING
+            // are sent once it has run): it committed.
+            let completed = outcome.error.is_none() && outcome.status == TxStatus::Idle;
+            outcome.error = Some(if completed { refused.after_completion() } else { refused });
+            for result in &mut outcome.results {
+                result.rows = Vec::new();
+            }
+        }
+        Ok(outcome)
     }
 
     fn trusted(&self, sql: &str) -> Result<(), Ours> {
@@ -252,7 +306,7 @@ impl Engine {
             wire::execute(&mut bytes, "COMMIT", &[]);
         }
         wire::sync(&mut bytes);
-        let outcome = self.exchange(&bytes, row_mode)?;
+        let outcome = self.exchange_client(&bytes, row_mode)?;
         self.note_statement(&stmt.sql, &outcome.results);
         let left_open = outcome.status != TxStatus::Idle;
         if left_open {
@@ -399,7 +453,7 @@ impl Engine {
         }
         wire::execute(&mut bytes, "COMMIT", &[]);
         wire::sync(&mut bytes);
-        let outcome = self.exchange(&bytes, req.row_mode)?;
+        let outcome = self.exchange_client(&bytes, req.row_mode)?;
         for stmt in &req.statements {
             self.note_statement(&stmt.sql, &outcome.results);
         }

@@ -57,9 +57,10 @@ impl DurableObject for TenantObject {
                     // tenant comes back from R2) behind the answer.
                     let storage = tiers::storage(&self.state);
                     let bucket = tiers::bucket(&self.env);
+                    let limits = self.limits().unwrap_or_default();
                     let key = key.clone();
                     wasm_bindgen_futures::spawn_local(async move {
-                        if let Err(failure) = engine::start(&key, &storage, &bucket).await {
+                        if let Err(failure) = engine::start(&key, &storage, &bucket, limits).await {
                             console_error!("the engine did not start: {failure:?}");
                         }
                     });
@@ -82,6 +83,8 @@ impl DurableObject for TenantObject {
                     "postgresVersion": "17.5",
                     "platform": "edge",
                     "maxBodyBytes": crate::router::max_body_bytes(&self.env).ok(),
+                    "maxResultBytes": self.limits().ok().map(|l| l.max_result_bytes),
+                    "maxResultRows": self.limits().ok().map(|l| l.max_result_rows),
                     "sharedBuffers": engine::SHARED_BUFFERS,
                     "baseDomain": base_domain,
                 }))
@@ -250,7 +253,26 @@ impl TenantObject {
     }
 
     async fn engine(&self) -> std::result::Result<Engine, Failure> {
-        engine::start(&self.key(), &tiers::storage(&self.state), &tiers::bucket(&self.env)).await
+        let limits = self.limits().map_err(|message| Failure::Ours(engine::Ours(message)))?;
+        engine::start(&self.key(), &tiers::storage(&self.state), &tiers::bucket(&self.env), limits).await
+    }
+
+    /// `MAX_RESULT_BYTES` (a size) and `MAX_RESULT_ROWS`, the server's
+    /// defaults unless set.
+    fn limits(&self) -> std::result::Result<engine::Limits, String> {
+        let mut limits = engine::Limits::default();
+        if let Some(text) = crate::vars::setting(&self.env, "MAX_RESULT_BYTES") {
+            limits.max_result_bytes = model::parse_bytes(&text).map_err(|e| format!("MAX_RESULT_BYTES: {e}"))?;
+        }
+        if let Some(text) = crate::vars::setting(&self.env, "MAX_RESULT_ROWS") {
+            limits.max_result_rows = text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("MAX_RESULT_ROWS: {text:?} is not a positive number of rows"))?;
+        }
+        Ok(limits)
     }
 
     /// Run work on the engine, store what it changed, then answer: the

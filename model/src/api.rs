@@ -177,6 +177,14 @@ pub const DEFAULT_CHANGES_LIMIT: u64 = 1000;
 /// server's `--tenants-max-body-bytes`, the edge's `MAX_BODY_BYTES`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// An answer to a client's SQL larger than this many bytes (as PostgreSQL
+/// sends its rows) is refused with `result_too_large`, unless configured
+/// otherwise (the server's `--tenants-max-result-bytes`, the edge's
+/// `MAX_RESULT_BYTES`).
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
+/// An answer with more rows than this is refused with `result_too_large`.
+pub const DEFAULT_MAX_RESULT_ROWS: u64 = 1_000_000;
+
 /// What a body over `limit` bytes is told (413 `payload_too_large`).
 pub fn payload_too_large(limit: usize) -> String {
     format!("request body is larger than the limit of {limit} bytes")
@@ -396,6 +404,33 @@ impl DbError {
 }
 
 impl DbError {
+    /// An answer over the byte cap (422 `result_too_large`).
+    pub fn result_too_large_bytes(limit: u64) -> Self {
+        DbError::new(
+            "result_too_large",
+            format!(
+                "the answer is larger than {limit} bytes (the maxResultBytes limit): fetch it in pages (LIMIT/OFFSET, a keyset, or a cursor)"
+            ),
+        )
+    }
+
+    /// An answer over the row cap (422 `result_too_large`).
+    pub fn result_too_large_rows(limit: u64) -> Self {
+        DbError::new(
+            "result_too_large",
+            format!("the answer has more than {limit} rows (the maxResultRows limit of {limit}): fetch it in pages"),
+        )
+    }
+
+    /// An answer refused by a cap after its statement had run to its end
+    /// and its transaction ended: say that what it wrote is committed.
+    pub fn after_completion(mut self) -> Self {
+        self.detail = Some(
+            "the statement ran to its end before its answer was refused: anything it wrote is committed".to_owned(),
+        );
+        self
+    }
+
     /// PostgreSQL refuses to drop or replace a capture trigger (it is
     /// marked internal) with the errors it gives for any internal trigger;
     /// say what the refusal is: a permission the tenant does not have.

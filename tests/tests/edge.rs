@@ -38,7 +38,11 @@ fn rows(answer: &Value) -> &Value {
 async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let vars = [("MAX_BODY_BYTES", "4096".to_owned())];
+    let vars = [
+        ("MAX_BODY_BYTES", "4096".to_owned()),
+        ("MAX_RESULT_BYTES", "4MiB".to_owned()),
+        ("MAX_RESULT_ROWS", "1000".to_owned()),
+    ];
     let dev = EdgeDev::start_with(&state, &vars).await;
 
     // Routing: the server's tenant-id rules, before any work.
@@ -209,6 +213,14 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // create nothing.
     crate::api::schema_and_health_describe_the_tenant(&dev.client(), "shop").await;
     crate::hostile::unknown_tenants_are_read_without_being_made(&dev.client(), "ghost").await;
+    // And the server's test of the answer caps.
+    crate::hostile::answers_over_the_caps_are_refused(&dev.client(), "big").await;
+    // Temporary files are memory at the edge: a statement whose spill
+    // passes temp_file_limit fails with 53400, and the tenant goes on.
+    let (status, body) = dev.post("/t/big/query", json!({"sql": "SELECT count(*) FROM generate_series(1, 20000000)"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("53400")), "{body}");
+    let (status, body) = dev.post("/t/big/query", json!({"sql": "SELECT count(*) AS n FROM generate_series(1, 100000)"})).await;
+    assert_eq!((status, &body["rows"][0]["n"]), (200, &json!(100000)), "{body}");
     // And the server's bad-input test: clear errors, nothing lost.
     crate::bad_input::malformed_requests_get_clear_errors(&dev.client(), "bad", 4096).await;
     let resp = reqwest::get(format!("{}/t/acme/ws", dev.base)).await.unwrap();

@@ -355,7 +355,7 @@ impl TenantDb {
             self.stopped = true;
             let err = stopped.map_or_else(
                 || DbError::new("57014", "the statement was stopped"),
-                |why| limit_error(why, &self.limits),
+                |why| limit_error(why),
             );
             return Err(Error::from(DbError {
                 message: format!(
@@ -380,7 +380,11 @@ impl TenantDb {
         if let Some(why) = over {
             // The statement's own error (57014 when it was cancelled) is
             // replaced by the limit that stopped it; its rows are dropped.
-            outcome.error = Some(limit_error(why, &self.limits));
+            // One that ran to its end anyway (a write's RETURNING rows are
+            // sent once it has run) committed: the error says so.
+            let completed = outcome.error.is_none() && outcome.status == TxStatus::Idle;
+            let err = limit_error(why);
+            outcome.error = Some(if completed && err.code == "result_too_large" { err.after_completion() } else { err });
             for result in &mut outcome.results {
                 result.rows = Vec::new();
             }
@@ -851,7 +855,7 @@ fn read_only_error(err: DbError, why: ReadOnly) -> DbError {
 }
 
 /// The error a statement stopped by a limit gets.
-fn limit_error(why: Stopped, limits: &Limits) -> DbError {
+fn limit_error(why: Stopped) -> DbError {
     match why {
         Stopped::Timeout(after) => {
             let mut err = DbError::new(
@@ -865,19 +869,8 @@ fn limit_error(why: Stopped, limits: &Limits) -> DbError {
             err
         }
         Stopped::Cancelled => DbError::new("57014", "canceling statement due to user request"),
-        Stopped::TooLarge(bytes) => DbError::new(
-            "result_too_large",
-            format!(
-                "the answer is larger than {bytes} bytes (the maxResultBytes limit): fetch it in pages (LIMIT/OFFSET, a keyset, or a cursor)"
-            ),
-        ),
-        Stopped::TooManyRows(rows) => DbError::new(
-            "result_too_large",
-            format!(
-                "the answer has more than {rows} rows (the maxResultRows limit of {}): fetch it in pages",
-                limits.max_result_rows
-            ),
-        ),
+        Stopped::TooLarge(bytes) => DbError::result_too_large_bytes(bytes),
+        Stopped::TooManyRows(rows) => DbError::result_too_large_rows(rows),
     }
 }
 
