@@ -99,6 +99,10 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
         new_edge.push(timed(&edge_c, &tenant, "SELECT 1", json!([])).await?);
     }
     let edge_rss_after = edge.runtime_rss_kib().context("workerd's processes")?;
+    // Of an edge tenant, its engine's WebAssembly memory (what a Worker
+    // isolate accounts for it, resident or not).
+    let (_, health) = edge_c.get("/t/fresh0/health").await;
+    let wasm_memory = health["tenant"]["memoryBytes"].as_u64().unwrap_or(0);
     let server_rss_after = rss_kib(server.pid())?;
 
     // Restarted: the runtime killed (-9) and started again, then the first
@@ -124,12 +128,13 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     }
     let per_tenant = |before: u64, after: u64| format!("{:.0} MiB", after.saturating_sub(before) as f64 / 1024.0 / NEW_TENANTS as f64);
     report.line(format!("\n## Memory per tenant (resident, {NEW_TENANTS} new tenants loaded)\n"));
-    report.line("| server | edge (workerd) |".into());
-    report.line("|---:|---:|".into());
+    report.line("| server | edge (workerd) | of which the edge engine's WebAssembly memory |".into());
+    report.line("|---:|---:|---:|".into());
     report.line(format!(
-        "| {} | {} |",
+        "| {} | {} | {:.0} MiB |",
         per_tenant(server_rss_before, server_rss_after),
-        per_tenant(edge_rss_before, edge_rss_after)
+        per_tenant(edge_rss_before, edge_rss_after),
+        wasm_memory as f64 / 1048576.0
     ));
     drop(edge);
     server.stop();

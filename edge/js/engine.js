@@ -20,6 +20,9 @@
 
 const DATA = "/pglite/data";
 export const PAGE = 8192;
+/** The engine's WebAssembly memory at start (it grows on demand); the
+ * template builder lowers the module's declared minimum to it. */
+export const INITIAL_MEMORY = 16 * 1024 * 1024;
 
 // ---- the stored data directory --------------------------------------------
 
@@ -391,6 +394,7 @@ export async function boot(engine, store, settings) {
     fs: new StoredFS(),
     pgliteWasmModule: deps.pgliteWasm,
     initdbWasmModule: deps.initdbWasm,
+    initialMemory: INITIAL_MEMORY,
     fsBundle: new Blob([deps.pgliteData]),
     ...(settings.debug ? { debug: settings.debug } : {}),
     startParams: [...deps.PGlite.defaultStartParams, ...settings.gucs.flatMap(([k, v]) => ["-c", `${k}=${v}`])],

@@ -38,6 +38,77 @@ function CapturingModule(bytes) {
 CapturingModule.prototype = Module.prototype;
 for (const k of ["imports", "exports", "customSections"]) CapturingModule[k] = Module[k];
 
+// This PGlite build declares 128 MiB as the least memory it may be given,
+// though its static data and stack end at about 11 MiB and its heap grows
+// on demand: a Worker isolate has 128 MB. The declared minimum of its
+// memory import is lowered to the engine's initial memory (engine.js,
+// INITIAL_MEMORY) in a copy of the module, the same length in the binary
+// (both minimums take two LEB128 bytes); the static data's end is checked
+// to fit.
+function lowerMemoryMinimum(original) {
+  const bytes = new Uint8Array(original);
+  let p = 8;
+  const leb = () => {
+    let r = 0, s = 0, b;
+    do { b = bytes[p++]; r += (b & 0x7f) * 2 ** s; s += 7; } while (b & 0x80);
+    return r;
+  };
+  const name = () => { const n = leb(); const text = Buffer.from(bytes.subarray(p, p + n)).toString("utf8"); p += n; return text; };
+  let patched = false;
+  let heapBase = null;
+  let importedGlobals = 0;
+  const globals = [];
+  let heapBaseIndex = null;
+  while (p < bytes.length) {
+    const id = bytes[p++];
+    const size = leb();
+    const end = p + size;
+    if (id === 2) {
+      for (let n = leb(), i = 0; i < n; i++) {
+        const module = name();
+        const field = name();
+        const kind = bytes[p++];
+        if (kind === 0) leb();
+        else if (kind === 1) { p++; const flags = bytes[p++]; leb(); if (flags & 1) leb(); }
+        else if (kind === 2) {
+          const flags = bytes[p++];
+          const at = p;
+          const min = leb();
+          if (module === "env" && field === "memory") {
+            const pages = engine_INITIAL_MEMORY / 65536;
+            if (p - at !== 2 || min < pages || pages < 128 || pages >= 16384) throw new Error(`unexpected memory import: min ${min} pages`);
+            bytes[at] = 0x80 | (pages & 0x7f);
+            bytes[at + 1] = pages >> 7;
+            patched = true;
+          }
+          if (flags & 1) leb();
+        } else if (kind === 3) { p += 2; importedGlobals++; }
+        else if (kind === 4) { p++; leb(); }
+      }
+    } else if (id === 6) {
+      for (let n = leb(), i = 0; i < n; i++) {
+        p += 2;
+        const op = bytes[p++];
+        globals.push(op === 0x41 ? leb() : null); // i32.const (the values here are small and positive)
+        p++;
+      }
+    } else if (id === 7) {
+      for (let n = leb(), i = 0; i < n; i++) {
+        const field = name();
+        const kind = bytes[p++];
+        const index = leb();
+        if (kind === 3 && field === "__heap_base") heapBaseIndex = index;
+      }
+    }
+    p = end;
+  }
+  if (heapBaseIndex !== null) heapBase = globals[heapBaseIndex - importedGlobals];
+  if (!patched || !(heapBase > 0) || heapBase >= engine_INITIAL_MEMORY) {
+    throw new Error(`cannot lower PGlite's memory minimum (patched ${patched}, heap base ${heapBase})`);
+  }
+  return bytes;
+}
+
 // The same hash as the shim's (below).
 function fnv(u8) {
   let h = 0x811c9dc5;
@@ -49,13 +120,26 @@ function fnv(u8) {
 }
 
 // ---- 1. the template ----------------------------------------------------------
-const pg = await PGlite.create();
+// Every edge tenant holds its whole data directory in memory (MEMFS), so
+// the template is made small: WAL segments of 1 MB, not 16 (a segment is a
+// whole file in memory however little of it is written), and no template
+// databases (tenant SQL cannot create databases; they were 14 MB).
+const pg = await PGlite.create({
+  initDbStartParams: ["--wal-segsize=1"],
+  // Old segments removed at checkpoints, not kept for reuse (as the engine runs).
+  startParams: [...PGlite.defaultStartParams, "-c", "wal_recycle=off", "-c", "min_wal_size=2MB"],
+});
+for (const db of ["template1", "template0"]) {
+  await pg.exec(`ALTER DATABASE ${db} IS_TEMPLATE false`);
+  await pg.exec(`DROP DATABASE ${db}`);
+}
 await pg.exec(fs.readFileSync(captureSqlPath, "utf8"));
 // As the server does after installing capture (oltp-do capture.rs, CAPTURE_ON_SQL).
 await pg.exec("SELECT tidelake.reinstall_all(); SELECT tidelake.sync_schema()");
 const { rows: [roles] } = await pg.query(
   `SELECT (SELECT rolname FROM pg_roles WHERE oid = ${BOOTSTRAP_SUPERUSER}) AS owner,
           (SELECT oid::int FROM pg_roles WHERE rolname = 'tenant') AS tenant`);
+await pg.exec("CHECKPOINT");
 const FS = pg.mod.FS;
 await pg.close();
 const entries = [];
@@ -82,7 +166,10 @@ const template = zlib.gzipSync(Buffer.concat([len, header, ...chunks]), { level:
 fs.writeFileSync(path.join(outDir, "template.data"), template);
 
 // ---- 2 and 3: boot as the edge does, capturing what is compiled at run time ----
-const pgliteWasm = await WebAssembly.compile(fs.readFileSync(new URL(import.meta.resolve("@electric-sql/pglite/pglite.wasm"))));
+const { INITIAL_MEMORY: engine_INITIAL_MEMORY } = await import("./engine.js");
+const pgliteBytes = lowerMemoryMinimum(fs.readFileSync(new URL(import.meta.resolve("@electric-sql/pglite/pglite.wasm"))));
+fs.writeFileSync(path.join(outDir, "pglite.wasm"), pgliteBytes);
+const pgliteWasm = await WebAssembly.compile(pgliteBytes);
 const initdbWasm = await WebAssembly.compile(fs.readFileSync(new URL(import.meta.resolve("@electric-sql/pglite/initdb.wasm"))));
 const pgliteData = fs.readFileSync(new URL(import.meta.resolve("@electric-sql/pglite/pglite.data")));
 globalThis.__tidelakeEngine = { PGlite, MemoryFS, pgliteWasm, initdbWasm, pgliteData, template };

@@ -70,9 +70,9 @@ impl Default for Limits {
 /// memory): over it, the statement fails with 53400.
 pub const TEMP_FILE_LIMIT: &str = "64MB";
 
-/// The engine's shared buffers at the edge (the server's default is larger;
-/// an object's isolate has less memory).
-pub const SHARED_BUFFERS: &str = "16MB";
+/// The engine's shared buffers at the edge: the server's default, so that
+/// an object's engine stays small (a Worker isolate has 128 MB).
+pub const SHARED_BUFFERS: &str = "4MB";
 
 /// What `js/template.mjs` found and proved of the PGlite build.
 #[derive(Debug, Clone, Deserialize)]
