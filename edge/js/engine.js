@@ -250,6 +250,17 @@ export function engineState(key) {
  */
 export function engineExchange(key, message, maxBytes, maxRows) {
   const engine = running(key);
+  try {
+    return exchange(engine, message, maxBytes, maxRows);
+  } catch (err) {
+    // The engine failed under the statement (an abort): it is dropped, and
+    // the next request starts it again from the stored pages.
+    engines.delete(key);
+    throw err;
+  }
+}
+
+function exchange(engine, message, maxBytes, maxRows) {
   engine.over = null;
   if (!(maxBytes > 0) && !(maxRows > 0)) return engine.pg.execProtocolRawSync(message);
   const mod = engine.pg.mod;
@@ -399,9 +410,24 @@ export async function boot(engine, store, settings) {
     ...(settings.debug ? { debug: settings.debug } : {}),
     startParams: [...deps.PGlite.defaultStartParams, ...settings.gucs.flatMap(([k, v]) => ["-c", `${k}=${v}`])],
   });
+  if (settings.memoryCap) capMemory(pg.mod.wasmMemory, settings.memoryCap);
   Object.assign(engine, { pg, store, tracker, bootMs: Date.now() - started });
   // What PostgreSQL wrote while starting (its recovery) is stored at once.
   persist(engine);
+}
+
+/**
+ * The engine's memory may not grow past `cap` bytes: the growth PostgreSQL's
+ * allocator asks for (Emscripten's `emscripten_resize_heap`, through this
+ * memory's `grow`) is refused, so the allocation fails and the statement
+ * with it (SQLSTATE 53200), before the isolate runs out of memory.
+ */
+function capMemory(memory, cap) {
+  const grow = memory.grow.bind(memory);
+  memory.grow = (pages) => {
+    if (memory.buffer.byteLength + pages * 65536 > cap) throw new RangeError(`the engine's memory cap of ${cap} bytes`);
+    return grow(pages);
+  };
 }
 
 /** Lay the template and the stored entries over it into MEMFS. */

@@ -55,13 +55,20 @@ pub struct Position {
 pub struct Limits {
     pub max_result_bytes: u64,
     pub max_result_rows: u64,
+    /// The most WebAssembly memory the engine may grow to.
+    pub engine_memory: u64,
 }
+
+/// The engine's memory cap unless `ENGINE_MEMORY` says otherwise: room for
+/// the object's JavaScript side within a Worker isolate's 128 MB.
+pub const DEFAULT_ENGINE_MEMORY: u64 = 96 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_result_bytes: model::api::DEFAULT_MAX_RESULT_BYTES,
             max_result_rows: model::api::DEFAULT_MAX_RESULT_ROWS,
+            engine_memory: DEFAULT_ENGINE_MEMORY,
         }
     }
 }
@@ -140,7 +147,7 @@ pub async fn start(key: &str, storage: &JsValue, bucket: &JsValue, limits: Limit
     // Temporary files (sorts, hashes, materialized results that outgrow
     // work_mem) live in the object's memory here, not on a disk.
     settings.extra.insert("temp_file_limit".to_owned(), TEMP_FILE_LIMIT.to_owned());
-    let settings = json!({ "gucs": settings.gucs() }).to_string();
+    let settings = json!({ "gucs": settings.gucs(), "memoryCap": limits.engine_memory }).to_string();
     let first = engine_state(key) == "hibernated";
     let started = engine_start(key, storage, &settings, bucket).map_err(|e| js_error("start the engine", e))?;
     if let Err(err) = wasm_bindgen_futures::JsFuture::from(started).await {
@@ -234,7 +241,7 @@ impl Engine {
     /// over one fails with `result_too_large` (its statement cancelled, its
     /// rows dropped), as on the server.
     fn exchange_client(&self, message: &[u8], row_mode: RowMode) -> Result<Outcome, Ours> {
-        let Limits { max_result_bytes, max_result_rows } = self.limits;
+        let Limits { max_result_bytes, max_result_rows, .. } = self.limits;
         let answer = engine_exchange(&self.key, message, max_result_bytes as f64, max_result_rows as f64)
             .map_err(|e| js_error("the engine failed", e))?;
         let mut outcome = wire::collect(&answer, row_mode);

@@ -85,6 +85,7 @@ impl DurableObject for TenantObject {
                     "maxBodyBytes": crate::router::max_body_bytes(&self.env).ok(),
                     "maxResultBytes": self.limits().ok().map(|l| l.max_result_bytes),
                     "maxResultRows": self.limits().ok().map(|l| l.max_result_rows),
+                    "engineMemoryBytes": self.limits().ok().map(|l| l.engine_memory),
                     "sharedBuffers": engine::SHARED_BUFFERS,
                     "baseDomain": base_domain,
                 }))
@@ -258,11 +259,14 @@ impl TenantObject {
     }
 
     /// `MAX_RESULT_BYTES` (a size) and `MAX_RESULT_ROWS`, the server's
-    /// defaults unless set.
+    /// defaults unless set, and `ENGINE_MEMORY` (a size).
     fn limits(&self) -> std::result::Result<engine::Limits, String> {
         let mut limits = engine::Limits::default();
         if let Some(text) = crate::vars::setting(&self.env, "MAX_RESULT_BYTES") {
             limits.max_result_bytes = model::parse_bytes(&text).map_err(|e| format!("MAX_RESULT_BYTES: {e}"))?;
+        }
+        if let Some(text) = crate::vars::setting(&self.env, "ENGINE_MEMORY") {
+            limits.engine_memory = model::parse_bytes(&text).map_err(|e| format!("ENGINE_MEMORY: {e}"))?;
         }
         if let Some(text) = crate::vars::setting(&self.env, "MAX_RESULT_ROWS") {
             limits.max_result_rows = text
