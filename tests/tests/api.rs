@@ -173,8 +173,13 @@ async fn tenants_are_isolated_and_routed_by_path_header_and_subdomain() {
         &["--tenants-base-domain", "db.example.test"],
     )
     .await;
-    let c = server.client();
+    routed_by_path_header_and_subdomain(&server.client()).await;
+}
 
+/// The test above against any target (the server, the edge) whose base
+/// domain is `db.example.test`: tenants are isolated, and named by path,
+/// `X-Tenant-Id` or subdomain, blocked names refused however they arrive.
+pub(crate) async fn routed_by_path_header_and_subdomain(c: &Client) {
     c.exec("alpha", "CREATE TABLE notes (body text)").await;
     c.exec("alpha", "INSERT INTO notes VALUES ('alpha secret')").await;
 

@@ -228,6 +228,16 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     dev.kill();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_routes_tenants_as_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // A host other than loopback needs auth, or this explicit opt-out.
+    let vars = [("BASE_DOMAIN", "db.example.test".to_owned()), ("TIDELAKE_AUTH_INSECURE_NO_AUTH", "true".to_owned())];
+    let dev = EdgeDev::start_with(&dir.path().join("state"), &vars).await;
+    crate::api::routed_by_path_header_and_subdomain(&dev.client()).await;
+    dev.kill();
+}
+
 /// One request with an optional bearer token and headers: (status,
 /// WWW-Authenticate, body).
 async fn call(
