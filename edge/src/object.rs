@@ -185,6 +185,17 @@ impl DurableObject for TenantObject {
     /// A message on a socket the runtime holds for the object (it may have
     /// been evicted meanwhile: the socket's attachment has its state).
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let limit = crate::router::max_body_bytes(&self.env).unwrap_or(model::api::DEFAULT_MAX_BODY_BYTES);
+        let size = match &message {
+            WebSocketIncomingMessage::String(text) => text.len(),
+            WebSocketIncomingMessage::Binary(bytes) => bytes.len(),
+        };
+        if size > limit {
+            // As the server's WebSocket: a message over the body limit closes
+            // the connection with 1009 (message too big).
+            let _ = ws.close(Some(1009), Some("message too big"));
+            return Ok(());
+        }
         let socket::Asked::Work(message) = socket::read(&ws, message) else { return Ok(()) };
         tiers::touch(&self.state, &self.env, &self.access, &socket::tenant(&ws)).await?;
         let engine = match self.engine().await {

@@ -381,6 +381,23 @@ impl Ws {
         }
     }
 
+    /// The code of the close frame that ends the connection within
+    /// `timeout` (text messages before it are skipped); `None` if it does
+    /// not close so.
+    pub async fn close_code(&mut self, timeout: Duration) -> Option<u16> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
     /// The next message, whatever its type (panics after `timeout`).
     pub async fn expect_any(&mut self, timeout: Duration) -> Value {
         self.recv(timeout).await.unwrap_or_else(|| panic!("no message within {timeout:?}"))

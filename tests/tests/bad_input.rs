@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tidelake_tests::{Client, Server};
+use tidelake_tests::{Client, Server, Ws};
 
 async fn post_raw(c: &Client, path: &str, body: &str) -> (StatusCode, Value) {
     let resp = c
@@ -111,6 +111,12 @@ pub(crate) async fn malformed_requests_get_clear_errors(c: &Client, tenant: &str
     let (base, path, body) = (c.url(""), query.clone(), big.to_string());
     let status = tokio::task::spawn_blocking(move || chunked_post(&base, &path, &body)).await.unwrap();
     assert_eq!(status, 413, "a body without a length");
+
+    // A WebSocket message over the limit closes its connection with 1009
+    // (message too big).
+    let mut ws = Ws::connect(c.url("").trim_end_matches('/'), tenant).await;
+    ws.send(json!({"type": "query", "id": "big", "sql": format!("SELECT '{}'", "x".repeat(max_body + 1))})).await;
+    assert_eq!(ws.close_code(Duration::from_secs(30)).await, Some(1009));
 
     // Nothing committed was lost and the tenant still serves.
     let rows = c.rows(tenant, "SELECT sum(v) AS s FROM kept", json!([])).await;

@@ -33,6 +33,8 @@ use model::api::{MAX_SUBSCRIPTIONS, SUBSCRIPTION_PAGE as PAGE, protocol_error};
 const OUTGOING_QUEUE: usize = 256;
 /// Close code for a client that does not keep up (RFC 6455 "policy violation").
 const CLOSE_TOO_SLOW: u16 = 1008;
+/// Close code for a message over the body limit (RFC 6455: message too big).
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// `read` on the tenant subscribes and queries; its queries run
 /// read-only unless the caller may write there.
@@ -49,9 +51,23 @@ pub async fn ws(
 async fn session(tenants: Arc<Tenants>, tenant: TenantId, may_write: bool, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Value>(OUTGOING_QUEUE);
+    // The reader's last word: a close frame the writer sends before ending.
+    let (closing, mut close) = mpsc::channel::<CloseFrame>(1);
     let send_timeout = tenants.config().ws_send_timeout;
     let mut writer = tokio::spawn(async move {
-        while let Some(msg) = outgoing.recv().await {
+        loop {
+            let msg = tokio::select! {
+                msg = outgoing.recv() => match msg {
+                    Some(msg) => msg,
+                    None => return,
+                },
+                frame = close.recv() => {
+                    if let Some(frame) = frame {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+                    }
+                    return;
+                }
+            };
             let text = Message::Text(msg.to_string().into());
             match tokio::time::timeout(send_timeout, sink.send(text)).await {
                 Ok(Ok(())) => {}
@@ -86,6 +102,14 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, may_write: bool, socke
             Some(Ok(Message::Binary(_))) => {
                 let _ = out.try_send(protocol_error(Value::Null, "messages must be JSON text"));
                 continue;
+            }
+            Some(Err(err)) if err.to_string().contains("Message too long") => {
+                // As the edge does: say why, then close.
+                let frame = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
+                if closing.send(frame).await.is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+                }
+                break;
             }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
             Some(Ok(_)) => continue, // ping/pong are answered by the library
