@@ -229,12 +229,35 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_routes_tenants_as_the_server_does() {
+async fn edge_routes_tenants_as_the_server_does_and_serves_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     // A host other than loopback needs auth, or this explicit opt-out.
     let vars = [("BASE_DOMAIN", "db.example.test".to_owned()), ("TIDELAKE_AUTH_INSECURE_NO_AUTH", "true".to_owned())];
     let dev = EdgeDev::start_with(&dir.path().join("state"), &vars).await;
     crate::api::routed_by_path_header_and_subdomain(&dev.client()).await;
+
+    // A page in a real browser (Debian's Chromium): fetch for queries, a
+    // WebSocket for a subscription and a query, as an application would.
+    let base = dev.base.clone();
+    let seen = tokio::task::spawn_blocking(move || tidelake_tests::run_python("edge_browser.py", &[&base, "web"])).await.unwrap();
+    assert!(seen.get("failed").is_none(), "{seen}");
+    assert_eq!((&seen["create"]["status"], &seen["insert"]["status"], &seen["update"]["status"]), (&json!(200), &json!(200), &json!(200)), "{seen}");
+    assert_eq!(seen["insert"]["body"]["rowCount"], 2, "{seen}");
+    assert_eq!(seen["result"]["result"]["rows"], json!([{"id": 1, "body": "from the browser"}, {"id": 2, "body": "edited"}]), "{seen}");
+    assert_eq!((&seen["error"]["error"]["code"], &seen["subscribed"]["since"]), (&json!("42P01"), &json!(0)), "{seen}");
+    let changes: Vec<(&str, &Value, &Value)> = seen["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["op"].as_str().unwrap(), &c["new"]["id"], &c["new"]["body"]))
+        .collect();
+    assert_eq!(
+        changes,
+        [("insert", &json!(1), &json!("from the browser")), ("insert", &json!(2), &json!("é ✓")), ("update", &json!(2), &json!("edited"))],
+        "{seen}"
+    );
+    let lsns: Vec<u64> = seen["changes"].as_array().unwrap().iter().map(|c| c["lsn"].as_u64().unwrap()).collect();
+    assert_eq!(lsns, [1, 2, 3]);
     dev.kill();
 }
 
