@@ -216,10 +216,6 @@ impl ChangeSource for EdgeSource {
     }
 
     async fn read(&self, tenant: &str, since: u64, limit: u64) -> Result<ChangePage, SourceError> {
-        // The schema first: a schema change after it shows next time.
-        let versions = self.schema_versions(tenant).await?;
-        let schema_epoch = versions.iter().map(|v| v.version).max().unwrap_or(0).max(0) as u64;
-
         let limit = limit.clamp(1, model::api::MAX_CHANGES_LIMIT);
         let request = self
             .request(reqwest::Method::GET, &format!("/t/{tenant}/changes"))
@@ -241,7 +237,13 @@ impl ChangeSource for EdgeSource {
         }
         let page: model::api::ChangePage = serde_json::from_value(body)
             .map_err(|e| SourceError::failed(format!("the edge's changes of {tenant}: {e}")))?;
-        Ok(ChangePage { changes: page.changes, head_lsn: page.head_lsn, schema_epoch })
+        // The page says where the schema stood when it was read; an edge
+        // that does not say is asked (one more request).
+        let schema_version = match page.schema_version {
+            Some(version) => version,
+            None => self.schema_versions(tenant).await?.iter().map(|v| v.version).max().unwrap_or(0),
+        };
+        Ok(ChangePage { changes: page.changes, head_lsn: page.head_lsn, schema_epoch: schema_version.max(0) as u64 })
     }
 
     async fn schema_versions(&self, tenant: &str) -> Result<Vec<SchemaVersion>, SourceError> {

@@ -539,7 +539,15 @@ impl Engine {
                 return Err(Failure::Gone(message));
             }
             let next_lsn = changes.last().map_or(since, |c| c.lsn);
-            Ok(ChangePage { changes, next_lsn, head_lsn: stats.head_lsn.max(next_lsn), tail_lsn: stats.tail_lsn })
+            // Read in the same request as the changes: nothing commits between.
+            let version = db.owner_rows(POSITION_SQL, &[])?.into_iter().next().and_then(|row| row["version"].as_i64());
+            Ok(ChangePage {
+                changes,
+                next_lsn,
+                head_lsn: stats.head_lsn.max(next_lsn),
+                tail_lsn: stats.tail_lsn,
+                schema_version: Some(version.unwrap_or(0)),
+            })
         })
     }
 

@@ -168,6 +168,11 @@ pub struct ChangePage {
     pub head_lsn: u64,
     /// Oldest LSN still in the log (0: empty).
     pub tail_lsn: u64,
+    /// The newest schema version the log had recorded when the page was
+    /// read (the edge's pages carry it, so the lake needs no second request
+    /// to know whether the schema moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
 }
 
 /// `GET changes`: the page size when none is asked for, and the bounds.

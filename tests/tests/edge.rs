@@ -165,6 +165,8 @@ async fn edge_tenants_answer_as_the_server_does_and_keep_every_acknowledged_comm
     // Every committed change, in order; nothing of what was rolled back.
     let (status, log) = dev.get("/t/acme/changes?since=0").await;
     assert_eq!(status, 200, "{log}");
+    // The page says where the schema stood (the lake needs no second request).
+    assert_eq!(log["schemaVersion"], after["versions"].as_array().unwrap().last().unwrap()["version"], "{log}");
     let ops: Vec<(String, i64)> = log["changes"]
         .as_array()
         .unwrap()

@@ -113,6 +113,7 @@ impl TenantDb {
             next_lsn,
             head_lsn: stats.head_lsn.max(next_lsn),
             tail_lsn: stats.tail_lsn,
+            schema_version: None,
         })
     }
 

@@ -80,7 +80,7 @@ impl Tenants {
         {
             let next_lsn = changes.last().map_or(since, |c| c.lsn);
             let tail_lsn = feed.stats().tail_lsn;
-            return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn });
+            return Ok(ChangePage { changes, next_lsn, head_lsn: head, tail_lsn, schema_version: None });
         }
         let page = self.run_as(tenant, from, || work::Changes { since, limit }).await?;
         if let Some(message) = model::log::trimmed_after(since, page.tail_lsn) {
