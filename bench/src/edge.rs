@@ -44,6 +44,17 @@ async fn timed(c: &Client, tenant: &str, sql: &str, params: Value) -> Result<Dur
     Ok(started.elapsed())
 }
 
+/// The benchmark's tenant: a table of 10 000 accounts.
+async fn accounts(c: &Client) -> Result<()> {
+    for sql in [
+        "CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL)",
+        "INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g",
+    ] {
+        query(c, TENANT, sql, json!([])).await?;
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -61,12 +72,7 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     let mut edge = EdgeDev::start(&state).await;
     let (server_c, edge_c) = (server.client(), edge.client());
     for c in [&server_c, &edge_c] {
-        for sql in [
-            "CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL)",
-            "INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g",
-        ] {
-            query(c, TENANT, sql, json!([])).await?;
-        }
+        accounts(c).await?;
     }
 
     report.line(format!("## Warm queries, {iterations} sequential requests each, interleaved request by request (ms)\n"));
@@ -167,12 +173,7 @@ async fn wakes(report: &mut Report, work: &std::path::Path) -> Result<()> {
     .await;
     let (edge_c, server_c) = (edge.client(), server.client());
     for c in [&server_c, &edge_c] {
-        for sql in [
-            "CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL)",
-            "INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g",
-        ] {
-            query(c, TENANT, sql, json!([])).await?;
-        }
+        accounts(c).await?;
     }
     let (mut from_cache, mut from_r2, mut server_cold) = (Vec::new(), Vec::new(), Vec::new());
     // Of each wake, the archive read, checked and laid back (the rest is
