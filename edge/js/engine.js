@@ -359,11 +359,11 @@ export function engineWriteI32(key, address, value) {
   new Int32Array(running(key).pg.mod.HEAPU8.buffer)[address >>> 2] = value;
 }
 
-/** The engine's WebAssembly memory and what the object stores, in bytes;
- * where its data came from when it woke (`cache`, `r2`) and how long that took. */
+/** The engine's WebAssembly memory in bytes; where its data came from when
+ * it woke (`cache`, `r2`) and how long that took. */
 export function engineSizes(key) {
   const engine = running(key);
-  const sizes = { memoryBytes: engine.pg.mod.HEAPU8.length, storedBytes: engine.store.bytes() };
+  const sizes = { memoryBytes: engine.pg.mod.HEAPU8.length };
   if (engine.promoted) Object.assign(sizes, engine.promoted);
   return JSON.stringify(sizes);
 }
@@ -540,16 +540,16 @@ function tierError(code, message) {
 /**
  * What the object stores, without waking anything (JSON): whether the
  * tenant exists (it has pages, or an archive holds them), the bytes of its
- * pages, and the pointer of the archive its data is in while warm or cold.
+ * pages if `measure` (a scan: only `health` asks), and the pointer of the
+ * archive its data is in while warm or cold.
  */
-export function engineStored(storage) {
+export function engineStored(storage, measure) {
   const sql = storage.sql;
-  ensureSchema(sql);
+  const store = sqlStore(sql);
   const row = sql.exec("SELECT pointer FROM pg_archives WHERE current = 1").toArray()[0];
-  const storedBytes = sql.exec("SELECT coalesce(sum(length(data)), 0) AS b FROM pg_pages").one().b;
-  const entries = sql.exec("SELECT count(*) AS n FROM pg_entries").one().n;
   const archive = row ? JSON.parse(row.pointer) : null;
-  return JSON.stringify({ exists: entries > 0 || archive !== null, storedBytes, archive });
+  const hasPages = sql.exec("SELECT EXISTS (SELECT 1 FROM pg_entries) AS e").one().e === 1;
+  return JSON.stringify({ exists: hasPages || archive !== null, storedBytes: measure ? store.bytes() : null, archive });
 }
 
 /** Whether this location's cache holds the archive (the tenant is warm). */

@@ -125,13 +125,16 @@ impl From<Ours> for Failure {
     }
 }
 
-fn js_error(what: &str, err: JsValue) -> Ours {
-    let message = err
-        .dyn_ref::<js_sys::Error>()
+/// What a JavaScript exception says.
+pub fn js_message(err: JsValue) -> String {
+    err.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| err.as_string())
-        .unwrap_or_else(|| format!("{err:?}"));
-    Ours(format!("{what}: {message}"))
+        .unwrap_or_else(|| format!("{err:?}"))
+}
+
+fn js_error(what: &str, err: JsValue) -> Ours {
+    Ours(format!("{what}: {}", js_message(err)))
 }
 
 /// `loaded`, `loading` or `hibernated`, without waking anything.
@@ -226,7 +229,7 @@ impl Engine {
         engine_persist(&self.key).map_err(|e| js_error("store the tenant's pages", e))
     }
 
-    /// The engine's memory and the bytes the object stores.
+    /// The engine's memory, and where it woke from.
     pub fn sizes(&self) -> Value {
         engine_sizes(&self.key).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
     }

@@ -47,7 +47,7 @@ impl DurableObject for TenantObject {
         match (req.method(), route.as_str()) {
             (Method::Get, "ping") => {
                 // Answers at once; never creates a tenant.
-                let stored = match tiers::stored(&self.state) {
+                let stored = match tiers::stored(&self.state, false) {
                     Ok(stored) => stored,
                     Err(err) => return http::failure(&Failure::Ours(engine::Ours(format!("what the object stores: {err}")))),
                 };
@@ -77,15 +77,16 @@ impl DurableObject for TenantObject {
             },
             (Method::Get, "config") => {
                 let base_domain = crate::vars::setting(&self.env, "BASE_DOMAIN");
+                let limits = self.limits().ok();
                 http::json(&json!({
                     "tenant": tenant,
                     "engine": "pglite",
                     "postgresVersion": "17.5",
                     "platform": "edge",
                     "maxBodyBytes": crate::router::max_body_bytes(&self.env).ok(),
-                    "maxResultBytes": self.limits().ok().map(|l| l.max_result_bytes),
-                    "maxResultRows": self.limits().ok().map(|l| l.max_result_rows),
-                    "engineMemoryBytes": self.limits().ok().map(|l| l.engine_memory),
+                    "maxResultBytes": limits.map(|l| l.max_result_bytes),
+                    "maxResultRows": limits.map(|l| l.max_result_rows),
+                    "engineMemoryBytes": limits.map(|l| l.engine_memory),
                     "sharedBuffers": engine::SHARED_BUFFERS,
                     "baseDomain": base_domain,
                 }))
@@ -232,7 +233,7 @@ impl TenantObject {
 
     /// The tenant has data (reads of one that does not create nothing).
     fn exists(&self) -> Result<bool> {
-        Ok(engine::state(&self.key()) != "hibernated" || tiers::stored(&self.state)?.exists)
+        Ok(engine::state(&self.key()) != "hibernated" || tiers::stored(&self.state, false)?.exists)
     }
 
     /// The tenant as the server's `health` shows one, without waking it:
@@ -240,12 +241,12 @@ impl TenantObject {
     /// was last used, and its change log if its engine runs.
     async fn health(&self, tenant: &str) -> Result<serde_json::Value> {
         let key = self.key();
-        let stored = tiers::stored(&self.state)?;
+        let stored = tiers::stored(&self.state, true)?;
         let mut status = json!({
             "tenant": tenant,
             "engine": engine::state(&key),
             "exists": stored.exists,
-            "diskBytes": stored.stored_bytes,
+            "diskBytes": stored.stored_bytes.unwrap_or(0),
             "changeLog": null,
         });
         let tier = tiers::status(&self.state, &self.env, &self.access, &stored).await?;
@@ -255,7 +256,6 @@ impl TenantObject {
             && let Ok(engine) = self.engine().await
         {
             fields.extend(engine.sizes().as_object().cloned().unwrap_or_default());
-            fields.remove("storedBytes");
             match engine.log_stats() {
                 Ok(stats) => status["changeLog"] = json!(stats),
                 Err(failure) => console_error!("the change log's extent: {failure:?}"),

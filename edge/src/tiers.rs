@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 use worker::*;
 
+use crate::engine::js_message;
 use crate::vars::setting;
 
 /// The R2 bucket binding archives go to.
@@ -35,7 +36,7 @@ const MAX_ACCESS_STALENESS_MS: f64 = 60_000.0;
 #[wasm_bindgen(module = "/js/engine.js")]
 extern "C" {
     #[wasm_bindgen(js_name = engineStored, catch)]
-    fn engine_stored(storage: &JsValue) -> std::result::Result<String, JsValue>;
+    fn engine_stored(storage: &JsValue, measure: bool) -> std::result::Result<String, JsValue>;
     #[wasm_bindgen(js_name = engineCached)]
     async fn engine_cached(archive_key: &str) -> JsValue;
     #[wasm_bindgen(js_name = engineDemote, catch)]
@@ -85,13 +86,15 @@ pub fn bucket(env: &Env) -> JsValue {
 pub struct Stored {
     /// The tenant has pages, or an archive holds them.
     pub exists: bool,
-    pub stored_bytes: u64,
+    /// The bytes of its pages, when measured.
+    pub stored_bytes: Option<u64>,
     /// The pointer of the archive its data is in while warm or cold.
     pub archive: Option<Value>,
 }
 
-pub fn stored(state: &State) -> Result<Stored> {
-    let text = engine_stored(&storage(state)).map_err(|e| Error::RustError(js_message(e)))?;
+/// `measure`: also sum the bytes of its pages (a scan of them).
+pub fn stored(state: &State, measure: bool) -> Result<Stored> {
+    let text = engine_stored(&storage(state), measure).map_err(|e| Error::RustError(js_message(e)))?;
     serde_json::from_str(&text).map_err(|e| Error::RustError(format!("what the object stores: {e}")))
 }
 
@@ -100,13 +103,6 @@ pub fn storage(state: &State) -> JsValue {
     let storage = state.storage();
     let raw: &JsValue = storage.as_raw().as_ref();
     raw.clone()
-}
-
-fn js_message(err: JsValue) -> String {
-    err.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| err.as_string())
-        .unwrap_or_else(|| format!("{err:?}"))
 }
 
 // ---- idle time --------------------------------------------------------------
@@ -177,7 +173,7 @@ pub async fn tick(state: &State, env: &Env, access: &Access, key: &str) -> Resul
         }
     };
     let Some(after) = policy.cold_after else { return Ok(()) };
-    if stored(state)?.archive.is_some() {
+    if stored(state, false)?.archive.is_some() {
         return Ok(());
     }
     let storage = storage(state);

@@ -383,8 +383,9 @@ impl TenantDb {
             // One that ran to its end anyway (a write's RETURNING rows are
             // sent once it has run) committed: the error says so.
             let completed = outcome.error.is_none() && outcome.status == TxStatus::Idle;
+            let answer_refused = matches!(why, Stopped::TooLarge(_) | Stopped::TooManyRows(_));
             let err = limit_error(why);
-            outcome.error = Some(if completed && err.code == "result_too_large" { err.after_completion() } else { err });
+            outcome.error = Some(if completed && answer_refused { err.after_completion() } else { err });
             for result in &mut outcome.results {
                 result.rows = Vec::new();
             }
