@@ -177,6 +177,17 @@ impl EdgeSource {
         }
     }
 
+    /// The tenant's newest LSN as the edge answers now (reading its
+    /// changes after `since`, which the lake holds).
+    pub async fn head(&self, tenant: &str, since: u64) -> Result<u64, SourceError> {
+        Ok(self.read(tenant, since, 1).await?.head_lsn)
+    }
+
+    /// Make the tenant due: the shipper takes it at its next turn.
+    pub fn mark(&self, tenant: &str) {
+        lock(&self.committed).insert(tenant.to_owned());
+    }
+
     /// The edge's part of the server's `health`.
     fn status<S: ChangeSource>(&self, shipper: &Shipper<S>) -> Value {
         let known = lock(&self.known).clone();

@@ -3,6 +3,7 @@
 //! `/metrics`.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use catalog::Warehouse;
 use lake::maintain::Maintainer;
@@ -10,7 +11,9 @@ use lake::{ChangePage, ChangeSource, Shipper, SourceError};
 use oltp_do::tenants::restore::BoxFuture;
 use oltp_do::tenants::{History, Reporter};
 use oltp_do::{Error, TenantId, Tenants};
-use model::{Change, SchemaVersion};
+use model::{Change, EDGE_ORIGIN, SchemaVersion, TableAt};
+
+use crate::edge_source::EdgeSource;
 use serde_json::{Map, Value};
 
 /// The consumer name the lake acknowledges changes under.
@@ -105,15 +108,35 @@ impl Reporter for LakeReporter {
 }
 
 /// The lake as the tenants' history beyond their change logs, for restores
-/// and bookmarks.
+/// and bookmarks: of this server's tenants, and of the edge's.
 pub struct LakeHistory {
     pub warehouse: Arc<Warehouse>,
     /// The running shipper knows what it shipped before the catalog says so.
     pub shipper: Option<Arc<Shipper<TenantsSource>>>,
+    /// The edge whose tenants ship into the lake too, and their shipper.
+    pub edge: Option<(Arc<EdgeSource>, Arc<Shipper<EdgeSource>>)>,
 }
 
+/// How long a restore of an edge tenant waits for the lake to take what
+/// the edge has committed.
+const EDGE_WAIT: Duration = Duration::from_secs(60);
+
 fn lake_error(err: lake::LakeError) -> Error {
-    Error::Engine(format!("lake: {err}"))
+    match err {
+        lake::LakeError::NeedsOldRow(message) => Error::bad_request("replay_needs_old_row", message),
+        err => Error::Engine(format!("lake: {err}")),
+    }
+}
+
+impl LakeHistory {
+    /// What the running shipper of `origin` has shipped of the tenant.
+    fn shipped(&self, tenant: &str, origin: &str) -> u64 {
+        let lag = match origin {
+            EDGE_ORIGIN => self.edge.as_ref().and_then(|(_, shipper)| shipper.lag(tenant)),
+            _ => self.shipper.as_ref().and_then(|s| s.lag(tenant)),
+        };
+        lag.map_or(0, |l| l.shipped_lsn)
+    }
 }
 
 impl History for LakeHistory {
@@ -121,19 +144,68 @@ impl History for LakeHistory {
         Box::pin(async move { lake::history::changes(&self.warehouse, tenant.as_str(), after, upto).await.map_err(lake_error) })
     }
 
-    fn lsn_at<'a>(&'a self, tenant: &'a TenantId, at_us: i64) -> BoxFuture<'a, oltp_do::Result<Option<u64>>> {
-        Box::pin(async move { lake::history::lsn_at(&self.warehouse, tenant.as_str(), at_us).await.map_err(lake_error) })
+    fn lsn_at<'a>(&'a self, tenant: &'a TenantId, origin: &'a str, at_us: i64) -> BoxFuture<'a, oltp_do::Result<Option<u64>>> {
+        Box::pin(async move {
+            lake::history::lsn_at(&self.warehouse, tenant.as_str(), origin, at_us).await.map_err(lake_error)
+        })
     }
 
-    fn held_through<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, oltp_do::Result<u64>> {
+    fn held_through<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, oltp_do::Result<u64>> {
         Box::pin(async move {
-            let shipped = self.shipper.as_ref().and_then(|s| s.lag(tenant.as_str())).map_or(0, |l| l.shipped_lsn);
-            let recorded = lake::history::shipped_lsn(&self.warehouse, tenant.as_str()).await.map_err(lake_error)?;
-            Ok(shipped.max(recorded))
+            let recorded = lake::history::shipped_lsn(&self.warehouse, tenant.as_str(), origin).await.map_err(lake_error)?;
+            Ok(self.shipped(tenant.as_str(), origin).max(recorded))
         })
     }
 
     fn grows(&self) -> bool {
         self.shipper.is_some()
+    }
+
+    fn origin<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, oltp_do::Result<Option<String>>> {
+        Box::pin(async move { lake::history::origin(&self.warehouse, tenant.as_str()).await.map_err(lake_error) })
+    }
+
+    /// For an edge tenant, with the edge configured: its head as the edge
+    /// answers now, then the lake's shipper brings the lake up to it. An
+    /// edge that does not answer leaves the lake as it is (logged).
+    fn catch_up<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, oltp_do::Result<u64>> {
+        Box::pin(async move {
+            let held = self.held_through(tenant, origin).await?;
+            let Some((edge, _)) = self.edge.as_ref().filter(|_| origin == EDGE_ORIGIN) else { return Ok(held) };
+            let head = match edge.head(tenant.as_str(), held).await {
+                Ok(head) => head,
+                Err(err) => {
+                    tracing::warn!(tenant = %tenant, error = %err, "could not ask the edge for a tenant's head; reading the lake as it stands");
+                    return Ok(held);
+                }
+            };
+            let deadline = tokio::time::Instant::now() + EDGE_WAIT;
+            loop {
+                let held = self.held_through(tenant, origin).await?;
+                if held >= head {
+                    return Ok(held);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Error::Unavailable(format!(
+                        "the lake holds edge tenant {tenant}'s changes up to LSN {held}, not yet its head {head}; try again once it has caught up"
+                    )));
+                }
+                edge.mark(tenant.as_str());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    fn tables_at<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        origin: &'a str,
+        lsn: u64,
+        at_us: Option<i64>,
+    ) -> BoxFuture<'a, oltp_do::Result<Vec<TableAt>>> {
+        Box::pin(async move {
+            let at = lake::history::AsOf { lsn, at_us };
+            lake::history::state_at(&self.warehouse, tenant.as_str(), origin, at).await.map_err(lake_error)
+        })
     }
 }

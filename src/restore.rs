@@ -68,14 +68,26 @@ pub async fn restore(server: &crate::Server, tenant: &str, to: &str, into: Optio
         None => format!("restored {tenant}"),
     };
     let plural = |n: &Value| if n.as_u64() == Some(1) { "" } else { "s" };
-    println!(
-        "{what} at {} from the base backup at LSN {} ({} change{} replayed, {} logged for the lake) in {seconds:.1} s",
-        report["target"]["bookmark"].as_str().unwrap_or("?"),
-        base["lsn"],
-        report["replayed"],
-        plural(&report["replayed"]),
-        report["logged"],
-    );
+    let bookmark = report["target"]["bookmark"].as_str().unwrap_or("?");
+    match report["origin"].as_str() {
+        // A tenant of the edge, from the lake alone.
+        Some(origin) => println!(
+            "{what} at {bookmark} from the lake's history of the {origin}'s tenant ({} row{} loaded, {} logged for the lake) in {seconds:.1} s",
+            report["replayed"],
+            plural(&report["replayed"]),
+            report["logged"],
+        ),
+        None => println!(
+            "{what} at {bookmark} from the base backup at LSN {} ({} change{} replayed, {} logged for the lake) in {seconds:.1} s",
+            base["lsn"],
+            report["replayed"],
+            plural(&report["replayed"]),
+            report["logged"],
+        ),
+    }
+    for column in report["asText"].as_array().into_iter().flatten() {
+        println!("as text (the type is not in a new database): {}", column.as_str().unwrap_or("?"));
+    }
     if let Some(undo) = report["undo"].as_str() {
         println!("undo with: tidelake restore --tenant {tenant} --to {undo}");
     }

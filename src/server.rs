@@ -144,7 +144,11 @@ impl TenantsPart {
                 collectors.push(Box::new(lake::metrics::MaintainerMetrics(maintainer.clone())));
             }
             Services {
-                history: Some(Arc::new(lake_source::LakeHistory { warehouse: warehouse.clone(), shipper: shipper.clone() })),
+                history: Some(Arc::new(lake_source::LakeHistory {
+                    warehouse: warehouse.clone(),
+                    shipper: shipper.clone(),
+                    edge: edge.clone(),
+                })),
                 reporters: reporters.collect(),
                 collectors,
             }

@@ -46,11 +46,15 @@ async fn timed(c: &Client, tenant: &str, sql: &str, params: Value) -> Result<Dur
 
 /// The benchmark's tenant: a table of 10 000 accounts.
 async fn accounts(c: &Client) -> Result<()> {
+    accounts_in(c, TENANT).await
+}
+
+async fn accounts_in(c: &Client, tenant: &str) -> Result<()> {
     for sql in [
         "CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL)",
         "INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g",
     ] {
-        query(c, TENANT, sql, json!([])).await?;
+        query(c, tenant, sql, json!([])).await?;
     }
     Ok(())
 }
@@ -145,7 +149,48 @@ pub async fn run(out: Option<PathBuf>, iterations: usize) -> Result<()> {
     drop(edge);
     server.stop();
     wakes(&mut report, work.path()).await?;
+    restores(&mut report, work.path()).await?;
     report.save(out.as_deref())
+}
+
+/// A branch at the head of a tenant with 10 000 rows (and 1 000 updates):
+/// the edge tenant's from the lake alone, beside the server tenant's from
+/// its base backup and change log, by the same server.
+async fn restores(report: &mut Report, work: &std::path::Path) -> Result<()> {
+    let edge = EdgeDev::start(&work.join("edge-restore")).await;
+    let args = ["--edge-url", edge.base.as_str(), "--edge-poll-interval", "200ms", "--lake-flush-interval", "100ms"];
+    let server = Server::start(&work.join("server-restore"), &args).await;
+    let (edge_c, server_c) = (edge.client(), server.client());
+    // The same workload on both (10 000 inserts, then 1 000 updates: LSN
+    // 11 000 is the head); the server's tenant under another name, as one
+    // name is one tenant's in the lake.
+    let local = "local";
+    for (c, tenant) in [(&server_c, local), (&edge_c, TENANT)] {
+        accounts_in(c, tenant).await?;
+        query(c, tenant, "UPDATE accounts SET name = name || ' (renamed)' WHERE id % 10 = 0", json!([])).await?;
+    }
+    let (mut from_lake, mut from_backup) = (Vec::new(), Vec::new());
+    for i in 0..RESTARTS {
+        for (times, tenant) in [(&mut from_lake, TENANT), (&mut from_backup, local)] {
+            let started = Instant::now();
+            let body = json!({ "to": "lsn:11000", "into": format!("{tenant}-branch-{i}") });
+            let (status, body) = server_c.post(&format!("/t/{tenant}/restore"), &body).await;
+            ensure!(status.is_success(), "restore of {tenant}: {status} {body}");
+            times.push(started.elapsed());
+            let (status, rows) = server_c.query(&format!("{tenant}-branch-{i}"), "SELECT count(*) AS n FROM accounts", json!([])).await;
+            ensure!(status.is_success() && rows["rows"][0]["n"] == 10_000, "{tenant}'s branch: {rows}");
+        }
+    }
+    let (lake, backup) = (median(from_lake), median(from_backup));
+    report.line(format!("\n## A branch of a tenant with 10 000 rows at its head (median of {RESTARTS})\n"));
+    report.line("| server tenant (base backup + change log) | edge tenant (the lake alone) | edge / server |".into());
+    report.line("|---:|---:|---:|".into());
+    report.line(format!("| {} | {} | {} |", ms(backup), ms(lake), ratio(lake, backup)));
+    report.line(
+        "\nThe edge tenant's includes asking the edge for its head and the lake catching up to it (it had, before the first)."
+            .into(),
+    );
+    Ok(())
 }
 
 /// A tenant's tier as its `health` says.

@@ -15,6 +15,10 @@ pub enum LakeError {
     /// and an edge tenant of the same name).
     #[error("{0}")]
     Origin(String),
+    /// Rows the lake cannot tell at an instant: an update of a table
+    /// without a primary key (the lake keeps no old rows).
+    #[error("{0}")]
+    NeedsOldRow(String),
     /// A shipping task panicked (a bug: the tenant is retried like any failure).
     #[error("shipping panicked: {0}")]
     Panicked(String),

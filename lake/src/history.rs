@@ -20,21 +20,23 @@ use iceberg::expr::Reference;
 use iceberg::spec::Datum;
 use iceberg::Catalog;
 use iceberg::table::Table;
-use model::{Change, Op, Row, format_instant};
+use model::{Change, Op, Row, SchemaVersion, format_instant};
 use serde_json::{Value, json};
 
 use crate::error::{LakeError, Result};
 use crate::names::{self, SourceTable};
 use crate::spec::{COMMIT_TS, LSN, OP, PROP_ORIGIN, SERVER_ORIGIN, XID};
 use crate::shipper::PROP_SHIPPED_LSN;
-use crate::table::{columns_history, recorded_source};
+use crate::table::{columns_history, recorded_source, relations};
 
-/// The changelog tables of a tenant (none if the lake has no namespace for
-/// it). Every table of the namespace: one an older release shipped under an
-/// unsafe name, and left there, holds the first part of its source's history.
-async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
+/// The changelog tables of a tenant of `origin` (none if the lake has no
+/// namespace for it); with `empty`, also those no change was shipped into
+/// yet (a table created without rows). Every table of the namespace: one
+/// an older release shipped under an unsafe name, and left there, holds the
+/// first part of its source's history.
+async fn tables(warehouse: &Warehouse, tenant: &str, origin: &str, empty: bool) -> Result<Vec<Table>> {
     let catalog = warehouse.catalog();
-    let Some(namespace) = server_namespace(warehouse, tenant).await? else {
+    let Some(namespace) = namespace_of(warehouse, tenant, origin).await? else {
         return Ok(Vec::new());
     };
     let mut tables = Vec::new();
@@ -43,36 +45,45 @@ async fn tables(warehouse: &Warehouse, tenant: &str) -> Result<Vec<Table>> {
             continue;
         }
         let table = catalog.load_table(&ident).await?;
-        if table.metadata().current_snapshot().is_some() {
+        if empty || table.metadata().current_snapshot().is_some() {
             tables.push(table);
         }
     }
     Ok(tables)
 }
 
-/// Every change up to this LSN is in the tenant's tables (0: none, or no namespace).
-pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str) -> Result<u64> {
-    let Some(namespace) = server_namespace(warehouse, tenant).await? else {
+/// Every change of the tenant of `origin` up to this LSN is in its tables
+/// (0: none, or no namespace).
+pub async fn shipped_lsn(warehouse: &Warehouse, tenant: &str, origin: &str) -> Result<u64> {
+    let Some(namespace) = namespace_of(warehouse, tenant, origin).await? else {
         return Ok(0);
     };
     let ns = warehouse.catalog().get_namespace(&namespace).await?;
     Ok(ns.properties().get(PROP_SHIPPED_LSN).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-/// The namespace of a tenant of the server (None if the lake has none):
-/// a namespace another origin ships into (an edge tenant of the same name)
-/// is not this tenant's history, and a restore must not read it.
-async fn server_namespace(warehouse: &Warehouse, tenant: &str) -> Result<Option<iceberg::NamespaceIdent>> {
+/// Where the lake's history of `tenant` comes from ([`SERVER_ORIGIN`] or
+/// [`crate::spec::EDGE_ORIGIN`]); None if the lake holds none.
+pub async fn origin(warehouse: &Warehouse, tenant: &str) -> Result<Option<String>> {
     let catalog = warehouse.catalog();
     let namespace = names::namespace(tenant)?;
     if !catalog.namespace_exists(&namespace).await? {
         return Ok(None);
     }
     let ns = catalog.get_namespace(&namespace).await?;
-    match ns.properties().get(PROP_ORIGIN).map_or(SERVER_ORIGIN, String::as_str) {
-        SERVER_ORIGIN => Ok(Some(namespace)),
-        origin => Err(LakeError::Origin(format!(
-            "the lake's history of tenant {tenant:?} is that of the tenant of {origin}, not of this server's tenant"
+    Ok(Some(ns.properties().get(PROP_ORIGIN).map_or(SERVER_ORIGIN, String::as_str).to_owned()))
+}
+
+/// The namespace of a tenant of `origin` (None if the lake has none): a
+/// namespace another origin ships into (a server tenant and an edge tenant
+/// of the same name) is not this tenant's history, and a restore must not
+/// read it.
+async fn namespace_of(warehouse: &Warehouse, tenant: &str, origin: &str) -> Result<Option<iceberg::NamespaceIdent>> {
+    match self::origin(warehouse, tenant).await? {
+        None => Ok(None),
+        Some(found) if found == origin => Ok(Some(names::namespace(tenant)?)),
+        Some(found) => Err(LakeError::Origin(format!(
+            "the lake's history of tenant {tenant:?} is that of the tenant of {found}, not of the {origin}'s tenant"
         ))),
     }
 }
@@ -83,7 +94,7 @@ async fn server_namespace(warehouse: &Warehouse, tenant: &str) -> Result<Option<
 /// columns the lake has.
 pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
-    for table in tables(warehouse, tenant).await? {
+    for table in tables(warehouse, tenant, SERVER_ORIGIN, false).await? {
         // The source table as the lake recorded it; a table the lake did
         // not create is read as the table its name encodes, or not at all.
         let source = recorded_source(&table).or_else(|| SourceTable::from_lake_name(table.identifier().name()));
@@ -106,11 +117,11 @@ pub async fn changes(warehouse: &Warehouse, tenant: &str, after: u64, upto: u64)
     Ok(changes)
 }
 
-/// The newest LSN of the tenant committed at or before `at_us` (µs since
-/// the epoch); None if the lake holds nothing of the tenant.
-pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<Option<u64>> {
-    let tables = tables(warehouse, tenant).await?;
-    if tables.is_empty() && server_namespace(warehouse, tenant).await?.is_none() {
+/// The newest LSN of the tenant of `origin` committed at or before `at_us`
+/// (µs since the epoch); None if the lake holds nothing of the tenant.
+pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, origin: &str, at_us: i64) -> Result<Option<u64>> {
+    let tables = tables(warehouse, tenant, origin, false).await?;
+    if tables.is_empty() && namespace_of(warehouse, tenant, origin).await?.is_none() {
         return Ok(None);
     }
     let mut newest = 0u64;
@@ -127,6 +138,206 @@ pub async fn lsn_at(warehouse: &Warehouse, tenant: &str, at_us: i64) -> Result<O
         }
     }
     Ok(Some(newest))
+}
+
+/// An instant a tenant's state is read at from the lake: right after the
+/// change `lsn`, and, when the instant was a time, that time (µs since the
+/// epoch) — schema changes are placed by their commit times then, as a
+/// schema change has no LSN of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct AsOf {
+    pub lsn: u64,
+    pub at_us: Option<i64>,
+}
+
+impl AsOf {
+    /// Whether something that starts at LSN `lsn` (the first LSN a schema
+    /// version applies to), committed at `at_us`, had happened by this instant.
+    fn reached(&self, lsn: u64, at_us: i64) -> bool {
+        match self.at_us {
+            Some(at) => at_us <= at,
+            // A bookmark holds the schema changes made after its change and
+            // before the next one (whose LSN the version starts at).
+            None => lsn <= self.lsn + 1,
+        }
+    }
+}
+
+pub use model::TableAt;
+
+/// Every table of the tenant of `origin` that existed at `instant`, with
+/// its rows then: each key's last row at or before the instant (none if
+/// deleted, truncated since or dropped). Nothing but the lake is read, so
+/// it serves a tenant whose database is elsewhere (the edge's). A table
+/// without a primary key is followed by whole rows, so an update of one
+/// (the lake keeps no old rows) cannot be placed: `LakeError::NeedsOldRow`.
+/// Memory holds the rows of the instant and every key seen (one table at a time).
+pub async fn state_at(warehouse: &Warehouse, tenant: &str, origin: &str, instant: AsOf) -> Result<Vec<TableAt>> {
+    let mut state = Vec::new();
+    for table in tables(warehouse, tenant, origin, true).await? {
+        let Some(SourceTable { schema, table: name }) = recorded_source(&table) else {
+            tracing::warn!(table = %table.identifier(), "lake: a restore skips a table that names no source table");
+            continue;
+        };
+        // The relation of the table's name current at the instant, and its shape then.
+        let start = relations(&table).into_iter().filter(|(lsn, at)| instant.reached(*lsn, *at)).last();
+        let start = match (start, relations(&table).is_empty()) {
+            (Some((lsn, _)), _) => lsn,
+            (None, true) => 0,
+            (None, false) => continue, // created after the instant
+        };
+        let Some(then) = columns_history(&table)
+            .into_iter()
+            .filter(|v| v.lsn >= start && instant.reached(v.lsn, v.at))
+            .last()
+        else {
+            continue;
+        };
+        let version = shape_then(&then, &schema, &name, start);
+        let rows = if table.metadata().current_snapshot().is_none() {
+            Some(Vec::new())
+        } else {
+            rows_at(&table, &then, &version, start, instant.lsn).await?
+        };
+        // None: dropped by the instant.
+        if let Some(rows) = rows {
+            state.push(TableAt { version, rows });
+        }
+    }
+    Ok(state)
+}
+
+/// The source table's shape in the columns of `then`.
+fn shape_then(then: &crate::spec::ColumnsSince, schema: &str, table: &str, start: u64) -> SchemaVersion {
+    let columns = then
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let type_name = c.source_type.clone().unwrap_or_else(|| source_type_of(&c.type_then));
+            model::SourceColumn {
+                name: c.name.clone(),
+                type_oid: match type_name.as_str() {
+                    "json" => 114,
+                    "jsonb" => 3802,
+                    _ => 0,
+                },
+                type_name,
+                attnum: i as i32 + 1,
+                nullable: c.nullable,
+            }
+        })
+        .collect();
+    SchemaVersion {
+        version: then.version,
+        table_oid: 0,
+        schema: schema.to_owned(),
+        table: table.to_owned(),
+        columns,
+        primary_key: then.key.clone(),
+        dropped: false,
+        lsn: start.max(then.lsn),
+        commit_ts: format_instant(then.at),
+    }
+}
+
+/// The PostgreSQL type an Iceberg type reads back into (for columns the
+/// lake recorded no PostgreSQL type of; `string` held text, JSON and
+/// arrays alike: text keeps them all).
+fn source_type_of(iceberg: &str) -> String {
+    let decimal = iceberg.strip_prefix("decimal(").and_then(|rest| rest.strip_suffix(')'));
+    match iceberg {
+        "boolean" => "boolean".to_owned(),
+        "int" => "integer".to_owned(),
+        "long" => "bigint".to_owned(),
+        "float" => "real".to_owned(),
+        "double" => "double precision".to_owned(),
+        "date" => "date".to_owned(),
+        "time" => "time without time zone".to_owned(),
+        "timestamp" | "timestamp_ns" => "timestamp without time zone".to_owned(),
+        "timestamptz" | "timestamptz_ns" => "timestamp with time zone".to_owned(),
+        "uuid" => "uuid".to_owned(),
+        "binary" => "bytea".to_owned(),
+        _ if iceberg.starts_with("fixed(") => "bytea".to_owned(),
+        _ => match decimal {
+            Some(args) => format!("numeric({})", args.replace(' ', "")),
+            None => "text".to_owned(),
+        },
+    }
+}
+
+/// The rows of one table at LSN `upto`, from the changes of its relation
+/// (from `start` on), read under the column names of `then`; None if the
+/// table was dropped by then.
+async fn rows_at(
+    table: &Table,
+    then: &crate::spec::ColumnsSince,
+    version: &SchemaVersion,
+    start: u64,
+    upto: u64,
+) -> Result<Option<Vec<Row>>> {
+    let lsn = Reference::new("_lsn");
+    let filter = lsn
+        .clone()
+        .greater_than_or_equal_to(Datum::long(i64::try_from(start).unwrap_or(i64::MAX)))
+        .and(lsn.less_than_or_equal_to(Datum::long(i64::try_from(upto).unwrap_or(i64::MAX))));
+    // Every row under the names of the instant (a column renamed since the
+    // row was written is the same field).
+    let names: NamesThen =
+        vec![(0, then.version, then.columns.iter().filter_map(|c| Some((c.field.clone()?, c.name.clone()))).collect())];
+    let (schema, name) = (version.schema.as_str(), version.table.as_str());
+    let key = &version.primary_key;
+    // Keyed: each key's last change; unkeyed: every change, to apply in order.
+    let mut last: HashMap<String, (u64, Option<Row>)> = HashMap::new();
+    let mut unkeyed = Vec::new();
+    let mut cleared = 0u64;
+    let mut batches = table.scan().with_filter(filter).build()?.to_arrow().await?;
+    while let Some(batch) = batches.try_next().await? {
+        let mut changes = Vec::with_capacity(batch.num_rows());
+        changes_of(&batch, schema, name, &names, &mut changes)?;
+        for change in changes {
+            match change.op {
+                Op::Drop => return Ok(None),
+                Op::Truncate => cleared = cleared.max(change.lsn),
+                _ if key.is_empty() => unkeyed.push(change),
+                _ => {
+                    let row = change.new.as_ref().or(change.old.as_ref());
+                    let id = serde_json::to_string(&key.iter().map(|k| row.and_then(|r| r.get(k))).collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    let entry = last.entry(id).or_insert((0, None));
+                    if change.lsn >= entry.0 {
+                        *entry = (change.lsn, change.new);
+                    }
+                }
+            }
+        }
+    }
+    if key.is_empty() {
+        unkeyed.sort_by_key(|c| c.lsn);
+        let mut rows: Vec<Row> = Vec::new();
+        for change in unkeyed.into_iter().filter(|c| c.lsn > cleared) {
+            match (change.op, change.new, change.old) {
+                (Op::Insert, Some(new), _) => rows.push(new),
+                (Op::Delete, _, Some(old)) => {
+                    if let Some(i) = rows.iter().position(|r| *r == old) {
+                        rows.swap_remove(i);
+                    }
+                }
+                (Op::Update, ..) => {
+                    return Err(LakeError::NeedsOldRow(format!(
+                        "LSN {} updates {schema}.{name}, which has no primary key, and the lake keeps only the new rows of updates: its rows at the instant cannot be told",
+                        change.lsn
+                    )));
+                }
+                _ => {}
+            }
+        }
+        return Ok(Some(rows));
+    }
+    let mut rows: Vec<(u64, Row)> =
+        last.into_values().filter(|(lsn, _)| *lsn > cleared).filter_map(|(lsn, row)| Some((lsn, row?))).collect();
+    rows.sort_by_key(|(lsn, _)| *lsn);
+    Ok(Some(rows.into_iter().map(|(_, row)| row).collect()))
 }
 
 /// From each schema version's first LSN on (oldest first): the version
@@ -242,6 +453,38 @@ fn value(array: &dyn Array, formatter: &ArrayFormatter<'_>, row: usize) -> Value
 mod tests {
     use super::*;
     use crate::mapping::{CHANGELOG_FIELD_IDS, SourceColumn, changelog_schema, record_batch};
+
+    /// A column the lake recorded no PostgreSQL type of is created as the
+    /// type its Iceberg type reads back into; strings (text, JSON, arrays
+    /// alike) as text.
+    #[test]
+    fn iceberg_types_read_back_into_postgres_types() {
+        let cases = [
+            ("boolean", "boolean"),
+            ("int", "integer"),
+            ("long", "bigint"),
+            ("double", "double precision"),
+            ("decimal(12, 2)", "numeric(12,2)"),
+            ("timestamptz", "timestamp with time zone"),
+            ("timestamp", "timestamp without time zone"),
+            ("binary", "bytea"),
+            ("uuid", "uuid"),
+            ("string", "text"),
+        ];
+        for (iceberg, postgres) in cases {
+            assert_eq!(source_type_of(iceberg), postgres, "{iceberg}");
+        }
+    }
+
+    /// An instant given as a bookmark holds the schema changes made before
+    /// the next change; one given as a time, those committed by then.
+    #[test]
+    fn schema_versions_are_placed_by_lsn_or_by_time() {
+        let bookmark = AsOf { lsn: 10, at_us: None };
+        assert!(bookmark.reached(11, i64::MAX) && !bookmark.reached(12, 0));
+        let time = AsOf { lsn: 10, at_us: Some(1_000) };
+        assert!(time.reached(50, 1_000) && !time.reached(1, 1_001));
+    }
 
     /// What the shipper writes, read back, is what PostgreSQL's input
     /// functions take for the same values.

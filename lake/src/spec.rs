@@ -46,8 +46,10 @@ pub const PROP_PRIMARY_KEY: &str = "tidelake.primary-key";
 /// ignore changes of a relation before the one current at their instant.
 pub const PROP_RELATIONS: &str = "tidelake.relations";
 /// The columns of every schema version shipped, oldest first, as JSON:
-/// `[{"version", "lsn", "at", "columns": [[name, field id, Iceberg type], …],
-/// "key": [field id, …]}]` (`lsn`: the first LSN the version applies to;
+/// `[{"version", "lsn", "at", "columns": [[name, field id, Iceberg type,
+/// PostgreSQL type, nullable], …], "key": [field id, …]}]` (the last two
+/// of a column since the lake could restore from itself alone; null where
+/// not known) (`lsn`: the first LSN the version applies to;
 /// `at`: its commit time in µs). Readers answer `AS OF` an instant with
 /// the columns of the version in force then, read from their fields.
 pub const PROP_COLUMNS: &str = "tidelake.columns";
@@ -71,10 +73,7 @@ pub const PROP_SHIPPED_LSN: &str = "tidelake.shipped-lsn";
 /// made before edges) or [`EDGE_ORIGIN`]. LSNs are a tenant's own: two
 /// logs must never mix.
 pub const PROP_ORIGIN: &str = "tidelake.origin";
-/// [`PROP_ORIGIN`] of the server's own tenants.
-pub const SERVER_ORIGIN: &str = "server";
-/// [`PROP_ORIGIN`] of the tenants of the edge (one edge Worker per lake).
-pub const EDGE_ORIGIN: &str = "edge";
+pub use model::{EDGE_ORIGIN, SERVER_ORIGIN};
 
 // Checkpoint tables.
 
@@ -136,6 +135,10 @@ pub struct ColumnThen {
     /// field was promoted since).
     pub type_then: String,
     pub type_now: String,
+    /// Its PostgreSQL type then (`format_type`), and whether it took NULL
+    /// (None where the lake did not record them).
+    pub source_type: Option<String>,
+    pub nullable: Option<bool>,
 }
 
 /// Where each relation of the table's name starts, oldest first, as
@@ -187,6 +190,8 @@ pub fn columns_history(table: &Table) -> Vec<ColumnsSince> {
                     field: read.map(|f| f.name.clone()),
                     type_then: then.to_owned(),
                     type_now: read.unwrap_or(newest).field_type.to_string(),
+                    source_type: column.get(3).and_then(Value::as_str).map(str::to_owned),
+                    nullable: column.get(4).and_then(Value::as_bool),
                 });
             }
             let key_ids: Vec<i64> = entry["key"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();

@@ -58,7 +58,10 @@ fn columns_entry(version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> Val
         .iter()
         .filter_map(|c| {
             let id = field_ids.get(&c.attnum)?;
-            Some(json!([c.name, id, mapping::iceberg_type(c.type_oid, &c.type_name).to_string()]))
+            // The PostgreSQL type and nullability too: a restore from the
+            // lake alone creates the table as it was.
+            let iceberg = mapping::iceberg_type(c.type_oid, &c.type_name).to_string();
+            Some(json!([c.name, id, iceberg, c.type_name, c.nullable]))
         })
         .collect();
     let key: Vec<Value> = version

@@ -146,6 +146,13 @@ impl Change {
     }
 }
 
+/// Where a tenant lives: the lake records it of each tenant's history
+/// (`tidelake.origin`), as LSNs are a tenant's own and two logs must never
+/// mix. The server's own tenants:
+pub const SERVER_ORIGIN: &str = "server";
+/// The tenants of the edge (one edge Worker per lake).
+pub const EDGE_ORIGIN: &str = "edge";
+
 /// A column of a schema version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -191,6 +198,19 @@ impl SchemaVersion {
     pub fn commit_micros(&self) -> i64 {
         self.commit_ts.as_deref().and_then(crate::parse_instant).unwrap_or(0)
     }
+}
+
+/// A table as it stood at an instant, as the lake alone tells it (for a
+/// restore of a tenant whose database is elsewhere: the edge's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableAt {
+    /// Its shape then: the columns with their PostgreSQL types (where the
+    /// lake recorded none, the type its Iceberg type reads back into) and
+    /// its primary key.
+    pub version: SchemaVersion,
+    /// Its rows then, values in the text forms PostgreSQL's input functions
+    /// take (JSON and arrays as their text).
+    pub rows: Vec<Row>,
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub mod values;
 pub mod wire;
 
 pub use engine::EngineSettings;
-pub use change::{Change, Lsn, Op, Row, SchemaVersion, SourceColumn};
+pub use change::{Change, EDGE_ORIGIN, Lsn, Op, Row, SERVER_ORIGIN, SchemaVersion, SourceColumn, TableAt};
 pub use instant::{format_instant, parse_instant};
 pub use units::{parse_bytes, parse_duration};
 pub use tenant::{DEFAULT_BLOCKED_NAMES, InvalidTenantId, MAX_TENANT_ID_LEN, RouteError, Routing, TenantId};

@@ -686,6 +686,93 @@ async fn edge_tenants_history_lands_in_the_lake_as_a_server_tenants_does() {
     let (_, health) = edge.get("/t/acme/health").await;
     assert_eq!(health["tenant"]["changeLog"]["ackedLsn"], head, "{health}");
 
+    // An edge tenant's history restores into a tenant of the server, from
+    // the lake alone: at t1 it holds what the server's own tenant, restored
+    // from its base backup and log to its t1, holds — tables, column types,
+    // nullability, keys and rows.
+    let (status, body) = local.post("/t/acme/restore", json!({ "to": acme_t1 })).await;
+    assert_eq!((status, code(&body)), (400, "restore_needs_into"), "{body}");
+    let (status, body) = local.post("/t/acme/restore", json!({ "to": acme_t1, "into": "home" })).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = local.post("/t/acme/restore", json!({ "to": format!("lsn:{}", head + 1), "into": "acme-later" })).await;
+    assert_eq!((status, code(&body)), (400, "lsn_beyond_head"), "{body}");
+    let (status, body) = local.post("/t/nobody/restore", json!({ "to": acme_t1, "into": "nobody-b" })).await;
+    assert_eq!((status, code(&body)), (404, "tenant_not_found"), "{body}");
+    let mark = reqwest::Client::new()
+        .get(format!("{}/t/acme/bookmark", local.base))
+        .query(&[("at", acme_t1.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    // t1 is right after the change before the second phase's first (fig's insert).
+    let t1_lsn = log.iter().find(|c| c[5]["name"] == "fig").unwrap()[0].as_u64().unwrap() - 1;
+    assert_eq!((&mark["bookmark"], &mark["source"]), (&json!(format!("lsn:{t1_lsn}")), &json!("lake")), "{mark}");
+    let (status, report) = local.post("/t/acme/restore", json!({ "to": acme_t1, "into": "acme-t1" })).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!((&report["origin"], &report["replayedFrom"], &report["replayed"]), (&json!("edge"), &json!("lake"), &json!(2)), "{report}");
+    assert_eq!(report["target"]["bookmark"], mark["bookmark"], "{report}");
+    let (status, report) = local.post("/t/home/restore", json!({ "to": home_t1, "into": "home-t1" })).await;
+    assert_eq!(status, 200, "{report}");
+    let t1 = shape(&local, "acme-t1").await;
+    assert_eq!(t1, shape(&local, "home-t1").await);
+    assert_eq!(t1["rows"]["items"].as_array().map(Vec::len), Some(2), "{t1}");
+    assert_eq!(t1["rows"]["items"][1], json!({"id": 2, "name": "pear", "price": "4.50", "tags": ["sale", "x"], "at": null}), "{t1}");
+
+    // Now, from the command line: a column added since, a table without
+    // rows, rows written while the server was down; the branch is this
+    // server's tenant from then on, its log holding every row.
+    let out = Command::new(tidelake_tests::binary())
+        .args(["restore", "--tenant", "acme", "--to", &format!("lsn:{head}"), "--into", "acme-now", "--url", &server.base])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.starts_with(&format!("branched acme into acme-now at lsn:{head} from the lake's history of the edge's tenant (4 rows loaded, ")), "{printed}");
+    let now_shape = shape(&local, "acme-now").await;
+    assert_eq!(now_shape, shape(&edge, "acme").await);
+    assert_eq!(now_shape["rows"]["kept_empty"], json!([]), "{now_shape}");
+    local.ok("acme-now", "INSERT INTO items (id, name) VALUES (7, 'date')", json!([])).await;
+    let branch_log = local.change_log("acme-now").await;
+    let mut inserted: Vec<u64> = branch_log.iter().filter(|c| c[1] == "insert").map(|c| c[5]["id"].as_u64().unwrap()).collect();
+    inserted.sort();
+    assert_eq!(inserted, [1, 2, 5, 6, 7], "{branch_log:?}");
+
+    // What the lake keeps of types a new database lacks, tables without a
+    // key, JSON, and a table dropped: an enum's column comes back as text
+    // (the report names it), rows without a key as a multiset, JSON as
+    // JSON, the dropped table not at all; an update of a table without a
+    // key cannot be placed, and says so.
+    for sql in [
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')",
+        "CREATE TABLE notes (body text NOT NULL, mood mood, doc jsonb)",
+        "INSERT INTO notes VALUES ('a', 'ok', '{\"k\": [1, 2]}'), ('a', 'ok', '{\"k\": [1, 2]}'), ('b', 'sad', NULL)",
+        "DELETE FROM notes WHERE ctid = (SELECT min(ctid) FROM notes WHERE body = 'a')",
+        "CREATE TABLE gone (id int PRIMARY KEY)",
+        "INSERT INTO gone VALUES (1)",
+        "DROP TABLE gone",
+    ] {
+        edge.ok("acme", sql, json!([])).await;
+    }
+    let before_update = edge.change_log("acme").await.last().unwrap()[0].as_u64().unwrap();
+    edge.ok("acme", "UPDATE notes SET body = 'c' WHERE body = 'b'", json!([])).await;
+    let (status, report) = local.post("/t/acme/restore", json!({ "to": format!("lsn:{before_update}"), "into": "acme-notes" })).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["asText"], json!(["public.notes.mood (public.mood)"]), "{report}");
+    let notes = local.ok("acme-notes", "SELECT body, mood, doc, pg_typeof(mood)::text AS t FROM notes ORDER BY body", json!([])).await;
+    assert_eq!(
+        notes["rows"],
+        json!([{"body": "a", "mood": "ok", "doc": {"k": [1, 2]}, "t": "text"}, {"body": "b", "mood": "sad", "doc": null, "t": "text"}])
+    );
+    let tables = local.ok("acme-notes", "SELECT string_agg(tablename, ',' ORDER BY tablename) AS t FROM pg_tables WHERE schemaname = 'public'", json!([])).await;
+    assert_eq!(tables["rows"][0]["t"], "items,kept_empty,notes");
+    let (status, body) = local.post("/t/acme/restore", json!({ "to": format!("lsn:{}", before_update + 1), "into": "acme-upd" })).await;
+    assert_eq!((status, code(&body)), (400, "replay_needs_old_row"), "{body}");
+    let (_, health) = local.get("/t/acme-upd/health").await;
+    assert_eq!(health["tenant"]["exists"], false, "a refused branch leaves nothing behind: {health}");
+
     // A server tenant of the edge tenant's name does not mix its log into
     // the edge tenant's history: it is refused, and says why.
     local.ok("acme", "CREATE TABLE items (id int PRIMARY KEY)", json!([])).await;
@@ -700,7 +787,41 @@ async fn edge_tenants_history_lands_in_the_lake_as_a_server_tenants_does() {
     dev.kill();
 }
 
-/// The tenant's `health` once its tier is `tier` (`None`: never within a minute).
+/// What a restore must bring back of a tenant: its tables in `public`,
+/// their columns (type, nullability), primary keys, and rows (as text
+/// where the JSON would differ by how the value was typed).
+async fn shape(api: &Api, tenant: &str) -> Value {
+    let columns = api
+        .ok(
+            tenant,
+            "SELECT c.table_name, c.column_name, c.data_type, c.udt_name, c.is_nullable, c.numeric_precision, c.numeric_scale \
+             FROM information_schema.columns c WHERE c.table_schema = 'public' ORDER BY c.table_name, c.ordinal_position",
+            json!([]),
+        )
+        .await;
+    let keys = api
+        .ok(
+            tenant,
+            "SELECT conrelid::regclass::text AS t, pg_get_constraintdef(oid) AS def FROM pg_constraint \
+             WHERE contype = 'p' AND connamespace = 'public'::regnamespace ORDER BY 1",
+            json!([]),
+        )
+        .await;
+    let mut rows = serde_json::Map::new();
+    for (table, row) in [
+        ("items", "to_jsonb(t) - 'price' - 'at' || jsonb_build_object('price', price::text, 'at', at::text)"),
+        ("kept_empty", "to_jsonb(t)"),
+    ] {
+        let sql = format!("SELECT {row} AS r FROM {table} t ORDER BY t.id");
+        let (status, body) = api.post(&format!("/t/{tenant}/query"), json!({ "sql": sql })).await;
+        if status == 200 {
+            rows.insert(table.to_owned(), body["rows"].as_array().unwrap().iter().map(|r| r["r"].clone()).collect());
+        }
+    }
+    json!({ "columns": columns["rows"], "keys": keys["rows"], "rows": rows })
+}
+
+/// The tenant's `health` once its tier is `tier`/// The tenant's `health` once its tier is `tier` (`None`: never within a minute).
 async fn once_tier(api: &Api, tenant: &str, tier: &str) -> Option<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {

@@ -482,6 +482,55 @@ impl TenantDb {
         Ok(rows.first().and_then(|r| r["head"].as_u64()).unwrap_or(lsn_floor))
     }
 
+    /// Create the tables of `versions` (a branch from the lake alone), each
+    /// in its schema, with its columns' types, `NOT NULL` where the lake
+    /// recorded it, and its primary key, in one transaction, in the
+    /// tenant's session: the tenant owns them. Type names come from the
+    /// lake: each is read by this database (`to_regtype`) before it is
+    /// written into SQL, and one it does not have (an enum, a domain, an
+    /// extension's type) or cannot read becomes `text`; those columns are
+    /// returned, as `schema.table.column (type)`.
+    pub fn create_tables(&mut self, versions: &[SchemaVersion]) -> Result<Vec<String>> {
+        self.as_tenant(|db| {
+            let mut as_text = Vec::new();
+            let mut statements = Vec::new();
+            for v in versions {
+                let mut columns = Vec::new();
+                for c in &v.columns {
+                    let read = db
+                        .exec(
+                            "SELECT format_type(to_regtype($1), to_regtypemod($1)) AS type",
+                            &[json!(c.type_name)],
+                            RowMode::Object,
+                        )
+                        .ok()
+                        .and_then(|rows| rows.first().and_then(|r| r["type"].as_str().map(str::to_owned)));
+                    let type_name = read.unwrap_or_else(|| {
+                        as_text.push(format!("{}.{}.{} ({})", v.schema, v.table, c.name, c.type_name));
+                        "text".to_owned()
+                    });
+                    let not_null = if c.nullable == Some(false) { " NOT NULL" } else { "" };
+                    columns.push(format!("{} {type_name}{not_null}", quote(&c.name)));
+                }
+                if !v.primary_key.is_empty() {
+                    let key: Vec<String> = v.primary_key.iter().map(|k| quote(k)).collect();
+                    columns.push(format!("PRIMARY KEY ({})", key.join(", ")));
+                }
+                statements.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&v.schema)));
+                statements.push(format!("CREATE TABLE {} ({})", qualified(&v.schema, &v.table), columns.join(", ")));
+            }
+            db.simple("BEGIN")?;
+            for statement in &statements {
+                if let Err(err) = db.simple(statement) {
+                    let _ = db.simple("ROLLBACK");
+                    return Err(Error::Engine(format!("creating the tables of the lake: {statement}: {err}")));
+                }
+            }
+            db.simple("COMMIT")?;
+            Ok(as_text)
+        })
+    }
+
     /// Every schema version as stored (all columns), oldest first: what a
     /// restore in place keeps, so version numbers are never reused.
     pub fn stored_schema_versions(&mut self) -> Result<Vec<StoredVersion>> {

@@ -574,6 +574,8 @@ mod tests {
             field: Some(name.into()),
             type_then: type_then.into(),
             type_now: type_then.into(),
+            source_type: None,
+            nullable: None,
         };
         let version = |version: i64, lsn: u64, columns: Vec<lake::spec::ColumnThen>| lake::spec::ColumnsSince {
             version,

@@ -664,6 +664,8 @@ mod tests {
                 field: Some("id".into()),
                 type_then: "int".into(),
                 type_now: "int".into(),
+                source_type: None,
+                nullable: None,
             }],
             key: vec!["id".into()],
             key_ids: vec![key],
@@ -703,6 +705,8 @@ mod tests {
             field: field.map(str::to_owned),
             type_then: then.into(),
             type_now: now.into(),
+            source_type: None,
+            nullable: None,
         };
         let shape = TableShape {
             versions: vec![ColumnsSince {

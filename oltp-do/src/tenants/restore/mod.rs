@@ -30,23 +30,42 @@ use crate::actor::{CLOSED_HEAD_FILE, work};
 use crate::archive::{self, Manifest};
 use crate::engine::{Images, Session, StoredVersion, TenantDb, qualified, rows_at_head};
 use crate::error::{Error, Result};
-use model::{Change, SchemaVersion, TenantId};
+use model::{Change, Op, SERVER_ORIGIN, SchemaVersion, TableAt, TenantId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A tenant's history beyond its change log: the lake. The server
-/// implements it over the Iceberg tables the shipper writes.
+/// implements it over the Iceberg tables the shipper writes. A tenant's
+/// history has an origin — this server's ([`SERVER_ORIGIN`]) or the edge's
+/// ([`model::EDGE_ORIGIN`]) — and is read only as the history of a tenant
+/// of that origin: two tenants of one name never mix.
 pub trait History: Send + Sync {
-    /// Every change with an LSN in `(after, upto]`, in LSN order (updates
-    /// without their old rows: the lake keeps new rows only).
+    /// Every change of this server's tenant with an LSN in `(after, upto]`,
+    /// in LSN order (updates without their old rows: the lake keeps new rows only).
     fn changes<'a>(&'a self, tenant: &'a TenantId, after: u64, upto: u64) -> BoxFuture<'a, Result<Vec<Change>>>;
-    /// The newest LSN committed at or before `at_us` (µs since the epoch);
-    /// None if the history holds nothing of the tenant.
-    fn lsn_at<'a>(&'a self, tenant: &'a TenantId, at_us: i64) -> BoxFuture<'a, Result<Option<u64>>>;
-    /// Every change of the tenant up to this LSN is in the history.
-    fn held_through<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Result<u64>>;
+    /// The newest LSN of the tenant of `origin` committed at or before
+    /// `at_us` (µs since the epoch); None if the history holds nothing of it.
+    fn lsn_at<'a>(&'a self, tenant: &'a TenantId, origin: &'a str, at_us: i64) -> BoxFuture<'a, Result<Option<u64>>>;
+    /// Every change of the tenant of `origin` up to this LSN is in the history.
+    fn held_through<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, Result<u64>>;
     /// New changes are being added to the history (the lake is shipped to).
     fn grows(&self) -> bool;
+    /// Where the history of `tenant` comes from; None if there is none.
+    fn origin<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Result<Option<String>>>;
+    /// For a tenant of another origin: bring the history up to the
+    /// tenant's head as its origin tells it now, where it can be asked,
+    /// and return the LSN the history holds every change through.
+    fn catch_up<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, Result<u64>>;
+    /// The tables of the tenant of `origin` at the instant right after
+    /// change `lsn` (and, for an instant given as a time, `at_us`), with
+    /// their rows then: from the history alone.
+    fn tables_at<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        origin: &'a str,
+        lsn: u64,
+        at_us: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<TableAt>>>;
 }
 
 /// The instant a restore goes to.
@@ -121,10 +140,16 @@ pub struct RestoreReport {
     /// The branch made, for a restore `into` a new tenant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub into: Option<String>,
+    /// Where the tenant restored lives, when not on this server (`edge`):
+    /// it was branched from the lake alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// The instant restored to, as a bookmark.
     pub target: Bookmark,
-    /// The base backup it started from.
-    pub base_backup: Manifest,
+    /// The base backup it started from (none for a branch from the lake alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_backup: Option<Manifest>,
+    /// Changes replayed on the base backup; from the lake alone, rows loaded.
     pub replayed: u64,
     /// Where the replayed changes were read: `log` (the tenant's change
     /// log) or `lake`.
@@ -139,6 +164,11 @@ pub struct RestoreReport {
     /// Changes the restored database logged for the lake (in place: how it
     /// differs from what it replaced; a branch: all its rows).
     pub logged: u64,
+    /// From the lake alone: columns made `text` because their type does
+    /// not exist in a new database (an enum, a domain, an extension's
+    /// type), as `schema.table.column (type)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub as_text: Vec<String>,
     /// Reading the changes to replay, from the log or the lake.
     pub read_ms: u64,
     /// Applying them to the base backup.
@@ -271,14 +301,20 @@ impl Tenants {
     /// committed at or before it.
     pub async fn bookmark(&self, tenant: &TenantId, at_us: i64) -> Result<Bookmark> {
         self.require_capture()?;
-        if !self.exists(tenant) {
-            return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
-        }
         if at_us > now_us() {
             return Err(Error::bad_request(
                 "instant_in_future",
                 format!("{} is in the future", instant_text(at_us)),
             ));
+        }
+        if !self.exists(tenant) {
+            // A tenant of the edge: its bookmark is the lake's.
+            if let (Some(origin), Some(history)) = (self.elsewhere(tenant).await?, self.history()) {
+                let held = history.catch_up(tenant, &origin).await?;
+                let lsn = history.lsn_at(tenant, &origin, at_us).await?.unwrap_or(0).min(held);
+                return Ok(Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "lake" });
+            }
+            return Err(Error::NoSuchTenant(tenant.to_string()));
         }
         let found = self.run(tenant, work::LsnAt { at: instant_text(at_us) }).await?;
         let (lsn, source) = if found.covered {
@@ -293,7 +329,7 @@ impl Tenants {
                     ),
                 )
             })?;
-            match history.lsn_at(tenant, at_us).await? {
+            match history.lsn_at(tenant, SERVER_ORIGIN, at_us).await? {
                 Some(lsn) => (lsn, "lake"),
                 None => (found.lsn, "log"),
             }
@@ -313,22 +349,23 @@ impl Tenants {
         let started = Instant::now();
         self.require_capture()?;
         if !self.exists(tenant) {
-            return Err(Error::NotFound(format!("tenant {tenant} does not exist")));
+            // A tenant of elsewhere (the edge) whose history is in the lake
+            // branches into a tenant of this server from the lake alone.
+            if let Some(origin) = self.elsewhere(tenant).await? {
+                let Some(into) = into else {
+                    return Err(Error::bad_request(
+                        "restore_needs_into",
+                        format!(
+                            "tenant {tenant} is a tenant of the {origin}, not of this server: this server restores it into a new tenant of its own (`into`), from the lake"
+                        ),
+                    ));
+                };
+                return self.branch_from_lake(tenant, &origin, target, into, progress).await;
+            }
+            return Err(Error::NoSuchTenant(tenant.to_string()));
         }
         if let Some(into) = into {
-            if into == tenant {
-                return Err(Error::bad_request("invalid_branch", "a branch needs a name other than its tenant's"));
-            }
-            if self.exists(into) {
-                return Err(Error::Conflict(format!("tenant {into} already exists: a branch needs a new name")));
-            }
-            if let Some(history) = self.history()
-                && history.held_through(into).await? > 0
-            {
-                return Err(Error::Conflict(format!(
-                    "the lake already holds history of a tenant named {into}: a branch needs a new name"
-                )));
-            }
+            self.check_branch_name(tenant, into).await?;
         }
         let _restoring = self.begin_restore(tenant, into)?;
 
@@ -434,13 +471,15 @@ impl Tenants {
         let report = |undo: Option<u64>, head_lsn: u64| RestoreReport {
             tenant: tenant.to_string(),
             into: into.map(|t| t.to_string()),
+            origin: None,
             target: target.clone(),
-            base_backup: base.clone(),
+            base_backup: Some(base.clone()),
             replayed: total,
             replayed_from: source_name,
             undo: undo.map(|lsn| format!("lsn:{lsn}")),
             head_lsn,
             logged: head_lsn - undo.unwrap_or(0),
+            as_text: Vec::new(),
             read_ms,
             replay_ms,
             took_ms: 0,
@@ -467,6 +506,147 @@ impl Tenants {
             "restored a tenant"
         );
         Ok(done)
+    }
+
+    /// `into` may name a new branch of `tenant`: another name, no tenant's,
+    /// and no history in the lake.
+    async fn check_branch_name(&self, tenant: &TenantId, into: &TenantId) -> Result<()> {
+        if into == tenant {
+            return Err(Error::bad_request("invalid_branch", "a branch needs a name other than its tenant's"));
+        }
+        if self.exists(into) {
+            return Err(Error::Conflict(format!("tenant {into} already exists: a branch needs a new name")));
+        }
+        if let Some(history) = self.history()
+            && history.origin(into).await?.is_some()
+        {
+            return Err(Error::Conflict(format!(
+                "the lake already holds history of a tenant named {into}: a branch needs a new name"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The origin of the lake's history of `tenant` if it is not this
+    /// server's (the edge's); None without a lake, or without history of it.
+    async fn elsewhere(&self, tenant: &TenantId) -> Result<Option<String>> {
+        let Some(history) = self.history() else { return Ok(None) };
+        Ok(history.origin(tenant).await?.filter(|origin| origin != SERVER_ORIGIN))
+    }
+
+    /// Branch a tenant of elsewhere (the edge), whose history the lake
+    /// holds, into the new tenant `into` of this server at `target`: its
+    /// tables at the instant, as the lake tells them (columns with their
+    /// types and nullability, primary keys), with each key's last row.
+    /// What the lake does not keep — indexes, constraints other than the
+    /// key, defaults, functions, views — is not there.
+    async fn branch_from_lake(
+        &self,
+        tenant: &TenantId,
+        origin: &str,
+        target: Target,
+        into: &TenantId,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let history = self.history().ok_or_else(|| Error::Engine("the lake went away mid-restore".into()))?;
+        self.check_branch_name(tenant, into).await?;
+        let _restoring = self.begin_restore(tenant, Some(into))?;
+
+        // The lake first takes what the origin has committed by now (where
+        // it can be asked), so an instant before now is whole.
+        let reading = Instant::now();
+        let held = history.catch_up(tenant, origin).await?;
+        let (target, at_us) = match target {
+            Target::Lsn(lsn) if lsn > held => {
+                return Err(Error::bad_request(
+                    "lsn_beyond_head",
+                    format!("LSN {lsn} of tenant {tenant} (of the {origin}) is not in the lake: it holds its changes up to LSN {held}"),
+                ));
+            }
+            Target::Lsn(lsn) => (Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "given" }, None),
+            Target::Time(at_us) if at_us > now_us() => {
+                return Err(Error::bad_request("instant_in_future", format!("{} is in the future", instant_text(at_us))));
+            }
+            Target::Time(at_us) => {
+                let lsn = history.lsn_at(tenant, origin, at_us).await?.unwrap_or(0).min(held);
+                (Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "lake" }, Some(at_us))
+            }
+        };
+        let tables = history.tables_at(tenant, origin, target.lsn, at_us).await?;
+        let read_ms = reading.elapsed().as_millis() as u64;
+
+        // Every row an insert, in the values the change log would hold.
+        let versions: Vec<SchemaVersion> = tables.iter().map(|t| t.version.clone()).collect();
+        let mut rows: Vec<Change> = tables
+            .into_iter()
+            .flat_map(|t| {
+                let (schema, table) = (t.version.schema, t.version.table);
+                t.rows.into_iter().map(move |row| Change {
+                    lsn: 0,
+                    xid: 0,
+                    commit_ts: None,
+                    schema_version: 0,
+                    op: Op::Insert,
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    new: Some(row),
+                    old: None,
+                })
+            })
+            .collect();
+        LakeText::of(&versions).restore(&mut rows);
+        let total = rows.len() as u64;
+
+        // The branch is built beside the tenants, from the template.
+        let staging_dir = layout::restoring(&self.root(into));
+        if staging_dir.exists() {
+            std::fs::remove_dir_all(&staging_dir).map_err(|e| Error::io("remove", &staging_dir, e))?;
+        }
+        let mut staging = Staging(Some(staging_dir.clone()));
+        progress(Progress::Replaying { done: 0, total, source: "lake" });
+        let runtime = self.runtime.clone();
+        let dir = staging_dir.clone();
+        let replay_progress = |done: usize| progress(Progress::Replaying { done: done as u64, total, source: "lake" });
+        let (head, as_text, replay_ms) = run_blocking_with_progress(replay_progress, move |report| {
+            runtime.wait_ready()?;
+            runtime.ensure_tenant_root(&dir)?;
+            let mut db = TenantDb::open(&dir, runtime.settings(), Session::Owner)?;
+            let replaying = Instant::now();
+            let built = db.create_tables(&versions).and_then(|as_text| {
+                let mut page = Some(Ok(rows));
+                db.replay(&mut || page.take(), Images::NewOnly, &HashMap::new(), &mut |done| report(done))?;
+                let head = db.rebase(0, &[], None)?;
+                Ok((head, as_text))
+            });
+            let replay_ms = replaying.elapsed().as_millis() as u64;
+            let closed = db.close();
+            let (head, as_text) = built?;
+            closed?;
+            Ok((head, as_text, replay_ms))
+        })
+        .await?;
+        progress(Progress::Installing);
+        write_head(&staging_dir, head)?;
+        self.install_branch(into, &mut staging, head).await?;
+        let report = RestoreReport {
+            tenant: tenant.to_string(),
+            into: Some(into.to_string()),
+            origin: Some(origin.to_owned()),
+            target,
+            base_backup: None,
+            replayed: total,
+            replayed_from: "lake",
+            undo: None,
+            head_lsn: head,
+            logged: head,
+            as_text,
+            read_ms,
+            replay_ms,
+            took_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(tenant = %tenant, origin, into = %into, lsn = report.target.lsn, rows = total, took_ms = report.took_ms, "branched a tenant from the lake");
+        Ok(report)
     }
 
     fn begin_restore(&self, tenant: &TenantId, into: Option<&TenantId>) -> Result<Restoring<'_>> {
@@ -561,7 +741,7 @@ impl Tenants {
     async fn wait_for_history(&self, history: &Arc<dyn History>, tenant: &TenantId, lsn: u64) -> Result<()> {
         let deadline = Instant::now() + LAKE_WAIT;
         loop {
-            let held = history.held_through(tenant).await?;
+            let held = history.held_through(tenant, SERVER_ORIGIN).await?;
             if held >= lsn {
                 return Ok(());
             }
@@ -637,7 +817,7 @@ impl Tenants {
             // Writes may have landed meanwhile: the lake must hold them too,
             // or the instants before the restore would lose them.
             let held = match &shipped {
-                Some(history) => history.held_through(tenant).await,
+                Some(history) => history.held_through(tenant, SERVER_ORIGIN).await,
                 None => Ok(head),
             };
             if matches!(held, Ok(held) if held >= head) {
