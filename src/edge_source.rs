@@ -183,6 +183,12 @@ impl EdgeSource {
         Ok(self.read(tenant, since, 1).await?.head_lsn)
     }
 
+    /// Whether the edge has the tenant: it has committed a change (a
+    /// tenant never used, or an edge that does not answer: no).
+    pub async fn has(&self, tenant: &str) -> bool {
+        self.head(tenant, 0).await.is_ok_and(|head| head > 0)
+    }
+
     /// Make the tenant due: the shipper takes it at its next turn.
     pub fn mark(&self, tenant: &str) {
         lock(&self.committed).insert(tenant.to_owned());

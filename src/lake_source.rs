@@ -161,8 +161,16 @@ impl History for LakeHistory {
         self.shipper.is_some()
     }
 
+    /// The lake's word; for a tenant it has nothing of yet, the edge's (a
+    /// tenant the edge has, whose history has not reached the lake yet).
     fn origin<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, oltp_do::Result<Option<String>>> {
-        Box::pin(async move { lake::history::origin(&self.warehouse, tenant.as_str()).await.map_err(lake_error) })
+        Box::pin(async move {
+            if let Some(origin) = lake::history::origin(&self.warehouse, tenant.as_str()).await.map_err(lake_error)? {
+                return Ok(Some(origin));
+            }
+            let Some((edge, _)) = &self.edge else { return Ok(None) };
+            Ok(edge.has(tenant.as_str()).await.then(|| EDGE_ORIGIN.to_owned()))
+        })
     }
 
     /// For an edge tenant, with the edge configured: its head as the edge

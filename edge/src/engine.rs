@@ -4,7 +4,7 @@
 //! switched by writing the authenticated user where the template builder
 //! found and proved this PGlite build keeps it.
 
-use model::api::{BatchRequest, BatchResult, ChangePage, DbError, QueryResult, RowMode, Statement};
+use model::api::{BatchRequest, BatchResult, ChangePage, DbError, QueryResult, RowMode, Statement, Unrunnable};
 use model::sql::{may_change_schema, split, transaction_control};
 use model::wire::{self, Outcome, TxStatus};
 use model::log::LogStats;
@@ -598,11 +598,8 @@ impl model::log::LogSession for &Engine {
 }
 
 fn check_sql(sql: &str) -> Result<(), Failure> {
-    if sql.contains('\0') {
-        return Err(Failure::Bad("invalid_sql", "SQL must not contain a NUL byte".to_owned()));
-    }
-    if model::sql::only_comments(sql) {
-        return Err(DbError::new("42601", "empty query: no SQL statement given").into());
-    }
-    Ok(())
+    model::api::runnable(sql).map_err(|refused| match refused {
+        Unrunnable::Invalid(code, message) => Failure::Bad(code, message.to_owned()),
+        Unrunnable::Db(err) => err.into(),
+    })
 }

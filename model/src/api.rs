@@ -368,6 +368,29 @@ pub struct DbError {
     pub statement_index: Option<usize>,
 }
 
+/// SQL refused before any engine sees it, by every front alike.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unrunnable {
+    /// The request's fault: its code and message (a 400).
+    Invalid(&'static str, &'static str),
+    /// PostgreSQL's own answer to it.
+    Db(DbError),
+}
+
+/// Whether `sql` may go to the engine: not with a NUL byte (the wire
+/// protocol's strings end at one, so the engine would run less than was
+/// sent), nor with nothing but comments (PostgreSQL's empty query, answered
+/// as the error it is to a client that expected a result).
+pub fn runnable(sql: &str) -> Result<(), Unrunnable> {
+    if sql.contains('\0') {
+        return Err(Unrunnable::Invalid("invalid_sql", "SQL must not contain a NUL byte"));
+    }
+    if crate::sql::only_comments(sql) {
+        return Err(Unrunnable::Db(DbError::new("42601", "empty query: no SQL statement given")));
+    }
+    Ok(())
+}
+
 impl DbError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Self {

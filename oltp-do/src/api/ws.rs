@@ -103,7 +103,7 @@ async fn session(tenants: Arc<Tenants>, tenant: TenantId, may_write: bool, socke
                 let _ = out.try_send(protocol_error(Value::Null, "messages must be JSON text"));
                 continue;
             }
-            Some(Err(err)) if err.to_string().contains("Message too long") => {
+            Some(Err(err)) if too_long(&err) => {
                 // As the edge does: say why, then close.
                 let frame = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
                 if closing.send(frame).await.is_ok() {
@@ -255,4 +255,11 @@ async fn subscription(
             feed.wait_past(cursor).await;
         }
     }
+}
+
+/// Whether a read failed on a message over the limit (`max_message_size`).
+fn too_long(err: &axum::Error) -> bool {
+    use tungstenite::error::{CapacityError, Error};
+    let inner = std::error::Error::source(err).and_then(|e| e.downcast_ref::<Error>());
+    matches!(inner, Some(Error::Capacity(CapacityError::MessageTooLong { .. })))
 }

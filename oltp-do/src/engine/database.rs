@@ -13,8 +13,9 @@ use super::settings::EngineSettings;
 use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
 use std::sync::Arc;
 use super::wire::{self, Outcome, OutcomeExt, TxStatus};
-use model::sql::{creates_temporary, first_word, may_change_schema, only_comments, split, touches_session, transaction_control};
+use model::sql::{creates_temporary, first_word, may_change_schema, split, touches_session, transaction_control};
 use crate::error::{DbError, Error, Result};
+use model::api::Unrunnable;
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
 use crate::values::json_to_param;
 
@@ -901,16 +902,10 @@ fn at_statement(err: Error, index: usize) -> Error {
 }
 
 fn check_sql(sql: &str) -> Result<()> {
-    if sql.contains('\0') {
-        return Err(Error::bad_request("invalid_sql", "SQL must not contain a NUL byte"));
-    }
-    if only_comments(sql) {
-        return Err(Error::from(DbError::new(
-            "42601",
-            "empty query: no SQL statement given",
-        )));
-    }
-    Ok(())
+    model::api::runnable(sql).map_err(|refused| match refused {
+        Unrunnable::Invalid(code, message) => Error::bad_request(code, message),
+        Unrunnable::Db(err) => Error::from(err),
+    })
 }
 
 /// A COMMIT that PostgreSQL answers with ROLLBACK (the transaction had
