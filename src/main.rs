@@ -3,6 +3,7 @@
 
 mod edge_source;
 mod lake_source;
+mod migrate;
 mod restore;
 mod server;
 mod settings;
@@ -78,6 +79,12 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// The deployment's migrations (`serve --migrations DIR`) on a running
+    /// server: where every tenant stands, and bringing tenants to the latest.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Run SQL in one tenant's database as its owner (the superuser), for
     /// repairs; the server must be stopped. Prints each statement's result as JSON.
     Maintain {
@@ -103,6 +110,31 @@ enum Command {
     Sql {
         /// The query, e.g. "SELECT * FROM acme.todos FOR SYSTEM_TIME AS OF '2026-11-27 10:00:00+00'".
         query: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Every tenant's version and state (latest, pending, failed); exits 1 if a migration failed.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Bring tenants to the latest migration now — hibernated and cold ones
+    /// too (each is opened, which migrates it); exits 1 if any failed.
+    Up {
+        /// Only these tenants (repeat or separate with commas) [default: every tenant].
+        #[arg(long = "tenant", value_delimiter = ',')]
+        tenants: Vec<String>,
+        /// Tenants migrated at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -229,6 +261,18 @@ fn main() -> Result<()> {
             runtime.block_on(restore::bookmark(&Server::of(server, overrides), &tenant, &at))
         }
         Command::Token { command } => tokens(command),
+        Command::Migrate { command } => {
+            let ok = match command {
+                MigrateCommand::Status { server, overrides } => runtime.block_on(migrate::status(&Server::of(server, overrides)))?,
+                MigrateCommand::Up { tenants, concurrency, server, overrides } => {
+                    runtime.block_on(migrate::up(&Server::of(server, overrides), &tenants, concurrency))?
+                }
+            };
+            if !ok {
+                anyhow::bail!("some tenants' migrations failed (above)");
+            }
+            Ok(())
+        }
     }
 }
 

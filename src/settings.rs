@@ -70,6 +70,7 @@ pub static SETTINGS: &[Setting] = &[
     setting("pg_tls_cert", Text, None, "PEM certificate chain of the Postgres wire front's TLS (with --pg-tls-key); clients ask with sslmode=require"),
     setting("pg_tls_key", Text, None, "PEM private key of --pg-tls-cert"),
     setting("data_dir", Text, None, "Where tenant databases and everything else live [default: ./tidelake-data]"),
+    setting("migrations", Text, None, "A folder of migrations (NNNN_name.sql, or Drizzle Kit's output) every tenant is brought to when it opens (docs/migrations.md)"),
     setting("tenants.hibernate_after", Text, Some("hibernate-after"), "Hibernate a tenant after this long without requests (e.g. 30s, 5m) [default: 5m]"),
     setting("tenants.max_open", Count, Some("max-open-tenants"), "Most tenant databases open at once; more evicts the least recently used [default: 64]"),
     setting("tenants.max_body_bytes", Text, Some("max-body-bytes"), "Largest accepted request body (e.g. 8MiB); larger ones get 413 [default: 8MiB]"),
@@ -176,6 +177,8 @@ pub struct Config {
     pub pg_tls_cert: Option<PathBuf>,
     pub pg_tls_key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// The deployment's migrations folder.
+    pub migrations: Option<PathBuf>,
     /// Where an earlier version read the five keys above: still read, with
     /// a warning; the top-level keys win.
     pub server: Option<OldServerSection>,
@@ -728,6 +731,10 @@ impl Settings {
         if let Some(n) = t.max_result_rows {
             oltp.max_result_rows = origins.at_least("tenants.max_result_rows", n, 1)?;
         }
+        if let Some(dir) = config.migrations {
+            let set = oltp_do::migrations::load(&dir).map_err(|e| anyhow::anyhow!("migrations: {e}"))?;
+            oltp.migrations = Some(std::sync::Arc::new(set));
+        }
         if let Some(n) = t.ws_max_in_flight {
             oltp.ws_max_in_flight = origins.at_least("tenants.ws_max_in_flight", n, 1)?;
         }
@@ -1014,6 +1021,8 @@ mod tests {
             (Text, "lake.checkpoint_changes") => "5",
             // Empty: no edge (the lake is off here; the edge's history needs it).
             (Text, "edge.url") => "",
+            // A folder without migrations (no .sql file).
+            (Text, "migrations") => concat!(env!("CARGO_MANIFEST_DIR"), "/docs"),
             (Text, _) => "x",
         };
         let mut args = Vec::new();
@@ -1036,6 +1045,7 @@ mod tests {
             assert_eq!(settings.oltp.blocked_names, ["a", "b"]);
             assert_eq!(settings.catalog.warehouse, "x");
             assert!(settings.lake.is_none(), "lake.enabled=false");
+            assert_eq!(settings.oltp.migrations.as_ref().map(|m| m.list.len()), Some(0));
             assert_eq!(settings.maintenance.checkpoint_changes, Some(5));
             assert_eq!(settings.oltp.cold_after, Some(Duration::from_secs(7)));
             assert_eq!(settings.query.max_buckets, 3);

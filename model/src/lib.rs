@@ -18,6 +18,7 @@ mod change;
 mod engine;
 mod instant;
 pub mod log;
+pub mod migrations;
 pub mod schema;
 pub mod sql;
 mod tenant;

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::{EngineRuntime, Limits, Session, TenantDb, Watch};
+use crate::engine::{EngineRuntime, Limits, MigrationStatus, Session, TenantDb, Watch};
 use crate::feed::{Feed, RECENT_CAP};
 use crate::error::{Error, Result};
 use crate::protocol::EngineState;
 use model::TenantId;
+use model::migrations::Migrations;
 
 /// Something a tenant's actor runs on its database, and the answer it gives:
 /// each operation is a type in [`work`], so a caller gets its own reply type
@@ -127,6 +128,16 @@ pub mod work {
     /// The change log's extent and size.
     #[derive(Debug)]
     pub struct Stats;
+
+    /// Nothing: the tenant opened (and so brought to its migrations).
+    pub struct Open;
+
+    impl Work for Open {
+        type Reply = ();
+        fn run(&self, _db: &mut TenantDb) -> Result<()> {
+            Ok(())
+        }
+    }
 
     impl Work for Stats {
         type Reply = LogStats;
@@ -309,6 +320,7 @@ impl ActorHandle {
         queue_depth: usize,
         epoch: Instant,
         schema_backups: bool,
+        migrations: Option<Arc<Migrations>>,
     ) -> Result<Arc<Self>> {
         let (tx, rx) = mpsc::channel(queue_depth.max(1));
         let (closed_tx, closed_rx) = watch::channel(false);
@@ -330,7 +342,7 @@ impl ActorHandle {
             .name(format!("tenant-{tenant}"))
             .stack_size(8 * 1024 * 1024)
             .spawn(move || {
-                actor_main(&shared, root, &runtime, &feed, rx, schema_backups);
+                actor_main(&shared, root, &runtime, &feed, rx, schema_backups, migrations.as_deref());
                 shared.state.store(CLOSED, Ordering::SeqCst);
                 let _ = closed_tx.send(true);
             })
@@ -483,6 +495,7 @@ fn actor_main(
     feed: &Feed,
     mut rx: mpsc::Receiver<Command>,
     schema_backups: bool,
+    migrations: Option<&Migrations>,
 ) {
     let started = Instant::now();
     let opened = runtime.wait_ready().and_then(|()| {
@@ -492,6 +505,7 @@ fn actor_main(
         if crate::layout::cold_marker(&root).exists() {
             return Err(Error::Engine(format!("tenant {} is archived (cold) and was not restored", handle.tenant)));
         }
+        let fresh = !root.exists();
         runtime.ensure_tenant_root(&root)?;
         // From here until a clean close, the head is unknown without opening.
         match std::fs::remove_file(root.join(CLOSED_HEAD_FILE)) {
@@ -504,6 +518,15 @@ fn actor_main(
         db.watch_with(runtime.watchdog());
         if schema_backups && db.capture_enabled() {
             db.back_up_schema_changes(&root);
+        }
+        // The deployment's migrations the tenant has not had, before any request.
+        if let Some(set) = migrations {
+            let status = db.migrate(set, crate::layout::migrations_hold(&root).exists())?;
+            note_migrations(&handle.tenant, &root, feed, &status);
+            // Its template's migrations made its schema: restorable from its first moment.
+            if fresh {
+                db.schema_changed();
+            }
         }
         tracing::debug!(
             tenant = %handle.tenant,
@@ -579,6 +602,13 @@ fn actor_main(
         }
         if handle.refuse_queued.load(Ordering::SeqCst) {
             job.fail(Error::Unavailable("the server is shutting down".into()));
+            continue;
+        }
+        // A client's SQL waits for a deployment whose migrations apply.
+        if limits.client_sql
+            && let Some(refusal) = feed.migrations().and_then(|status| status.refusal(handle.tenant.as_str()))
+        {
+            job.fail(refusal);
             continue;
         }
         let ran = catch_unwind(AssertUnwindSafe(|| {
@@ -663,6 +693,27 @@ fn actor_main(
     }
     tracing::debug!(tenant = %handle.tenant, "tenant database closed");
 }
+
+/// Where the tenant stands with the deployment's migrations, in its feed
+/// (for `health` and its requests) and beside its database (for
+/// `migrate status` while it is closed); logged.
+fn note_migrations(tenant: &TenantId, root: &std::path::Path, feed: &Feed, status: &MigrationStatus) {
+    if !status.applied.is_empty() {
+        tracing::info!(tenant = %tenant, applied = ?status.applied, version = status.version, "migrations applied");
+        feed.schema_changed();
+    }
+    if let Some(failed) = &status.failed {
+        tracing::error!(tenant = %tenant, migration = %failed.name, code = %failed.code, error = %failed.message,
+            version = status.version, "migration failed; the tenant stays at its version");
+    }
+    let file = crate::layout::migrations_status(root);
+    if let Err(err) = serde_json::to_vec(status).map_err(std::io::Error::other).and_then(|json| std::fs::write(&file, json)) {
+        tracing::warn!(tenant = %tenant, error = %err, "could not record where the tenant stands with its migrations");
+    }
+    feed.set_migrations(status.clone());
+}
+
+
 
 /// How long a tenant is idle after a schema change before the base backup
 /// that holds it is packed.

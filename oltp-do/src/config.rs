@@ -74,6 +74,10 @@ pub struct OltpConfig {
     /// A base backup is packed after schema changes, before the tenant's
     /// data changes again (capture on; `TenantDb::back_up_schema_changes`).
     pub schema_backups: bool,
+    /// The deployment's migrations (`--migrations DIR`): every tenant is
+    /// brought to the latest when it opens, and new tenants come from a
+    /// template at the latest.
+    pub migrations: Option<std::sync::Arc<model::migrations::Migrations>>,
 }
 
 impl OltpConfig {
@@ -105,6 +109,7 @@ impl OltpConfig {
             backup_interval: Some(Duration::from_secs(6 * 3600)),
             backup_retention: Duration::from_secs(7 * 24 * 3600),
             schema_backups: true,
+            migrations: None,
         }
         .with_default_archive()
     }

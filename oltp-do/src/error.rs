@@ -84,6 +84,10 @@ pub enum Error {
     /// The server is shutting down or the tenant is being moved.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The tenant's latest migration failed: its clients' SQL waits for a
+    /// fixed deployment (the message names the migration and the SQLSTATE).
+    #[error("{0}")]
+    MigrationFailed(String),
     /// A tenant's archive failed verification: it is not opened.
     #[error("{0}")]
     ArchiveCorrupt(String),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, watch};
 
-use crate::engine::{LogStats, PackedBase};
+use crate::engine::{LogStats, MigrationStatus, PackedBase};
 use model::{Change, SchemaVersion, TenantId};
 
 /// How many recent changes are kept in memory for subscribers.
@@ -41,6 +41,8 @@ pub struct Feed {
     schema_changed: Mutex<Option<std::time::Instant>>,
     /// Base backups packed after schema changes, until they are stored.
     bases: Mutex<Vec<PackedBase>>,
+    /// Where the tenant stood with the deployment's migrations when it last opened.
+    migrations: Mutex<Option<MigrationStatus>>,
     /// Schema versions recorded since the server started (readers of the
     /// log compare it to know the schema history moved).
     schema_epoch: std::sync::atomic::AtomicU64,
@@ -60,6 +62,7 @@ impl Feed {
             pending_acks: Mutex::new(Vec::new()),
             schema_changed: Mutex::new(None),
             bases: Mutex::new(Vec::new()),
+            migrations: Mutex::new(None),
             schema_epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -184,6 +187,16 @@ impl Feed {
 
     /// A table was created, altered or dropped: a base backup is due (replay
     /// does not cross schema changes).
+    pub fn set_migrations(&self, status: MigrationStatus) {
+        *self.migrations.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+    }
+
+    /// Where the tenant stood with the deployment's migrations when it last
+    /// opened (None: not opened since the server started, or no migrations).
+    pub fn migrations(&self) -> Option<MigrationStatus> {
+        self.migrations.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     pub fn schema_changed(&self) {
         *self.schema_changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
         self.schema_epoch.fetch_add(1, Ordering::SeqCst);

@@ -7,6 +7,8 @@
 //! | `<tenant>/closed-head-lsn` | its newest change LSN, written at a clean close, removed when it opens |
 //! | `<tenant>.cold` | a cold tenant: the manifest of the archive it is kept in |
 //! | `<tenant>.cold-writing` | that manifest being written |
+//! | `<tenant>.migrations` | where it stood with the deployment's migrations when it last opened (kept while it is cold) |
+//! | `<tenant>.migrations-hold` | a restored tenant, not migrated when it opens until `migrate up` names it |
 //! | `.creating-<tenant>/` | a new tenant being copied from the template |
 //! | `.unpacking-<name>/` | an archive being unpacked (a wake from cold, a restore) |
 //! | `.restoring-<tenant>/` | a restore's new state being built |
@@ -28,10 +30,24 @@ const REPLACED: &str = ".replaced-";
 const REMOVING: &str = ".removing-";
 const COLD: &str = "cold";
 const COLD_WRITING: &str = "cold-writing";
+const MIGRATIONS: &str = "migrations";
+const MIGRATIONS_HOLD: &str = "migrations-hold";
 
 /// The marker a cold tenant leaves on local disk.
 pub fn cold_marker(root: &Path) -> PathBuf {
     root.with_extension(COLD)
+}
+
+/// Where the tenant stood with the deployment's migrations when it last
+/// opened (JSON), beside its root so it outlives the root going cold.
+pub fn migrations_status(root: &Path) -> PathBuf {
+    root.with_extension(MIGRATIONS)
+}
+
+/// Beside a restored tenant's root: it keeps the schema of the instant
+/// restored when it opens (not migrated) until `migrate up` names it.
+pub fn migrations_hold(root: &Path) -> PathBuf {
+    root.with_extension(MIGRATIONS_HOLD)
 }
 
 /// The cold marker while it is written.

@@ -17,6 +17,7 @@ pub mod feed;
 pub mod files;
 pub mod layout;
 pub mod maintenance;
+pub mod migrations;
 pub mod protocol;
 pub mod tenants;
 pub use model::values;

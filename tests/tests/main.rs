@@ -13,6 +13,7 @@ mod history;
 mod hostile;
 mod lake;
 mod maintenance;
+mod migrations;
 mod query;
 mod lifecycle;
 mod oracle;

@@ -37,7 +37,7 @@ pub fn status_for(err: &Error) -> StatusCode {
         Error::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::NoSuchTenant(_) => StatusCode::NOT_FOUND,
         Error::Gone(_) => StatusCode::GONE,
-        Error::Busy(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Busy(_) | Error::Unavailable(_) | Error::MigrationFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -61,6 +61,7 @@ pub fn error_body(err: &Error) -> Value {
         Error::Gone(_) => "changes_trimmed",
         Error::Busy(_) => "tenant_busy",
         Error::Unavailable(_) => "unavailable",
+        Error::MigrationFailed(_) => "migration_failed",
         Error::ArchiveCorrupt(_) => "archive_corrupt",
         Error::NotFound(_) => "not_found",
         Error::Conflict(_) => "conflict",

@@ -48,6 +48,7 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/backups", get(list_backups).post(take_backup))
         .route("/restore", post(restore::restore))
         .route("/bookmark", get(restore::bookmark))
+        .route("/migrate", post(migrate))
         .route("/ws", get(ws::ws));
     Router::new()
         .route("/t/{tenant}/health", get(health))
@@ -127,12 +128,23 @@ async fn health(
                 "maxOpenTenants": tenants.config().max_open_tenants,
                 "tenants": list,
             });
+            if let Some(set) = &tenants.config().migrations {
+                let names: Vec<&str> = set.list.iter().map(|m| m.name.as_str()).collect();
+                body["migrations"] = json!({ "layout": set.layout, "latest": set.latest(), "names": names });
+            }
             for (key, value) in tenants.server_reports() {
                 body[key] = value;
             }
             Json(body)
         }
     })
+}
+
+/// `POST /t/{tenant}/migrate`: bring the tenant to the deployment's
+/// migrations now (opening it if closed); where it stands after.
+async fn migrate(State(tenants): State<AppState>, AdminTenant(tenant, _): AdminTenant) -> Result<Json<Value>> {
+    let status = tenants.migrate(&tenant).await?;
+    Ok(Json(json!({ "tenant": tenant.as_str(), "migrations": status })))
 }
 
 /// `GET /t/{tenant}/backups`: the tenant's base backups, oldest first.

@@ -217,6 +217,14 @@ impl TenantDb {
         Ok(PackedBase { packed, head_lsn, state_at_us })
     }
 
+    /// The schema changed outside a client's request (migrations applied
+    /// as the tenant opened): a base backup is due.
+    pub fn schema_changed(&mut self) {
+        if self.base_root.is_some() {
+            self.base_due = true;
+        }
+    }
+
     /// A transaction committed: if it changed the schema, a base backup is due.
     fn committed(&mut self) {
         if std::mem::take(&mut self.catalog_in_tx) && self.base_root.is_some() {

@@ -3,6 +3,7 @@
 
 mod capture;
 mod database;
+mod migrate;
 mod replay;
 mod runtime;
 mod settings;
@@ -13,6 +14,7 @@ mod wire;
 pub use capture::{ChangePage, LogStats, LsnAt};
 pub use replay::{Images, StoredVersion, qualified, rows_at_head};
 pub use database::{PackedBase, Session, TenantDb};
+pub use migrate::{FailedMigration, MigrationStatus};
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;
 pub use watchdog::{Limits, ReadOnly, Stopped, TERMINATE_GRACE, Watch, Watchdog};

@@ -79,13 +79,13 @@ use model::sql::quote_ident as quote;
 
 impl TenantDb {
     /// Run one trusted statement of ours; a PostgreSQL error is returned as such.
-    fn exec(&mut self, sql: &str, params: &[Value], row_mode: RowMode) -> Result<Vec<Value>> {
+    pub(super) fn exec(&mut self, sql: &str, params: &[Value], row_mode: RowMode) -> Result<Vec<Value>> {
         let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
         let outcome = self.round_trip(&wire::extended_query(sql, &params), row_mode)?.or_client_error()?;
         Ok(outcome.results.into_iter().last().map(|r| r.rows).unwrap_or_default())
     }
 
-    fn simple(&mut self, sql: &str) -> Result<()> {
+    pub(super) fn simple(&mut self, sql: &str) -> Result<()> {
         self.round_trip(&wire::simple_query(sql), RowMode::Array)?.or_client_error().map(drop)
     }
 

@@ -43,6 +43,7 @@ impl EngineRuntime {
             watchdog: Watchdog::start(),
         });
         let preparing = runtime.clone();
+        let migrations = config.migrations.clone();
         std::thread::Builder::new()
             .name("engine-preload".into())
             .stack_size(8 * 1024 * 1024)
@@ -50,7 +51,7 @@ impl EngineRuntime {
                 let started = Instant::now();
                 let outcome = Pglite::preload()
                     .map_err(Error::pglite("preload the PGlite runtime"))
-                    .and_then(|()| template::prepare(&preparing.template_dir, &preparing.settings));
+                    .and_then(|()| template::prepare(&preparing.template_dir, &preparing.settings, migrations.as_deref()));
                 let phase = match outcome {
                     Ok(()) => {
                         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine runtime ready");

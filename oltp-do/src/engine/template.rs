@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::database::{Session, TenantDb};
 use super::settings::EngineSettings;
+use model::migrations::Migrations;
 use crate::error::{Error, Result};
 
 /// Bumped whenever what a template contains changes; an older template on
@@ -20,10 +21,18 @@ const TEMPLATE_VERSION: &str = "tidelake-template-10 capture-9 pglite-oxide-0.5.
 const MARKER: &str = ".tidelake-template";
 const LOCK_FILE: &str = ".pglite-oxide.lock";
 
-/// Make sure a current template exists at `dir`, building it if needed.
-pub fn prepare(dir: &Path, settings: &EngineSettings) -> Result<()> {
+/// Make sure a current template exists at `dir`, building it if needed:
+/// with the deployment's `migrations` applied, so a new tenant starts at
+/// the latest (a migration that fails leaves the template at the version
+/// before it; tenants then apply the rest when they open, and say why
+/// they cannot).
+pub fn prepare(dir: &Path, settings: &EngineSettings, migrations: Option<&Migrations>) -> Result<()> {
     let marker = dir.join(MARKER);
-    if fs::read_to_string(&marker).is_ok_and(|v| v.trim() == TEMPLATE_VERSION) {
+    let version = match migrations {
+        Some(set) => format!("{TEMPLATE_VERSION}\nmigrations {}", set.digest()),
+        None => TEMPLATE_VERSION.to_owned(),
+    };
+    if fs::read_to_string(&marker).is_ok_and(|v| v.trim() == version) {
         return Ok(());
     }
     if dir.exists() {
@@ -33,9 +42,17 @@ pub fn prepare(dir: &Path, settings: &EngineSettings) -> Result<()> {
     if building.exists() {
         fs::remove_dir_all(&building).map_err(|e| Error::io("remove", &building, e))?;
     }
-    let db = TenantDb::open(&building, settings, Session::Owner)?;
+    let mut db = TenantDb::open(&building, settings, Session::Owner)?;
+    if let Some(set) = migrations {
+        let status = db.migrate(set, false)?;
+        match &status.failed {
+            None => tracing::info!(version = status.version, "the template is at the latest migration"),
+            Some(failed) => tracing::error!(migration = %failed.name, code = %failed.code, error = %failed.message,
+                version = status.version, "a migration failed in the template; new tenants start at the version before it"),
+        }
+    }
     db.close()?;
-    fs::write(building.join(MARKER), TEMPLATE_VERSION)
+    fs::write(building.join(MARKER), version)
         .map_err(|e| Error::io("write", &building, e))?;
     fs::rename(&building, dir).map_err(|e| Error::io("install template", dir, e))?;
     Ok(())

@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_result_rows: u64,
     /// Why the request's SQL runs in read-only transactions, if it does.
     pub read_only: Option<ReadOnly>,
+    /// The work is a client's SQL (not the server's own).
+    pub client_sql: bool,
 }
 
 /// Why a request's SQL may only read.
@@ -52,6 +54,7 @@ impl Limits {
         max_result_bytes: u64::MAX,
         max_result_rows: u64::MAX,
         read_only: None,
+        client_sql: false,
     };
 }
 

@@ -161,6 +161,11 @@ pub struct TenantStatus {
     /// The change log as of the tenant's last commit since the server
     /// started (absent if it has not been opened since).
     pub change_log: Option<LogStats>,
+    /// Where the tenant stands with the deployment's migrations, as of when
+    /// it last opened (`latest` is the deployment's now); absent without
+    /// migrations, or for a tenant not opened since they were configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<crate::engine::MigrationStatus>,
     /// Fields from reporters (the lake's shipping lag).
     #[serde(flatten)]
     pub reported: serde_json::Map<String, serde_json::Value>,

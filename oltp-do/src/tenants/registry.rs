@@ -14,7 +14,7 @@ use super::storage::read_marker;
 use super::{Inner, Lease, Tenants};
 use crate::layout;
 use crate::actor::{ActorHandle, Attempt, Work};
-use crate::engine::{Limits, ReadOnly};
+use crate::engine::{Limits, MigrationStatus, ReadOnly};
 use crate::error::{Error, Result};
 use crate::feed::{Commits, Feed};
 use crate::protocol::EngineState;
@@ -80,6 +80,7 @@ impl Tenants {
             } else {
                 None
             },
+            client_sql,
         }
     }
 
@@ -201,6 +202,7 @@ impl Tenants {
             self.config.tenant_queue_depth,
             self.epoch,
             self.config.schema_backups,
+            self.config.migrations.clone(),
         )?;
         self.metrics.wakes.fetch_add(1, Ordering::Relaxed);
         inner.actors.insert(tenant.clone(), actor.clone());
@@ -286,6 +288,33 @@ impl Tenants {
     pub(super) fn closing_actor(&self, tenant: &TenantId) -> Option<Arc<ActorHandle>> {
         let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.actors.get(tenant).filter(|a| a.is_closing() && !a.is_closed()).cloned()
+    }
+
+    /// Bring the tenant to the deployment's migrations now (`migrate up`):
+    /// it opens, and so migrates, if closed — hibernated or cold; one whose
+    /// last attempt failed is closed and opened again, so it tries again.
+    pub async fn migrate(&self, tenant: &TenantId) -> Result<MigrationStatus> {
+        if self.config.migrations.is_none() {
+            return Err(Error::bad_request("no_migrations", "the server has no migrations to apply (start it with --migrations DIR)"));
+        }
+        self.must_exist(tenant)?;
+        // Named here, a tenant a restore held is held no more.
+        let hold = layout::migrations_hold(&self.root(tenant));
+        let held = hold.exists();
+        if held {
+            std::fs::remove_file(&hold).map_err(|e| Error::io("remove", &hold, e))?;
+        }
+        if held || self.feed(tenant).migrations().is_some_and(|s| s.failed.is_some()) {
+            let actor = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).actors.get(tenant).cloned();
+            if let Some(actor) = actor {
+                actor.begin_close();
+                actor.closed().await;
+            }
+        }
+        self.run(tenant, crate::actor::work::Open).await?;
+        self.feed(tenant)
+            .migrations()
+            .ok_or_else(|| Error::Engine(format!("tenant {tenant} opened without saying where it stands with its migrations")))
     }
 
     /// Hibernate tenants idle for longer than the configured time and forget

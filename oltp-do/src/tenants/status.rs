@@ -157,6 +157,8 @@ impl Tenants {
                         .get(&tenant)
                         .map(|f| f.stats())
                         .filter(|_| self.config.engine.capture),
+                    // Read below from beside the database if not in the feed.
+                    migrations: inner.feeds.get(&tenant).and_then(|f| f.migrations()),
                     reported: reporters.iter().flat_map(|r| r.tenant_status(&tenant)).collect(),
                     tenant: tenant.to_string(),
                 }
@@ -165,6 +167,16 @@ impl Tenants {
         drop(inner);
         for (status, tenant) in list.iter_mut().zip(&names) {
             status.disk_bytes = self.disk_size(&self.root(tenant));
+            if let Some(set) = &self.config.migrations {
+                let recorded = || {
+                    let text = std::fs::read(layout::migrations_status(&self.root(tenant))).ok()?;
+                    serde_json::from_slice(&text).ok()
+                };
+                status.migrations = status.migrations.take().or_else(recorded);
+                if let Some(migrations) = &mut status.migrations {
+                    migrations.latest = set.latest();
+                }
+            }
         }
         list
     }

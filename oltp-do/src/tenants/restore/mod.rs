@@ -488,10 +488,11 @@ impl Tenants {
             progress(Progress::Installing);
             let head = head_after.unwrap_or(0);
             write_head(&staging_dir, head)?;
-            self.install_branch(into, &mut staging, head).await?;
+            self.holding_migrations(into, self.install_branch(into, &mut staging, head)).await?;
             report(None, head)
         } else {
-            let (undo, head) = self.install_in_place(tenant, target.lsn, &mut staging, &lake_text, progress).await?;
+            let installing = self.install_in_place(tenant, target.lsn, &mut staging, &lake_text, progress);
+            let (undo, head) = self.holding_migrations(tenant, installing).await?;
             report(Some(undo), head)
         };
         done.took_ms = started.elapsed().as_millis() as u64;
@@ -628,7 +629,7 @@ impl Tenants {
         .await?;
         progress(Progress::Installing);
         write_head(&staging_dir, head)?;
-        self.install_branch(into, &mut staging, head).await?;
+        self.holding_migrations(into, self.install_branch(into, &mut staging, head)).await?;
         let report = RestoreReport {
             tenant: tenant.to_string(),
             into: Some(into.to_string()),
@@ -647,6 +648,24 @@ impl Tenants {
         };
         tracing::info!(tenant = %tenant, origin, into = %into, lsn = report.target.lsn, rows = total, took_ms = report.took_ms, "branched a tenant from the lake");
         Ok(report)
+    }
+
+    /// Run `installing` (a restore put in place as `tenant`) with the
+    /// tenant held where the restore put it, where the server has
+    /// migrations: it keeps the schema of its instant when it opens, not
+    /// migrated until `migrate up` names it. The hold is written first, so
+    /// nothing opens the restored tenant unheld; a failed install removes it.
+    async fn holding_migrations<T>(&self, tenant: &TenantId, installing: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.config.migrations.is_none() {
+            return installing.await;
+        }
+        let hold = layout::migrations_hold(&self.root(tenant));
+        std::fs::write(&hold, "restored").map_err(|e| Error::io("write", &hold, e))?;
+        let installed = installing.await;
+        if installed.is_err() {
+            let _ = std::fs::remove_file(&hold);
+        }
+        installed
     }
 
     fn begin_restore(&self, tenant: &TenantId, into: Option<&TenantId>) -> Result<Restoring<'_>> {

@@ -1,0 +1,175 @@
+//! Bringing a tenant to the deployment's latest migration (`--migrations`):
+//! each pending migration in its own transaction, in the tenant's session
+//! (the tenant owns what it makes, and the change capture sees its DDL as
+//! any other), recorded in the same transaction — tidelake's layout in
+//! `tidelake.migrations` (the tenant may read and add rows, not change or
+//! remove them), Drizzle's in `drizzle.__drizzle_migrations` as drizzle-orm
+//! records them. A migration that fails is rolled back and leaves the
+//! tenant at the version before it.
+
+use model::migrations::{Layout, Migration, Migrations};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::database::TenantDb;
+use crate::error::{Error, Result};
+use crate::protocol::{BatchRequest, RowMode, Statement};
+
+/// Where a tenant stands with the deployment's migrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The newest version applied (0: none).
+    pub version: i64,
+    /// The deployment's newest.
+    pub latest: i64,
+    /// Applied when the tenant last opened, oldest first.
+    #[serde(default)]
+    pub applied: Vec<String>,
+    /// The migration that failed, leaving the tenant at `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedMigration>,
+    /// Held where a restore put it: not migrated when it opens, until
+    /// `migrate up` names it (a restore gives the schema of its instant).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedMigration {
+    pub version: i64,
+    pub name: String,
+    /// PostgreSQL's SQLSTATE.
+    pub code: String,
+    pub message: String,
+}
+
+impl MigrationStatus {
+    /// The error a client's request gets while a migration has failed.
+    pub fn refusal(&self, tenant: &str) -> Option<Error> {
+        let failed = self.failed.as_ref()?;
+        Some(Error::MigrationFailed(format!(
+            "tenant {tenant} is at migration {} of {}: migration {} failed with SQLSTATE {}: {}",
+            self.version, self.latest, failed.name, failed.code, failed.message
+        )))
+    }
+}
+
+/// tidelake's record of applied migrations (outside the tenant's reach:
+/// the `tidelake` schema is the server's; the change capture skips it).
+const RECORD_SQL: &str = "CREATE TABLE IF NOT EXISTS tidelake.migrations ( \
+        version bigint PRIMARY KEY, name text NOT NULL, hash text NOT NULL, \
+        applied_at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+    REVOKE ALL ON tidelake.migrations FROM PUBLIC; \
+    GRANT SELECT, INSERT ON tidelake.migrations TO tenant";
+
+/// drizzle-orm's own table, as its migrator creates it.
+const DRIZZLE_SQL: &str = "CREATE SCHEMA IF NOT EXISTS drizzle; \
+    CREATE TABLE IF NOT EXISTS drizzle.__drizzle_migrations (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)";
+
+impl TenantDb {
+    /// Apply every migration of `set` the tenant has not had, oldest
+    /// first, stopping at the first that fails (its error is in the
+    /// status; `Err` is for our side failing); with `hold`, apply none and
+    /// only say where the tenant stands.
+    pub fn migrate(&mut self, set: &Migrations, hold: bool) -> Result<MigrationStatus> {
+        let applied = match set.layout {
+            Layout::Tidelake => {
+                self.as_owner(|db| db.simple(RECORD_SQL))?;
+                let rows = self.as_tenant(|db| {
+                    db.exec("SELECT coalesce(json_agg(version), '[]')::text AS v FROM tidelake.migrations", &[], RowMode::Object)
+                })?;
+                let versions: Vec<i64> = serde_json::from_str(rows.first().and_then(|r| r["v"].as_str()).unwrap_or("[]"))
+                    .map_err(|source| Error::Malformed { what: "tidelake.migrations".into(), source })?;
+                Applied::Versions(versions)
+            }
+            Layout::Drizzle => {
+                let rows = self.as_tenant(|db| {
+                    db.simple(DRIZZLE_SQL)?;
+                    db.exec(
+                        "SELECT max(created_at)::text AS last FROM drizzle.__drizzle_migrations",
+                        &[],
+                        RowMode::Object,
+                    )
+                })?;
+                Applied::Since(rows.first().and_then(|r| r["last"].as_str()).and_then(|t| t.parse().ok()))
+            }
+        };
+        let mut status = MigrationStatus {
+            version: set.list.iter().filter(|m| applied.has(m)).map(|m| m.version).max().unwrap_or(0),
+            latest: set.latest(),
+            applied: Vec::new(),
+            failed: None,
+            held: hold,
+        };
+        for migration in set.list.iter().filter(|m| !hold && !applied.has(m)) {
+            match self.as_tenant(|db| db.apply(set.layout, migration)) {
+                Ok(()) => {
+                    status.version = status.version.max(migration.version);
+                    status.applied.push(migration.name.clone());
+                }
+                Err(Error::Database(err)) => {
+                    status.failed = Some(FailedMigration {
+                        version: migration.version,
+                        name: migration.name.clone(),
+                        code: err.code.clone(),
+                        message: err.message.clone(),
+                    });
+                    break;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if !status.applied.is_empty() {
+            self.schema_changed();
+        }
+        Ok(status)
+    }
+
+    /// One migration and its record, in one transaction, as a client's
+    /// `POST transaction` runs (so the change capture follows its schema
+    /// changes, and a base backup follows them).
+    fn apply(&mut self, layout: Layout, migration: &Migration) -> Result<()> {
+        let (sql, params): (&str, Vec<Value>) = match layout {
+                Layout::Tidelake => (
+                    "INSERT INTO tidelake.migrations (version, name, hash) VALUES ($1, $2, $3)",
+                    vec![json!(migration.version), json!(migration.name), json!(migration.hash)],
+                ),
+                Layout::Drizzle => (
+                    "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ($1, $2)",
+                    vec![json!(migration.hash), json!(migration.when)],
+                ),
+            };
+        let statements = migration
+            .up
+            .iter()
+            .map(|sql| Statement { sql: sql.clone(), params: Vec::new() })
+            .chain([Statement { sql: sql.to_owned(), params }])
+            .collect();
+        let request = BatchRequest {
+            statements,
+            row_mode: RowMode::Array,
+            isolation_level: None,
+            read_only: false,
+            statement_timeout: None,
+        };
+        self.transaction(&request).map(drop)
+    }
+}
+
+/// What a tenant has had: tidelake's versions, or (Drizzle) the newest
+/// `created_at`, after which every migration is pending, as drizzle-orm has it.
+enum Applied {
+    Versions(Vec<i64>),
+    Since(Option<i64>),
+}
+
+impl Applied {
+    fn has(&self, m: &Migration) -> bool {
+        match self {
+            Applied::Versions(versions) => versions.contains(&m.version),
+            Applied::Since(last) => last.is_some_and(|last| m.when.is_some_and(|when| when <= last)),
+        }
+    }
+}

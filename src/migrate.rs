@@ -1,0 +1,129 @@
+//! `tidelake migrate status` and `tidelake migrate up`: clients of a running
+//! server's `GET /health` (every tenant, with where it stands with the
+//! deployment's migrations) and `POST /t/{tenant}/migrate`.
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+fn unreachable(url: &str) -> String {
+    format!("reach the server at {url} (is `tidelake serve` running? --url names another)")
+}
+
+/// The server's `health`: its migrations and every tenant.
+async fn health(server: &crate::Server) -> Result<Value> {
+    let url = server.url.trim_end_matches('/');
+    let response = server.client()?.get(format!("{url}/health")).send().await.with_context(|| unreachable(url))?;
+    let status = response.status();
+    let body: Value = response.json().await.context("read the server's health")?;
+    if !status.is_success() {
+        bail!("the server refused ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
+    }
+    if body["migrations"].is_null() {
+        bail!("the server has no migrations (start it with --migrations DIR)");
+    }
+    Ok(body)
+}
+
+/// A tenant's state, for people: `latest`, `pending (n)`, `failed: …`, or
+/// `unknown` (not opened since the server started with these migrations).
+fn state(status: &Value, latest: i64) -> String {
+    if let Some(failed) = status.get("failed").filter(|f| !f.is_null()) {
+        return format!(
+            "failed: {} ({} {})",
+            failed["name"].as_str().unwrap_or("?"),
+            failed["code"].as_str().unwrap_or("?"),
+            failed["message"].as_str().unwrap_or("")
+        );
+    }
+    match status["version"].as_i64() {
+        Some(v) if v >= latest => "latest".to_owned(),
+        Some(v) if status["held"] == true => format!("held by a restore ({} pending: `migrate up --tenant` moves it on)", latest - v),
+        Some(v) => format!("pending ({})", latest - v),
+        None => "unknown (not opened since)".to_owned(),
+    }
+}
+
+/// Every tenant's version; exit status 1 if any migration failed.
+pub async fn status(server: &crate::Server) -> Result<bool> {
+    let health = health(server).await?;
+    let latest = health["migrations"]["latest"].as_i64().unwrap_or(0);
+    println!("latest: {latest} ({} layout)", health["migrations"]["layout"].as_str().unwrap_or("?"));
+    let mut rows = vec![["TENANT", "TIER", "VERSION", "STATE"].map(String::from).to_vec()];
+    let mut failed = false;
+    for t in health["tenants"].as_array().into_iter().flatten() {
+        let status = &t["migrations"];
+        failed |= status.get("failed").is_some_and(|f| !f.is_null());
+        rows.push(vec![
+            t["tenant"].as_str().unwrap_or("?").to_owned(),
+            t["tier"].as_str().unwrap_or("?").to_owned(),
+            status["version"].as_i64().map_or("-".to_owned(), |v| v.to_string()),
+            state(status, latest),
+        ]);
+    }
+    crate::print_table(&rows);
+    Ok(!failed)
+}
+
+/// Bring `tenants` (all the server's when empty) to the latest migration,
+/// `concurrency` at a time; false if any failed.
+pub async fn up(server: &crate::Server, tenants: &[String], concurrency: usize) -> Result<bool> {
+    let health = health(server).await?;
+    let latest = health["migrations"]["latest"].as_i64().unwrap_or(0);
+    let names: Vec<String> = if tenants.is_empty() {
+        health["tenants"].as_array().into_iter().flatten().filter_map(|t| t["tenant"].as_str().map(str::to_owned)).collect()
+    } else {
+        tenants.to_vec()
+    };
+    let bar = ProgressBar::new(names.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("migrating [{bar:40}] {pos}/{len} tenants ({per_sec}, {eta} left)")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    let client = server.client()?;
+    let url = server.url.trim_end_matches('/').to_owned();
+    let outcomes: Vec<(String, Result<Value>)> = futures::stream::iter(names)
+        .map(|tenant| {
+            let (client, url, bar) = (client.clone(), url.clone(), bar.clone());
+            async move {
+                let outcome = async {
+                    let response = client
+                        .post(format!("{url}/t/{tenant}/migrate"))
+                        .json(&serde_json::json!({}))
+                        .send()
+                        .await
+                        .with_context(|| unreachable(&url))?;
+                    let status = response.status();
+                    let body: Value = response.json().await.context("read the server's answer")?;
+                    if !status.is_success() {
+                        bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("no message"));
+                    }
+                    Ok(body["migrations"].clone())
+                }
+                .await;
+                bar.inc(1);
+                (tenant, outcome)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let mut ok = 0;
+    let mut problems = Vec::new();
+    for (tenant, outcome) in outcomes {
+        match outcome {
+            Ok(status) if status["version"].as_i64() >= Some(latest) && status["failed"].is_null() => ok += 1,
+            Ok(status) => problems.push(format!("{tenant}: {}", state(&status, latest))),
+            Err(err) => problems.push(format!("{tenant}: {err:#}")),
+        }
+    }
+    problems.sort();
+    println!("{ok} tenant{} at version {latest}", if ok == 1 { "" } else { "s" });
+    for problem in &problems {
+        println!("{problem}");
+    }
+    Ok(problems.is_empty())
+}

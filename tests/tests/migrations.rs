@@ -1,0 +1,225 @@
+//! A deployment's migrations (`--migrations DIR`): every tenant brought to
+//! the latest when it opens — hibernated and cold ones included — each
+//! migration once, in its own transaction, recorded in the tenant; new
+//! tenants from a template already at the latest; a failing migration
+//! stops only its tenant, which says why; Drizzle Kit's folders recorded as
+//! drizzle-orm records them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tidelake_tests::{Client, Server, eventually};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+async fn rows(c: &Client, tenant: &str, sql: &str) -> Value {
+    let (status, body) = c.query(tenant, sql, json!([])).await;
+    assert_eq!(status, StatusCode::OK, "{tenant}: {sql}: {body}");
+    body["rows"].clone()
+}
+
+async fn health(c: &Client, tenant: &str) -> Value {
+    let (status, body) = c.get(&format!("/t/{tenant}/health")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["tenant"].clone()
+}
+
+const APPLIED: &str = "SELECT version, name FROM tidelake.migrations ORDER BY version";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tenant_reaches_the_latest_migration_once_and_a_failure_stops_only_its_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let migrations = dir.path().join("migrations");
+
+    // Before any migration: tenants with data of their own, one hibernated
+    // and one cold (its database archived) when the deployment comes.
+    let tiers = ["--tenants-hibernate-after", "200ms", "--archive-cold-after", "600ms", "--archive-backup-interval", "off"];
+    let mut server = Server::start(&data, &tiers).await;
+    let c = server.client();
+    for tenant in ["good", "bad", "sleepy"] {
+        rows(&c, tenant, "CREATE TABLE notes (id int PRIMARY KEY, body text)").await;
+        rows(&c, tenant, "INSERT INTO notes VALUES (1, 'kept')").await;
+    }
+    let before = rows(&c, "good", "SELECT clock_timestamp()::text AS t").await[0]["t"].as_str().unwrap().to_owned();
+    let cold = eventually(Duration::from_secs(60), || async { health(&c, "sleepy").await["tier"] == "cold" }).await;
+    assert!(cold, "sleepy never went cold: {}", health(&c, "sleepy").await);
+    server.stop();
+
+    // The deployment: two migrations (one with its down migration).
+    write(&migrations, "0001_users.sql", "CREATE TABLE users (id int PRIMARY KEY, name text);\nCREATE INDEX users_name ON users (name);");
+    write(&migrations, "0002_orders.sql", "CREATE TABLE orders (id int PRIMARY KEY, user_id int REFERENCES users, total numeric(10,2) NOT NULL DEFAULT 0);");
+    write(&migrations, "0002_orders.down.sql", "DROP TABLE orders;");
+    let dir_arg = migrations.to_str().unwrap().to_owned();
+    let mut args: Vec<&str> = tiers.to_vec();
+    args.extend(["--migrations", &dir_arg]);
+    let mut server = Server::start(&data, &args).await;
+    let c = server.client();
+
+    // Existing tenants, the cold one included, and a new one: each at the
+    // latest, each migration recorded once, the tenant's own data kept.
+    let wanted = json!([{"version": 1, "name": "0001_users"}, {"version": 2, "name": "0002_orders"}]);
+    for tenant in ["good", "bad", "sleepy", "fresh"] {
+        assert_eq!(rows(&c, tenant, APPLIED).await, wanted, "{tenant}");
+        rows(&c, tenant, "INSERT INTO users VALUES (1, 'ada')").await;
+        rows(&c, tenant, "INSERT INTO orders (id, user_id) VALUES (1, 1)").await;
+    }
+    assert_eq!(rows(&c, "sleepy", "SELECT body FROM notes").await, json!([{"body": "kept"}]));
+    let status = health(&c, "good").await["migrations"].clone();
+    assert_eq!(status, json!({"version": 2, "latest": 2, "applied": ["0001_users", "0002_orders"]}));
+    // A new tenant's first query did not wait for migrations: it came from
+    // a template that holds them.
+    assert_eq!(health(&c, "fresh").await["migrations"], json!({"version": 2, "latest": 2, "applied": []}));
+    // Migrations are captured as any DDL: their tables are in the schema history.
+    let (_, schema) = c.get("/t/good/schema").await;
+    let tables: Vec<&str> = schema["versions"].as_array().unwrap().iter().map(|v| v["table"].as_str().unwrap()).collect();
+    assert!(tables.contains(&"users") && tables.contains(&"orders"), "{schema}");
+    // The record is the server's: a tenant may read it, not rewrite it.
+    let (status, body) = c.query("good", "DELETE FROM tidelake.migrations", json!([])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("42501")), "{body}");
+    // A restore to an instant before the deployment gives the schema then.
+    let (status, report) = c.post("/t/good/restore", &json!({ "to": before, "into": "good-before" })).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let tables = "SELECT string_agg(tablename, ',' ORDER BY tablename) AS t FROM pg_tables WHERE schemaname = 'public'";
+    // (It is held there: the deployment's migrations wait for `migrate up`.)
+    assert_eq!(rows(&c, "good-before", tables).await, json!([{"t": "notes"}]));
+    assert_eq!(health(&c, "good-before").await["migrations"], json!({"version": 0, "latest": 2, "applied": [], "held": true}));
+    assert_eq!(rows(&c, "good", tables).await, json!([{"t": "notes,orders,users"}]));
+    // A user without a name: the next migration will not apply to "bad".
+    rows(&c, "bad", "INSERT INTO users VALUES (2, NULL)").await;
+    server.stop();
+
+    // The next deployment. Racing first requests apply it once.
+    write(&migrations, "0003_named.sql", "ALTER TABLE users ADD CONSTRAINT named CHECK (name IS NOT NULL);");
+    let mut server = Server::start(&data, &args).await;
+    let c = server.client();
+    let racing: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.query("good", APPLIED, json!([])).await })
+        })
+        .collect();
+    for answer in racing {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rows"].as_array().unwrap().len(), 3, "{body}");
+    }
+    let (status, body) = c.query("good", "INSERT INTO users VALUES (2, NULL)", json!([])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("23514")), "{body}");
+
+    // It fails on "bad": that tenant stays at version 2, its clients are
+    // told which migration failed and why, its health says so; the others
+    // go on, and so does its history's way to the lake.
+    let (status, body) = c.query("bad", "SELECT 1", json!([])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("migration_failed")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("0003_named") && message.contains("23514") && message.contains("migration 2 of 3"), "{message}");
+    let status = health(&c, "bad").await["migrations"].clone();
+    assert_eq!((&status["version"], &status["latest"], &status["failed"]["name"], &status["failed"]["code"]),
+        (&json!(2), &json!(3), &json!("0003_named"), &json!("23514")), "{status}");
+    let (status, page) = c.get("/t/bad/changes?since=0").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(rows(&c, "sleepy", APPLIED).await.as_array().unwrap().len(), 3);
+    // `migrate up` tries again, and says which failed (exit status 1).
+    let (ok, out) = cli(&server, &["up", "--tenant", "bad,good"]);
+    assert!(!ok && out.contains("1 tenant at version 3") && out.contains("bad: failed: 0003_named (23514"), "{out}");
+    server.stop();
+
+    // The migration mended (it was never applied to "bad"). After the next
+    // start, before any tenant opens, `migrate status` reads where each
+    // stood; `migrate up` opens every tenant, the cold one too.
+    write(&migrations, "0003_named.sql",
+        "UPDATE users SET name = 'unknown' WHERE name IS NULL;\nALTER TABLE users ADD CONSTRAINT named CHECK (name IS NOT NULL);");
+    let mut server = Server::start(&data, &args).await;
+    let c = server.client();
+    let (ok, out) = cli(&server, &["status"]);
+    assert!(!ok && out.contains("latest: 3 (tidelake layout)"), "{out}");
+    let line = |out: &str, tenant: &str| out.lines().find(|l| l.starts_with(&format!("{tenant} "))).unwrap_or_default().to_owned();
+    assert!(line(&out, "bad").contains("failed: 0003_named"), "{out}");
+    assert!(line(&out, "good").contains(" 3 ") && line(&out, "good").ends_with("latest"), "{out}");
+    let cold = eventually(Duration::from_secs(60), || async { health(&c, "sleepy").await["tier"] == "cold" }).await;
+    assert!(cold, "sleepy never went cold again");
+    assert!(line(&out, "good-before").contains("held by a restore (3 pending"), "{out}");
+    let (ok, out) = cli(&server, &["up", "--concurrency", "2"]);
+    assert!(ok && out.contains("5 tenants at version 3"), "{out}");
+    let (ok, out) = cli(&server, &["status"]);
+    assert!(ok && out.lines().skip(2).all(|l| l.ends_with("latest")), "{out}");
+    assert_eq!(rows(&c, "bad", APPLIED).await.as_array().unwrap().len(), 3);
+    assert_eq!(rows(&c, "bad", "SELECT name FROM users ORDER BY id").await, json!([{"name": "ada"}, {"name": "unknown"}]));
+    assert_eq!(health(&c, "bad").await["migrations"]["failed"], Value::Null);
+    server.stop();
+}
+
+/// `tidelake migrate <args>` against the server: whether it succeeded, and
+/// what it printed.
+fn cli(server: &Server, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(tidelake_tests::binary())
+        .arg("migrate")
+        .args(args)
+        .args(["--url", &server.base])
+        .env_remove("TIDELAKE_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// SHA-256 of a file's text, hex, as `sha256sum` prints it.
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drizzle_folders_are_applied_and_recorded_as_drizzle_orm_records_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let drizzle = dir.path().join("drizzle");
+    write(&drizzle, "meta/_journal.json", r#"{"version": "7", "dialect": "postgresql", "entries": [
+        {"idx": 0, "version": "7", "when": 1764000000000, "tag": "0000_first_users", "breakpoints": true},
+        {"idx": 1, "version": "7", "when": 1764000100000, "tag": "0001_posts", "breakpoints": true}]}"#);
+    write(&drizzle, "0000_first_users.sql", "CREATE TABLE \"users\" (\n\t\"id\" serial PRIMARY KEY NOT NULL,\n\t\"email\" text NOT NULL\n);\n--> statement-breakpoint\nCREATE UNIQUE INDEX \"users_email\" ON \"users\" USING btree (\"email\");");
+    write(&drizzle, "0001_posts.sql", "CREATE TABLE \"posts\" (\"id\" serial PRIMARY KEY NOT NULL, \"author\" integer REFERENCES \"users\"(\"id\"));");
+    let data = dir.path().join("data");
+    let dir_arg = drizzle.to_str().unwrap().to_owned();
+    let mut server = Server::start(&data, &["--migrations", &dir_arg]).await;
+    let c = server.client();
+    let recorded = "SELECT id, hash, created_at::text AS created_at FROM drizzle.__drizzle_migrations ORDER BY id";
+    let wanted = json!([
+        {"id": 1, "hash": sha256(&drizzle.join("0000_first_users.sql")), "created_at": "1764000000000"},
+        {"id": 2, "hash": sha256(&drizzle.join("0001_posts.sql")), "created_at": "1764000100000"},
+    ]);
+    assert_eq!(rows(&c, "acme", recorded).await, wanted);
+    rows(&c, "acme", "INSERT INTO users (email) VALUES ('a@example.com')").await;
+    let (status, body) = c.query("acme", "INSERT INTO users (email) VALUES ('a@example.com')", json!([])).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("23505")), "{body}");
+    server.stop();
+
+    // A tenant drizzle-orm's own migrator brought to the first migration
+    // (its record as drizzle-orm writes it) continues from there.
+    let mut server = Server::start(&dir.path().join("data2"), &[]).await;
+    let c = server.client();
+    let first = std::fs::read_to_string(drizzle.join("0000_first_users.sql")).unwrap();
+    for statement in first.split("--> statement-breakpoint") {
+        rows(&c, "beta", statement).await;
+    }
+    rows(&c, "beta", "CREATE SCHEMA drizzle").await;
+    rows(&c, "beta", "CREATE TABLE drizzle.__drizzle_migrations (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)").await;
+    let hash = sha256(&drizzle.join("0000_first_users.sql"));
+    let (status, body) = c
+        .query("beta", "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ($1, 1764000000000)", json!([hash]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop();
+    std::fs::rename(dir.path().join("data2/tenants/beta"), data.join("tenants/beta")).unwrap();
+    let mut server = Server::start(&data, &["--migrations", &dir_arg]).await;
+    let c = server.client();
+    let beta = rows(&c, "beta", recorded).await;
+    assert_eq!(beta, wanted, "beta continued with the second migration only");
+    assert_eq!(rows(&c, "beta", "SELECT to_regclass('posts')::text AS t").await, json!([{"t": "posts"}]));
+    server.stop();
+}
