@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod auth;
 mod capture;
+mod deploy;
 mod edge;
 mod lake;
 mod lake_age;
@@ -210,6 +211,12 @@ async fn main() -> Result<()> {
             let mut f = flags(argv, &["--out", "--iterations"], "oltp-bench edge [--iterations N] [--out FILE]")?;
             let iterations = f.remove("--iterations").map(|v| v.parse()).transpose()?.unwrap_or(500);
             edge::run(f.remove("--out").map(PathBuf::from), iterations).await
+        }
+        Some("deploy") => {
+            argv.next();
+            let mut f = flags(argv, &["--out", "--tenants"], "oltp-bench deploy [--tenants N] [--out FILE]")?;
+            let tenants = f.remove("--tenants").map(|v| v.parse()).transpose()?.unwrap_or(1000);
+            deploy::run(f.remove("--out").map(PathBuf::from), tenants).await
         }
         Some("capture") => {
             argv.next();

