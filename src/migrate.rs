@@ -37,8 +37,10 @@ fn state(status: &Value, latest: i64) -> String {
             failed["message"].as_str().unwrap_or("")
         );
     }
+    let changed: Vec<&str> = status["changed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let changed = if changed.is_empty() { String::new() } else { format!(" (files changed since applied: {})", changed.join(", ")) };
     match status["version"].as_i64() {
-        Some(v) if v >= latest => "latest".to_owned(),
+        Some(v) if v >= latest => format!("latest{changed}"),
         Some(v) if status["held"] == true => format!("held by a restore ({} pending: `migrate up --tenant` moves it on)", latest - v),
         Some(v) => format!("pending ({})", latest - v),
         None => "unknown (not opened since)".to_owned(),

@@ -148,7 +148,11 @@ async fn every_tenant_reaches_the_latest_migration_once_and_a_failure_stops_only
     let (ok, out) = cli(&server, &["up", "--concurrency", "2"]);
     assert!(ok && out.contains("5 tenants at version 3"), "{out}");
     let (ok, out) = cli(&server, &["status"]);
-    assert!(ok && out.lines().skip(2).all(|l| l.ends_with("latest")), "{out}");
+    assert!(ok && out.lines().skip(2).all(|l| l.contains(" latest")), "{out}");
+    // "good" ran 0003 before it was mended: said, not run again.
+    assert!(line(&out, "good").ends_with("latest (files changed since applied: 0003_named)"), "{out}");
+    assert_eq!(health(&c, "good").await["migrations"]["changed"], json!(["0003_named"]));
+    assert_eq!(health(&c, "bad").await["migrations"].get("changed"), None);
     assert_eq!(rows(&c, "bad", APPLIED).await.as_array().unwrap().len(), 3);
     assert_eq!(rows(&c, "bad", "SELECT name FROM users ORDER BY id").await, json!([{"name": "ada"}, {"name": "unknown"}]));
     assert_eq!(health(&c, "bad").await["migrations"]["failed"], Value::Null);

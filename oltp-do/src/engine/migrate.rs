@@ -7,6 +7,8 @@
 //! records them. A migration that fails is rolled back and leaves the
 //! tenant at the version before it.
 
+use std::collections::BTreeMap;
+
 use model::migrations::{Layout, Migration, Migrations};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -33,6 +35,10 @@ pub struct MigrationStatus {
     /// `migrate up` names it (a restore gives the schema of its instant).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// Migrations the tenant applied whose files have changed since (by
+    /// their SHA-256): not run again, only said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,30 +84,44 @@ impl TenantDb {
             Layout::Tidelake => {
                 self.as_owner(|db| db.simple(RECORD_SQL))?;
                 let rows = self.as_tenant(|db| {
-                    db.exec("SELECT coalesce(json_agg(version), '[]')::text AS v FROM tidelake.migrations", &[], RowMode::Object)
+                    db.exec(
+                        "SELECT coalesce(json_object_agg(version, hash), '{}')::text AS v FROM tidelake.migrations",
+                        &[],
+                        RowMode::Object,
+                    )
                 })?;
-                let versions: Vec<i64> = serde_json::from_str(rows.first().and_then(|r| r["v"].as_str()).unwrap_or("[]"))
-                    .map_err(|source| Error::Malformed { what: "tidelake.migrations".into(), source })?;
-                Applied::Versions(versions)
+                Applied::Versions(recorded_hashes(&rows, "tidelake.migrations")?)
             }
             Layout::Drizzle => {
                 let rows = self.as_tenant(|db| {
                     db.simple(DRIZZLE_SQL)?;
                     db.exec(
-                        "SELECT max(created_at)::text AS last FROM drizzle.__drizzle_migrations",
+                        "SELECT coalesce(json_object_agg(created_at, hash) FILTER (WHERE created_at IS NOT NULL), '{}')::text AS v \
+                         FROM drizzle.__drizzle_migrations",
                         &[],
                         RowMode::Object,
                     )
                 })?;
-                Applied::Since(rows.first().and_then(|r| r["last"].as_str()).and_then(|t| t.parse().ok()))
+                Applied::Since(recorded_hashes(&rows, "drizzle.__drizzle_migrations")?)
             }
         };
+        // Applied, and their files changed since: said, not run again.
+        let changed: Vec<String> = set
+            .list
+            .iter()
+            .filter(|m| applied.recorded_hash(m).is_some_and(|hash| hash != m.hash))
+            .map(|m| m.name.clone())
+            .collect();
+        if !changed.is_empty() {
+            tracing::warn!(changed = ?changed, "migrations changed since the tenant applied them (they are not run again)");
+        }
         let mut status = MigrationStatus {
             version: set.list.iter().filter(|m| applied.has(m)).map(|m| m.version).max().unwrap_or(0),
             latest: set.latest(),
             applied: Vec::new(),
             failed: None,
             held: hold,
+            changed,
         };
         for migration in set.list.iter().filter(|m| !hold && !applied.has(m)) {
             match self.as_tenant(|db| db.apply(set.layout, migration)) {
@@ -158,18 +178,38 @@ impl TenantDb {
     }
 }
 
-/// What a tenant has had: tidelake's versions, or (Drizzle) the newest
-/// `created_at`, after which every migration is pending, as drizzle-orm has it.
+/// What a tenant has had, each with the hash recorded: tidelake's by
+/// version; Drizzle's by `created_at` — every migration whose `when` is
+/// after the newest is pending, as drizzle-orm has it.
 enum Applied {
-    Versions(Vec<i64>),
-    Since(Option<i64>),
+    Versions(BTreeMap<i64, String>),
+    Since(BTreeMap<i64, String>),
 }
 
 impl Applied {
     fn has(&self, m: &Migration) -> bool {
         match self {
-            Applied::Versions(versions) => versions.contains(&m.version),
-            Applied::Since(last) => last.is_some_and(|last| m.when.is_some_and(|when| when <= last)),
+            Applied::Versions(versions) => versions.contains_key(&m.version),
+            Applied::Since(recorded) => {
+                recorded.keys().next_back().is_some_and(|last| m.when.is_some_and(|when| when <= *last))
+            }
         }
     }
+
+    /// The hash recorded for `m`, if it was applied (and recorded by its key).
+    fn recorded_hash(&self, m: &Migration) -> Option<&str> {
+        match self {
+            Applied::Versions(versions) => versions.get(&m.version),
+            Applied::Since(recorded) => recorded.get(&m.when?),
+        }
+        .map(String::as_str)
+    }
+}
+
+/// A record's `{key: hash}` object (keys are numbers as text).
+fn recorded_hashes(rows: &[Value], what: &str) -> Result<BTreeMap<i64, String>> {
+    let text = rows.first().and_then(|r| r["v"].as_str()).unwrap_or("{}");
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(text).map_err(|source| Error::Malformed { what: what.into(), source })?;
+    Ok(map.into_iter().filter_map(|(key, hash)| Some((key.parse().ok()?, hash))).collect())
 }
