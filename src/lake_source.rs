@@ -3,7 +3,6 @@
 //! `/metrics`.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use catalog::Warehouse;
 use lake::maintain::Maintainer;
@@ -117,10 +116,6 @@ pub struct LakeHistory {
     pub edge: Option<(Arc<EdgeSource>, Arc<Shipper<EdgeSource>>)>,
 }
 
-/// How long a restore of an edge tenant waits for the lake to take what
-/// the edge has committed.
-const EDGE_WAIT: Duration = Duration::from_secs(60);
-
 fn lake_error(err: lake::LakeError) -> Error {
     match err {
         lake::LakeError::NeedsOldRow(message) => Error::bad_request("replay_needs_old_row", message),
@@ -174,34 +169,20 @@ impl History for LakeHistory {
     }
 
     /// For an edge tenant, with the edge configured: its head as the edge
-    /// answers now, then the lake's shipper brings the lake up to it. An
-    /// edge that does not answer leaves the lake as it is (logged).
-    fn catch_up<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, oltp_do::Result<u64>> {
+    /// answers now.
+    fn head_of<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, oltp_do::Result<Option<u64>>> {
         Box::pin(async move {
+            let Some((edge, _)) = self.edge.as_ref().filter(|_| origin == EDGE_ORIGIN) else { return Ok(None) };
             let held = self.held_through(tenant, origin).await?;
-            let Some((edge, _)) = self.edge.as_ref().filter(|_| origin == EDGE_ORIGIN) else { return Ok(held) };
-            let head = match edge.head(tenant.as_str(), held).await {
-                Ok(head) => head,
-                Err(err) => {
-                    tracing::warn!(tenant = %tenant, error = %err, "could not ask the edge for a tenant's head; reading the lake as it stands");
-                    return Ok(held);
-                }
-            };
-            let deadline = tokio::time::Instant::now() + EDGE_WAIT;
-            loop {
-                let held = self.held_through(tenant, origin).await?;
-                if held >= head {
-                    return Ok(held);
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(Error::Unavailable(format!(
-                        "the lake holds edge tenant {tenant}'s changes up to LSN {held}, not yet its head {head}; try again once it has caught up"
-                    )));
-                }
-                edge.mark(tenant.as_str());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let head = edge.head(tenant.as_str(), held).await.map_err(|e| Error::Unavailable(format!("the edge: {e}")))?;
+            Ok(Some(head))
         })
+    }
+
+    fn nudge(&self, tenant: &TenantId, origin: &str) {
+        if let Some((edge, _)) = self.edge.as_ref().filter(|_| origin == EDGE_ORIGIN) {
+            edge.mark(tenant.as_str());
+        }
     }
 
     fn tables_at<'a>(

@@ -180,11 +180,11 @@ pub async fn state_at(warehouse: &Warehouse, tenant: &str, origin: &str, instant
             continue;
         };
         // The relation of the table's name current at the instant, and its shape then.
-        let start = relations(&table).into_iter().filter(|(lsn, at)| instant.reached(*lsn, *at)).last();
-        let start = match (start, relations(&table).is_empty()) {
-            (Some((lsn, _)), _) => lsn,
-            (None, true) => 0,
-            (None, false) => continue, // created after the instant
+        let relations = relations(&table);
+        let start = match relations.iter().rfind(|(lsn, at)| instant.reached(*lsn, *at)) {
+            Some((lsn, _)) => *lsn,
+            None if relations.is_empty() => 0,
+            None => continue, // created after the instant
         };
         let Some(then) = columns_history(&table)
             .into_iter()

@@ -522,6 +522,10 @@ fn actor_main(
         // The deployment's migrations the tenant has not had, before any request.
         if let Some(set) = migrations {
             let status = db.migrate(set, crate::layout::migrations_hold(&root).exists())?;
+            // The lake takes the schema the migrations made, as after a client's DDL.
+            if db.take_schema_recorded() {
+                feed.schema_changed();
+            }
             note_migrations(&handle.tenant, &root, feed, &status);
             // Its template's migrations made its schema: restorable from its first moment.
             if fresh {
@@ -700,7 +704,6 @@ fn actor_main(
 fn note_migrations(tenant: &TenantId, root: &std::path::Path, feed: &Feed, status: &MigrationStatus) {
     if !status.applied.is_empty() {
         tracing::info!(tenant = %tenant, applied = ?status.applied, version = status.version, "migrations applied");
-        feed.schema_changed();
     }
     if let Some(failed) = &status.failed {
         tracing::error!(tenant = %tenant, migration = %failed.name, code = %failed.code, error = %failed.message,
@@ -712,8 +715,6 @@ fn note_migrations(tenant: &TenantId, root: &std::path::Path, feed: &Feed, statu
     }
     feed.set_migrations(status.clone());
 }
-
-
 
 /// How long a tenant is idle after a schema change before the base backup
 /// that holds it is packed.

@@ -217,8 +217,8 @@ impl TenantDb {
         Ok(PackedBase { packed, head_lsn, state_at_us })
     }
 
-    /// The schema changed outside a client's request (migrations applied
-    /// as the tenant opened): a base backup is due.
+    /// The database has a schema no base backup of its holds (a new tenant
+    /// copied from a template its migrations made): a base backup is due.
     pub fn schema_changed(&mut self) {
         if self.base_root.is_some() {
             self.base_due = true;

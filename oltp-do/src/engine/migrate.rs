@@ -141,9 +141,8 @@ impl TenantDb {
                 Err(err) => return Err(err),
             }
         }
-        if !status.applied.is_empty() {
-            self.schema_changed();
-        }
+        // (Each migration ran as a client's transaction does: a base backup
+        // is due after any that changed the schema.)
         Ok(status)
     }
 
@@ -152,15 +151,15 @@ impl TenantDb {
     /// changes, and a base backup follows them).
     fn apply(&mut self, layout: Layout, migration: &Migration) -> Result<()> {
         let (sql, params): (&str, Vec<Value>) = match layout {
-                Layout::Tidelake => (
-                    "INSERT INTO tidelake.migrations (version, name, hash) VALUES ($1, $2, $3)",
-                    vec![json!(migration.version), json!(migration.name), json!(migration.hash)],
-                ),
-                Layout::Drizzle => (
-                    "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ($1, $2)",
-                    vec![json!(migration.hash), json!(migration.when)],
-                ),
-            };
+            Layout::Tidelake => (
+                "INSERT INTO tidelake.migrations (version, name, hash) VALUES ($1, $2, $3)",
+                vec![json!(migration.version), json!(migration.name), json!(migration.hash)],
+            ),
+            Layout::Drizzle => (
+                "INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ($1, $2)",
+                vec![json!(migration.hash), json!(migration.when)],
+            ),
+        };
         let statements = migration
             .up
             .iter()

@@ -52,10 +52,12 @@ pub trait History: Send + Sync {
     fn grows(&self) -> bool;
     /// Where the history of `tenant` comes from; None if there is none.
     fn origin<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Result<Option<String>>>;
-    /// For a tenant of another origin: bring the history up to the
-    /// tenant's head as its origin tells it now, where it can be asked,
-    /// and return the LSN the history holds every change through.
-    fn catch_up<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, Result<u64>>;
+    /// For a tenant of another origin: its head as that origin tells it
+    /// now; None where the origin cannot be asked.
+    fn head_of<'a>(&'a self, tenant: &'a TenantId, origin: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
+    /// For a tenant of another origin: make its shipping into the history
+    /// due (this server's own tenants are marked by their commits).
+    fn nudge(&self, tenant: &TenantId, origin: &str);
     /// The tables of the tenant of `origin` at the instant right after
     /// change `lsn` (and, for an instant given as a time, `at_us`), with
     /// their rows then: from the history alone.
@@ -204,8 +206,8 @@ impl Drop for Restoring<'_> {
 /// memory) to log only differences; beyond, the restored tables are logged whole.
 const DIFF_LIMIT: u64 = 200_000;
 
-/// How long an in-place restore waits for the lake to hold every change it
-/// is about to replace.
+/// How long a restore waits for the lake to hold every change it is about
+/// to replace (in place), or to read (of an edge tenant).
 const LAKE_WAIT: Duration = Duration::from_secs(60);
 /// Where a restore reads the changes it replays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +312,7 @@ impl Tenants {
         if !self.exists(tenant) {
             // A tenant of the edge: its bookmark is the lake's.
             if let (Some(origin), Some(history)) = (self.elsewhere(tenant).await?, self.history()) {
-                let held = history.catch_up(tenant, &origin).await?;
+                let held = self.caught_up(&history, tenant, &origin).await?;
                 let lsn = history.lsn_at(tenant, &origin, at_us).await?.unwrap_or(0).min(held);
                 return Ok(Bookmark { bookmark: format!("lsn:{lsn}"), lsn, source: "lake" });
             }
@@ -557,7 +559,7 @@ impl Tenants {
         // The lake first takes what the origin has committed by now (where
         // it can be asked), so an instant before now is whole.
         let reading = Instant::now();
-        let held = history.catch_up(tenant, origin).await?;
+        let held = self.caught_up(&history, tenant, origin).await?;
         let (target, at_us) = match target {
             Target::Lsn(lsn) if lsn > held => {
                 return Err(Error::bad_request(
@@ -698,7 +700,7 @@ impl Tenants {
                 ),
             )
         })?;
-        self.wait_for_history(&history, tenant, upto).await?;
+        self.wait_for_history(&history, tenant, SERVER_ORIGIN, upto).await?;
         Ok(Source::Lake)
     }
 
@@ -756,11 +758,25 @@ impl Tenants {
         reading.as_millis() as u64
     }
 
-    /// Wait until the lake holds every change of `tenant` up to `lsn`.
-    async fn wait_for_history(&self, history: &Arc<dyn History>, tenant: &TenantId, lsn: u64) -> Result<()> {
+    /// For a tenant of another origin (the edge): wait until the lake holds
+    /// its changes up to its head as the origin tells it now (as they
+    /// stand, where the origin cannot be asked, logged); the LSN the lake
+    /// holds them through.
+    async fn caught_up(&self, history: &Arc<dyn History>, tenant: &TenantId, origin: &str) -> Result<u64> {
+        match history.head_of(tenant, origin).await {
+            Ok(Some(head)) => self.wait_for_history(history, tenant, origin, head).await?,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(tenant = %tenant, origin, error = %err,
+                "could not ask for the tenant's head; reading the lake as it stands"),
+        }
+        history.held_through(tenant, origin).await
+    }
+
+    /// Wait until the lake holds every change of `tenant` of `origin` up to `lsn`.
+    async fn wait_for_history(&self, history: &Arc<dyn History>, tenant: &TenantId, origin: &str, lsn: u64) -> Result<()> {
         let deadline = Instant::now() + LAKE_WAIT;
         loop {
-            let held = history.held_through(tenant, SERVER_ORIGIN).await?;
+            let held = history.held_through(tenant, origin).await?;
             if held >= lsn {
                 return Ok(());
             }
@@ -778,7 +794,11 @@ impl Tenants {
                 )));
             }
             // The shipper takes tenants marked as having committed.
-            self.commits.mark(tenant);
+            if origin == SERVER_ORIGIN {
+                self.commits.mark(tenant);
+            } else {
+                history.nudge(tenant, origin);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -828,7 +848,7 @@ impl Tenants {
             attempts += 1;
             if let Some(history) = &shipped {
                 let known = self.log_stats(tenant).await?.head_lsn;
-                self.wait_for_history(history, tenant, known).await?;
+                self.wait_for_history(history, tenant, SERVER_ORIGIN, known).await?;
             }
             let lock = self.move_lock(tenant);
             let guard = lock.clone().lock_owned().await;
