@@ -90,7 +90,12 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let admin_key = create_key(&data, "*", "admin");
-    let server = Server::start(&data, &["--auth-jwt-secret", SECRET, "--auth-audience", AUDIENCE]).await;
+    // A deployment without migrations yet: `migrate` answers for every tenant.
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    let migrations = migrations.to_str().unwrap().to_owned();
+    let server =
+        Server::start(&data, &["--auth-jwt-secret", SECRET, "--auth-audience", AUDIENCE, "--migrations", &migrations]).await;
     let c = server.client();
     let admin = Some(admin_key.as_str());
     for sql in ["CREATE TABLE items (id int PRIMARY KEY, name text)", "INSERT INTO items VALUES (1, 'one'), (2, 'two')"] {
@@ -138,6 +143,7 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
         ("GET", format!("/t/acme/bookmark?at={at}"), None, Need::Admin),
         ("POST", "/t/acme/changes/ack".into(), Some(json!({"consumer": "auditor", "lsn": 1})), Need::Admin),
         ("POST", "/t/acme/restore".into(), Some(json!({"to": format!("lsn:{head}"), "into": "acme-copy"})), Need::Admin),
+        ("POST", "/t/acme/migrate".into(), Some(json!({})), Need::Admin),
         ("GET", "/health".into(), None, Need::Server),
         ("GET", "/metrics".into(), None, Need::Server),
         ("POST", "/catalog/v1/namespaces".into(), Some(json!({"namespace": ["scratch"]})), Need::Server),
