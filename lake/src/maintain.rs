@@ -65,7 +65,8 @@ use crate::table::{self, PROP_LSN_TO, PROP_TENANT, SUMMARY_LSN_TO, SUMMARY_TENAN
 
 pub use crate::spec::SUMMARY_MAINTENANCE;
 
-/// Attempts at a replace commit while the shipper keeps appending.
+/// Attempts at a replace commit (compaction) or an expiry while the shipper
+/// keeps appending.
 const MAX_REPLACE_ATTEMPTS: u32 = 10;
 
 /// What a table holds, for `/metrics`, `health` and the dashboard.
@@ -627,18 +628,30 @@ async fn expire(
     report: &mut TableReport,
 ) -> Result<(Table, Vec<Arc<Snapshot>>)> {
     let cutoff = now_ms() - i64::try_from(config.snapshot_retention.as_millis()).unwrap_or(i64::MAX);
-    let before: HashMap<i64, Arc<Snapshot>> =
-        table.metadata().snapshots().map(|s| (s.snapshot_id(), s.clone())).collect();
-    if !before.values().any(|s| s.timestamp_ms() < cutoff) {
-        return Ok((table, Vec::new()));
-    }
-    let tx = Transaction::new(&table);
-    let tx = tx.expire_snapshots().expire_older_than_ms(cutoff).retain_last(1).apply(tx)?;
-    let updated = match tx.commit(&warehouse.transactions()).await {
-        Ok(updated) => updated,
-        // The shipper committed meanwhile: expiry waits for the next run.
-        Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => return Ok((table, Vec::new())),
-        Err(e) => return Err(e.into()),
+    let mut table = table;
+    let mut attempt = 0;
+    let (before, updated) = loop {
+        attempt += 1;
+        let before: HashMap<i64, Arc<Snapshot>> =
+            table.metadata().snapshots().map(|s| (s.snapshot_id(), s.clone())).collect();
+        if !before.values().any(|s| s.timestamp_ms() < cutoff) {
+            return Ok((table, Vec::new()));
+        }
+        let tx = Transaction::new(&table);
+        let tx = tx.expire_snapshots().expire_older_than_ms(cutoff).retain_last(1).apply(tx)?;
+        match tx.commit(&warehouse.transactions()).await {
+            Ok(updated) => break (before, updated),
+            // The shipper committed meanwhile: expire again from its
+            // commit, as compaction does; still conflicting, the next run will.
+            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                if attempt >= MAX_REPLACE_ATTEMPTS {
+                    return Ok((table, Vec::new()));
+                }
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                table = warehouse.catalog().load_table(table.identifier()).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     crash_point("expiry-committed");
     let after: HashSet<i64> = updated.metadata().snapshots().map(|s| s.snapshot_id()).collect();
