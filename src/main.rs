@@ -1,12 +1,14 @@
 //! The `tidelake` binary: wires the crates together and serves them on one
 //! address. No business logic lives here.
 
+mod check;
 mod edge_source;
 mod lake_source;
 mod migrate;
 mod restore;
 mod server;
 mod settings;
+mod types;
 
 
 use anyhow::{Context, Result};
@@ -85,6 +87,25 @@ enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+    /// TypeScript interfaces or Rust structs for the tables: a row as the HTTP
+    /// API answers it and what an insert may give; from a tenant's live
+    /// schema (--tenant, on a running server) or from the deployment's
+    /// migrations (the schema every new tenant starts with).
+    Types {
+        /// The tenant whose schema to read (on the server at --url).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// typescript (ts) or rust (rs).
+        #[arg(long)]
+        lang: String,
+        /// Write to this file [default: standard output].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Run SQL in one tenant's database as its owner (the superuser), for
     /// repairs; the server must be stopped. Prints each statement's result as JSON.
     Maintain {
@@ -135,6 +156,41 @@ enum MigrateCommand {
         concurrency: usize,
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Undo migrations newer than --to by their down migrations (NNNN_name.down.sql),
+    /// newest first; each tenant is then held at that version (not migrated up when
+    /// it opens) until `migrate up --tenant` names it. Exits 1 if any failed.
+    Down {
+        /// The version to go down to (0: before the first migration).
+        #[arg(long)]
+        to: i64,
+        /// Only these tenants (repeat or separate with commas) [default: every tenant].
+        #[arg(long = "tenant", value_delimiter = ',')]
+        tenants: Vec<String>,
+        /// Tenants taken down at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Check the migrations before a deploy (no server needed): squawk's lint rules and
+    /// tidelake's, every migration applied to a scratch database, each down migration
+    /// tried up, down, up. Exits 1 on an error (or a warning, with --deny-warnings).
+    Check {
+        /// Judge only migrations newer than this version (those already deployed are
+        /// still applied to the scratch database) [default: every migration].
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Exit 1 on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -261,11 +317,30 @@ fn main() -> Result<()> {
             runtime.block_on(restore::bookmark(&Server::of(server, overrides), &tenant, &at))
         }
         Command::Token { command } => tokens(command),
+        Command::Types { tenant, lang, out, server, overrides } => {
+            let lang = model::types::Lang::parse(&lang)
+                .ok_or_else(|| anyhow::anyhow!("--lang {lang:?}: expected typescript (ts) or rust (rs)"))?;
+            let source = match tenant {
+                Some(tenant) => runtime.block_on(types::of_tenant(&Server::of(server, overrides), &tenant, lang))?,
+                None => types::of_migrations(&Settings::load(overrides)?, lang)?,
+            };
+            match out {
+                Some(path) => std::fs::write(&path, source).with_context(|| format!("write {}", path.display()))?,
+                None => print!("{source}"),
+            }
+            Ok(())
+        }
         Command::Migrate { command } => {
             let ok = match command {
                 MigrateCommand::Status { server, overrides } => runtime.block_on(migrate::status(&Server::of(server, overrides)))?,
                 MigrateCommand::Up { tenants, concurrency, server, overrides } => {
                     runtime.block_on(migrate::up(&Server::of(server, overrides), &tenants, concurrency))?
+                }
+                MigrateCommand::Down { to, tenants, concurrency, server, overrides } => {
+                    runtime.block_on(migrate::down(&Server::of(server, overrides), &tenants, to, concurrency))?
+                }
+                MigrateCommand::Check { since, format, deny_warnings, overrides } => {
+                    return migrate_check(Settings::load(overrides)?, since, &format, deny_warnings);
                 }
             };
             if !ok {
@@ -274,6 +349,28 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tidelake migrate check`: the findings, and an error for CI if any.
+fn migrate_check(settings: Settings, since: i64, format: &str, deny_warnings: bool) -> Result<()> {
+    let (Some(dir), Some(set)) = (settings.migrations_dir.as_ref(), settings.oltp.migrations.as_ref()) else {
+        anyhow::bail!("no migrations to check: name the folder with --migrations DIR (or `migrations` in the config)");
+    };
+    if !matches!(format, "text" | "json") {
+        anyhow::bail!("--format {format:?}: expected text or json");
+    }
+    let findings = check::check(dir, set, &settings.oltp.engine, since)?;
+    let checked = set.list.iter().filter(|m| m.version > since).count();
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "checked": checked, "findings": findings }))?),
+        _ => check::print(&findings, checked),
+    }
+    let errors = findings.iter().filter(|f| f.severity == check::Severity::Error).count();
+    let warnings = findings.iter().filter(|f| f.severity == check::Severity::Warning).count();
+    if errors > 0 || (deny_warnings && warnings > 0) {
+        anyhow::bail!("the migrations have {errors} error(s) and {warnings} warning(s)");
+    }
+    Ok(())
 }
 
 /// `tidelake token create | list | revoke`.

@@ -1,11 +1,12 @@
-//! `tidelake migrate status` and `tidelake migrate up`: clients of a running
+//! `tidelake migrate status`, `up` and `down`: clients of a running
 //! server's `GET /health` (every tenant, with where it stands with the
-//! deployment's migrations) and `POST /t/{tenant}/migrate`.
+//! deployment's migrations), `POST /t/{tenant}/migrate` and
+//! `POST /t/{tenant}/migrate/down`.
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn unreachable(url: &str) -> String {
     format!("reach the server at {url} (is `tidelake serve` running? --url names another)")
@@ -41,7 +42,7 @@ fn state(status: &Value, latest: i64) -> String {
     let changed = if changed.is_empty() { String::new() } else { format!(" (files changed since applied: {})", changed.join(", ")) };
     match status["version"].as_i64() {
         Some(v) if v >= latest => format!("latest{changed}"),
-        Some(v) if status["held"] == true => format!("held by a restore ({} pending: `migrate up --tenant` moves it on)", latest - v),
+        Some(v) if status["held"] == true => format!("held ({} pending, by a restore or `migrate down`: `migrate up --tenant` moves it on)", latest - v),
         Some(v) => format!("pending ({})", latest - v),
         None => "unknown (not opened since)".to_owned(),
     }
@@ -73,6 +74,73 @@ pub async fn status(server: &crate::Server) -> Result<bool> {
 pub async fn up(server: &crate::Server, tenants: &[String], concurrency: usize) -> Result<bool> {
     let health = health(server).await?;
     let latest = health["migrations"]["latest"].as_i64().unwrap_or(0);
+    let outcomes = each_tenant(server, &health, tenants, concurrency, "migrating", "migrate", json!({})).await?;
+    let mut ok = 0;
+    let mut problems = Vec::new();
+    for (tenant, outcome) in outcomes {
+        match outcome {
+            Ok(body) if body["migrations"]["version"].as_i64() >= Some(latest) && body["migrations"]["failed"].is_null() => ok += 1,
+            Ok(body) => problems.push(format!("{tenant}: {}", state(&body["migrations"], latest))),
+            Err(err) => problems.push(format!("{tenant}: {err:#}")),
+        }
+    }
+    problems.sort();
+    println!("{ok} tenant{} at version {latest}", if ok == 1 { "" } else { "s" });
+    for problem in &problems {
+        println!("{problem}");
+    }
+    Ok(problems.is_empty())
+}
+
+/// Take `tenants` (all the server's when empty) down to version `to` by
+/// their down migrations, `concurrency` at a time; false if any failed.
+pub async fn down(server: &crate::Server, tenants: &[String], to: i64, concurrency: usize) -> Result<bool> {
+    let health = health(server).await?;
+    let outcomes = each_tenant(server, &health, tenants, concurrency, "undoing", "migrate/down", json!({ "to": to })).await?;
+    let mut ok = 0;
+    let mut problems = Vec::new();
+    for (tenant, outcome) in outcomes {
+        match outcome {
+            Ok(body) if body["failed"].is_null() => {
+                ok += 1;
+                let undone: Vec<&str> = body["undone"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                if !undone.is_empty() {
+                    println!("{tenant}: undid {}", undone.join(", "));
+                }
+            }
+            Ok(body) => problems.push(format!(
+                "{tenant}: at version {}: {} failed ({} {})",
+                body["migrations"]["version"],
+                body["failed"]["name"].as_str().unwrap_or("?"),
+                body["failed"]["code"].as_str().unwrap_or("?"),
+                body["failed"]["message"].as_str().unwrap_or("")
+            )),
+            Err(err) => problems.push(format!("{tenant}: {err:#}")),
+        }
+    }
+    problems.sort();
+    println!(
+        "{ok} tenant{} at version {to} or below, held there until `migrate up --tenant` names them",
+        if ok == 1 { "" } else { "s" }
+    );
+    for problem in &problems {
+        println!("{problem}");
+    }
+    Ok(problems.is_empty())
+}
+
+/// `POST /t/{tenant}/{path}` with `body` for each of `tenants` (all the
+/// server's when empty), `concurrency` at a time, behind a progress bar:
+/// each tenant's answer or why there is none.
+async fn each_tenant(
+    server: &crate::Server,
+    health: &Value,
+    tenants: &[String],
+    concurrency: usize,
+    doing: &str,
+    path: &str,
+    body: Value,
+) -> Result<Vec<(String, Result<Value>)>> {
     let names: Vec<String> = if tenants.is_empty() {
         health["tenants"].as_array().into_iter().flatten().filter_map(|t| t["tenant"].as_str().map(str::to_owned)).collect()
     } else {
@@ -80,20 +148,20 @@ pub async fn up(server: &crate::Server, tenants: &[String], concurrency: usize) 
     };
     let bar = ProgressBar::new(names.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("migrating [{bar:40}] {pos}/{len} tenants ({per_sec}, {eta} left)")
+        ProgressStyle::with_template(&format!("{doing} [{{bar:40}}] {{pos}}/{{len}} tenants ({{per_sec}}, {{eta}} left)"))
             .expect("progress template")
             .progress_chars("=> "),
     );
     let client = server.client()?;
     let url = server.url.trim_end_matches('/').to_owned();
-    let outcomes: Vec<(String, Result<Value>)> = futures::stream::iter(names)
+    let outcomes = futures::stream::iter(names)
         .map(|tenant| {
-            let (client, url, bar) = (client.clone(), url.clone(), bar.clone());
+            let (client, url, bar, body) = (client.clone(), url.clone(), bar.clone(), body.clone());
             async move {
                 let outcome = async {
                     let response = client
-                        .post(format!("{url}/t/{tenant}/migrate"))
-                        .json(&serde_json::json!({}))
+                        .post(format!("{url}/t/{tenant}/{path}"))
+                        .json(&body)
                         .send()
                         .await
                         .with_context(|| unreachable(&url))?;
@@ -102,7 +170,7 @@ pub async fn up(server: &crate::Server, tenants: &[String], concurrency: usize) 
                     if !status.is_success() {
                         bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("no message"));
                     }
-                    Ok(body["migrations"].clone())
+                    Ok(body)
                 }
                 .await;
                 bar.inc(1);
@@ -113,19 +181,5 @@ pub async fn up(server: &crate::Server, tenants: &[String], concurrency: usize) 
         .collect()
         .await;
     bar.finish_and_clear();
-    let mut ok = 0;
-    let mut problems = Vec::new();
-    for (tenant, outcome) in outcomes {
-        match outcome {
-            Ok(status) if status["version"].as_i64() >= Some(latest) && status["failed"].is_null() => ok += 1,
-            Ok(status) => problems.push(format!("{tenant}: {}", state(&status, latest))),
-            Err(err) => problems.push(format!("{tenant}: {err:#}")),
-        }
-    }
-    problems.sort();
-    println!("{ok} tenant{} at version {latest}", if ok == 1 { "" } else { "s" });
-    for problem in &problems {
-        println!("{problem}");
-    }
-    Ok(problems.is_empty())
+    Ok(outcomes)
 }

@@ -628,6 +628,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// None: no edge's history is shipped.
     pub edge: Option<EdgeSettings>,
+    /// The deployment's migrations folder (read into `oltp.migrations`).
+    pub migrations_dir: Option<PathBuf>,
 }
 
 /// How callers prove who they are, and which pages and hosts are served.
@@ -731,8 +733,9 @@ impl Settings {
         if let Some(n) = t.max_result_rows {
             oltp.max_result_rows = origins.at_least("tenants.max_result_rows", n, 1)?;
         }
-        if let Some(dir) = config.migrations {
-            let set = oltp_do::migrations::load(&dir).map_err(|e| anyhow::anyhow!("migrations: {e}"))?;
+        let migrations_dir = config.migrations;
+        if let Some(dir) = &migrations_dir {
+            let set = oltp_do::migrations::load(dir).map_err(|e| anyhow::anyhow!("migrations: {e}"))?;
             oltp.migrations = Some(std::sync::Arc::new(set));
         }
         if let Some(n) = t.ws_max_in_flight {
@@ -899,7 +902,7 @@ impl Settings {
             }
             None => None,
         };
-        Ok(Self { listen, pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth, edge })
+        Ok(Self { listen, pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth, edge, migrations_dir })
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`wire`] and [`values`]: the PostgreSQL protocol spoken to an
 //!   embedded backend and its text values as JSON.
 //! - [`api`]: the HTTP and WebSocket API's requests and answers, and a
-//!   PostgreSQL error as a client sees it; [`schema`]: a tenant's schema.
+//!   PostgreSQL error as a client sees it; [`schema`]: a tenant's schema,
+//!   and [`types`]: TypeScript and Rust types generated from it.
 
 pub mod api;
 mod change;
@@ -22,6 +23,7 @@ pub mod migrations;
 pub mod schema;
 pub mod sql;
 mod tenant;
+pub mod types;
 mod units;
 pub mod values;
 pub mod wire;

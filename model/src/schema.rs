@@ -1,5 +1,7 @@
 //! A tenant's schema as `GET /t/{tenant}/schema` answers it, on the server
-//! and at the edge: the user tables with their columns and primary keys, a
+//! and at the edge: the user tables with their columns (name, type,
+//! nullability, default; where they apply, a domain's base type, identity,
+//! generated, an enum's labels) and primary keys, a
 //! fingerprint of the whole that changes whenever any of it does, and the
 //! schema versions the change log recorded.
 
@@ -17,8 +19,19 @@ SELECT json_agg(t ORDER BY t.schema, t.name) AS tables FROM (
         'type', format_type(a.atttypid, a.atttypmod),
         'typeOid', a.atttypid::int,
         'nullable', NOT a.attnotnull,
-        'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum)
+        'default', pg_get_expr(d.adbin, d.adrelid))::jsonb || jsonb_strip_nulls(jsonb_build_object(
+        'baseTypeOid', CASE WHEN ty.typtype = 'd' THEN ty.typbasetype::int END,
+        'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+        'generated', CASE WHEN a.attgenerated <> '' THEN true END,
+        'enum', (SELECT jsonb_build_object('schema', en.nspname, 'name', et.typname,
+                   'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder)
+                                FROM pg_enum e WHERE e.enumtypid = et.oid))
+                   FROM pg_type et JOIN pg_namespace en ON en.oid = et.typnamespace
+                  WHERE et.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+                    AND et.typtype = 'e')))
+        ORDER BY a.attnum)
        FROM pg_attribute a
+       JOIN pg_type ty ON ty.oid = a.atttypid
        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
     COALESCE((SELECT json_agg(a.attname ORDER BY k.ord)

@@ -31,6 +31,42 @@ pub mod oid {
     pub const JSONB: i32 = 3802;
 }
 
+/// How the API gives a value of one PostgreSQL type (by the type's OID as
+/// a result column carries it: a domain's is its base type's) in JSON —
+/// what [`text_to_json`] makes of it, and so what `tidelake types` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    Boolean,
+    /// `int2`, `int4`, `int8`, `oid`: a JSON number (the OID says its width).
+    Integer(i32),
+    /// `float4`, `float8`: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
+    Float,
+    /// `json`, `jsonb`: the JSON value itself.
+    Json,
+    /// The PostgreSQL text form, as a string (`numeric`, text, dates and
+    /// times, uuid, bytea as `\x…`, enums, arrays of other types, …).
+    Text,
+    /// An array of these (nested for more dimensions; elements may be null);
+    /// one with explicit bounds (`[0:1]={…}`) stays text.
+    Array(Box<Shape>),
+}
+
+impl Shape {
+    /// The shape of values of the type `type_oid`.
+    pub fn of(type_oid: i32) -> Shape {
+        match type_oid {
+            oid::BOOL => Shape::Boolean,
+            oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => Shape::Integer(type_oid),
+            oid::FLOAT4 | oid::FLOAT8 => Shape::Float,
+            oid::JSON | oid::JSONB => Shape::Json,
+            other => match array_element(other) {
+                Some(element) => Shape::Array(Box::new(Shape::of(element))),
+                None => Shape::Text,
+            },
+        }
+    }
+}
+
 /// The element type of a PostgreSQL array type, for the array types we decode.
 fn array_element(type_oid: i32) -> Option<i32> {
     Some(match type_oid {
@@ -54,34 +90,33 @@ fn array_element(type_oid: i32) -> Option<i32> {
 
 /// Convert one text-format value of type `type_oid` to JSON.
 pub fn text_to_json(text: &str, type_oid: i32) -> Value {
-    match type_oid {
-        oid::BOOL => Value::Bool(text == "t"),
-        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => text
+    shaped(text, &Shape::of(type_oid))
+}
+
+fn shaped(text: &str, shape: &Shape) -> Value {
+    match shape {
+        Shape::Boolean => Value::Bool(text == "t"),
+        Shape::Integer(_) => text
             .parse::<i64>()
             .map(Value::from)
             .or_else(|_| text.parse::<u64>().map(Value::from))
             .unwrap_or_else(|_| Value::String(text.to_owned())),
-        oid::FLOAT4 | oid::FLOAT8 => text
+        Shape::Float => text
             .parse::<f64>()
             .ok()
             .and_then(Number::from_f64)
             .map(Value::Number)
             .unwrap_or_else(|| Value::String(text.to_owned())),
-        oid::JSON | oid::JSONB => {
-            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        Shape::Json => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        Shape::Array(element) if text.starts_with('{') => {
+            parse_array(text, element).unwrap_or_else(|| Value::String(text.to_owned()))
         }
-        other => match array_element(other) {
-            Some(element) if text.starts_with('{') => match parse_array(text, element) {
-                Some(value) => value,
-                None => Value::String(text.to_owned()),
-            },
-            _ => Value::String(text.to_owned()),
-        },
+        Shape::Array(_) | Shape::Text => Value::String(text.to_owned()),
     }
 }
 
 /// Parse an array literal such as `{1,2,NULL}` or `{{"a b",c},{d,e}}`.
-fn parse_array(text: &str, element: i32) -> Option<Value> {
+fn parse_array(text: &str, element: &Shape) -> Option<Value> {
     let mut parser = ArrayParser {
         bytes: text.as_bytes(),
         pos: 0,
@@ -94,7 +129,7 @@ fn parse_array(text: &str, element: i32) -> Option<Value> {
 struct ArrayParser<'a> {
     bytes: &'a [u8],
     pos: usize,
-    element: i32,
+    element: &'a Shape,
 }
 
 impl ArrayParser<'_> {
@@ -117,7 +152,7 @@ impl ArrayParser<'_> {
                 b'{' => self.array()?,
                 b'"' => {
                     let raw = self.quoted()?;
-                    text_to_json(&raw, self.element)
+                    shaped(&raw, self.element)
                 }
                 _ => {
                     let start = self.pos;
@@ -128,7 +163,7 @@ impl ArrayParser<'_> {
                     if raw.eq_ignore_ascii_case("NULL") {
                         Value::Null
                     } else {
-                        text_to_json(raw, self.element)
+                        shaped(raw, self.element)
                     }
                 }
             };

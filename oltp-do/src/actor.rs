@@ -139,6 +139,19 @@ pub mod work {
         }
     }
 
+    /// Undo the tenant's migrations newer than `to` (`migrate down`).
+    pub struct MigrateDown {
+        pub set: std::sync::Arc<model::migrations::Migrations>,
+        pub to: i64,
+    }
+
+    impl Work for MigrateDown {
+        type Reply = crate::engine::Undone;
+        fn run(&self, db: &mut TenantDb) -> Result<crate::engine::Undone> {
+            db.migrate_down(&self.set, self.to)
+        }
+    }
+
     impl Work for Stats {
         type Reply = LogStats;
         fn run(&self, db: &mut TenantDb) -> Result<LogStats> {
@@ -701,7 +714,7 @@ fn actor_main(
 /// Where the tenant stands with the deployment's migrations, in its feed
 /// (for `health` and its requests) and beside its database (for
 /// `migrate status` while it is closed); logged.
-fn note_migrations(tenant: &TenantId, root: &std::path::Path, feed: &Feed, status: &MigrationStatus) {
+pub(crate) fn note_migrations(tenant: &TenantId, root: &std::path::Path, feed: &Feed, status: &MigrationStatus) {
     if !status.applied.is_empty() {
         tracing::info!(tenant = %tenant, applied = ?status.applied, version = status.version, "migrations applied");
     }

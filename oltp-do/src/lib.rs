@@ -19,6 +19,7 @@ pub mod layout;
 pub mod maintenance;
 pub mod migrations;
 pub mod protocol;
+pub mod scratch;
 pub mod tenants;
 pub use model::values;
 

@@ -144,6 +144,7 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
         ("POST", "/t/acme/changes/ack".into(), Some(json!({"consumer": "auditor", "lsn": 1})), Need::Admin),
         ("POST", "/t/acme/restore".into(), Some(json!({"to": format!("lsn:{head}"), "into": "acme-copy"})), Need::Admin),
         ("POST", "/t/acme/migrate".into(), Some(json!({})), Need::Admin),
+        ("POST", "/t/acme/migrate/down".into(), Some(json!({"to": 0})), Need::Admin),
         ("GET", "/health".into(), None, Need::Server),
         ("GET", "/metrics".into(), None, Need::Server),
         ("POST", "/catalog/v1/namespaces".into(), Some(json!({"namespace": ["scratch"]})), Need::Server),

@@ -20,3 +20,4 @@ mod oracle;
 mod readme;
 mod restore;
 mod tiers;
+mod types;

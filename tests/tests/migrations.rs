@@ -80,7 +80,7 @@ async fn every_tenant_reaches_the_latest_migration_once_and_a_failure_stops_only
     let tables: Vec<&str> = schema["versions"].as_array().unwrap().iter().map(|v| v["table"].as_str().unwrap()).collect();
     assert!(tables.contains(&"users") && tables.contains(&"orders"), "{schema}");
     // The record is the server's: a tenant may read it, not rewrite it.
-    let (status, body) = c.query("good", "DELETE FROM tidelake.migrations", json!([])).await;
+    let (status, body) = c.query("good", "UPDATE tidelake.migrations SET hash = 'forged'", json!([])).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("42501")), "{body}");
     // A restore to an instant before the deployment gives the schema then.
     let (status, report) = c.post("/t/good/restore", &json!({ "to": before, "into": "good-before" })).await;
@@ -144,7 +144,7 @@ async fn every_tenant_reaches_the_latest_migration_once_and_a_failure_stops_only
     assert!(line(&out, "good").contains(" 3 ") && line(&out, "good").ends_with("latest"), "{out}");
     let cold = eventually(Duration::from_secs(60), || async { health(&c, "sleepy").await["tier"] == "cold" }).await;
     assert!(cold, "sleepy never went cold again");
-    assert!(line(&out, "good-before").contains("held by a restore (3 pending"), "{out}");
+    assert!(line(&out, "good-before").contains("held (3 pending"), "{out}");
     let (ok, out) = cli(&server, &["up", "--concurrency", "2"]);
     assert!(ok && out.contains("5 tenants at version 3"), "{out}");
     let (ok, out) = cli(&server, &["status"]);
@@ -303,4 +303,165 @@ async fn drizzle_kits_folders_migrate_tenants_as_drizzle_orms_migrator_does() {
     assert_eq!(drizzle_state(&c, "newcomer").await, by_drizzle);
     assert_eq!(rows(&c, "shop", "SELECT email, plan FROM users").await, json!([{"email": "ada@example.com", "plan": "free"}]));
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_migrations_undo_a_tenants_migrations_and_hold_it_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let migrations = dir.path().join("migrations");
+    write(&migrations, "0001_users.sql", "CREATE TABLE users (id int PRIMARY KEY, name text);");
+    write(&migrations, "0001_users.down.sql", "DROP TABLE users;");
+    write(&migrations, "0002_orders.sql", "CREATE TABLE orders (id int PRIMARY KEY, user_id int REFERENCES users);\nALTER TABLE users ADD COLUMN email text;");
+    write(&migrations, "0002_orders.down.sql", "ALTER TABLE users DROP COLUMN email;\nDROP TABLE orders;");
+    let dir_arg = migrations.to_str().unwrap().to_owned();
+    let args = ["--tenants-hibernate-after", "300ms", "--migrations", &dir_arg];
+    let mut server = Server::start(&data, &args).await;
+    let c = server.client();
+    for tenant in ["one", "two"] {
+        rows(&c, tenant, "INSERT INTO users VALUES (1, 'ada', 'ada@example.com')").await;
+        rows(&c, tenant, "INSERT INTO orders VALUES (1, 1)").await;
+    }
+
+    // Down to 1 for one tenant: 0002's down migration ran, its record is
+    // gone, the tenant's other data kept; the other tenant untouched.
+    let (ok, out) = cli(&server, &["down", "--to", "1", "--tenant", "one"]);
+    assert!(ok && out.contains("one: undid 0002_orders") && out.contains("1 tenant at version 1 or below"), "{out}");
+    assert_eq!(rows(&c, "one", APPLIED).await, json!([{"version": 1, "name": "0001_users"}]));
+    assert_eq!(rows(&c, "one", "SELECT * FROM users").await, json!([{"id": 1, "name": "ada"}]));
+    assert_eq!(rows(&c, "one", "SELECT to_regclass('orders') AS t").await, json!([{"t": null}]));
+    assert_eq!(health(&c, "one").await["migrations"], json!({"version": 1, "latest": 2, "applied": [], "held": true}));
+    assert_eq!(rows(&c, "two", APPLIED).await.as_array().unwrap().len(), 2);
+    // Undone as any DDL is: the change capture followed it.
+    let (_, schema) = c.get("/t/one/schema").await;
+    let users: Vec<&Value> = schema["versions"].as_array().unwrap().iter().filter(|v| v["table"] == "users").collect();
+    assert!(users.len() >= 3, "users: created, email added, email dropped: {schema}");
+    // Held: hibernated and woken, it is not migrated up again.
+    let slept = eventually(Duration::from_secs(30), || async { c.engine_state("one").await == "hibernated" }).await;
+    assert!(slept, "one never hibernated");
+    assert_eq!(rows(&c, "one", APPLIED).await.as_array().unwrap().len(), 1);
+    let (_, out) = cli(&server, &["status"]);
+    assert!(out.lines().any(|l| l.starts_with("one ") && l.contains("held (1 pending")), "{out}");
+    // `migrate up` naming it moves it on.
+    let (ok, out) = cli(&server, &["up", "--tenant", "one"]);
+    assert!(ok && out.contains("1 tenant at version 2"), "{out}");
+    assert_eq!(rows(&c, "one", "SELECT count(*) AS n FROM orders").await, json!([{"n": 0}]));
+    // Every tenant down to nothing, and back up.
+    let (ok, out) = cli(&server, &["down", "--to", "0"]);
+    assert!(ok && out.contains("2 tenants at version 0"), "{out}");
+    for tenant in ["one", "two"] {
+        assert_eq!(rows(&c, tenant, APPLIED).await, json!([]));
+        assert_eq!(rows(&c, tenant, "SELECT to_regclass('users') AS t").await, json!([{"t": null}]));
+    }
+    let (ok, out) = cli(&server, &["up"]);
+    assert!(ok && out.contains("2 tenants at version 2"), "{out}");
+    server.stop();
+
+    // A migration without a down migration, and a down migration that fails.
+    write(&migrations, "0003_index.sql", "CREATE INDEX users_name ON users (name);");
+    write(&migrations, "0004_notes.sql", "CREATE TABLE notes (id int PRIMARY KEY);");
+    write(&migrations, "0004_notes.down.sql", "DROP TABLE notes_that_never_was;");
+    let mut server = Server::start(&data, &args).await;
+    let c = server.client();
+    assert_eq!(rows(&c, "two", APPLIED).await.as_array().unwrap().len(), 4);
+    // Refused before anything runs, and not held for it.
+    let (status, body) = c.post("/t/two/migrate/down", &json!({"to": 2})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("no_down_migration")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("0003_index"), "{body}");
+    assert_eq!(rows(&c, "two", APPLIED).await.as_array().unwrap().len(), 4);
+    assert_eq!(health(&c, "two").await["migrations"].get("held"), None);
+    // A down migration that fails is rolled back; the tenant serves on at its version.
+    let (ok, out) = cli(&server, &["down", "--to", "3", "--tenant", "two"]);
+    assert!(!ok && out.contains("two: at version 4: 0004_notes.down failed (42P01"), "{out}");
+    assert_eq!(rows(&c, "two", "SELECT count(*) AS n FROM notes").await, json!([{"n": 0}]));
+    assert_eq!(rows(&c, "two", APPLIED).await.as_array().unwrap().len(), 4);
+    // Bad requests.
+    for (body, code) in [(json!({"to": -1}), "invalid_version"), (json!({"down": 1}), "invalid_request"), (json!({"to": "one"}), "invalid_request")] {
+        let (status, answer) = c.post("/t/two/migrate/down", &body).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}: {answer}");
+    }
+    let (status, answer) = c.post("/t/nobody/migrate/down", &json!({"to": 0})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    server.stop();
+}
+
+/// `tidelake migrate check --migrations DIR <args>`: whether it passed, and its JSON.
+fn check(dir: &Path, args: &[&str]) -> (bool, Value) {
+    let out = std::process::Command::new(tidelake_tests::binary())
+        .args(["migrate", "check", "--format", "json", "--migrations"])
+        .arg(dir)
+        .args(args)
+        .env_remove("TIDELAKE_CONFIG")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), report)
+}
+
+/// Each finding as `severity rule file:line`.
+fn findings(report: &Value) -> Vec<String> {
+    let mut list: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{} {} {}:{}", f["severity"].as_str().unwrap(), f["rule"].as_str().unwrap(), f["file"].as_str().unwrap(), f["line"]))
+        .collect();
+    list.sort();
+    list
+}
+
+#[test]
+fn migrate_check_flags_known_bad_migrations_and_passes_a_clean_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean");
+    write(&clean, "0001_users.sql", "CREATE TABLE users (\n  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n  name text NOT NULL\n);");
+    write(&clean, "0001_users.down.sql", "DROP TABLE users;");
+    write(&clean, "0002_bio.sql", "ALTER TABLE users ADD COLUMN bio text;");
+    write(&clean, "0002_bio.down.sql", "ALTER TABLE users DROP COLUMN bio;");
+    let (ok, report) = check(&clean, &[]);
+    assert!(ok, "{report}");
+    assert_eq!((report["checked"].clone(), findings(&report)), (json!(2), Vec::<String>::new()), "{report}");
+
+    // Known-bad migrations, each with the finding it must get.
+    let bad = dir.path().join("bad");
+    for file in ["0001_users.sql", "0001_users.down.sql"] {
+        std::fs::copy(clean.join(file), { std::fs::create_dir_all(&bad).unwrap(); bad.join(file) }).unwrap();
+    }
+    write(&bad, "0002_bio.sql", "ALTER TABLE users ADD COLUMN bio text;");
+    write(&bad, "0002_bio.down.sql", "-- forgets the column\nSELECT 1;");
+    write(&bad, "0003_rename.sql", "ALTER TABLE users RENAME COLUMN name TO full_name;");
+    write(&bad, "0003_rename.down.sql", "ALTER TABLE users RENAME COLUMN full_name TO name;");
+    write(&bad, "0004_age.sql", "-- every existing user needs one\nALTER TABLE users ADD COLUMN age bigint NOT NULL;");
+    write(&bad, "0005_index.sql", "ALTER TABLE users ADD COLUMN nick text;\n\nCREATE INDEX CONCURRENTLY users_nick ON users (nick);\nCOMMIT;");
+    let (ok, report) = check(&bad, &[]);
+    assert!(!ok, "{report}");
+    assert_eq!(
+        findings(&report),
+        [
+            "error tidelake/down-does-not-undo 0002_bio.down.sql:1",
+            "error tidelake/fails 0005_index.sql:4",
+            "error tidelake/outside-transaction 0005_index.sql:3",
+            "error tidelake/transaction-control 0005_index.sql:4",
+            "info tidelake/no-down-migration 0004_age.sql:1",
+            "info tidelake/no-down-migration 0005_index.sql:1",
+            "warning adding-required-field 0004_age.sql:2",
+            "warning renaming-column 0003_rename.sql:1",
+        ],
+        "{report:#}"
+    );
+    let fails = report["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "tidelake/fails").unwrap();
+    assert!(fails["message"].as_str().unwrap().contains("SQLSTATE 25000"), "{fails}");
+    let undo = report["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "tidelake/down-does-not-undo").unwrap();
+    assert!(undo["message"].as_str().unwrap().contains("bio"), "{undo}");
+    // Only what is newer than the deployed version is judged.
+    let (_, report) = check(&bad, &["--since", "4"]);
+    assert!(findings(&report).iter().all(|f| f.contains("0005_index")), "{report:#}");
+    // Warnings alone pass, unless told otherwise.
+    std::fs::remove_file(bad.join("0005_index.sql")).unwrap();
+    std::fs::remove_file(bad.join("0002_bio.down.sql")).unwrap();
+    let (ok, report) = check(&bad, &[]);
+    assert!(ok, "{report:#}");
+    let (ok, _) = check(&bad, &["--deny-warnings"]);
+    assert!(!ok);
 }

@@ -49,6 +49,7 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/restore", post(restore::restore))
         .route("/bookmark", get(restore::bookmark))
         .route("/migrate", post(migrate))
+        .route("/migrate/down", post(migrate_down))
         .route("/ws", get(ws::ws));
     Router::new()
         .route("/t/{tenant}/health", get(health))
@@ -145,6 +146,25 @@ async fn health(
 async fn migrate(State(tenants): State<AppState>, AdminTenant(tenant, _): AdminTenant) -> Result<Json<Value>> {
     let status = tenants.migrate(&tenant).await?;
     Ok(Json(json!({ "tenant": tenant.as_str(), "migrations": status })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownRequest {
+    /// The version to go down to (0: before the first).
+    to: i64,
+}
+
+/// `POST /t/{tenant}/migrate/down {"to": N}`: undo the tenant's migrations
+/// newer than N by their down migrations; it is held there until `migrate
+/// up` names it.
+async fn migrate_down(
+    State(tenants): State<AppState>,
+    AdminTenant(tenant, _): AdminTenant,
+    JsonBody(req): JsonBody<DownRequest>,
+) -> Result<Json<Value>> {
+    let undone = tenants.migrate_down(&tenant, req.to).await?;
+    Ok(Json(json!({ "tenant": tenant.as_str(), "migrations": undone.status, "undone": undone.undone, "failed": undone.failed })))
 }
 
 /// `GET /t/{tenant}/backups`: the tenant's base backups, oldest first.

@@ -5,7 +5,9 @@
 //! `tidelake.migrations` (the tenant may read and add rows, not change or
 //! remove them), Drizzle's in `drizzle.__drizzle_migrations` as drizzle-orm
 //! records them. A migration that fails is rolled back and leaves the
-//! tenant at the version before it.
+//! tenant at the version before it. Down migrations (tidelake's layout
+//! only: Drizzle Kit writes none) undo applied ones, newest first, each in
+//! its own transaction with its record's removal.
 
 use std::collections::BTreeMap;
 
@@ -62,19 +64,110 @@ impl MigrationStatus {
     }
 }
 
-/// tidelake's record of applied migrations (outside the tenant's reach:
-/// the `tidelake` schema is the server's; the change capture skips it).
+/// tidelake's record of applied migrations, in the server's `tidelake`
+/// schema (the change capture skips it). The tenant's session applies and
+/// undoes migrations, so it may add and remove rows, not change them —
+/// what a tenant's own SQL could do with that is only mislead its own
+/// migrations, as dropping its own tables would.
 const RECORD_SQL: &str = "CREATE TABLE IF NOT EXISTS tidelake.migrations ( \
         version bigint PRIMARY KEY, name text NOT NULL, hash text NOT NULL, \
         applied_at timestamptz NOT NULL DEFAULT clock_timestamp()); \
     REVOKE ALL ON tidelake.migrations FROM PUBLIC; \
-    GRANT SELECT, INSERT ON tidelake.migrations TO tenant";
+    GRANT SELECT, INSERT, DELETE ON tidelake.migrations TO tenant";
 
 /// drizzle-orm's own table, as its migrator creates it.
 const DRIZZLE_SQL: &str = "CREATE SCHEMA IF NOT EXISTS drizzle; \
     CREATE TABLE IF NOT EXISTS drizzle.__drizzle_migrations (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)";
 
+/// What `migrate down` did to a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Undone {
+    /// Where it stands now (held: it is not migrated up when it opens).
+    pub status: MigrationStatus,
+    /// The migrations undone, newest first.
+    pub undone: Vec<String>,
+    /// The down migration that failed (rolled back: the tenant stays at
+    /// the version before it, and serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedMigration>,
+}
+
 impl TenantDb {
+    /// Undo every applied migration newer than `to`, newest first, each by
+    /// its down migration and in its own transaction with its record's
+    /// removal; stopping at the first that fails. Refused before anything
+    /// runs if one of them has no down migration (or is not in `set`).
+    pub fn migrate_down(&mut self, set: &Migrations, to: i64) -> Result<Undone> {
+        if set.layout != Layout::Tidelake {
+            return Err(Error::bad_request(
+                "no_down_migrations",
+                "Drizzle Kit writes no down migrations: undo a Drizzle migration with a new one",
+            ));
+        }
+        self.as_owner(|db| db.simple(RECORD_SQL))?;
+        let applied = self.as_tenant(|db| {
+            db.exec(
+                "SELECT coalesce(json_object_agg(version, hash), '{}')::text AS v FROM tidelake.migrations",
+                &[],
+                RowMode::Object,
+            )
+        })?;
+        let applied = recorded_hashes(&applied, "tidelake.migrations")?;
+        let mut undo = Vec::new();
+        for (&version, _) in applied.range(to + 1..).rev() {
+            let migration = set.list.iter().find(|m| m.version == version).ok_or_else(|| {
+                Error::bad_request(
+                    "no_down_migration",
+                    format!("migration {version} was applied but is not in the migrations folder: nothing says how to undo it"),
+                )
+            })?;
+            let down = migration.down.as_ref().ok_or_else(|| {
+                Error::bad_request("no_down_migration", format!("migration {} has no down migration ({0}.down.sql)", migration.name))
+            })?;
+            undo.push((migration, down));
+        }
+        let mut undone = Undone {
+            status: MigrationStatus {
+                version: applied.keys().next_back().copied().unwrap_or(0),
+                latest: set.latest(),
+                applied: Vec::new(),
+                failed: None,
+                held: true,
+                changed: Vec::new(),
+            },
+            undone: Vec::new(),
+            failed: None,
+        };
+        for (migration, down) in undo {
+            let statements = down
+                .iter()
+                .map(|sql| Statement { sql: sql.clone(), params: Vec::new() })
+                .chain([Statement {
+                    sql: "DELETE FROM tidelake.migrations WHERE version = $1".to_owned(),
+                    params: vec![json!(migration.version)],
+                }])
+                .collect();
+            match self.as_tenant(|db| db.transaction(&tenant_transaction(statements)).map(drop)) {
+                Ok(()) => {
+                    undone.undone.push(migration.name.clone());
+                    undone.status.version = applied.range(..migration.version).next_back().map_or(0, |(v, _)| *v);
+                }
+                Err(Error::Database(err)) => {
+                    undone.failed = Some(FailedMigration {
+                        version: migration.version,
+                        name: format!("{}.down", migration.name),
+                        code: err.code.clone(),
+                        message: err.message.clone(),
+                    });
+                    break;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(undone)
+    }
+
     /// Apply every migration of `set` the tenant has not had, oldest
     /// first, stopping at the first that fails (its error is in the
     /// status; `Err` is for our side failing); with `hold`, apply none and
@@ -166,15 +259,13 @@ impl TenantDb {
             .map(|sql| Statement { sql: sql.clone(), params: Vec::new() })
             .chain([Statement { sql: sql.to_owned(), params }])
             .collect();
-        let request = BatchRequest {
-            statements,
-            row_mode: RowMode::Array,
-            isolation_level: None,
-            read_only: false,
-            statement_timeout: None,
-        };
-        self.transaction(&request).map(drop)
+        self.transaction(&tenant_transaction(statements)).map(drop)
     }
+}
+
+/// `statements` as a client's `POST transaction` of them.
+fn tenant_transaction(statements: Vec<Statement>) -> BatchRequest {
+    BatchRequest { statements, row_mode: RowMode::Array, isolation_level: None, read_only: false, statement_timeout: None }
 }
 
 /// What a tenant has had, each with the hash recorded: tidelake's by

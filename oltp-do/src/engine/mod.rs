@@ -14,7 +14,7 @@ mod wire;
 pub use capture::{ChangePage, LogStats, LsnAt};
 pub use replay::{Images, StoredVersion, qualified, rows_at_head};
 pub use database::{PackedBase, Session, TenantDb};
-pub use migrate::{FailedMigration, MigrationStatus};
+pub use migrate::{FailedMigration, MigrationStatus, Undone};
 pub use runtime::EngineRuntime;
 pub use settings::EngineSettings;
 pub use watchdog::{Limits, ReadOnly, Stopped, TERMINATE_GRACE, Watch, Watchdog};

@@ -14,7 +14,7 @@ use super::storage::read_marker;
 use super::{Inner, Lease, Tenants};
 use crate::layout;
 use crate::actor::{ActorHandle, Attempt, Work};
-use crate::engine::{Limits, MigrationStatus, ReadOnly};
+use crate::engine::{Limits, MigrationStatus, ReadOnly, Undone};
 use crate::error::{Error, Result};
 use crate::feed::{Commits, Feed};
 use crate::protocol::EngineState;
@@ -315,6 +315,48 @@ impl Tenants {
         self.feed(tenant)
             .migrations()
             .ok_or_else(|| Error::Engine(format!("tenant {tenant} opened without saying where it stands with its migrations")))
+    }
+
+    /// Undo the tenant's migrations newer than `to` by their down
+    /// migrations (`migrate down`), opening it if closed. It is held there
+    /// — not migrated up when it opens — until `migrate up` names it.
+    pub async fn migrate_down(&self, tenant: &TenantId, to: i64) -> Result<Undone> {
+        let Some(set) = self.config.migrations.clone() else {
+            return Err(Error::bad_request("no_migrations", "the server has no migrations (start it with --migrations DIR)"));
+        };
+        if to < 0 {
+            return Err(Error::bad_request("invalid_version", format!("cannot go down to version {to}: versions start at 0 (none)")));
+        }
+        self.must_exist(tenant)?;
+        // Held first: should it close and open midway, it is not migrated up again.
+        let root = self.root(tenant);
+        let hold = layout::migrations_hold(&root);
+        let was_held = hold.exists();
+        std::fs::write(&hold, b"").map_err(|e| Error::io("write", &hold, e))?;
+        let undone = match self.run(tenant, crate::actor::work::MigrateDown { set, to }).await {
+            Ok(undone) => undone,
+            Err(err) => {
+                // Refused (or failed) before anything was undone: held no more
+                // than before.
+                if !was_held {
+                    let _ = std::fs::remove_file(&hold);
+                    let feed = self.feed(tenant);
+                    if let Some(status) = feed.migrations().filter(|s| s.held) {
+                        crate::actor::note_migrations(tenant, &root, &feed, &MigrationStatus { held: false, ..status });
+                    }
+                }
+                return Err(err);
+            }
+        };
+        if !undone.undone.is_empty() {
+            tracing::info!(tenant = %tenant, undone = ?undone.undone, version = undone.status.version, "migrations undone");
+        }
+        if let Some(failed) = &undone.failed {
+            tracing::error!(tenant = %tenant, migration = %failed.name, code = %failed.code, error = %failed.message,
+                version = undone.status.version, "a down migration failed; the tenant stays at its version");
+        }
+        crate::actor::note_migrations(tenant, &root, &self.feed(tenant), &undone.status);
+        Ok(undone)
     }
 
     /// Hibernate tenants idle for longer than the configured time and forget
