@@ -147,18 +147,7 @@ enum MigrateCommand {
     },
     /// Bring tenants to the latest migration now — hibernated and cold ones
     /// too (each is opened, which migrates it); exits 1 if any failed.
-    Up {
-        /// Only these tenants (repeat or separate with commas) [default: every tenant].
-        #[arg(long = "tenant", value_delimiter = ',')]
-        tenants: Vec<String>,
-        /// Tenants migrated at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        #[command(flatten)]
-        server: ServerArgs,
-        #[command(flatten)]
-        overrides: Overrides,
-    },
+    Up(Rollout),
     /// Undo migrations newer than --to by their down migrations (NNNN_name.down.sql),
     /// newest first; each tenant is then held at that version (not migrated up when
     /// it opens) until `migrate up --tenant` names it. Exits 1 if any failed.
@@ -166,16 +155,8 @@ enum MigrateCommand {
         /// The version to go down to (0: before the first migration).
         #[arg(long)]
         to: i64,
-        /// Only these tenants (repeat or separate with commas) [default: every tenant].
-        #[arg(long = "tenant", value_delimiter = ',')]
-        tenants: Vec<String>,
-        /// Tenants taken down at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
         #[command(flatten)]
-        server: ServerArgs,
-        #[command(flatten)]
-        overrides: Overrides,
+        rollout: Rollout,
     },
     /// Check the migrations before a deploy (no server needed): squawk's lint rules and
     /// tidelake's, every migration applied to a scratch database, each down migration
@@ -194,6 +175,21 @@ enum MigrateCommand {
         #[command(flatten)]
         overrides: Overrides,
     },
+}
+
+/// Which tenants `migrate up`/`down` take, how many at once, on which server.
+#[derive(clap::Args)]
+struct Rollout {
+    /// Only these tenants (repeat or separate with commas) [default: every tenant].
+    #[arg(long = "tenant", value_delimiter = ',')]
+    tenants: Vec<String>,
+    /// Tenants taken at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 #[derive(Subcommand)]
@@ -333,10 +329,10 @@ fn main() -> Result<()> {
         Command::Migrate { command } => {
             let ok = match command {
                 MigrateCommand::Status { server, overrides } => runtime.block_on(migrate::status(&Server::of(server, overrides)))?,
-                MigrateCommand::Up { tenants, concurrency, server, overrides } => {
+                MigrateCommand::Up(Rollout { tenants, concurrency, server, overrides }) => {
                     runtime.block_on(migrate::up(&Server::of(server, overrides), &tenants, concurrency))?
                 }
-                MigrateCommand::Down { to, tenants, concurrency, server, overrides } => {
+                MigrateCommand::Down { to, rollout: Rollout { tenants, concurrency, server, overrides } } => {
                     runtime.block_on(migrate::down(&Server::of(server, overrides), &tenants, to, concurrency))?
                 }
                 MigrateCommand::Check { since, format, deny_warnings, overrides } => {

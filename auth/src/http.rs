@@ -36,12 +36,19 @@ impl IntoResponse for Denied {
 /// Authenticate every request: a valid token becomes the request's
 /// [`Principal`]; an invalid one is a 401 here; none leaves the request
 /// anonymous (public routes answer it, the others with 401).
+///
+/// Neon's HTTP driver may carry the token as its connection string's
+/// password instead (`postgresql://user:<token>@host/<tenant>`): with auth
+/// on and no `Authorization`, that password is the bearer token.
 pub async fn authenticate(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
-    if header.is_none() && auth.is_enabled() {
-        return next.run(request).await;
-    }
-    let header = header.map(str::to_owned);
+    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let header = match header {
+        None if auth.is_enabled() => match neon_password(&request) {
+            Some(password) => Some(format!("Bearer {password}")),
+            None => return next.run(request).await,
+        },
+        header => header,
+    };
     match auth.authenticate(header.as_deref()).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
@@ -49,6 +56,12 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, mut request: Request, n
         }
         Err(denied) => denied.into_response(),
     }
+}
+
+/// The password of a request's Neon connection string, if it has one.
+fn neon_password(request: &Request) -> Option<String> {
+    let value = request.headers().get(model::api::NEON_CONNECTION_STRING)?.to_str().ok()?;
+    model::api::ConnectionUrl::parse(value)?.password.filter(|p| !p.is_empty())
 }
 
 /// The authenticated caller of a request (401 if there is none).
@@ -103,8 +116,13 @@ pub async fn guard(State(browser): State<Arc<Browser>>, request: Request, next: 
     {
         return preflight(origin);
     }
+    // A request with a Neon connection string header is never one a page
+    // may send cross-site without a preflight (which the origin check
+    // answers), so it may come as Neon's driver sends it, without a JSON
+    // content type.
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if let Some(message) = crate::browser::json_refusal(request.method().as_str(), content_type) {
+    let neon = request.headers().contains_key(model::api::NEON_CONNECTION_STRING);
+    if !neon && let Some(message) = crate::browser::json_refusal(request.method().as_str(), content_type) {
         return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message);
     }
     let mut response = next.run(request).await;

@@ -5,13 +5,17 @@ use serde::{Deserialize, Serialize};
 use crate::Change;
 use serde_json::Value;
 
-/// How result rows are shaped: `{"col": value}` or `[value, …]`.
+/// How result rows are shaped: `{"col": value}` or `[value, …]` of JSON
+/// values (see [`crate::values`]), or `[text, …]`: each value in
+/// PostgreSQL's own text form (what Neon's HTTP driver reads and parses by
+/// each field's type).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowMode {
     #[default]
     Object,
     Array,
+    Text,
 }
 
 /// One SQL statement with its positional parameters (`$1`, `$2`, …).
@@ -78,12 +82,25 @@ impl IsolationLevel {
     }
 }
 
-/// A result column: its name and the PostgreSQL type OID of its values.
+/// A result column: its name and the PostgreSQL type OID of its values
+/// (and, not in the API's JSON, the rest of what PostgreSQL says of it).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Field {
     pub name: String,
     #[serde(rename = "dataTypeID")]
     pub data_type_id: i32,
+    /// The table's OID, where the column is a table's (else 0).
+    #[serde(skip)]
+    pub table_id: i32,
+    /// The column's number in that table (else 0).
+    #[serde(skip)]
+    pub column_id: i16,
+    /// `pg_type.typlen` (negative: variable length).
+    #[serde(skip)]
+    pub type_size: i16,
+    /// `pg_attribute.atttypmod` (-1: none).
+    #[serde(skip)]
+    pub type_modifier: i32,
 }
 
 /// The result of one statement (the shape Neon's HTTP driver uses).
@@ -482,3 +499,64 @@ impl std::fmt::Display for DbError {
 }
 
 impl std::error::Error for DbError {}
+
+/// The header Neon's HTTP driver names the database in (and, there, its
+/// password): `postgresql://user:password@host/database?…`.
+pub const NEON_CONNECTION_STRING: &str = "neon-connection-string";
+
+/// What a PostgreSQL connection URL says of its user, password and
+/// database (percent-decoded); None if it is not such a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionUrl {
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+}
+
+impl ConnectionUrl {
+    pub fn parse(url: &str) -> Option<ConnectionUrl> {
+        let rest = url.strip_prefix("postgresql://").or_else(|| url.strip_prefix("postgres://"))?;
+        let rest = rest.split(['?', '#']).next().unwrap_or("");
+        let (authority, path) = rest.split_once('/')?;
+        let (userinfo, _host) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let (user, password) = match userinfo.split_once(':') {
+            Some((user, password)) => (user, Some(percent_decode(password)?)),
+            None => (userinfo, None),
+        };
+        let database = percent_decode(path)?;
+        (!database.is_empty()).then(|| ConnectionUrl { user: percent_decode(user).unwrap_or_default(), password, database })
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod connection_url_tests {
+    use super::ConnectionUrl;
+
+    #[test]
+    fn connection_urls_name_the_database_and_the_password() {
+        let url = ConnectionUrl::parse("postgresql://app:tlk_a%2Fb@127.0.0.1:8080/acme?application_name=x").unwrap();
+        assert_eq!((url.user.as_str(), url.password.as_deref(), url.database.as_str()), ("app", Some("tlk_a/b"), "acme"));
+        let url = ConnectionUrl::parse("postgres://localhost/shop").unwrap();
+        assert_eq!((url.password, url.database.as_str()), (None, "shop"));
+        assert_eq!(ConnectionUrl::parse("postgresql://localhost/"), None);
+        assert_eq!(ConnectionUrl::parse("mysql://localhost/acme"), None);
+        assert_eq!(ConnectionUrl::parse("postgresql://u:%zz@h/acme"), None);
+    }
+}

@@ -131,10 +131,11 @@ pub fn collect(data: &[u8], row_mode: RowMode) -> Outcome {
                 for _ in 0..count {
                     let name = body.cstr().unwrap_or_default().to_owned();
                     // table oid, column number, type oid, type size, modifier, format
-                    let _ = (body.i32(), body.i16());
+                    let (table_id, column_id) = (body.i32().unwrap_or(0), body.i16().unwrap_or(0));
                     let data_type_id = body.i32().unwrap_or(0);
-                    let _ = (body.i16(), body.i32(), body.i16());
-                    fields.push(Field { name, data_type_id });
+                    let (type_size, type_modifier) = (body.i16().unwrap_or(-1), body.i32().unwrap_or(-1));
+                    let _format = body.i16();
+                    fields.push(Field { name, data_type_id, table_id, column_id, type_size, type_modifier });
                 }
                 names = fields.iter().map(|f| f.name.clone()).collect();
                 rows.clear();
@@ -147,7 +148,11 @@ pub fn collect(data: &[u8], row_mode: RowMode) -> Outcome {
                         Some(n) if n >= 0 => match body.bytes(n as usize) {
                             Some(raw) => {
                                 let text = String::from_utf8_lossy(raw);
-                                text_to_json(&text, fields.get(i).map_or(0, |f| f.data_type_id))
+                                if row_mode == RowMode::Text {
+                                    Value::String(text.into_owned())
+                                } else {
+                                    text_to_json(&text, fields.get(i).map_or(0, |f| f.data_type_id))
+                                }
                             }
                             None => Value::Null,
                         },
@@ -157,7 +162,7 @@ pub fn collect(data: &[u8], row_mode: RowMode) -> Outcome {
                 }
                 rows.push(match row_mode {
                     RowMode::Object => row_object(&names, values),
-                    RowMode::Array => Value::Array(values),
+                    RowMode::Array | RowMode::Text => Value::Array(values),
                 });
             }
             b'C' => {

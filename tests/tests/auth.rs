@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tidelake_tests::jwt::{Jwks, Signer, now};
 use tidelake_tests::{Client, Server, binary, eventually, run_python, tests_dir};
 
-const SECRET: &str = "a shared secret of the tests, at least 32 bytes long";
-const AUDIENCE: &str = "tidelake-tests";
+pub(crate) const SECRET: &str = "a shared secret of the tests, at least 32 bytes long";
+pub(crate) const AUDIENCE: &str = "tidelake-tests";
 const ISSUER: &str = "https://issuer.test";
 
 /// An HS256 token: `scope`, `tenants`, valid for an hour unless `claims` say otherwise.
@@ -29,7 +29,7 @@ fn hs256(scope: &str, tenants: &[&str], claims: Value, secret: &str) -> String {
 }
 
 /// `tidelake token create` in a data dir: the key it prints.
-fn create_key(data_dir: &Path, tenants: &str, scope: &str) -> String {
+pub(crate) fn create_key(data_dir: &Path, tenants: &str, scope: &str) -> String {
     let out = Command::new(binary())
         .args(["token", "create", "--tenant", tenants, "--scope", scope, "--data-dir"])
         .arg(data_dir)

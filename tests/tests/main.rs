@@ -14,6 +14,7 @@ mod hostile;
 mod lake;
 mod maintenance;
 mod migrations;
+mod neon;
 mod query;
 mod lifecycle;
 mod oracle;

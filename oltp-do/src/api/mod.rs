@@ -5,6 +5,7 @@
 mod changes;
 mod error;
 mod extract;
+mod neon;
 mod restore;
 mod routing;
 mod ws;
@@ -57,6 +58,7 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/t/{tenant}/readiness", get(readiness))
         .nest("/t/{tenant}", per_tenant.clone())
         .merge(per_tenant)
+        .route("/neon/sql", post(neon::sql))
         .route("/health", get(health))
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness))

@@ -105,15 +105,7 @@ impl TenantDb {
                 "Drizzle Kit writes no down migrations: undo a Drizzle migration with a new one",
             ));
         }
-        self.as_owner(|db| db.simple(RECORD_SQL))?;
-        let applied = self.as_tenant(|db| {
-            db.exec(
-                "SELECT coalesce(json_object_agg(version, hash), '{}')::text AS v FROM tidelake.migrations",
-                &[],
-                RowMode::Object,
-            )
-        })?;
-        let applied = recorded_hashes(&applied, "tidelake.migrations")?;
+        let applied = self.tidelake_record()?;
         let mut undo = Vec::new();
         for (&version, _) in applied.range(to + 1..).rev() {
             let migration = set.list.iter().find(|m| m.version == version).ok_or_else(|| {
@@ -174,17 +166,7 @@ impl TenantDb {
     /// only say where the tenant stands.
     pub fn migrate(&mut self, set: &Migrations, hold: bool) -> Result<MigrationStatus> {
         let applied = match set.layout {
-            Layout::Tidelake => {
-                self.as_owner(|db| db.simple(RECORD_SQL))?;
-                let rows = self.as_tenant(|db| {
-                    db.exec(
-                        "SELECT coalesce(json_object_agg(version, hash), '{}')::text AS v FROM tidelake.migrations",
-                        &[],
-                        RowMode::Object,
-                    )
-                })?;
-                Applied::Versions(recorded_hashes(&rows, "tidelake.migrations")?)
-            }
+            Layout::Tidelake => Applied::Versions(self.tidelake_record()?),
             Layout::Drizzle => {
                 let rows = self.as_tenant(|db| {
                     db.simple(DRIZZLE_SQL)?;
@@ -237,6 +219,16 @@ impl TenantDb {
         // (Each migration ran as a client's transaction does: a base backup
         // is due after any that changed the schema.)
         Ok(status)
+    }
+
+    /// tidelake's record (made where missing, its grants kept current):
+    /// each applied version with its file's hash.
+    fn tidelake_record(&mut self) -> Result<BTreeMap<i64, String>> {
+        self.as_owner(|db| db.simple(RECORD_SQL))?;
+        let rows = self.as_tenant(|db| {
+            db.exec("SELECT coalesce(json_object_agg(version, hash), '{}')::text AS v FROM tidelake.migrations", &[], RowMode::Object)
+        })?;
+        recorded_hashes(&rows, "tidelake.migrations")
     }
 
     /// One migration and its record, in one transaction, as a client's
