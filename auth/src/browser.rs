@@ -76,11 +76,7 @@ pub fn json_refusal(method: &str, content_type: Option<&str>) -> Option<String> 
 /// `Access-Control-Allow-Origin` and `Vary`).
 pub const PREFLIGHT_HEADERS: [(&str, &str); 3] = [
     ("access-control-allow-methods", "GET, POST, DELETE, HEAD, OPTIONS"),
-    (
-        "access-control-allow-headers",
-        "authorization, content-type, accept, x-tenant-id, neon-connection-string, neon-raw-text-output, \
-         neon-array-mode, neon-batch-isolation-level, neon-batch-read-only, neon-batch-deferrable",
-    ),
+    ("access-control-allow-headers", "authorization, content-type, accept, x-tenant-id"),
     ("access-control-max-age", "600"),
 ];
 

@@ -136,6 +136,10 @@ pub async fn guard(State(browser): State<Arc<Browser>>, request: Request, next: 
     response
 }
 
+/// The request headers Neon's serverless driver sends.
+const NEON_HEADERS: &str = "neon-connection-string, neon-raw-text-output, neon-array-mode, \
+    neon-batch-isolation-level, neon-batch-read-only, neon-batch-deferrable";
+
 fn preflight(origin: &str) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -144,6 +148,13 @@ fn preflight(origin: &str) -> Response {
     }
     for (name, value) in crate::browser::PREFLIGHT_HEADERS {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    // The server (not the edge) also answers Neon's driver (`POST /neon/sql`).
+    if let Some(allowed) = headers.get(header::ACCESS_CONTROL_ALLOW_HEADERS).and_then(|v| v.to_str().ok()) {
+        let with_neon = format!("{allowed}, {NEON_HEADERS}");
+        if let Ok(value) = HeaderValue::from_str(&with_neon) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, value);
+        }
     }
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     response

@@ -154,6 +154,16 @@ async fn the_neon_endpoint_refuses_clearly_and_takes_tokens_as_passwords() {
         assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{connection:?} {body}: {answer}");
         assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
     }
+    // A page of the server's own origin may send the driver's headers (its preflight says so).
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{}/neon/sql", server.base))
+        .header("origin", &server.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(allowed.contains("neon-connection-string") && allowed.contains("neon-batch-read-only"), "{allowed}");
     // A browser page of another origin is refused before the SQL runs.
     let (status, _) = post(as_key(&key, "acme"), json!({"query": "SELECT 1"}), vec![("Origin", "https://evil.example".to_owned())]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
