@@ -236,21 +236,52 @@ struct ServerArgs {
 pub struct Server {
     pub url: String,
     token: Option<String>,
+    /// Made once: a command's requests share its connections.
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Server {
     fn of(args: ServerArgs, overrides: Overrides) -> Server {
-        Server { url: server_url(args.url, overrides), token: args.token }
+        Server { url: server_url(args.url, overrides), token: args.token, client: std::sync::OnceLock::new() }
     }
 
     /// An HTTP client that shows the token, if one is given.
     pub fn client(&self) -> Result<reqwest::Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &self.token {
             let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a valid header value")?;
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(reqwest::Client::builder().default_headers(headers).build()?)
+        let client = reqwest::Client::builder().default_headers(headers).build()?;
+        Ok(self.client.get_or_init(|| client).clone())
+    }
+
+    /// `GET {path}` (`/health`, `/t/acme/schema`): the server's JSON answer,
+    /// or why there is none.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        self.answer(self.client()?.get(format!("{}{path}", self.url.trim_end_matches('/')))).await
+    }
+
+    /// `POST {path}` with the JSON `body`: the server's JSON answer, or why there is none.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        self.answer(self.client()?.post(format!("{}{path}", self.url.trim_end_matches('/'))).json(body)).await
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
+        let url = &self.url;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.context("read the server's answer")?;
+        if !status.is_success() {
+            anyhow::bail!("the server refused ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
+        }
+        Ok(body)
     }
 }
 
@@ -511,19 +542,7 @@ async fn backup_now(server: &Server, tenant: &str) -> Result<()> {
 
 /// `tidelake tenants`: the server's `health`, as a table.
 async fn tenants_table(server: &Server) -> Result<()> {
-    let url = server.url.as_str();
-    let response = server
-        .client()?
-        .get(format!("{}/health", url.trim_end_matches('/')))
-        .send()
-        .await
-        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        anyhow::bail!("the server refused ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
-    }
-    let health: serde_json::Value = response.json().await.context("read the server's health")?;
+    let health = server.get_json("/health").await?;
     let mut rows = vec![["TENANT", "TIER", "LOCAL", "ARCHIVE", "LAST ACCESS (UTC)", "LAKE"].map(String::from).to_vec()];
     for t in health["tenants"].as_array().into_iter().flatten() {
         let bytes = |v: &serde_json::Value| v.as_u64().map_or("-".to_owned(), human_bytes);

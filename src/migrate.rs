@@ -3,24 +3,14 @@
 //! deployment's migrations), `POST /t/{tenant}/migrate` and
 //! `POST /t/{tenant}/migrate/down`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-fn unreachable(url: &str) -> String {
-    format!("reach the server at {url} (is `tidelake serve` running? --url names another)")
-}
-
 /// The server's `health`: its migrations and every tenant.
 async fn health(server: &crate::Server) -> Result<Value> {
-    let url = server.url.trim_end_matches('/');
-    let response = server.client()?.get(format!("{url}/health")).send().await.with_context(|| unreachable(url))?;
-    let status = response.status();
-    let body: Value = response.json().await.context("read the server's health")?;
-    if !status.is_success() {
-        bail!("the server refused ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
-    }
+    let body = server.get_json("/health").await?;
     if body["migrations"].is_null() {
         bail!("the server has no migrations (start it with --migrations DIR)");
     }
@@ -152,27 +142,11 @@ async fn each_tenant(
             .expect("progress template")
             .progress_chars("=> "),
     );
-    let client = server.client()?;
-    let url = server.url.trim_end_matches('/').to_owned();
     let outcomes = futures::stream::iter(names)
         .map(|tenant| {
-            let (client, url, bar, body) = (client.clone(), url.clone(), bar.clone(), body.clone());
+            let (bar, body) = (bar.clone(), &body);
             async move {
-                let outcome = async {
-                    let response = client
-                        .post(format!("{url}/t/{tenant}/{path}"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .with_context(|| unreachable(&url))?;
-                    let status = response.status();
-                    let body: Value = response.json().await.context("read the server's answer")?;
-                    if !status.is_success() {
-                        bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("no message"));
-                    }
-                    Ok(body)
-                }
-                .await;
+                let outcome = server.post_json(&format!("/t/{tenant}/{path}"), body).await;
                 bar.inc(1);
                 (tenant, outcome)
             }

@@ -5,24 +5,12 @@
 
 use anyhow::{Context, Result, bail};
 use model::types::{Lang, generate};
-use serde_json::Value;
 
 use crate::settings::Settings;
 
 /// A tenant's schema, from the server.
 pub async fn of_tenant(server: &crate::Server, tenant: &str, lang: Lang) -> Result<String> {
-    let url = server.url.trim_end_matches('/');
-    let response = server
-        .client()?
-        .get(format!("{url}/t/{tenant}/schema"))
-        .send()
-        .await
-        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
-    let status = response.status();
-    let body: Value = response.json().await.context("read the server's answer")?;
-    if !status.is_success() {
-        bail!("the server refused ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
-    }
+    let body = server.get_json(&format!("/t/{tenant}/schema")).await?;
     let source = format!("tenant {tenant}'s schema (fingerprint {})", body["fingerprint"].as_str().unwrap_or("?"));
     generate(&body["tables"], lang, &source).map_err(anyhow::Error::msg)
 }

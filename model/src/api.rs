@@ -61,6 +61,15 @@ pub struct BatchRequest {
     pub statement_timeout: Option<u64>,
 }
 
+impl BatchRequest {
+    /// `statements` as a transaction with every default (rows as arrays,
+    /// read committed, read-write, the tenant's timeout): how the server
+    /// runs a migration's statements.
+    pub fn of(statements: Vec<Statement>) -> Self {
+        BatchRequest { statements, row_mode: RowMode::Array, isolation_level: None, read_only: false, statement_timeout: None }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum IsolationLevel {

@@ -100,13 +100,8 @@ impl Scratch {
     /// `statements` in one transaction, as a client's `POST transaction`
     /// (a migration's up or down, unrecorded); PostgreSQL's error if one fails.
     pub fn run(&mut self, statements: &[String]) -> Result<std::result::Result<(), DbError>> {
-        let request = BatchRequest {
-            statements: statements.iter().map(|sql| Statement { sql: sql.clone(), params: Vec::new() }).collect(),
-            row_mode: RowMode::Array,
-            isolation_level: None,
-            read_only: false,
-            statement_timeout: None,
-        };
+        let request =
+            BatchRequest::of(statements.iter().map(|sql| Statement { sql: sql.clone(), params: Vec::new() }).collect());
         match self.db().transaction(&request) {
             Ok(_) => Ok(Ok(())),
             Err(Error::Database(err)) => Ok(Err(*err)),

@@ -380,6 +380,10 @@ async fn down_migrations_undo_a_tenants_migrations_and_hold_it_there() {
         let (status, answer) = c.post("/t/two/migrate/down", &body).await;
         assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}: {answer}");
     }
+    // The largest version there is: nothing is newer, nothing undone.
+    let (status, answer) = c.post("/t/two/migrate/down", &json!({"to": i64::MAX})).await;
+    assert_eq!((status, &answer["undone"]), (StatusCode::OK, &json!([])), "{answer}");
+    assert_eq!(rows(&c, "two", APPLIED).await.as_array().unwrap().len(), 4);
     let (status, answer) = c.post("/t/nobody/migrate/down", &json!({"to": 0})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     server.stop();

@@ -154,6 +154,9 @@ async fn the_neon_endpoint_refuses_clearly_and_takes_tokens_as_passwords() {
         assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{connection:?} {body}: {answer}");
         assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
     }
+    // A reserved name is no tenant here either (as by path, header or host).
+    let (status, answer) = post(as_key(&key, "www"), json!({"query": "SELECT 1"}), vec![]).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("tenant_blocked")), "{answer}");
     // A page of the server's own origin may send the driver's headers (its preflight says so).
     let preflight = http
         .request(reqwest::Method::OPTIONS, format!("{}/neon/sql", server.base))

@@ -95,6 +95,19 @@ impl FromRequestParts<Arc<Tenants>> for SqlTenant {
     }
 }
 
+impl SqlTenant {
+    /// A tenant a request names otherwise than by its route (Neon's
+    /// connection string): by the same rules (reserved names), for a caller
+    /// who may read it.
+    pub fn named(parts: &Parts, state: &Arc<Tenants>, name: &str) -> Result<Self, Error> {
+        let tenant = resolve(state.config(), Some(name), None, None)?.ok_or(Error::MissingTenant)?;
+        let principal = caller(parts)?;
+        principal.may(Scope::Read, tenant.as_str())?;
+        let may_write = principal.may(Scope::Write, tenant.as_str()).is_ok();
+        Ok(SqlTenant { tenant, may_write })
+    }
+}
+
 impl FromRequestParts<Arc<Tenants>> for WriteTenant {
     type Rejection = Error;
 

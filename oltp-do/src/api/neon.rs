@@ -16,12 +16,10 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use auth::Scope;
-use auth::http::caller;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, SqlTenant};
 use crate::actor::work;
 use crate::error::Error;
 use crate::protocol::{BatchRequest, IsolationLevel, QueryResult, RowMode, Statement};
@@ -30,33 +28,23 @@ use model::TenantId;
 use model::api::{ConnectionUrl, NEON_CONNECTION_STRING};
 
 /// The tenant named by the connection string's database, which the caller may read.
-pub struct NeonTenant {
-    tenant: TenantId,
-    may_write: bool,
-}
+pub struct NeonTenant(SqlTenant);
 
 impl FromRequestParts<Arc<Tenants>> for NeonTenant {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Tenants>) -> Result<Self, Self::Rejection> {
         let url = parts
             .headers
             .get(NEON_CONNECTION_STRING)
-            .ok_or_else(|| refused(Error::bad_request("missing_connection_string", "Neon-Connection-String is missing: it names the tenant as its database")))?
-            .to_str()
-            .ok()
-            .and_then(ConnectionUrl::parse)
-            .ok_or_else(|| {
-                refused(Error::bad_request(
-                    "invalid_connection_string",
-                    "Neon-Connection-String is not a postgresql://user[:token]@host/<tenant> URL",
-                ))
-            })?;
-        let tenant = TenantId::parse(&url.database).map_err(|e| refused(Error::InvalidTenant(e.to_string())))?;
-        let principal = caller(parts).map_err(|denied| denied.into_response())?;
-        principal.may(Scope::Read, tenant.as_str()).map_err(|denied| denied.into_response())?;
-        let may_write = principal.may(Scope::Write, tenant.as_str()).is_ok();
-        Ok(NeonTenant { tenant, may_write })
+            .ok_or_else(|| Error::bad_request("missing_connection_string", "Neon-Connection-String is missing: it names the tenant as its database"))
+            .and_then(|value| {
+                value.to_str().ok().and_then(ConnectionUrl::parse).ok_or_else(|| {
+                    Error::bad_request("invalid_connection_string", "Neon-Connection-String is not a postgresql://user[:token]@host/<tenant> URL")
+                })
+            })
+            .map_err(refused)?;
+        SqlTenant::named(parts, state, &url.database).map(NeonTenant).map_err(refused)
     }
 }
 
@@ -100,7 +88,7 @@ fn flag(headers: &HeaderMap, name: &str) -> Result<Option<bool>, Error> {
 
 pub async fn sql(
     State(tenants): State<Arc<Tenants>>,
-    NeonTenant { tenant, may_write }: NeonTenant,
+    NeonTenant(SqlTenant { tenant, may_write }): NeonTenant,
     headers: HeaderMap,
     body: Result<JsonBody<NeonRequest>, Error>,
 ) -> Response {
@@ -204,22 +192,18 @@ fn shape(result: QueryResult, asked: &Asked) -> Value {
 }
 
 /// An error as the driver reads it: a PostgreSQL error (or a request we
-/// refuse) as a 400 with its fields at the top level; anything else with
-/// its own status and our JSON, which the driver shows as text.
+/// refuse) as a 400 with its fields at the top level; anything else as
+/// every route answers it (its status and our JSON, which the driver shows
+/// as text).
 fn refused(err: Error) -> Response {
-    let status = super::status_for(&err);
-    let body = super::error_body(&err);
-    let error = &body["error"];
-    if status == StatusCode::BAD_REQUEST || matches!(err, Error::Database(_)) {
-        let mut fields = Map::new();
-        fields.insert("message".into(), error["message"].clone());
-        for (from, to) in [("code", "code"), ("detail", "detail"), ("hint", "hint"), ("position", "position")] {
-            if let Some(value) = error.get(from).filter(|v| !v.is_null()) {
-                fields.insert(to.into(), value.clone());
-            }
-        }
-        fields.insert("severity".into(), json!("ERROR"));
-        return (StatusCode::BAD_REQUEST, Json(Value::Object(fields))).into_response();
+    if super::status_for(&err) != StatusCode::BAD_REQUEST && !matches!(err, Error::Database(_)) {
+        return err.into_response();
     }
-    (status, Json(body)).into_response()
+    let body = super::error_body(&err);
+    let mut fields: Map<String, Value> = ["message", "code", "detail", "hint", "position"]
+        .into_iter()
+        .filter_map(|name| body["error"].get(name).filter(|v| !v.is_null()).map(|v| (name.to_owned(), v.clone())))
+        .collect();
+    fields.insert("severity".into(), json!("ERROR"));
+    (StatusCode::BAD_REQUEST, Json(Value::Object(fields))).into_response()
 }

@@ -2,14 +2,15 @@
 //! each pending migration in its own transaction, in the tenant's session
 //! (the tenant owns what it makes, and the change capture sees its DDL as
 //! any other), recorded in the same transaction — tidelake's layout in
-//! `tidelake.migrations` (the tenant may read and add rows, not change or
-//! remove them), Drizzle's in `drizzle.__drizzle_migrations` as drizzle-orm
+//! `tidelake.migrations` (the tenant may read, add and remove rows, not
+//! change them), Drizzle's in `drizzle.__drizzle_migrations` as drizzle-orm
 //! records them. A migration that fails is rolled back and leaves the
 //! tenant at the version before it. Down migrations (tidelake's layout
 //! only: Drizzle Kit writes none) undo applied ones, newest first, each in
 //! its own transaction with its record's removal.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use model::migrations::{Layout, Migration, Migrations};
 use serde::{Deserialize, Serialize};
@@ -107,7 +108,7 @@ impl TenantDb {
         }
         let applied = self.tidelake_record()?;
         let mut undo = Vec::new();
-        for (&version, _) in applied.range(to + 1..).rev() {
+        for (&version, _) in applied.range((Excluded(to), Unbounded)).rev() {
             let migration = set.list.iter().find(|m| m.version == version).ok_or_else(|| {
                 Error::bad_request(
                     "no_down_migration",
@@ -140,7 +141,7 @@ impl TenantDb {
                     params: vec![json!(migration.version)],
                 }])
                 .collect();
-            match self.as_tenant(|db| db.transaction(&tenant_transaction(statements)).map(drop)) {
+            match self.as_tenant(|db| db.transaction(&BatchRequest::of(statements)).map(drop)) {
                 Ok(()) => {
                     undone.undone.push(migration.name.clone());
                     undone.status.version = applied.range(..migration.version).next_back().map_or(0, |(v, _)| *v);
@@ -251,13 +252,8 @@ impl TenantDb {
             .map(|sql| Statement { sql: sql.clone(), params: Vec::new() })
             .chain([Statement { sql: sql.to_owned(), params }])
             .collect();
-        self.transaction(&tenant_transaction(statements)).map(drop)
+        self.transaction(&BatchRequest::of(statements)).map(drop)
     }
-}
-
-/// `statements` as a client's `POST transaction` of them.
-fn tenant_transaction(statements: Vec<Statement>) -> BatchRequest {
-    BatchRequest { statements, row_mode: RowMode::Array, isolation_level: None, read_only: false, statement_timeout: None }
 }
 
 /// What a tenant has had, each with the hash recorded: tidelake's by
