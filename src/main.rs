@@ -523,19 +523,10 @@ fn server_url(url: Option<String>, overrides: Overrides) -> String {
 
 /// `tidelake backup`: `POST /t/{tenant}/backups`.
 async fn backup_now(server: &Server, tenant: &str) -> Result<()> {
-    let url = server.url.as_str();
-    let response = server
-        .client()?
-        .post(format!("{}/t/{tenant}/backups", url.trim_end_matches('/')))
-        .json(&serde_json::json!({}))
-        .send()
+    let body = server
+        .post_json(&format!("/t/{tenant}/backups"), &serde_json::json!({}))
         .await
-        .with_context(|| format!("reach the server at {url} (is `tidelake serve` running? --url names another)"))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.context("read the server's answer")?;
-    if !status.is_success() {
-        anyhow::bail!("backup of {tenant} failed ({status}): {}", body["error"]["message"].as_str().unwrap_or("no message"));
-    }
+        .with_context(|| format!("backup of {tenant} failed"))?;
     println!("{}", serde_json::to_string_pretty(&body["backup"])?);
     Ok(())
 }
