@@ -139,6 +139,8 @@ async fn the_neon_endpoint_refuses_clearly_and_takes_tokens_as_passwords() {
     let (status, body) = post(as_key(&reader, "acme"), json!({"query": "CREATE TABLE t (id int)"}), vec![]).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42501")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("read scope"), "{body}");
+    let (status, body) = post(as_key(&key, "acme"), json!({"query": "SELECT to_regclass('t')::text AS t"}), vec![]).await;
+    assert_eq!((status, &body["rows"]), (StatusCode::OK, &json!([{"t": null}])), "the refused DDL left nothing: {body}");
 
     // What the request gets wrong, said as the driver reads errors: a 400 with a message and a code.
     for (connection, body, headers, code) in [
