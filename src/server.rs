@@ -79,8 +79,22 @@ pub async fn run(settings: Settings, role: Role) -> Result<()> {
         wire = start_wire(settings.pg_listen, settings.pg_tls.as_ref(), &queries, &auth).await?;
         app = app.merge(query_service::http::router(queries));
     }
+    let tenant_wire = match (&tenants, settings.tenant_pg_listen) {
+        (Some(part), Some(address)) => {
+            let listener = TcpListener::bind(address).await.with_context(|| {
+                format!("listen for tenant Postgres connections on {address} (choose another with --tenant-pg-listen, or `off`)")
+            })?;
+            println!("tidelake tenant postgres listening on {}", listener.local_addr()?);
+            let tls = tenant_tls(settings.pg_tls.as_ref())?;
+            Some(tokio::spawn(oltp_do::pg::serve(listener, part.tenants.clone(), auth.clone(), tls, std::future::pending())))
+        }
+        _ => None,
+    };
     let served = serve_until_signal(listener, secured(app, auth, settings.auth.browser)).await;
     if let Some(wire) = wire {
+        wire.abort();
+    }
+    if let Some(wire) = tenant_wire {
         wire.abort();
     }
     if let Some(tenants) = tenants {
@@ -250,6 +264,25 @@ async fn start_wire(
     Ok(Some(tokio::spawn(serve)))
 }
 
+/// The tenants' wire protocol takes TLS with the lake front's certificate.
+fn tenant_tls(files: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Result<Option<Arc<dyn oltp_do::pg::Tls>>> {
+    struct Acceptor(query_service::wire::TlsAcceptor);
+    impl oltp_do::pg::Tls for Acceptor {
+        fn accept(
+            &self,
+            stream: Box<dyn oltp_do::pg::Stream>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Box<dyn oltp_do::pg::Stream>>> + Send>> {
+            let accept = self.0.accept(stream);
+            Box::pin(async move { Ok(Box::new(accept.await?) as Box<dyn oltp_do::pg::Stream>) })
+        }
+    }
+    let Some((cert, key)) = files else { return Ok(None) };
+    let read = |path: &std::path::PathBuf| std::fs::read(path).with_context(|| format!("read {}", path.display()));
+    let acceptor = query_service::wire::tls_acceptor(&read(cert)?, &read(key)?)
+        .map_err(|e| anyhow::anyhow!("the Postgres wire protocol's TLS: {e}"))?;
+    Ok(Some(Arc::new(Acceptor(acceptor))))
+}
+
 /// The server's authenticator, once it is clear that a server without auth
 /// serves loopback only (or is told loudly otherwise).
 async fn authenticator(settings: &Settings) -> Result<Arc<auth::Auth>> {
@@ -259,7 +292,7 @@ async fn authenticator(settings: &Settings) -> Result<Arc<auth::Auth>> {
         tracing::info!("auth is on: every request needs a token (docs/auth.md)");
         return Ok(auth);
     }
-    let exposed: Vec<String> = [Some(settings.listen), settings.pg_listen]
+    let exposed: Vec<String> = [Some(settings.listen), settings.pg_listen, settings.tenant_pg_listen]
         .into_iter()
         .flatten()
         .filter(|a| !a.ip().is_loopback())

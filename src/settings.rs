@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7432";
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:7433";
+pub const DEFAULT_TENANT_PG_LISTEN: &str = "127.0.0.1:7434";
 pub const DEFAULT_DATA_DIR: &str = "./tidelake-data";
 
 /// How a flag or an environment variable's text becomes a value.
@@ -67,6 +68,7 @@ use Kind::{Bool, Count, List, Text};
 pub static SETTINGS: &[Setting] = &[
     setting("listen", Text, None, "Address to serve HTTP on; port 0 picks a free port [default: 127.0.0.1:7432]"),
     setting("pg_listen", Text, None, "Address to serve lake queries over the Postgres wire protocol on, or `off` [default: 127.0.0.1:7433]"),
+    setting("tenant_pg_listen", Text, None, "Address to serve the tenants over the Postgres wire protocol on (the database name picks the tenant), or `off` [default: 127.0.0.1:7434]"),
     setting("pg_tls_cert", Text, None, "PEM certificate chain of the Postgres wire front's TLS (with --pg-tls-key); clients ask with sslmode=require"),
     setting("pg_tls_key", Text, None, "PEM private key of --pg-tls-cert"),
     setting("data_dir", Text, None, "Where tenant databases and everything else live [default: ./tidelake-data]"),
@@ -80,6 +82,7 @@ pub static SETTINGS: &[Setting] = &[
     setting("tenants.spares", Count, None, "Tenant databases copied ahead of need [default: 2]"),
     setting("tenants.queue_timeout", Text, Some("queue-timeout"), "Refuse (503) a request still waiting behind earlier work on its tenant after this long [default: 30s]"),
     setting("tenants.ws_send_timeout", Text, Some("ws-send-timeout"), "Disconnect a WebSocket client that takes no message for this long [default: 10s]"),
+    setting("tenants.idle_in_transaction_timeout", Text, Some("idle-in-transaction-timeout"), "Close a wire-protocol connection whose transaction stays idle longer, rolling it back (a transaction holds the tenant) [default: 60s]"),
     setting("tenants.statement_timeout", Text, Some("statement-timeout"), "Stop a statement that runs longer than this (SQLSTATE 57014); a request may ask for less [default: 30s]"),
     setting("tenants.max_result_bytes", Text, Some("max-result-bytes"), "Refuse (`result_too_large`) an answer to a query larger than this (e.g. 16MiB) [default: 16MiB]"),
     setting("tenants.max_result_rows", Count, Some("max-result-rows"), "Refuse (`result_too_large`) an answer to a query with more rows than this [default: 1000000]"),
@@ -174,6 +177,7 @@ fn env_of(key: &str) -> String {
 pub struct Config {
     pub listen: Option<String>,
     pub pg_listen: Option<String>,
+    pub tenant_pg_listen: Option<String>,
     pub pg_tls_cert: Option<PathBuf>,
     pub pg_tls_key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -233,6 +237,7 @@ pub struct TenantsSection {
     pub spares: Option<usize>,
     pub queue_timeout: Option<Span>,
     pub ws_send_timeout: Option<Span>,
+    pub idle_in_transaction_timeout: Option<Span>,
     pub statement_timeout: Option<Span>,
     pub max_result_bytes: Option<Size>,
     pub max_result_rows: Option<u64>,
@@ -617,6 +622,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// None: no Postgres wire front.
     pub pg_listen: Option<SocketAddr>,
+    /// None: the tenants are not served over the Postgres wire protocol.
+    pub tenant_pg_listen: Option<SocketAddr>,
     /// The wire front's TLS certificate chain and key files.
     pub pg_tls: Option<(PathBuf, PathBuf)>,
     pub oltp: OltpConfig,
@@ -678,6 +685,10 @@ impl Settings {
             "off" | "" => None,
             text => Some(text.parse().map_err(|_| origins.invalid("pg_listen", format!("{text:?} is not an address like 127.0.0.1:7433, or `off`")))?),
         };
+        let tenant_pg_listen = match config.tenant_pg_listen.unwrap_or_else(|| DEFAULT_TENANT_PG_LISTEN.to_owned()).as_str() {
+            "off" | "" => None,
+            text => Some(text.parse().map_err(|_| origins.invalid("tenant_pg_listen", format!("{text:?} is not an address like 127.0.0.1:7434, or `off`")))?),
+        };
         let pg_tls = match (config.pg_tls_cert.or(server.pg_tls_cert), config.pg_tls_key.or(server.pg_tls_key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -723,6 +734,9 @@ impl Settings {
         }
         if let Some(Span(d)) = t.ws_send_timeout {
             oltp.ws_send_timeout = d;
+        }
+        if let Some(span) = t.idle_in_transaction_timeout {
+            oltp.idle_in_transaction_timeout = origins.positive("tenants.idle_in_transaction_timeout", span)?;
         }
         if let Some(span) = t.statement_timeout {
             oltp.statement_timeout = origins.positive("tenants.statement_timeout", span)?;
@@ -902,7 +916,7 @@ impl Settings {
             }
             None => None,
         };
-        Ok(Self { listen, pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth, edge, migrations_dir })
+        Ok(Self { listen, pg_listen, tenant_pg_listen, pg_tls, oltp, catalog, lake, maintenance, query, auth, edge, migrations_dir })
     }
 }
 
@@ -1018,6 +1032,7 @@ mod tests {
             (List, _) => "a,b",
             (Text, "listen") => "127.0.0.1:1",
             (Text, "pg_listen") => "127.0.0.1:2",
+            (Text, "tenant_pg_listen") => "127.0.0.1:3",
             (Text, key) if key.contains("timeout") || key.contains("after") || key.contains("interval") || key.contains("retention") || key.contains("lag") || key.contains("age") || key.contains("refresh") => "7s",
             (Text, "lake.partition") => "hour",
             (Text, key) if key.contains("bytes") || key.contains("size") || key.contains("quota") || key.contains("memory") || key.contains("budget") => "70MiB",

@@ -20,6 +20,7 @@ pub mod http;
 pub mod jwt;
 pub mod keys;
 mod principal;
+pub mod scram;
 #[cfg(feature = "server")]
 mod store;
 pub mod token;

@@ -232,6 +232,43 @@ pub fn creates_temporary(sql: &str) -> bool {
 }
 
 
+/// `COPY … FROM STDIN`: a statement that reads its data from the client
+/// after it starts (judged on the words outside quotes and parentheses).
+pub fn copies_from_client(sql: &str) -> bool {
+    if first_word(sql) != "COPY" {
+        return false;
+    }
+    let mut words = Vec::new();
+    let (mut depth, mut word, mut chars) = (0i32, String::new(), after_comments(sql).chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            c if c.is_alphanumeric() || c == '_' => {
+                if depth == 0 {
+                    word.push(c.to_ascii_uppercase());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words.windows(2).any(|pair| pair[0] == "FROM" && pair[1] == "STDIN")
+}
+
 /// Whether a statement (its command tag and its text) may leave state in
 /// the session beyond its transaction: then the session is reset after the
 /// request.
@@ -304,5 +341,16 @@ mod tests {
         assert!(split("").is_empty());
         assert!(split(" ; ;-- nothing\n").is_empty());
         assert_eq!(split("BEGIN; ; COMMIT"), ["BEGIN", "COMMIT"]);
+    }
+
+    #[test]
+    fn copy_from_the_client_is_told_from_other_copies() {
+        use super::copies_from_client;
+        assert!(copies_from_client("COPY t FROM STDIN"));
+        assert!(copies_from_client("-- load\ncopy public.t (a, b) from stdin with (format csv)"));
+        assert!(!copies_from_client("COPY t TO STDOUT"));
+        assert!(!copies_from_client("COPY (SELECT 'from stdin' FROM t) TO STDOUT"));
+        assert!(!copies_from_client("COPY t FROM '/tmp/file'"));
+        assert!(!copies_from_client("SELECT 1 FROM stdin"));
     }
 }

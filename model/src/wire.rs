@@ -204,6 +204,57 @@ pub fn collect(data: &[u8], row_mode: RowMode) -> Outcome {
     }
 }
 
+/// The messages of raw protocol output: tag, body (without tag and
+/// length) and the whole message. Stops at the first malformed one.
+pub fn messages(data: &[u8]) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at + 5 > data.len() {
+            return None;
+        }
+        let len = i32::from_be_bytes([data[at + 1], data[at + 2], data[at + 3], data[at + 4]]);
+        let end = at.checked_add(1 + usize::try_from(len).ok().filter(|&l| l >= 4)?)?;
+        if end > data.len() {
+            return None;
+        }
+        let start = at;
+        at = end;
+        Some((data[start], &data[start + 5..end], &data[start..end]))
+    })
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body.
+pub fn error_of(body: &[u8]) -> DbError {
+    error_fields(Reader(body))
+}
+
+/// An ErrorResponse (or, with `severity` NOTICE, a NoticeResponse) carrying `err`.
+pub fn error_message(out: &mut Vec<u8>, severity: &str, err: &DbError) {
+    let mut body = Vec::with_capacity(err.message.len() + 64);
+    for (kind, value) in [(b'S', Some(severity)), (b'V', Some(severity)), (b'C', Some(err.code.as_str())), (b'M', Some(err.message.as_str())), (b'D', err.detail.as_deref()), (b'H', err.hint.as_deref()), (b'P', err.position.as_deref())] {
+        if let Some(value) = value {
+            body.push(kind);
+            cstr(&mut body, value);
+        }
+    }
+    body.push(0);
+    message(out, if severity == "NOTICE" { b'N' } else { b'E' }, &body);
+}
+
+/// Append one message.
+pub fn push_message(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    message(out, tag, body);
+}
+
+/// The transaction status a ReadyForQuery body gives.
+pub fn ready_status(body: &[u8]) -> TxStatus {
+    match body.first() {
+        Some(b'T') => TxStatus::InTransaction,
+        Some(b'E') => TxStatus::Failed,
+        _ => TxStatus::Idle,
+    }
+}
+
 /// A cursor over one message body.
 struct Reader<'a>(&'a [u8]);
 

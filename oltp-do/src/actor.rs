@@ -30,6 +30,12 @@ pub trait Work: Send + Sync + 'static {
 
     fn run(&self, db: &mut TenantDb) -> Result<Self::Reply>;
 
+    /// The wire-protocol connection whose session this work runs in (None:
+    /// a request's, on a session reset to a new connection's).
+    fn wire_conn(&self) -> Option<u64> {
+        None
+    }
+
     /// What the tenant's feed learns from a successful answer.
     fn inform(_reply: &Self::Reply, _feed: &Feed) {}
 }
@@ -243,6 +249,10 @@ struct Pending<W: Work> {
 
 impl<W: Work> Job for Pending<W> {
     fn run(&mut self, db: &mut TenantDb, feed: &Feed) {
+        if let Err(err) = db.claim_session(self.work.wire_conn()) {
+            self.outcome = Some(Err(err));
+            return;
+        }
         let outcome = self.work.run(db);
         if let Ok(reply) = &outcome {
             W::inform(reply, feed);

@@ -39,6 +39,10 @@ pub struct OltpConfig {
     /// A statement running longer is stopped (SQLSTATE 57014) and the
     /// tenant goes on serving; a request may ask for less.
     pub statement_timeout: Duration,
+    /// A wire-protocol connection whose transaction stays idle longer is
+    /// closed and its transaction rolled back: a transaction holds the
+    /// tenant's backend (SQLSTATE 25P03, as PostgreSQL's own timeout).
+    pub idle_in_transaction_timeout: Duration,
     /// An answer to a client's SQL larger than this many bytes (as
     /// PostgreSQL sends its rows) is refused with `result_too_large`.
     pub max_result_bytes: u64,
@@ -95,6 +99,7 @@ impl OltpConfig {
             change_retention: model::log::DEFAULT_RETENTION,
             ws_send_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(60),
             max_result_bytes: model::api::DEFAULT_MAX_RESULT_BYTES,
             max_result_rows: model::api::DEFAULT_MAX_RESULT_ROWS,
             ws_max_in_flight: 16,

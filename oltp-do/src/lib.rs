@@ -18,6 +18,7 @@ pub mod files;
 pub mod layout;
 pub mod maintenance;
 pub mod migrations;
+pub mod pg;
 pub mod protocol;
 pub mod scratch;
 pub mod tenants;

@@ -32,7 +32,7 @@ use pgwire::api::auth::{self as auth_api, DefaultServerParameterProvider, Passwo
 use pgwire::api::{METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::messages::startup::Authentication;
-use pgwire::tokio::TlsAcceptor;
+pub use pgwire::tokio::TlsAcceptor;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{

@@ -50,6 +50,8 @@ pub struct Server {
     pub base: String,
     /// `host:port` of the Postgres wire front (lake queries), if serving.
     pub pg: Option<String>,
+    /// `host:port` of the tenants' Postgres wire protocol, if serving.
+    pub tenant_pg: Option<String>,
     pub data_dir: PathBuf,
     args: Vec<String>,
     bin: PathBuf,
@@ -75,6 +77,7 @@ impl Server {
             child: None,
             base: String::new(),
             pg: None,
+            tenant_pg: None,
             data_dir: data_dir.to_path_buf(),
             args,
             bin: bin.to_path_buf(),
@@ -93,6 +96,7 @@ impl Server {
             .expect("open server log");
         // The Postgres wire front on a free port too, unless the test says.
         let pg_default = !self.args.iter().any(|a| a == "--pg-listen");
+        let tenant_pg_default = !self.args.iter().any(|a| a == "--tenant-pg-listen");
         let mut child = Command::new(&self.bin)
             .arg("serve")
             .arg("--listen")
@@ -100,6 +104,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(if pg_default { &["--pg-listen", "127.0.0.1:0"][..] } else { &[] })
+            .args(if tenant_pg_default { &["--tenant-pg-listen", "127.0.0.1:0"][..] } else { &[] })
             .args(&self.args)
             .env_remove("TIDELAKE_CONFIG")
             .stdin(Stdio::null())
@@ -123,6 +128,12 @@ impl Server {
             let line = lines.next().expect("tidelake printed no Postgres address").expect("read stdout");
             let address = line.strip_prefix("tidelake postgres wire listening on ");
             address.unwrap_or_else(|| panic!("unexpected second line {line:?}")).to_owned()
+        });
+        let tenant_wire_on = tenant_pg_default || self.args.windows(2).any(|w| w[0] == "--tenant-pg-listen" && w[1] != "off");
+        self.tenant_pg = tenant_wire_on.then(|| {
+            let line = lines.next().expect("tidelake printed no tenant Postgres address").expect("read stdout");
+            let address = line.strip_prefix("tidelake tenant postgres listening on ");
+            address.unwrap_or_else(|| panic!("unexpected line {line:?}")).to_owned()
         });
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});

@@ -21,4 +21,5 @@ mod oracle;
 mod readme;
 mod restore;
 mod tiers;
+mod tenant_wire;
 mod types;

@@ -7,7 +7,7 @@ mod error;
 mod extract;
 mod neon;
 mod restore;
-mod routing;
+pub(crate) mod routing;
 mod ws;
 
 pub use error::{error_body, status_for};

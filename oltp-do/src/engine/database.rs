@@ -44,26 +44,26 @@ pub struct TenantDb {
     /// The bootstrap superuser's name.
     owner_name: String,
     /// Capture triggers are kept in step with the schema.
-    capture: bool,
+    pub(super) capture: bool,
     /// A committed transaction wrote to the change log since the last `take_committed_changes`.
-    committed_changes: bool,
+    pub(super) committed_changes: bool,
     /// A schema version was recorded since the last `take_schema_recorded`.
     pub(super) schema_recorded: bool,
     /// A statement may have left session state (settings, prepared
     /// statements, cursors, temporary tables) behind for the next request.
     session_touched: bool,
     /// The limits of the statements run now.
-    limits: Limits,
+    pub(super) limits: Limits,
     watch: Option<Arc<Watch>>,
     /// The engine was terminated: nothing more runs on it.
     stopped: bool,
     /// A transaction was left open by the last round trip.
-    in_transaction: bool,
+    pub(super) in_transaction: bool,
     /// The tenant has code that may change session state (see
     /// `check_session_code`).
-    code_may_touch_session: bool,
+    pub(super) code_may_touch_session: bool,
     /// The open transaction changed the catalogs (DDL).
-    catalog_in_tx: bool,
+    pub(super) catalog_in_tx: bool,
     /// Where the database lives, when a base backup is to be packed after
     /// schema changes (`back_up_schema_changes`).
     base_root: Option<PathBuf>,
@@ -72,6 +72,8 @@ pub struct TenantDb {
     /// A schema change committed and no base backup holds it yet: one is
     /// packed before anything else changes the data (see `base_before`).
     base_due: bool,
+    /// What the backend holds for the wire protocol's connections.
+    pub(super) wire: super::session::WireBackend,
 }
 
 /// A base backup packed on the engine's thread: the database directory as
@@ -128,6 +130,7 @@ impl TenantDb {
             base_root: None,
             taken_bases: Vec::new(),
             base_due: false,
+            wire: Default::default(),
         };
         let opened = std::time::Instant::now();
         db.trusted("SET search_path = pg_catalog, pg_temp")?;
@@ -188,7 +191,7 @@ impl TenantDb {
     /// Before statements `sql` run (outside any transaction): the due base
     /// backup, unless every one of them may change the schema (then the
     /// backup after them holds their state too).
-    fn base_before<'a>(&mut self, mut sql: impl Iterator<Item = &'a str>) {
+    pub(super) fn base_before<'a>(&mut self, mut sql: impl Iterator<Item = &'a str>) {
         if self.base_due && !self.in_transaction && !sql.all(may_change_schema) {
             self.pack_due_base();
         }
@@ -226,7 +229,7 @@ impl TenantDb {
     }
 
     /// A transaction committed: if it changed the schema, a base backup is due.
-    fn committed(&mut self) {
+    pub(super) fn committed(&mut self) {
         if std::mem::take(&mut self.catalog_in_tx) && self.base_root.is_some() {
             self.base_due = true;
         }
@@ -281,12 +284,23 @@ impl TenantDb {
         if self.session == Session::Owner {
             return work(self);
         }
+        // A wire connection's session keeps its search_path (the way back
+        // resets it).
+        let kept_path = if self.wire_session_kept() {
+            self.trusted_row("SELECT pg_catalog.current_setting('search_path') AS path")?["path"].as_str().map(str::to_owned)
+        } else {
+            None
+        };
         self.become_owner()?;
         let result = work(self);
         // Tenant SQL must never run as the owner: if the way back fails,
         // the database is not used again (the actor restarts it).
         if let Err(err) = self.become_tenant() {
             return Err(Error::Engine(format!("could not return the session to the tenant role: {err}")));
+        }
+        if let Some(path) = kept_path {
+            let literal = format!("'{}'", path.replace('\'', "''"));
+            self.trusted(&format!("SELECT pg_catalog.set_config('search_path', {literal}, false)"))?;
         }
         result
     }
@@ -353,29 +367,9 @@ impl TenantDb {
         if self.stopped {
             return Err(Error::Engine("the tenant's engine was stopped; it reopens with the next request".into()));
         }
-        let mut options = ExecProtocolOptions::no_sync();
-        options.throw_on_error = false;
-        if let Some(watch) = &self.watch {
-            watch.arm(&self.limits);
-        }
-        let result = self.pg.exec_protocol_raw(bytes, options);
-        let (stopped, terminated) = self.watch.as_ref().map_or((None, false), |w| w.disarm());
-        if terminated || self.host.is_terminated() {
-            self.stopped = true;
-            let err = stopped.map_or_else(
-                || DbError::new("57014", "the statement was stopped"),
-                |why| limit_error(why),
-            );
-            return Err(Error::from(DbError {
-                message: format!(
-                    "{}; it did not stop when cancelled, so the tenant's engine was stopped and reopens \
-                     with the next request (every committed transaction is kept)",
-                    err.message
-                ),
-                ..err
-            }));
-        }
-        let data = result.map_err(Error::pglite("run a round trip"))?;
+        // Our extended queries use the unnamed statement.
+        self.forget_unnamed();
+        let (data, stopped) = self.exchange(bytes)?;
         let mut outcome = wire::collect(&data, row_mode);
         drop(data);
         self.committed_changes |= outcome.notified;
@@ -400,6 +394,39 @@ impl TenantDb {
             }
         }
         Ok(outcome)
+    }
+
+    /// Send protocol messages and return the raw answer, within the
+    /// statement limits (and which stopped it, if one did). A statement
+    /// that would not stop stops the engine: an error.
+    pub(super) fn exchange(&mut self, bytes: &[u8]) -> Result<(Vec<u8>, Option<Stopped>)> {
+        if self.stopped {
+            return Err(Error::Engine("the tenant's engine was stopped; it reopens with the next request".into()));
+        }
+        let mut options = ExecProtocolOptions::no_sync();
+        options.throw_on_error = false;
+        if let Some(watch) = &self.watch {
+            watch.arm(&self.limits);
+        }
+        let result = self.pg.exec_protocol_raw(bytes, options);
+        let (stopped, terminated) = self.watch.as_ref().map_or((None, false), |w| w.disarm());
+        if terminated || self.host.is_terminated() {
+            self.stopped = true;
+            let err = stopped.map_or_else(
+                || DbError::new("57014", "the statement was stopped"),
+                |why| limit_error(why),
+            );
+            return Err(Error::from(DbError {
+                message: format!(
+                    "{}; it did not stop when cancelled, so the tenant's engine was stopped and reopens \
+                     with the next request (every committed transaction is kept)",
+                    err.message
+                ),
+                ..err
+            }));
+        }
+        let data = result.map_err(Error::pglite("run a round trip"))?;
+        Ok((data, stopped))
     }
 
     /// The limits of the statements that follow (a client's request's, or
@@ -451,12 +478,18 @@ impl TenantDb {
         if self.in_transaction {
             self.rollback()?;
         }
+        // A wire connection's session stays until another needs the backend.
+        if self.session_is_wires() {
+            return Ok(());
+        }
         if !std::mem::take(&mut self.session_touched) && !self.code_may_touch_session {
             return Ok(());
         }
         // DISCARD ALL less DISCARD PLANS: the plans of the capture triggers
         // stay cached.
-        self.trusted(model::sql::RESET_SESSION_SQL)
+        self.trusted(model::sql::RESET_SESSION_SQL)?;
+        self.wire = Default::default();
+        Ok(())
     }
 
     /// Whether the tenant has functions that may leave session state behind
@@ -464,7 +497,7 @@ impl TenantDb {
     /// temporary tables or run dynamic SQL): then every request is followed
     /// by a session reset, since any query may call one. Looked up when the
     /// database opens and after every change to the catalogs.
-    fn check_session_code(&mut self) -> Result<()> {
+    pub(super) fn check_session_code(&mut self) -> Result<()> {
         let row = self.trusted_row(model::sql::SESSION_CODE_SQL)?;
         self.code_may_touch_session = row["hazard"].as_bool().unwrap_or(true);
         Ok(())
@@ -581,7 +614,7 @@ impl TenantDb {
     /// Where the catalogs' invalidation counters stand: the shared queue's
     /// next message number (moves when a transaction that changed the
     /// catalogs commits) and whether the open transaction changed them.
-    fn catalog_marker(&self) -> CatalogMarker {
+    pub(super) fn catalog_marker(&self) -> CatalogMarker {
         let queue = self.host.read_i32("shmInvalBuffer").ok().and_then(|seg| {
             // `SISeg`: minMsgNum, then maxMsgNum.
             self.host.read_i32_at((seg as u32).wrapping_add(4))
@@ -592,7 +625,7 @@ impl TenantDb {
 
     /// Whether the statement just run changed the catalogs: committed
     /// (`status` idle), or in the open transaction for the first time.
-    fn catalog_changed(&self, before: CatalogMarker, status: TxStatus) -> bool {
+    pub(super) fn catalog_changed(&self, before: CatalogMarker, status: TxStatus) -> bool {
         let after = self.catalog_marker();
         match status {
             TxStatus::Idle => after.queue != before.queue,
@@ -708,7 +741,7 @@ impl TenantDb {
         last.ok_or_else(|| Error::from(DbError::new("42601", "no statement was executed")))
     }
 
-    fn rollback(&mut self) -> Result<()> {
+    pub(super) fn rollback(&mut self) -> Result<()> {
         self.catalog_in_tx = false;
         // A stopped engine took its open transaction with it.
         if self.stopped {
@@ -831,7 +864,7 @@ pub(super) const SYNC_SCHEMA_SQL: &str = "SELECT tidelake.sync_schema()";
 
 /// See `TenantDb::catalog_marker`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CatalogMarker {
+pub(super) struct CatalogMarker {
     queue: Option<i32>,
     in_transaction: bool,
 }
@@ -847,7 +880,7 @@ fn quota_error((used, quota): (u64, u64)) -> DbError {
 }
 
 /// Why a request that may only read was refused.
-fn read_only_refusal(why: ReadOnly) -> DbError {
+pub(super) fn read_only_refusal(why: ReadOnly) -> DbError {
     match why {
         ReadOnly::Quota(used, quota) => quota_error((used, quota)),
         ReadOnly::Scope => DbError::read_scope(),
@@ -856,7 +889,7 @@ fn read_only_refusal(why: ReadOnly) -> DbError {
 
 /// In a read-only transaction kept for the disk quota or the caller's
 /// scope, a refused write (SQLSTATE 25006) is that refusal.
-fn read_only_error(err: DbError, why: ReadOnly) -> DbError {
+pub(super) fn read_only_error(err: DbError, why: ReadOnly) -> DbError {
     if err.code == "25006" {
         DbError { detail: Some(err.message), ..read_only_refusal(why) }
     } else {
@@ -865,7 +898,7 @@ fn read_only_error(err: DbError, why: ReadOnly) -> DbError {
 }
 
 /// The error a statement stopped by a limit gets.
-fn limit_error(why: Stopped) -> DbError {
+pub(super) fn limit_error(why: Stopped) -> DbError {
     match why {
         Stopped::Timeout(after) => {
             let mut err = DbError::new(
