@@ -82,7 +82,7 @@ pub static SETTINGS: &[Setting] = &[
     setting("tenants.spares", Count, None, "Tenant databases copied ahead of need [default: 2]"),
     setting("tenants.queue_timeout", Text, Some("queue-timeout"), "Refuse (503) a request still waiting behind earlier work on its tenant after this long [default: 30s]"),
     setting("tenants.ws_send_timeout", Text, Some("ws-send-timeout"), "Disconnect a WebSocket client that takes no message for this long [default: 10s]"),
-    setting("tenants.idle_in_transaction_timeout", Text, Some("idle-in-transaction-timeout"), "Close a wire-protocol connection whose transaction stays idle longer, rolling it back (a transaction holds the tenant) [default: 60s]"),
+    setting("tenants.idle_in_transaction_timeout", Text, None, "Close a wire-protocol connection whose transaction stays idle longer, rolling it back (a transaction holds the tenant) [default: 20s]"),
     setting("tenants.statement_timeout", Text, Some("statement-timeout"), "Stop a statement that runs longer than this (SQLSTATE 57014); a request may ask for less [default: 30s]"),
     setting("tenants.max_result_bytes", Text, Some("max-result-bytes"), "Refuse (`result_too_large`) an answer to a query larger than this (e.g. 16MiB) [default: 16MiB]"),
     setting("tenants.max_result_rows", Count, Some("max-result-rows"), "Refuse (`result_too_large`) an answer to a query with more rows than this [default: 1000000]"),

@@ -133,12 +133,16 @@ async fn tidelake_op(c: &Client, tenant: &str, op: usize, i: usize) -> Result<()
     Ok(())
 }
 
-async fn native_op(pg: &tokio_postgres::Client, op: usize, i: usize) -> Result<()> {
+/// One of `OPS` by its SQL text; past them, the primary-key lookup through
+/// a statement the client prepared once.
+async fn native_op(pg: &tokio_postgres::Client, op: usize, i: usize, prepared: Option<&tokio_postgres::Statement>) -> Result<()> {
     let id = ((i % 10000) + 1) as i32;
-    match op {
-        0 => pg.query(OPS[0].1, &[]).await?,
-        1 => pg.query(OPS[1].1, &[&id]).await?,
-        _ => pg.query(OPS[2].1, &[&id, &"bench"]).await?,
+    match (op, prepared) {
+        (0, _) => pg.query(OPS[0].1, &[]).await?,
+        (1, _) => pg.query(OPS[1].1, &[&id]).await?,
+        (2, _) => pg.query(OPS[2].1, &[&id, &"bench"]).await?,
+        (_, Some(statement)) => pg.query(statement, &[&id]).await?,
+        (_, None) => bail!("no prepared statement"),
     };
     Ok(())
 }
@@ -157,13 +161,17 @@ async fn time_tidelake(c: &Client, tenant: &str, op: usize, n: usize) -> Result<
 }
 
 async fn time_native(pg: &tokio_postgres::Client, op: usize, n: usize) -> Result<Summary> {
+    let prepared = match op {
+        op if op >= OPS.len() => Some(pg.prepare_typed(OPS[1].1, &[tokio_postgres::types::Type::INT4]).await?),
+        _ => None,
+    };
     for i in 0..n / 10 {
-        native_op(pg, op, i).await?;
+        native_op(pg, op, i, prepared.as_ref()).await?;
     }
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        native_op(pg, op, i).await?;
+        native_op(pg, op, i, prepared.as_ref()).await?;
         samples.push(t.elapsed());
     }
     Ok(summarize(samples))
@@ -315,6 +323,44 @@ async fn oltp(args: Args) -> Result<()> {
         }
         let _ = ours.mean;
     }
+
+    // --- The same statements over the tenant wire protocol -------------------
+    // One client library on both sides (tokio-postgres): `query` with the
+    // SQL text (a Parse and a Bind round trip each), and a statement
+    // prepared once and executed again (what pools and ORMs do).
+    let address = server.tenant_pg.clone().context("the tenant wire protocol is served")?;
+    let (host, port) = address.rsplit_once(':').context("host:port")?;
+    let (wire, wire_conn) = tokio_postgres::connect(&format!("host={host} port={port} user=bench dbname=bench"), NoTls).await?;
+    tokio::spawn(async move {
+        let _ = wire_conn.await;
+    });
+    line(String::new());
+    line(format!(
+        "## Statement latency over the PostgreSQL wire protocol (tokio-postgres on both sides), {} sequential statements each (ms)\n",
+        args.iterations
+    ));
+    line("| statement | tidelake wire p50 | p99 | native p50 | p99 | ratio p50 | ratio p99 | against |".into());
+    line("|---|---:|---:|---:|---:|---:|---:|---|".into());
+    for op in 0..=OPS.len() {
+        let name = OPS.get(op).map_or("primary-key lookup, prepared once", |(name, _)| *name);
+        let ours = time_native(&wire, op, args.iterations).await?;
+        if native_clients.is_empty() {
+            line(format!("| {name} | {} | {} | – | – | – | – | – |", ms(ours.p50), ms(ours.p99)));
+        }
+        for (native_name, pg) in &native_clients {
+            let theirs = time_native(pg, op, args.iterations).await?;
+            line(format!(
+                "| {name} | {} | {} | {} | {} | {:.2}× | {:.2}× | {native_name} |",
+                ms(ours.p50),
+                ms(ours.p99),
+                ms(theirs.p50),
+                ms(theirs.p99),
+                ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
+                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
+            ));
+        }
+    }
+    drop(wire);
     drop(server);
 
     // --- Time to first query -------------------------------------------------

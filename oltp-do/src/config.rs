@@ -99,7 +99,7 @@ impl OltpConfig {
             change_retention: model::log::DEFAULT_RETENTION,
             ws_send_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
-            idle_in_transaction_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: Duration::from_secs(20),
             max_result_bytes: model::api::DEFAULT_MAX_RESULT_BYTES,
             max_result_rows: model::api::DEFAULT_MAX_RESULT_ROWS,
             ws_max_in_flight: 16,

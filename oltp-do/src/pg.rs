@@ -30,6 +30,8 @@ use crate::engine::{Frontend, Hold, MAX_COPY_BYTES, TenantDb, WireIo, WireSessio
 use crate::error::{DbError, Error, Result};
 use crate::tenants::Tenants;
 
+/// Most a client may take to start and sign in.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
@@ -131,19 +133,29 @@ async fn read_exact_or_eof<R: AsyncRead + Unpin>(socket: &mut R, buf: &mut [u8])
 
 impl Front {
     async fn connection(self: Arc<Self>, socket: tokio::net::TcpStream) -> std::io::Result<()> {
-        let mut socket: Box<dyn Stream> = Box::new(socket);
+        // Startup and sign-in are bounded: a client that says nothing does not hold a task.
+        let started = tokio::time::timeout(STARTUP_TIMEOUT, self.startup(Box::new(socket))).await;
+        let Ok(Some((socket, params, tenant, may_write))) = started.unwrap_or(Ok(None)) else {
+            return Ok(());
+        };
+        self.session(socket, params, tenant, may_write).await
+    }
+
+    /// The startup packet (after any TLS request), the tenant it names and
+    /// who is asking. None: the connection ends (the client was told why).
+    async fn startup(&self, mut socket: Box<dyn Stream>) -> std::io::Result<Option<(Box<dyn Stream>, Vec<(String, String)>, TenantId, bool)>> {
         let mut secure = false;
         // The startup packet, after any TLS or GSS encryption request.
         let params = loop {
             let mut head = [0u8; 8];
             if !read_exact_or_eof(&mut socket, &mut head).await? {
-                return Ok(());
+                return Ok(None);
             }
             let len = i32::from_be_bytes(head[0..4].try_into().expect("4 bytes"));
             let code = i32::from_be_bytes(head[4..8].try_into().expect("4 bytes"));
             if !(8..=10_000).contains(&len) {
                 socket.write_all(&fatal("08P01", "invalid startup packet length")).await?;
-                return Ok(());
+                return Ok(None);
             }
             let mut body = vec![0u8; len as usize - 8];
             socket.read_exact(&mut body).await?;
@@ -158,13 +170,13 @@ impl Front {
                     let pid = i32::from_be_bytes(body[0..4].try_into().expect("4 bytes"));
                     let secret = i32::from_be_bytes(body[4..8].try_into().expect("4 bytes"));
                     self.cancel(pid, secret);
-                    return Ok(());
+                    return Ok(None);
                 }
                 PROTOCOL_3 => break startup_params(&body),
                 other => {
                     let message = format!("unsupported frontend protocol {}.{}: tidelake speaks 3.0", other >> 16, other & 0xffff);
                     socket.write_all(&fatal("0A000", message)).await?;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         };
@@ -172,17 +184,17 @@ impl Front {
         let database = params.iter().find(|(k, _)| k == "database").map(|(_, v)| v.clone()).unwrap_or_else(|| user.clone());
         if params.iter().any(|(k, _)| k == "replication") {
             socket.write_all(&fatal("0A000", "replication connections are not supported: a tenant's changes stream from its change feed (docs/capture.md)")).await?;
-            return Ok(());
+            return Ok(None);
         }
         let tenant = match crate::api::routing::resolve(self.tenants.config(), Some(&database), None, None) {
             Ok(Some(tenant)) => tenant,
             Ok(None) => {
                 socket.write_all(&fatal("3D000", "no database named: connect with the tenant's id as the database name")).await?;
-                return Ok(());
+                return Ok(None);
             }
             Err(err) => {
                 socket.write_all(&fatal("3D000", format!("database \"{database}\" is not a tenant tidelake serves: {err}"))).await?;
-                return Ok(());
+                return Ok(None);
             }
         };
         // Who is asking: the password is a token (a JWT or an API key).
@@ -190,16 +202,27 @@ impl Front {
         if self.auth.is_enabled() {
             let principal = match self.authenticate(&mut socket, &user, secure).await? {
                 Some(principal) => principal,
-                None => return Ok(()),
+                None => return Ok(None),
             };
             match may_connect(&principal, &tenant) {
                 Ok(write) => may_write = write,
                 Err(refusal) => {
                     socket.write_all(&refusal).await?;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
+        // A caller who may only read creates nothing.
+        if !may_write && self.tenants.must_exist(&tenant).is_err() {
+            socket.write_all(&fatal("3D000", format!("database \"{tenant}\" does not exist: no tenant of that name yet"))).await?;
+            return Ok(None);
+        }
+        Ok(Some((socket, params, tenant, may_write)))
+    }
+
+    /// A signed-in connection: its session opened on the tenant, then its
+    /// messages, batch by batch, until it ends.
+    async fn session(self: Arc<Self>, mut socket: Box<dyn Stream>, params: Vec<(String, String)>, tenant: TenantId, may_write: bool) -> std::io::Result<()> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let session = WireSession::new(id, session_settings(&params));
         let application_name = params.iter().find(|(k, _)| k == "application_name").map(|(_, v)| v.clone());
@@ -253,7 +276,7 @@ impl Front {
         proto::push_message(&mut hello, b'Z', b"I");
         socket.write_all(&hello).await?;
 
-        let (mut reader, mut writer) = tokio::io::split(socket);
+        let (reader, mut writer) = tokio::io::split(socket);
         let write = tokio::spawn(async move {
             while let Some(reply) = replies_rx.recv().await {
                 let (bytes, close) = match reply {
@@ -267,7 +290,7 @@ impl Front {
             let _ = writer.shutdown().await;
         });
         let max_message = self.tenants.config().max_body_bytes.max(1 << 20);
-        let read = self.clone().read_batches(&mut reader, &conn, max_message).await;
+        let read = self.clone().read_batches(reader, &conn, max_message).await;
         self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
         // No more batches: a job holding the backend rolls back and ends.
         let idle = {
@@ -353,7 +376,10 @@ impl Front {
     }
 
     /// Read the client's messages and hand them to the tenant in batches.
-    async fn read_batches<R: AsyncRead + Unpin>(self: Arc<Self>, reader: &mut R, conn: &Arc<Conn>, max_message: usize) -> std::io::Result<()> {
+    async fn read_batches<R: AsyncRead + Unpin>(self: Arc<Self>, reader: R, conn: &Arc<Conn>, max_message: usize) -> std::io::Result<()> {
+        // A batch's messages come in one read, not one per header and body.
+        let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+        let reader = &mut reader;
         let mut batch: Vec<Frontend> = Vec::new();
         let mut copy_bytes = 0usize;
         loop {

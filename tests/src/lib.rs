@@ -96,7 +96,8 @@ impl Server {
             .expect("open server log");
         // The Postgres wire front on a free port too, unless the test says.
         let pg_default = !self.args.iter().any(|a| a == "--pg-listen");
-        let tenant_pg_default = !self.args.iter().any(|a| a == "--tenant-pg-listen");
+        // (A benchmark's earlier release may not have the tenants' listener.)
+        let tenant_pg_default = !self.args.iter().any(|a| a == "--tenant-pg-listen") && self.bin == binary();
         let mut child = Command::new(&self.bin)
             .arg("serve")
             .arg("--listen")

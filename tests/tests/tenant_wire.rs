@@ -209,7 +209,7 @@ async fn tokio_postgres_sessions_survive_hibernation_and_idle_transactions_time_
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("data"),
-        &["--tenants-hibernate-after", "500ms", "--idle-in-transaction-timeout", "1s", "--statement-timeout", "2s"],
+        &["--tenants-hibernate-after", "500ms", "--tenants-idle-in-transaction-timeout", "1s", "--tenants-statement-timeout", "2s"],
     )
     .await;
     let c = server.client();
@@ -329,4 +329,109 @@ async fn tokens_sign_in_over_the_wire_and_reach_only_their_tenants() {
     }
     assert_eq!(one(&read, "SELECT count(*) FROM notes").await.as_deref(), Some("1"));
     assert_eq!(code(connect("app", "www", Some(&writer)).await.err().unwrap()), "3D000", "a reserved name");
+}
+
+/// Read backend messages until one of `tags` (or the end): the tags seen.
+async fn read_until(socket: &mut tokio::net::TcpStream, tags: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        if socket.read_exact(&mut head).await.is_err() {
+            return seen;
+        }
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        socket.read_exact(&mut body).await.unwrap();
+        let done = tags.contains(&head[0]);
+        seen.push((head[0], body));
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_and_dropped_connections_lose_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let keeper = connect(&server, "sturdy").await;
+    keeper.batch_execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)").await.unwrap();
+    let address = server.tenant_pg.clone().unwrap();
+    let open = || async {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let mut body = 196_608i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0raw\0database\0sturdy\0\0");
+        let mut startup = (body.len() as i32 + 4).to_be_bytes().to_vec();
+        startup.extend_from_slice(&body);
+        socket.write_all(&startup).await.unwrap();
+        let hello = read_until(&mut socket, b"ZE").await;
+        assert_eq!(hello.last().map(|m| m.0), Some(b'Z'), "{hello:?}");
+        socket
+    };
+    // A Parse whose query never ends, a Bind whose value runs past its
+    // message, an unknown message, a length of a gigabyte: each closes its
+    // connection with 08P01 before the engine sees it.
+    let cases: Vec<Vec<u8>> = vec![
+        message(b'P', b"\0SELECT 1"),
+        message(b'B', b"\0\0\0\0\0\x01\0\0\0\x09x\0\0"),
+        message(b'z', b""),
+        vec![b'Q', 0x40, 0, 0, 0],
+    ];
+    for bytes in cases {
+        let mut socket = open().await;
+        socket.write_all(&bytes).await.unwrap();
+        let answer = read_until(&mut socket, b"E").await;
+        let (tag, body) = answer.last().expect("an answer");
+        let text = String::from_utf8_lossy(body);
+        assert!(*tag == b'E' && text.contains("SFATAL") && text.contains("C08P01"), "{text}");
+    }
+    // A connection that goes away inside its transaction: rolled back, and
+    // the tenant is not held by it.
+    let mut socket = open().await;
+    socket.write_all(&message(b'Q', b"BEGIN; INSERT INTO kept VALUES (2)\0")).await.unwrap();
+    let answer = read_until(&mut socket, b"Z").await;
+    assert_eq!(answer.last().unwrap().1, b"T", "inside the transaction");
+    drop(socket);
+    assert_eq!(one(&keeper, "SELECT string_agg(id::text, ',') FROM kept").await.as_deref(), Some("1"));
+    keeper.batch_execute("INSERT INTO kept VALUES (3)").await.unwrap();
+    assert_eq!(one(&keeper, "SELECT string_agg(id::text, ',' ORDER BY id) FROM kept").await.as_deref(), Some("1,3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenants_listener_speaks_tls_and_takes_token_passwords_only_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = crate::auth::create_key(&data, "acme", "write");
+    let key_user = key.split('_').take(2).collect::<Vec<_>>().join("_");
+    let tls = tidelake_tests::tests_dir().join("fixtures/tls");
+    let (cert, private) = (tls.join("server.crt"), tls.join("server.key"));
+    let server = Server::start(&data, &["--pg-tls-cert", cert.to_str().unwrap(), "--pg-tls-key", private.to_str().unwrap()]).await;
+    let (host, port) = host_port(&server);
+    let psql = |user: &str, sslmode: &str| {
+        Command::new("psql")
+            .arg(format!("host={host} port={port} user={user} dbname=acme sslmode={sslmode}"))
+            .args(["-X", "-At", "-c", "SELECT 40 + 2"])
+            .env("PGPASSWORD", &key)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql (Debian's postgresql-client)")
+    };
+    for (who, sslmode) in [("app", "require"), (key_user.as_str(), "require"), (key_user.as_str(), "disable")] {
+        let out = psql(who, sslmode);
+        assert!(out.status.success(), "{who} with sslmode={sslmode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    }
+    // A token sent as is never crosses the network in clear.
+    let out = psql("app", "disable");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over TLS only"), "{}", String::from_utf8_lossy(&out.stderr));
 }

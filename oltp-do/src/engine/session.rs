@@ -365,11 +365,22 @@ impl TenantDb {
             // Back on a backend another connection reset: its settings again.
             let _ = self.apply_settings(&session.settings.clone())?;
         }
-        let Some(why) = self.limits.read_only else { return self.wire_messages(session, batch, io) };
+        let Some(why) = self.limits.read_only else {
+            let (answer, touched) = self.wire_messages(session, batch, io)?;
+            self.after_batch(session, touched)?;
+            return Ok(answer);
+        };
         if self.in_transaction {
-            // A transaction from before the tenant went read-only.
+            // The tenant went over its disk quota inside this transaction:
+            // it is rolled back, and the batch not run.
             self.rollback()?;
             session.forget_transaction();
+            let mut out = Vec::new();
+            proto::error_message(&mut out, "ERROR", &read_only_refusal(why));
+            for _ in batch.iter().filter(|m| matches!(m.tag, b'Q' | b'S')) {
+                proto::push_message(&mut out, b'Z', b"I");
+            }
+            return Ok(out);
         }
         self.trusted("BEGIN READ ONLY; SELECT")?;
         self.in_transaction = true;
@@ -378,7 +389,8 @@ impl TenantDb {
         if failed || answer.is_err() { self.rollback()? } else { self.trusted("COMMIT")? }
         self.in_transaction = false;
         session.forget_transaction();
-        let answer = answer?;
+        let (answer, touched) = answer?;
+        self.after_batch(session, touched)?;
         // The client never had a transaction open; its writes were refused for why.
         let mut out = Vec::with_capacity(answer.len());
         for (tag, body, whole) in proto::messages(&answer) {
@@ -393,7 +405,9 @@ impl TenantDb {
         Ok(out)
     }
 
-    fn wire_messages(&mut self, session: &mut WireSession, batch: Vec<Frontend>, io: &mut dyn WireIo) -> Result<Vec<u8>> {
+    /// A batch's messages: the answer, and whether they may have changed
+    /// session state.
+    fn wire_messages(&mut self, session: &mut WireSession, batch: Vec<Frontend>, io: &mut dyn WireIo) -> Result<(Vec<u8>, bool)> {
         let mut out = Vec::new();
         let mut touched = false;
         let mut extended = Vec::new();
@@ -414,13 +428,19 @@ impl TenantDb {
         if !extended.is_empty() {
             touched |= self.wire_extended(session, extended, &mut out)?;
         }
+        Ok((out, touched))
+    }
+
+    /// After a batch that may have changed session state: the session is
+    /// the connection's until reset, and its settings are noted.
+    fn after_batch(&mut self, session: &mut WireSession, touched: bool) -> Result<()> {
         if touched || self.code_may_touch_session {
             self.wire.dirty = true;
         }
         if touched && session.hold() == Hold::Released {
             self.snapshot_settings(session)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The connection ended: its statements leave the engine, an open
@@ -476,7 +496,7 @@ impl TenantDb {
         let mut failed = false;
         let mut last_ready = Vec::new();
         for piece in &pieces {
-            let (answer, piece_touched) = self.wire_statement(session, piece, io)?;
+            let (answer, piece_touched) = self.wire_statement(session, piece, io, out)?;
             touched |= piece_touched;
             let mut error = false;
             for (tag, body, whole) in proto::messages(&answer) {
@@ -523,14 +543,16 @@ impl TenantDb {
 
     /// One statement of a simple query, in a round trip of its own: its
     /// answer ends with ReadyForQuery.
-    fn wire_statement(&mut self, session: &mut WireSession, piece: &str, io: &mut dyn WireIo) -> Result<(Vec<u8>, bool)> {
+    /// (`answered`: what the batch answered before it, sent ahead of a
+    /// COPY's request for data.)
+    fn wire_statement(&mut self, session: &mut WireSession, piece: &str, io: &mut dyn WireIo, answered: &mut Vec<u8>) -> Result<(Vec<u8>, bool)> {
         if let Some(err) = self.refusal(piece) {
             let (raw, _) = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
             let answer = proto::messages(&raw).flat_map(|(tag, body, whole)| if tag == b'E' { client_error(whole, body, |e| e) } else { whole.to_vec() }).collect();
             return Ok((answer, false));
         }
         if copies_from_client(piece) {
-            return self.wire_copy_in(session, piece, io).map(|raw| (raw, false));
+            return self.wire_copy_in(session, piece, io, answered).map(|raw| (raw, false));
         }
         self.base_before(std::iter::once(piece));
         let follow = self.capture && may_change_schema(piece);
@@ -624,7 +646,7 @@ impl TenantDb {
     /// COPY started and failed at once, inside a savepoint when in a
     /// transaction), the client sends it, and the COPY runs with its data
     /// in one round trip.
-    fn wire_copy_in(&mut self, session: &mut WireSession, piece: &str, io: &mut dyn WireIo) -> Result<Vec<u8>> {
+    fn wire_copy_in(&mut self, session: &mut WireSession, piece: &str, io: &mut dyn WireIo, answered: &mut Vec<u8>) -> Result<Vec<u8>> {
         let _ = session;
         let in_transaction = self.in_transaction;
         let mut probe = Vec::new();
@@ -643,7 +665,9 @@ impl TenantDb {
             proto::push_message(&mut bytes, b'f', b"no data\0");
             return self.wire_trip(&bytes).map(|(raw, _)| raw);
         };
-        io.send(copy_in);
+        let mut ahead = std::mem::take(answered);
+        ahead.extend_from_slice(&copy_in);
+        io.send(ahead);
         let Some(data) = io.copy_data() else {
             return Err(Error::Engine("the client went away during COPY".into()));
         };
