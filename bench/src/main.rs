@@ -133,6 +133,34 @@ async fn tidelake_op(c: &Client, tenant: &str, op: usize, i: usize) -> Result<()
     Ok(())
 }
 
+/// A table row per native server: our figure for statement `op` beside
+/// its, timed now (or ours alone when no native server is given).
+async fn beside_native(
+    line: &mut impl FnMut(String),
+    name: &str,
+    ours: Summary,
+    natives: &[(&str, tokio_postgres::Client)],
+    op: usize,
+    iterations: usize,
+) -> Result<()> {
+    if natives.is_empty() {
+        line(format!("| {name} | {} | {} | – | – | – | – | – |", ms(ours.p50), ms(ours.p99)));
+    }
+    for (native_name, pg) in natives {
+        let theirs = time_native(pg, op, iterations).await?;
+        line(format!(
+            "| {name} | {} | {} | {} | {} | {:.2}× | {:.2}× | {native_name} |",
+            ms(ours.p50),
+            ms(ours.p99),
+            ms(theirs.p50),
+            ms(theirs.p99),
+            ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
+            ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
+        ));
+    }
+    Ok(())
+}
+
 /// One of `OPS` by its SQL text; past them, the primary-key lookup through
 /// a statement the client prepared once.
 async fn native_op(pg: &tokio_postgres::Client, op: usize, i: usize, prepared: Option<&tokio_postgres::Statement>) -> Result<()> {
@@ -306,22 +334,7 @@ async fn oltp(args: Args) -> Result<()> {
     line("|---|---:|---:|---:|---:|---:|---:|---|".into());
     for (op, (name, _)) in OPS.iter().enumerate() {
         let ours = time_tidelake(&c, "bench", op, args.iterations).await?;
-        if native_clients.is_empty() {
-            line(format!("| {name} | {} | {} | – | – | – | – | – |", ms(ours.p50), ms(ours.p99)));
-        }
-        for (native_name, pg) in &native_clients {
-            let theirs = time_native(pg, op, args.iterations).await?;
-            line(format!(
-                "| {name} | {} | {} | {} | {} | {:.2}× | {:.2}× | {native_name} |",
-                ms(ours.p50),
-                ms(ours.p99),
-                ms(theirs.p50),
-                ms(theirs.p99),
-                ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
-                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
-            ));
-        }
-        let _ = ours.mean;
+        beside_native(&mut line, name, ours, &native_clients, op, args.iterations).await?;
     }
 
     // --- The same statements over the tenant wire protocol -------------------
@@ -344,21 +357,7 @@ async fn oltp(args: Args) -> Result<()> {
     for op in 0..=OPS.len() {
         let name = OPS.get(op).map_or("primary-key lookup, prepared once", |(name, _)| *name);
         let ours = time_native(&wire, op, args.iterations).await?;
-        if native_clients.is_empty() {
-            line(format!("| {name} | {} | {} | – | – | – | – | – |", ms(ours.p50), ms(ours.p99)));
-        }
-        for (native_name, pg) in &native_clients {
-            let theirs = time_native(pg, op, args.iterations).await?;
-            line(format!(
-                "| {name} | {} | {} | {} | {} | {:.2}× | {:.2}× | {native_name} |",
-                ms(ours.p50),
-                ms(ours.p99),
-                ms(theirs.p50),
-                ms(theirs.p99),
-                ours.p50.as_secs_f64() / theirs.p50.as_secs_f64(),
-                ours.p99.as_secs_f64() / theirs.p99.as_secs_f64(),
-            ));
-        }
+        beside_native(&mut line, name, ours, &native_clients, op, args.iterations).await?;
     }
     drop(wire);
     drop(server);

@@ -414,6 +414,16 @@ pub fn runnable(sql: &str) -> Result<(), Unrunnable> {
     if crate::sql::only_comments(sql) {
         return Err(Unrunnable::Db(DbError::new("42601", "empty query: no SQL statement given")));
     }
+    // Its data would have to follow in the same exchange, which a request's
+    // statement cannot send: the engine would read past its input.
+    if crate::sql::split(sql).into_iter().any(crate::sql::copies_from_client) {
+        return Err(Unrunnable::Db(DbError::new(
+            "0A000",
+            "COPY … FROM STDIN takes its data from the client, which a request cannot send: insert the rows \
+             (a batch of INSERTs, or INSERT … SELECT FROM json_populate_recordset($1)), or use psql's \\copy \
+             over the tenant's Postgres wire protocol",
+        )));
+    }
     Ok(())
 }
 

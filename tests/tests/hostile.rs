@@ -646,3 +646,20 @@ async fn the_open_tenant_cap_is_a_real_cap() {
     let most = watcher.await.unwrap();
     assert!(most <= 3, "{most} tenants were open or closing at once with a cap of 3");
 }
+
+/// `COPY … FROM STDIN` over HTTP has no data to read: it is refused before
+/// the engine sees it (the engine would read past its input), alone or
+/// inside a script, and the tenant serves on with its data.
+#[tokio::test]
+async fn copy_from_the_client_over_http_is_refused_and_the_tenant_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let c = server.client();
+    c.exec("copier", "CREATE TABLE t (a int); INSERT INTO t VALUES (1)").await;
+    for sql in ["COPY t FROM STDIN", "INSERT INTO t VALUES (2); copy t (a) from stdin with (format csv)"] {
+        let body = refused(&c, "copier", sql, StatusCode::BAD_REQUEST, "0A000").await;
+        assert!(body["error"]["message"].as_str().unwrap().contains("\\copy"), "{body}");
+    }
+    let (status, body) = c.query("copier", "SELECT count(*)::int AS n FROM t", json!([])).await;
+    assert_eq!((status, &body["rows"]), (StatusCode::OK, &json!([{"n": 1}])), "{body}");
+}

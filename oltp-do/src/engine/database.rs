@@ -13,7 +13,7 @@ use super::settings::EngineSettings;
 use super::watchdog::{Limits, ReadOnly, Stopped, Watch, Watchdog};
 use std::sync::Arc;
 use super::wire::{self, Outcome, OutcomeExt, TxStatus};
-use model::sql::{creates_temporary, first_word, may_change_schema, split, touches_session, transaction_control};
+use model::sql::{first_word, may_change_schema, split, touches_session, transaction_control};
 use crate::error::{DbError, Error, Result};
 use model::api::Unrunnable;
 use crate::protocol::{BatchRequest, BatchResult, QueryResult, RowMode, Statement};
@@ -51,7 +51,7 @@ pub struct TenantDb {
     pub(super) schema_recorded: bool,
     /// A statement may have left session state (settings, prepared
     /// statements, cursors, temporary tables) behind for the next request.
-    session_touched: bool,
+    pub(super) session_touched: bool,
     /// The limits of the statements run now.
     pub(super) limits: Limits,
     watch: Option<Arc<Watch>>,
@@ -425,7 +425,10 @@ impl TenantDb {
                 ..err
             }));
         }
-        let data = result.map_err(Error::pglite("run a round trip"))?;
+        // An engine that failed mid-exchange is not trusted again: the actor
+        // drops it and the next request reopens it (WAL recovery keeps every
+        // committed transaction).
+        let data = result.inspect_err(|_| self.stopped = true).map_err(Error::pglite("run a round trip"))?;
         Ok((data, stopped))
     }
 
@@ -552,34 +555,7 @@ impl TenantDb {
         refuse_rolled_back_commit(sql, &mut outcome);
         outcome.error = outcome.error.take().map(DbError::protecting_capture);
         self.session_touched |= outcome.results.iter().any(|r| touches_session(&r.command, sql));
-        let ok = outcome.error.is_none() && outcome.status != TxStatus::Failed;
-        if ok && (follow || changed) {
-            // Functions may have come or gone; a temporary table may have.
-            self.session_touched = true;
-            if outcome.status == TxStatus::Idle {
-                self.check_session_code()?;
-            } else {
-                self.code_may_touch_session = true;
-            }
-            if self.capture && !follow {
-                self.sync_schema()?;
-            }
-        }
-        // A schema change, for the base backup after the commit: DDL that
-        // changed the catalogs (not a temporary table's), or a table's schema
-        // that changed where no statement shows it. (A TRUNCATE or ANALYZE
-        // also writes the catalogs, and is no schema change.)
-        if ok && ((follow && changed && !creates_temporary(sql)) || self.schema_recorded) {
-            self.catalog_in_tx = true;
-        }
-        self.schema_recorded |= recorded_before;
-        if outcome.status == TxStatus::Idle {
-            if outcome.error.is_none() {
-                self.committed();
-            } else {
-                self.catalog_in_tx = false;
-            }
-        }
+        self.after_statement(sql, follow, changed, outcome.error.is_none(), outcome.status, recorded_before)?;
         Ok(outcome)
     }
 
@@ -968,7 +944,8 @@ fn refuse_rolled_back_commit(sql: &str, outcome: &mut Outcome) {
 
 #[cfg(test)]
 mod tests {
-    use super::{creates_temporary, transaction_control};
+    use super::transaction_control;
+    use model::sql::creates_temporary;
 
     #[test]
     fn mentions_ignores_case() {

@@ -614,11 +614,15 @@ impl TenantDb {
         Ok((answer, touched))
     }
 
-    /// What `statement` does after any statement: capture follows a schema
-    /// change it did not see coming, a base backup is marked due.
-    fn after_statement(&mut self, sql: &str, follow: bool, changed: bool, ok: bool, status: TxStatus, recorded_before: bool) -> Result<()> {
+    /// After any client statement (`ok`: it gave no error; `follow`: capture
+    /// followed it in its transaction; `changed`: the catalogs moved): capture
+    /// follows a schema change it did not see coming, the session's code is
+    /// looked at again, a base backup is marked due after the commit.
+    pub(super) fn after_statement(&mut self, sql: &str, follow: bool, changed: bool, ok: bool, status: TxStatus, recorded_before: bool) -> Result<()> {
         let ok = ok && status != TxStatus::Failed;
         if ok && (follow || changed) {
+            // Functions may have come or gone; a temporary table may have.
+            self.session_touched = true;
             if status == TxStatus::Idle {
                 self.check_session_code()?;
             } else {
@@ -628,6 +632,10 @@ impl TenantDb {
                 self.sync_schema()?;
             }
         }
+        // A schema change, for the base backup after the commit: DDL that
+        // changed the catalogs (not a temporary table's), or a table's schema
+        // that changed where no statement shows it. (A TRUNCATE or ANALYZE
+        // also writes the catalogs, and is no schema change.)
         if ok && ((follow && changed && !creates_temporary(sql)) || self.schema_recorded) {
             self.catalog_in_tx = true;
         }
