@@ -435,3 +435,68 @@ async fn the_tenants_listener_speaks_tls_and_takes_token_passwords_only_over_it(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("over TLS only"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_runs_an_app_against_a_tenant() {
+    use sqlx::Row;
+    use sqlx::postgres::PgPoolOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (host, port) = host_port(&server);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&format!("postgres://app@{host}:{port}/ledger"))
+        .await
+        .expect("sqlx connects to a tenant");
+    sqlx::query("CREATE TABLE entries (id bigint PRIMARY KEY, name text NOT NULL, amount float8, paid bool, note bytea, at timestamptz)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (id, name, amount, paid) in [(1i64, "rent", 1200.5f64, true), (2, "coffee", 3.25, false)] {
+        sqlx::query("INSERT INTO entries (id, name, amount, paid, note, at) VALUES ($1, $2, $3, $4, $5, '2026-12-03T10:00:00Z')")
+            .bind(id)
+            .bind(name)
+            .bind(amount)
+            .bind(paid)
+            .bind(vec![id as u8, 0xff])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let rows = sqlx::query("SELECT id, name, amount, paid, note, extract(epoch FROM at)::float8 AS at FROM entries ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let found: Vec<(i64, String, f64, bool, Vec<u8>, f64)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
+    assert_eq!(
+        found,
+        [(1, "rent".into(), 1200.5, true, vec![1, 0xff], 1_796_292_000.0), (2, "coffee".into(), 3.25, false, vec![2, 0xff], 1_796_292_000.0)]
+    );
+    // A transaction rolled back, one committed.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM entries").execute(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE entries SET paid = true WHERE id = $1").bind(2i64).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    // Concurrent statements over the pool's connections.
+    let inserts = (10..18i64).map(|id| sqlx::query("INSERT INTO entries (id, name) VALUES ($1, 'pooled')").bind(id).execute(&pool));
+    for done in futures_util::future::join_all(inserts).await {
+        done.unwrap();
+    }
+    let (n, paid): (i64, i64) = sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE paid) FROM entries").fetch_one(&pool).await.unwrap();
+    assert_eq!((n, paid), (10, 2));
+    pool.close().await;
+    let ops: Vec<String> = crate::capture::all_changes(&server.client(), "ledger")
+        .await
+        .iter()
+        .filter(|c| c["op"] != "truncate")
+        .map(|c| format!("{} {}", c["op"].as_str().unwrap(), c["new"]["id"]))
+        .collect();
+    let mut expected = vec!["insert 1".to_owned(), "insert 2".into(), "update 2".into()];
+    expected.extend((10..18).map(|id| format!("insert {id}")));
+    let mut sorted = ops.clone();
+    sorted[3..].sort();
+    assert_eq!(sorted, expected, "exactly the app's writes: {ops:?}");
+}
