@@ -274,9 +274,36 @@ async fn tokio_postgres_sessions_survive_hibernation_and_idle_transactions_time_
         let db = err.as_db_error().unwrap();
         assert!(db.code().code() == "0A000" && db.message().contains(says), "{sql}: {err}");
     }
-    let err = a.execute("COPY public.grain FROM STDIN", &[]).await.err().expect("COPY FROM STDIN over the extended protocol is refused");
-    assert!(err.as_db_error().unwrap().message().contains("simple query"), "{err}");
     assert_eq!(one(&a, "SELECT 'still on'").await.as_deref(), Some("still on"));
+
+    // COPY FROM STDIN over the extended protocol (tokio-postgres's copy_in):
+    // loaded; inside a transaction rolled back with it; a bad row fails it whole.
+    use futures_util::SinkExt;
+    const COPY: &str = "COPY public.grain (id, name) FROM STDIN";
+    let sink = a.copy_in::<_, &'static [u8]>(COPY).await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(&b"40\tbarley\n41\tmillet\n"[..]).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    a.batch_execute("BEGIN").await.unwrap();
+    let sink = a.copy_in::<_, &'static [u8]>(COPY).await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(&b"42\tspelt\n"[..]).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+    assert_eq!(one(&a, "SELECT count(*) FROM public.grain WHERE id = 42").await.as_deref(), Some("1"), "inside the transaction");
+    a.batch_execute("ROLLBACK").await.unwrap();
+    let sink = a.copy_in::<_, &'static [u8]>(COPY).await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(&b"43\tfine\nnot-a-number\tbad\n"[..]).await.unwrap();
+    let err = sink.finish().await.err().expect("a bad row fails the COPY");
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("22P02"), "{err}");
+    assert_eq!(
+        one(&a, "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.grain WHERE id >= 40").await.as_deref(),
+        Some("40,41"),
+        "the rolled-back and the failed COPY left nothing"
+    );
+    let changes = crate::capture::all_changes(&c, "mill").await;
+    let copied: Vec<&Value> = changes.iter().filter(|ch| ch["new"]["id"].as_i64().is_some_and(|id| id >= 40)).map(|ch| &ch["new"]["name"]).collect();
+    assert_eq!(copied, [&json!("barley"), &json!("millet")], "the change log holds the committed COPY only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,6 +161,9 @@ pub struct WireSession {
     settings: Vec<(String, String)>,
     /// A batch ended with Flush: its implicit transaction is still open.
     pending: bool,
+    /// An extended-protocol COPY was answered to its end: the Sync the
+    /// client sends after its data was answered with it.
+    copied: bool,
     status: Option<TxStatus>,
 }
 
@@ -407,26 +410,29 @@ impl TenantDb {
 
     /// A batch's messages: the answer, and whether they may have changed
     /// session state.
-    fn wire_messages(&mut self, session: &mut WireSession, batch: Vec<Frontend>, io: &mut dyn WireIo) -> Result<(Vec<u8>, bool)> {
+    fn wire_messages(&mut self, session: &mut WireSession, mut batch: Vec<Frontend>, io: &mut dyn WireIo) -> Result<(Vec<u8>, bool)> {
+        if std::mem::take(&mut session.copied) && batch.first().is_some_and(|m| m.tag == b'S') {
+            batch.remove(0);
+        }
         let mut out = Vec::new();
         let mut touched = false;
         let mut extended = Vec::new();
         for message in batch {
             if message.tag == b'Q' {
                 if !extended.is_empty() {
-                    touched |= self.wire_extended(session, std::mem::take(&mut extended), &mut out)?;
+                    touched |= self.wire_extended(session, std::mem::take(&mut extended), &mut out, io)?;
                 }
                 touched |= self.wire_simple(session, message.first_str(), &mut out, io)?;
             } else {
                 let ends = matches!(message.tag, b'S' | b'H');
                 extended.push(message);
                 if ends {
-                    touched |= self.wire_extended(session, std::mem::take(&mut extended), &mut out)?;
+                    touched |= self.wire_extended(session, std::mem::take(&mut extended), &mut out, io)?;
                 }
             }
         }
         if !extended.is_empty() {
-            touched |= self.wire_extended(session, extended, &mut out)?;
+            touched |= self.wire_extended(session, extended, &mut out, io)?;
         }
         Ok((out, touched))
     }
@@ -731,7 +737,7 @@ impl TenantDb {
 
     /// Extended-protocol messages up to Sync or Flush. Returns whether they
     /// may have changed session state.
-    fn wire_extended(&mut self, session: &mut WireSession, messages: Vec<Frontend>, out: &mut Vec<u8>) -> Result<bool> {
+    fn wire_extended(&mut self, session: &mut WireSession, messages: Vec<Frontend>, out: &mut Vec<u8>, io: &mut dyn WireIo) -> Result<bool> {
         // What is sent, and for each message whether its answer is the client's.
         let mut sent: Vec<(u8, bool)> = Vec::with_capacity(messages.len() + 4);
         let mut bytes = Vec::new();
@@ -740,15 +746,15 @@ impl TenantDb {
         let mut touched = false;
         let mut schema_sql = Vec::new();
         let ends_with_flush = messages.last().is_some_and(|m| m.tag == b'H');
-        for message in messages {
+        let tags: Vec<u8> = messages.iter().map(|m| m.tag).collect();
+        // Where the Execute of a `COPY … FROM STDIN` ends: bytes, messages.
+        let mut copy_in: Option<(usize, usize)> = None;
+        for (at, message) in messages.into_iter().enumerate() {
             match message.tag {
                 b'P' => {
                     let (name, sql) = message.parse_parts();
                     let (name, sql) = (name.to_owned(), sql.to_owned());
-                    let refusal = self.refusal(&sql).or_else(|| copies_from_client(&sql).then(|| DbError::new(
-                        "0A000",
-                        "COPY … FROM STDIN over the extended protocol is not supported by tidelake's wire protocol: send it as a simple query (psql's \\copy, a driver's copy-from with no parameters)",
-                    )));
+                    let refusal = self.refusal(&sql);
                     let engine_name = session.engine_name(&name);
                     let mut body = Vec::with_capacity(message.body.len() + 8);
                     body.extend_from_slice(engine_name.as_bytes());
@@ -803,9 +809,29 @@ impl TenantDb {
                     sent.push((message.tag, true));
                 }
                 b'E' => {
+                    let sql = portals.get(message.first_str()).cloned().unwrap_or_default();
+                    if copies_from_client(&sql) {
+                        // Its data follows the batch's Sync; nothing else may
+                        // (the engine must have the data in the same round trip).
+                        if copy_in.is_some() || tags[at + 1..] != [b'S'] {
+                            let err = DbError::new(
+                                "0A000",
+                                "a COPY … FROM STDIN over the extended protocol must be the batch's last Execute, followed by Sync alone",
+                            );
+                            proto::error_message(out, "ERROR", &err);
+                            proto::push_message(out, b'Z', if self.in_transaction { b"E" } else { b"I" });
+                            if self.in_transaction {
+                                let _ = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
+                            }
+                            return Ok(touched);
+                        }
+                        message.encode(&mut bytes);
+                        sent.push((b'E', true));
+                        copy_in = Some((bytes.len(), sent.len()));
+                        continue;
+                    }
                     message.encode(&mut bytes);
                     sent.push((b'E', true));
-                    let sql = portals.get(message.first_str()).cloned().unwrap_or_default();
                     if self.capture && may_change_schema(&sql) {
                         // Capture follows in the same transaction.
                         follows = true;
@@ -827,6 +853,10 @@ impl TenantDb {
         } else if self.wire.owner.is_some() {
             self.base_before(std::iter::once("SELECT"));
         }
+        if let Some(head) = copy_in {
+            self.wire_copy_in_extended(session, &bytes, &sent, head, out, io)?;
+            return Ok(touched);
+        }
         let before = self.catalog_marker();
         let recorded_before = std::mem::take(&mut self.schema_recorded);
         let (raw, _) = self.wire_trip(&bytes)?;
@@ -847,6 +877,136 @@ impl TenantDb {
             self.schema_recorded |= recorded_before;
         }
         Ok(touched)
+    }
+
+    /// An extended-protocol `COPY … FROM STDIN` (`bytes`: the batch, its
+    /// Execute ending at `head`, then the client's Sync, which the engine
+    /// ignores during a COPY). As for a simple query's COPY: the engine is
+    /// asked how it takes the data (the COPY started and failed at once,
+    /// inside a savepoint when in a transaction), the client sends it, and
+    /// the batch runs again with its data in one round trip.
+    fn wire_copy_in_extended(
+        &mut self,
+        session: &mut WireSession,
+        bytes: &[u8],
+        sent: &[(u8, bool)],
+        head: (usize, usize),
+        out: &mut Vec<u8>,
+        io: &mut dyn WireIo,
+    ) -> Result<()> {
+        let (head_bytes, tail) = bytes.split_at(head.0);
+        let in_transaction = self.in_transaction;
+        let mut probe = Vec::new();
+        if in_transaction {
+            probe.extend(proto::simple_query("SAVEPOINT tidelake_copy"));
+        }
+        probe.extend_from_slice(head_bytes);
+        proto::push_message(&mut probe, b'f', b"tidelake: asking how COPY takes its data\0");
+        proto::sync(&mut probe);
+        if in_transaction {
+            probe.extend(proto::simple_query("ROLLBACK TO SAVEPOINT tidelake_copy; RELEASE SAVEPOINT tidelake_copy"));
+        }
+        let (raw, _) = self.wire_trip(&probe)?;
+        let messages: Vec<(u8, &[u8], &[u8])> = proto::messages(&raw).collect();
+        // The head's answers, after the savepoint's.
+        let start = if in_transaction { messages.iter().position(|m| m.0 == b'Z').map_or(0, |z| z + 1) } else { 0 };
+        let answers = &messages[start..];
+        let Some(copy_at) = answers.iter().position(|m| m.0 == b'G') else {
+            // It failed before taking data: the client gets the head's
+            // answers and its Sync's, and (in a transaction) the failure stands.
+            let end = answers.iter().position(|m| m.0 == b'Z').map_or(answers.len(), |z| z + 1);
+            let head_answer: Vec<u8> = answers[..end].iter().flat_map(|m| m.2.to_vec()).collect();
+            let mut with_sync = sent[..head.1].to_vec();
+            with_sync.push((b'S', true));
+            let mut answer = Vec::new();
+            self.align(&head_answer, &with_sync, &mut answer);
+            if in_transaction {
+                let err = answers.iter().find(|m| m.0 == b'E').map_or_else(|| DbError::new("XX000", "COPY failed"), |m| proto::error_of(m.1));
+                let _ = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
+                // Its ReadyForQuery says the transaction failed.
+                if answer.len() >= 6 {
+                    let last = answer.len() - 1;
+                    answer[last] = b'E';
+                }
+                session.status = Some(TxStatus::Failed);
+            } else {
+                session.status = Some(TxStatus::Idle);
+            }
+            out.extend_from_slice(&answer);
+            return Ok(());
+        };
+        let head_answer: Vec<u8> = answers[..=copy_at].iter().flat_map(|m| m.2.to_vec()).collect();
+        let mut ahead = std::mem::take(out);
+        self.align(&head_answer, &sent[..head.1], &mut ahead);
+        io.send(ahead);
+        let Some(data) = io.copy_data() else {
+            return Err(Error::Engine("the client went away during COPY".into()));
+        };
+        let size: usize = data.iter().map(|m| m.body.len()).sum();
+        if size > MAX_COPY_BYTES {
+            let mut err = DbError::new("54000", format!("COPY data over {} MiB: split it into several COPY statements", MAX_COPY_BYTES >> 20));
+            err.hint = Some("the data of one COPY … FROM STDIN goes to the tenant's engine in one piece".into());
+            proto::error_message(out, "ERROR", &err);
+            if in_transaction {
+                let _ = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
+            }
+            proto::push_message(out, b'Z', if in_transaction { b"E" } else { b"I" });
+            session.status = Some(if in_transaction { TxStatus::Failed } else { TxStatus::Idle });
+            return Ok(());
+        }
+        // Again, with the data: the statements the probe parsed are parsed anew.
+        let mut real = Vec::with_capacity(bytes.len() + size + 64);
+        for (tag, body, _) in proto::messages(head_bytes) {
+            if tag == b'P' {
+                let mut close = vec![b'S'];
+                close.extend_from_slice(split_cstr(body).0.as_bytes());
+                close.push(0);
+                proto::push_message(&mut real, b'C', &close);
+            }
+        }
+        real.extend_from_slice(head_bytes);
+        real.extend_from_slice(tail);
+        for message in &data {
+            message.encode(&mut real);
+        }
+        proto::sync(&mut real);
+        let (raw, _) = self.wire_trip(&real)?;
+        // What came before the engine's CopyInResponse was answered already.
+        let mut status = TxStatus::Idle;
+        let mut ok = true;
+        let mut copying = false;
+        for (tag, body, whole) in proto::messages(&raw) {
+            if !copying {
+                copying = tag == b'G';
+                continue;
+            }
+            match tag {
+                b'Z' => status = proto::ready_status(body),
+                b'E' => ok = false,
+                _ => {}
+            }
+            out.extend_from_slice(whole);
+        }
+        if !copying {
+            // It failed this time before taking data: its error and ReadyForQuery.
+            for (tag, body, whole) in proto::messages(&raw) {
+                match tag {
+                    b'Z' => status = proto::ready_status(body),
+                    b'E' => ok = false,
+                    _ => continue,
+                }
+                out.extend_from_slice(whole);
+            }
+        }
+        self.in_transaction = status != TxStatus::Idle;
+        session.status = Some(status);
+        // (libpq and tokio-postgres send Sync after CopyDone, as PostgreSQL
+        // answers a COPY's end only at a Sync; ours stood for it.)
+        session.copied = true;
+        if status == TxStatus::Idle && ok {
+            self.committed();
+        }
+        Ok(())
     }
 
     /// Before a Bind or Describe of `name`: the connection's statement
