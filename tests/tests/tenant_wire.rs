@@ -88,6 +88,9 @@ async fn node_postgres_postgres_js_and_drizzle_run_an_app_against_a_tenant() {
     assert_eq!(out["pgAfterError"], "still here");
     // One statement name on two connections: two statements.
     assert_eq!(out["prepared"], json!([[{"name": "ada"}], [{"id": 2}], [{"name": "bob"}]]));
+    assert_eq!(out["deallocated"], "DEALLOCATE");
+    assert_eq!(out["deallocateUnknown"]["code"], "26000", "{}", out["deallocateUnknown"]);
+    assert_eq!(out["theirsAfter"], json!([{"id": 1}]), "the other connection's statement of that name stays");
     assert_eq!(out["settings"], json!(["America/New_York", "UTC", "mine"]), "a SET stays with its connection");
     assert_eq!(out["afterCommit"], "ada2", "the other connection waited for the transaction's end");
     assert_eq!(out["pooled"], 8);
@@ -259,6 +262,11 @@ async fn tokio_postgres_sessions_survive_hibernation_and_idle_transactions_time_
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("57014"), "{err}");
     assert!(err.as_db_error().unwrap().message().contains("statement timeout"), "{err}");
     assert_eq!(one(&b, "SELECT 'on'").await.as_deref(), Some("on"));
+    // A connection's own statement_timeout, lower than the tenant's, holds.
+    b.batch_execute("SET statement_timeout = '500ms'").await.unwrap();
+    let err = b.simple_query("SELECT count(*) FROM generate_series(1, 10000000000)").await.err().expect("stopped by the session's timeout");
+    assert!(err.as_db_error().unwrap().message().contains("longer than 500ms"), "{err:?}");
+    b.batch_execute("RESET statement_timeout").await.unwrap();
 
     // A transaction left idle is rolled back and its connection closed; the
     // tenant is not held by it.

@@ -243,7 +243,7 @@ pub fn wire_refusal(sql: &str) -> Option<DbError> {
     let shared = "connections to a tenant share its one backend";
     let message = if creates_temporary(sql) {
         format!("temporary tables are not supported over tidelake's wire protocol: {shared}, so one would outlive its connection or be seen by another; use a regular table")
-    } else if matches!(word.as_str(), "PREPARE" | "EXECUTE" | "DEALLOCATE") {
+    } else if matches!(word.as_str(), "PREPARE" | "EXECUTE") {
         format!("SQL-level {word} is not supported over tidelake's wire protocol ({shared}): use the protocol's prepared statements, which every driver uses and which are kept per connection")
     } else if matches!(word.as_str(), "LISTEN" | "UNLISTEN") {
         "LISTEN is not supported over tidelake's wire protocol: subscribe to the tenant's changes over its WebSocket API".to_owned()
@@ -367,6 +367,12 @@ impl TenantDb {
         if !session.settings.is_empty() && !self.wire.dirty {
             // Back on a backend another connection reset: its settings again.
             let _ = self.apply_settings(&session.settings.clone())?;
+        }
+        // A statement_timeout the connection set is honoured below the tenant's.
+        if let Some(ms) = session.settings.iter().find(|(name, _)| name == "statement_timeout").and_then(|(_, v)| v.parse::<u64>().ok())
+            && ms > 0
+        {
+            self.limits.statement_timeout = self.limits.statement_timeout.min(std::time::Duration::from_millis(ms));
         }
         let Some(why) = self.limits.read_only else {
             let (answer, touched) = self.wire_messages(session, batch, io)?;
@@ -552,6 +558,9 @@ impl TenantDb {
     /// (`answered`: what the batch answered before it, sent ahead of a
     /// COPY's request for data.)
     fn wire_statement(&mut self, session: &mut WireSession, piece: &str, io: &mut dyn WireIo, answered: &mut Vec<u8>) -> Result<(Vec<u8>, bool)> {
+        if first_word(piece) == "DEALLOCATE" {
+            return self.deallocate(session, piece).map(|answer| (answer, false));
+        }
         if let Some(err) = self.refusal(piece) {
             let (raw, _) = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
             let answer = proto::messages(&raw).flat_map(|(tag, body, whole)| if tag == b'E' { client_error(whole, body, |e| e) } else { whole.to_vec() }).collect();
@@ -618,6 +627,49 @@ impl TenantDb {
         }
         self.after_statement(piece, follow, changed, ok, status, recorded_before)?;
         Ok((answer, touched))
+    }
+
+    /// `DEALLOCATE [PREPARE] name | ALL` (ORMs send it to drop a cached
+    /// statement): the connection's own protocol statements go — by the
+    /// client's names — and no one else's.
+    fn deallocate(&mut self, session: &mut WireSession, piece: &str) -> Result<Vec<u8>> {
+        let words = model::sql::after_comments(piece).trim().trim_end_matches(';').trim();
+        let mut rest = words["DEALLOCATE".len()..].trim_start();
+        if rest.len() >= 7 && rest[..7].eq_ignore_ascii_case("PREPARE") && rest[7..].starts_with(char::is_whitespace) {
+            rest = rest[7..].trim_start();
+        }
+        let all = rest.eq_ignore_ascii_case("ALL");
+        let names: Vec<String> = if all {
+            session.statements.keys().filter(|name| !name.is_empty()).cloned().collect()
+        } else {
+            let name = match rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => rest.to_lowercase(),
+            };
+            if name.is_empty() || !session.statements.contains_key(&name) {
+                let err = DbError::new("26000", format!("prepared statement \"{name}\" does not exist"));
+                let (raw, _) = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
+                let refusal = proto::messages(&raw).flat_map(|(tag, body, whole)| if tag == b'E' { client_error(whole, body, |e| e) } else { whole.to_vec() });
+                return Ok(refusal.collect());
+            }
+            vec![name]
+        };
+        let mut bytes = Vec::new();
+        for name in &names {
+            let engine_name = session.engine_name(name);
+            let mut body = vec![b'S'];
+            body.extend_from_slice(engine_name.as_bytes());
+            body.push(0);
+            proto::push_message(&mut bytes, b'C', &body);
+            self.wire.prepared.remove(&engine_name);
+            session.statements.remove(name);
+        }
+        proto::sync(&mut bytes);
+        let (raw, _) = self.wire_trip(&bytes)?;
+        let mut answer = Vec::new();
+        proto::push_message(&mut answer, b'C', if all { b"DEALLOCATE ALL\0" } else { b"DEALLOCATE\0" });
+        answer.extend(proto::messages(&raw).filter(|m| m.0 == b'Z').flat_map(|m| m.2.to_vec()));
+        Ok(answer)
     }
 
     /// After any client statement (`ok`: it gave no error; `follow`: capture
@@ -754,7 +806,11 @@ impl TenantDb {
                 b'P' => {
                     let (name, sql) = message.parse_parts();
                     let (name, sql) = (name.to_owned(), sql.to_owned());
-                    let refusal = self.refusal(&sql);
+                    let refusal = self.refusal(&sql).or_else(|| {
+                        (first_word(&sql) == "DEALLOCATE").then(|| {
+                            DbError::new("0A000", "DEALLOCATE over the extended protocol is not supported: send it as a simple query, or close the statement with the protocol's Close")
+                        })
+                    });
                     let engine_name = session.engine_name(&name);
                     let mut body = Vec::with_capacity(message.body.len() + 8);
                     body.extend_from_slice(engine_name.as_bytes());
@@ -1238,6 +1294,7 @@ mod tests {
     fn refused_statements_name_what_to_do_instead() {
         assert!(wire_refusal("CREATE TEMP TABLE t (a int)").unwrap().message.contains("regular table"));
         assert!(wire_refusal("prepare q AS SELECT 1").unwrap().message.contains("protocol's prepared statements"));
+        assert!(wire_refusal("DEALLOCATE q").is_none(), "emulated per connection");
         assert!(wire_refusal("LISTEN x").unwrap().message.contains("WebSocket"));
         assert!(wire_refusal("SELECT 1").is_none());
         assert_eq!(refusal_sql(&DbError::new("0A000", "it's no")), "DO $tidelake$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'it''s no'; END$tidelake$");

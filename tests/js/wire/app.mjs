@@ -53,6 +53,10 @@ const mine = await client.query({ name: "pick", text: "SELECT name FROM things W
 const theirs = await other.query({ name: "pick", text: "SELECT id FROM things WHERE name = $1", values: ["bob"] });
 const mineAgain = await client.query({ name: "pick", text: "SELECT name FROM things WHERE id = $1", values: [2] });
 out.prepared = [mine.rows, theirs.rows, mineAgain.rows];
+// DEALLOCATE drops the connection's own statement, by its name, and no one else's.
+out.deallocated = (await client.query("DEALLOCATE pick")).command;
+out.deallocateUnknown = await failure(() => client.query("DEALLOCATE nothing_here"));
+out.theirsAfter = (await other.query({ name: "pick", text: "SELECT id FROM things WHERE name = $1", values: ["ada"] })).rows;
 
 // Settings are the connection's.
 await client.query("SET TIME ZONE 'America/New_York'");
