@@ -255,11 +255,11 @@ pub fn ready_status(body: &[u8]) -> TxStatus {
     }
 }
 
-/// A cursor over one message body.
-struct Reader<'a>(&'a [u8]);
+/// A cursor over one message body (either direction's).
+pub struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         if n > self.0.len() {
             return None;
         }
@@ -268,19 +268,30 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn i16(&mut self) -> Option<i16> {
+    pub fn i16(&mut self) -> Option<i16> {
         self.bytes(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn i32(&mut self) -> Option<i32> {
+    pub fn i32(&mut self) -> Option<i32> {
         self.bytes(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn cstr(&mut self) -> Option<&'a str> {
+    /// A NUL-ended UTF-8 string (None: no NUL, or not UTF-8).
+    pub fn cstr(&mut self) -> Option<&'a str> {
         let nul = self.0.iter().position(|&b| b == 0)?;
         let text = std::str::from_utf8(&self.0[..nul]).ok();
         self.0 = &self.0[nul + 1..];
         text
+    }
+
+    /// A count (an Int16 that may not be negative).
+    pub fn count(&mut self) -> Option<usize> {
+        usize::try_from(self.i16()?).ok()
+    }
+
+    /// Whether the whole body was read.
+    pub fn at_end(&self) -> Option<()> {
+        self.0.is_empty().then_some(())
     }
 }
 

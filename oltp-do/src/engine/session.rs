@@ -57,73 +57,48 @@ impl Frontend {
     }
 }
 
-/// A cursor over a frontend message's body, for checking its shape.
-struct Shape<'a>(&'a [u8]);
-
-impl Shape<'_> {
-    fn cstr(&mut self) -> Option<()> {
-        let nul = self.0.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(&self.0[..nul]).ok()?;
-        self.0 = &self.0[nul + 1..];
-        Some(())
-    }
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn count(&mut self) -> Option<usize> {
-        usize::try_from(self.i16()?).ok()
-    }
-    fn end(&self) -> Option<()> {
-        self.0.is_empty().then_some(())
-    }
-}
-
 /// Whether a frontend message is one the wire protocol takes, well formed
 /// (every string UTF-8 and ended, every count matching): the engine only
 /// ever gets messages of this shape.
 pub fn check_frontend(tag: u8, body: &[u8]) -> std::result::Result<(), String> {
-    let mut b = Shape(body);
+    let mut b = proto::Reader(body);
     let shaped = match tag {
-        b'Q' | b'f' => b.cstr().and_then(|()| b.end()),
+        b'Q' | b'f' => b.cstr().and_then(|_| b.at_end()),
         b'P' => (|| {
             b.cstr()?;
             b.cstr()?;
             let n = b.count()?;
-            b.take(n * 4)?;
-            b.end()
+            b.bytes(n * 4)?;
+            b.at_end()
         })(),
         b'B' => (|| {
             b.cstr()?;
             b.cstr()?;
             let formats = b.count()?;
-            b.take(formats * 2)?;
+            b.bytes(formats * 2)?;
             for _ in 0..b.count()? {
-                let len = b.i32()?;
-                if len >= 0 {
-                    b.take(len as usize)?;
-                } else if len != -1 {
-                    return None;
+                match b.i32()? {
+                    -1 => {}
+                    len => {
+                        b.bytes(usize::try_from(len).ok()?)?;
+                    }
                 }
             }
             let results = b.count()?;
-            b.take(results * 2)?;
-            b.end()
+            b.bytes(results * 2)?;
+            b.at_end()
         })(),
-        b'D' | b'C' => matches!(body.first(), Some(b'S' | b'P')).then_some(()).and_then(|()| {
-            b.take(1)?;
+        b'D' | b'C' => (|| {
+            matches!(b.bytes(1)?, b"S" | b"P").then_some(())?;
             b.cstr()?;
-            b.end()
-        }),
-        b'E' => b.cstr().and_then(|()| b.i32()).and_then(|_| b.end()),
-        b'S' | b'H' | b'c' => b.end(),
+            b.at_end()
+        })(),
+        b'E' => (|| {
+            b.cstr()?;
+            b.i32()?;
+            b.at_end()
+        })(),
+        b'S' | b'H' | b'c' => b.at_end(),
         b'd' => Some(()),
         b'F' => return Err("the fast-path function call interface is not supported: call the function in a query".into()),
         other => return Err(format!("invalid frontend message type {}", other as char)),
