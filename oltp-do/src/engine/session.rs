@@ -1031,8 +1031,8 @@ impl TenantDb {
         }
         self.in_transaction = status != TxStatus::Idle;
         session.status = Some(status);
-        // (libpq and tokio-postgres send Sync after CopyDone, as PostgreSQL
-        // answers a COPY's end only at a Sync; ours stood for it.)
+        // (A client sends Sync after CopyDone — tokio-postgres does — since
+        // PostgreSQL answers a COPY's end at the next Sync; ours stood for it.)
         session.copied = true;
         if status == TxStatus::Idle && ok {
             self.committed();
