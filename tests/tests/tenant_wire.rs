@@ -429,6 +429,16 @@ async fn malformed_messages_and_dropped_connections_lose_nothing() {
         let text = String::from_utf8_lossy(body);
         assert!(*tag == b'E' && text.contains("SFATAL") && text.contains("C08P01"), "{text}");
     }
+    // Database names that are no tenant id: refused, nothing created.
+    let (host, port) = host_port(&server);
+    for name in ["Not_A_Tenant", "..", "a-very-long-name-that-goes-on-and-on-well-past-sixty-three-characters"] {
+        let refused = tokio_postgres::connect(&format!("host={host} port={port} user=app dbname='{name}'"), NoTls).await.err().expect("refused");
+        assert_eq!(refused.as_db_error().map(|e| e.code().code()), Some("3D000"), "{name}: {refused}");
+    }
+    let (status, health) = server.client().get("/health").await;
+    let listed = health["tenants"].to_string();
+    assert!(status.is_success() && listed.contains("sturdy"), "{health}");
+    assert!(!listed.contains("Not_A_Tenant") && !listed.contains("a-very-long"), "nothing created: {health}");
     // A connection that goes away inside its transaction: rolled back, and
     // the tenant is not held by it.
     let mut socket = open().await;

@@ -157,10 +157,6 @@ impl WireSession {
         if name.is_empty() { String::new() } else { format!("tl{}_{name}", self.id) }
     }
 
-    pub fn settings(&self) -> &[(String, String)] {
-        &self.settings
-    }
-
     /// The backend rolled back whatever the connection had open.
     pub fn forget_transaction(&mut self) {
         self.pending = false;
@@ -445,10 +441,7 @@ impl TenantDb {
         if !names.is_empty() {
             let mut bytes = Vec::new();
             for name in &names {
-                let mut body = vec![b'S'];
-                body.extend_from_slice(name.as_bytes());
-                body.push(0);
-                proto::push_message(&mut bytes, b'C', &body);
+                close_statement(&mut bytes, name);
                 self.wire.prepared.remove(name);
             }
             proto::sync(&mut bytes);
@@ -538,15 +531,14 @@ impl TenantDb {
         }
         if let Some(err) = self.refusal(piece) {
             let (raw, _) = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
-            let answer = proto::messages(&raw).flat_map(|(tag, body, whole)| if tag == b'E' { client_error(whole, body, |e| e) } else { whole.to_vec() }).collect();
-            return Ok((answer, false));
+            return Ok((client_errors(&raw), false));
         }
         if copies_from_client(piece) {
             return self.wire_copy_in(session, piece, io, answered).map(|raw| (raw, false));
         }
         self.base_before(std::iter::once(piece));
         let follow = self.capture && may_change_schema(piece);
-        let sql = if follow { format!("{piece}\n;SELECT {SYNC_SCHEMA_SQL_CALL} AS \"{SYNC_NAME}\"") } else { piece.to_owned() };
+        let sql = if follow { format!("{piece}\n;{SYNC_SCHEMA_SQL} AS \"{SYNC_NAME}\"") } else { piece.to_owned() };
         let before = self.catalog_marker();
         let recorded_before = std::mem::take(&mut self.schema_recorded);
         let (raw, _) = self.wire_trip(&proto::simple_query(&sql))?;
@@ -624,18 +616,14 @@ impl TenantDb {
             if name.is_empty() || !session.statements.contains_key(&name) {
                 let err = DbError::new("26000", format!("prepared statement \"{name}\" does not exist"));
                 let (raw, _) = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
-                let refusal = proto::messages(&raw).flat_map(|(tag, body, whole)| if tag == b'E' { client_error(whole, body, |e| e) } else { whole.to_vec() });
-                return Ok(refusal.collect());
+                return Ok(client_errors(&raw));
             }
             vec![name]
         };
         let mut bytes = Vec::new();
         for name in &names {
             let engine_name = session.engine_name(name);
-            let mut body = vec![b'S'];
-            body.extend_from_slice(engine_name.as_bytes());
-            body.push(0);
-            proto::push_message(&mut bytes, b'C', &body);
+            close_statement(&mut bytes, &engine_name);
             self.wire.prepared.remove(&engine_name);
             session.statements.remove(name);
         }
@@ -688,7 +676,6 @@ impl TenantDb {
     /// transaction), the client sends it, and the COPY runs with its data
     /// in one round trip.
     fn wire_copy_in(&mut self, session: &mut WireSession, piece: &str, io: &mut dyn WireIo, answered: &mut Vec<u8>) -> Result<Vec<u8>> {
-        let _ = session;
         let in_transaction = self.in_transaction;
         let mut probe = Vec::new();
         if in_transaction {
@@ -717,21 +704,9 @@ impl TenantDb {
         for message in &data {
             size += message.body.len();
             if size > MAX_COPY_BYTES {
-                let mut raw = Vec::new();
-                let mut err = DbError::new("54000", format!("COPY data over {} MiB: split it into several COPY statements", MAX_COPY_BYTES >> 20));
-                err.hint = Some("the data of one COPY … FROM STDIN goes to the tenant's engine in one piece".into());
-                proto::error_message(&mut raw, "ERROR", &err);
-                if in_transaction {
-                    // A failed COPY fails the transaction it is in.
-                    let (failed, _) = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
-                    return Ok(proto::messages(&failed).filter(|(t, _, _)| *t == b'Z').flat_map(|(_, _, w)| {
-                        let mut all = raw.clone();
-                        all.extend_from_slice(w);
-                        all
-                    }).collect());
-                }
-                proto::push_message(&mut raw, b'Z', b"I");
-                return Ok(raw);
+                let mut answer = Vec::new();
+                self.refuse_copy(session, &copy_too_large(), &mut answer)?;
+                return Ok(answer);
             }
             message.encode(&mut bytes);
         }
@@ -849,11 +824,7 @@ impl TenantDb {
                                 "0A000",
                                 "a COPY … FROM STDIN over the extended protocol must be the batch's last Execute, followed by Sync alone",
                             );
-                            proto::error_message(out, "ERROR", &err);
-                            proto::push_message(out, b'Z', if self.in_transaction { b"E" } else { b"I" });
-                            if self.in_transaction {
-                                let _ = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
-                            }
+                            self.refuse_copy(session, &err, out)?;
                             return Ok(touched);
                         }
                         message.encode(&mut bytes);
@@ -908,6 +879,20 @@ impl TenantDb {
             self.schema_recorded |= recorded_before;
         }
         Ok(touched)
+    }
+
+    /// A COPY refused once the client began it: its error and
+    /// ReadyForQuery; inside a transaction the refusal fails it, as any
+    /// error there would.
+    fn refuse_copy(&mut self, session: &mut WireSession, err: &DbError, out: &mut Vec<u8>) -> Result<()> {
+        let in_transaction = self.in_transaction;
+        proto::error_message(out, "ERROR", err);
+        if in_transaction {
+            self.wire_trip(&proto::simple_query(&refusal_sql(err)))?;
+        }
+        proto::push_message(out, b'Z', if in_transaction { b"E" } else { b"I" });
+        session.status = Some(if in_transaction { TxStatus::Failed } else { TxStatus::Idle });
+        Ok(())
     }
 
     /// An extended-protocol `COPY … FROM STDIN` (`bytes`: the batch, its
@@ -975,24 +960,13 @@ impl TenantDb {
         };
         let size: usize = data.iter().map(|m| m.body.len()).sum();
         if size > MAX_COPY_BYTES {
-            let mut err = DbError::new("54000", format!("COPY data over {} MiB: split it into several COPY statements", MAX_COPY_BYTES >> 20));
-            err.hint = Some("the data of one COPY … FROM STDIN goes to the tenant's engine in one piece".into());
-            proto::error_message(out, "ERROR", &err);
-            if in_transaction {
-                let _ = self.wire_trip(&proto::simple_query(&refusal_sql(&err)))?;
-            }
-            proto::push_message(out, b'Z', if in_transaction { b"E" } else { b"I" });
-            session.status = Some(if in_transaction { TxStatus::Failed } else { TxStatus::Idle });
-            return Ok(());
+            return self.refuse_copy(session, &copy_too_large(), out);
         }
         // Again, with the data: the statements the probe parsed are parsed anew.
         let mut real = Vec::with_capacity(bytes.len() + size + 64);
         for (tag, body, _) in proto::messages(head_bytes) {
             if tag == b'P' {
-                let mut close = vec![b'S'];
-                close.extend_from_slice(split_cstr(body).0.as_bytes());
-                close.push(0);
-                proto::push_message(&mut real, b'C', &close);
+                close_statement(&mut real, split_cstr(body).0);
             }
         }
         real.extend_from_slice(head_bytes);
@@ -1184,7 +1158,6 @@ impl TenantDb {
     }
 }
 
-const SYNC_SCHEMA_SQL_CALL: &str = "tidelake.sync_schema()";
 
 /// Capture's follow-up to a schema change, on a statement and portal of
 /// its own: Close, Parse, Bind, Execute, Close.
@@ -1227,6 +1200,26 @@ fn client_error(whole: &[u8], body: &[u8], change: impl FnOnce(DbError) -> DbErr
     out
 }
 
+/// The engine's answer with its errors as the client gets them (see `client_error`).
+fn client_errors(raw: &[u8]) -> Vec<u8> {
+    proto::messages(raw).flat_map(|(tag, body, whole)| if tag == b'E' { client_error(whole, body, |e| e) } else { whole.to_vec() }).collect()
+}
+
+/// Append a Close of the engine's prepared statement `name`.
+fn close_statement(out: &mut Vec<u8>, name: &str) {
+    let mut body = vec![b'S'];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    proto::push_message(out, b'C', &body);
+}
+
+/// A COPY whose data is larger than the engine takes in one piece.
+fn copy_too_large() -> DbError {
+    let mut err = DbError::new("54000", format!("COPY data over {} MiB: split it into several COPY statements", MAX_COPY_BYTES >> 20));
+    err.hint = Some("the data of one COPY … FROM STDIN goes to the tenant's engine in one piece".into());
+    err
+}
+
 /// The first value of a DataRow, as text.
 fn data_row_first(body: &[u8]) -> Option<String> {
     let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
@@ -1259,6 +1252,8 @@ mod tests {
         let bind = b"\0s1\0\0\0\0\x02\0\0\0\x01x\xff\xff\xff\xff\0\0";
         assert_eq!(check_frontend(b'B', bind), Ok(()));
         assert!(check_frontend(b'B', b"\0s1\0\0\0\0\x01\0\0\0\x09x\0\0").is_err(), "a value longer than the message");
+        assert!(check_frontend(b'B', b"\0s1\0\0\0\0\x01\xff\xff\xff\xfbx\0\0").is_err(), "a negative length other than NULL's -1");
+        assert!(check_frontend(b'P', b"s1\0SELECT 1\0\xff\xff").is_err(), "a negative count of parameter types");
         assert!(check_frontend(b'D', b"X\0").is_err() && check_frontend(b'C', b"").is_err());
         assert_eq!(check_frontend(b'E', b"\0\0\0\0\0"), Ok(()));
         assert!(check_frontend(b'F', b"").unwrap_err().contains("function call"));
