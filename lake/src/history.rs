@@ -225,6 +225,7 @@ fn shape_then(then: &crate::spec::ColumnsSince, schema: &str, table: &str, start
                 type_name,
                 attnum: i as i32 + 1,
                 nullable: c.nullable,
+                extension: None,
             }
         })
         .collect();
@@ -441,6 +442,12 @@ fn value(array: &dyn Array, formatter: &ArrayFormatter<'_>, row: usize) -> Value
         DataType::LargeUtf8 => json!(array.as_string::<i64>().value(row)),
         DataType::Binary => json!(format!("\\x{}", HEXLOWER.encode(array.as_binary::<i32>().value(row)))),
         DataType::LargeBinary => json!(format!("\\x{}", HEXLOWER.encode(array.as_binary::<i64>().value(row)))),
+        // pgvector's text form, as PostgreSQL writes it.
+        DataType::List(element) if element.data_type() == &DataType::Float32 => {
+            let list = array.as_list::<i32>().value(row);
+            let floats: Vec<String> = list.as_primitive::<Float32Type>().iter().map(|f| f.unwrap_or(f32::NAN).to_string()).collect();
+            json!(format!("[{}]", floats.join(",")))
+        }
         DataType::FixedSizeBinary(16) => {
             let h = HEXLOWER.encode(array.as_fixed_size_binary().value(row));
             json!(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))

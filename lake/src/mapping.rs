@@ -16,7 +16,8 @@
 //! | `timestamp` | `timestamp` (µs) | `YYYY-MM-DD HH:MM:SS[.ffffff]` |
 //! | `timestamptz` | `timestamptz` (µs, UTC) | same with `+00` (sessions run in UTC) |
 //! | `uuid` | `uuid` | text |
-//! | `json`, `jsonb`, arrays, and every other type | `string` | the JSON or text form |
+//! | pgvector's `vector`, `halfvec` | `list<float>` (elements required) | text, `[1,2.5,3]` |
+//! | `json`, `jsonb`, arrays, and every other type (hstore, citext, ltree, cube, …) | `string` | the JSON or text form |
 //!
 //! Field ids are assigned by the lake (`table`): a column is followed by its
 //! PostgreSQL `attnum`, which PostgreSQL never reuses within a table, so a
@@ -35,12 +36,12 @@ use std::sync::Arc;
 
 use arrow_array::builder::{
     ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
-    Float32Builder, Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder,
+    Float32Builder, Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, ListBuilder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+use iceberg::spec::{ListType, NestedField, PrimitiveType, Schema, Type};
 use model::Change;
 use serde_json::Value;
 
@@ -76,6 +77,17 @@ pub fn iceberg_type(type_oid: i32, type_name: &str) -> PrimitiveType {
     }
 }
 
+/// The Iceberg type column `c` is stored as: [`iceberg_type`]'s, or for
+/// pgvector's types a list of floats whose element has field id
+/// `element_id`.
+pub fn column_type(c: &SourceColumn, element_id: i32) -> Type {
+    if c.is_vector() {
+        Type::List(ListType::new(NestedField::list_element(element_id, Type::Primitive(PrimitiveType::Float), true).into()))
+    } else {
+        Type::Primitive(iceberg_type(c.type_oid, &c.type_name))
+    }
+}
+
 /// `numeric(p,s)` → (p, s); `numeric(p)` → (p, 0); plain `numeric` → None.
 fn numeric_precision(type_name: &str) -> Option<(u32, u32)> {
     let args = type_name.strip_prefix("numeric(")?.strip_suffix(')')?;
@@ -91,20 +103,27 @@ fn numeric_precision(type_name: &str) -> Option<(u32, u32)> {
 
 /// The changelog table's schema for one schema version of a source table,
 /// with the Iceberg field id of each column and of the changelog columns.
+///
+/// A list column's element gets an id above all of these (the catalog
+/// numbers a new table's fields afresh).
 pub fn changelog_schema(columns: &[SourceColumn], field_ids: &[i32], changelog_ids: [i32; 4]) -> Result<Schema> {
-    changelog_schema_keeping(columns, field_ids, Vec::new(), changelog_ids)
+    let above = field_ids.iter().chain(&changelog_ids).max().copied().unwrap_or(0);
+    let element_ids: Vec<i32> = (1..=columns.len() as i32).map(|i| above + i).collect();
+    changelog_schema_keeping(columns, field_ids, &element_ids, Vec::new(), changelog_ids)
 }
 
 /// The changelog schema, keeping `retired` fields (columns the table no
 /// longer has, with the values they held) between the columns and the
-/// changelog's own.
+/// changelog's own. `element_ids` gives each list column's element its
+/// field id (ignored for other columns).
 pub fn changelog_schema_keeping(
     columns: &[SourceColumn],
     field_ids: &[i32],
+    element_ids: &[i32],
     retired: Vec<Arc<NestedField>>,
     changelog_ids: [i32; 4],
 ) -> Result<Schema> {
-    if columns.len() != field_ids.len() {
+    if columns.len() != field_ids.len() || columns.len() != element_ids.len() {
         return Err(LakeError::Mapping(format!(
             "{} columns but {} field ids",
             columns.len(),
@@ -113,15 +132,8 @@ pub fn changelog_schema_keeping(
     }
     let mut fields: Vec<Arc<NestedField>> = columns
         .iter()
-        .zip(field_ids)
-        .map(|(c, id)| {
-            NestedField::optional(
-                *id,
-                c.name.clone(),
-                Type::Primitive(iceberg_type(c.type_oid, &c.type_name)),
-            )
-            .into()
-        })
+        .zip(field_ids.iter().zip(element_ids))
+        .map(|(c, (id, element_id))| NestedField::optional(*id, c.name.clone(), column_type(c, *element_id)).into())
         .collect();
     fields.extend(retired);
     let [op, lsn, xid, commit_ts] = changelog_ids;
@@ -225,6 +237,8 @@ enum Column {
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
     Uuid(FixedSizeBinaryBuilder),
+    /// pgvector's values: lists of floats.
+    Floats(ListBuilder<Float32Builder>),
 }
 
 impl Column {
@@ -248,6 +262,9 @@ impl Column {
                 TimestampMicrosecondBuilder::with_capacity(rows).with_timezone_opt(tz.clone()),
             ),
             DataType::FixedSizeBinary(16) => Self::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
+            DataType::List(element) if element.data_type() == &DataType::Float32 => {
+                Self::Floats(ListBuilder::with_capacity(Float32Builder::new(), rows).with_field(element.clone()))
+            }
             other => return Err(LakeError::Mapping(format!("no builder for Arrow type {other}"))),
         })
     }
@@ -286,6 +303,12 @@ impl Column {
                 None => b.append_null(),
             },
             Self::Uuid(b) => b.append_value(uuid_bytes(text()?)?).map_err(|e| e.to_string())?,
+            Self::Floats(b) => {
+                for n in floats(text()?)? {
+                    b.values().append_value(n);
+                }
+                b.append(true);
+            }
         }
         Ok(())
     }
@@ -318,6 +341,7 @@ impl Column {
             Self::Time(b) => b.append_null(),
             Self::Timestamp(b) => b.append_null(),
             Self::Uuid(b) => b.append_null(),
+            Self::Floats(b) => b.append(false),
         }
     }
 
@@ -335,8 +359,25 @@ impl Column {
             Self::Time(b) => Arc::new(b.finish()),
             Self::Timestamp(b) => Arc::new(b.finish()),
             Self::Uuid(b) => ArrayBuilder::finish(b),
+            Self::Floats(b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// A vector's text form, `[1,2.5,-3e-05]`, as its floats.
+fn floats(text: &str) -> std::result::Result<Vec<f32>, String> {
+    let inner = text
+        .trim()
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .ok_or_else(|| format!("{} is not a vector", preview(text)))?;
+    if inner.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    inner
+        .split(',')
+        .map(|n| n.trim().parse::<f32>().map_err(|_| format!("{} is not a vector", preview(text))))
+        .collect()
 }
 
 fn float(value: &Value) -> std::result::Result<f64, String> {
@@ -513,7 +554,7 @@ mod tests {
     use super::*;
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Date32Type, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    use arrow_array::types::{Date32Type, Decimal128Type, Float32Type, Int32Type, Int64Type, TimestampMicrosecondType};
     use serde_json::json;
 
     #[test]
@@ -657,5 +698,43 @@ mod tests {
                                    "new": {"n": "1.25"}, "old": null}));
         let err = record_batch(&schema, &[&change]).unwrap_err();
         assert!(err.to_string().contains("column n"), "{err}");
+    }
+
+    #[test]
+    fn pgvector_columns_are_lists_of_floats_and_other_extension_types_text() {
+        let columns: Vec<SourceColumn> = serde_json::from_value(json!([
+            {"name": "id", "type": "integer", "typeOid": 23, "attnum": 1},
+            {"name": "v", "type": "public.vector(3)", "typeOid": 16500, "attnum": 2, "extension": "vector"},
+            {"name": "h", "type": "halfvec", "typeOid": 16600, "attnum": 3, "extension": "vector"},
+            {"name": "tags", "type": "hstore", "typeOid": 16700, "attnum": 4, "extension": "hstore"},
+            // A type of the tenant's own by the same name is not pgvector's.
+            {"name": "fake", "type": "vector", "typeOid": 16800, "attnum": 5},
+        ]))
+        .unwrap();
+        let schema = changelog_schema(&columns, &[1, 2, 3, 4, 5], CHANGELOG_FIELD_IDS).unwrap();
+        let Type::List(list) = schema.field_by_name("v").unwrap().field_type.as_ref() else { panic!("v is not a list") };
+        assert_eq!(*list.element_field.field_type, Type::Primitive(PrimitiveType::Float));
+        assert!(list.element_field.required);
+        assert!(matches!(schema.field_by_name("h").unwrap().field_type.as_ref(), Type::List(_)));
+        for name in ["tags", "fake"] {
+            assert_eq!(*schema.field_by_name(name).unwrap().field_type, Type::Primitive(PrimitiveType::String), "{name}");
+        }
+        let change = change(json!({"lsn": 1, "xid": 1, "commitTs": "2026-01-01 00:00:00+00", "op": "insert",
+            "new": {"id": 1, "v": "[1,2.5,-3e-05]", "h": null, "tags": "\"a\"=>\"1\"", "fake": "anything"}, "old": null}));
+        let batch = record_batch(&schema, &[&change]).unwrap();
+        let v = batch.column_by_name("v").unwrap().as_list::<i32>();
+        assert_eq!(v.value(0).as_primitive::<Float32Type>().values().to_vec(), vec![1.0, 2.5, -3e-05]);
+        assert!(batch.column_by_name("h").unwrap().is_null(0));
+        assert_eq!(batch.column_by_name("tags").unwrap().as_string::<i32>().value(0), "\"a\"=>\"1\"");
+        for bad in ["1,2,3", "[1,x]", "[1,2"] {
+            let change = change_with(bad);
+            let err = record_batch(&schema, &[&change]).unwrap_err();
+            assert!(err.to_string().contains("column v"), "{bad}: {err}");
+        }
+        assert_eq!(floats("[]").unwrap(), Vec::<f32>::new());
+    }
+
+    fn change_with(v: &str) -> Change {
+        change(json!({"lsn": 2, "xid": 2, "commitTs": "2026-01-01 00:00:00+00", "op": "insert", "new": {"id": 2, "v": v}, "old": null}))
     }
 }

@@ -60,7 +60,7 @@ fn columns_entry(version: &SchemaVersion, field_ids: &BTreeMap<i32, i32>) -> Val
             let id = field_ids.get(&c.attnum)?;
             // The PostgreSQL type and nullability too: a restore from the
             // lake alone creates the table as it was.
-            let iceberg = mapping::iceberg_type(c.type_oid, &c.type_name).to_string();
+            let iceberg = mapping::column_type(c, 0).to_string();
             Some(json!([c.name, id, iceberg, c.type_name, c.nullable]))
         })
         .collect();
@@ -446,14 +446,16 @@ impl ChangelogTable {
         let mut next_id = metadata.last_column_id() + 1;
         let mut field_ids = BTreeMap::new();
         let mut ids = Vec::with_capacity(version.columns.len());
-        let readable_as = |id: i32, wanted: &PrimitiveType| {
-            current.field_by_id(id).is_some_and(|f| match f.field_type.as_ref() {
-                Type::Primitive(had) => promotable(had, wanted),
+        let mut element_ids = Vec::with_capacity(version.columns.len());
+        let readable_as = |id: i32, wanted: &Type| {
+            current.field_by_id(id).is_some_and(|f| match (f.field_type.as_ref(), wanted) {
+                (Type::Primitive(had), Type::Primitive(wanted)) => promotable(had, wanted),
+                (Type::List(had), Type::List(wanted)) => had.element_field.field_type == wanted.element_field.field_type,
                 _ => false,
             })
         };
         for column in &version.columns {
-            let wanted = mapping::iceberg_type(column.type_oid, &column.type_name);
+            let wanted = mapping::column_type(column, 0);
             let kept = if same_relation {
                 self.field_ids.get(&column.attnum).copied().filter(|id| readable_as(*id, &wanted))
             } else {
@@ -468,8 +470,18 @@ impl ChangelogTable {
                 next_id += 1;
                 next_id - 1
             });
+            // A list keeps its element's field; a new one takes the next id.
+            let element_id = match (kept, current.field_by_id(id).map(|f| f.field_type.as_ref())) {
+                (Some(_), Some(Type::List(list))) => list.element_field.id,
+                _ if matches!(wanted, Type::List(_)) => {
+                    next_id += 1;
+                    next_id - 1
+                }
+                _ => 0,
+            };
             field_ids.insert(column.attnum, id);
             ids.push(id);
+            element_ids.push(element_id);
         }
         let mut changelog_ids = [0; 4];
         for (slot, name) in changelog_ids.iter_mut().zip(crate::spec::CHANGELOG_COLUMNS) {
@@ -493,7 +505,7 @@ impl ChangelogTable {
                 Arc::new(NestedField::optional(f.id, name, f.field_type.as_ref().clone()))
             })
             .collect();
-        Ok((mapping::changelog_schema_keeping(&version.columns, &ids, retired, changelog_ids)?, field_ids))
+        Ok((mapping::changelog_schema_keeping(&version.columns, &ids, &element_ids, retired, changelog_ids)?, field_ids))
     }
 }
 

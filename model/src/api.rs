@@ -406,7 +406,8 @@ pub enum Unrunnable {
 /// Whether `sql` may go to the engine: not with a NUL byte (the wire
 /// protocol's strings end at one, so the engine would run less than was
 /// sent), nor with nothing but comments (PostgreSQL's empty query, answered
-/// as the error it is to a client that expected a result).
+/// as the error it is to a client that expected a result), nor creating an
+/// extension a tenant may not create (see [`crate::extensions`]).
 pub fn runnable(sql: &str) -> Result<(), Unrunnable> {
     if sql.contains('\0') {
         return Err(Unrunnable::Invalid("invalid_sql", "SQL must not contain a NUL byte"));
@@ -423,6 +424,9 @@ pub fn runnable(sql: &str) -> Result<(), Unrunnable> {
              (a batch of INSERTs, or INSERT … SELECT FROM json_populate_recordset($1)), or use psql's \\copy \
              over the tenant's Postgres wire protocol",
         )));
+    }
+    if let Some(err) = crate::sql::split(sql).into_iter().find_map(crate::extensions::refusal) {
+        return Err(Unrunnable::Db(err));
     }
     Ok(())
 }

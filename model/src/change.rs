@@ -167,6 +167,19 @@ pub struct SourceColumn {
     /// the change log noted it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nullable: Option<bool>,
+    /// The extension the column's type belongs to (`vector` for pgvector's
+    /// `vector`), absent for PostgreSQL's own types and those a tenant made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+}
+
+impl SourceColumn {
+    /// Whether the column holds pgvector's `vector` or `halfvec`: a list of
+    /// floats.
+    pub fn is_vector(&self) -> bool {
+        self.extension.as_deref() == Some("vector")
+            && matches!(crate::values::bare_type_name(&self.type_name), "vector" | "halfvec")
+    }
 }
 
 /// A table's shape from one LSN on, as the change log records it (the

@@ -6,6 +6,7 @@
 //! - [`parse_instant`]: the one reading of an instant; [`parse_duration`]
 //!   and [`parse_bytes`]: of a duration and a size.
 //! - [`sql`]: statement splitting and identifier quoting, pure text.
+//! - [`extensions`]: which PostgreSQL extensions a tenant may create.
 //! - [`Change`] and [`SchemaVersion`]: a committed change and the table
 //!   shape it was written under, typed from where they leave the engine.
 //! - [`wire`] and [`values`]: the PostgreSQL protocol spoken to an
@@ -17,6 +18,7 @@
 pub mod api;
 mod change;
 mod engine;
+pub mod extensions;
 mod instant;
 pub mod log;
 pub mod migrations;

@@ -1,7 +1,7 @@
 //! A tenant's schema as `GET /t/{tenant}/schema` answers it, on the server
 //! and at the edge: the user tables with their columns (name, type,
 //! nullability, default; where they apply, a domain's base type, identity,
-//! generated, an enum's labels) and primary keys, a
+//! generated, an enum's labels, the extension a type belongs to) and primary keys, a
 //! fingerprint of the whole that changes whenever any of it does, and the
 //! schema versions the change log recorded.
 
@@ -23,6 +23,8 @@ SELECT json_agg(t ORDER BY t.schema, t.name) AS tables FROM (
         'baseTypeOid', CASE WHEN ty.typtype = 'd' THEN ty.typbasetype::int END,
         'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
         'generated', CASE WHEN a.attgenerated <> '' THEN true END,
+        'extension', (SELECT e.extname FROM pg_depend dep JOIN pg_extension e ON e.oid = dep.refobjid
+                       WHERE dep.classid = 'pg_type'::regclass AND dep.objid = ty.oid AND dep.deptype = 'e' LIMIT 1),
         'enum', (SELECT jsonb_build_object('schema', en.nspname, 'name', et.typname,
                    'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder)
                                 FROM pg_enum e WHERE e.enumtypid = et.oid))

@@ -62,6 +62,8 @@ struct Column {
     generated: bool,
     #[serde(rename = "enum")]
     enum_type: Option<EnumType>,
+    /// The extension the type belongs to, if an extension's.
+    extension: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,7 +94,10 @@ impl Column {
     /// The shape of the column's values, by the type a result carries (a
     /// domain's base type's).
     fn shape(&self) -> Shape {
-        Shape::of(self.base_type_oid.unwrap_or(self.type_oid))
+        self.extension
+            .as_deref()
+            .and_then(|extension| crate::values::extension_shape(extension, &self.type_name))
+            .unwrap_or_else(|| Shape::of(self.base_type_oid.unwrap_or(self.type_oid)))
     }
 
     fn insert(&self) -> Insert {

@@ -8,7 +8,10 @@
 //! - `json`, `jsonb` → the JSON value itself;
 //! - one-dimensional and nested arrays of these → JSON arrays;
 //! - everything else (text, bytea as `\x…` hex, timestamps in ISO form with
-//!   zone, uuid, intervals, …) → the PostgreSQL text form as a string.
+//!   zone, uuid, intervals, …) → the PostgreSQL text form as a string;
+//!   extensions' types too, but for those [`extension_value`] shapes
+//!   (pgvector's `vector` as an array of numbers, hstore as an object),
+//!   which the engine applies knowing which extension a result type is.
 //!
 //! Parameters: `null` → SQL NULL, booleans and numbers → their literal, strings
 //! as given, arrays → an array literal (`{…}`), objects → JSON text.
@@ -113,6 +116,79 @@ fn shaped(text: &str, shape: &Shape) -> Value {
         }
         Shape::Array(_) | Shape::Text => Value::String(text.to_owned()),
     }
+}
+
+/// A type's name without schema or modifier (`vector` for
+/// `public.vector(3)`), as [`extension_value`] and [`extension_shape`] take it.
+pub fn bare_type_name(type_name: &str) -> &str {
+    let name = type_name.split('(').next().unwrap_or_default();
+    name.rsplit('.').next().unwrap_or(name).trim_matches('"')
+}
+
+/// The shape [`extension_value`] gives values of an extension's type, None
+/// where it leaves them text.
+pub fn extension_shape(extension: &str, type_name: &str) -> Option<Shape> {
+    match (extension, bare_type_name(type_name)) {
+        ("vector", "vector" | "halfvec") => Some(Shape::Array(Box::new(Shape::Float))),
+        ("hstore", "hstore") => Some(Shape::Json),
+        _ => None,
+    }
+}
+
+/// A value of an extension's type, by the extension and the type's name,
+/// as JSON: pgvector's `vector` and `halfvec` as arrays of numbers, hstore
+/// as an object of strings (a NULL value as null); None for every other
+/// type, and for text that is not what the type writes (its text form
+/// stands then).
+pub fn extension_value(extension: &str, type_name: &str, text: &str) -> Option<Value> {
+    match (extension, bare_type_name(type_name)) {
+        ("vector", "vector" | "halfvec") => {
+            let numbers: Vec<f64> = serde_json::from_str(text).ok()?;
+            Some(Value::Array(numbers.into_iter().map(|n| Number::from_f64(n).map(Value::Number)).collect::<Option<_>>()?))
+        }
+        ("hstore", "hstore") => parse_hstore(text).map(Value::Object),
+        _ => None,
+    }
+}
+
+/// hstore's text form, `"k"=>"v", "n"=>NULL`, as a JSON object.
+fn parse_hstore(text: &str) -> Option<Map<String, Value>> {
+    fn quoted(rest: &mut &str) -> Option<String> {
+        let mut chars = rest.strip_prefix('"')?.char_indices();
+        let mut out = String::new();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    *rest = &rest[i + 2..];
+                    return Some(out);
+                }
+                '\\' => out.push(chars.next()?.1),
+                c => out.push(c),
+            }
+        }
+        None
+    }
+    let mut map = Map::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let key = quoted(&mut rest)?;
+        rest = rest.trim_start().strip_prefix("=>")?.trim_start();
+        let value = match rest.strip_prefix("NULL") {
+            Some(after) => {
+                rest = after;
+                Value::Null
+            }
+            None => Value::String(quoted(&mut rest)?),
+        };
+        map.insert(key, value);
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start();
+        } else if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(map)
 }
 
 /// Parse an array literal such as `{1,2,NULL}` or `{{"a b",c},{d,e}}`.
@@ -255,6 +331,21 @@ pub fn row_object(names: &[String], values: Vec<Value>) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn extension_types_are_json_where_json_has_their_shape() {
+        assert_eq!(extension_value("vector", "vector", "[1,2.5,-3e-05]"), Some(json!([1.0, 2.5, -3e-05])));
+        assert_eq!(extension_value("vector", "halfvec", "[0.5]"), Some(json!([0.5])));
+        assert_eq!(extension_value("vector", "sparsevec", "{1:1}/3"), None);
+        assert_eq!(extension_value("vector", "vector", "not a vector"), None);
+        assert_eq!(
+            extension_value("hstore", "hstore", r#""a"=>"1", "b \"q\""=>NULL, "c"=>"x\\y""#),
+            Some(json!({"a": "1", "b \"q\"": null, "c": "x\\y"}))
+        );
+        assert_eq!(extension_value("hstore", "hstore", ""), Some(json!({})));
+        assert_eq!(extension_value("hstore", "hstore", r#""a"=>"1" junk"#), None);
+        assert_eq!(extension_value("citext", "citext", "Foo"), None);
+    }
 
     #[test]
     fn scalars_keep_their_json_types() {

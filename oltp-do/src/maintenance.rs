@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use pglite_oxide::Pglite;
 
 use crate::config::OltpConfig;
 use crate::engine::{Session, TenantDb};
@@ -24,7 +23,7 @@ pub fn run_as_owner(config: &OltpConfig, tenant: &TenantId, sql: &str) -> Result
             root.display()
         )));
     }
-    Pglite::preload().map_err(Error::pglite("preload the PGlite runtime"))?;
+    crate::engine::runtime::preload()?;
     let mut db = TenantDb::open(&root, &config.engine, Session::Owner)?;
     let results = db.owner_script(sql);
     db.close()?;

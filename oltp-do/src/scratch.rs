@@ -74,7 +74,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(settings: &EngineSettings) -> Result<Self> {
-        pglite_oxide::Pglite::preload().map_err(Error::pglite("preload the PGlite runtime"))?;
+        crate::engine::runtime::preload()?;
         let dir = tempfile::Builder::new()
             .prefix("tidelake-scratch-")
             .tempdir()

@@ -7,6 +7,7 @@ mod auth;
 mod capture;
 mod catalog;
 mod edge;
+mod extensions;
 mod bad_input;
 mod fuzz;
 mod history;

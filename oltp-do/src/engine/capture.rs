@@ -15,7 +15,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "9";
+const CAPTURE_VERSION: &str = "10";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 pub use model::api::ChangePage;

@@ -145,16 +145,28 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $fn$
     END
 $fn$;
 
--- The columns of a table as the change log records them.
+-- The columns of a table as the change log records them; a column of an
+-- extension's type also names the extension (the key is absent otherwise,
+-- so the signature of a table without one is what it always was).
 CREATE OR REPLACE FUNCTION tidelake.table_columns(rel oid)
 RETURNS json LANGUAGE sql STABLE AS $fn$
-    SELECT coalesce(json_agg(json_build_object(
+    SELECT coalesce(json_agg(CASE WHEN x.extname IS NULL THEN json_build_object(
         'name', a.attname,
         'type', format_type(a.atttypid, a.atttypmod),
         'typeOid', a.atttypid::int,
         'attnum', a.attnum,
-        'nullable', NOT a.attnotnull) ORDER BY a.attnum), '[]'::json)
+        'nullable', NOT a.attnotnull) ELSE json_build_object(
+        'name', a.attname,
+        'type', format_type(a.atttypid, a.atttypmod),
+        'typeOid', a.atttypid::int,
+        'attnum', a.attnum,
+        'nullable', NOT a.attnotnull,
+        'extension', x.extname) END ORDER BY a.attnum), '[]'::json)
     FROM pg_attribute a
+    LEFT JOIN LATERAL (
+        SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_type'::regclass AND d.objid = a.atttypid AND d.deptype = 'e'
+        LIMIT 1) x ON true
     WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
 $fn$;
 

@@ -74,6 +74,9 @@ pub struct TenantDb {
     base_due: bool,
     /// What the backend holds for the wire protocol's connections.
     pub(super) wire: super::session::WireBackend,
+    /// The extension and type name of each user type OID a result had
+    /// (None: no extension's), see `shape_extension_values`.
+    extension_types: std::collections::HashMap<i32, Option<(String, String)>>,
 }
 
 /// A base backup packed on the engine's thread: the database directory as
@@ -131,6 +134,7 @@ impl TenantDb {
             taken_bases: Vec::new(),
             base_due: false,
             wire: Default::default(),
+            extension_types: Default::default(),
         };
         let opened = std::time::Instant::now();
         db.trusted("SET search_path = pg_catalog, pg_temp")?;
@@ -372,6 +376,9 @@ impl TenantDb {
         let (data, stopped) = self.exchange(bytes)?;
         let mut outcome = wire::collect(&data, row_mode);
         drop(data);
+        if row_mode != RowMode::Text {
+            self.shape_extension_values(&mut outcome.results, row_mode);
+        }
         self.committed_changes |= outcome.notified;
         self.in_transaction = outcome.status != TxStatus::Idle;
         let rows: usize = outcome.results.iter().map(|r| r.rows.len()).sum();
@@ -394,6 +401,72 @@ impl TenantDb {
             }
         }
         Ok(outcome)
+    }
+
+    /// Values of extension types JSON has a shape for (a pgvector `vector`
+    /// as an array of numbers, an hstore as an object) in that shape; the
+    /// types of the result's columns are looked up once per engine.
+    fn shape_extension_values(&mut self, results: &mut [QueryResult], row_mode: RowMode) {
+        // Types made by CREATE TYPE or an extension have OIDs from here on.
+        const FIRST_NORMAL_OID: i32 = 16384;
+        let unknown: Vec<i32> = results
+            .iter()
+            .flat_map(|r| &r.fields)
+            .map(|f| f.data_type_id)
+            .filter(|oid| *oid >= FIRST_NORMAL_OID && !self.extension_types.contains_key(oid))
+            .collect();
+        if !unknown.is_empty() {
+            self.look_up_extension_types(unknown);
+        }
+        for result in results {
+            for (i, field) in result.fields.iter().enumerate() {
+                let Some(Some((extension, type_name))) = self.extension_types.get(&field.data_type_id) else { continue };
+                let unique = result.fields.iter().filter(|f| f.name == field.name).count() == 1;
+                for row in &mut result.rows {
+                    let value = match (row_mode, row) {
+                        (RowMode::Object, Value::Object(row)) if unique => row.get_mut(&field.name),
+                        (RowMode::Array, Value::Array(row)) => row.get_mut(i),
+                        _ => None,
+                    };
+                    if let Some(value) = value
+                        && let Some(shaped) = value.as_str().and_then(|text| model::values::extension_value(extension, type_name, text))
+                    {
+                        *value = shaped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which extension (and type name) each of these type OIDs belongs to,
+    /// remembered for the engine's life (an OID names one type until it is
+    /// dropped). A failed look-up (inside a failed transaction) is tried
+    /// again next time.
+    fn look_up_extension_types(&mut self, mut oids: Vec<i32>) {
+        oids.sort_unstable();
+        oids.dedup();
+        let list = oids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let sql = format!(
+            "SELECT t.oid::int AS oid, e.extname::text AS extension, t.typname::text AS type \
+             FROM pg_catalog.pg_type t \
+             JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid AND d.deptype = 'e' \
+             JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
+             WHERE t.oid IN ({list})"
+        );
+        let Ok(outcome) = self.own_round_trip(&wire::extended_query(&sql, &[]), RowMode::Object) else { return };
+        if outcome.error.is_some() {
+            return;
+        }
+        for oid in &oids {
+            self.extension_types.insert(*oid, None);
+        }
+        for row in outcome.results.iter().flat_map(|r| &r.rows) {
+            if let (Some(oid), Some(extension), Some(type_name)) =
+                (row["oid"].as_i64(), row["extension"].as_str(), row["type"].as_str())
+            {
+                self.extension_types.insert(oid as i32, Some((extension.to_owned(), type_name.to_owned())));
+            }
+        }
     }
 
     /// Send protocol messages and return the raw answer, within the

@@ -5,7 +5,7 @@ mod capture;
 mod database;
 mod migrate;
 mod replay;
-mod runtime;
+pub(crate) mod runtime;
 mod session;
 mod settings;
 mod template;

@@ -21,6 +21,17 @@ enum Phase {
     Failed(String),
 }
 
+/// Load the engine's runtime into this process, with every bundled
+/// extension where any database finds it and those tenants may create
+/// marked trusted (see `model::extensions`). Idempotent; the first call in
+/// a process does the work.
+pub fn preload() -> Result<()> {
+    Pglite::preload().map_err(Error::pglite("preload the PGlite runtime"))?;
+    pglite_oxide::install_shared_extensions(model::extensions::OFFERED)
+        .map_err(Error::pglite("install the engine's extensions"))?;
+    Ok(())
+}
+
 pub struct EngineRuntime {
     phase: Mutex<Phase>,
     changed: Condvar,
@@ -49,8 +60,7 @@ impl EngineRuntime {
             .stack_size(8 * 1024 * 1024)
             .spawn(move || {
                 let started = Instant::now();
-                let outcome = Pglite::preload()
-                    .map_err(Error::pglite("preload the PGlite runtime"))
+                let outcome = preload()
                     .and_then(|()| template::prepare(&preparing.template_dir, &preparing.settings, migrations.as_deref()));
                 let phase = match outcome {
                     Ok(()) => {

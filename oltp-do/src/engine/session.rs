@@ -197,8 +197,9 @@ const SYNC_NAME: &str = "tidelake.sync";
 /// engine where the statement would have run, so the protocol (and the
 /// transaction) go on as after any error.
 fn refusal_sql(err: &DbError) -> String {
+    let hint = err.hint.as_deref().map(|hint| format!(", HINT = {}", quote_literal(hint))).unwrap_or_default();
     format!(
-        "DO $tidelake$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = {}; END$tidelake$",
+        "DO $tidelake$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = {}{hint}; END$tidelake$",
         err.code,
         quote_literal(&err.message)
     )
@@ -219,7 +220,7 @@ pub fn wire_refusal(sql: &str) -> Option<DbError> {
     } else if matches!(word.as_str(), "LISTEN" | "UNLISTEN") {
         "LISTEN is not supported over tidelake's wire protocol: subscribe to the tenant's changes over its WebSocket API".to_owned()
     } else {
-        return None;
+        return model::extensions::refusal(sql);
     };
     Some(DbError::new("0A000", message))
 }

@@ -19,6 +19,8 @@ pub use pglite::{
 pub use protocol::messages::{BackendMessage, DatabaseError, NoticeMessage};
 pub use pglite::host_access::HostHandle;
 pub use pglite::memory_limit::set_memory_limit;
+#[cfg(feature = "extensions")]
+pub use pglite::shared_extensions::install_shared_extensions;
 
 #[doc(hidden)]
 pub use pglite::{

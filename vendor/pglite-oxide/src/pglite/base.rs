@@ -82,7 +82,7 @@ pub(crate) struct RootLock {
 }
 
 #[derive(Debug)]
-struct CacheLock {
+pub(crate) struct CacheLock {
     _file: File,
 }
 
@@ -381,7 +381,7 @@ fn release_root_lock_path(path: &Path) {
 }
 
 impl CacheLock {
-    fn acquire(path: &Path) -> Result<Self> {
+    pub(crate) fn acquire(path: &Path) -> Result<Self> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)
                 .with_context(|| format!("create cache lock directory {}", parent.display()))?;
@@ -1697,6 +1697,24 @@ fn runtime_cache() -> Result<Arc<CachedRuntime>> {
         })
         .clone()
         .map_err(|message| anyhow!(message))
+}
+
+/// The shared runtime every database overlays (built on first use).
+#[cfg(feature = "extensions")]
+pub(crate) fn shared_runtime_root() -> Result<PathBuf> {
+    Ok(runtime_cache()?.runtime_root.clone())
+}
+
+/// Unpack bundled extension `sql_name`'s archive into runtime root `runtime_root`.
+#[cfg(feature = "extensions")]
+pub(crate) fn unpack_bundled_extension(runtime_root: &Path, sql_name: &str, bytes: &[u8]) -> Result<()> {
+    if strict_asset_verification()? {
+        validate_bundled_extension_archive_strict(sql_name, bytes)?;
+    }
+    let decoder = ZstdDecoder::new(Cursor::new(bytes)).context("decode zstd extension archive")?;
+    let mut archive = Archive::new(decoder);
+    unpack_archive_entries(&mut archive, runtime_root)
+        .with_context(|| format!("unpack extension '{sql_name}' into {}", runtime_root.display()))
 }
 
 pub(crate) fn shared_runtime_overlay_enabled() -> bool {

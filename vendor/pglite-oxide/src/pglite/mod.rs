@@ -10,6 +10,8 @@ pub(crate) mod errors;
 pub mod host_access;
 pub mod memory_limit;
 #[cfg(feature = "extensions")]
+pub mod shared_extensions;
+#[cfg(feature = "extensions")]
 pub mod extensions;
 pub(crate) mod interface;
 pub(crate) mod parse;

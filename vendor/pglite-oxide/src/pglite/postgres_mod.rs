@@ -1120,6 +1120,21 @@ impl PostgresMod {
         Ok(())
     }
 
+    /// Seed the side module of every extension installed under
+    /// `runtime_root` into this process's module cache (a tidelake patch: see
+    /// `shared_extensions`).
+    #[cfg(feature = "extensions")]
+    pub(crate) fn seed_installed_extension_modules(runtime_root: &Path) -> Result<()> {
+        let (engine, _) = aot::load_runtime_module()?;
+        let process_runtime = process_wasix_runtime(&engine)?;
+        preload_installed_extension_side_modules(
+            &process_runtime.tokio_runtime,
+            &engine,
+            &process_runtime.wasix_module_cache,
+            runtime_root,
+        )
+    }
+
     #[cfg(feature = "extensions")]
     pub(crate) fn preload_extension_module_from_paths(
         paths: &PglitePaths,
