@@ -202,6 +202,14 @@ pub fn may_change_schema(sql: &str) -> bool {
     !DATA_ONLY.contains(&word.as_str())
 }
 
+/// Whether a statement only reads, judged by its first word: a query
+/// (`SELECT`, `WITH`, `VALUES`, `TABLE`) that does not create a table
+/// (`SELECT … INTO`). A `WITH` holding a write, or a function that writes,
+/// is found by the engine (its plan, its change notice).
+pub fn reads_only(sql: &str) -> bool {
+    matches!(first_word(sql).as_str(), "SELECT" | "WITH" | "VALUES" | "TABLE") && !may_change_schema(sql)
+}
+
 /// The statement from its first word on (leading comments skipped).
 pub fn after_comments(sql: &str) -> &str {
     let mut rest = sql;
@@ -305,7 +313,17 @@ pub fn mentions(sql: &str, words: &[&str]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{reads_only, split};
+
+    #[test]
+    fn reads_are_queries_that_create_nothing() {
+        for sql in ["SELECT 1", " -- c\n select * from t", "WITH x AS (SELECT 1) SELECT * FROM x", "VALUES (1)", "TABLE t"] {
+            assert!(reads_only(sql), "{sql}");
+        }
+        for sql in ["SELECT 1 INTO t", "INSERT INTO t VALUES (1)", "CREATE TABLE t (a int)", "EXPLAIN ANALYZE DELETE FROM t", "SHOW search_path"] {
+            assert!(!reads_only(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn splits_at_top_level_semicolons_only() {

@@ -68,6 +68,19 @@ pub mod work {
         }
     }
 
+    /// A client's statement answered with the ETag of its answer, when it
+    /// is a read that can be cached (see `TenantDb::query_tagged`).
+    #[derive(Debug)]
+    pub struct TaggedQuery(pub Query);
+
+    impl Work for TaggedQuery {
+        type Reply = (QueryResult, Option<String>);
+        const CLIENT_SQL: bool = true;
+        fn run(&self, db: &mut TenantDb) -> Result<(QueryResult, Option<String>)> {
+            db.query_tagged(&self.0.stmt, self.0.row_mode)
+        }
+    }
+
     /// A client's statements, each in its own transaction.
     #[derive(Debug)]
     pub struct Batch(pub BatchRequest);

@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod cached_reads;
 mod capture;
 mod catalog;
 mod edge;

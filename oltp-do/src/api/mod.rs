@@ -18,15 +18,18 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::actor::work;
 use crate::error::{Error, Result};
-use crate::protocol::{BatchRequest, EngineState, QueryRequest, Statement, requested_timeout};
+use crate::engine::ReadOnly;
+use crate::protocol::{BatchRequest, EngineState, QueryRequest, QueryResult, RowMode, Statement, requested_timeout};
+use serde::Deserialize;
 use crate::tenants::Tenants;
 use auth::http::Caller;
 use extract::{AdminTenant, JsonBody, MaybeTenant, SqlTenant, Tenant, WriteTenant};
@@ -40,7 +43,7 @@ pub fn router(tenants: Arc<Tenants>) -> Router {
         .route("/ping", get(ping))
         .route("/config", get(config))
         .route("/schema", get(schema))
-        .route("/query", post(query))
+        .route("/query", post(query).get(query_get))
         .route("/batch", post(batch))
         .route("/transaction", post(transaction))
         .route("/cancel", post(cancel))
@@ -234,18 +237,84 @@ async fn schema(State(tenants): State<AppState>, Tenant(tenant): Tenant) -> Resu
 async fn query(
     State(tenants): State<AppState>,
     SqlTenant { tenant, may_write }: SqlTenant,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response> {
     let timeout = requested_timeout(req.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
-    let work = work::Query {
+    let work = work::TaggedQuery(work::Query {
         stmt: Statement {
             sql: req.sql,
             params: req.params,
         },
         row_mode: req.row_mode,
+    });
+    let (result, etag) = tenants.run_sql(&tenant, work, timeout, may_write).await?;
+    Ok(tagged_answer(&headers, result, etag, false))
+}
+
+/// `GET query?sql=…&params=[…]&rowMode=…&statementTimeout=…`: a read by
+/// URL, so browsers and caches can keep its answer. The statement runs
+/// read-only (one that writes fails with 25006).
+async fn query_get(
+    State(tenants): State<AppState>,
+    SqlTenant { tenant, .. }: SqlTenant,
+    headers: HeaderMap,
+    query: std::result::Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Response> {
+    let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
+    let params = match q.params.as_deref() {
+        None => Vec::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(params)) => params,
+            _ => return Err(Error::bad_request("invalid_request", "params must be a JSON array (URL-encoded)")),
+        },
     };
-    let result = tenants.run_sql(&tenant, work, timeout, may_write).await?;
-    Ok(Json(result).into_response())
+    let timeout = requested_timeout(q.statement_timeout).map_err(|m| Error::bad_request("invalid_request", m))?;
+    let work = work::TaggedQuery(work::Query { stmt: Statement { sql: q.sql, params }, row_mode: q.row_mode });
+    let (result, etag) = tenants.run_sql_reading(&tenant, work, timeout, Some(ReadOnly::Get)).await?;
+    Ok(tagged_answer(&headers, result, etag, true))
+}
+
+/// `GET query`'s parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct QueryParams {
+    sql: String,
+    /// The parameters as a JSON array.
+    params: Option<String>,
+    #[serde(default)]
+    row_mode: RowMode,
+    statement_timeout: Option<u64>,
+}
+
+/// A query's answer with its ETag (`Cache-Control: private, no-cache`: a
+/// cache keeps it and asks again each time), or 304 with no body when the
+/// request's `If-None-Match` names it. An answer without a tag is not to
+/// be stored when it came by GET.
+fn tagged_answer(headers: &HeaderMap, result: QueryResult, etag: Option<String>, get: bool) -> Response {
+    let Some(etag) = etag else {
+        return if get {
+            ([(header::CACHE_CONTROL, "no-store")], Json(result)).into_response()
+        } else {
+            Json(result).into_response()
+        };
+    };
+    let cache = [(header::ETAG, etag.clone()), (header::CACHE_CONTROL, "private, no-cache".to_owned())];
+    if if_none_match(headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (cache, Json(result)).into_response()
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison: `W/` aside), or is `*`.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == "*" || bare(tag) == bare(etag))
 }
 
 /// `POST /t/{tenant}/cancel`: stop the statement the tenant runs now.

@@ -15,7 +15,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "10";
+const CAPTURE_VERSION: &str = "11";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 pub use model::api::ChangePage;
@@ -196,5 +196,18 @@ impl model::log::LogSession for TenantDb {
     fn owner_statement(&mut self, sql: &str, params: &[Value]) -> Result<std::result::Result<(), DbError>> {
         let outcome = self.statement(sql, params, RowMode::Array)?;
         Ok(outcome.error.map_or(Ok(()), Err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script records the version this build checks for: were they to
+    /// differ, every tenant would be upgraded again at every opening.
+    #[test]
+    fn the_script_records_the_capture_version_checked_at_open() {
+        let recorded = format!("INSERT INTO tidelake.meta VALUES ('capture_version', '{CAPTURE_VERSION}')");
+        assert!(INSTALL_SQL.contains(&recorded), "capture.sql must record version {CAPTURE_VERSION}");
     }
 }

@@ -102,6 +102,10 @@ CREATE TABLE IF NOT EXISTS tidelake.filenodes (
     filenode oid NOT NULL
 );
 
+-- Each table's changes in order, by the names the change log records them
+-- under: what a cacheable read's ETag is made of (see `tables_tag`).
+CREATE INDEX IF NOT EXISTS changes_by_table ON tidelake.changes (table_schema, table_name, lsn);
+
 -- Consumers of the change log (the lake shipper) and what they acknowledged.
 CREATE TABLE IF NOT EXISTS tidelake.consumers (
     name text PRIMARY KEY,
@@ -117,6 +121,84 @@ RETURNS bigint LANGUAGE sql STABLE AS $fn$
     SELECT greatest(
         (SELECT coalesce(max(lsn), 0) FROM tidelake.changes),
         (SELECT coalesce(max(value::bigint), 0) FROM tidelake.meta WHERE key = 'lsn_floor')) + 1
+$fn$;
+
+-- What a read's answer depends on, for its ETag: the tables it reads (by
+-- its plan, the statement not run; partitions count as their root), as
+-- sorted oids; NULL when the answer may change without a write to them —
+-- a volatile function (`random()`, `nextval()`, `clock_timestamp()`), a
+-- stable one that reads the clock, the server's state or a setting
+-- (`now()`, `age(ts)`, `pg_*`, `current_setting`) or is the tenant's own
+-- (it may read any table), the time of day (`CURRENT_TIMESTAMP`, …), a
+-- write or row lock, or a relation whose changes are not logged (a
+-- sequence, the change log itself). Stable built-ins that only depend on
+-- the session's fixed settings (`json_agg`, `to_char`) are fine. Functions
+-- go by name: one a volatile function shares a name with counts as
+-- volatile. Runs as the caller, in the caller's search_path (the
+-- statement's names resolve as they did); a plan it cannot make is NULL.
+-- Its answer holds until the catalogs change (the server keeps it so).
+CREATE OR REPLACE FUNCTION tidelake.read_tables(query text)
+RETURNS oid[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    plan jsonb;
+    texts text;
+    tables oid[];
+    logged boolean;
+BEGIN
+    EXECUTE 'EXPLAIN (GENERIC_PLAN, VERBOSE, FORMAT JSON) ' || query INTO plan;
+    IF pg_catalog.jsonb_path_exists(plan, 'strict $.** ? (@."Node Type" == "ModifyTable" || @."Node Type" == "LockRows")') THEN
+        RETURN NULL;
+    END IF;
+    SELECT pg_catalog.string_agg(v #>> '{}', ' ') INTO texts
+    FROM pg_catalog.jsonb_path_query(plan, 'strict $.**') v
+    WHERE pg_catalog.jsonb_typeof(v) = 'string';
+    texts := coalesce(texts, '');
+    IF texts ~* '\m(CURRENT_DATE|CURRENT_TIME|CURRENT_TIMESTAMP|LOCALTIME|LOCALTIMESTAMP)\M' THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (
+        SELECT FROM pg_catalog.regexp_matches(texts, '([A-Za-z_][A-Za-z_0-9$]*)\(', 'g') m
+        JOIN pg_catalog.pg_proc p ON p.proname = m[1]
+        WHERE p.provolatile = 'v'
+           OR (p.provolatile = 's' AND (p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+               OR p.proname IN ('now', 'transaction_timestamp', 'statement_timestamp', 'age', 'current_setting')
+               OR p.proname LIKE 'pg\_%' OR p.proname LIKE 'txid%'))
+    ) THEN
+        RETURN NULL;
+    END IF;
+    WITH rels AS (
+        SELECT DISTINCT pg_catalog.to_regclass(pg_catalog.format('%I.%I', r->>'Schema', r->>'Relation Name')) AS rel
+        FROM pg_catalog.jsonb_path_query(plan, 'strict $.** ? (exists(@."Relation Name"))') r
+    )
+    SELECT coalesce(bool_and(c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'tidelake'), true),
+           coalesce(pg_catalog.array_agg(DISTINCT c.oid ORDER BY c.oid), '{}')
+    INTO logged, tables
+    FROM rels r
+    JOIN pg_catalog.pg_class c ON c.oid = coalesce(pg_catalog.pg_partition_root(r.rel), r.rel)
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+    RETURN CASE WHEN logged THEN tables END;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$fn$;
+
+-- Where the tables stand, as `oid:lsn,…`: each one's newest change in the
+-- log, or, where the log was trimmed past it, the newest trimmed LSN — so
+-- every write to a table changes its entry (its LSN is above everything
+-- before it, kept or trimmed), and nothing else but a trim does.
+CREATE OR REPLACE FUNCTION tidelake.tables_tag(tables oid[])
+RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    WITH trimmed AS (
+        SELECT coalesce((SELECT min(lsn) - 1 FROM tidelake.changes), tidelake.next_lsn() - 1) AS lsn
+    )
+    SELECT coalesce(string_agg(c.oid::text || ':' || greatest(trimmed.lsn, (
+               SELECT max(x.lsn) FROM tidelake.changes x
+               WHERE x.table_schema = n.nspname AND x.table_name = c.relname))::text,
+           ',' ORDER BY c.oid), '')
+    FROM unnest(tables) u(oid)
+    JOIN pg_class c ON c.oid = u.oid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN trimmed
 $fn$;
 
 -- An identifier, always double-quoted: PL/pgSQL treats some words that
@@ -928,10 +1010,10 @@ GRANT EXECUTE ON FUNCTION tidelake.sync_schema(), tidelake.next_lsn(), tidelake.
     -- what the server computes in the tenant's session during a restore
     tidelake.diff_rows(oid, json), tidelake.row_json(oid, text), tidelake.row_select(oid, text),
     tidelake.value_expr(text, name, oid), tidelake.qi(text), tidelake.table_primary_key(oid),
-    tidelake.advance_sequences()
+    tidelake.advance_sequences(), tidelake.read_tables(text), tidelake.tables_tag(oid[])
     TO PUBLIC;
 
 -- (With capture on, the server then runs `SELECT tidelake.reinstall_all();
 -- SELECT tidelake.sync_schema()`: see `capture.rs`.)
-INSERT INTO tidelake.meta VALUES ('capture_version', '9')
+INSERT INTO tidelake.meta VALUES ('capture_version', '11')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

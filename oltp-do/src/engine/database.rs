@@ -77,6 +77,16 @@ pub struct TenantDb {
     /// The extension and type name of each user type OID a result had
     /// (None: no extension's), see `shape_extension_values`.
     extension_types: std::collections::HashMap<i32, Option<(String, String)>>,
+    /// The statement about to run is a read whose ETag is wanted (see
+    /// `query_tagged`); what `tidelake.read_tag` said of it, once run.
+    want_tag: bool,
+    read_tag: Option<String>,
+    /// Per read's SQL: the tables its plan reads (None: not cacheable), as
+    /// known at that value of the catalogs' invalidation counter.
+    read_plans: std::collections::HashMap<String, (i32, Option<String>)>,
+    /// Random for each opening of the engine: a tag from before a reopen
+    /// (a wake, a restore) never matches one from after.
+    incarnation: u64,
 }
 
 /// A base backup packed on the engine's thread: the database directory as
@@ -135,6 +145,10 @@ impl TenantDb {
             base_due: false,
             wire: Default::default(),
             extension_types: Default::default(),
+            want_tag: false,
+            read_tag: None,
+            read_plans: Default::default(),
+            incarnation: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), root),
         };
         let opened = std::time::Instant::now();
         db.trusted("SET search_path = pg_catalog, pg_temp")?;
@@ -610,13 +624,27 @@ impl TenantDb {
             ));
         }
         let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
+        let tag = std::mem::take(&mut self.want_tag) && model::sql::reads_only(sql);
         self.base_before(std::iter::once(sql));
         let follow = self.capture && may_change_schema(sql);
+        let tag = tag && !follow;
         let mut bytes = Vec::with_capacity(sql.len() + 96);
         wire::execute(&mut bytes, sql, &params);
         if follow {
             wire::execute(&mut bytes, SYNC_SCHEMA_SQL, &[]);
         }
+        // What the read's tag is made of, in its transaction: the tables
+        // its plan reads (known from an earlier request while the catalogs
+        // have not changed since) and their newest changes.
+        let tag = if tag { self.catalog_marker().queue } else { None };
+        let planned = tag.and_then(|queue| self.read_plans.get(sql).filter(|(at, _)| *at == queue).map(|(_, t)| t.clone()));
+        match (tag, &planned) {
+            (Some(_), None) => wire::execute(&mut bytes, READ_TABLES_SQL, &[Some(sql.to_owned())]),
+            (Some(_), Some(Some(tables))) => wire::execute(&mut bytes, TABLES_TAG_SQL, &[Some(tables.clone())]),
+            _ => {}
+        }
+        let tagging = tag.is_some() && !matches!(planned, Some(None));
+        let queue_at = tag;
         wire::sync(&mut bytes);
         let before = self.catalog_marker();
         let recorded_before = std::mem::take(&mut self.schema_recorded);
@@ -624,6 +652,27 @@ impl TenantDb {
         let changed = self.catalog_changed(before, outcome.status);
         if follow {
             self.take_sync_result(&mut outcome);
+        }
+        if tagging && outcome.error.is_none() && outcome.results.len() == 2 {
+            let result = outcome.results.pop().expect("two results");
+            let values: Vec<Option<String>> = match result.rows.into_iter().next() {
+                Some(Value::Object(map)) => map.into_iter().map(|(_, v)| v.as_str().map(str::to_owned)).collect(),
+                Some(Value::Array(values)) => values.into_iter().map(|v| v.as_str().map(str::to_owned)).collect(),
+                _ => Vec::new(),
+            };
+            self.read_tag = match (planned, values.as_slice()) {
+                (Some(_), [tag]) => tag.clone(),
+                (None, [tables, tag]) => {
+                    if self.read_plans.len() >= MAX_READ_PLANS {
+                        self.read_plans.clear();
+                    }
+                    if let Some(queue) = queue_at.filter(|_| sql.len() <= MAX_READ_PLAN_SQL) {
+                        self.read_plans.insert(sql.to_owned(), (queue, tables.clone()));
+                    }
+                    tables.as_ref().and(tag.clone())
+                }
+                _ => None,
+            };
         }
         refuse_rolled_back_commit(sql, &mut outcome);
         outcome.error = outcome.error.take().map(DbError::protecting_capture);
@@ -803,6 +852,50 @@ impl TenantDb {
         self.autocommit(stmt, row_mode)
     }
 
+    /// A request's statement, with the ETag of its answer when it is a
+    /// read whose answer can be cached: one statement that only reads,
+    /// whose plan calls nothing that changes without a write
+    /// (`tidelake.read_tag`). The tag is made of the tables the plan reads
+    /// with each one's newest change, the catalogs' invalidation counter
+    /// (any schema change, a view or function replaced, moves it), this
+    /// opening of the engine, and the request itself (SQL, parameters, row
+    /// mode): a write to one of those tables changes it, a write elsewhere
+    /// does not.
+    pub fn query_tagged(&mut self, stmt: &Statement, row_mode: RowMode) -> Result<(QueryResult, Option<String>)> {
+        self.want_tag = !stmt.params.is_empty() || split(&stmt.sql).len() == 1;
+        self.read_tag = None;
+        let changes_before = std::mem::take(&mut self.committed_changes);
+        let result = self.autocommit(stmt, row_mode);
+        let wrote = self.committed_changes;
+        self.committed_changes |= changes_before;
+        self.want_tag = false;
+        let read = self.read_tag.take();
+        let result = result?;
+        if wrote {
+            return Ok((result, None));
+        }
+        let (Some(read), Some(queue)) = (read, self.catalog_marker().queue) else {
+            return Ok((result, None));
+        };
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let params = serde_json::to_string(&stmt.params).unwrap_or_default();
+        for part in [
+            &self.incarnation.to_le_bytes()[..],
+            &queue.to_le_bytes(),
+            read.as_bytes(),
+            stmt.sql.as_bytes(),
+            params.as_bytes(),
+            format!("{row_mode:?}").as_bytes(),
+        ] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        let digest = hash.finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Ok((result, Some(format!("W/\"{hex}\""))))
+    }
+
     /// Statements in order, each committed on its own; stops at the first
     /// failure, whose error carries its index (all before it are committed).
     pub fn batch(&mut self, req: &BatchRequest) -> Result<BatchResult> {
@@ -933,6 +1026,11 @@ pub(super) fn read_only_refusal(why: ReadOnly) -> DbError {
     match why {
         ReadOnly::Quota(used, quota) => quota_error((used, quota)),
         ReadOnly::Scope => DbError::read_scope(),
+        ReadOnly::Get => {
+            let mut err = DbError::new("25006", "a GET request only reads: this statement writes");
+            err.hint = Some("send it with POST /t/{tenant}/query".into());
+            err
+        }
     }
 }
 
@@ -990,6 +1088,15 @@ fn at_statement(err: Error, index: usize) -> Error {
         other => other,
     }
 }
+
+/// What a read's ETag is made of (see `query_tagged`): the tables its
+/// plan reads, and their newest changes.
+const READ_TABLES_SQL: &str = "SELECT r::text AS tables, tidelake.tables_tag(r) AS tag FROM tidelake.read_tables($1) r";
+const TABLES_TAG_SQL: &str = "SELECT tidelake.tables_tag($1::oid[]) AS tag";
+/// Reads whose tables are remembered (the map is emptied when full), and
+/// the longest SQL remembered (a longer read is planned each time).
+const MAX_READ_PLANS: usize = 512;
+const MAX_READ_PLAN_SQL: usize = 8 * 1024;
 
 fn check_sql(sql: &str) -> Result<()> {
     model::api::runnable(sql).map_err(|refused| match refused {

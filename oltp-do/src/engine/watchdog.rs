@@ -44,6 +44,8 @@ pub enum ReadOnly {
     /// The caller's token has the `read` scope on the tenant: writes fail
     /// with SQLSTATE 42501 (HTTP 403).
     Scope,
+    /// A `GET` request, which only reads: writes fail with SQLSTATE 25006.
+    Get,
 }
 
 impl Limits {

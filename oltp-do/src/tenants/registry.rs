@@ -41,11 +41,21 @@ impl Tenants {
         timeout: Option<Duration>,
         may_write: bool,
     ) -> Result<W::Reply> {
+        self.run_sql_reading(tenant, work, timeout, (!may_write).then_some(ReadOnly::Scope)).await
+    }
+
+    /// [`Self::run_sql`], the statements run read-only for `reading`'s
+    /// reason (if any, and unless the quota already makes them).
+    pub async fn run_sql_reading<W: Work>(
+        &self,
+        tenant: &TenantId,
+        work: W,
+        timeout: Option<Duration>,
+        reading: Option<ReadOnly>,
+    ) -> Result<W::Reply> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let mut limits = self.limits_for(tenant, W::CLIENT_SQL, timeout);
-        if !may_write {
-            limits.read_only = limits.read_only.or(Some(ReadOnly::Scope));
-        }
+        limits.read_only = limits.read_only.or(reading);
         let work = Arc::new(work);
         let deadline = Instant::now() + self.config.queue_timeout;
         let result = loop {
