@@ -255,3 +255,32 @@ async fn get_query_reads_by_url() {
         assert!(bad.body.contains(says), "{query:?}: {}", bad.body);
     }
 }
+
+/// A write the change log no longer holds when the next read comes (shipped
+/// to the lake and trimmed at once) still changes the tag: never a stale 304.
+#[tokio::test]
+async fn a_write_trimmed_from_the_log_before_the_next_read_still_changes_the_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::start(&dir.path().join("data"), &["--lake-flush-interval", "100ms", "--capture-retention", "0s"]).await;
+    let c = server.client();
+    let t = "trimmed";
+    c.exec(t, "CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'x'); CREATE TABLE b (id int)").await;
+    let sql = "SELECT v FROM a";
+    let tag = read(&c, t, sql, None).await.tag();
+    still(&c, t, sql, &tag).await;
+    let before = c.head_lsn(t).await;
+    // The update, then a write elsewhere (the log keeps its newest change).
+    c.exec(t, "UPDATE a SET v = 'y'").await;
+    c.exec(t, "INSERT INTO b VALUES (1)").await;
+    let head = c.wait_shipped(t).await;
+    // The update's change is gone from the log (as `restore.rs` waits for it).
+    let trimmed = tidelake_tests::eventually(std::time::Duration::from_secs(60), || async {
+        c.get(&format!("/t/{t}/changes?since={before}")).await.0 == StatusCode::GONE
+    })
+    .await;
+    assert!(trimmed, "the change log was never trimmed past {head}");
+    let after = read(&c, t, sql, Some(&tag)).await;
+    assert_eq!((after.status, after.rows()), (StatusCode::OK, json!([{"v": "y"}])));
+    still(&c, t, sql, &after.tag()).await;
+}

@@ -210,4 +210,15 @@ mod tests {
         let recorded = format!("INSERT INTO tidelake.meta VALUES ('capture_version', '{CAPTURE_VERSION}')");
         assert!(INSTALL_SQL.contains(&recorded), "capture.sql must record version {CAPTURE_VERSION}");
     }
+
+    #[test]
+    fn changes_trimmed_before_a_read_saw_them_are_told() {
+        use crate::engine::database::trimmed_unseen;
+        assert!(!trimmed_unseen(Some(5), Some(3)), "the log still holds 6…");
+        assert!(!trimmed_unseen(Some(5), Some(6)));
+        assert!(trimmed_unseen(Some(5), Some(7)), "6 went unseen");
+        assert!(trimmed_unseen(Some(5), None), "emptied since");
+        assert!(trimmed_unseen(None, Some(9)), "after an empty log, 1…8 may have come and gone");
+        assert!(!trimmed_unseen(None, None));
+    }
 }

@@ -102,10 +102,6 @@ CREATE TABLE IF NOT EXISTS tidelake.filenodes (
     filenode oid NOT NULL
 );
 
--- Each table's changes in order, by the names the change log records them
--- under: what a cacheable read's ETag is made of (see `tables_tag`).
-CREATE INDEX IF NOT EXISTS changes_by_table ON tidelake.changes (table_schema, table_name, lsn);
-
 -- Consumers of the change log (the lake shipper) and what they acknowledged.
 CREATE TABLE IF NOT EXISTS tidelake.consumers (
     name text PRIMARY KEY,
@@ -124,8 +120,9 @@ RETURNS bigint LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 -- What a read's answer depends on, for its ETag: the tables it reads (by
--- its plan, the statement not run; partitions count as their root), as
--- sorted oids; NULL when the answer may change without a write to them —
+-- its plan, the statement not run; partitions count as their root), as a
+-- JSON array of [schema, table] — the names the change log records their
+-- changes under — sorted; NULL when the answer may change without a write to them —
 -- a volatile function (`random()`, `nextval()`, `clock_timestamp()`), a
 -- stable one that reads the clock, the server's state or a setting
 -- (`now()`, `age(ts)`, `pg_*`, `current_setting`) or is the tenant's own
@@ -138,11 +135,11 @@ $fn$;
 -- statement's names resolve as they did); a plan it cannot make is NULL.
 -- Its answer holds until the catalogs change (the server keeps it so).
 CREATE OR REPLACE FUNCTION tidelake.read_tables(query text)
-RETURNS oid[] LANGUAGE plpgsql AS $fn$
+RETURNS json LANGUAGE plpgsql AS $fn$
 DECLARE
     plan jsonb;
     texts text;
-    tables oid[];
+    tables json;
     logged boolean;
 BEGIN
     EXECUTE 'EXPLAIN (GENERIC_PLAN, VERBOSE, FORMAT JSON) ' || query INTO plan;
@@ -171,7 +168,7 @@ BEGIN
         FROM pg_catalog.jsonb_path_query(plan, 'strict $.** ? (exists(@."Relation Name"))') r
     )
     SELECT coalesce(bool_and(c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'tidelake'), true),
-           coalesce(pg_catalog.array_agg(DISTINCT c.oid ORDER BY c.oid), '{}')
+           coalesce(pg_catalog.json_agg(DISTINCT pg_catalog.jsonb_build_array(n.nspname, c.relname)), '[]')
     INTO logged, tables
     FROM rels r
     JOIN pg_catalog.pg_class c ON c.oid = coalesce(pg_catalog.pg_partition_root(r.rel), r.rel)
@@ -182,24 +179,6 @@ EXCEPTION WHEN OTHERS THEN
 END
 $fn$;
 
--- Where the tables stand, as `oid:lsn,…`: each one's newest change in the
--- log, or, where the log was trimmed past it, the newest trimmed LSN — so
--- every write to a table changes its entry (its LSN is above everything
--- before it, kept or trimmed), and nothing else but a trim does.
-CREATE OR REPLACE FUNCTION tidelake.tables_tag(tables oid[])
-RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-    WITH trimmed AS (
-        SELECT coalesce((SELECT min(lsn) - 1 FROM tidelake.changes), tidelake.next_lsn() - 1) AS lsn
-    )
-    SELECT coalesce(string_agg(c.oid::text || ':' || greatest(trimmed.lsn, (
-               SELECT max(x.lsn) FROM tidelake.changes x
-               WHERE x.table_schema = n.nspname AND x.table_name = c.relname))::text,
-           ',' ORDER BY c.oid), '')
-    FROM unnest(tables) u(oid)
-    JOIN pg_class c ON c.oid = u.oid
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    CROSS JOIN trimmed
-$fn$;
 
 -- An identifier, always double-quoted: PL/pgSQL treats some words that
 -- quote_ident leaves bare (BY, for one) as its own keywords.
@@ -1010,7 +989,7 @@ GRANT EXECUTE ON FUNCTION tidelake.sync_schema(), tidelake.next_lsn(), tidelake.
     -- what the server computes in the tenant's session during a restore
     tidelake.diff_rows(oid, json), tidelake.row_json(oid, text), tidelake.row_select(oid, text),
     tidelake.value_expr(text, name, oid), tidelake.qi(text), tidelake.table_primary_key(oid),
-    tidelake.advance_sequences(), tidelake.read_tables(text), tidelake.tables_tag(oid[])
+    tidelake.advance_sequences(), tidelake.read_tables(text)
     TO PUBLIC;
 
 -- (With capture on, the server then runs `SELECT tidelake.reinstall_all();

@@ -78,9 +78,14 @@ pub struct TenantDb {
     /// (None: no extension's), see `shape_extension_values`.
     extension_types: std::collections::HashMap<i32, Option<(String, String)>>,
     /// The statement about to run is a read whose ETag is wanted (see
-    /// `query_tagged`); what `tidelake.read_tag` said of it, once run.
+    /// `query_tagged`); what its tag is made of, once run.
     want_tag: bool,
-    read_tag: Option<String>,
+    read_tag: Option<ReadTag>,
+    /// Each table's newest change seen since the engine opened (by the
+    /// names the change log records), and the log's newest LSN when last
+    /// looked at (None: not yet).
+    table_versions: std::collections::HashMap<(String, String), u64>,
+    log_seen: Option<Option<u64>>,
     /// Per read's SQL: the tables its plan reads (None: not cacheable), as
     /// known at that value of the catalogs' invalidation counter.
     read_plans: std::collections::HashMap<String, (i32, Option<String>)>,
@@ -147,6 +152,8 @@ impl TenantDb {
             extension_types: Default::default(),
             want_tag: false,
             read_tag: None,
+            table_versions: Default::default(),
+            log_seen: None,
             read_plans: Default::default(),
             incarnation: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), root),
         };
@@ -635,12 +642,12 @@ impl TenantDb {
         }
         // What the read's tag is made of, in its transaction: the tables
         // its plan reads (known from an earlier request while the catalogs
-        // have not changed since) and their newest changes.
+        // have not changed since) and where the change log stands.
         let tag = if tag { self.catalog_marker().queue } else { None };
         let planned = tag.and_then(|queue| self.read_plans.get(sql).filter(|(at, _)| *at == queue).map(|(_, t)| t.clone()));
         match (tag, &planned) {
             (Some(_), None) => wire::execute(&mut bytes, READ_TABLES_SQL, &[Some(sql.to_owned())]),
-            (Some(_), Some(Some(tables))) => wire::execute(&mut bytes, TABLES_TAG_SQL, &[Some(tables.clone())]),
+            (Some(_), Some(Some(_))) => wire::execute(&mut bytes, LOG_HEAD_SQL, &[]),
             _ => {}
         }
         let tagging = tag.is_some() && !matches!(planned, Some(None));
@@ -655,24 +662,26 @@ impl TenantDb {
         }
         if tagging && outcome.error.is_none() && outcome.results.len() == 2 {
             let result = outcome.results.pop().expect("two results");
-            let values: Vec<Option<String>> = match result.rows.into_iter().next() {
-                Some(Value::Object(map)) => map.into_iter().map(|(_, v)| v.as_str().map(str::to_owned)).collect(),
-                Some(Value::Array(values)) => values.into_iter().map(|v| v.as_str().map(str::to_owned)).collect(),
-                _ => Vec::new(),
+            let row = result.rows.into_iter().next().unwrap_or(Value::Null);
+            let column = |i: usize, name: &str| match &row {
+                Value::Object(map) => map.get(name).cloned().unwrap_or(Value::Null),
+                other => other.get(i).cloned().unwrap_or(Value::Null),
             };
-            self.read_tag = match (planned, values.as_slice()) {
-                (Some(_), [tag]) => tag.clone(),
-                (None, [tables, tag]) => {
+            let head = column(1, "head").as_str().and_then(|h| h.parse::<u64>().ok());
+            let tables = match planned {
+                Some(tables) => tables,
+                None => {
+                    let tables = column(0, "tables").as_str().map(str::to_owned);
                     if self.read_plans.len() >= MAX_READ_PLANS {
                         self.read_plans.clear();
                     }
                     if let Some(queue) = queue_at.filter(|_| sql.len() <= MAX_READ_PLAN_SQL) {
                         self.read_plans.insert(sql.to_owned(), (queue, tables.clone()));
                     }
-                    tables.as_ref().and(tag.clone())
+                    tables
                 }
-                _ => None,
             };
+            self.read_tag = tables.map(|tables| ReadTag { tables, head });
         }
         refuse_rolled_back_commit(sql, &mut outcome);
         outcome.error = outcome.error.take().map(DbError::protecting_capture);
@@ -855,45 +864,80 @@ impl TenantDb {
     /// A request's statement, with the ETag of its answer when it is a
     /// read whose answer can be cached: one statement that only reads,
     /// whose plan calls nothing that changes without a write
-    /// (`tidelake.read_tag`). The tag is made of the tables the plan reads
-    /// with each one's newest change, the catalogs' invalidation counter
-    /// (any schema change, a view or function replaced, moves it), this
-    /// opening of the engine, and the request itself (SQL, parameters, row
-    /// mode): a write to one of those tables changes it, a write elsewhere
-    /// does not.
+    /// (`tidelake.read_tables`). The tag is made of the tables the plan
+    /// reads with each one's newest change, the catalogs' invalidation
+    /// counter (any schema change, a view or function replaced, moves it),
+    /// this opening of the engine, and the request itself (SQL, parameters,
+    /// row mode): a write to one of those tables changes it, a write
+    /// elsewhere does not.
     pub fn query_tagged(&mut self, stmt: &Statement, row_mode: RowMode) -> Result<(QueryResult, Option<String>)> {
         self.want_tag = !stmt.params.is_empty() || split(&stmt.sql).len() == 1;
         self.read_tag = None;
-        let changes_before = std::mem::take(&mut self.committed_changes);
         let result = self.autocommit(stmt, row_mode);
-        let wrote = self.committed_changes;
-        self.committed_changes |= changes_before;
         self.want_tag = false;
         let read = self.read_tag.take();
         let result = result?;
-        if wrote {
-            return Ok((result, None));
-        }
         let (Some(read), Some(queue)) = (read, self.catalog_marker().queue) else {
+            return Ok((result, None));
+        };
+        self.follow_log(read.head)?;
+        let Ok(tables) = serde_json::from_str::<Vec<(String, String)>>(&read.tables) else {
             return Ok((result, None));
         };
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
-        let params = serde_json::to_string(&stmt.params).unwrap_or_default();
-        for part in [
-            &self.incarnation.to_le_bytes()[..],
-            &queue.to_le_bytes(),
-            read.as_bytes(),
-            stmt.sql.as_bytes(),
-            params.as_bytes(),
-            format!("{row_mode:?}").as_bytes(),
-        ] {
-            hash.update((part.len() as u64).to_le_bytes());
-            hash.update(part);
+        let mut part = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        part(&self.incarnation.to_le_bytes());
+        part(&queue.to_le_bytes());
+        for (schema, table) in tables {
+            let version = self.table_versions.get(&(schema.clone(), table.clone())).copied().unwrap_or(0);
+            part(schema.as_bytes());
+            part(table.as_bytes());
+            part(&version.to_le_bytes());
         }
+        part(stmt.sql.as_bytes());
+        part(serde_json::to_string(&stmt.params).unwrap_or_default().as_bytes());
+        part(format!("{row_mode:?}").as_bytes());
         let digest = hash.finalize();
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok((result, Some(format!("W/\"{hex}\""))))
+    }
+
+    /// Bring `table_versions` up to the change log's newest LSN `head`: the
+    /// tables the changes since the last look wrote get those changes'
+    /// LSNs. Changes trimmed from the log before they were seen cannot be
+    /// told apart: every tag of this opening is dropped then (a new
+    /// incarnation), never kept stale.
+    fn follow_log(&mut self, head: Option<u64>) -> Result<()> {
+        let Some(seen) = self.log_seen else {
+            self.log_seen = Some(head);
+            return Ok(());
+        };
+        if seen == head {
+            return Ok(());
+        }
+        let since = seen.unwrap_or(0);
+        let outcome = self
+            .own_round_trip(&wire::extended_query(CHANGED_TABLES_SQL, &[Some(since.to_string())]), RowMode::Object)?
+            .or_ours("change log tables")?;
+        let row = outcome.results.into_iter().last().and_then(|r| r.rows.into_iter().next()).unwrap_or(Value::Null);
+        let first = row["first"].as_str().and_then(|f| f.parse::<u64>().ok());
+        let changed: Vec<(String, String, String)> =
+            row["changed"].as_str().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        if trimmed_unseen(seen, first) {
+            self.incarnation = self.incarnation.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            self.table_versions.clear();
+        }
+        for (schema, table, lsn) in changed {
+            if let Ok(lsn) = lsn.parse::<u64>() {
+                self.table_versions.insert((schema, table), lsn);
+            }
+        }
+        self.log_seen = Some(head);
+        Ok(())
     }
 
     /// Statements in order, each committed on its own; stops at the first
@@ -1089,10 +1133,39 @@ fn at_statement(err: Error, index: usize) -> Error {
     }
 }
 
-/// What a read's ETag is made of (see `query_tagged`): the tables its
-/// plan reads, and their newest changes.
-const READ_TABLES_SQL: &str = "SELECT r::text AS tables, tidelake.tables_tag(r) AS tag FROM tidelake.read_tables($1) r";
-const TABLES_TAG_SQL: &str = "SELECT tidelake.tables_tag($1::oid[]) AS tag";
+/// Whether changes after `seen` (the log's newest LSN when last looked at;
+/// None: it was empty) may have been trimmed before they could be seen, the
+/// log now starting at `first` (None: empty). LSNs have no gaps, so a first
+/// LSN past `seen + 1` says so; after an empty log, where the next LSN
+/// begins is not known here, so any change counts.
+pub(super) fn trimmed_unseen(seen: Option<u64>, first: Option<u64>) -> bool {
+    match (seen, first) {
+        (Some(seen), Some(first)) => first > seen + 1,
+        (Some(_), None) | (None, Some(_)) => true,
+        (None, None) => false,
+    }
+}
+
+/// What `tidelake.read_tables` and the change log said of a read just run.
+#[derive(Debug)]
+struct ReadTag {
+    /// JSON: the [schema, table] names its plan reads.
+    tables: String,
+    /// The change log's newest LSN (None: the log is empty).
+    head: Option<u64>,
+}
+
+/// What a read's ETag is made of (see `query_tagged`), asked in the read's
+/// transaction: the tables its plan reads (once per statement text) and
+/// the change log's newest LSN.
+const READ_TABLES_SQL: &str =
+    "SELECT tidelake.read_tables($1)::text AS tables, (SELECT max(lsn) FROM tidelake.changes)::text AS head";
+const LOG_HEAD_SQL: &str = "SELECT NULL::text AS tables, max(lsn)::text AS head FROM tidelake.changes";
+/// Which tables the changes after an LSN wrote (each one's newest), and
+/// where the log now starts.
+const CHANGED_TABLES_SQL: &str = "SELECT (SELECT min(lsn) FROM tidelake.changes)::text AS first, \
+     coalesce(json_agg(json_build_array(t.table_schema, t.table_name, t.lsn::text)), '[]')::text AS changed \
+     FROM (SELECT table_schema, table_name, max(lsn) AS lsn FROM tidelake.changes WHERE lsn > $1::bigint GROUP BY 1, 2) t";
 /// Reads whose tables are remembered (the map is emptied when full), and
 /// the longest SQL remembered (a longer read is planned each time).
 const MAX_READ_PLANS: usize = 512;
