@@ -86,6 +86,13 @@ pub struct TenantDb {
     /// looked at (None: not yet).
     table_versions: std::collections::HashMap<(String, String), u64>,
     log_seen: Option<Option<u64>>,
+    /// Round trips to the engine so far, and how many there had been when
+    /// the change log was last looked at: while nothing but cacheable reads
+    /// (which cannot write) ran since, the log is where it was.
+    trips: u64,
+    log_looked_at: u64,
+    /// The read about to run may take the log's head as last looked at.
+    log_known: bool,
     /// Per read's SQL: the tables its plan reads (None: not cacheable), as
     /// known at that value of the catalogs' invalidation counter.
     read_plans: std::collections::HashMap<String, (i32, Option<String>)>,
@@ -154,6 +161,9 @@ impl TenantDb {
             read_tag: None,
             table_versions: Default::default(),
             log_seen: None,
+            trips: 0,
+            log_looked_at: u64::MAX,
+            log_known: false,
             read_plans: Default::default(),
             incarnation: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), root),
         };
@@ -502,6 +512,7 @@ impl TenantDb {
         if let Some(watch) = &self.watch {
             watch.arm(&self.limits);
         }
+        self.trips += 1;
         let result = self.pg.exec_protocol_raw(bytes, options);
         let (stopped, terminated) = self.watch.as_ref().map_or((None, false), |w| w.disarm());
         if terminated || self.host.is_terminated() {
@@ -647,10 +658,16 @@ impl TenantDb {
         let planned = tag.and_then(|queue| self.read_plans.get(sql).filter(|(at, _)| *at == queue).map(|(_, t)| t.clone()));
         match (tag, &planned) {
             (Some(_), None) => wire::execute(&mut bytes, READ_TABLES_SQL, &[Some(sql.to_owned())]),
-            (Some(_), Some(Some(_))) => wire::execute(&mut bytes, LOG_HEAD_SQL, &[]),
+            (Some(_), Some(Some(_))) if !self.log_known => wire::execute(&mut bytes, LOG_HEAD_SQL, &[]),
             _ => {}
         }
-        let tagging = tag.is_some() && !matches!(planned, Some(None));
+        let asked = tag.is_some() && !matches!(planned, Some(None));
+        // (A read whose tables are known, the log's head known too, asks
+        // nothing more: its tag is made here.)
+        if let (Some(_), Some(Some(tables)), true) = (tag, &planned, self.log_known) {
+            self.read_tag = Some(ReadTag { tables: tables.clone(), head: None });
+        }
+        let tagging = asked && !(self.log_known && planned.is_some());
         let queue_at = tag;
         wire::sync(&mut bytes);
         let before = self.catalog_marker();
@@ -681,7 +698,7 @@ impl TenantDb {
                     tables
                 }
             };
-            self.read_tag = tables.map(|tables| ReadTag { tables, head });
+            self.read_tag = tables.map(|tables| ReadTag { tables, head: Some(head) });
         }
         refuse_rolled_back_commit(sql, &mut outcome);
         outcome.error = outcome.error.take().map(DbError::protecting_capture);
@@ -873,14 +890,20 @@ impl TenantDb {
     pub fn query_tagged(&mut self, stmt: &Statement, row_mode: RowMode) -> Result<(QueryResult, Option<String>)> {
         self.want_tag = !stmt.params.is_empty() || split(&stmt.sql).len() == 1;
         self.read_tag = None;
+        self.log_known = self.trips == self.log_looked_at && self.log_seen.is_some();
         let result = self.autocommit(stmt, row_mode);
         self.want_tag = false;
+        self.log_known = false;
         let read = self.read_tag.take();
         let result = result?;
         let (Some(read), Some(queue)) = (read, self.catalog_marker().queue) else {
             return Ok((result, None));
         };
-        self.follow_log(read.head)?;
+        if let Some(head) = read.head {
+            self.follow_log(head)?;
+        }
+        // A cacheable read wrote nothing: the log is where it was looked at.
+        self.log_looked_at = self.trips;
         let Ok(tables) = serde_json::from_str::<Vec<(String, String)>>(&read.tables) else {
             return Ok((result, None));
         };
@@ -1151,8 +1174,8 @@ pub(super) fn trimmed_unseen(seen: Option<u64>, first: Option<u64>) -> bool {
 struct ReadTag {
     /// JSON: the [schema, table] names its plan reads.
     tables: String,
-    /// The change log's newest LSN (None: the log is empty).
-    head: Option<u64>,
+    /// The change log's newest LSN (None: the log is empty), if asked.
+    head: Option<Option<u64>>,
 }
 
 /// What a read's ETag is made of (see `query_tagged`), asked in the read's
