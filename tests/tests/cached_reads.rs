@@ -188,6 +188,13 @@ async fn answers_that_change_without_a_write_carry_no_tag() {
         assert_eq!(answer.etag, None, "{sql}");
         assert_eq!(answer.cache_control, None, "{sql}");
     }
+    // A read that moves the session's search_path, so that its plan can no
+    // longer be made after it: answered all the same, without a tag.
+    c.exec(t, "CREATE FUNCTION elsewhere() RETURNS int LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_catalog.set_config('search_path', 'nowhere', false); RETURN 1; END $$").await;
+    for _ in 0..2 {
+        let moved = read(&c, t, "SELECT elsewhere() AS one", None).await;
+        assert_eq!((moved.status, moved.rows(), moved.etag), (StatusCode::OK, json!([{"one": 1}]), None));
+    }
     // A stable function of the tenant's may read any table: no tag, even inlined.
     let counted = read(&c, t, "SELECT count_a() AS n", None).await;
     assert_eq!(counted.rows(), json!([{"n": 2}]));

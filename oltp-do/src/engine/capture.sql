@@ -132,8 +132,10 @@ $fn$;
 -- the session's fixed settings (`json_agg`, `to_char`) are fine. Functions
 -- go by name: one a volatile function shares a name with counts as
 -- volatile. Runs as the caller, in the caller's search_path (the
--- statement's names resolve as they did); a plan it cannot make is NULL.
--- Its answer holds until the catalogs change (the server keeps it so).
+-- statement's names resolve as they did), after the read, in a
+-- transaction of its own: a plan it cannot make is an error (the server
+-- takes the read as not cacheable). Its answer holds until the catalogs
+-- change (the server keeps it so).
 CREATE OR REPLACE FUNCTION tidelake.read_tables(query text)
 RETURNS json LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -174,8 +176,6 @@ BEGIN
     JOIN pg_catalog.pg_class c ON c.oid = coalesce(pg_catalog.pg_partition_root(r.rel), r.rel)
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
     RETURN CASE WHEN logged THEN tables END;
-EXCEPTION WHEN OTHERS THEN
-    RETURN NULL;
 END
 $fn$;
 

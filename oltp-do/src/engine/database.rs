@@ -93,6 +93,9 @@ pub struct TenantDb {
     log_looked_at: u64,
     /// The read about to run may take the log's head as last looked at.
     log_known: bool,
+    /// Rows of ours the round trip under way adds to the answer's (not
+    /// counted against the row cap).
+    own_rows: u64,
     /// Per read's SQL: the tables its plan reads (None: not cacheable), as
     /// known at that value of the catalogs' invalidation counter.
     read_plans: std::collections::HashMap<String, (i32, Option<String>)>,
@@ -164,6 +167,7 @@ impl TenantDb {
             trips: 0,
             log_looked_at: u64::MAX,
             log_known: false,
+            own_rows: 0,
             read_plans: Default::default(),
             incarnation: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), root),
         };
@@ -412,10 +416,10 @@ impl TenantDb {
         }
         self.committed_changes |= outcome.notified;
         self.in_transaction = outcome.status != TxStatus::Idle;
-        let rows: usize = outcome.results.iter().map(|r| r.rows.len()).sum();
+        let rows = (outcome.results.iter().map(|r| r.rows.len()).sum::<usize>() as u64).saturating_sub(self.own_rows);
         let over = match stopped {
             Some(why) => Some(why),
-            None if rows as u64 > self.limits.max_result_rows => Some(Stopped::TooManyRows(self.limits.max_result_rows)),
+            None if rows > self.limits.max_result_rows => Some(Stopped::TooManyRows(self.limits.max_result_rows)),
             None => None,
         };
         if let Some(why) = over {
@@ -642,10 +646,9 @@ impl TenantDb {
             ));
         }
         let params: Vec<Option<String>> = params.iter().map(json_to_param).collect();
-        let tag = std::mem::take(&mut self.want_tag) && model::sql::reads_only(sql);
+        let wants_tag = std::mem::take(&mut self.want_tag) && model::sql::reads_only(sql);
         self.base_before(std::iter::once(sql));
         let follow = self.capture && may_change_schema(sql);
-        let tag = tag && !follow;
         let mut bytes = Vec::with_capacity(sql.len() + 96);
         wire::execute(&mut bytes, sql, &params);
         if follow {
@@ -653,26 +656,34 @@ impl TenantDb {
         }
         // What the read's tag is made of, in its transaction: the tables
         // its plan reads (known from an earlier request while the catalogs
-        // have not changed since) and where the change log stands.
-        let tag = if tag { self.catalog_marker().queue } else { None };
-        let planned = tag.and_then(|queue| self.read_plans.get(sql).filter(|(at, _)| *at == queue).map(|(_, t)| t.clone()));
-        match (tag, &planned) {
-            (Some(_), None) => wire::execute(&mut bytes, READ_TABLES_SQL, &[Some(sql.to_owned())]),
-            (Some(_), Some(Some(_))) if !self.log_known => wire::execute(&mut bytes, LOG_HEAD_SQL, &[]),
-            _ => {}
-        }
-        let asked = tag.is_some() && !matches!(planned, Some(None));
-        // (A read whose tables are known, the log's head known too, asks
-        // nothing more: its tag is made here.)
-        if let (Some(_), Some(Some(tables)), true) = (tag, &planned, self.log_known) {
-            self.read_tag = Some(ReadTag { tables: tables.clone(), head: None });
-        }
-        let tagging = asked && !(self.log_known && planned.is_some());
-        let queue_at = tag;
+        // have not changed since: `planned`) and where the change log
+        // stands (unless nothing that could move it ran since last asked).
+        let queue_at = if wants_tag && !follow { self.catalog_marker().queue } else { None };
+        let planned = queue_at.and_then(|queue| self.read_plans.get(sql).filter(|(at, _)| *at == queue).map(|(_, t)| t.clone()));
+        let tagging = match (queue_at, &planned) {
+            // (Its tables are asked after it: see `query_tagged`.)
+            (Some(_), None) => {
+                wire::execute(&mut bytes, LOG_HEAD_SQL, &[]);
+                true
+            }
+            (Some(_), Some(Some(_))) if !self.log_known => {
+                wire::execute(&mut bytes, LOG_HEAD_SQL, &[]);
+                true
+            }
+            (Some(_), Some(Some(tables))) => {
+                self.read_tag = Some(ReadTag { tables: tables.clone(), head: None });
+                false
+            }
+            _ => false,
+        };
         wire::sync(&mut bytes);
         let before = self.catalog_marker();
         let recorded_before = std::mem::take(&mut self.schema_recorded);
-        let mut outcome = self.round_trip(&bytes, row_mode)?;
+        // The log's head is a row of ours, not one of the answer's.
+        self.own_rows = u64::from(tagging);
+        let outcome = self.round_trip(&bytes, row_mode);
+        self.own_rows = 0;
+        let mut outcome = outcome?;
         let changed = self.catalog_changed(before, outcome.status);
         if follow {
             self.take_sync_result(&mut outcome);
@@ -685,20 +696,10 @@ impl TenantDb {
                 other => other.get(i).cloned().unwrap_or(Value::Null),
             };
             let head = column(1, "head").as_str().and_then(|h| h.parse::<u64>().ok());
-            let tables = match planned {
-                Some(tables) => tables,
-                None => {
-                    let tables = column(0, "tables").as_str().map(str::to_owned);
-                    if self.read_plans.len() >= MAX_READ_PLANS {
-                        self.read_plans.clear();
-                    }
-                    if let Some(queue) = queue_at.filter(|_| sql.len() <= MAX_READ_PLAN_SQL) {
-                        self.read_plans.insert(sql.to_owned(), (queue, tables.clone()));
-                    }
-                    tables
-                }
+            self.read_tag = match planned {
+                Some(tables) => tables.map(|tables| ReadTag { tables, head: Some(head) }),
+                None => Some(ReadTag { tables: String::new(), head: Some(head) }),
             };
-            self.read_tag = tables.map(|tables| ReadTag { tables, head: Some(head) });
         }
         refuse_rolled_back_commit(sql, &mut outcome);
         outcome.error = outcome.error.take().map(DbError::protecting_capture);
@@ -896,9 +897,16 @@ impl TenantDb {
         self.log_known = false;
         let read = self.read_tag.take();
         let result = result?;
-        let (Some(read), Some(queue)) = (read, self.catalog_marker().queue) else {
+        let (Some(mut read), Some(queue)) = (read, self.catalog_marker().queue) else {
             return Ok((result, None));
         };
+        if read.tables.is_empty() {
+            // First seen since the catalogs changed: what its plan reads.
+            let Some(tables) = self.plan_tables(&stmt.sql, queue)? else {
+                return Ok((result, None));
+            };
+            read.tables = tables;
+        }
         if let Some(head) = read.head {
             self.follow_log(head)?;
         }
@@ -927,6 +935,25 @@ impl TenantDb {
         let digest = hash.finalize();
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok((result, Some(format!("W/\"{hex}\""))))
+    }
+
+    /// What the plan of read `sql` reads (`tidelake.read_tables`, in a
+    /// transaction of its own after the read), remembered while the
+    /// catalogs' counter stays at `queue`; None if its answer cannot be
+    /// cached (or its plan cannot be made).
+    fn plan_tables(&mut self, sql: &str, queue: i32) -> Result<Option<String>> {
+        let outcome = self.own_round_trip(&wire::extended_query(READ_TABLES_SQL, &[Some(sql.to_owned())]), RowMode::Array)?;
+        let tables = match outcome.error {
+            Some(_) => None,
+            None => outcome.results.into_iter().last().and_then(|r| r.rows.into_iter().next()).and_then(|row| row[0].as_str().map(str::to_owned)),
+        };
+        if self.read_plans.len() >= MAX_READ_PLANS {
+            self.read_plans.clear();
+        }
+        if sql.len() <= MAX_READ_PLAN_SQL {
+            self.read_plans.insert(sql.to_owned(), (queue, tables.clone()));
+        }
+        Ok(tables)
     }
 
     /// Bring `table_versions` up to the change log's newest LSN `head`: the
@@ -1172,17 +1199,16 @@ pub(super) fn trimmed_unseen(seen: Option<u64>, first: Option<u64>) -> bool {
 /// What `tidelake.read_tables` and the change log said of a read just run.
 #[derive(Debug)]
 struct ReadTag {
-    /// JSON: the [schema, table] names its plan reads.
+    /// JSON: the [schema, table] names its plan reads ("": not known yet).
     tables: String,
     /// The change log's newest LSN (None: the log is empty), if asked.
     head: Option<Option<u64>>,
 }
 
-/// What a read's ETag is made of (see `query_tagged`), asked in the read's
-/// transaction: the tables its plan reads (once per statement text) and
-/// the change log's newest LSN.
-const READ_TABLES_SQL: &str =
-    "SELECT tidelake.read_tables($1)::text AS tables, (SELECT max(lsn) FROM tidelake.changes)::text AS head";
+/// What a read's ETag is made of (see `query_tagged`): the tables its plan
+/// reads (once per statement text, after it), and the change log's newest
+/// LSN (in the read's transaction).
+const READ_TABLES_SQL: &str = "SELECT tidelake.read_tables($1)::text AS tables";
 const LOG_HEAD_SQL: &str = "SELECT NULL::text AS tables, max(lsn)::text AS head FROM tidelake.changes";
 /// Which tables the changes after an LSN wrote (each one's newest), and
 /// where the log now starts.
