@@ -481,3 +481,44 @@ async fn the_tenants_listener_speaks_tls_and_takes_token_passwords_only_over_it(
     assert!(String::from_utf8_lossy(&out.stderr).contains("over TLS only"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+
+/// sqlx (tests/rust-sqlx, a program of its own: its driver stays out of the
+/// workspace's build) runs a small ledger app against a tenant: typed
+/// values through parameters and back, a transaction rolled back and one
+/// committed, concurrent statements over a pool; the change log holds
+/// exactly its writes.
+#[tokio::test]
+async fn sqlx_runs_an_app_against_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (host, port) = host_port(&server);
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from).join("rust-sqlx");
+    let mut app = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    app.args(["run", "--quiet", "--offline", "--locked", "--manifest-path"])
+        .arg(repo.join("tests/rust-sqlx/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target)
+        .env("DATABASE_URL", format!("postgres://app@{host}:{port}/ledger"));
+    let out = tokio::task::spawn_blocking(move || app.output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "the sqlx app: {}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        answer,
+        json!({
+            "found": [[1, "rent", 1200.5, true, [1, 255], 1_796_292_000.0], [2, "coffee", 3.25, false, [2, 255], 1_796_292_000.0]],
+            "count": 10,
+            "paid": 2,
+        })
+    );
+    let ops: Vec<String> = crate::capture::all_changes(&server.client(), "ledger")
+        .await
+        .iter()
+        .filter(|c| c["op"] != "truncate")
+        .map(|c| format!("{} {}", c["op"].as_str().unwrap(), c["new"]["id"]))
+        .collect();
+    let mut expected = vec!["insert 1".to_owned(), "insert 2".into(), "update 2".into()];
+    expected.extend((10..18).map(|id| format!("insert {id}")));
+    let mut sorted = ops.clone();
+    sorted[3..].sort();
+    assert_eq!(sorted, expected, "exactly the app's writes: {ops:?}");
+}
