@@ -23,13 +23,13 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::actor::work;
 use crate::error::{Error, Result};
 use crate::engine::ReadOnly;
 use crate::protocol::{BatchRequest, EngineState, QueryRequest, QueryResult, RowMode, Statement, requested_timeout};
-use serde::Deserialize;
 use crate::tenants::Tenants;
 use auth::http::Caller;
 use extract::{AdminTenant, JsonBody, MaybeTenant, SqlTenant, Tenant, WriteTenant};
