@@ -125,6 +125,7 @@ async fn every_route_asks_for_a_token_the_tenant_and_the_scope() {
         ("GET", "/t/acme/schema".into(), None, Need::Read),
         ("GET", "/t/acme/health".into(), None, Need::Read),
         ("POST", "/t/acme/query".into(), Some(json!({"sql": "SELECT count(*) AS n FROM items"})), Need::Read),
+        ("GET", "/t/acme/query?sql=SELECT%20count(*)%20AS%20n%20FROM%20items".into(), None, Need::Read),
         ("GET", "/t/acme/changes?since=0".into(), None, Need::Read),
         ("POST", "/sql".into(), Some(json!({"sql": "SELECT count(*) AS n FROM acme.items"})), Need::Read),
         ("GET", format!("/diff?table=acme.items&from=0&to={head}"), None, Need::Read),

@@ -128,10 +128,7 @@ async fn etags_follow_the_tables_a_read_reads() {
 
     // A write over the tenant's wire protocol counts as much.
     let tag = read(&c, t, sql, None).await.tag();
-    let (host, port) = server.tenant_pg.as_deref().unwrap().rsplit_once(':').unwrap();
-    let (client, connection) =
-        tokio_postgres::connect(&format!("host={host} port={port} user=app dbname={t}"), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = crate::tenant_wire::connect(&server, t).await;
     client.execute("INSERT INTO a VALUES (4, 'wire')", &[]).await.unwrap();
     drop(client);
     let tag = changed(&c, t, sql, &tag).await;
@@ -153,6 +150,16 @@ async fn etags_follow_the_tables_a_read_reads() {
     assert_eq!((arrays.status, arrays.rows()), (StatusCode::OK, json!([["x"]])));
     assert_eq!(post(&c, t, by_id, Some(&tag1)).await.status, StatusCode::NOT_MODIFIED);
     assert_eq!(read(&c, t, "SELECT 1 AS one", None).await.etag.is_some(), true, "a read of no table is cacheable");
+
+    // A forged tag, or another tenant's tag for the very same read, is no
+    // match: the whole answer comes.
+    c.exec("other", "CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'x')").await;
+    let theirs = read(&c, "other", sql, None).await.tag();
+    for forged in ["W/\"00000000000000000000000000000000\"", theirs.as_str(), "", "W/", "garbage, \"\""] {
+        let mine = read(&c, t, sql, Some(forged)).await;
+        assert_eq!(mine.status, StatusCode::OK, "{forged}: {mine:?}");
+        assert_eq!(mine.rows().as_array().map(Vec::len), Some(4), "{forged}: {mine:?}");
+    }
 }
 
 #[tokio::test]
@@ -290,4 +297,36 @@ async fn a_write_trimmed_from_the_log_before_the_next_read_still_changes_the_tag
     let after = read(&c, t, sql, Some(&tag)).await;
     assert_eq!((after.status, after.rows()), (StatusCode::OK, json!([{"v": "y"}])));
     still(&c, t, sql, &after.tag()).await;
+}
+
+/// A browser (Debian's Chromium) keeps a read's answer in its own cache and
+/// revalidates it: the second fetch takes only headers from the network
+/// (a 304 behind the scenes), the one after a write the whole new answer.
+#[tokio::test]
+async fn a_browser_revalidates_a_read_and_sees_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let c = server.client();
+    let t = "browser";
+    // An answer of some 40 KB, so a full answer and a revalidation differ plainly.
+    c.exec(t, "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, repeat('x', 40) FROM generate_series(1, 800) g").await;
+    let base = server.base.clone();
+    let seen = tokio::task::spawn_blocking(move || tidelake_tests::run_python("etag_browser.py", &[&base, t])).await.unwrap();
+    assert!(seen.get("failed").is_none(), "{seen}");
+    let reads = seen["reads"].as_array().unwrap();
+    for read in reads {
+        assert_eq!((&read["status"], &read["rows"]), (&json!(200), &json!(800)), "{seen}");
+    }
+    assert_eq!(reads[0]["first"], json!({"id": 1, "body": "x".repeat(40)}));
+    assert_eq!(reads[1]["etag"], reads[0]["etag"], "{seen}");
+    assert_eq!(seen["write"], 200);
+    assert_eq!(reads[2]["first"], json!({"id": 1, "body": "changed"}), "the write is seen, not the cached answer");
+    assert_ne!(reads[2]["etag"], reads[0]["etag"]);
+    let timing = seen["timing"].as_array().unwrap();
+    assert_eq!(timing.len(), 3, "{seen}");
+    let transfer = |i: usize| timing[i]["transfer"].as_u64().unwrap();
+    let body = |i: usize| timing[i]["body"].as_u64().unwrap();
+    assert!(body(0) > 30_000 && transfer(0) > body(0), "the first answer came whole: {seen}");
+    assert!(transfer(1) < 2_000 && body(1) == body(0), "the second was revalidated (headers only): {seen}");
+    assert!(transfer(2) > body(2), "the third came whole again: {seen}");
 }

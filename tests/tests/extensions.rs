@@ -12,6 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tidelake_tests::{Client, Server, eventually};
 
+use crate::restore::{instant, tier};
+
 /// The extensions a tenant is offered (docs/postgres.md lists the same).
 const OFFERED: [&str; 25] = [
     "bloom", "btree_gin", "btree_gist", "citext", "cube", "dict_int", "dict_xsyn", "earthdistance", "fuzzystrmatch",
@@ -37,6 +39,7 @@ async fn offered_extensions_are_created_with_plain_sql_and_the_others_say_why_no
     let rows = c.rows("exts", "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname", json!([])).await;
     let created: Vec<&str> = rows.iter().filter_map(|r| r["extname"].as_str()).collect();
     assert_eq!(created, OFFERED.to_vec());
+    // (Checked again after the refusals below: still exactly these.)
     // Each works for the tenant (its module loads), not just its catalog rows.
     let row = &c
         .rows(
@@ -76,16 +79,33 @@ async fn offered_extensions_are_created_with_plain_sql_and_the_others_say_why_no
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "42501", "{body}");
 
+    // Into a schema the tenant may not create in (the extension's script
+    // would run as the owner there): refused, nothing created (below).
+    for schema in ["pg_catalog", "tidelake"] {
+        let (status, body) = c.query("exts-other", &format!("CREATE EXTENSION bloom SCHEMA {schema}"), json!([])).await;
+        assert!(status.is_client_error(), "{schema}: {body}");
+        assert_eq!(body["error"]["code"], "42501", "{schema}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("public by default"), "{body}");
+    }
+    // Hidden in a DO block, the same.
+    let (status, body) =
+        c.query("exts-other", "DO $$BEGIN EXECUTE 'CREATE EXTENSION hstore SCHEMA pg_catalog'; END$$", json!([])).await;
+    assert!(status.is_client_error(), "{body}");
+    assert_eq!(body["error"]["code"], "42501", "{body}");
+    // The extensions are the tenant's own: another tenant has none of them.
+    let theirs = c.rows("exts-other", "SELECT count(*) AS n FROM pg_extension WHERE extname <> 'plpgsql'", json!([])).await;
+    assert_eq!(theirs, vec![json!({"n": 0})]);
+
     // Over the wire protocol the refusal carries its hint too.
-    let (host, port) = server.tenant_pg.as_deref().unwrap().rsplit_once(':').unwrap();
-    let (client, connection) =
-        tokio_postgres::connect(&format!("host={host} port={port} user=app dbname=exts"), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = crate::tenant_wire::connect(&server, "exts").await;
     let err = client.simple_query("CREATE EXTENSION pgcrypto").await.unwrap_err();
     let err = err.as_db_error().unwrap();
     assert_eq!(err.code().code(), "0A000");
     assert!(err.hint().unwrap_or_default().contains("gen_random_uuid()"), "{err:?}");
     assert_eq!(client.simple_query("SELECT 1").await.unwrap().len(), 3, "the connection goes on");
+    let rows = c.rows("exts", "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY extname", json!([])).await;
+    let after: Vec<&str> = rows.iter().filter_map(|r| r["extname"].as_str()).collect();
+    assert_eq!(after, OFFERED.to_vec(), "no refused extension was created");
 }
 
 /// The ids a nearest-neighbour query finds, nearest first.
@@ -95,11 +115,6 @@ async fn nearest(c: &Client, tenant: &str, to: &str) -> Vec<i64> {
         .iter()
         .map(|r| r["id"].as_i64().unwrap())
         .collect()
-}
-
-async fn tier(c: &Client, tenant: &str) -> String {
-    let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
-    health["tenant"]["tier"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -145,10 +160,7 @@ async fn pgvector_end_to_end_through_the_lake_the_tiers_and_a_branch() {
         ]
     );
     // The index answers the query (the wire protocol, as an app would ask).
-    let (host, port) = server.tenant_pg.as_deref().unwrap().rsplit_once(':').unwrap();
-    let (client, connection) =
-        tokio_postgres::connect(&format!("host={host} port={port} user=app dbname={t}"), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = crate::tenant_wire::connect(&server, t).await;
     let plan: Vec<String> = client
         .simple_query("SET enable_seqscan = off; EXPLAIN SELECT id FROM docs ORDER BY embedding <-> '[1,1,1]' LIMIT 3")
         .await
@@ -187,11 +199,7 @@ async fn pgvector_end_to_end_through_the_lake_the_tiers_and_a_branch() {
     let first = changes.iter().find(|ch| ch["new"]["id"] == 1).expect("the insert of 1 is captured");
     assert_eq!(first["new"]["embedding"], "[1,2,3]");
     assert_eq!(first["new"]["half"], "[0.5,1]");
-    let before_update = {
-        let rows = c.rows(t, "SELECT clock_timestamp()::text AS now", json!([])).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        rows[0]["now"].as_str().unwrap().to_owned()
-    };
+    let before_update = instant(&c, t).await;
     c.exec(t, "UPDATE docs SET embedding = '[7,7,7]' WHERE id = 1").await;
 
     // The lake: lists of floats, read by PyIceberg, and by `AS OF`.

@@ -11,11 +11,7 @@ use serde_json::{Value, json};
 use tidelake_tests::{Client, Server};
 
 /// The database's clock now, after everything committed so far.
-async fn instant(c: &Client, tenant: &str) -> String {
-    let rows = c.rows(tenant, "SELECT clock_timestamp()::text AS now", json!([])).await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    rows[0]["now"].as_str().unwrap().to_owned()
-}
+use crate::restore::instant;
 
 async fn lake(c: &Client, sql: &str) -> Vec<Value> {
     let (status, body) = c.post("/sql", &json!({ "sql": sql })).await;

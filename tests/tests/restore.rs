@@ -22,7 +22,7 @@ async fn state(c: &Client, tenant: &str) -> Value {
 }
 
 /// The database's clock now, after everything committed so far.
-async fn instant(c: &Client, tenant: &str) -> String {
+pub(crate) async fn instant(c: &Client, tenant: &str) -> String {
     let rows = c.rows(tenant, "SELECT clock_timestamp()::text AS now", json!([])).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     rows[0]["now"].as_str().unwrap().to_owned()
@@ -52,7 +52,7 @@ async fn wait_trimmed(c: &Client, tenant: &str, since: u64) {
     assert!(trimmed, "the change log of {tenant} was not trimmed behind the lake");
 }
 
-async fn tier(c: &Client, tenant: &str) -> String {
+pub(crate) async fn tier(c: &Client, tenant: &str) -> String {
     let (_, health) = c.get(&format!("/t/{tenant}/health")).await;
     health["tenant"]["tier"].as_str().unwrap_or_default().to_owned()
 }

@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 use tidelake_tests::Server;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-fn host_port(server: &Server) -> (String, String) {
+pub(crate) fn host_port(server: &Server) -> (String, String) {
     let address = server.tenant_pg.clone().expect("the tenant wire protocol is served");
     let (host, port) = address.rsplit_once(':').unwrap();
     (host.to_owned(), port.to_owned())
 }
 
-async fn connect(server: &Server, tenant: &str) -> tokio_postgres::Client {
+pub(crate) async fn connect(server: &Server, tenant: &str) -> tokio_postgres::Client {
     let (host, port) = host_port(server);
     let (client, connection) = tokio_postgres::connect(&format!("host={host} port={port} user=app dbname={tenant}"), NoTls)
         .await

@@ -15,7 +15,7 @@ use crate::protocol::RowMode;
 
 /// Bumped with every change to `capture.sql`; older tenants are upgraded
 /// when next opened.
-const CAPTURE_VERSION: &str = "11";
+const CAPTURE_VERSION: &str = "12";
 const INSTALL_SQL: &str = include_str!("capture.sql");
 
 pub use model::api::ChangePage;

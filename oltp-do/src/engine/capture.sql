@@ -591,6 +591,18 @@ BEGIN
             MESSAGE = format('permission denied: trigger %I on %s is the table''s change capture and cannot be renamed',
                              t.tgname, t.tgrelid::regclass);
     END LOOP;
+    -- An extension's script runs as the owner: none may put its objects in
+    -- the schemas PostgreSQL and capture resolve their own names in
+    -- (PostgreSQL checks the schema for ALTER EXTENSION … SET SCHEMA, not
+    -- for a trusted extension's CREATE).
+    FOR t IN
+        SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+        WHERE e.extname <> 'plpgsql' AND (n.nspname IN ('pg_catalog', 'information_schema', 'tidelake') OR n.nspname LIKE 'pg\_%')
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied to create extension %I in schema %I: create it in a schema of the tenant''s (public by default)',
+                             t.extname, t.nspname);
+    END LOOP;
     FOR t IN
         SELECT * FROM tidelake.user_tables()
     LOOP
@@ -994,5 +1006,5 @@ GRANT EXECUTE ON FUNCTION tidelake.sync_schema(), tidelake.next_lsn(), tidelake.
 
 -- (With capture on, the server then runs `SELECT tidelake.reinstall_all();
 -- SELECT tidelake.sync_schema()`: see `capture.rs`.)
-INSERT INTO tidelake.meta VALUES ('capture_version', '11')
+INSERT INTO tidelake.meta VALUES ('capture_version', '12')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
