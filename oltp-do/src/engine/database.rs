@@ -658,26 +658,22 @@ impl TenantDb {
         // its plan reads (known from an earlier request while the catalogs
         // have not changed since: `planned`) and where the change log
         // stands (unless nothing that could move it ran since last asked).
-        let queue_at = if wants_tag && !follow { self.catalog_marker().queue } else { None };
+        let before = self.catalog_marker();
+        let queue_at = if wants_tag && !follow { before.queue } else { None };
         let planned = queue_at.and_then(|queue| self.read_plans.get(sql).filter(|(at, _)| *at == queue).map(|(_, t)| t.clone()));
-        let tagging = match (queue_at, &planned) {
-            // (Its tables are asked after it: see `query_tagged`.)
-            (Some(_), None) => {
-                wire::execute(&mut bytes, LOG_HEAD_SQL, &[]);
-                true
-            }
-            (Some(_), Some(Some(_))) if !self.log_known => {
-                wire::execute(&mut bytes, LOG_HEAD_SQL, &[]);
-                true
-            }
-            (Some(_), Some(Some(tables))) => {
-                self.read_tag = Some(ReadTag { tables: tables.clone(), head: None });
+        let tagging = match (&planned, queue_at) {
+            (Some(Some(tables)), Some(_)) if self.log_known => {
+                self.read_tag = Some(ReadTag { tables: Some(tables.clone()), head: None });
                 false
+            }
+            // (Tables not known yet are asked after it: see `query_tagged`.)
+            (None | Some(Some(_)), Some(_)) => {
+                wire::execute(&mut bytes, LOG_HEAD_SQL, &[]);
+                true
             }
             _ => false,
         };
         wire::sync(&mut bytes);
-        let before = self.catalog_marker();
         let recorded_before = std::mem::take(&mut self.schema_recorded);
         // The log's head is a row of ours, not one of the answer's.
         self.own_rows = u64::from(tagging);
@@ -690,16 +686,14 @@ impl TenantDb {
         }
         if tagging && outcome.error.is_none() && outcome.results.len() == 2 {
             let result = outcome.results.pop().expect("two results");
-            let row = result.rows.into_iter().next().unwrap_or(Value::Null);
-            let column = |i: usize, name: &str| match &row {
-                Value::Object(map) => map.get(name).cloned().unwrap_or(Value::Null),
-                other => other.get(i).cloned().unwrap_or(Value::Null),
+            let head = match result.rows.into_iter().next() {
+                Some(Value::Object(row)) => row.into_iter().next().map(|(_, v)| v),
+                Some(Value::Array(row)) => row.into_iter().next(),
+                _ => None,
             };
-            let head = column(1, "head").as_str().and_then(|h| h.parse::<u64>().ok());
-            self.read_tag = match planned {
-                Some(tables) => tables.map(|tables| ReadTag { tables, head: Some(head) }),
-                None => Some(ReadTag { tables: String::new(), head: Some(head) }),
-            };
+            let head = head.as_ref().and_then(Value::as_str).and_then(|h| h.parse::<u64>().ok());
+            // (Asked only for tables known, or not known yet.)
+            self.read_tag = Some(ReadTag { tables: planned.flatten(), head: Some(head) });
         }
         refuse_rolled_back_commit(sql, &mut outcome);
         outcome.error = outcome.error.take().map(DbError::protecting_capture);
@@ -897,22 +891,23 @@ impl TenantDb {
         self.log_known = false;
         let read = self.read_tag.take();
         let result = result?;
-        let (Some(mut read), Some(queue)) = (read, self.catalog_marker().queue) else {
+        let (Some(read), Some(queue)) = (read, self.catalog_marker().queue) else {
             return Ok((result, None));
         };
-        if read.tables.is_empty() {
-            // First seen since the catalogs changed: what its plan reads.
-            let Some(tables) = self.plan_tables(&stmt.sql, queue)? else {
-                return Ok((result, None));
-            };
-            read.tables = tables;
-        }
+        // First seen since the catalogs changed: what its plan reads.
+        let tables = match read.tables {
+            Some(tables) => tables,
+            None => match self.plan_tables(&stmt.sql, queue)? {
+                Some(tables) => tables,
+                None => return Ok((result, None)),
+            },
+        };
         if let Some(head) = read.head {
             self.follow_log(head)?;
         }
         // A cacheable read wrote nothing: the log is where it was looked at.
         self.log_looked_at = self.trips;
-        let Ok(tables) = serde_json::from_str::<Vec<(String, String)>>(&read.tables) else {
+        let Ok(tables) = serde_json::from_str::<Vec<(String, String)>>(&tables) else {
             return Ok((result, None));
         };
         use sha2::{Digest, Sha256};
@@ -1199,8 +1194,8 @@ pub(super) fn trimmed_unseen(seen: Option<u64>, first: Option<u64>) -> bool {
 /// What `tidelake.read_tables` and the change log said of a read just run.
 #[derive(Debug)]
 struct ReadTag {
-    /// JSON: the [schema, table] names its plan reads ("": not known yet).
-    tables: String,
+    /// JSON: the [schema, table] names its plan reads (None: not known yet).
+    tables: Option<String>,
     /// The change log's newest LSN (None: the log is empty), if asked.
     head: Option<Option<u64>>,
 }
@@ -1209,7 +1204,7 @@ struct ReadTag {
 /// reads (once per statement text, after it), and the change log's newest
 /// LSN (in the read's transaction).
 const READ_TABLES_SQL: &str = "SELECT tidelake.read_tables($1)::text AS tables";
-const LOG_HEAD_SQL: &str = "SELECT NULL::text AS tables, max(lsn)::text AS head FROM tidelake.changes";
+const LOG_HEAD_SQL: &str = "SELECT max(lsn)::text AS head FROM tidelake.changes";
 /// Which tables the changes after an LSN wrote (each one's newest), and
 /// where the log now starts.
 const CHANGED_TABLES_SQL: &str = "SELECT (SELECT min(lsn) FROM tidelake.changes)::text AS first, \
