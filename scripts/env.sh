@@ -47,7 +47,8 @@ require_python_deps() {
 }
 
 # Programs the tests drive, from Debian's packages: Chromium and its driver
-# (the dashboard test) and psql (the Postgres wire front's test).
+# (the dashboard test), psql (the Postgres wire fronts' tests), and pgjdbc
+# with a JDK (the JDBC clients').
 require_system_packages() {
     local missing=()
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -55,6 +56,9 @@ require_system_packages() {
     command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
     # Native PostgreSQL: the history oracle's reference (tests/tests/oracle.rs).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    # pgjdbc and a JDK to run a one-file program with it (the JDBC clients' tests).
+    [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+    command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
     if [ ${#missing[@]} -eq 0 ]; then
         return
     fi

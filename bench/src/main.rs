@@ -12,6 +12,7 @@ use tokio_postgres::NoTls;
 
 mod auth;
 mod capture;
+mod catalogs;
 mod deploy;
 mod edge;
 mod lake;
@@ -281,7 +282,7 @@ async fn main() -> Result<()> {
             let python = f.remove("--python").context("--python: a Python with PyIceberg and DuckDB (bench/run-query.sh sets it)")?;
             query::run(f.remove("--out").map(PathBuf::from), python).await
         }
-        Some(which @ ("tiers" | "restore" | "migration")) => {
+        Some(which @ ("tiers" | "restore" | "migration" | "catalogs")) => {
             let which = which.to_owned();
             argv.next();
             let usage = format!("oltp-bench {which} --pg-bin DIR [--out FILE]");
@@ -294,6 +295,7 @@ async fn main() -> Result<()> {
             match which.as_str() {
                 "tiers" => tiers::run(out, pg_bin).await,
                 "migration" => migration::run(out, pg_bin).await,
+                "catalogs" => catalogs::run(out, pg_bin).await,
                 _ => restore::run(out, pg_bin).await,
             }
         }

@@ -227,6 +227,29 @@ impl Warehouse {
         Ok(format!("{}-{unique:x}", location.trim_end_matches('/')))
     }
 
+    /// Every table of the catalog with its current metadata file, in one
+    /// read of the catalog's table (the Iceberg SQL catalog's `iceberg_tables`):
+    /// (namespace, table, metadata location). A table's metadata location
+    /// changes with every commit, so it versions what was read from it.
+    pub async fn metadata_locations(&self) -> Result<Vec<(String, String, String)>, CatalogError> {
+        let sql = self.placeholders(
+            "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&self.config.name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| CatalogError::Internal(format!("list the catalog's tables: {e}")))?;
+        let read = |e: sqlx::Error| CatalogError::Internal(format!("read the catalog's tables: {e}"));
+        let mut tables = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A table being created has no metadata yet.
+            let Some(location) = row.try_get::<Option<String>, _>(2).map_err(read)? else { continue };
+            tables.push((row.try_get(0).map_err(read)?, row.try_get(1).map_err(read)?, location));
+        }
+        Ok(tables)
+    }
+
     fn check_table_properties(&self, properties: &HashMap<String, String>) -> Result<(), CatalogError> {
         for key in LOCATION_PROPERTIES {
             if let Some(location) = properties.get(key) {

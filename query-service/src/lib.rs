@@ -7,6 +7,10 @@
 //! computes it (`rewrite`, `rewrite::plan`) as DataFusion plans it. Each query sees the
 //! tables as the catalog has them when it starts.
 //!
+//! A query of PostgreSQL's catalogs (`pg_catalog`, `information_schema`)
+//! is planned over the lake's tables as those catalogs describe them
+//! (`catalogs`), for psql's `\d` and BI tools' schema browsers.
+//!
 //! Every query is bounded (`limits`): its memory by one pool shared by the
 //! service's queries, its time by a deadline from arrival to last row, the
 //! buckets of `growth`/`activity` by a cap, and an HTTP answer's rows and
@@ -14,6 +18,7 @@
 //!
 //! Must not know PGlite.
 
+mod catalogs;
 pub mod dialect;
 mod encode;
 pub mod error;
@@ -22,7 +27,7 @@ pub mod limits;
 pub mod rewrite;
 pub mod wire;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use auth::Principal;
 use catalog::Warehouse;
@@ -55,6 +60,10 @@ pub struct QueryService {
     limits: Limits,
     /// Every query's DataFusion runtime: the one memory pool.
     runtime: Arc<RuntimeEnv>,
+    /// PostgreSQL's static catalog rows, read at the first catalog query.
+    catalog_rows: OnceLock<Result<catalogs::StaticTables, String>>,
+    /// Lake tables as the catalogs describe them, by version.
+    described: catalogs::DescribedTables,
 }
 
 /// A query's answer.
@@ -129,7 +138,7 @@ impl Prepared {
 impl QueryService {
     pub fn new(warehouse: Arc<Warehouse>, limits: Limits) -> Arc<Self> {
         let runtime = limits::runtime(&limits);
-        Arc::new(Self { warehouse, limits, runtime })
+        Arc::new(Self { warehouse, limits, runtime, catalog_rows: OnceLock::new(), described: Default::default() })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -145,7 +154,7 @@ impl QueryService {
     /// may read: its rows until its deadline.
     pub async fn start(&self, sql: &str, who: &Principal) -> Result<SendableRecordBatchStream, QueryError> {
         let deadline = self.deadline();
-        let stream = deadline.run(async { self.prepare(rewrite::parse(sql)?, who).await?.run(None).await }).await?;
+        let stream = deadline.run(async { self.prepare_sql(sql, who).await?.run(None).await }).await?;
         Ok(deadline.bound(stream))
     }
 
@@ -164,6 +173,21 @@ impl QueryService {
             answer.batches.push(batch);
         }
         Ok(answer)
+    }
+
+    /// Plan one query over the lake, or over PostgreSQL's catalogs of it
+    /// (`catalogs`), with a session's default settings.
+    async fn prepare_sql(&self, sql: &str, who: &Principal) -> Result<Prepared, QueryError> {
+        let mut statements = catalogs::parse_all(sql)?;
+        if statements.len() != 1 {
+            return Err(QueryError::Sql(format!("expected one statement, got {}", statements.len())));
+        }
+        let (statement, reads) = statements.pop().expect("one statement")?;
+        let statement = rewrite::only_query(statement)?;
+        match reads {
+            catalogs::Reads::Lake => self.prepare(statement, who).await,
+            catalogs::Reads::Catalogs => self.prepare_catalogs(statement, who, &catalogs::default_settings()).await,
+        }
     }
 
     /// Plan one query (as `rewrite::parse` accepts it) over the lake as the

@@ -5,7 +5,9 @@
 //!
 //! Every statement is parsed with the lake's dialect, not PostgreSQL's, so
 //! the version clauses survive; queries go through [`QueryService`] exactly
-//! as over HTTP. The few session statements clients send on their own
+//! as over HTTP. Queries of PostgreSQL's catalogs (psql's `\d`, BI tools'
+//! schema browsers) are PostgreSQL's SQL and are planned over the catalogs
+//! of the lake ([`crate::catalogs`]). The few session statements clients send on their own
 //! (`SET`, `SHOW`, `BEGIN`/`COMMIT`/`ROLLBACK`) are answered here. The lake
 //! is read-only: each query reads the tables as the catalog has them when it
 //! starts, inside a "transaction" or not.
@@ -50,7 +52,8 @@ use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
 
 use crate::error::QueryError;
-use crate::{QueryService, rewrite};
+use crate::catalogs::{self, Reads};
+use crate::{Prepared, QueryService, rewrite};
 
 /// Accept Postgres connections on `listener` until `shutdown` resolves;
 /// each authenticates with `auth` (see [`TokenStartup`]), over TLS when
@@ -149,6 +152,18 @@ enum Phase {
     ScramFinal(StoredKey, Box<ScramServerAuthWaitingForClientFinal>),
 }
 
+/// The parameters a session starts with, as `SHOW` and `current_setting` say them.
+fn server_parameters() -> DefaultServerParameterProvider {
+    let setting = |name: &str| {
+        catalogs::SETTINGS.iter().find(|(setting, _)| *setting == name).map_or(String::new(), |(_, v)| (*v).to_owned())
+    };
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = setting("server_version");
+    parameters.search_path = setting("search_path");
+    parameters.default_transaction_read_only = true;
+    parameters
+}
+
 fn refused(user: &str, why: &str) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".into(),
@@ -175,7 +190,7 @@ impl StartupHandler for TokenStartup {
                 client.set_pid_and_secret_key(pid, secret);
                 if !self.auth.is_enabled() {
                     client.session_extensions().insert(Principal::open());
-                    return auth_api::finish_authentication(client, &DefaultServerParameterProvider::default()).await;
+                    return auth_api::finish_authentication(client, &server_parameters()).await;
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
                 let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
@@ -206,7 +221,7 @@ impl StartupHandler for TokenStartup {
                 let principal = self.auth.token(&password).await.map_err(|denied| refused(&user, &denied.to_string()))?;
                 client.session_extensions().insert(principal);
                 *phase = Phase::Start;
-                auth_api::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+                auth_api::finish_authentication(client, &server_parameters()).await
             }
             (PgWireFrontendMessage::PasswordMessageFamily(message), Phase::ScramFirst(key)) => {
                 let initial = message.into_sasl_initial_response()?;
@@ -228,7 +243,7 @@ impl StartupHandler for TokenStartup {
                 client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(server_final.into()))).await?;
                 client.session_extensions().insert(key.principal());
                 *phase = Phase::Start;
-                auth_api::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+                auth_api::finish_authentication(client, &server_parameters()).await
             }
             _ => Err(refused(&user, "unexpected message during authentication")),
         }
@@ -257,7 +272,8 @@ struct Backend {
 pub enum WireStatement {
     Empty,
     Session(Session),
-    Query(Box<Statement>),
+    /// A query, and whether it reads the lake or the catalogs.
+    Query(Box<Statement>, Reads),
 }
 
 /// The session statements answered without the lake.
@@ -270,7 +286,7 @@ pub enum Session {
     Rollback,
 }
 
-fn classify(statement: Statement) -> Result<WireStatement, QueryError> {
+fn classify(statement: Statement, reads: Reads) -> Result<WireStatement, QueryError> {
     let unsupported = |what: &str| QueryError::Sql(format!("{what} is not supported by the lake query service"));
     Ok(match statement {
         Statement::Set(set) => WireStatement::Session(match set {
@@ -292,8 +308,16 @@ fn classify(statement: Statement) -> Result<WireStatement, QueryError> {
         Statement::StartTransaction { .. } => WireStatement::Session(Session::Begin),
         Statement::Commit { .. } => WireStatement::Session(Session::Commit),
         Statement::Rollback { .. } => WireStatement::Session(Session::Rollback),
-        other => WireStatement::Query(Box::new(rewrite::only_query(other)?)),
+        other => WireStatement::Query(Box::new(rewrite::only_query(other)?), reads),
     })
+}
+
+/// The statements of `sql`, each classified (`catalogs::parse_all`).
+fn parse_statements(sql: &str) -> Result<Vec<Result<WireStatement, QueryError>>, QueryError> {
+    Ok(catalogs::parse_all(sql)?
+        .into_iter()
+        .map(|parsed| parsed.and_then(|(statement, reads)| classify(statement, reads)))
+        .collect())
 }
 
 fn setting_value(expr: &Expr) -> String {
@@ -335,27 +359,30 @@ fn check_setting(name: &str, value: &str) -> Result<(), QueryError> {
 
 /// `SHOW <name>`: the session's value, or the service's fixed one.
 fn show_value(name: &str, client: &impl ClientInfo) -> Result<String, QueryError> {
+    let name = match name {
+        "time zone" => "timezone",
+        "transaction isolation level" => "transaction_isolation",
+        other => other,
+    };
     if let Some(value) = client.metadata().get(name) {
         return Ok(value.clone());
     }
-    Ok(match name {
-        "server_version" => "16.6".into(),
-        "server_encoding" | "client_encoding" => "UTF8".into(),
-        "timezone" | "time zone" => "UTC".into(),
-        "datestyle" => "ISO, MDY".into(),
-        "intervalstyle" => "postgres".into(),
-        "standard_conforming_strings" | "integer_datetimes" => "on".into(),
-        "transaction isolation level" | "transaction_isolation" => "read committed".into(),
-        "transaction_read_only" | "default_transaction_read_only" => "on".into(),
-        "search_path" => "public".into(),
-        "max_identifier_length" => "63".into(),
-        "is_superuser" => "off".into(),
-        "application_name" => String::new(),
-        "extra_float_digits" => "1".into(),
-        "bytea_output" => "hex".into(),
-        "statement_timeout" => "0".into(),
-        _ => return Err(QueryError::Sql(format!("unrecognized configuration parameter \"{name}\""))),
-    })
+    catalogs::SETTINGS
+        .iter()
+        .find(|(setting, _)| *setting == name)
+        .map(|(_, value)| (*value).to_owned())
+        .ok_or_else(|| QueryError::Sql(format!("unrecognized configuration parameter \"{name}\"")))
+}
+
+/// Every setting as the session has it, for `current_setting`.
+fn settings(client: &impl ClientInfo) -> catalogs::Settings {
+    catalogs::SETTINGS
+        .iter()
+        .map(|(name, default)| {
+            let value = client.metadata().get(*name).cloned().unwrap_or_else(|| (*default).to_owned());
+            ((*name).to_owned(), value)
+        })
+        .collect()
 }
 
 /// Run one session statement.
@@ -391,18 +418,36 @@ fn wire_error(err: QueryError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), err.sqlstate().into(), err.to_string())))
 }
 
+/// Who runs a query, and their session's settings.
+struct Caller {
+    who: Principal,
+    settings: catalogs::Settings,
+}
+
+fn caller_of(client: &impl ClientInfo) -> PgWireResult<Caller> {
+    Ok(Caller { who: caller(client)?, settings: settings(client) })
+}
+
 impl Backend {
+    /// Plan a query over the lake or the catalogs.
+    async fn prepare(&self, statement: &Statement, reads: Reads, caller: &Caller) -> Result<Prepared, QueryError> {
+        match reads {
+            Reads::Lake => self.service.prepare(statement.clone(), &caller.who).await,
+            Reads::Catalogs => self.service.prepare_catalogs(statement.clone(), &caller.who, &caller.settings).await,
+        }
+    }
+
     /// Plan a query, run it with its parameters and encode the answer.
     async fn query(
         &self,
-        statement: &Statement,
+        (statement, reads): (&Statement, Reads),
         parameters: Option<&Portal<WireStatement>>,
         format: &Format,
         options: Arc<FormatOptions>,
-        who: &Principal,
+        caller: &Caller,
     ) -> Result<Response, PgWireError> {
         let deadline = self.service.deadline();
-        let prepared = deadline.run(self.service.prepare(statement.clone(), who)).await.map_err(wire_error)?;
+        let prepared = deadline.run(self.prepare(statement, reads, caller)).await.map_err(wire_error)?;
         let values = match parameters {
             Some(portal) if portal.parameter_len() > 0 => {
                 let types = prepared.parameter_types().map_err(wire_error)?;
@@ -434,15 +479,15 @@ impl Backend {
         statement: &WireStatement,
         format: &Format,
         options: Arc<FormatOptions>,
-        who: &Principal,
+        caller: &Caller,
     ) -> Result<(Vec<Type>, Vec<FieldInfo>), PgWireError> {
         match statement {
             WireStatement::Empty => Ok((vec![], vec![])),
             WireStatement::Session(Session::Show(name)) => Ok((vec![], show_fields(name, format))),
             WireStatement::Session(_) => Ok((vec![], vec![])),
-            WireStatement::Query(statement) => {
+            WireStatement::Query(statement, reads) => {
                 let deadline = self.service.deadline();
-                let prepared = deadline.run(self.service.prepare((**statement).clone(), who)).await.map_err(wire_error)?;
+                let prepared = deadline.run(self.prepare(statement, *reads, caller)).await.map_err(wire_error)?;
                 let parameters = prepared
                     .parameter_types()
                     .map_err(wire_error)?
@@ -465,7 +510,7 @@ impl SimpleQueryHandler for Backend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = rewrite::parse_all(query).map_err(wire_error)?;
+        let statements = parse_statements(query).map_err(wire_error)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -473,11 +518,11 @@ impl SimpleQueryHandler for Backend {
         for statement in statements {
             // A failing statement ends the script, as in PostgreSQL; the ones
             // before it keep their answers.
-            let response = match classify(statement) {
+            let response = match statement {
                 Ok(WireStatement::Session(session)) => run_session(&session, client, &Format::UnifiedText),
-                Ok(WireStatement::Query(statement)) => {
+                Ok(WireStatement::Query(statement, reads)) => {
                     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                    match self.query(&statement, None, &Format::UnifiedText, options, &caller(client)?).await {
+                    match self.query((&statement, reads), None, &Format::UnifiedText, options, &caller_of(client)?).await {
                         Ok(response) => Ok(response),
                         Err(PgWireError::UserError(info)) => {
                             responses.push(Response::Error(info));
@@ -513,10 +558,10 @@ impl QueryParser for LakeParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = rewrite::parse_all(sql).map_err(wire_error)?;
+        let mut statements = parse_statements(sql).map_err(wire_error)?;
         match statements.len() {
             0 => Ok(WireStatement::Empty),
-            1 => classify(statements.pop().expect("one statement")).map_err(wire_error),
+            1 => statements.pop().expect("one statement").map_err(wire_error),
             n => Err(wire_error(QueryError::Sql(format!(
                 "a prepared statement holds one statement, got {n}"
             )))),
@@ -554,7 +599,7 @@ impl ExtendedQueryHandler for Backend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let (inferred, fields) = self.describe(&target.statement, &Format::UnifiedBinary, options, &caller(client)?).await?;
+        let (inferred, fields) = self.describe(&target.statement, &Format::UnifiedBinary, options, &caller_of(client)?).await?;
         // The client's own types win where it gave them.
         let count = inferred.len().max(target.parameter_types.len());
         let parameters = (0..count)
@@ -583,7 +628,7 @@ impl ExtendedQueryHandler for Backend {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let (_, fields) = self.describe(&portal.statement.statement, &portal.result_column_format, options, &caller(client)?).await?;
+        let (_, fields) = self.describe(&portal.statement.statement, &portal.result_column_format, options, &caller_of(client)?).await?;
         Ok(DescribePortalResponse::new(fields))
     }
 
@@ -599,11 +644,11 @@ impl ExtendedQueryHandler for Backend {
             WireStatement::Session(session) => {
                 run_session(session, client, &portal.result_column_format).map_err(wire_error)
             }
-            WireStatement::Query(statement) => {
+            WireStatement::Query(statement, reads) => {
                 // Planned again at each execution, so a prepared statement
                 // always reads the lake as it is now.
                 let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                self.query(statement, Some(portal), &portal.result_column_format, options, &caller(client)?).await
+                self.query((statement, *reads), Some(portal), &portal.result_column_format, options, &caller_of(client)?).await
             }
         }
     }

@@ -408,6 +408,16 @@ async fn the_wire_front_and_pyiceberg_take_tokens() {
         .expect("psql (Debian's postgresql-client)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "all_tenants is acme's two rows for this key");
+    // The catalogs list what the key may read: psql's `\dt`, `\dn`, and information_schema.
+    let out = Command::new("psql")
+        .args(["-h", host, "-p", port, "-U", &reader_user, "-d", "lake", "-At", "-c", "\\dt", "-c", "\\dn"])
+        .args(["-c", "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'beta'"])
+        .env("PGPASSWORD", &reader)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql (Debian's postgresql-client)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "acme|items|table|postgres\nacme|postgres\n0\n");
 
     // PyIceberg's RestCatalog with the key as its token.
     let seen = run_python("catalog_token.py", &[&format!("{}/catalog", server.base), &reader, "acme.items", "beta.items"]);

@@ -14,6 +14,7 @@ mod fuzz;
 mod history;
 mod hostile;
 mod lake;
+mod lake_catalogs;
 mod maintenance;
 mod migrations;
 mod neon;

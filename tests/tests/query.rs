@@ -378,7 +378,7 @@ async fn a_generated_workload_reads_back_exactly_at_every_instant() {
 }
 
 /// Connect to the server's Postgres wire front.
-async fn wire(server: &Server) -> tokio_postgres::Client {
+pub(crate) async fn wire(server: &Server) -> tokio_postgres::Client {
     let address = server.pg.as_deref().expect("the wire front is on");
     let (host, port) = address.rsplit_once(':').unwrap();
     let config = format!("host={host} port={port} user=analyst dbname=lake");
@@ -388,7 +388,7 @@ async fn wire(server: &Server) -> tokio_postgres::Client {
 }
 
 /// The text rows of a simple-protocol query.
-async fn simple(client: &tokio_postgres::Client, query: &str) -> Vec<Vec<Option<String>>> {
+pub(crate) async fn simple(client: &tokio_postgres::Client, query: &str) -> Vec<Vec<Option<String>>> {
     let messages = client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
     messages
         .iter()
@@ -696,6 +696,14 @@ async fn every_lake_query_is_bounded_and_the_service_goes_on() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let busy = cpu_seconds(server.pid()) - before;
     assert!(busy < 1.0, "the server used {busy:.2} CPU seconds in the 2s after the timeout: the query still runs");
+    assert_eq!(sql(&c, ordinary).await, expected);
+    // A query of the catalogs runs under the same bounds: time, and rows.
+    let endless = "SELECT max(length(a.proname || b.proname || c.proname)) FROM pg_catalog.pg_proc a, pg_catalog.pg_proc b, pg_catalog.pg_proc c";
+    let (status, code, message, elapsed) = refused(&c, endless, None).await;
+    assert_eq!((status, code.as_str()), (StatusCode::REQUEST_TIMEOUT, "query_timeout"), "{message}");
+    assert!((1.9..10.0).contains(&elapsed), "answered after {elapsed:.2}s with a 2s timeout");
+    let (status, code, message, _) = refused(&c, "SELECT proname FROM pg_catalog.pg_proc", None).await;
+    assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "result_too_large"), "{message}");
     assert_eq!(sql(&c, ordinary).await, expected);
     // The diff, growth and activity endpoints run under the same timeout.
     let (status, body) = c.get("/activity?table=acme.items&start=2026-01-01&end=2026-01-02&interval=6%20hours").await;

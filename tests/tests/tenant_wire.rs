@@ -522,3 +522,37 @@ async fn sqlx_runs_an_app_against_a_tenant() {
     sorted[3..].sort();
     assert_eq!(sorted, expected, "exactly the app's writes: {ops:?}");
 }
+
+#[tokio::test]
+async fn jdbc_runs_an_app_against_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (host, port) = host_port(&server);
+    let program = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/TenantApp.java");
+    let mut app = Command::new("java");
+    app.args(["-cp", "/usr/share/java/postgresql.jar"]).arg(program).arg(format!("jdbc:postgresql://{host}:{port}/bank?user=app"));
+    let out = tokio::task::spawn_blocking(move || app.output()).await.unwrap().expect("java (the test set-up installs a JDK and pgjdbc)");
+    assert!(out.status.success(), "the JDBC app: {}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        answer,
+        json!({
+            "batch": 4,
+            "row": [1, "ada", "1300.00", true, "2026-12-01T10:00Z", "00000000-0000-0000-0000-00000000002a", "gold", 2],
+            "count": 5,
+            "sum": "1346.00",
+        })
+    );
+    // Exactly the app's committed writes: the rolled-back update is not there.
+    let ops: Vec<String> = crate::capture::all_changes(&server.client(), "bank")
+        .await
+        .iter()
+        .filter(|c| c["op"] != "truncate")
+        .map(|c| format!("{} {} {}", c["op"].as_str().unwrap(), c["new"]["id"], c["new"]["balance"]))
+        .collect();
+    assert_eq!(
+        ops,
+        ["insert 1 \"1200.50\"", "insert 10 \"10.00\"", "insert 11 \"11.00\"", "insert 12 \"12.00\"", "insert 13 \"13.00\"", "update 1 \"1300.00\""],
+        "{ops:?}"
+    );
+}
