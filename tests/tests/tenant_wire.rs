@@ -556,3 +556,34 @@ async fn jdbc_runs_an_app_against_a_tenant() {
         "{ops:?}"
     );
 }
+
+#[tokio::test]
+async fn asyncpg_runs_an_app_against_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (host, port) = host_port(&server);
+    let dsn = format!("postgresql://app@{host}:{port}/notebook");
+    let answer = tokio::task::spawn_blocking(move || tidelake_tests::run_python("asyncpg_app.py", &[&dsn])).await.unwrap();
+    assert_eq!(
+        answer,
+        json!({
+            "row": [1, "first", "13.50", true, "2026-12-01T10:00:00+00:00", "00000000-0000-0000-0000-00000000002a", ["a", "b"], {"k": 1}, [1, 255]],
+            "count": 13,
+            "copied": "copied",
+        })
+    );
+    // Exactly the app's committed writes: the rolled-back update is not there.
+    let mut ops: Vec<String> = crate::capture::all_changes(&server.client(), "notebook")
+        .await
+        .iter()
+        .filter(|c| c["op"] != "truncate")
+        .map(|c| format!("{} {}", c["op"].as_str().unwrap(), c["new"]["id"]))
+        .collect();
+    ops[5..13].sort();
+    let mut expected = vec!["insert 1".to_owned(), "insert 10".into(), "insert 11".into(), "insert 12".into(), "update 1".into()];
+    let mut pooled: Vec<String> = (20..28).map(|id| format!("insert {id}")).collect();
+    pooled.sort();
+    expected.extend(pooled);
+    expected.push("insert 30".into());
+    assert_eq!(ops, expected);
+}

@@ -217,7 +217,9 @@ pub fn wire_refusal(sql: &str) -> Option<DbError> {
         format!("temporary tables are not supported over tidelake's wire protocol: {shared}, so one would outlive its connection or be seen by another; use a regular table")
     } else if matches!(word.as_str(), "PREPARE" | "EXECUTE") {
         format!("SQL-level {word} is not supported over tidelake's wire protocol ({shared}): use the protocol's prepared statements, which every driver uses and which are kept per connection")
-    } else if matches!(word.as_str(), "LISTEN" | "UNLISTEN") {
+    } else if word == "LISTEN" {
+        // UNLISTEN runs (there is nothing to stop listening to): connection
+        // pools send `UNLISTEN *` when a connection goes back to the pool.
         "LISTEN is not supported over tidelake's wire protocol: subscribe to the tenant's changes over its WebSocket API".to_owned()
     } else {
         return model::extensions::refusal(sql);
@@ -1267,6 +1269,7 @@ mod tests {
         assert!(wire_refusal("prepare q AS SELECT 1").unwrap().message.contains("protocol's prepared statements"));
         assert!(wire_refusal("DEALLOCATE q").is_none(), "emulated per connection");
         assert!(wire_refusal("LISTEN x").unwrap().message.contains("WebSocket"));
+        assert!(wire_refusal("UNLISTEN *").is_none(), "connection pools send it when a connection returns");
         assert!(wire_refusal("SELECT 1").is_none());
         assert_eq!(refusal_sql(&DbError::new("0A000", "it's no")), "DO $tidelake$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'it''s no'; END$tidelake$");
     }
