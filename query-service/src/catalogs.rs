@@ -247,14 +247,10 @@ pub fn default_settings() -> Settings {
 /// PostgreSQL's static catalog rows, read once per service.
 pub(crate) type StaticTables = Arc<PgCatalogStaticTables>;
 
-pub(crate) fn static_tables() -> Result<StaticTables, QueryError> {
-    PgCatalogStaticTables::try_new().map(Arc::new).map_err(|e| QueryError::Internal(e.to_string()))
-}
-
 impl QueryService {
     /// Plan a query of PostgreSQL's catalogs as they describe the lake
     /// `who` may read, with `settings` for `current_setting`.
-    pub async fn prepare_catalogs(
+    pub(crate) async fn prepare_catalogs(
         &self,
         statement: Statement,
         who: &Principal,
@@ -269,7 +265,8 @@ impl QueryService {
             ControlFlow::<()>::Continue(())
         });
         // Tables' columns (and whether a table is read as its state or as
-        // its changes) cost a table load each: only for a query of tables.
+        // its changes) cost a load of each table version not described
+        // before: only for a query of tables.
         let with_columns =
             ["pg_class", "pg_attribute", "pg_tables", "tables", "columns", "table_constraints", "key_column_usage"]
                 .iter()
@@ -350,7 +347,7 @@ impl QueryService {
     }
 
     fn static_tables(&self) -> Result<StaticTables, QueryError> {
-        match self.catalog_rows.get_or_init(|| static_tables().map_err(|e| e.to_string())) {
+        match self.catalog_rows.get_or_init(|| PgCatalogStaticTables::try_new().map(Arc::new).map_err(|e| e.to_string())) {
             Ok(tables) => Ok(tables.clone()),
             Err(e) => Err(QueryError::Internal(e.clone())),
         }
