@@ -30,11 +30,12 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_em
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::{MemTable, TableType, provider_as_source};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+    ColumnarValue, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -257,21 +258,7 @@ impl QueryService {
         settings: &Settings,
     ) -> Result<Prepared, QueryError> {
         let statement = rewrite::only_query(statement)?;
-        let mut named = HashSet::new();
-        let _ = visit_relations(&statement, |name: &ObjectName| {
-            if let Some(last) = name.0.last() {
-                named.insert(part(last));
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        // Tables' columns (and whether a table is read as its state or as
-        // its changes) cost a load of each table version not described
-        // before: only for a query of tables.
-        let with_columns =
-            ["pg_class", "pg_attribute", "pg_tables", "tables", "columns", "table_constraints", "key_column_usage"]
-                .iter()
-                .any(|t| named.contains(*t));
-        let lake = Arc::new(self.lake_catalog(who, with_columns).await?);
+        let lake = Arc::new(self.lake_catalog(who).await?);
 
         let (ctx, catalog) = session(&self.limits, self.runtime.clone())?;
         // Ours is below; DataFusion's would list no lake table.
@@ -286,10 +273,12 @@ impl QueryService {
         Ok(Prepared { ctx, plan })
     }
 
-    /// The tenants and lake tables `who` may read, with each table's columns
-    /// if `with_columns`: described once per version of the table (its
-    /// metadata file), then remembered.
-    async fn lake_catalog(&self, who: &Principal, with_columns: bool) -> Result<LakeCatalog, QueryError> {
+    /// The tenants and lake tables `who` may read, each described as a
+    /// query reads it, and the `all_tenants` views over them. A table is
+    /// described once per version (its metadata file), then remembered: a
+    /// catalog query lists the tables from one read of the catalog and
+    /// loads only what changed since the last.
+    async fn lake_catalog(&self, who: &Principal) -> Result<LakeCatalog, QueryError> {
         let mut tables: Vec<(String, String, String)> = self
             .warehouse
             .metadata_locations()
@@ -299,34 +288,61 @@ impl QueryService {
             .filter(|(tenant, table, _)| who.may_read(tenant) && !lake::spec::is_checkpoint_table(table))
             .collect();
         tables.sort();
-        if !with_columns {
-            return Ok(LakeCatalog::new(tables.into_iter().map(|(tenant, table, _)| (tenant, table, None)).collect()));
-        }
-        let described = futures::stream::iter(tables)
+        // (tenant, the table's version, the table as read).
+        let described: Vec<(String, String, Option<Arc<Described>>)> = futures::stream::iter(tables)
             .map(|(tenant, table, location)| async move {
                 let key = (tenant.clone(), table.clone());
-                let known = self.described.lock().expect("described").get(&key).filter(|(at, _)| *at == location).cloned();
-                let described = match known {
-                    Some((_, described)) => Some(described),
-                    None => {
-                        let described = self.describe(&tenant, &table).await?.map(Arc::new);
-                        if let Some(described) = &described {
-                            let mut known = self.described.lock().expect("described");
-                            if known.len() >= MAX_DESCRIBED {
-                                known.clear();
-                            }
-                            known.insert(key, (location, described.clone()));
-                        }
-                        described
-                    }
-                };
-                let name = described.as_ref().map_or(table, |d| d.name.clone());
-                Ok::<_, QueryError>((tenant, name, described))
+                let described = self.remembered(key, location.clone(), self.describe(&tenant, &table)).await?;
+                Ok::<_, QueryError>((tenant, location, described))
             })
             .buffered(8)
             .try_collect()
             .await?;
-        Ok(LakeCatalog::new(described))
+        // `all_tenants.<table>`: over the tenants with a state of the table,
+        // remembered by the versions of its parts.
+        let mut parts: BTreeMap<String, (Vec<Arc<Described>>, std::hash::DefaultHasher)> = BTreeMap::new();
+        let mut listed = Vec::with_capacity(described.len());
+        for (tenant, version, described) in described {
+            let Some(described) = described else { continue };
+            if !described.key.is_empty() {
+                let (tables, versions) = parts.entry(described.name.clone()).or_default();
+                tables.push(described.clone());
+                std::hash::Hash::hash(&version, versions);
+            }
+            listed.push((tenant, described));
+        }
+        let mut views = Vec::new();
+        for (table, (tables, versions)) in parts {
+            let key = (rewrite::ALL_TENANTS.to_owned(), table.clone());
+            let version = format!("{:016x}", std::hash::Hasher::finish(&versions));
+            match self.remembered(key, version, async { all_tenants_view(&table, &tables).map(Some) }).await {
+                Ok(view) => views.extend(view),
+                // Tenants' tables whose columns cannot be put together: the
+                // view's query would fail too.
+                Err(e) => tracing::debug!(%table, error = %e, "all_tenants view not listed"),
+            }
+        }
+        Ok(LakeCatalog::new(listed, views))
+    }
+
+    /// What `describe` gives for `key` at `version`: remembered, or
+    /// described now and remembered.
+    async fn remembered(
+        &self,
+        key: (String, String),
+        version: String,
+        describe: impl Future<Output = Result<Option<Described>, QueryError>>,
+    ) -> Result<Option<Arc<Described>>, QueryError> {
+        if let Some((_, described)) = self.described.lock().expect("described").get(&key).filter(|(at, _)| *at == version) {
+            return Ok(Some(described.clone()));
+        }
+        let Some(described) = describe.await?.map(Arc::new) else { return Ok(None) };
+        let mut known = self.described.lock().expect("described");
+        if known.len() >= MAX_DESCRIBED {
+            known.clear();
+        }
+        known.insert(key, (version, described.clone()));
+        Ok(Some(described))
     }
 
     /// A lake table as a query reads it: `<table>`, with the columns
@@ -343,7 +359,7 @@ impl QueryService {
         let mut statement = rewrite::parse(&format!("SELECT * FROM {}.{}", quoted(tenant), quoted(&read)))?;
         let analysis = rewrite::analyse(&mut statement, self.limits.max_buckets)?;
         let plan = plan::statement(&ctx, &catalog, statement, &analysis, &loaded).await?;
-        Ok(Some(Described { name: read, columns: Arc::new(plan.schema().as_arrow().clone()), key }))
+        Ok(Some(Described { name: read, columns: Arc::new(plan.schema().as_arrow().clone()), key, view: false }))
     }
 
     fn static_tables(&self) -> Result<StaticTables, QueryError> {
@@ -352,6 +368,26 @@ impl QueryService {
             Err(e) => Err(QueryError::Internal(e.clone())),
         }
     }
+}
+
+/// `all_tenants.<table>` as a query reads it: each tenant's state with a
+/// `tenant` column first, put together by column name as the query's plan
+/// does (`rewrite::plan`), here over empty tables of those columns, so no
+/// table is loaded again.
+fn all_tenants_view(table: &str, parts: &[Arc<Described>]) -> Result<Described, QueryError> {
+    let mut all: Option<LogicalPlanBuilder> = None;
+    for part in parts {
+        let mut fields = vec![Field::new("tenant", DataType::Utf8, false)];
+        fields.extend(part.columns.fields().iter().map(|f| f.as_ref().clone()));
+        let empty = provider_as_source(Arc::new(EmptyTable::new(Arc::new(Schema::new(fields)))));
+        let state = LogicalPlanBuilder::scan(table, empty, None)?;
+        all = Some(match all {
+            None => state,
+            Some(all) => all.union_by_name(state.build()?)?,
+        });
+    }
+    let plan = all.ok_or_else(|| QueryError::Internal(format!("no tenant has {table}")))?.build()?;
+    Ok(Described { name: table.to_owned(), columns: Arc::new(plan.schema().as_arrow().clone()), key: Vec::new(), view: true })
 }
 
 fn quoted(name: &str) -> String {
@@ -371,6 +407,8 @@ pub(crate) struct Described {
     name: String,
     columns: SchemaRef,
     key: Vec<String>,
+    /// `all_tenants.<table>`: a view over the tenants' tables.
+    view: bool,
 }
 
 /// The lake as the catalogs list it: tenants and their tables, with OIDs.
@@ -390,22 +428,22 @@ struct Namespace {
 struct Relation {
     name: String,
     oid: i32,
-    /// None when the query asked for no columns.
-    described: Option<Arc<Described>>,
+    described: Arc<Described>,
 }
 
 impl LakeCatalog {
-    /// From (tenant, table) pairs, sorted.
-    fn new(tables: Vec<(String, String, Option<Arc<Described>>)>) -> Self {
+    /// From the tenants' tables (sorted by tenant) and the `all_tenants` views.
+    fn new(tables: Vec<(String, Arc<Described>)>, views: Vec<Arc<Described>>) -> Self {
         let mut taken = HashSet::new();
         let mut schemas: Vec<Namespace> = Vec::new();
-        for (tenant, table, described) in tables {
-            if schemas.last().is_none_or(|s| s.name != tenant) {
-                let oid = oid_of(&format!("n:{tenant}"), &mut taken);
-                schemas.push(Namespace { name: tenant.clone(), oid, tables: Vec::new() });
+        let all_tenants = views.into_iter().map(|view| (rewrite::ALL_TENANTS.to_owned(), view));
+        for (schema, described) in tables.into_iter().chain(all_tenants) {
+            if schemas.last().is_none_or(|s| s.name != schema) {
+                let oid = oid_of(&format!("n:{schema}"), &mut taken);
+                schemas.push(Namespace { name: schema.clone(), oid, tables: Vec::new() });
             }
-            let oid = oid_of(&format!("r:{tenant}.{table}"), &mut taken);
-            schemas.last_mut().expect("pushed").tables.push(Relation { name: table, oid, described });
+            let oid = oid_of(&format!("r:{schema}.{}", described.name), &mut taken);
+            schemas.last_mut().expect("pushed").tables.push(Relation { name: described.name.clone(), oid, described });
         }
         Self { schemas }
     }
@@ -421,12 +459,11 @@ impl LakeCatalog {
         self.schemas.iter().flat_map(|s| s.tables.iter().map(move |t| (s, t)))
     }
 
-    /// Every described table's columns: (schema, table, relation, ordinal from 1, field, type).
+    /// Every table's columns: (schema, table, its description, ordinal from 1, field, type).
     fn columns(&self) -> impl Iterator<Item = (&Namespace, &Relation, &Described, usize, &Field, Type)> {
         self.tables().flat_map(|(s, t)| {
-            t.described.iter().map(Arc::as_ref).flat_map(move |d| {
-                d.columns.fields().iter().enumerate().map(move |(i, f)| (s, t, d, i + 1, f.as_ref(), pg_type(f.data_type())))
-            })
+            let d = t.described.as_ref();
+            d.columns.fields().iter().enumerate().map(move |(i, f)| (s, t, d, i + 1, f.as_ref(), pg_type(f.data_type())))
         })
     }
 }
@@ -513,14 +550,11 @@ impl CatalogInfo for LakeInfo {
     }
 
     async fn table_schema(&self, catalog: &str, schema: &str, table: &str) -> DFResult<Option<SchemaRef>> {
-        Ok(self.relation(catalog, schema, table).map(|t| match &t.described {
-            Some(d) => d.columns.clone(),
-            None => Arc::new(Schema::empty()),
-        }))
+        Ok(self.relation(catalog, schema, table).map(|t| t.described.columns.clone()))
     }
 
     async fn table_type(&self, catalog: &str, schema: &str, table: &str) -> DFResult<Option<TableType>> {
-        Ok(self.relation(catalog, schema, table).map(|_| TableType::Base))
+        Ok(self.relation(catalog, schema, table).map(|t| if t.described.view { TableType::View } else { TableType::Base }))
     }
 }
 
@@ -563,16 +597,16 @@ impl SchemaProvider for PgCatalog {
             "pg_class" => lake
                 .tables()
                 .map(|(schema, table)| {
-                    let described = table.described.as_ref();
-                    let columns = described.map_or(0, |d| d.columns.fields().len());
-                    let keyed = described.is_some_and(|d| !d.key.is_empty());
+                    let described = &table.described;
+                    let columns = described.columns.fields().len();
+                    let keyed = !described.key.is_empty();
                     vec![
                         ("oid", int(table.oid)),
                         ("relname", text(&table.name)),
                         ("relnamespace", int(schema.oid)),
                         ("relowner", int(OWNER_OID)),
                         ("relam", int(HEAP_AM_OID)),
-                        ("relkind", text("r")),
+                        ("relkind", text(if described.view { "v" } else { "r" })),
                         ("relnatts", ScalarValue::Int16(Some(columns as i16))),
                         ("relhasindex", ScalarValue::Boolean(Some(keyed))),
                         ("relpersistence", text("p")),
@@ -656,7 +690,7 @@ impl SchemaProvider for InformationSchema {
                 ("table_name", text(&table.name)),
             ]
         };
-        let keyed = |table: &Relation| table.described.as_ref().map(|d| d.key.clone()).unwrap_or_default();
+        let keyed = |table: &Relation| table.described.key.clone();
         let (columns, rows): (&[&str], Vec<Row>) = match name.to_ascii_lowercase().as_str() {
             "schemata" => (
                 &[
@@ -693,7 +727,7 @@ impl SchemaProvider for InformationSchema {
                             ("table_catalog", database()),
                             ("table_schema", text(&schema.name)),
                             ("table_name", text(&table.name)),
-                            ("table_type", text("BASE TABLE")),
+                            ("table_type", text(if table.described.view { "VIEW" } else { "BASE TABLE" })),
                             ("is_insertable_into", text("NO")),
                             ("is_typed", text("NO")),
                         ]
@@ -768,7 +802,19 @@ impl SchemaProvider for InformationSchema {
                     "is_updatable",
                     "is_insertable_into",
                 ],
-                Vec::new(),
+                lake.tables()
+                    .filter(|(_, table)| table.described.view)
+                    .map(|(schema, table)| {
+                        vec![
+                            ("table_catalog", database()),
+                            ("table_schema", text(&schema.name)),
+                            ("table_name", text(&table.name)),
+                            ("check_option", text("NONE")),
+                            ("is_updatable", text("NO")),
+                            ("is_insertable_into", text("NO")),
+                        ]
+                    })
+                    .collect(),
             ),
             "table_constraints" => (
                 &[

@@ -417,7 +417,7 @@ async fn the_wire_front_and_pyiceberg_take_tokens() {
         .output()
         .expect("psql (Debian's postgresql-client)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "acme|items|table|postgres\nacme|postgres\n0\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "acme|items|table|postgres\nacme|postgres\nall_tenants|postgres\n0\n");
 
     // PyIceberg's RestCatalog with the key as its token.
     let seen = run_python("catalog_token.py", &[&format!("{}/catalog", server.base), &reader, "acme.items", "beta.items"]);

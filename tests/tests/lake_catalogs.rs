@@ -151,7 +151,16 @@ async fn psql_grafana_and_metabase_browse_the_lake_through_its_catalogs() {
     let tables = "acme|billing__invoices|table|postgres\nacme|events$changes|table|postgres\nacme|items|table|postgres\nbeta|-4frders|table|postgres\n";
     assert_eq!(psql(&server, &["\\dt"]), tables);
     assert_eq!(psql(&server, &["\\dt acme.*"]), tables.lines().take(3).map(|l| format!("{l}\n")).collect::<String>());
-    assert_eq!(psql(&server, &["\\dn"]), "acme|postgres\nbeta|postgres\n");
+    assert_eq!(psql(&server, &["\\dn"]), "acme|postgres\nall_tenants|postgres\nbeta|postgres\n");
+    // all_tenants: a view per table name over the tenants that have its state.
+    assert_eq!(
+        psql(&server, &["\\dv"]),
+        "all_tenants|-4frders|view|postgres\nall_tenants|billing__invoices|view|postgres\nall_tenants|items|view|postgres\n"
+    );
+    assert_eq!(
+        psql(&server, &["\\d all_tenants.items"]),
+        "tenant|text|||\nid|bigint|||\nname|text|||\nqty|integer|||\nprice|numeric(8,2)|||\nat|timestamp with time zone|||\n"
+    );
     assert_eq!(
         psql(&server, &["\\d acme.items"]),
         "id|bigint||not null|\nname|text|||\nqty|integer|||\nprice|numeric(8,2)|||\nat|timestamp with time zone|||\n"
@@ -170,6 +179,7 @@ async fn psql_grafana_and_metabase_browse_the_lake_through_its_catalogs() {
     assert_eq!(simple(&pg, "SELECT count(*) FROM acme.\"events$changes\"").await, rows(&["1"]));
     assert_eq!(simple(&pg, "SELECT total FROM beta.\"-4frders\"").await, rows(&["9.5"]));
     assert_eq!(simple(&pg, "SELECT n, total FROM acme.billing__invoices").await, rows(&["7|70.00"]));
+    assert_eq!(simple(&pg, "SELECT tenant, id FROM all_tenants.items ORDER BY id").await, rows(&["acme|1", "acme|2"]));
     // OIDs hold from one query and connection to the next, as `\d` needs.
     let oid = "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'acme' AND c.relname = 'items'";
     let first = simple(&pg, oid).await;
@@ -186,12 +196,20 @@ async fn psql_grafana_and_metabase_browse_the_lake_through_its_catalogs() {
     // queries without arguments as simple queries.
     assert_eq!(simple(&pg, "SELECT current_setting('server_version_num')::int/100 as version").await, rows(&["1600"]));
     assert_eq!(simple(&pg, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").await, rows(&[]));
-    assert_eq!(simple(&pg, GRAFANA_SCHEMAS).await, rows(&["acme", "beta"]));
+    assert_eq!(simple(&pg, GRAFANA_SCHEMAS).await, rows(&["acme", "all_tenants", "beta"]));
     // No tenant is on the search path (`public`): every table with its
     // schema, in byte order (PostgreSQL's C collation).
     assert_eq!(
         simple(&pg, &grafana_tables()).await,
-        rows(&["acme.\"events$changes\"", "acme.billing__invoices", "acme.items", "beta.\"-4frders\""])
+        rows(&[
+            "acme.\"events$changes\"",
+            "acme.billing__invoices",
+            "acme.items",
+            "all_tenants.\"-4frders\"",
+            "all_tenants.billing__invoices",
+            "all_tenants.items",
+            "beta.\"-4frders\"",
+        ])
     );
     assert_eq!(simple(&pg, &grafana_tables_of("acme")).await, rows(&["\"events$changes\"", "billing__invoices", "items"]));
     assert_eq!(
@@ -209,6 +227,11 @@ async fn psql_grafana_and_metabase_browse_the_lake_through_its_catalogs() {
         listed,
         [table("acme", "billing__invoices"), table("acme", "events$changes"), table("acme", "items"), table("beta", "-4frders")]
     );
+    // all_tenants' views, for analyses across tenants.
+    let listed = pg.query(METABASE_TABLES, &[&"^pg_", &"information_schema", &"all_tenants", &"nobody"]).await.unwrap();
+    let listed: Vec<(String, String)> = listed.iter().map(|r| (r.get(1), r.get(2))).collect();
+    let view = |n: &str| (n.to_owned(), "VIEW".to_owned());
+    assert_eq!(listed, [view("-4frders"), view("billing__invoices"), view("items")]);
     let fields =
         pg.query(METABASE_FIELDS, &[&"acme", &"items", &"events$changes", &"acme", &"items", &"events$changes"]).await.unwrap();
     let fields: Vec<(String, String, i64, String, bool, bool)> =
@@ -239,7 +262,7 @@ async fn psql_grafana_and_metabase_browse_the_lake_through_its_catalogs() {
     let (host, port) = server.pg.as_deref().unwrap().rsplit_once(':').unwrap();
     let seen = jdbc(&format!("jdbc:postgresql://{host}:{port}/lake?user=analyst"), "acme", "items");
     assert_eq!(seen["product"], "PostgreSQL 16.6", "{seen}");
-    assert_eq!(seen["schemas"], json!(["acme", "beta", "information_schema", "pg_catalog"]), "{seen}");
+    assert_eq!(seen["schemas"], json!(["acme", "all_tenants", "beta", "information_schema", "pg_catalog"]), "{seen}");
     assert_eq!(
         seen["tables"],
         json!(["acme.billing__invoices:TABLE", "acme.events$changes:TABLE", "acme.items:TABLE"]),
@@ -262,5 +285,5 @@ async fn psql_grafana_and_metabase_browse_the_lake_through_its_catalogs() {
     // Over HTTP too (`POST /sql`, as `tidelake sql`).
     let listed = sql(&c, "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2").await;
     assert_eq!(listed[0], json!({"table_schema": "acme", "table_name": "billing__invoices"}));
-    assert_eq!(listed.len(), 4);
+    assert_eq!(listed.len(), 7, "four tables, three all_tenants views: {listed:?}");
 }
