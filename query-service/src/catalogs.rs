@@ -14,7 +14,11 @@
 //! each of its lake tables a table (`pg_class`, `information_schema.tables`)
 //! with the columns and types `SELECT * FROM <tenant>.<table>` answers with
 //! (`pg_attribute`, `information_schema.columns`) and its primary key
-//! (`information_schema.table_constraints`, `key_column_usage`). OIDs come
+//! (`information_schema.table_constraints`, `key_column_usage`); a table
+//! without one has no state and is listed as `<table>$changes`; the schema
+//! `all_tenants` holds a view per table name, as `all_tenants.<table>`
+//! reads it. Tables are described once per version (their metadata file)
+//! and remembered, so a catalog query loads only what changed. OIDs come
 //! from the names, so they hold from one query and connection to the next
 //! (psql's `\d` looks a table up by name, then by OID). The rest of
 //! `pg_catalog` is datafusion-pg-catalog's: PostgreSQL's own rows for types,
