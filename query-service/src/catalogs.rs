@@ -54,6 +54,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::{
 };
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{StreamExt, TryStreamExt};
+use model::sql::quote_ident;
 use postgres_types::Type;
 
 use crate::error::QueryError;
@@ -104,6 +105,8 @@ pub enum Reads {
 /// Whether a statement (as the lake's dialect parsed it) reads the lake or
 /// PostgreSQL's catalogs; an error if it names both.
 pub fn reads(statement: &Statement) -> Result<Reads, QueryError> {
+    // A name part as PostgreSQL resolves it (unquoted names fold to lower case).
+    let part = |part: &ObjectNamePart| rewrite::normalized(part).unwrap_or_default();
     let (mut catalogs, mut lake) = (false, false);
     let _ = visit_relations(statement, |name: &ObjectName| {
         let parts: Vec<String> = name.0.iter().map(part).collect();
@@ -137,15 +140,6 @@ pub fn reads(statement: &Statement) -> Result<Reads, QueryError> {
             });
             Ok(if calls { Reads::Catalogs } else { Reads::Lake })
         }
-    }
-}
-
-/// A name part as PostgreSQL resolves it (unquoted names fold to lower case).
-fn part(part: &ObjectNamePart) -> String {
-    match part {
-        ObjectNamePart::Identifier(ident) if ident.quote_style.is_some() => ident.value.clone(),
-        ObjectNamePart::Identifier(ident) => ident.value.to_lowercase(),
-        ObjectNamePart::Function(function) => function.name.value.to_lowercase(),
     }
 }
 
@@ -244,6 +238,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
 /// The session settings `current_setting(name)` answers with.
 pub type Settings = BTreeMap<String, String>;
 
+/// A setting's value in a session that changed none.
+pub fn setting(name: &str) -> Option<&'static str> {
+    SETTINGS.iter().find(|(setting, _)| *setting == name).map(|(_, value)| *value)
+}
+
 /// The settings of a session that changed none.
 pub fn default_settings() -> Settings {
     SETTINGS.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
@@ -253,9 +252,24 @@ pub fn default_settings() -> Settings {
 pub(crate) type StaticTables = Arc<PgCatalogStaticTables>;
 
 impl QueryService {
+    /// Plan a query over the lake, or (`Reads::Catalogs`) over PostgreSQL's
+    /// catalogs of it, with `settings` for `current_setting`.
+    pub(crate) async fn prepare_reading(
+        &self,
+        statement: Statement,
+        reads: Reads,
+        who: &Principal,
+        settings: &Settings,
+    ) -> Result<Prepared, QueryError> {
+        match reads {
+            Reads::Lake => self.prepare(statement, who).await,
+            Reads::Catalogs => self.prepare_catalogs(statement, who, settings).await,
+        }
+    }
+
     /// Plan a query of PostgreSQL's catalogs as they describe the lake
     /// `who` may read, with `settings` for `current_setting`.
-    pub(crate) async fn prepare_catalogs(
+    async fn prepare_catalogs(
         &self,
         statement: Statement,
         who: &Principal,
@@ -283,15 +297,7 @@ impl QueryService {
     /// catalog query lists the tables from one read of the catalog and
     /// loads only what changed since the last.
     async fn lake_catalog(&self, who: &Principal) -> Result<LakeCatalog, QueryError> {
-        let mut tables: Vec<(String, String, String)> = self
-            .warehouse
-            .metadata_locations()
-            .await
-            .map_err(|e| QueryError::Internal(e.to_string()))?
-            .into_iter()
-            .filter(|(tenant, table, _)| who.may_read(tenant) && !lake::spec::is_checkpoint_table(table))
-            .collect();
-        tables.sort();
+        let tables = self.table_versions(who).await?;
         // (tenant, the table's version, the table as read).
         let described: Vec<(String, String, Option<Arc<Described>>)> = futures::stream::iter(tables)
             .map(|(tenant, table, location)| async move {
@@ -360,7 +366,7 @@ impl QueryService {
         }
         let key = loaded.tables.values().next().map(|t| t.shape.primary_key.clone()).unwrap_or_default();
         let read = if key.is_empty() { format!("{table}$changes") } else { table.to_owned() };
-        let mut statement = rewrite::parse(&format!("SELECT * FROM {}.{}", quoted(tenant), quoted(&read)))?;
+        let mut statement = rewrite::parse(&format!("SELECT * FROM {}.{}", quote_ident(tenant), quote_ident(&read)))?;
         let analysis = rewrite::analyse(&mut statement, self.limits.max_buckets)?;
         let plan = plan::statement(&ctx, &catalog, statement, &analysis, &loaded).await?;
         Ok(Some(Described { name: read, columns: Arc::new(plan.schema().as_arrow().clone()), key, view: false }))
@@ -392,10 +398,6 @@ fn all_tenants_view(table: &str, parts: &[Arc<Described>]) -> Result<Described, 
     }
     let plan = all.ok_or_else(|| QueryError::Internal(format!("no tenant has {table}")))?.build()?;
     Ok(Described { name: table.to_owned(), columns: Arc::new(plan.schema().as_arrow().clone()), key: Vec::new(), view: true })
-}
-
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Tables remembered as described, at most (a catalog query of more
@@ -1154,7 +1156,7 @@ fn format_one(pattern: &str, values: &[Option<&str>]) -> DFResult<String> {
 fn quote_identifier(name: &str) -> String {
     let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain { name.to_owned() } else { quoted(name) }
+    if plain { name.to_owned() } else { quote_ident(name) }
 }
 
 /// A catalog function with nothing to say of any object: NULL text for any arguments.

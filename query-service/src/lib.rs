@@ -183,11 +183,7 @@ impl QueryService {
             return Err(QueryError::Sql(format!("expected one statement, got {}", statements.len())));
         }
         let (statement, reads) = statements.pop().expect("one statement")?;
-        let statement = rewrite::only_query(statement)?;
-        match reads {
-            catalogs::Reads::Lake => self.prepare(statement, who).await,
-            catalogs::Reads::Catalogs => self.prepare_catalogs(statement, who, &catalogs::default_settings()).await,
-        }
+        self.prepare_reading(rewrite::only_query(statement)?, reads, who, &catalogs::default_settings()).await
     }
 
     /// Plan one query (as `rewrite::parse` accepts it) over the lake as the
@@ -275,19 +271,20 @@ impl QueryService {
 
     /// Every lake table `who` may read as (tenant, table), sorted.
     pub async fn tables(&self, who: &Principal) -> Result<Vec<(String, String)>, QueryError> {
-        let catalog = self.warehouse.catalog();
-        let mut tables = Vec::new();
-        for namespace in catalog.list_namespaces(None).await? {
-            if !who.may_read(&namespace.join(".")) {
-                continue;
-            }
-            for ident in catalog.list_tables(&namespace).await? {
-                if lake::spec::is_checkpoint_table(ident.name()) {
-                    continue;
-                }
-                tables.push((namespace.join("."), ident.name().to_owned()));
-            }
-        }
+        Ok(self.table_versions(who).await?.into_iter().map(|(tenant, table, _)| (tenant, table)).collect())
+    }
+
+    /// Every lake table `who` may read as (tenant, table, its metadata
+    /// file), sorted, from one read of the catalog.
+    async fn table_versions(&self, who: &Principal) -> Result<Vec<(String, String, String)>, QueryError> {
+        let mut tables: Vec<(String, String, String)> = self
+            .warehouse
+            .metadata_locations()
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))?
+            .into_iter()
+            .filter(|(tenant, table, _)| who.may_read(tenant) && !lake::spec::is_checkpoint_table(table))
+            .collect();
         tables.sort();
         Ok(tables)
     }

@@ -154,9 +154,7 @@ enum Phase {
 
 /// The parameters a session starts with, as `SHOW` and `current_setting` say them.
 fn server_parameters() -> DefaultServerParameterProvider {
-    let setting = |name: &str| {
-        catalogs::SETTINGS.iter().find(|(setting, _)| *setting == name).map_or(String::new(), |(_, v)| (*v).to_owned())
-    };
+    let setting = |name: &str| catalogs::setting(name).unwrap_or_default().to_owned();
     let mut parameters = DefaultServerParameterProvider::default();
     parameters.server_version = setting("server_version");
     parameters.search_path = setting("search_path");
@@ -367,22 +365,20 @@ fn show_value(name: &str, client: &impl ClientInfo) -> Result<String, QueryError
     if let Some(value) = client.metadata().get(name) {
         return Ok(value.clone());
     }
-    catalogs::SETTINGS
-        .iter()
-        .find(|(setting, _)| *setting == name)
-        .map(|(_, value)| (*value).to_owned())
+    catalogs::setting(name)
+        .map(str::to_owned)
         .ok_or_else(|| QueryError::Sql(format!("unrecognized configuration parameter \"{name}\"")))
 }
 
 /// Every setting as the session has it, for `current_setting`.
 fn settings(client: &impl ClientInfo) -> catalogs::Settings {
-    catalogs::SETTINGS
-        .iter()
-        .map(|(name, default)| {
-            let value = client.metadata().get(*name).cloned().unwrap_or_else(|| (*default).to_owned());
-            ((*name).to_owned(), value)
-        })
-        .collect()
+    let mut settings = catalogs::default_settings();
+    for (name, value) in &mut settings {
+        if let Some(set) = client.metadata().get(name) {
+            value.clone_from(set);
+        }
+    }
+    settings
 }
 
 /// Run one session statement.
@@ -431,10 +427,7 @@ fn caller_of(client: &impl ClientInfo) -> PgWireResult<Caller> {
 impl Backend {
     /// Plan a query over the lake or the catalogs.
     async fn prepare(&self, statement: &Statement, reads: Reads, caller: &Caller) -> Result<Prepared, QueryError> {
-        match reads {
-            Reads::Lake => self.service.prepare(statement.clone(), &caller.who).await,
-            Reads::Catalogs => self.service.prepare_catalogs(statement.clone(), &caller.who, &caller.settings).await,
-        }
+        self.service.prepare_reading(statement.clone(), reads, &caller.who, &caller.settings).await
     }
 
     /// Plan a query, run it with its parameters and encode the answer.

@@ -99,7 +99,7 @@ fn first_words(sql: &str) -> String {
 }
 
 /// The identifier as DataFusion resolves it (unquoted names are lowercased).
-fn normalized(part: &ObjectNamePart) -> Option<String> {
+pub(crate) fn normalized(part: &ObjectNamePart) -> Option<String> {
     match part {
         ObjectNamePart::Identifier(ident) if ident.quote_style.is_some() => Some(ident.value.clone()),
         ObjectNamePart::Identifier(ident) => Some(ident.value.to_lowercase()),
